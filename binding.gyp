@@ -1,0 +1,19 @@
+{
+  "targets": [
+    {
+      "target_name": "zivm",
+      "sources": [
+        "native/addon.cc",
+        "native/region.cc",
+        "native/ring.cc",
+        "native/doorbell.cc",
+        "native/fdpass.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-fno-exceptions", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
+    }
+  ]
+}

@@ -1,0 +1,322 @@
+/**
+ * The shared region's layout: the one source of truth for every offset.
+ * native/layout.h mirrors the ring header part (RING_*), nothing else.
+ *
+ * All fields are little-endian. 32-bit words that change after start-up are
+ * accessed with Atomics on an Int32Array view; 64-bit ring positions only by
+ * the native ring (increasing counters, masked by the power-of-two capacity).
+ *
+ *  offset 0                                  REGION HEADER (4096 bytes)
+ *  ┌──────────┬──────────┬─────────┬─────────┬─────────┬─────────┬────────┬────────┐
+ *  │ magic0   │ magic1   │ version │ hdrSize │ state   │ vectors │maxPeers│maxLsnr │  0..31
+ *  ├──────────┼──────────┼─────────┼─────────┼─────────┼─────────┼────────┼────────┤
+ *  │ nslots   │ ringSize │slotStrd │portCntr │ sizeLo  │ sizeHi  │peersOff│lsnrOff │ 32..63
+ *  ├──────────┼──────────┼─────────┼─────────┼─────────┼─────────┼────────┼────────┤
+ *  │pendingOff│pendStride│slotsOff │daemonPid│ nonce   │ (reserved up to 4096)        64..
+ *  └──────────┴──────────┴─────────┴─────────┴─────────┴──────────────────────────────┘
+ *  peersOff        maxPeers × PEER (128 bytes)
+ *  lsnrOff         maxListeners × LISTENER (64 bytes)
+ *  pendingOff      maxPeers × pendStride: one bit per slot, "slot i needs you"
+ *  slotsOff        nslots × slotStride (page aligned):
+ *                    0     SLOT header (client/server words, addresses)
+ *                    256   ring client→server header (RING_HEADER_SIZE)
+ *                    512   ring server→client header
+ *                    4096  ring client→server data (ringSize)
+ *                    4096+ringSize  ring server→client data (ringSize)
+ *
+ *  RING header (256 bytes, producer line and consumer line two cache lines apart):
+ *    0   u64 head            written by the producer only (bytes ever written)
+ *    8   u32 writerSleeping  set by the producer when the ring was full; cleared by the consumer
+ *    128 u64 tail            written by the consumer only (bytes ever read)
+ *    136 u32 readerSleeping  set by the consumer before it sleeps; cleared by the producer
+ *
+ * State words that can be recycled carry a generation: word = (gen << 8) | state,
+ * so a compare-and-swap on a stale view fails (no ABA).
+ */
+
+export const MAGIC0 = 0x4d56495a; // 'ZIVM'
+export const MAGIC1 = 0x4e474552; // 'REGN'
+export const VERSION = 1;
+export const HEADER_SIZE = 4096;
+export const PAGE = 4096;
+
+/** Region header word indexes (Int32Array index = byte offset / 4). */
+export const H = {
+  MAGIC0: 0,
+  MAGIC1: 1,
+  VERSION: 2,
+  HEADER_SIZE: 3,
+  STATE: 4,
+  VECTORS: 5,
+  MAX_PEERS: 6,
+  MAX_LISTENERS: 7,
+  NSLOTS: 8,
+  RING_SIZE: 9,
+  SLOT_STRIDE: 10,
+  PORT_COUNTER: 11,
+  SIZE_LO: 12,
+  SIZE_HI: 13,
+  PEERS_OFF: 14,
+  LISTENERS_OFF: 15,
+  PENDING_OFF: 16,
+  PENDING_STRIDE: 17,
+  SLOTS_OFF: 18,
+  DAEMON_PID: 19,
+  NONCE: 20,
+} as const;
+
+export const REGION_STATE_INIT = 0;
+export const REGION_STATE_READY = 1;
+
+/** Peer entry: 128 bytes. Word indexes relative to the entry. */
+export const PEER_SIZE = 128;
+export const P = {
+  STATE: 0, // PEER_*
+  GEN: 1, // bumped by the daemon each time the id is handed out
+  PID: 2,
+  KIND: 3, // PEER_KIND_*
+  NODE_LO: 4,
+  NODE_HI: 5,
+  FLAGS: 6,
+} as const;
+export const PEER_FREE = 0;
+export const PEER_JOINING = 1; // id handed out by the daemon, peer not yet announced itself
+export const PEER_ALIVE = 2;
+export const PEER_DEAD = 3; // left; the daemon is cleaning up after it
+export const PEER_KIND_PROCESS = 1;
+export const PEER_KIND_GUEST = 2;
+
+/** Listener entry: 64 bytes. */
+export const LISTENER_SIZE = 64;
+export const L = {
+  STATE: 0, // (gen << 8) | LST_*
+  OWNER: 1,
+  OWNER_GEN: 2,
+  PORT: 3,
+  FAMILY: 4, // 4 or 6
+  FLAGS: 5, // LFLAG_*
+  NODE_LO: 6,
+  NODE_HI: 7,
+  ADDR: 8, // 16 bytes: words 8..11 (IPv4 in the first 4 bytes)
+  BACKLOG: 12,
+  ACCEPTED: 13,
+} as const;
+export const LST_FREE = 0;
+export const LST_CLAIMED = 1;
+export const LST_ACTIVE = 2;
+export const LFLAG_IPV6ONLY = 1;
+export const LFLAG_WILDCARD = 2;
+
+/** Slot header: word indexes relative to the slot start. */
+export const S = {
+  STATE: 0, // (gen << 8) | SLOT_*
+  CLIENT: 1,
+  CLIENT_GEN: 2,
+  SERVER: 3,
+  SERVER_GEN: 4,
+  LISTENER: 5,
+  LISTENER_STATE: 6, // the listener's state word the client saw (gen check)
+  FAMILY: 7,
+  CLIENT_ADDR: 8, // 16 bytes: words 8..11
+  CLIENT_PORT: 12,
+  SERVER_ADDR: 13, // 16 bytes: words 13..16
+  SERVER_PORT: 17,
+  CLIENT_FLAGS: 32, // byte 128: written by the client side (or the daemon when the client died)
+  SERVER_FLAGS: 48, // byte 192: written by the server side (or the daemon when the server died)
+} as const;
+export const SLOT_FREE = 0;
+export const SLOT_CLAIMED = 1;
+export const SLOT_CONNECTING = 2;
+export const SLOT_ESTABLISHED = 3;
+export const SLOT_REFUSED = 4;
+
+/** Bits in CLIENT_FLAGS / SERVER_FLAGS: what that side did. */
+export const F_FIN = 1; // no more bytes will be written (half-close)
+export const F_RST = 2; // reset: the other side drops what it has and fails with ECONNRESET
+export const F_CLOSED = 4; // the side released the slot (its socket is gone)
+export const F_DEAD = 8; // the side's peer left the domain (set by the daemon or a survivor)
+
+export const SLOT_HEADER_SIZE = 4096;
+export const RING_C2S_HDR = 256;
+export const RING_S2C_HDR = 512;
+
+/** Ring header (bytes, relative to the ring header start). Mirrored in native/layout.h. */
+export const RING_HEADER_SIZE = 256;
+export const RING_HEAD = 0;
+export const RING_WRITER_SLEEPING = 8;
+export const RING_TAIL = 128;
+export const RING_READER_SLEEPING = 136;
+
+export function stateOf(word: number): number {
+  return word & 0xff;
+}
+export function genOf(word: number): number {
+  return word >>> 8;
+}
+export function makeState(gen: number, state: number): number {
+  return (((gen & 0xffffff) << 8) | (state & 0xff)) | 0;
+}
+
+export interface Geometry {
+  size: number;
+  vectors: number;
+  maxPeers: number;
+  maxListeners: number;
+  nslots: number;
+  ringSize: number;
+  slotStride: number;
+  peersOff: number;
+  listenersOff: number;
+  pendingOff: number;
+  pendingStride: number;
+  slotsOff: number;
+}
+
+function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+export const MIN_RING = 4096;
+export const MAX_RING = 1 << 30;
+export const MAX_SLOTS = 65536;
+
+/**
+ * Computes where everything goes for a region of `size` bytes.
+ * Throws a RangeError if the numbers cannot make a usable region.
+ */
+export function computeGeometry(opts: {
+  size: number;
+  ringSize: number;
+  vectors: number;
+  maxPeers: number;
+  maxListeners: number;
+  maxSlots?: number;
+}): Geometry {
+  const { size, ringSize, vectors, maxPeers, maxListeners } = opts;
+  if (!Number.isSafeInteger(ringSize) || ringSize < MIN_RING || ringSize > MAX_RING || (ringSize & (ringSize - 1)) !== 0)
+    throw new RangeError(`ring size must be a power of two from ${MIN_RING} to ${MAX_RING}, got ${ringSize}`);
+  if (!Number.isInteger(maxPeers) || maxPeers < 2 || maxPeers > 4096) throw new RangeError(`max peers must be 2..4096, got ${maxPeers}`);
+  if (!Number.isInteger(maxListeners) || maxListeners < 1 || maxListeners > 65536)
+    throw new RangeError(`max listeners must be 1..65536, got ${maxListeners}`);
+  if (!Number.isInteger(vectors) || vectors < 1 || vectors > 1024) throw new RangeError(`vectors must be 1..1024, got ${vectors}`);
+  const peersOff = HEADER_SIZE;
+  const listenersOff = alignUp(peersOff + maxPeers * PEER_SIZE, 64);
+  const slotStride = SLOT_HEADER_SIZE + 2 * ringSize;
+  const maxSlots = Math.min(opts.maxSlots ?? MAX_SLOTS, MAX_SLOTS);
+  // The pending bitmaps depend on the slot count, which depends on the room left: take the
+  // bitmaps for the largest count, then fit.
+  let nslots = maxSlots;
+  let pendingStride = 0;
+  let pendingOff = 0;
+  let slotsOff = 0;
+  for (;;) {
+    pendingStride = alignUp(Math.ceil(nslots / 8), 64);
+    pendingOff = alignUp(listenersOff + maxListeners * LISTENER_SIZE, 64);
+    slotsOff = alignUp(pendingOff + maxPeers * pendingStride, PAGE);
+    const fit = Math.floor((size - slotsOff) / slotStride);
+    if (fit >= nslots) break;
+    if (fit < 1) throw new RangeError(`a region of ${size} bytes has no room for one connection with ${ringSize}-byte rings`);
+    nslots = fit;
+  }
+  return { size, vectors, maxPeers, maxListeners, nslots, ringSize, slotStride, peersOff, listenersOff, pendingOff, pendingStride, slotsOff };
+}
+
+/** Writes a fresh header (state INIT). The caller sets STATE to READY last. */
+export function writeHeader(i32: Int32Array, g: Geometry, daemonPid: number, nonce: number): void {
+  i32[H.MAGIC0] = MAGIC0;
+  i32[H.MAGIC1] = MAGIC1;
+  i32[H.VERSION] = VERSION;
+  i32[H.HEADER_SIZE] = HEADER_SIZE;
+  i32[H.VECTORS] = g.vectors;
+  i32[H.MAX_PEERS] = g.maxPeers;
+  i32[H.MAX_LISTENERS] = g.maxListeners;
+  i32[H.NSLOTS] = g.nslots;
+  i32[H.RING_SIZE] = g.ringSize;
+  i32[H.SLOT_STRIDE] = g.slotStride;
+  i32[H.PORT_COUNTER] = 0;
+  i32[H.SIZE_LO] = g.size % 0x100000000 | 0;
+  i32[H.SIZE_HI] = Math.floor(g.size / 0x100000000);
+  i32[H.PEERS_OFF] = g.peersOff;
+  i32[H.LISTENERS_OFF] = g.listenersOff;
+  i32[H.PENDING_OFF] = g.pendingOff;
+  i32[H.PENDING_STRIDE] = g.pendingStride;
+  i32[H.SLOTS_OFF] = g.slotsOff;
+  i32[H.DAEMON_PID] = daemonPid;
+  i32[H.NONCE] = nonce | 0;
+  Atomics.store(i32, H.STATE, REGION_STATE_INIT);
+}
+
+export class LayoutError extends Error {
+  code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'Error';
+    this.code = code;
+  }
+}
+
+/**
+ * Reads and checks a header written by writeHeader. `mappedSize` is what the
+ * reader actually mapped: every offset must fall inside it.
+ */
+export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
+  if (i32.length < HEADER_SIZE / 4) throw new LayoutError('ERR_ZIVM_BAD_REGION', `region of ${mappedSize} bytes is smaller than its header`);
+  if ((i32[H.MAGIC0] >>> 0) !== MAGIC0 || (i32[H.MAGIC1] >>> 0) !== MAGIC1)
+    throw new LayoutError('ERR_ZIVM_BAD_REGION', 'shared region has no zivm header (bad magic)');
+  const version = i32[H.VERSION];
+  if (version !== VERSION)
+    throw new LayoutError('ERR_ZIVM_VERSION_MISMATCH', `shared region has layout version ${version}, this zivm speaks ${VERSION}`);
+  if (Atomics.load(i32, H.STATE) !== REGION_STATE_READY) throw new LayoutError('ERR_ZIVM_BAD_REGION', 'shared region is not initialised');
+  const size = (i32[H.SIZE_HI] >>> 0) * 0x100000000 + (i32[H.SIZE_LO] >>> 0);
+  const g: Geometry = {
+    size,
+    vectors: i32[H.VECTORS],
+    maxPeers: i32[H.MAX_PEERS],
+    maxListeners: i32[H.MAX_LISTENERS],
+    nslots: i32[H.NSLOTS],
+    ringSize: i32[H.RING_SIZE],
+    slotStride: i32[H.SLOT_STRIDE],
+    peersOff: i32[H.PEERS_OFF],
+    listenersOff: i32[H.LISTENERS_OFF],
+    pendingOff: i32[H.PENDING_OFF],
+    pendingStride: i32[H.PENDING_STRIDE],
+    slotsOff: i32[H.SLOTS_OFF],
+  };
+  // Recompute from the primary numbers and insist on the same answer: a header
+  // that disagrees with itself is corrupt, whatever its magic says.
+  let expect: Geometry;
+  try {
+    expect = computeGeometry({ size, ringSize: g.ringSize, vectors: g.vectors, maxPeers: g.maxPeers, maxListeners: g.maxListeners, maxSlots: g.nslots });
+  } catch (e) {
+    throw new LayoutError('ERR_ZIVM_BAD_REGION', `shared region header is inconsistent: ${(e as Error).message}`);
+  }
+  for (const k of Object.keys(expect) as (keyof Geometry)[]) {
+    if (expect[k] !== g[k]) throw new LayoutError('ERR_ZIVM_BAD_REGION', `shared region header is inconsistent (${k})`);
+  }
+  if (size > mappedSize) throw new LayoutError('ERR_ZIVM_BAD_REGION', `shared region header says ${size} bytes, ${mappedSize} are mapped`);
+  return g;
+}
+
+/** Byte offsets derived from a geometry. */
+export function peerOffset(g: Geometry, id: number): number {
+  return g.peersOff + id * PEER_SIZE;
+}
+export function listenerOffset(g: Geometry, i: number): number {
+  return g.listenersOff + i * LISTENER_SIZE;
+}
+export function pendingOffset(g: Geometry, peer: number): number {
+  return g.pendingOff + peer * g.pendingStride;
+}
+export function slotOffset(g: Geometry, i: number): number {
+  return g.slotsOff + i * g.slotStride;
+}
+/** Ring offsets of a slot: c2s = client→server, s2c = server→client. */
+export function ringOffsets(g: Geometry, slot: number): { c2sHdr: number; s2cHdr: number; c2sData: number; s2cData: number } {
+  const base = slotOffset(g, slot);
+  return {
+    c2sHdr: base + RING_C2S_HDR,
+    s2cHdr: base + RING_S2C_HDR,
+    c2sData: base + SLOT_HEADER_SIZE,
+    s2cData: base + SLOT_HEADER_SIZE + g.ringSize,
+  };
+}
