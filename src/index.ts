@@ -1,2 +1,9 @@
-// Placeholder entry point while the transport is being built: re-exports node:net.
+/**
+ * zivm: node:net, with connections between co-resident peers carried over
+ * shared memory. Everything not listed here is node:net's own.
+ */
 export * from 'node:net';
+export { Socket, Socket as Stream } from './net/socket';
+export type { Transport } from './net/socket';
+export { Server } from './net/server';
+export { createServer, connect, createConnection } from './net/connect';

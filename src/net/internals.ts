@@ -1,0 +1,58 @@
+/**
+ * Module-private parts of node:net that a handle of our own must cooperate
+ * with. They are found once, by description, on a socket built around a probe
+ * handle. If Node changed them, `available` is false and zivm uses TCP only.
+ */
+import net from 'node:net';
+import { debuglog } from 'node:util';
+
+const debug = debuglog('zivm');
+
+export interface Internals {
+  available: boolean;
+  /** handle[owner] is the socket or server that owns a handle. */
+  owner: symbol;
+  /** socket[kBuffer] is set when the socket reads into a user buffer (the onread option). */
+  kBuffer: symbol;
+  /** socket[kLastWriteQueueSize]: the write queue size the timeout logic compares with. */
+  kLastWriteQueueSize: symbol;
+}
+
+function find(obj: object, description: string): symbol | undefined {
+  return Object.getOwnPropertySymbols(obj).find((s) => s.description === description);
+}
+
+function probe(): Internals {
+  const none: Internals = { available: false, owner: Symbol('none'), kBuffer: Symbol('none'), kLastWriteQueueSize: Symbol('none') };
+  try {
+    const handle = {
+      reading: false,
+      bytesRead: 0,
+      bytesWritten: 0,
+      readStart: () => 0,
+      readStop: () => 0,
+      close: (cb?: () => void) => cb && setImmediate(cb),
+    };
+    const s = new net.Socket({ handle, manualStart: true } as net.SocketConstructorOpts);
+    const owner = find(handle, 'owner_symbol');
+    const kBuffer = find(s, 'kBuffer');
+    const kLastWriteQueueSize = find(s, 'lastWriteQueueSize');
+    s.destroy();
+    if (!owner || !kBuffer || !kLastWriteQueueSize || (handle as { [k: symbol]: unknown })[owner] !== s || typeof net._normalizeArgs !== 'function') {
+      debug('this Node.js has changed node:net internals: shared memory disabled');
+      return none;
+    }
+    return { available: true, owner, kBuffer, kLastWriteQueueSize };
+  } catch (e) {
+    debug('probing node:net failed (%s): shared memory disabled', (e as Error).message);
+    return none;
+  }
+}
+
+export const internals: Internals = probe();
+
+declare module 'node:net' {
+  // Exported by node:net, not typed by @types/node.
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  function _normalizeArgs(args: unknown[]): [Record<string, unknown>, ((...a: unknown[]) => void) | null];
+}

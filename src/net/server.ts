@@ -1,0 +1,128 @@
+/**
+ * zivm.Server: a real net.Server (callable without `new`) that listens on TCP
+ * as usual and, once the kernel has given it the port, also registers the
+ * address in the domain's directory so co-resident clients reach it over
+ * shared memory. Connections arrive as zivm.Socket either way.
+ */
+import net from 'node:net';
+import dc from 'node:diagnostics_channel';
+import { getDomain, Domain } from '../shm/domain';
+import { Channel } from '../shm/channel';
+import { parseAddr, register, unregister } from '../shm/directory';
+import { ShmHandle } from './handle';
+import { acceptedSocket } from './socket';
+import { internals } from './internals';
+import { debug, disabled } from './debug';
+
+const NetServer = net.Server;
+const base = NetServer.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+const serverSocketChannel = dc.channel('net.server.socket');
+type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const kListener = Symbol('zivm.listener');
+
+interface Registration {
+  d: Domain;
+  index: number;
+  word: number;
+}
+
+export interface ServerConstructor {
+  new (connectionListener?: (socket: net.Socket) => void): net.Server;
+  new (options?: net.ServerOpts, connectionListener?: (socket: net.Socket) => void): net.Server;
+  (connectionListener?: (socket: net.Socket) => void): net.Server;
+  (options?: net.ServerOpts, connectionListener?: (socket: net.Socket) => void): net.Server;
+  readonly prototype: net.Server;
+}
+
+export const Server = function Server(this: unknown, options?: unknown, connectionListener?: unknown): net.Server | void {
+  if (!(this instanceof Server)) return new (Server as unknown as new (a: unknown, b: unknown) => net.Server)(options, connectionListener);
+  (NetServer as unknown as (this: unknown, a?: unknown, b?: unknown) => void).call(this, options, connectionListener);
+} as unknown as ServerConstructor;
+Object.setPrototypeOf(Server.prototype, NetServer.prototype);
+Object.setPrototypeOf(Server, NetServer);
+
+const UV_TCP_IPV6ONLY = 1;
+
+/** net's listen path ends here once it has an address; the TCP listen comes first. */
+(Server.prototype as Any)._listen2 = function _listen2(this: Any, ...args: unknown[]) {
+  base._listen2.apply(this, args);
+  if (!this._handle || this[kListener] || disabled() || !internals.available) return;
+  const backlog = Number(args[3]) || 511;
+  const flags = Number(args[5]) || 0;
+  let address: net.AddressInfo | string | null;
+  try {
+    address = this.address();
+  } catch {
+    return;
+  }
+  if (!address || typeof address !== 'object') return; // a pipe
+  const a = parseAddr(address.address);
+  if (!a) return;
+  const d = getDomain(true);
+  if (!d) return;
+  const r = register(d, { addr: a, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog });
+  if (!r) {
+    debug('listener table of the region is full: %s:%d is served over TCP only', address.address, address.port);
+    return;
+  }
+  const reg: Registration = { d, index: r.index, word: r.word };
+  this[kListener] = reg;
+  d.acceptors.set(r.index, { onIncoming: (slot, word) => incoming(this, reg, slot, word) });
+  debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, r.index);
+};
+
+function unregisterShm(server: Any): void {
+  const reg = server[kListener] as Registration | undefined;
+  if (!reg) return;
+  server[kListener] = undefined;
+  reg.d.acceptors.delete(reg.index);
+  unregister(reg.d, reg.index, reg.word);
+}
+
+(Server.prototype as Any).close = function close(this: Any, cb?: (err?: Error) => void) {
+  unregisterShm(this);
+  return base.close.call(this, cb);
+};
+
+/** A connection request in `slot`: accept it the way net's onconnection does. */
+function incoming(server: Any, reg: Registration, slot: number, word: number): void {
+  if (!server._handle || server[kListener] !== reg) {
+    Channel.refuse(reg.d, slot, word);
+    return;
+  }
+  const ch = Channel.accept(reg.d, slot, word);
+  if (!ch) return;
+  const h = new ShmHandle(ch);
+  if (server.maxConnections && server._connections >= server.maxConnections) {
+    const local: Any = {};
+    const remote: Any = {};
+    h.getsockname(local);
+    h.getpeername(remote);
+    server.emit('drop', {
+      localAddress: local.address,
+      localPort: local.port,
+      localFamily: local.family,
+      remoteAddress: remote.address,
+      remotePort: remote.port,
+      remoteFamily: remote.family,
+    });
+    h.close();
+    return;
+  }
+  const socket = acceptedSocket(h, {
+    allowHalfOpen: server.allowHalfOpen,
+    pauseOnCreate: server.pauseOnConnect,
+    readable: true,
+    writable: true,
+    readableHighWaterMark: server.highWaterMark,
+    writableHighWaterMark: server.highWaterMark,
+  }) as unknown as Any;
+  if (server.noDelay) socket.setNoDelay(true);
+  if (server.keepAlive) socket.setKeepAlive(true, server.keepAliveInitialDelay * 1000);
+  server._connections++;
+  socket.server = server;
+  socket._server = server;
+  server.emit('connection', socket);
+  if (serverSocketChannel.hasSubscribers) serverSocketChannel.publish({ socket });
+}

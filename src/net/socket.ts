@@ -1,0 +1,188 @@
+/**
+ * zivm.Socket: a real net.Socket (callable without `new`, like net's) whose
+ * connect() looks for a co-resident listener and, if there is one, carries
+ * the connection over shared memory. Everything else (argument checks, DNS,
+ * happy eyeballs, errors, timeouts, the TCP path itself) is node:net's own.
+ */
+import net from 'node:net';
+import dns from 'node:dns';
+import { ShmHandle, kTransport, TcpLike } from './handle';
+import { internals } from './internals';
+import { chose, debug, disabled } from './debug';
+import { getDomain, lastJoinError } from '../shm/domain';
+import { Channel } from '../shm/channel';
+import { find, parseAddr } from '../shm/directory';
+
+const NetSocket = net.Socket;
+const base = NetSocket.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+
+export type Transport = 'shm' | 'tcp' | 'pipe';
+
+export interface Socket extends net.Socket {
+  /** 'shm' when the bytes move through shared memory, 'tcp' or 'pipe' when through the kernel; undefined before connect. */
+  readonly transport: Transport | undefined;
+}
+
+export interface SocketConstructor {
+  new (options?: net.SocketConstructorOpts): Socket;
+  (options?: net.SocketConstructorOpts): Socket;
+  readonly prototype: Socket;
+}
+
+// A plain function, not a class: http, tls and tty call net.Socket without `new`.
+export const Socket = function Socket(this: unknown, options?: net.SocketConstructorOpts): Socket | void {
+  if (!(this instanceof Socket)) return new (Socket as unknown as new (o?: unknown) => Socket)(options);
+  (NetSocket as unknown as (this: unknown, o?: unknown) => void).call(this, options);
+} as unknown as SocketConstructor;
+Object.setPrototypeOf(Socket.prototype, NetSocket.prototype);
+Object.setPrototypeOf(Socket, NetSocket);
+
+type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type LookupFn = (host: string, opts: dns.LookupOptions, cb: (err: NodeJS.ErrnoException | null, address: unknown, family?: number) => void) => void;
+
+Object.defineProperty(Socket.prototype, 'transport', {
+  configurable: true,
+  enumerable: false,
+  get(this: Any): Transport | undefined {
+    const h = this._handle;
+    if (h instanceof ShmHandle) return 'shm';
+    if (this[kTransport]) return this[kTransport];
+    if (!h) return undefined;
+    return h.constructor?.name === 'Pipe' ? 'pipe' : 'tcp';
+  },
+});
+
+/*
+ * connect() overloads, as net's:
+ *   connect(options[, connectListener])
+ *   connect(port[, host][, connectListener])
+ *   connect(path[, connectListener])      -> plain net, always
+ * or an array already normalized by net._normalizeArgs.
+ */
+(Socket.prototype as Any).connect = function connect(this: Any, ...args: unknown[]) {
+  const normalized = (Array.isArray(args[0]) && args.length === 1 ? args[0] : net._normalizeArgs(args)) as ReturnType<typeof net._normalizeArgs>;
+  const options = normalized[0] ?? {};
+  if (options.path != null || disabled() || !internals.available || this[internals.kBuffer]) {
+    this[kTransport] = options.path != null ? 'pipe' : 'tcp';
+    return base.connect.call(this, normalized);
+  }
+  const d = getDomain(false);
+  if (!d) {
+    this[kTransport] = 'tcp';
+    chose(this, 'tcp', `no zivm domain here${lastJoinError ? ` (${lastJoinError.message})` : ''}`, options.host as string, options.port as number);
+    return base.connect.call(this, normalized);
+  }
+  this[kTransport] = undefined;
+  // Steer address selection towards a co-resident listener, if the name has one.
+  const opts: Any = { ...options };
+  const userLookup = opts.lookup;
+  if (userLookup === undefined || userLookup === null || typeof userLookup === 'function') {
+    opts.lookup = steeringLookup((userLookup ?? dns.lookup) as LookupFn, Number(opts.port) | 0);
+  }
+  base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((x) => x !== undefined)));
+  const tcp = this._handle as TcpLike | null;
+  if (tcp && !(tcp instanceof ShmHandle)) intercept(this, tcp);
+  return this;
+};
+
+/**
+ * A lookup that, when one of the addresses has a co-resident listener,
+ * answers with that address alone (so net tries it first and only).
+ */
+function steeringLookup(lookup: LookupFn, port: number): LookupFn {
+  return function zivmLookup(host, opts, cb) {
+    lookup(host, opts, (err, address, family) => {
+      if (err || !Array.isArray(address)) return cb(err, address, family);
+      const d = getDomain(false);
+      if (d) {
+        for (const a of address as { address: string; family: number }[]) {
+          const p = parseAddr(a.address);
+          if (p && find(d, p, port)) return cb(null, [a]);
+        }
+      }
+      cb(null, address, family);
+    });
+  };
+}
+
+type ConnectFn = (this: TcpLike, req: Any, address: string, port: number) => number;
+
+/** Wraps the kernel handle's connect so the choice is made on the resolved address. */
+function intercept(socket: Any, tcp: TcpLike): void {
+  const t = tcp as unknown as Record<string, ConnectFn>;
+  const c4 = t.connect;
+  const c6 = t.connect6;
+  t.connect = function (req, address, port) {
+    return tryShm(socket, tcp, req, address, port, c4);
+  };
+  t.connect6 = function (req, address, port) {
+    return tryShm(socket, tcp, req, address, port, c6);
+  };
+}
+
+function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: number, connect: ConnectFn): number {
+  const tcpPath = (reason: string): number => {
+    socket[kTransport] = 'tcp';
+    chose(socket, 'tcp', reason, address, port);
+    return connect.call(tcp, req, address, port);
+  };
+  const d = getDomain(false);
+  if (!d) return tcpPath('no zivm domain here');
+  if (socket._handle !== tcp) return tcpPath('socket changed handle');
+  const a = parseAddr(address);
+  if (!a) return tcpPath('unparsable address');
+  const l = find(d, a, port);
+  if (!l) return tcpPath(`no co-resident listener for ${address}:${port}`);
+  const local = typeof req.localAddress === 'string' ? parseAddr(req.localAddress) : undefined;
+  let ch: Channel | undefined;
+  try {
+    ch = Channel.connect(d, l, a, port, local);
+  } catch (e) {
+    return tcpPath(`shared memory failed: ${(e as Error).message}`);
+  }
+  if (!ch) return tcpPath('every connection slot of the region is taken');
+  const h = new ShmHandle(ch);
+  h[internals.owner] = socket;
+  h.onread = tcp.onread;
+  socket._handle = h;
+  socket[kTransport] = 'shm';
+  chose(socket, 'shm', `listener of peer ${l.owner} in slot ${ch.slot}`, address, port);
+  h.beginConnect({ req: req as never, tcp, connect });
+  return 0;
+}
+
+(Socket.prototype as Any)._writeGeneric = function _writeGeneric(this: Any, writev: boolean, data: Any, encoding: BufferEncoding, cb: (err?: Error | null) => void) {
+  const h = this._handle;
+  if (this.connecting || !(h instanceof ShmHandle)) return base._writeGeneric.call(this, writev, data, encoding, cb);
+  this._pendingData = null;
+  this._pendingEncoding = '';
+  this._unrefTimer();
+  let bufs: Uint8Array[];
+  if (writev) {
+    const list = data as { chunk: string | Uint8Array; encoding: BufferEncoding }[];
+    bufs = new Array(list.length);
+    for (let i = 0; i < list.length; i++) {
+      const c = list[i].chunk;
+      bufs[i] = typeof c === 'string' ? Buffer.from(c, list[i].encoding) : c;
+    }
+  } else {
+    bufs = [typeof data === 'string' ? Buffer.from(data, encoding) : (data as unknown as Uint8Array)];
+  }
+  h.writeBuffers(bufs, cb);
+};
+
+(Socket.prototype as Any).resetAndDestroy = function resetAndDestroy(this: Any) {
+  if (!(this._handle instanceof ShmHandle)) return base.resetAndDestroy.call(this);
+  if (this.connecting) this.once('connect', () => this._reset());
+  else this._reset();
+  return this;
+};
+
+/** Builds the socket for a connection accepted over shared memory. */
+export function acceptedSocket(h: ShmHandle, options: net.SocketConstructorOpts & Any): Socket {
+  const s = new Socket({ ...options, handle: h } as net.SocketConstructorOpts) as unknown as Any;
+  s[kTransport] = 'shm';
+  return s as unknown as Socket;
+}
+
+export { debug };

@@ -1,0 +1,28 @@
+/**
+ * The preload hook: NODE_OPTIONS="--require zivm/register" (or --import).
+ * Puts zivm's Socket, Server and connect functions on the builtin node:net
+ * exports, before the application loads, so that everything built on net
+ * (node:http, frameworks, clients) uses them. ZIVM=off makes it a no-op.
+ */
+import net from 'node:net';
+import { syncBuiltinESMExports } from 'node:module';
+import { disabled, debug } from './net/debug';
+import { internals } from './net/internals';
+import { Socket } from './net/socket';
+import { Server } from './net/server';
+import { connect, createConnection, createServer } from './net/connect';
+
+const kPatched = Symbol.for('zivm.register');
+const target = net as unknown as Record<string | symbol, unknown>;
+
+if (!disabled() && internals.available && !target[kPatched]) {
+  target[kPatched] = true;
+  target.Socket = Socket;
+  target.Stream = Socket;
+  target.Server = Server;
+  target.connect = connect;
+  target.createConnection = createConnection;
+  target.createServer = createServer;
+  syncBuiltinESMExports();
+  debug('node:net patched by zivm/register');
+}

@@ -1,0 +1,261 @@
+/**
+ * A channel: one end of one connection, i.e. one slot of the region seen from
+ * the client or the server side. It owns the slot's two rings (tx: the one it
+ * produces into, rx: the one it consumes), its own flag word, and the doorbell
+ * discipline: a reader says it sleeps before it waits, a writer rings only
+ * when the reader sleeps (and the same the other way round when a ring is full).
+ */
+import { native, NativeRing } from './native';
+import type { Domain, SlotHandler } from './domain';
+import type { Addr, Found } from './directory';
+import { readAddr, writeAddr } from './directory';
+import * as Lay from './layout';
+
+const EPHEMERAL_LOW = 32768;
+const EPHEMERAL_COUNT = 60999 - 32768 + 1;
+
+export type Side = 'client' | 'server';
+
+export interface Endpoints {
+  family: 4 | 6;
+  local: Addr;
+  localPort: number;
+  remote: Addr;
+  remotePort: number;
+}
+
+export class Channel implements SlotHandler {
+  readonly d: Domain;
+  readonly slot: number;
+  /** The slot's state word while we hold it: its generation identifies the connection. */
+  readonly gen: number;
+  readonly side: Side;
+  readonly peer: number;
+  readonly peerGen: number;
+  readonly tx: NativeRing;
+  readonly rx: NativeRing;
+  /** Called on every event for the slot (set by the owner of the channel). */
+  onchange: () => void = noop;
+  /** Set once the remote peer is known to have left the domain. */
+  peerGone = false;
+  private readonly base: number;
+  private readonly myFlags: number;
+  private readonly theirFlags: number;
+  private readonly txReaderSleeping: number;
+  private readonly txWriterSleeping: number;
+  private readonly rxReaderSleeping: number;
+  private readonly rxWriterSleeping: number;
+  private released = false;
+
+  private constructor(d: Domain, slot: number, gen: number, side: Side, peer: number, peerGen: number) {
+    this.d = d;
+    this.slot = slot;
+    this.gen = gen;
+    this.side = side;
+    this.peer = peer;
+    this.peerGen = peerGen;
+    const N = native();
+    const r = Lay.ringOffsets(d.g, slot);
+    const client = side === 'client';
+    const txHdr = client ? r.c2sHdr : r.s2cHdr;
+    const rxHdr = client ? r.s2cHdr : r.c2sHdr;
+    this.tx = new N.Ring(d.region, txHdr, client ? r.c2sData : r.s2cData, d.g.ringSize, true);
+    this.rx = new N.Ring(d.region, rxHdr, client ? r.s2cData : r.c2sData, d.g.ringSize, false);
+    this.base = Lay.slotOffset(d.g, slot) >> 2;
+    this.myFlags = this.base + (client ? Lay.S.CLIENT_FLAGS : Lay.S.SERVER_FLAGS);
+    this.theirFlags = this.base + (client ? Lay.S.SERVER_FLAGS : Lay.S.CLIENT_FLAGS);
+    this.txReaderSleeping = (txHdr + Lay.RING_READER_SLEEPING) >> 2;
+    this.txWriterSleeping = (txHdr + Lay.RING_WRITER_SLEEPING) >> 2;
+    this.rxReaderSleeping = (rxHdr + Lay.RING_READER_SLEEPING) >> 2;
+    this.rxWriterSleeping = (rxHdr + Lay.RING_WRITER_SLEEPING) >> 2;
+    d.attach(slot, side === 'server', this);
+  }
+
+  /**
+   * Client side: claims a free slot for a connection to listener `l`, and asks
+   * its owner to accept. Returns undefined when every slot is taken.
+   */
+  static connect(d: Domain, l: Found, remote: Addr, remotePort: number, local: Addr | undefined): Channel | undefined {
+    const { i32, g } = d;
+    for (let slot = 0; slot < g.nslots; slot++) {
+      const s = Lay.slotOffset(g, slot) >> 2;
+      const w = Atomics.load(i32, s + Lay.S.STATE);
+      if (Lay.stateOf(w) !== Lay.SLOT_FREE) continue;
+      const gen = (Lay.genOf(w) + 1) & 0xffffff;
+      if (Atomics.compareExchange(i32, s + Lay.S.STATE, w, Lay.makeState(gen, Lay.SLOT_CLAIMED)) !== w) continue;
+      // The slot is ours alone until it is published as CONNECTING.
+      const sb = Lay.slotOffset(g, slot);
+      new Uint8Array(d.region.buffer, sb + 4, Lay.SLOT_HEADER_SIZE - 4).fill(0);
+      Atomics.store(i32, s + Lay.S.CLIENT, d.id);
+      Atomics.store(i32, s + Lay.S.CLIENT_GEN, d.gen);
+      Atomics.store(i32, s + Lay.S.SERVER, l.owner);
+      Atomics.store(i32, s + Lay.S.SERVER_GEN, l.ownerGen);
+      Atomics.store(i32, s + Lay.S.LISTENER, l.index);
+      Atomics.store(i32, s + Lay.S.LISTENER_STATE, l.word);
+      Atomics.store(i32, s + Lay.S.FAMILY, remote.family);
+      const localAddr = local ?? remote;
+      writeAddr(i32, s + Lay.S.CLIENT_ADDR, localAddr.bytes);
+      Atomics.store(i32, s + Lay.S.CLIENT_PORT, EPHEMERAL_LOW + ((Atomics.add(i32, Lay.H.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT));
+      writeAddr(i32, s + Lay.S.SERVER_ADDR, remote.bytes);
+      Atomics.store(i32, s + Lay.S.SERVER_PORT, remotePort);
+      // Both readers start asleep: the first byte each way rings the doorbell.
+      const r = Lay.ringOffsets(g, slot);
+      Atomics.store(i32, (r.c2sHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
+      Atomics.store(i32, (r.s2cHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
+      const ch = new Channel(d, slot, gen, 'client', l.owner, l.ownerGen);
+      Atomics.store(i32, s + Lay.S.STATE, Lay.makeState(gen, Lay.SLOT_CONNECTING));
+      d.notify(l.owner, slot);
+      return ch;
+    }
+    return undefined;
+  }
+
+  /** Server side: accepts the connection waiting in `slot`. Undefined if the client gave up meanwhile. */
+  static accept(d: Domain, slot: number, word: number): Channel | undefined {
+    const { i32, g } = d;
+    const s = Lay.slotOffset(g, slot) >> 2;
+    const client = Atomics.load(i32, s + Lay.S.CLIENT);
+    const clientGen = Atomics.load(i32, s + Lay.S.CLIENT_GEN);
+    const ch = new Channel(d, slot, Lay.genOf(word), 'server', client, clientGen);
+    if (Atomics.compareExchange(i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_ESTABLISHED)) !== word) {
+      d.detach(slot, true, ch);
+      ch.released = true;
+      return undefined;
+    }
+    d.notify(client, slot);
+    return ch;
+  }
+
+  /** Server side: turns the connection in `slot` away (its client falls back to TCP). */
+  static refuse(d: Domain, slot: number, word: number): void {
+    const s = Lay.slotOffset(d.g, slot) >> 2;
+    if (Atomics.compareExchange(d.i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED)) === word) {
+      d.notify(Atomics.load(d.i32, s + Lay.S.CLIENT), slot);
+    }
+  }
+
+  /** SLOT_* of the slot, or -1 if the slot no longer belongs to this connection. */
+  state(): number {
+    const w = Atomics.load(this.d.i32, this.base + Lay.S.STATE);
+    if (Lay.genOf(w) !== this.gen) return -1;
+    return Lay.stateOf(w);
+  }
+
+  endpoints(): Endpoints {
+    const i32 = this.d.i32;
+    const fam = Atomics.load(i32, this.base + Lay.S.FAMILY) === 6 ? 6 : 4;
+    const c = readAddr(i32, this.base + Lay.S.CLIENT_ADDR, fam);
+    const cp = Atomics.load(i32, this.base + Lay.S.CLIENT_PORT);
+    const sv = readAddr(i32, this.base + Lay.S.SERVER_ADDR, fam);
+    const sp = Atomics.load(i32, this.base + Lay.S.SERVER_PORT);
+    return this.side === 'client'
+      ? { family: fam, local: c, localPort: cp, remote: sv, remotePort: sp }
+      : { family: fam, local: sv, localPort: sp, remote: c, remotePort: cp };
+  }
+
+  // -- data -------------------------------------------------------------------
+
+  /** Writes what fits of `chunks` (in order); returns bytes written. Rings the reader if it sleeps. */
+  write(chunks: Uint8Array[]): number {
+    const n = chunks.length === 1 ? this.tx.write(chunks[0]) : this.tx.writev(chunks);
+    if (n > 0) this.wakeIf(this.txReaderSleeping);
+    return n;
+  }
+
+  /** Reads up to `max` bytes, or null if none. Rings the writer if it was waiting for room. */
+  read(max: number): Buffer | null {
+    const b = this.rx.read(max);
+    if (b !== null) this.wakeIf(this.rxWriterSleeping);
+    return b;
+  }
+
+  /**
+   * Announces that this end will wait for data. Returns false if data arrived
+   * meanwhile (do not wait: read again).
+   */
+  sleepRead(): boolean {
+    Atomics.store(this.d.i32, this.rxReaderSleeping, 1);
+    return this.rx.available() === 0;
+  }
+
+  /** Announces that this end waits for room in its tx ring. Returns false if room appeared meanwhile. */
+  sleepWrite(): boolean {
+    Atomics.store(this.d.i32, this.txWriterSleeping, 1);
+    return this.tx.free() === 0;
+  }
+
+  /** Bytes written by us and not yet read by the peer. */
+  unreadByPeer(): number {
+    return this.tx.capacity - this.tx.free();
+  }
+
+  private wakeIf(flagIdx: number): void {
+    const i32 = this.d.i32;
+    if (Atomics.load(i32, flagIdx) !== 0 && Atomics.exchange(i32, flagIdx, 0) !== 0) this.d.notify(this.peer, this.slot);
+  }
+
+  // -- flags ------------------------------------------------------------------
+
+  peerFlags(): number {
+    return Atomics.load(this.d.i32, this.theirFlags);
+  }
+
+  myFlagsNow(): number {
+    return Atomics.load(this.d.i32, this.myFlags);
+  }
+
+  /** Sets flag bits on our side and tells the peer. */
+  signal(bits: number): void {
+    if (this.released) return;
+    Atomics.or(this.d.i32, this.myFlags, bits);
+    this.d.notify(this.peer, this.slot);
+  }
+
+  /**
+   * Lets go of the slot: `how` says what the peer sees (F_FIN: orderly close,
+   * F_RST: reset). The slot is freed by whichever side lets go last.
+   */
+  release(how: number): void {
+    if (this.released) return;
+    this.released = true;
+    this.d.detach(this.slot, this.side === 'server', this);
+    const i32 = this.d.i32;
+    const s = this.base + Lay.S.STATE;
+    const w = Atomics.load(i32, s);
+    if (Lay.genOf(w) !== this.gen) return; // freed already (the peer died and the daemon reaped)
+    const st = Lay.stateOf(w);
+    if (st === Lay.SLOT_CONNECTING || st === Lay.SLOT_CLAIMED || st === Lay.SLOT_REFUSED) {
+      // Still a request: take it back. If the server accepts meanwhile the CAS fails and we close normally.
+      if (this.side === 'client' && Atomics.compareExchange(i32, s, w, Lay.makeState(this.gen + 1, Lay.SLOT_FREE)) === w) return;
+    }
+    Atomics.or(i32, this.myFlags, how | Lay.F_CLOSED);
+    if (Atomics.load(i32, this.theirFlags) & Lay.F_CLOSED) {
+      const now = Atomics.load(i32, s);
+      if (Lay.genOf(now) === this.gen && Lay.stateOf(now) !== Lay.SLOT_FREE) {
+        Atomics.compareExchange(i32, s, now, Lay.makeState(this.gen + 1, Lay.SLOT_FREE));
+      }
+      return;
+    }
+    this.d.notify(this.peer, this.slot);
+  }
+
+  get isReleased(): boolean {
+    return this.released;
+  }
+
+  // -- SlotHandler ------------------------------------------------------------
+
+  onEvent(): void {
+    this.onchange();
+  }
+
+  onPeerLeft(): void {
+    if (!this.d.peerAlive(this.peer, this.peerGen)) {
+      this.peerGone = true;
+      this.onchange();
+    }
+  }
+}
+
+function noop(): void {}
+

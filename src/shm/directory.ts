@@ -1,0 +1,216 @@
+/**
+ * The directory of listeners, kept in the region: who listens on which
+ * (node, address, port). A server registers only after its TCP listen
+ * succeeded, so the kernel has already proved the port is its own.
+ */
+import os from 'node:os';
+import net from 'node:net';
+import type { Domain } from './domain';
+import * as Lay from './layout';
+
+/** An address as 16 bytes (IPv4 in the first 4) plus its family. */
+export interface Addr {
+  family: 4 | 6;
+  bytes: Uint8Array;
+}
+
+export function parseAddr(address: string): Addr | undefined {
+  const v = net.isIP(address);
+  if (v === 4) {
+    const b = new Uint8Array(16);
+    const parts = address.split('.');
+    for (let i = 0; i < 4; i++) b[i] = Number(parts[i]);
+    return { family: 4, bytes: b };
+  }
+  if (v !== 6) return undefined;
+  let s = address;
+  const pct = s.indexOf('%');
+  if (pct >= 0) s = s.slice(0, pct);
+  const b = new Uint8Array(16);
+  // An embedded IPv4 tail becomes two groups.
+  const lastColon = s.lastIndexOf(':');
+  const tail = s.slice(lastColon + 1);
+  if (tail.includes('.')) {
+    const p = tail.split('.').map(Number);
+    s = s.slice(0, lastColon + 1) + ((p[0] << 8) | p[1]).toString(16) + ':' + ((p[2] << 8) | p[3]).toString(16);
+  }
+  const [head, rest] = s.split('::');
+  const hs = head ? head.split(':') : [];
+  const ts = rest !== undefined && rest !== '' ? rest.split(':') : [];
+  const groups: number[] = [...hs.map((x) => parseInt(x, 16))];
+  if (rest !== undefined) for (let i = hs.length + ts.length; i < 8; i++) groups.push(0);
+  groups.push(...ts.map((x) => parseInt(x, 16)));
+  for (let i = 0; i < 8; i++) {
+    b[i * 2] = (groups[i] >> 8) & 0xff;
+    b[i * 2 + 1] = groups[i] & 0xff;
+  }
+  // IPv4-mapped (::ffff:a.b.c.d) is the IPv4 address.
+  if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
+    const m = new Uint8Array(16);
+    m.set(b.subarray(12, 16), 0);
+    return { family: 4, bytes: m };
+  }
+  return { family: 6, bytes: b };
+}
+
+export function formatAddr(a: Addr): string {
+  if (a.family === 4) return `${a.bytes[0]}.${a.bytes[1]}.${a.bytes[2]}.${a.bytes[3]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i++) groups.push(((a.bytes[i * 2] << 8) | a.bytes[i * 2 + 1]).toString(16));
+  // Compress the longest run of zero groups, as the kernel and Node print it.
+  let best = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen && j - i > 1) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (best < 0) return groups.join(':');
+  return groups.slice(0, best).join(':') + '::' + groups.slice(best + bestLen).join(':');
+}
+
+function isUnspecified(a: Addr): boolean {
+  return a.bytes.every((x) => x === 0);
+}
+
+function isLoopback(a: Addr): boolean {
+  if (a.family === 4) return a.bytes[0] === 127;
+  for (let i = 0; i < 15; i++) if (a.bytes[i] !== 0) return false;
+  return a.bytes[15] === 1;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < 16; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+let ifCache: { at: number; addrs: Addr[] } | undefined;
+
+/** This node's own interface addresses (cached for a second). */
+function ownAddrs(): Addr[] {
+  const now = Date.now();
+  if (ifCache && now - ifCache.at < 1000) return ifCache.addrs;
+  const addrs: Addr[] = [];
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const i of list ?? []) {
+      const a = parseAddr(i.address);
+      if (a) addrs.push(a);
+    }
+  }
+  ifCache = { at: now, addrs };
+  return addrs;
+}
+
+/**
+ * Does a connection to `a` stay on this node? Loopback, the unspecified
+ * address (Linux connects it to the local host) and the node's own
+ * interface addresses do.
+ */
+export function isOwnAddress(a: Addr): boolean {
+  if (isLoopback(a) || isUnspecified(a)) return true;
+  return ownAddrs().some((o) => o.family === a.family && sameBytes(o.bytes, a.bytes));
+}
+
+export function writeAddr(i32: Int32Array, wordIdx: number, bytes: Uint8Array): void {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, 16);
+  for (let i = 0; i < 4; i++) Atomics.store(i32, wordIdx + i, dv.getInt32(i * 4, true));
+}
+
+export function readAddr(i32: Int32Array, wordIdx: number, family: number): Addr {
+  const bytes = new Uint8Array(16);
+  const dv = new DataView(bytes.buffer);
+  for (let i = 0; i < 4; i++) dv.setInt32(i * 4, Atomics.load(i32, wordIdx + i), true);
+  return { family: family === 6 ? 6 : 4, bytes };
+}
+
+export interface ListenSpec {
+  addr: Addr;
+  port: number;
+  ipv6Only: boolean;
+  backlog: number;
+}
+
+/** Registers a listener; returns its index and state word, or undefined if the table is full. */
+export function register(d: Domain, spec: ListenSpec): { index: number; word: number } | undefined {
+  const { i32, g } = d;
+  for (let i = 0; i < g.maxListeners; i++) {
+    const l = Lay.listenerOffset(g, i) >> 2;
+    const w = Atomics.load(i32, l + Lay.L.STATE);
+    if (Lay.stateOf(w) !== Lay.LST_FREE) continue;
+    const gen = (Lay.genOf(w) + 1) & 0xffffff;
+    const claimed = Lay.makeState(gen, Lay.LST_CLAIMED);
+    if (Atomics.compareExchange(i32, l + Lay.L.STATE, w, claimed) !== w) continue;
+    Atomics.store(i32, l + Lay.L.OWNER, d.id);
+    Atomics.store(i32, l + Lay.L.OWNER_GEN, d.gen);
+    Atomics.store(i32, l + Lay.L.PORT, spec.port);
+    Atomics.store(i32, l + Lay.L.FAMILY, spec.addr.family);
+    Atomics.store(i32, l + Lay.L.FLAGS, (spec.ipv6Only ? Lay.LFLAG_IPV6ONLY : 0) | (isUnspecified(spec.addr) ? Lay.LFLAG_WILDCARD : 0));
+    Atomics.store(i32, l + Lay.L.NODE_LO, d.nodeId % 0x100000000 | 0);
+    Atomics.store(i32, l + Lay.L.NODE_HI, Math.floor(d.nodeId / 0x100000000) | 0);
+    writeAddr(i32, l + Lay.L.ADDR, spec.addr.bytes);
+    Atomics.store(i32, l + Lay.L.BACKLOG, spec.backlog);
+    Atomics.store(i32, l + Lay.L.ACCEPTED, 0);
+    const word = Lay.makeState(gen, Lay.LST_ACTIVE);
+    Atomics.store(i32, l + Lay.L.STATE, word);
+    return { index: i, word };
+  }
+  return undefined;
+}
+
+export function unregister(d: Domain, index: number, word: number): void {
+  const l = Lay.listenerOffset(d.g, index) >> 2;
+  Atomics.compareExchange(d.i32, l + Lay.L.STATE, word, Lay.makeState(Lay.genOf(word) + 1, Lay.LST_FREE));
+}
+
+export interface Found {
+  index: number;
+  word: number;
+  owner: number;
+  ownerGen: number;
+}
+
+/**
+ * The live listener a connection from this node to (a, port) would reach, as
+ * the kernel would choose it: an exact address first, then a wildcard.
+ */
+export function find(d: Domain, a: Addr, port: number): Found | undefined {
+  if (!isOwnAddress(a)) return undefined;
+  const { i32, g } = d;
+  const nodeLo = d.nodeId % 0x100000000 | 0;
+  const nodeHi = Math.floor(d.nodeId / 0x100000000) | 0;
+  let wildcard: Found | undefined;
+  for (let i = 0; i < g.maxListeners; i++) {
+    const l = Lay.listenerOffset(g, i) >> 2;
+    const w = Atomics.load(i32, l + Lay.L.STATE);
+    if (Lay.stateOf(w) !== Lay.LST_ACTIVE) continue;
+    if (Atomics.load(i32, l + Lay.L.PORT) !== port) continue;
+    if (Atomics.load(i32, l + Lay.L.NODE_LO) !== nodeLo || Atomics.load(i32, l + Lay.L.NODE_HI) !== nodeHi) continue;
+    const fam = Atomics.load(i32, l + Lay.L.FAMILY);
+    const flags = Atomics.load(i32, l + Lay.L.FLAGS);
+    const la = readAddr(i32, l + Lay.L.ADDR, fam);
+    let exact = false;
+    let wild = false;
+    if (flags & Lay.LFLAG_WILDCARD) {
+      wild = fam === a.family || (fam === 6 && a.family === 4 && !(flags & Lay.LFLAG_IPV6ONLY));
+    } else if (fam === a.family) {
+      exact = sameBytes(la.bytes, a.bytes) || (isUnspecified(a) && isLoopback(la));
+    }
+    if (!exact && !wild) continue;
+    const owner = Atomics.load(i32, l + Lay.L.OWNER);
+    const ownerGen = Atomics.load(i32, l + Lay.L.OWNER_GEN);
+    if (!d.peerAlive(owner, ownerGen)) continue;
+    if (Atomics.load(i32, l + Lay.L.STATE) !== w) continue; // changed while we read it
+    const f = { index: i, word: w, owner, ownerGen };
+    if (exact) return f;
+    wildcard ??= f;
+  }
+  return wildcard;
+}

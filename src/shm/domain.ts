@@ -1,0 +1,367 @@
+/**
+ * A domain: this process's membership of one ivshmem bus (the daemon's socket,
+ * the mapped region, our doorbells and everyone else's). Joining is synchronous
+ * and happens once, lazily, the first time a listener registers or a connection
+ * may be co-resident. The domain then routes doorbell wakeups to channels.
+ */
+import fs from 'node:fs';
+import { debuglog } from 'node:util';
+import EventEmitter from 'eventemitter3';
+import { native, NativePoller, NativeRegion } from './native';
+import { connectDaemon } from './autostart';
+import * as Lay from './layout';
+
+const debug = debuglog('zivm');
+
+/** What a channel (one end of one connection) offers the domain. */
+export interface SlotHandler {
+  /** Something changed in the slot (data, space, flags, state). Spurious calls are allowed. */
+  onEvent(): void;
+  /** The remote peer left the domain. */
+  onPeerLeft(): void;
+}
+
+/** What a registered listener offers the domain: a new connection arrived in `slot`. */
+export interface ListenerHandler {
+  onIncoming(slot: number, stateWord: number): void;
+}
+
+export interface DomainEvents {
+  'peer-joined': (id: number) => void;
+  'peer-left': (id: number) => void;
+  /** The daemon went away: no new connections through this domain. */
+  orphaned: () => void;
+}
+
+const JOIN_TIMEOUT_MS = 5000;
+
+function netNodeId(): number {
+  try {
+    return fs.statSync('/proc/self/ns/net').ino;
+  } catch {
+    return 1;
+  }
+}
+
+export class Domain extends EventEmitter<DomainEvents> {
+  readonly id: number;
+  readonly gen: number;
+  readonly g: Lay.Geometry;
+  readonly i32: Int32Array;
+  readonly region: NativeRegion;
+  readonly nodeId: number;
+  /** False once the daemon is gone or close() ran: no new connections. */
+  alive = true;
+
+  private readonly ctlFd: number;
+  private readonly ownFds: number[];
+  private readonly peerFds = new Map<number, number[]>();
+  private readonly handlers: (SlotHandler | undefined)[];
+  readonly acceptors = new Map<number, ListenerHandler>();
+  private readonly bell: NativePoller;
+  private readonly ctl: NativePoller;
+  private refs = 0;
+  private readonly pendingBase: number;
+  private readonly pendingWords: number;
+
+  private constructor(ctlFd: number, id: number, region: NativeRegion, g: Lay.Geometry, ownFds: number[], peerFds: Map<number, number[]>) {
+    super();
+    const N = native();
+    this.ctlFd = ctlFd;
+    this.id = id;
+    this.region = region;
+    this.g = g;
+    this.i32 = new Int32Array(region.buffer);
+    this.ownFds = ownFds;
+    for (const [k, v] of peerFds) this.peerFds.set(k, v);
+    this.handlers = new Array(g.nslots * 2);
+    this.nodeId = netNodeId();
+    this.pendingBase = Lay.pendingOffset(g, id) >> 2;
+    this.pendingWords = g.pendingStride >> 2;
+
+    const p = Lay.peerOffset(g, id) >> 2;
+    this.gen = Atomics.load(this.i32, p + Lay.P.GEN);
+    Atomics.store(this.i32, p + Lay.P.PID, process.pid);
+    Atomics.store(this.i32, p + Lay.P.KIND, Lay.PEER_KIND_PROCESS);
+    Atomics.store(this.i32, p + Lay.P.NODE_LO, this.nodeId % 0x100000000 | 0);
+    Atomics.store(this.i32, p + Lay.P.NODE_HI, Math.floor(this.nodeId / 0x100000000) | 0);
+    Atomics.store(this.i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
+
+    this.bell = new N.Poller(ownFds[0], () => this.onDoorbell(), true);
+    this.bell.unref();
+    this.ctl = new N.Poller(ctlFd, () => this.onControl(), false);
+    this.ctl.unref();
+  }
+
+  /**
+   * Joins the domain served at the daemon socket (started if `autostart`).
+   * Throws on any failure; the caller decides to fall back.
+   */
+  static join(opts: { autostart: boolean; socketPath?: string }): Domain {
+    const N = native();
+    const fd = connectDaemon({ autostart: opts.autostart, socketPath: opts.socketPath });
+    const opened: number[] = [];
+    let region: NativeRegion | undefined;
+    try {
+      const deadline = Date.now() + JOIN_TIMEOUT_MS;
+      const next = (): [number, number] => {
+        for (;;) {
+          const m = N.recvMsg(fd);
+          if (m === false) throw joinError('the zivm daemon closed the connection while we joined');
+          if (m !== null) {
+            if (m[1] >= 0) opened.push(m[1]);
+            return m;
+          }
+          const left = deadline - Date.now();
+          if (left <= 0) throw joinError('the zivm daemon did not answer in time');
+          N.waitReadable(fd, left);
+        }
+      };
+      const [version, vfd] = next();
+      if (version !== 0 || vfd >= 0) throw joinError(`the zivm daemon speaks protocol version ${version}, expected 0`);
+      const [id, idfd] = next();
+      if (id < 0 || idfd >= 0) throw joinError(`bad peer id ${id} from the zivm daemon`);
+      const [minus1, shmFd] = next();
+      if (minus1 !== -1 || shmFd < 0) throw joinError('the zivm daemon did not send the shared memory');
+      const size = N.fdSize(shmFd);
+      region = new N.Region(shmFd, size);
+      N.close(shmFd);
+      opened.splice(opened.indexOf(shmFd), 1);
+      const g = Lay.readHeader(new Int32Array(region.buffer), size);
+      if (id >= g.maxPeers) throw joinError(`peer id ${id} is outside the region's peer table`);
+      const own: number[] = [];
+      const peers = new Map<number, number[]>();
+      while (own.length < g.vectors) {
+        const [pid, pfd] = next();
+        if (pfd < 0) {
+          const old = peers.get(pid);
+          if (old) for (const f of old) N.close(f);
+          peers.delete(pid);
+        } else if (pid === id) {
+          own.push(pfd);
+        } else {
+          let list = peers.get(pid);
+          if (!list) peers.set(pid, (list = []));
+          list.push(pfd);
+        }
+      }
+      const d = new Domain(fd, id, region, g, own, peers);
+      debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, d.gen, g.nslots, g.ringSize);
+      return d;
+    } catch (e) {
+      for (const f of opened) {
+        try {
+          N.close(f);
+        } catch {
+          /* already closed */
+        }
+      }
+      region?.close();
+      N.close(fd);
+      throw e;
+    }
+  }
+
+  /** Rings `peer`'s doorbell for `slot`, unless that bit is still pending. */
+  notify(peer: number, slot: number): void {
+    if (peer < 0 || peer >= this.g.maxPeers) return;
+    const idx = (Lay.pendingOffset(this.g, peer) >> 2) + (slot >> 5);
+    const mask = 1 << (slot & 31);
+    const old = Atomics.or(this.i32, idx, mask);
+    if ((old & mask) !== 0) return;
+    const fd = peer === this.id ? this.ownFds[0] : this.peerFds.get(peer)?.[0];
+    if (fd === undefined) {
+      // Its fds may still be in the socket: read what the daemon sent.
+      this.onControl();
+      const again = this.peerFds.get(peer)?.[0];
+      if (again === undefined) return;
+      native().notify(again);
+      return;
+    }
+    native().notify(fd);
+  }
+
+  /** Is peer `id` of generation `gen` a member right now? */
+  peerAlive(id: number, gen: number): boolean {
+    if (id < 0 || id >= this.g.maxPeers) return false;
+    const p = Lay.peerOffset(this.g, id) >> 2;
+    return Atomics.load(this.i32, p + Lay.P.GEN) === gen && Atomics.load(this.i32, p + Lay.P.STATE) === Lay.PEER_ALIVE;
+  }
+
+  /** Routes events of `slot` to `h`; a slot has a client end and a server end (both may be in this process). */
+  attach(slot: number, server: boolean, h: SlotHandler): void {
+    this.handlers[slot * 2 + (server ? 1 : 0)] = h;
+  }
+
+  detach(slot: number, server: boolean, h: SlotHandler): void {
+    const i = slot * 2 + (server ? 1 : 0);
+    if (this.handlers[i] === h) this.handlers[i] = undefined;
+  }
+
+  /** Keeps the event loop alive while at least one ref is held. */
+  ref(): void {
+    if (this.refs++ === 0 && this.alive) this.bell.ref();
+  }
+
+  unref(): void {
+    if (--this.refs === 0) this.bell.unref();
+    if (this.refs < 0) this.refs = 0;
+  }
+
+  private onDoorbell(): void {
+    const i32 = this.i32;
+    const base = this.pendingBase;
+    for (let w = 0; w < this.pendingWords; w++) {
+      if (Atomics.load(i32, base + w) === 0) continue;
+      let bits = Atomics.exchange(i32, base + w, 0);
+      while (bits !== 0) {
+        const b = 31 - Math.clz32(bits);
+        bits &= ~(1 << b);
+        const slot = (w << 5) + b;
+        if (slot < this.g.nslots) this.dispatch(slot);
+      }
+    }
+  }
+
+  private dispatch(slot: number): void {
+    const c = this.handlers[slot * 2];
+    const h = this.handlers[slot * 2 + 1];
+    if (c) c.onEvent();
+    if (h) {
+      h.onEvent();
+      return;
+    }
+    const s = Lay.slotOffset(this.g, slot) >> 2;
+    const word = Atomics.load(this.i32, s + Lay.S.STATE);
+    if (Lay.stateOf(word) !== Lay.SLOT_CONNECTING) return;
+    if (Atomics.load(this.i32, s + Lay.S.SERVER) !== this.id || Atomics.load(this.i32, s + Lay.S.SERVER_GEN) !== this.gen) return;
+    const li = Atomics.load(this.i32, s + Lay.S.LISTENER);
+    const l = this.acceptors.get(li);
+    if (l) {
+      l.onIncoming(slot, word);
+      return;
+    }
+    // Nobody listens there any more: refuse, the client falls back to TCP.
+    if (Atomics.compareExchange(this.i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED)) === word) {
+      this.notify(Atomics.load(this.i32, s + Lay.S.CLIENT), slot);
+    }
+  }
+
+  private onControl(): void {
+    const N = native();
+    for (;;) {
+      let m: [number, number] | null | false;
+      try {
+        m = N.recvMsg(this.ctlFd);
+      } catch {
+        m = false;
+      }
+      if (m === null) return;
+      if (m === false) {
+        this.orphan();
+        return;
+      }
+      const [id, fd] = m;
+      if (fd >= 0) {
+        if (id === this.id) {
+          N.close(fd); // more vectors than the header said; we only poll the first
+          continue;
+        }
+        let list = this.peerFds.get(id);
+        if (!list) this.peerFds.set(id, (list = []));
+        list.push(fd);
+        if (list.length === 1) this.emit('peer-joined', id);
+      } else {
+        const list = this.peerFds.get(id);
+        if (list) for (const f of list) N.close(f);
+        this.peerFds.delete(id);
+        debug('peer %d left the domain', id);
+        this.onPeerLeft(id);
+        this.emit('peer-left', id);
+      }
+    }
+  }
+
+  private onPeerLeft(id: number): void {
+    const i32 = this.i32;
+    for (let i = 0; i < this.handlers.length; i++) {
+      const h = this.handlers[i];
+      if (!h) continue;
+      const s = Lay.slotOffset(this.g, i >> 1) >> 2;
+      if (Atomics.load(i32, s + Lay.S.CLIENT) === id || Atomics.load(i32, s + Lay.S.SERVER) === id) h.onPeerLeft();
+    }
+  }
+
+  private orphan(): void {
+    if (!this.alive) return;
+    debug('the zivm daemon went away: no new shared-memory connections in this domain');
+    this.alive = false;
+    this.ctl.close();
+    try {
+      native().close(this.ctlFd);
+    } catch {
+      /* gone */
+    }
+    if (current === this) current = undefined;
+    this.emit('orphaned');
+  }
+
+  /** Counts for stats(): bytes are read from the rings. */
+  peersSnapshot(): { id: number; pid: number; kind: number; alive: boolean }[] {
+    const out = [];
+    for (let id = 0; id < this.g.maxPeers; id++) {
+      const p = Lay.peerOffset(this.g, id) >> 2;
+      const st = Atomics.load(this.i32, p + Lay.P.STATE);
+      if (st === Lay.PEER_FREE) continue;
+      out.push({ id, pid: Atomics.load(this.i32, p + Lay.P.PID), kind: Atomics.load(this.i32, p + Lay.P.KIND), alive: st === Lay.PEER_ALIVE });
+    }
+    return out;
+  }
+}
+
+function joinError(message: string): Error {
+  const e = new Error(message) as Error & { code: string };
+  e.code = 'ERR_ZIVM_PROTOCOL';
+  return e;
+}
+
+let current: Domain | undefined;
+let lastFailure = 0;
+let lastFailureAutostart = false;
+const RETRY_AFTER_MS = 1000;
+
+/** Why the last join failed (for debug lines). */
+export let lastJoinError: Error | undefined;
+
+/**
+ * The process's domain, joining it on first use. Servers pass autostart=true
+ * (the first zivm server on a host starts the daemon); clients never start a
+ * daemon: no daemon means no zivm listener on this host.
+ * Returns undefined when shared memory cannot be used; the reason is in lastJoinError.
+ */
+export function getDomain(autostart: boolean): Domain | undefined {
+  if (current?.alive) return current;
+  const now = Date.now();
+  if (lastFailure && now - lastFailure < RETRY_AFTER_MS && (lastFailureAutostart || !autostart)) return undefined;
+  try {
+    current = Domain.join({ autostart });
+    lastJoinError = undefined;
+    lastFailure = 0;
+    return current;
+  } catch (e) {
+    lastJoinError = e as Error;
+    const code = (e as { code?: string }).code;
+    // A missing daemon is normal for a client; anything else is worth a pause.
+    if (!(code === 'ERR_ZIVM_NO_DAEMON' && !autostart)) {
+      lastFailure = now;
+      lastFailureAutostart = autostart;
+    }
+    debug('cannot use shared memory: %s', (e as Error).message);
+    return undefined;
+  }
+}
+
+/** The domain if joined, without joining. */
+export function currentDomain(): Domain | undefined {
+  return current?.alive ? current : undefined;
+}
