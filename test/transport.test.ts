@@ -1,0 +1,257 @@
+/**
+ * The transport end to end, with server and client in separate processes:
+ * bytes over shared memory (proved by the loopback counters, not by zivm's
+ * word), fallback to TCP both ways, refused and busy ports, killed peers,
+ * and nothing left behind.
+ */
+import { expect } from 'chai';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import nodeNet from 'node:net';
+import * as zivm from '../src';
+import { currentDomain } from '../src/shm/domain';
+import * as Lay from '../src/shm/layout';
+import { spawnPeer, killAll, loBytes, waitFor } from './helpers/proc';
+
+const LONG = !!process.env.ZIVM_LONG;
+const MiB = 1 << 20;
+
+type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+function transportOf(s: nodeNet.Socket): string | undefined {
+  return (s as unknown as { transport?: string }).transport;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = nodeNet.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as nodeNet.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function usedSlots(): number {
+  const d = currentDomain();
+  if (!d) return 0;
+  let n = 0;
+  for (let i = 0; i < d.g.nslots; i++) {
+    const w = Atomics.load(d.i32, (Lay.slotOffset(d.g, i) >> 2) + Lay.S.STATE);
+    if (Lay.stateOf(w) !== Lay.SLOT_FREE) n++;
+  }
+  return n;
+}
+
+describe('transport between two processes', function () {
+  this.timeout(120000);
+  afterEach(killAll);
+
+  describe('a 256 MiB echo of random bytes', () => {
+    const results: Any = {};
+    for (const impl of ['zivm', 'net'] as const) {
+      it(`arrives intact over ${impl === 'zivm' ? 'shared memory' : 'plain net TCP'}${impl === 'zivm' ? ', with the loopback counters still' : ''}`, async () => {
+        const server = spawnPeer('peer', ['echo-server', impl, '127.0.0.1']);
+        const l = await server.next();
+        expect(l.event).to.equal('listening');
+        const lo0 = loBytes();
+        const total = (LONG ? 1024 : 256) * MiB;
+        const client = spawnPeer('peer', ['transfer', impl, String(l.port), '127.0.0.1', String(total), '42']);
+        const c = await client.next();
+        expect(c).to.deep.include({ event: 'connect' });
+        const conn = await server.next();
+        expect(conn.event).to.equal('connection');
+        const done = await client.next();
+        const lo = loBytes() - lo0;
+        expect(done.event, JSON.stringify(done)).to.equal('done');
+        expect(done.bytes).to.equal(total);
+        expect(done.received).to.equal(done.sent);
+        results[impl] = { ms: done.ms, lo };
+        if (impl === 'zivm') {
+          expect(c.transport).to.equal('shm');
+          expect(conn.transport).to.equal('shm');
+          expect(lo, 'loopback bytes during the transfer').to.be.below(MiB);
+        } else {
+          expect(c.transport).to.equal('tcp');
+          expect(lo).to.be.above(total);
+        }
+        console.log(`      ${impl}: ${total / MiB} MiB each way in ${done.ms.toFixed(0)} ms, loopback counters +${lo} bytes`);
+      });
+    }
+  });
+
+  describe('fallback', () => {
+    it('a zivm client reaches a plain net server over TCP', async () => {
+      const server = spawnPeer('peer', ['echo-server', 'net', '127.0.0.1']);
+      const l = await server.next();
+      const client = spawnPeer('peer', ['transfer', 'zivm', String(l.port), '127.0.0.1', String(4 * MiB), '3']);
+      const c = await client.next();
+      expect(c.transport).to.equal('tcp');
+      const done = await client.next();
+      expect(done.received).to.equal(done.sent);
+      expect(done.bytes).to.equal(4 * MiB);
+    });
+
+    it('a plain net client reaches a zivm server over TCP, with no extra bytes on the stream', async () => {
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
+      const l = await server.next();
+      const payload = Buffer.from('exactly these bytes and no others');
+      const got = await new Promise<Buffer>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        const s = nodeNet.connect(l.port, '127.0.0.1', () => s.end(payload));
+        s.on('data', (d) => chunks.push(d));
+        s.on('end', () => resolve(Buffer.concat(chunks)));
+        s.on('error', reject);
+      });
+      expect(got.equals(payload)).to.equal(true);
+      const conn = await server.next();
+      expect(conn.transport).to.equal('tcp');
+    });
+
+    it('a zivm client in this process reaches a zivm server in another over shared memory', async () => {
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
+      const l = await server.next();
+      const s = zivm.connect(l.port, '127.0.0.1');
+      await new Promise<void>((r) => s.on('connect', r));
+      expect(transportOf(s)).to.equal('shm');
+      const got = await new Promise<string>((resolve) => {
+        let text = '';
+        s.setEncoding('utf8');
+        s.on('data', (d) => (text += d));
+        s.on('end', () => resolve(text));
+        s.end('ping');
+      });
+      expect(got).to.equal('ping');
+      await new Promise((r) => s.on('close', r));
+    });
+
+    it('a server listening on :: is reached through 127.0.0.1, ::1 and localhost', async () => {
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '-']);
+      const l = await server.next();
+      for (const host of ['127.0.0.1', '::1', 'localhost']) {
+        const s = zivm.connect(l.port, host);
+        await new Promise<void>((r, j) => {
+          s.on('connect', r);
+          s.on('error', j);
+        });
+        expect(transportOf(s), host).to.equal('shm');
+        s.destroy();
+        await new Promise((r) => s.on('close', r));
+      }
+    });
+  });
+
+  describe('errors', () => {
+    it('fails with ECONNREFUSED where nobody listens, as net does', async () => {
+      const port = await freePort();
+      for (const net of [nodeNet, zivm as unknown as typeof nodeNet]) {
+        const err = await new Promise<Any>((resolve) => net.connect(port, '127.0.0.1').on('error', resolve));
+        expect(err.code).to.equal('ECONNREFUSED');
+        expect(err.syscall).to.equal('connect');
+        expect(err.address).to.equal('127.0.0.1');
+        expect(err.port).to.equal(port);
+      }
+    });
+
+    it('fails with ECONNREFUSED after the zivm server closed its listener', async () => {
+      const server = zivm.createServer();
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const port = (server.address() as nodeNet.AddressInfo).port;
+      await new Promise((r) => server.close(r));
+      const client = spawnPeer('peer', ['transfer', 'zivm', String(port), '127.0.0.1', '10', '1']);
+      const e = await client.next();
+      expect(e).to.deep.include({ event: 'error', code: 'ECONNREFUSED' });
+    });
+
+    it('emits EADDRINUSE when another process holds the port', async () => {
+      const other = spawnPeer('peer', ['echo-server', 'net', '127.0.0.1']);
+      const l = await other.next();
+      const server = zivm.createServer();
+      const err = await new Promise<Any>((resolve) => {
+        server.on('error', resolve);
+        server.listen(l.port, '127.0.0.1');
+      });
+      expect(err.code).to.equal('EADDRINUSE');
+      expect(err.syscall).to.equal('listen');
+    });
+  });
+
+  describe('a peer killed with SIGKILL mid-transfer', () => {
+    it('the client sees an error or close, and the slot is reclaimed', async () => {
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
+      const l = await server.next();
+      const s = zivm.connect(l.port, '127.0.0.1');
+      await new Promise<void>((r) => s.on('connect', r));
+      expect(transportOf(s)).to.equal('shm');
+      // Write without reading, so bytes are in flight both ways when the peer dies.
+      const chunk = Buffer.alloc(256 * 1024, 1);
+      let writing = true;
+      const go = (): void => {
+        while (writing && s.write(chunk));
+        if (writing) s.once('drain', go);
+      };
+      go();
+      await new Promise((r) => setTimeout(r, 100));
+      const events: string[] = [];
+      s.on('error', (e: Any) => events.push(`error ${e.code}`));
+      const closed = new Promise((r) => s.on('close', r));
+      const t0 = Date.now();
+      server.proc.kill('SIGKILL');
+      await closed;
+      writing = false;
+      const ms = Date.now() - t0;
+      console.log(`      client saw [${events.join(', ')}] and close ${ms} ms after the kill`);
+      expect(events.length).to.be.at.most(1);
+      if (events.length) expect(events[0]).to.match(/^error (ECONNRESET|EPIPE)$/);
+      expect(await waitFor(() => usedSlots() === 0, 5000)).to.equal(true);
+    });
+
+    it('the server sees an error or close, and the slot is reclaimed', async () => {
+      const server = zivm.createServer();
+      const accepted = new Promise<nodeNet.Socket>((r) => server.on('connection', r));
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const port = (server.address() as nodeNet.AddressInfo).port;
+      const client = spawnPeer('peer', ['flood', 'zivm', String(port), '127.0.0.1']);
+      expect((await client.next()).transport).to.equal('shm');
+      const s = await accepted;
+      expect(transportOf(s)).to.equal('shm');
+      const events: string[] = [];
+      s.on('error', (e: Any) => events.push(`error ${e.code}`));
+      s.on('end', () => events.push('end'));
+      // Read slowly so the ring holds unread bytes when the client dies.
+      s.pause();
+      await new Promise((r) => setTimeout(r, 100));
+      const closed = new Promise((r) => s.on('close', r));
+      const t0 = Date.now();
+      client.proc.kill('SIGKILL');
+      s.resume();
+      s.on('data', () => {});
+      await closed;
+      const ms = Date.now() - t0;
+      console.log(`      server saw [${events.join(', ')}] and close ${ms} ms after the kill`);
+      expect(events.filter((e) => e.startsWith('error')).length).to.be.at.most(1);
+      await new Promise((r) => server.close(r));
+      expect(await waitFor(() => usedSlots() === 0, 5000)).to.equal(true);
+    });
+  });
+
+  describe('clean-up', () => {
+    it('leaves no file in the socket folder or /dev/shm once every process is gone', async function () {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-cleanup-'));
+      const shmBefore = fs.readdirSync('/dev/shm').sort();
+      const env = { ZIVM_DIR: dir, ZIVM_IDLE_MS: '200' };
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env);
+      const l = await server.next();
+      expect(fs.readdirSync(dir).length).to.be.above(0);
+      const client = spawnPeer('peer', ['flood', 'zivm', String(l.port), '127.0.0.1'], env);
+      expect((await client.next()).transport).to.equal('shm');
+      client.proc.kill('SIGKILL');
+      server.proc.kill('SIGKILL');
+      await Promise.all([client.exited, server.exited]);
+      const empty = await waitFor(() => !fs.existsSync(dir) || fs.readdirSync(dir).length === 0, 10000, 50);
+      expect(empty, `left in ${dir}: ${fs.existsSync(dir) ? fs.readdirSync(dir).join(', ') : ''}`).to.equal(true);
+      expect(fs.readdirSync('/dev/shm').sort()).to.deep.equal(shmBefore);
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+  });
+});
