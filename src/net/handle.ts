@@ -7,6 +7,7 @@
  * push(null), errors with destroy(err).
  */
 import type { Socket as NetSocket } from 'node:net';
+import { AsyncResource } from 'node:async_hooks';
 import { Channel } from '../shm/channel';
 import { formatAddr } from '../shm/directory';
 import * as Lay from '../shm/layout';
@@ -74,6 +75,7 @@ export class ShmHandle {
   /** 0: peer open; 1: one write went to a closed peer (accepted, as TCP does); 2: later writes fail. */
   private wroteToClosed = 0;
   private peerDeathSeen = false;
+  private asyncId = -1;
 
   constructor(ch: Channel) {
     this.ch = ch;
@@ -397,6 +399,12 @@ export class ShmHandle {
     out.family = e.family === 6 ? 'IPv6' : 'IPv4';
     out.port = e.remotePort;
     return 0;
+  }
+
+  /** An async id of its own, as every libuv handle has (node:http asks for it). */
+  getAsyncId(): number {
+    if (this.asyncId < 0) this.asyncId = new AsyncResource('ZIVMSHM').asyncId();
+    return this.asyncId;
   }
 
   setNoDelay(_enable: boolean): number {
