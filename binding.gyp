@@ -7,7 +7,8 @@
         "native/region.cc",
         "native/ring.cc",
         "native/doorbell.cc",
-        "native/fdpass.cc"
+        "native/fdpass.cc",
+        "native/errors.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

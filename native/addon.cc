@@ -1,0 +1,36 @@
+// zivm native addon: shared-memory regions and rings, doorbells, fd passing.
+#include <napi.h>
+
+#include "doorbell.h"
+#include "fdpass.h"
+#include "region.h"
+#include "ring.h"
+
+namespace zivm {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Region", Region::Init(env));
+  exports.Set("Ring", Ring::Init(env));
+  exports.Set("Poller", Poller::Init(env));
+  exports.Set("memfdCreate", Napi::Function::New<MemfdCreate>(env, "memfdCreate"));
+  exports.Set("fdSize", Napi::Function::New<FdSize>(env, "fdSize"));
+  exports.Set("eventfd", Napi::Function::New<EventFd>(env, "eventfd"));
+  exports.Set("notify", Napi::Function::New<Notify>(env, "notify"));
+  exports.Set("drain", Napi::Function::New<Drain>(env, "drain"));
+  exports.Set("unixListen", Napi::Function::New<UnixListen>(env, "unixListen"));
+  exports.Set("unixAccept", Napi::Function::New<UnixAccept>(env, "unixAccept"));
+  exports.Set("unixConnect", Napi::Function::New<UnixConnect>(env, "unixConnect"));
+  exports.Set("sendMsg", Napi::Function::New<SendMsg>(env, "sendMsg"));
+  exports.Set("recvMsg", Napi::Function::New<RecvMsg>(env, "recvMsg"));
+  exports.Set("waitReadable", Napi::Function::New<WaitReadable>(env, "waitReadable"));
+  exports.Set("peerCred", Napi::Function::New<PeerCred>(env, "peerCred"));
+  exports.Set("tryLock", Napi::Function::New<TryLock>(env, "tryLock"));
+  exports.Set("close", Napi::Function::New<CloseFd>(env, "close"));
+  return exports;
+}
+
+}  // namespace zivm
+
+static Napi::Object InitZivm(Napi::Env env, Napi::Object exports) { return zivm::Init(env, exports); }
+
+NODE_API_MODULE(zivm, InitZivm)

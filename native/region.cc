@@ -1,0 +1,139 @@
+#include "region.h"
+
+#include <v8-typed-array.h>  // v8::TypedArray::kMaxLength: the largest external buffer Node makes
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <string>
+
+#include "errors.h"
+
+namespace zivm {
+
+const napi_type_tag kRegionTag = {0x7a69766d52656769ULL, 0x6f6e000000000001ULL};
+
+namespace {
+
+void Unmap(Mapping* m) {
+  if (m->unmapped) return;
+  m->unmapped = true;
+  munmap(m->addr, m->size);
+}
+
+void Release(Mapping* m) {
+  if (--m->refs == 0) delete m;
+}
+
+}  // namespace
+
+Napi::Function Region::Init(Napi::Env env) {
+  return DefineClass(env, "Region",
+                     {
+                         InstanceAccessor<&Region::GetBuffer>("buffer"),
+                         InstanceAccessor<&Region::GetSize>("size"),
+                         InstanceMethod<&Region::Close>("close"),
+                     });
+}
+
+Region::Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t size;
+  if (!ArgFd(info, 0, "fd", &fd)) return;
+  if (!ArgInteger(info, 1, "size", 1, kMaxSafeInteger, &size)) return;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    ThrowErrno(env, "fstat", errno);
+    return;
+  }
+  if (size > st.st_size) {
+    ThrowRangeError(env, "cannot map " + std::to_string(size) + " bytes of an fd of " + std::to_string(st.st_size) + " bytes");
+    return;
+  }
+  if (static_cast<uint64_t>(size) > static_cast<uint64_t>(v8::TypedArray::kMaxLength)) {
+    ThrowRangeError(env, "cannot map " + std::to_string(size) + " bytes: an ArrayBuffer holds at most " +
+                             std::to_string(static_cast<uint64_t>(v8::TypedArray::kMaxLength)));
+    return;
+  }
+  void* addr = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (addr == MAP_FAILED) {
+    ThrowErrno(env, "mmap", errno);
+    return;
+  }
+  Mapping* m = new Mapping{static_cast<uint8_t*>(addr), static_cast<size_t>(size), false, 2};
+  napi_value ab;
+  napi_status status = napi_create_external_arraybuffer(env, addr, static_cast<size_t>(size), FinalizeBuffer, m, &ab);
+  if (status != napi_ok) {
+    // If Node ran the finalizer already it dropped its reference; otherwise the
+    // record is leaked on purpose (a late finalizer must still find it).
+    Unmap(m);
+    if (!env.IsExceptionPending()) ThrowCode(env, "ERR_ZIVM_NO_MEMORY", "could not create an ArrayBuffer over the mapping");
+    return;
+  }
+  mapping_ = m;
+  size_ = static_cast<size_t>(size);
+  buffer_ = Napi::Persistent(Napi::ArrayBuffer(env, ab));
+  if (napi_add_env_cleanup_hook(env, EnvCleanup, this) == napi_ok) hook_ = true;
+  info.This().As<Napi::Object>().TypeTag(&kRegionTag);
+}
+
+Region::~Region() {
+  if (hook_) napi_remove_env_cleanup_hook(Env(), EnvCleanup, this);
+  if (mapping_ != nullptr) Release(mapping_);
+}
+
+void Region::FinalizeBuffer(napi_env, void*, void* hint) {
+  Mapping* m = static_cast<Mapping*>(hint);
+  Unmap(m);
+  Release(m);
+}
+
+void Region::EnvCleanup(void* arg) {
+  Region* self = static_cast<Region*>(arg);
+  self->hook_ = false;
+  self->closed_ = true;
+  // No JS runs any more: unmap now rather than whenever the buffer goes.
+  if (self->mapping_ != nullptr) Unmap(self->mapping_);
+}
+
+Napi::Value Region::GetBuffer(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
+  return buffer_.Value();
+}
+
+Napi::Value Region::GetSize(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
+  return Napi::Number::New(info.Env(), static_cast<double>(size_));
+}
+
+Napi::Value Region::Close(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
+  Napi::Env env = info.Env();
+  if (closed_) return env.Undefined();
+  closed_ = true;
+  // Detach first so no JS view can reach the pages, then unmap. If the buffer
+  // cannot be detached the pages stay mapped until it is collected: leaking is
+  // better than leaving a live view over unmapped memory.
+  bool detached = false;
+  if (!buffer_.IsEmpty()) {
+    Napi::ArrayBuffer ab = buffer_.Value();
+    if (!ab.IsEmpty()) {
+      // Already detached means someone else took the contents (a transfer):
+      // the pages then live until that owner lets go, and the finalizer unmaps.
+      bool already = false;
+      if (napi_is_detached_arraybuffer(env, ab, &already) != napi_ok) already = true;
+      if (already) {
+        detached = false;
+      } else if (napi_detach_arraybuffer(env, ab) == napi_ok) {
+        detached = true;
+      } else if (env.IsExceptionPending()) {
+        env.GetAndClearPendingException();
+      }
+    }
+  }
+  if (detached && mapping_ != nullptr) Unmap(mapping_);
+  return env.Undefined();
+}
+
+}  // namespace zivm

@@ -1,0 +1,272 @@
+#include "ring.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "errors.h"
+#include "layout.h"
+
+namespace zivm {
+
+const napi_type_tag kRingTag = {0x7a69766d52696e67ULL, 0x0000000000000002ULL};
+
+namespace {
+
+inline uint64_t LoadAcquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+inline void StoreRelease(uint64_t* p, uint64_t v) {
+  __atomic_store_n(p, v, __ATOMIC_RELEASE);
+  // Full fence: a later load of the other side's sleeping flag (Atomics.load in
+  // JS) must not be ordered before this publish.
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+std::string Str(uint64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+Napi::Function Ring::Init(Napi::Env env) {
+  return DefineClass(env, "Ring",
+                     {
+                         InstanceAccessor<&Ring::GetCapacity>("capacity"),
+                         InstanceMethod<&Ring::Write>("write"),
+                         InstanceMethod<&Ring::Writev>("writev"),
+                         InstanceMethod<&Ring::Free>("free"),
+                         InstanceMethod<&Ring::Read>("read"),
+                         InstanceMethod<&Ring::Available>("available"),
+                         InstanceMethod<&Ring::Head>("head"),
+                         InstanceMethod<&Ring::Tail>("tail"),
+                     });
+}
+
+Ring::Ring(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Ring>(info) {
+  Napi::Env env = info.Env();
+  if (!HasTag(env, info[0], &kRegionTag)) {
+    ThrowTypeError(env, "The \"region\" argument must be a Region");
+    return;
+  }
+  Napi::Object regionObj = info[0].As<Napi::Object>();
+  Region* region = Region::Unwrap(regionObj);
+  if (region == nullptr) return;
+  int64_t header, data, capacity;
+  bool producer;
+  if (!ArgInteger(info, 1, "headerOffset", 0, kMaxSafeInteger, &header)) return;
+  if (!ArgInteger(info, 2, "dataOffset", 0, kMaxSafeInteger, &data)) return;
+  if (!ArgInteger(info, 3, "capacity", static_cast<int64_t>(RING_MIN_CAPACITY), kMaxSafeInteger, &capacity)) return;
+  if (!ArgBool(info, 4, "producer", &producer)) return;
+  if (region->closed()) {
+    ThrowCode(env, ERR_CLOSED, "region is closed");
+    return;
+  }
+  uint64_t h = static_cast<uint64_t>(header), d = static_cast<uint64_t>(data), c = static_cast<uint64_t>(capacity);
+  uint64_t size = region->size();
+  if ((c & (c - 1)) != 0) {
+    ThrowRangeError(env, "ring capacity must be a power of two >= " + Str(RING_MIN_CAPACITY) + ", got " + Str(c));
+    return;
+  }
+  if (h % RING_HEADER_ALIGN != 0 || d % RING_DATA_ALIGN != 0) {
+    ThrowRangeError(env, "ring header offset must be " + Str(RING_HEADER_ALIGN) + "-aligned and data offset " +
+                             Str(RING_DATA_ALIGN) + "-aligned");
+    return;
+  }
+  if (h > size || size - h < RING_HEADER_SIZE) {
+    ThrowRangeError(env, "ring header at " + Str(h) + " does not fit in a region of " + Str(size) + " bytes");
+    return;
+  }
+  if (d > size || size - d < c) {
+    ThrowRangeError(env, "ring data " + Str(d) + "+" + Str(c) + " does not fit in a region of " + Str(size) + " bytes");
+    return;
+  }
+  if (d < h + RING_HEADER_SIZE && h < d + c) {
+    ThrowRangeError(env, "ring header and data overlap");
+    return;
+  }
+  region_ = region;
+  header_ = h;
+  data_ = d;
+  capacity_ = c;
+  mask_ = c - 1;
+  producer_ = producer;
+  uint64_t head = LoadAcquire(SharedHead());
+  uint64_t tail = LoadAcquire(SharedTail());
+  if (head - tail > capacity_) {
+    ThrowCode(env, ERR_CORRUPT, "ring is corrupt: head " + Str(head) + " and tail " + Str(tail) + " are more than " +
+                                    Str(capacity_) + " apart");
+    return;
+  }
+  pos_ = producer ? head : tail;
+  regionRef_ = Napi::Persistent(regionObj);
+  info.This().As<Napi::Object>().TypeTag(&kRingTag);
+}
+
+uint64_t* Ring::SharedHead() const { return reinterpret_cast<uint64_t*>(region_->base() + header_ + RING_HEAD); }
+uint64_t* Ring::SharedTail() const { return reinterpret_cast<uint64_t*>(region_->base() + header_ + RING_TAIL); }
+uint8_t* Ring::Data() const { return region_->base() + data_; }
+
+bool Ring::Enter(const Napi::CallbackInfo& info, int end, const char* what) {
+  if (!CheckThis(info, &kRingTag)) return false;
+  if (region_ == nullptr || region_->closed()) {
+    ThrowCode(info.Env(), ERR_CLOSED, std::string("ring is closed (its region was closed): cannot ") + what);
+    return false;
+  }
+  if (end >= 0 && (end == 1) != producer_) {
+    ThrowCode(info.Env(), ERR_BAD_ARG, std::string(what) + "() is for the " + (end == 1 ? "producer" : "consumer") + " end");
+    return false;
+  }
+  return true;
+}
+
+bool Ring::Used(Napi::Env env, uint64_t* used) {
+  uint64_t head = producer_ ? pos_ : LoadAcquire(SharedHead());
+  uint64_t tail = producer_ ? LoadAcquire(SharedTail()) : pos_;
+  uint64_t u = head - tail;
+  if (u > capacity_) {
+    ThrowCode(env, ERR_CORRUPT, std::string("ring is corrupt: ") + (producer_ ? "tail " : "head ") +
+                                    Str(producer_ ? tail : head) + " is more than " + Str(capacity_) + " bytes from " +
+                                    (producer_ ? "head " : "tail ") + Str(pos_));
+    return false;
+  }
+  *used = u;
+  return true;
+}
+
+void Ring::CopyIn(uint64_t pos, const uint8_t* src, size_t n) {
+  size_t off = static_cast<size_t>(pos & mask_);
+  size_t first = std::min(n, static_cast<size_t>(capacity_) - off);
+  // memmove: the source may itself be a view of this region.
+  std::memmove(Data() + off, src, first);
+  if (n > first) std::memmove(Data(), src + first, n - first);
+}
+
+void Ring::CopyOut(uint64_t pos, uint8_t* dst, size_t n) const {
+  size_t off = static_cast<size_t>(pos & mask_);
+  size_t first = std::min(n, static_cast<size_t>(capacity_) - off);
+  std::memcpy(dst, Data() + off, first);
+  if (n > first) std::memcpy(dst + first, Data(), n - first);
+}
+
+void Ring::Publish(uint64_t pos) { StoreRelease(producer_ ? SharedHead() : SharedTail(), pos); }
+
+Napi::Value Ring::GetCapacity(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kRingTag)) return Napi::Value();
+  return Napi::Number::New(info.Env(), static_cast<double>(capacity_));
+}
+
+Napi::Value Ring::Write(const Napi::CallbackInfo& info) {
+  if (!Enter(info, 1, "write")) return Napi::Value();
+  Napi::Env env = info.Env();
+  uint8_t* src;
+  size_t len;
+  if (!BytesOf(env, info[0], "chunk", &src, &len)) return Napi::Value();
+  uint64_t used;
+  if (!Used(env, &used)) return Napi::Value();
+  size_t n = static_cast<size_t>(std::min<uint64_t>(len, capacity_ - used));
+  if (n > 0) {
+    CopyIn(pos_, src, n);
+    pos_ += n;
+    Publish(pos_);
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+Napi::Value Ring::Writev(const Napi::CallbackInfo& info) {
+  if (!Enter(info, 1, "writev")) return Napi::Value();
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) {
+    ThrowTypeError(env, "The \"chunks\" argument must be an Array of Uint8Array");
+    return Napi::Value();
+  }
+  Napi::Array arr = info[0].As<Napi::Array>();
+  uint32_t count = arr.Length();
+  // Fetch every element first (getters may run JS), then read the views and
+  // copy with no JS in between.
+  std::vector<napi_value> items;
+  items.reserve(count);
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value v;
+    if (napi_get_element(env, arr, i, &v) != napi_ok) {
+      if (!env.IsExceptionPending()) ThrowTypeError(env, "The \"chunks\" argument could not be read");
+      return Napi::Value();
+    }
+    items.push_back(v);
+  }
+  if (region_->closed()) {
+    ThrowCode(env, ERR_CLOSED, "ring is closed (its region was closed): cannot writev");
+    return Napi::Value();
+  }
+  std::vector<std::pair<uint8_t*, size_t>> views(count);
+  for (uint32_t i = 0; i < count; i++) {
+    std::string name = "chunks[" + std::to_string(i) + "]";
+    if (!BytesOf(env, items[i], name.c_str(), &views[i].first, &views[i].second)) return Napi::Value();
+  }
+  uint64_t used;
+  if (!Used(env, &used)) return Napi::Value();
+  uint64_t room = capacity_ - used;
+  uint64_t pos = pos_;
+  for (const auto& v : views) {
+    if (room == 0) break;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(v.second, room));
+    CopyIn(pos, v.first, n);
+    pos += n;
+    room -= n;
+    if (n < v.second) break;
+  }
+  size_t total = static_cast<size_t>(pos - pos_);
+  if (total > 0) {
+    pos_ = pos;
+    Publish(pos_);
+  }
+  return Napi::Number::New(env, static_cast<double>(total));
+}
+
+Napi::Value Ring::Free(const Napi::CallbackInfo& info) {
+  if (!Enter(info, -1, "free")) return Napi::Value();
+  uint64_t used;
+  if (!Used(info.Env(), &used)) return Napi::Value();
+  return Napi::Number::New(info.Env(), static_cast<double>(capacity_ - used));
+}
+
+Napi::Value Ring::Available(const Napi::CallbackInfo& info) {
+  if (!Enter(info, -1, "available")) return Napi::Value();
+  uint64_t used;
+  if (!Used(info.Env(), &used)) return Napi::Value();
+  return Napi::Number::New(info.Env(), static_cast<double>(used));
+}
+
+Napi::Value Ring::Read(const Napi::CallbackInfo& info) {
+  if (!Enter(info, 0, "read")) return Napi::Value();
+  Napi::Env env = info.Env();
+  int64_t max;
+  if (!ArgInteger(info, 0, "max", 1, kMaxSafeInteger, &max)) return Napi::Value();
+  uint64_t used;
+  if (!Used(env, &used)) return Napi::Value();
+  if (used == 0) return env.Null();
+  size_t n = static_cast<size_t>(std::min<uint64_t>(used, static_cast<uint64_t>(max)));
+  napi_value buf;
+  void* dst = nullptr;
+  if (napi_create_buffer(env, n, &dst, &buf) != napi_ok) {
+    if (!env.IsExceptionPending()) ThrowCode(env, "ERR_ZIVM_NO_MEMORY", "could not allocate a Buffer of " + Str(n) + " bytes");
+    return Napi::Value();
+  }
+  // Allocation may run GC but no JS: the region is still mapped (we hold it).
+  CopyOut(pos_, static_cast<uint8_t*>(dst), n);
+  pos_ += n;
+  Publish(pos_);
+  return Napi::Value(env, buf);
+}
+
+Napi::Value Ring::Head(const Napi::CallbackInfo& info) {
+  if (!Enter(info, -1, "head")) return Napi::Value();
+  uint64_t v = producer_ ? pos_ : LoadAcquire(SharedHead());
+  return Napi::Number::New(info.Env(), static_cast<double>(v));
+}
+
+Napi::Value Ring::Tail(const Napi::CallbackInfo& info) {
+  if (!Enter(info, -1, "tail")) return Napi::Value();
+  uint64_t v = producer_ ? LoadAcquire(SharedTail()) : pos_;
+  return Napi::Number::New(info.Env(), static_cast<double>(v));
+}
+
+}  // namespace zivm
