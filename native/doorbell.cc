@@ -189,10 +189,14 @@ void Poller::OnPoll(uv_poll_t* handle, int status, int) {
   Napi::Object recv = self->Value();
   // MakeCallback: runs nextTick and microtask queues afterwards, like any
   // callback coming from libuv.
-  self->callback_.MakeCallback(recv, {Napi::Number::New(env, status)}, *self->context_);
-  if (env.IsExceptionPending()) {
-    Napi::Error e = env.GetAndClearPendingException();
-    napi_fatal_exception(env, e.Value());
+  // The C API, not the wrapper: while the environment shuts down JS can no
+  // longer run and the call fails; that is not an error worth dying for.
+  napi_value argv[1] = {Napi::Number::New(env, status)};
+  napi_value result;
+  napi_status st = napi_make_callback(env, *self->context_, recv, self->callback_.Value(), 1, argv, &result);
+  if (st == napi_pending_exception) {
+    napi_value e;
+    if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
   }
 }
 
