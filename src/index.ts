@@ -7,3 +7,5 @@ export { Socket, Socket as Stream } from './net/socket';
 export type { Transport } from './net/socket';
 export { Server } from './net/server';
 export { createServer, connect, createConnection } from './net/connect';
+export { stats } from './net/stats';
+export type { Stats, SocketStats } from './net/stats';

@@ -13,13 +13,14 @@ import { ShmHandle } from './handle';
 import { acceptedSocket } from './socket';
 import { internals } from './internals';
 import { debug, disabled } from './debug';
+import { track, trackServer } from './stats';
 
 const NetServer = net.Server;
 const base = NetServer.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
 const serverSocketChannel = dc.channel('net.server.socket');
 type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-const kListener = Symbol('zivm.listener');
+const kListener = Symbol.for('zivm.listener');
 
 interface Registration {
   d: Domain;
@@ -47,6 +48,7 @@ const UV_TCP_IPV6ONLY = 1;
 /** net's listen path ends here once it has an address; the TCP listen comes first. */
 (Server.prototype as Any)._listen2 = function _listen2(this: Any, ...args: unknown[]) {
   base._listen2.apply(this, args);
+  if (this._handle) trackServer(this as unknown as net.Server);
   if (!this._handle || this[kListener] || disabled() || !internals.available) return;
   const backlog = Number(args[3]) || 511;
   const flags = Number(args[5]) || 0;
@@ -120,6 +122,7 @@ function incoming(server: Any, reg: Registration, slot: number, word: number): v
   }) as unknown as Any;
   if (server.noDelay) socket.setNoDelay(true);
   if (server.keepAlive) socket.setKeepAlive(true, server.keepAliveInitialDelay * 1000);
+  track(socket as unknown as net.Socket);
   server._connections++;
   socket.server = server;
   socket._server = server;

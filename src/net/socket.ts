@@ -9,6 +9,7 @@ import dns from 'node:dns';
 import { ShmHandle, kTransport, TcpLike } from './handle';
 import { internals } from './internals';
 import { chose, debug, disabled } from './debug';
+import { track } from './stats';
 import { getDomain, lastJoinError } from '../shm/domain';
 import { Channel } from '../shm/channel';
 import { find, parseAddr } from '../shm/directory';
@@ -62,6 +63,7 @@ Object.defineProperty(Socket.prototype, 'transport', {
 (Socket.prototype as Any).connect = function connect(this: Any, ...args: unknown[]) {
   const normalized = (Array.isArray(args[0]) && args.length === 1 ? args[0] : net._normalizeArgs(args)) as ReturnType<typeof net._normalizeArgs>;
   const options = normalized[0] ?? {};
+  track(this as unknown as net.Socket);
   if (options.path != null || disabled() || !internals.available || this[internals.kBuffer]) {
     this[kTransport] = options.path != null ? 'pipe' : 'tcp';
     return base.connect.call(this, normalized);

@@ -1,0 +1,143 @@
+/**
+ * A read-only picture of a domain, taken from the region: its peers, its
+ * listeners and its connections with their bytes each way. `zivm stat` prints
+ * it; stats() shows this process's part of it.
+ */
+import * as Lay from './layout';
+import { formatAddr, readAddr } from './directory';
+
+export interface PeerInfo {
+  id: number;
+  gen: number;
+  pid: number;
+  kind: 'process' | 'guest' | 'unknown';
+  node: number;
+  state: 'joining' | 'alive' | 'dead';
+}
+
+export interface ListenerInfo {
+  index: number;
+  owner: number;
+  address: string;
+  family: 'IPv4' | 'IPv6';
+  port: number;
+  node: number;
+  ipv6Only: boolean;
+}
+
+export interface ConnectionInfo {
+  slot: number;
+  state: 'connecting' | 'established' | 'refused' | 'closing';
+  client: { peer: number; address: string; port: number; finished: boolean; closed: boolean; dead: boolean };
+  server: { peer: number; address: string; port: number; finished: boolean; closed: boolean; dead: boolean };
+  family: 'IPv4' | 'IPv6';
+  /** Bytes written client→server and server→client, and what is still unread each way. */
+  bytesToServer: number;
+  bytesToClient: number;
+  unreadByServer: number;
+  unreadByClient: number;
+}
+
+export interface DomainSnapshot {
+  size: number;
+  slots: number;
+  ringSize: number;
+  vectors: number;
+  daemonPid: number;
+  peers: PeerInfo[];
+  listeners: ListenerInfo[];
+  connections: ConnectionInfo[];
+}
+
+function u64(i32: Int32Array, byteOffset: number): number {
+  const lo = Atomics.load(i32, byteOffset >> 2) >>> 0;
+  const hi = Atomics.load(i32, (byteOffset >> 2) + 1) >>> 0;
+  return hi * 0x100000000 + lo;
+}
+
+function node(i32: Int32Array, loIdx: number): number {
+  return (Atomics.load(i32, loIdx + 1) >>> 0) * 0x100000000 + (Atomics.load(i32, loIdx) >>> 0);
+}
+
+const PEER_STATES: Record<number, PeerInfo['state']> = { [Lay.PEER_JOINING]: 'joining', [Lay.PEER_ALIVE]: 'alive', [Lay.PEER_DEAD]: 'dead' };
+const SLOT_STATES: Record<number, ConnectionInfo['state']> = {
+  [Lay.SLOT_CLAIMED]: 'connecting',
+  [Lay.SLOT_CONNECTING]: 'connecting',
+  [Lay.SLOT_ESTABLISHED]: 'established',
+  [Lay.SLOT_REFUSED]: 'refused',
+};
+
+function end(i32: Int32Array, flags: number, peer: number, addr: string, port: number): ConnectionInfo['client'] {
+  return { peer, address: addr, port, finished: (flags & Lay.F_FIN) !== 0, closed: (flags & Lay.F_CLOSED) !== 0, dead: (flags & Lay.F_DEAD) !== 0 };
+}
+
+export function snapshot(i32: Int32Array, g: Lay.Geometry): DomainSnapshot {
+  const peers: PeerInfo[] = [];
+  for (let id = 0; id < g.maxPeers; id++) {
+    const p = Lay.peerOffset(g, id) >> 2;
+    const st = Atomics.load(i32, p + Lay.P.STATE);
+    if (st === Lay.PEER_FREE) continue;
+    const kind = Atomics.load(i32, p + Lay.P.KIND);
+    peers.push({
+      id,
+      gen: Atomics.load(i32, p + Lay.P.GEN),
+      pid: Atomics.load(i32, p + Lay.P.PID),
+      kind: kind === Lay.PEER_KIND_PROCESS ? 'process' : kind === Lay.PEER_KIND_GUEST ? 'guest' : 'unknown',
+      node: node(i32, p + Lay.P.NODE_LO),
+      state: PEER_STATES[st] ?? 'dead',
+    });
+  }
+  const listeners: ListenerInfo[] = [];
+  for (let i = 0; i < g.maxListeners; i++) {
+    const l = Lay.listenerOffset(g, i) >> 2;
+    if (Lay.stateOf(Atomics.load(i32, l + Lay.L.STATE)) !== Lay.LST_ACTIVE) continue;
+    const fam = Atomics.load(i32, l + Lay.L.FAMILY);
+    const flags = Atomics.load(i32, l + Lay.L.FLAGS);
+    listeners.push({
+      index: i,
+      owner: Atomics.load(i32, l + Lay.L.OWNER),
+      address: formatAddr(readAddr(i32, l + Lay.L.ADDR, fam)),
+      family: fam === 6 ? 'IPv6' : 'IPv4',
+      port: Atomics.load(i32, l + Lay.L.PORT),
+      node: node(i32, l + Lay.L.NODE_LO),
+      ipv6Only: (flags & Lay.LFLAG_IPV6ONLY) !== 0,
+    });
+  }
+  const connections: ConnectionInfo[] = [];
+  for (let slot = 0; slot < g.nslots; slot++) {
+    const s = Lay.slotOffset(g, slot) >> 2;
+    const st = Lay.stateOf(Atomics.load(i32, s + Lay.S.STATE));
+    if (st === Lay.SLOT_FREE) continue;
+    const fam = Atomics.load(i32, s + Lay.S.FAMILY) === 6 ? 6 : 4;
+    const cf = Atomics.load(i32, s + Lay.S.CLIENT_FLAGS);
+    const sf = Atomics.load(i32, s + Lay.S.SERVER_FLAGS);
+    const r = Lay.ringOffsets(g, slot);
+    const c2sHead = u64(i32, r.c2sHdr + Lay.RING_HEAD);
+    const c2sTail = u64(i32, r.c2sHdr + Lay.RING_TAIL);
+    const s2cHead = u64(i32, r.s2cHdr + Lay.RING_HEAD);
+    const s2cTail = u64(i32, r.s2cHdr + Lay.RING_TAIL);
+    let state = SLOT_STATES[st] ?? 'connecting';
+    if (state === 'established' && (cf & Lay.F_CLOSED || sf & Lay.F_CLOSED)) state = 'closing';
+    connections.push({
+      slot,
+      state,
+      family: fam === 6 ? 'IPv6' : 'IPv4',
+      client: end(i32, cf, Atomics.load(i32, s + Lay.S.CLIENT), formatAddr(readAddr(i32, s + Lay.S.CLIENT_ADDR, fam)), Atomics.load(i32, s + Lay.S.CLIENT_PORT)),
+      server: end(i32, sf, Atomics.load(i32, s + Lay.S.SERVER), formatAddr(readAddr(i32, s + Lay.S.SERVER_ADDR, fam)), Atomics.load(i32, s + Lay.S.SERVER_PORT)),
+      bytesToServer: c2sHead,
+      bytesToClient: s2cHead,
+      unreadByServer: Math.max(0, c2sHead - c2sTail),
+      unreadByClient: Math.max(0, s2cHead - s2cTail),
+    });
+  }
+  return {
+    size: g.size,
+    slots: g.nslots,
+    ringSize: g.ringSize,
+    vectors: g.vectors,
+    daemonPid: Atomics.load(i32, Lay.H.DAEMON_PID),
+    peers,
+    listeners,
+    connections,
+  };
+}
