@@ -1,0 +1,228 @@
+#!/usr/bin/env node
+/**
+ * The `zivm` command. Subcommands live in COMMANDS below; each parses its own
+ * arguments and returns an exit code (2 for bad usage).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseSize } from './shm/autostart';
+import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, autoIdleMs, runDaemon } from './shm/daemon';
+import { computeGeometry } from './shm/layout';
+import { socketPath } from './shm/paths';
+
+export class UsageError extends Error {}
+
+export interface Command {
+  /** One line for `zivm --help`. */
+  summary: string;
+  /** Full usage text for `zivm <name> --help` and usage errors. */
+  usage: string;
+  run(args: string[]): number | Promise<number>;
+}
+
+/** Option parsing shared by subcommands: --name value, --name=value, and boolean flags. */
+export function parseOptions(args: string[], spec: Record<string, 'string' | 'boolean'>): { opts: Record<string, string | boolean>; rest: string[] } {
+  const opts: Record<string, string | boolean> = {};
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--') {
+      rest.push(...args.slice(i + 1));
+      break;
+    }
+    if (!a.startsWith('--')) {
+      if (a.startsWith('-') && a !== '-') throw new UsageError(`unknown option ${a}`);
+      rest.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const name = eq < 0 ? a.slice(2) : a.slice(2, eq);
+    const kind = spec[name];
+    if (!kind) throw new UsageError(`unknown option --${name}`);
+    if (kind === 'boolean') {
+      if (eq >= 0) throw new UsageError(`--${name} takes no value`);
+      opts[name] = true;
+    } else if (eq >= 0) {
+      opts[name] = a.slice(eq + 1);
+    } else {
+      if (i + 1 >= args.length) throw new UsageError(`--${name} needs a value`);
+      opts[name] = args[++i];
+    }
+  }
+  return { opts, rest };
+}
+
+function intOption(v: string | boolean | undefined, name: string, min: number, max: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (typeof v !== 'string' || !/^\d+$/.test(v.trim()) || n < min || n > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
+  return n;
+}
+
+function sizeOption(v: string | boolean | undefined, name: string, dflt: number): number {
+  if (v === undefined || v === '') return dflt;
+  try {
+    return parseSize(String(v));
+  } catch (e) {
+    throw new UsageError(`--${name}: ${(e as Error).message}`);
+  }
+}
+
+function human(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let u = 0;
+  let v = bytes;
+  while (v >= 1024 && v % 1024 === 0 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v} ${units[u]}`;
+}
+
+const SERVER_USAGE = `usage: zivm server [options]
+
+Runs the domain daemon: owns the shared region and hands it to peers (processes,
+or QEMU guests with -device ivshmem-doorbell) over an ivshmem-server socket.
+
+options:
+  --socket PATH        socket to serve (default: ZIVM_SOCKET, else zivm.sock in
+                       ZIVM_DIR, $XDG_RUNTIME_DIR/zivm or <tmpdir>/zivm-<uid>)
+  --size SIZE          region size, e.g. 256M, 1G (default ZIVM_SIZE or 256M)
+  --ring SIZE          bytes per direction of each connection, a power of two
+                       (default ZIVM_RING or 512K)
+  --vectors N          interrupt vectors per peer (default 1)
+  --max-peers N        peer ids 0..N-1 (default 64)
+  --max-listeners N    listening sockets in the whole domain (default 256)
+  --idle-exit SECONDS  exit this long after the last peer left (default: never;
+                       with --auto: ZIVM_IDLE_MS milliseconds, or 1 s, counted
+                       from start-up too)
+  --auto               started on demand: exit quietly if a daemon already serves
+  --verbose            one line per peer join/leave on stderr
+`;
+
+const serverCommand: Command = {
+  summary: 'run the domain daemon',
+  usage: SERVER_USAGE,
+  async run(args) {
+    const { opts, rest } = parseOptions(args, {
+      socket: 'string',
+      size: 'string',
+      ring: 'string',
+      vectors: 'string',
+      'max-peers': 'string',
+      'max-listeners': 'string',
+      'idle-exit': 'string',
+      auto: 'boolean',
+      verbose: 'boolean',
+      help: 'boolean',
+    });
+    if (opts.help) {
+      process.stdout.write(SERVER_USAGE);
+      return 0;
+    }
+    if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+    const env = process.env;
+    const auto = !!opts.auto;
+    const sock = typeof opts.socket === 'string' ? opts.socket : socketPath(env);
+    if (!sock) throw new UsageError('--socket needs a path');
+    const size = sizeOption(opts.size, 'size', env.ZIVM_SIZE ? sizeOption(env.ZIVM_SIZE, 'size (ZIVM_SIZE)', DEFAULT_SIZE) : DEFAULT_SIZE);
+    const ringSize = sizeOption(opts.ring, 'ring', env.ZIVM_RING ? sizeOption(env.ZIVM_RING, 'ring (ZIVM_RING)', DEFAULT_RING) : DEFAULT_RING);
+    const vectors = intOption(opts.vectors, 'vectors', 1, 1024, DEFAULT_VECTORS);
+    const maxPeers = intOption(opts['max-peers'], 'max-peers', 2, 4096, DEFAULT_MAX_PEERS);
+    const maxListeners = intOption(opts['max-listeners'], 'max-listeners', 1, 65536, DEFAULT_MAX_LISTENERS);
+    let idleMs = auto ? autoIdleMs(env) : Infinity;
+    if (opts['idle-exit'] !== undefined) {
+      const s = Number(opts['idle-exit']);
+      if (typeof opts['idle-exit'] !== 'string' || opts['idle-exit'].trim() === '' || !Number.isFinite(s) || s < 0)
+        throw new UsageError('--idle-exit must be a number of seconds >= 0');
+      idleMs = s * 1000;
+    }
+    let g;
+    try {
+      g = computeGeometry({ size, ringSize, vectors, maxPeers, maxListeners });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const verbose = !!opts.verbose && !auto;
+    return runDaemon({ socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose }, (d) => {
+      if (!auto) {
+        process.stdout.write(
+          `zivm server listening on ${d.socketPath} (size ${human(g.size)}, ${g.nslots} slots, ring ${human(g.ringSize)}, ` +
+            `${g.vectors} vector${g.vectors === 1 ? '' : 's'})\n`,
+        );
+      }
+    });
+  },
+};
+
+/**
+ * The subcommand table. `zivm stat` and `zivm bench` go here.
+ */
+export const COMMANDS: Record<string, Command> = {
+  server: serverCommand,
+};
+
+function version(): string {
+  for (const p of [path.join(__dirname, '..', '..', 'package.json'), path.join(__dirname, '..', 'package.json')]) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(p, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'zivm' && pkg.version) return pkg.version;
+    } catch {
+      /* try the next */
+    }
+  }
+  return 'unknown';
+}
+
+function mainUsage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return `usage: zivm <command> [options]
+
+commands:
+${lines.join('\n')}
+
+  zivm <command> --help   options of a command
+  zivm --version          print the version
+`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) {
+    process.stderr.write(mainUsage());
+    return 2;
+  }
+  if (cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(mainUsage());
+    return 0;
+  }
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    process.stdout.write(`${version()}\n`);
+    return 0;
+  }
+  const command = Object.prototype.hasOwnProperty.call(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+  if (!command) {
+    process.stderr.write(`zivm: unknown command ${cmd}\n\n${mainUsage()}`);
+    return 2;
+  }
+  try {
+    return await command.run(args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`zivm ${cmd}: ${e.message}\n\n${command.usage}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`zivm: ${(e as Error)?.stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

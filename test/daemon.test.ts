@@ -1,0 +1,540 @@
+import { expect } from 'chai';
+import { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { connectDaemon, parseSize } from '../src/shm/autostart';
+import { reapPeer } from '../src/shm/daemon';
+import {
+  F_CLOSED,
+  F_DEAD,
+  F_FIN,
+  L,
+  LST_ACTIVE,
+  LST_CLAIMED,
+  LST_FREE,
+  P,
+  PEER_ALIVE,
+  PEER_DEAD,
+  PEER_FREE,
+  PEER_JOINING,
+  S,
+  SLOT_CLAIMED,
+  SLOT_CONNECTING,
+  SLOT_ESTABLISHED,
+  SLOT_FREE,
+  SLOT_REFUSED,
+  computeGeometry,
+  listenerOffset,
+  makeState,
+  peerOffset,
+  pendingOffset,
+  slotOffset,
+  writeHeader,
+} from '../src/shm/layout';
+import { native } from '../src/shm/native';
+import { checkDir, ensureDir, socketPath } from '../src/shm/paths';
+import {
+  RawClient,
+  ServerProc,
+  killQuiet,
+  mapRegion,
+  processAlive,
+  removeDir,
+  runCli,
+  spawnRacer,
+  startServer,
+  tempDir,
+  waitFor,
+} from './helpers/daemon-client';
+
+const MiB = 1024 * 1024;
+const SMALL = ['--size', '4M', '--ring', '64K'];
+
+describe('daemon', function () {
+  this.timeout(15000);
+
+  let dir: string;
+  const servers: ServerProc[] = [];
+  const clients: RawClient[] = [];
+  const pids: number[] = [];
+  const children: ChildProcess[] = [];
+
+  beforeEach(() => {
+    dir = tempDir();
+  });
+
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.close();
+    for (const ch of children.splice(0)) killQuiet(ch.pid);
+    await Promise.all(servers.splice(0).map((s) => s.stop()));
+    for (const pid of pids.splice(0)) if (processAlive(pid)) killQuiet(pid);
+    removeDir(dir);
+  });
+
+  function client(sock: string): RawClient {
+    const c = RawClient.connect(sock);
+    clients.push(c);
+    return c;
+  }
+
+  async function server(args: string[] = [], env: NodeJS.ProcessEnv = {}, sock = path.join(dir, 'zivm.sock')): Promise<ServerProc> {
+    const s = await startServer(sock, args, env);
+    servers.push(s);
+    return s;
+  }
+
+  describe('protocol', () => {
+    it('greets the first client with version, id, region, then its own interrupt setup', async () => {
+      const s = await server(SMALL);
+      expect(s.out.stdout).to.match(/^zivm server listening on .*zivm\.sock \(size 4 MiB, \d+ slots, ring 64 KiB, 1 vector\)\n$/);
+      const c = client(s.socket);
+      expect(c.next()).to.deep.equal([0, -1]);
+      const [id, idFd] = c.next();
+      expect(id).to.equal(0);
+      expect(idFd).to.equal(-1);
+      const [minus1, shm] = c.next();
+      expect(minus1).to.equal(-1);
+      expect(shm).to.be.at.least(0);
+      expect(native().fdSize(shm)).to.equal(4 * MiB);
+      const { region, i32, g, daemonPid } = mapRegion(shm);
+      try {
+        expect(g.size).to.equal(4 * MiB);
+        expect(g.ringSize).to.equal(64 * 1024);
+        expect(g.vectors).to.equal(1);
+        expect(daemonPid).to.equal(s.child.pid);
+        const pw = peerOffset(g, 0) >> 2;
+        expect(Atomics.load(i32, pw + P.STATE)).to.equal(PEER_JOINING);
+        expect(i32[pw + P.PID]).to.equal(process.pid);
+        expect(i32[pw + P.GEN]).to.be.at.least(1);
+      } finally {
+        region.close();
+      }
+      const [own, ownFd] = c.next();
+      expect(own).to.equal(0);
+      expect(ownFd).to.be.at.least(0);
+      expect(c.quiet(50)).to.equal(true);
+    });
+
+    it('introduces peers to each other, one doorbell per vector, and announces leaves (3 vectors)', async () => {
+      const s = await server([...SMALL, '--vectors', '3']);
+      const a = client(s.socket);
+      const ha = a.handshake(3);
+      expect(ha.id).to.equal(0);
+      expect(ha.peers.size).to.equal(0);
+      expect(ha.own).to.have.length(3);
+      expect(ha.order.map((m) => m[0])).to.deep.equal([0, 0, 0]);
+
+      const b = client(s.socket);
+      const hb = b.handshake(3);
+      expect(hb.id).to.equal(1);
+      // the first's doorbells, then its own interrupt setup
+      expect(hb.order.map((m) => m[0])).to.deep.equal([0, 0, 0, 1, 1, 1]);
+      expect(hb.peers.get(0)).to.have.length(3);
+      // the first hears of the second: its id three times, each with a doorbell
+      const news = a.take(3);
+      expect(news.map((m) => m[0])).to.deep.equal([1, 1, 1]);
+      for (const m of news) expect(m[1]).to.be.at.least(0);
+      expect(a.quiet(30)).to.equal(true);
+
+      // doorbells work both ways, per vector
+      const n = native();
+      for (let v = 0; v < 3; v++) {
+        for (const fd of [...ha.own, ...hb.own]) n.drain(fd);
+        n.notify(news[v][1]); // a rings b on vector v
+        expect(n.drain(hb.own[v])).to.be.at.least(1);
+        for (let w = 0; w < 3; w++) if (w !== v) expect(n.drain(hb.own[w])).to.equal(0);
+        n.notify(hb.peers.get(0)![v]); // b rings a on vector v
+        expect(n.drain(ha.own[v])).to.be.at.least(1);
+      }
+
+      b.close();
+      expect(a.next()).to.deep.equal([1, -1]);
+      expect(a.quiet(30)).to.equal(true);
+    });
+
+    it('keeps every message, in order, when a socket fills up', async () => {
+      const V = 32; // 11 peers × 32 doorbells is more than a unix socket holds at once
+      const s = await server([...SMALL, '--vectors', String(V)]);
+      const cs = Array.from({ length: 12 }, () => client(s.socket));
+      await waitFor(() => s.child.exitCode === null && cs.every((c) => !c.quiet(0)), 3000, 'greetings');
+      await new Promise((r) => setTimeout(r, 100)); // let the daemon fill the sockets
+      const hs = cs.map((c) => c.handshake(V));
+      hs.forEach((h, k) => {
+        expect(h.id).to.equal(k);
+        const expected: number[] = [];
+        for (let p = 0; p < k; p++) for (let v = 0; v < V; v++) expected.push(p);
+        for (let v = 0; v < V; v++) expected.push(k);
+        expect(h.order.map((m) => m[0])).to.deep.equal(expected);
+      });
+      const news = cs[0].take(11 * V);
+      const expected: number[] = [];
+      for (let p = 1; p < 12; p++) for (let v = 0; v < V; v++) expected.push(p);
+      expect(news.map((m) => m[0])).to.deep.equal(expected);
+      expect(news.every((m) => m[1] >= 0)).to.equal(true);
+      expect(cs[0].quiet(20)).to.equal(true);
+    });
+
+    it('hands out the lowest free id and frees the peer entry on leave', async () => {
+      const s = await server([...SMALL, '--verbose']);
+      const [a, b, c] = [client(s.socket), client(s.socket), client(s.socket)];
+      const ha = a.handshake(1);
+      const hb = b.handshake(1);
+      const hc = c.handshake(1);
+      expect([ha.id, hb.id, hc.id]).to.deep.equal([0, 1, 2]);
+      expect([...hc.peers.keys()]).to.deep.equal([0, 1]);
+      const { region, i32, g } = mapRegion(ha.shmFd);
+      try {
+        const gen1 = i32[(peerOffset(g, 1) >> 2) + P.GEN];
+        b.close();
+        a.close();
+        const gone = c.take(2).sort((x, y) => x[0] - y[0]);
+        expect(gone).to.deep.equal([
+          [0, -1],
+          [1, -1],
+        ]);
+        const pw1 = peerOffset(g, 1) >> 2;
+        // leaves are announced first, then the region is cleaned
+        await waitFor(() => Atomics.load(i32, pw1 + P.STATE) === PEER_FREE, 3000, 'the entry to be freed');
+        expect(i32[pw1 + P.GEN]).to.equal(gen1);
+        const d = client(s.socket);
+        expect(d.handshake(1).id).to.equal(0);
+        const e = client(s.socket);
+        const he = e.handshake(1);
+        expect(he.id).to.equal(1);
+        expect(i32[pw1 + P.GEN]).to.equal(gen1 + 1);
+        expect([...he.peers.keys()]).to.deep.equal([0, 2]);
+      } finally {
+        region.close();
+      }
+      // --verbose: one line per join and per leave
+      await waitFor(() => (s.out.stderr.match(/\n/g) ?? []).length >= 7, 3000, 'the log lines');
+      const lines = s.out.stderr.trim().split('\n');
+      expect(lines.filter((l) => / joined /.test(l))).to.have.length(5);
+      expect(lines.filter((l) => / left /.test(l))).to.have.length(2);
+      expect(lines[0]).to.match(/^zivm: peer 0 joined \(pid \d+/);
+    });
+
+    it('ignores what clients send, and survives a client that vanishes mid-greeting', async () => {
+      const s = await server(SMALL);
+      const a = client(s.socket);
+      a.handshake(1);
+      fs.writeSync(a.fd, Buffer.from('hello daemon, these bytes mean nothing'));
+      const b = RawClient.connect(s.socket);
+      b.close(); // before reading anything
+      // a hears of b (join, maybe leave); the daemon is still fine for a newcomer
+      const c = client(s.socket);
+      const hc = c.handshake(1);
+      expect(hc.id).to.be.oneOf([1, 2]);
+      expect(processAlive(s.child.pid!)).to.equal(true);
+    });
+  });
+
+  describe('reapPeer', () => {
+    it('frees and flags exactly what belonged to the dead peer, and wakes the survivor', () => {
+      const g = computeGeometry({ size: MiB, ringSize: 4096, vectors: 1, maxPeers: 4, maxListeners: 8 });
+      expect(g.nslots).to.be.greaterThan(40);
+      const i32 = new Int32Array(new SharedArrayBuffer(g.size));
+      writeHeader(i32, g, 1, 1);
+      const D = 1;
+      const DG = 5;
+      const SV = 2;
+      const SG = 3;
+      const peer = (id: number, state: number, gen: number): void => {
+        i32[(peerOffset(g, id) >> 2) + P.STATE] = state;
+        i32[(peerOffset(g, id) >> 2) + P.GEN] = gen;
+      };
+      peer(D, PEER_ALIVE, DG);
+      peer(SV, PEER_ALIVE, SG);
+      const lst = (i: number, state: number, owner: number, ownerGen: number): number => {
+        const w = listenerOffset(g, i) >> 2;
+        i32[w + L.STATE] = state;
+        i32[w + L.OWNER] = owner;
+        i32[w + L.OWNER_GEN] = ownerGen;
+        return w;
+      };
+      const l0 = lst(0, makeState(2, LST_ACTIVE), D, DG);
+      const l1 = lst(1, makeState(2, LST_ACTIVE), D, DG - 1); // an earlier life of the same id
+      const l2 = lst(2, makeState(7, LST_ACTIVE), SV, SG);
+      const l3 = lst(3, makeState(0, LST_CLAIMED), D, DG);
+      const slot = (i: number, state: number, c: number, cg: number, sv: number, sg: number, cf = 0, sf = 0): number => {
+        const w = slotOffset(g, i) >> 2;
+        i32[w + S.STATE] = state;
+        i32[w + S.CLIENT] = c;
+        i32[w + S.CLIENT_GEN] = cg;
+        i32[w + S.SERVER] = sv;
+        i32[w + S.SERVER_GEN] = sg;
+        i32[w + S.CLIENT_FLAGS] = cf;
+        i32[w + S.SERVER_FLAGS] = sf;
+        return w;
+      };
+      const s0 = slot(0, makeState(4, SLOT_CLAIMED), D, DG, 0, 0); // no server yet: nobody to wake
+      const s1 = slot(1, makeState(2, SLOT_CONNECTING), D, DG, SV, SG);
+      const s2 = slot(2, makeState(6, SLOT_CONNECTING), SV, SG, D, DG);
+      const s3 = slot(3, makeState(1, SLOT_ESTABLISHED), D, DG, SV, SG);
+      const s4 = slot(4, makeState(9, SLOT_ESTABLISHED), SV, SG, D, DG, F_CLOSED | F_FIN, 0);
+      const s5 = slot(5, makeState(3, SLOT_ESTABLISHED), D, DG - 1, SV, SG); // stale generation
+      const s6 = slot(6, makeState(8, SLOT_FREE), D, DG, SV, SG); // free: left alone
+      const s7 = slot(7, makeState(2, SLOT_REFUSED), SV, SG, D, DG);
+      const s8 = slot(8, makeState(5, SLOT_ESTABLISHED), D, DG, D, DG); // to itself
+      const s33 = slot(33, makeState(1, SLOT_ESTABLISHED), D, DG, SV, SG, 0, F_FIN);
+      const pendS = pendingOffset(g, SV) >> 2;
+      const pendD = pendingOffset(g, D) >> 2;
+      i32[pendS] = 1 << 3; // the survivor already has slot 3 pending: no second wake for it
+      i32[pendD] = -1;
+      i32[pendD + 1] = 0x1234;
+
+      const woken: number[] = [];
+      reapPeer(i32, g, D, DG, (p) => woken.push(p));
+
+      // listeners
+      expect(i32[l0 + L.STATE]).to.equal(makeState(3, LST_FREE));
+      expect(i32[l1 + L.STATE]).to.equal(makeState(2, LST_ACTIVE));
+      expect(i32[l2 + L.STATE]).to.equal(makeState(7, LST_ACTIVE));
+      expect(i32[l3 + L.STATE]).to.equal(makeState(1, LST_FREE));
+      // slots
+      const DC = F_DEAD | F_CLOSED;
+      expect(i32[s0 + S.STATE]).to.equal(makeState(5, SLOT_FREE));
+      expect(i32[s0 + S.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s1 + S.STATE]).to.equal(makeState(3, SLOT_FREE));
+      expect(i32[s1 + S.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s1 + S.SERVER_FLAGS]).to.equal(0);
+      expect(i32[s2 + S.STATE]).to.equal(makeState(6, SLOT_REFUSED));
+      expect(i32[s2 + S.SERVER_FLAGS]).to.equal(DC);
+      expect(i32[s2 + S.CLIENT_FLAGS]).to.equal(0);
+      expect(i32[s3 + S.STATE]).to.equal(makeState(1, SLOT_ESTABLISHED));
+      expect(i32[s3 + S.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s4 + S.STATE]).to.equal(makeState(10, SLOT_FREE));
+      expect(i32[s4 + S.SERVER_FLAGS]).to.equal(DC);
+      expect(i32[s4 + S.CLIENT_FLAGS]).to.equal(F_CLOSED | F_FIN);
+      expect(i32[s5 + S.STATE]).to.equal(makeState(3, SLOT_ESTABLISHED));
+      expect(i32[s5 + S.CLIENT_FLAGS]).to.equal(0);
+      expect(i32[s6 + S.STATE]).to.equal(makeState(8, SLOT_FREE));
+      expect(i32[s6 + S.CLIENT_FLAGS]).to.equal(0);
+      expect(i32[s7 + S.STATE]).to.equal(makeState(2, SLOT_REFUSED));
+      expect(i32[s7 + S.SERVER_FLAGS]).to.equal(DC);
+      expect(i32[s8 + S.STATE]).to.equal(makeState(6, SLOT_FREE));
+      expect(i32[s8 + S.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s8 + S.SERVER_FLAGS]).to.equal(DC);
+      expect(i32[s33 + S.STATE]).to.equal(makeState(1, SLOT_ESTABLISHED));
+      expect(i32[s33 + S.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s33 + S.SERVER_FLAGS]).to.equal(F_FIN);
+      // the survivor: pending bits for slots 1, 2, 3, 4, 7 and 33; woken once per newly set bit
+      expect(i32[pendS] >>> 0).to.equal(((1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 7)) >>> 0);
+      expect(i32[pendS + 1]).to.equal(1 << 1);
+      expect(woken).to.deep.equal([SV, SV, SV, SV, SV]);
+      // the dead peer: bitmap cleared, entry free, generation kept
+      for (let k = 0; k < g.pendingStride >> 2; k++) expect(i32[pendD + k]).to.equal(0);
+      expect(i32[(peerOffset(g, D) >> 2) + P.STATE]).to.equal(PEER_FREE);
+      expect(i32[(peerOffset(g, D) >> 2) + P.GEN]).to.equal(DG);
+      expect(i32[(peerOffset(g, SV) >> 2) + P.STATE]).to.equal(PEER_ALIVE);
+      expect(PEER_DEAD).to.not.equal(PEER_FREE);
+    });
+
+    it('cleans the region when a real peer leaves and rings the survivor', async () => {
+      const s = await server(SMALL);
+      const a = client(s.socket);
+      const ha = a.handshake(1);
+      const b = client(s.socket);
+      const hb = b.handshake(1);
+      a.take(1); // b joined
+      const { region, i32, g } = mapRegion(ha.shmFd);
+      try {
+        const gen = (id: number): number => i32[(peerOffset(g, id) >> 2) + P.GEN];
+        const w = slotOffset(g, 0) >> 2;
+        i32[w + S.CLIENT] = hb.id;
+        i32[w + S.CLIENT_GEN] = gen(hb.id);
+        i32[w + S.SERVER] = ha.id;
+        i32[w + S.SERVER_GEN] = gen(ha.id);
+        Atomics.store(i32, w + S.STATE, makeState(0, SLOT_ESTABLISHED));
+        const lw = listenerOffset(g, 0) >> 2;
+        i32[lw + L.OWNER] = hb.id;
+        i32[lw + L.OWNER_GEN] = gen(hb.id);
+        Atomics.store(i32, lw + L.STATE, makeState(0, LST_ACTIVE));
+        native().drain(ha.own[0]);
+        b.close();
+        expect(a.next()).to.deep.equal([hb.id, -1]);
+        // the daemon tells the others first, then cleans up and rings
+        expect(native().waitReadable(ha.own[0], 3000)).to.equal(true);
+        expect(native().drain(ha.own[0])).to.be.at.least(1);
+        expect(i32[w + S.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
+        expect(Atomics.load(i32, w + S.STATE)).to.equal(makeState(0, SLOT_ESTABLISHED));
+        expect(Atomics.load(i32, pendingOffset(g, ha.id) >> 2) & 1).to.equal(1);
+        expect(Atomics.load(i32, lw + L.STATE)).to.equal(makeState(1, LST_FREE));
+      } finally {
+        region.close();
+      }
+    });
+  });
+
+  describe('lifetime', () => {
+    it('exits when idle and leaves nothing behind, removing a folder it made', async () => {
+      const sub = path.join(dir, 'sub');
+      const sock = path.join(sub, 'zivm.sock');
+      const s = await server([...SMALL, '--idle-exit', '0.2'], {}, sock);
+      expect(fs.statSync(sub).mode & 0o777).to.equal(0o700);
+      expect(fs.lstatSync(sock).mode & 0o777).to.equal(0o600);
+      const c = client(sock);
+      c.handshake(1);
+      // a peer keeps it alive past the idle time
+      await new Promise((r) => setTimeout(r, 300));
+      expect(processAlive(s.child.pid!)).to.equal(true);
+      c.close();
+      const e = await Promise.race([s.exited, new Promise<null>((r) => setTimeout(() => r(null), 5000))]);
+      expect(e).to.deep.equal({ code: 0, signal: null });
+      expect(fs.existsSync(sub)).to.equal(false);
+    });
+
+    it('an auto-started daemon nobody joins exits on its own', async () => {
+      const sock = path.join(dir, 'zivm.sock');
+      const r = await runCli(['server', '--auto', '--socket', sock, ...SMALL], { ZIVM_IDLE_MS: '100' });
+      expect(r.code).to.equal(0);
+      expect(r.stdout).to.equal('');
+      expect(fs.readdirSync(dir)).to.deep.equal([]);
+    });
+
+    it('stops on SIGTERM: peers see end of stream, files are gone', async () => {
+      const s = await server(SMALL);
+      const c = client(s.socket);
+      c.handshake(1);
+      expect(fs.readdirSync(dir).sort()).to.deep.equal(['zivm.sock', 'zivm.sock.lock']);
+      expect(await s.stop()).to.deep.equal({ code: 0, signal: null });
+      expect(c.recv()).to.equal(false);
+      expect(fs.readdirSync(dir)).to.deep.equal([]);
+    });
+
+    it('takes over from a daemon that was killed (stale socket and lock)', async () => {
+      const s1 = await server(SMALL);
+      killQuiet(s1.child.pid, 'SIGKILL');
+      await s1.exited;
+      expect(fs.readdirSync(dir).sort()).to.deep.equal(['zivm.sock', 'zivm.sock.lock']);
+      const s2 = await server(SMALL);
+      const c = client(s2.socket);
+      expect(c.handshake(1).id).to.equal(0);
+    });
+
+    it('refuses to start a second time on the same socket', async () => {
+      const s = await server(SMALL);
+      const r = await runCli(['server', '--socket', s.socket, ...SMALL]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.equal(`zivm: a daemon already serves ${s.socket}\n`);
+      const auto = await runCli(['server', '--auto', '--socket', s.socket, ...SMALL]);
+      expect(auto.code).to.equal(0);
+      expect(auto.stderr).to.equal('');
+      // the first one is untouched
+      const c = client(s.socket);
+      expect(c.handshake(1).id).to.equal(0);
+    });
+  });
+
+  describe('autostart', () => {
+    it('six processes starting at once share one daemon', async function () {
+      this.timeout(30000);
+      const sock = path.join(dir, 'zivm.sock');
+      const env = { ZIVM_SIZE: '4M', ZIVM_RING: '64K', ZIVM_IDLE_MS: '300' };
+      const racers = Array.from({ length: 6 }, () => spawnRacer(sock, env));
+      children.push(...racers);
+      const lines: string[] = racers.map(() => '');
+      const errs: string[] = racers.map(() => '');
+      racers.forEach((r, i) => {
+        r.stdout!.setEncoding('utf8').on('data', (d: string) => (lines[i] += d));
+        r.stderr!.setEncoding('utf8').on('data', (d: string) => (errs[i] += d));
+      });
+      const exits = racers.map((r) => new Promise<number | null>((res) => r.on('exit', (code) => res(code))));
+      let failed = false;
+      void Promise.race(exits).then(() => (failed = true));
+      await waitFor(() => failed || lines.every((l) => l.endsWith('\n')), 25000, 'every racer to join');
+      expect(failed, errs.join('\n')).to.equal(false);
+      const got = lines.map((l) => JSON.parse(l) as { pid: number; id: number });
+      const daemonPids = new Set(got.map((x) => x.pid));
+      expect(daemonPids.size, JSON.stringify(got)).to.equal(1);
+      const daemonPid = got[0].pid;
+      pids.push(daemonPid);
+      expect(new Set(got.map((x) => x.id)).size).to.equal(6);
+      expect(processAlive(daemonPid)).to.equal(true);
+      for (const r of racers) r.stdin!.end();
+      expect(await Promise.all(exits)).to.deep.equal([0, 0, 0, 0, 0, 0]);
+      await waitFor(() => !processAlive(daemonPid), 5000, 'the daemon to exit');
+      await waitFor(() => fs.readdirSync(dir).length === 0, 2000, 'the folder to be empty');
+    });
+
+    it('connectDaemon without autostart fails with ERR_ZIVM_NO_DAEMON', () => {
+      const sock = path.join(dir, 'zivm.sock');
+      expect(() => connectDaemon({ socketPath: sock, autostart: false })).to.throw().with.property('code', 'ERR_ZIVM_NO_DAEMON');
+      expect(() => connectDaemon({ socketPath: sock, env: { ZIVM_AUTOSTART: '0' } })).to.throw().with.property('code', 'ERR_ZIVM_NO_DAEMON');
+      expect(fs.readdirSync(dir)).to.deep.equal([]);
+    });
+
+    it('parses sizes', () => {
+      expect(parseSize('4096')).to.equal(4096);
+      expect(parseSize('512K')).to.equal(512 * 1024);
+      expect(parseSize('256M')).to.equal(256 * MiB);
+      expect(parseSize('1G')).to.equal(1024 * MiB);
+      expect(parseSize('1.5g')).to.equal(1536 * MiB);
+      expect(parseSize('64KiB')).to.equal(64 * 1024);
+      for (const bad of ['', 'M', '12Q', '-1M', '0.3', '1 2']) expect(() => parseSize(bad), bad).to.throw(RangeError);
+    });
+  });
+
+  describe('paths and options', () => {
+    it('picks the socket path from the environment', () => {
+      expect(socketPath({ ZIVM_SOCKET: '/a/b.sock', ZIVM_DIR: '/c', XDG_RUNTIME_DIR: '/d' })).to.equal('/a/b.sock');
+      expect(socketPath({ ZIVM_DIR: '/c', XDG_RUNTIME_DIR: '/d' })).to.equal('/c/zivm.sock');
+      expect(socketPath({ XDG_RUNTIME_DIR: '/d' })).to.equal('/d/zivm/zivm.sock');
+      expect(socketPath({})).to.match(/\/zivm-\d+\/zivm\.sock$/);
+    });
+
+    it('refuses an unsafe folder with ERR_ZIVM_UNSAFE_DIR', async () => {
+      const open = path.join(dir, 'open');
+      fs.mkdirSync(open);
+      fs.chmodSync(open, 0o777);
+      expect(() => ensureDir(open)).to.throw().with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
+      expect(() => connectDaemon({ socketPath: path.join(open, 'zivm.sock') })).to.throw().with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
+      const r = await runCli(['server', '--socket', path.join(open, 'zivm.sock'), ...SMALL]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.contain('refusing to use socket folder');
+      expect(fs.readdirSync(open)).to.deep.equal([]);
+      const link = path.join(dir, 'link');
+      fs.symlinkSync(dir, link);
+      expect(() => checkDir(link)).to.throw().with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
+      const made = path.join(dir, 'made', 'deeper');
+      expect(ensureDir(made)).to.equal(true);
+      expect(ensureDir(made)).to.equal(false);
+      expect(fs.statSync(made).mode & 0o777).to.equal(0o700);
+      if (process.getuid?.() === 0) {
+        const theirs = path.join(dir, 'theirs');
+        fs.mkdirSync(theirs, { mode: 0o700 });
+        fs.chownSync(theirs, 65534, 65534);
+        expect(() => ensureDir(theirs)).to.throw(/owned by uid 65534/);
+      }
+    });
+
+    it('rejects bad options with usage and exit code 2', async () => {
+      const sock = path.join(dir, 'zivm.sock');
+      const cases = [
+        ['server', '--socket', sock, '--bogus'],
+        ['server', '--socket', sock, '--size', '12Q'],
+        ['server', '--socket', sock, '--ring', '3000'],
+        ['server', '--socket', sock, '--vectors', 'x'],
+        ['server', '--socket', sock, '--idle-exit'],
+        ['server', '--socket', sock, 'extra'],
+        ['frobnicate'],
+      ];
+      const results = await Promise.all(cases.map((c) => runCli(c)));
+      results.forEach((r, i) => {
+        expect(r.code, cases[i].join(' ')).to.equal(2);
+        expect(r.stderr, cases[i].join(' ')).to.contain('usage: zivm');
+        expect(r.stdout).to.equal('');
+      });
+      expect(fs.readdirSync(dir)).to.deep.equal([]);
+    });
+
+    it('prints help and version', async () => {
+      const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+      const [v, h] = await Promise.all([runCli(['--version']), runCli(['--help'])]);
+      expect(v.code).to.equal(0);
+      expect(v.stdout).to.equal(`${pkg.version}\n`);
+      expect(h.code).to.equal(0);
+      expect(h.stdout).to.contain('server');
+    });
+  });
+});

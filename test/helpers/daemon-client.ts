@@ -1,0 +1,278 @@
+/**
+ * Test helpers for the daemon: a raw ivshmem protocol client that decodes
+ * every message itself (so tests check the daemon against the spec, not
+ * against our own client code), and helpers to run `zivm server` as a child.
+ *
+ * Run as a script (`node daemon-client.js race <socket>`) it is one contender
+ * of the autostart race: connectDaemon, print {"pid": <daemon pid from the
+ * region header>, "id": <our id>} and stay in the domain until stdin closes.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Geometry, H, readHeader } from '../../src/shm/layout';
+import { NativeRegion, native } from '../../src/shm/native';
+
+/** Repository root (this file runs as dist/test/helpers/daemon-client.js). */
+export const ROOT = path.resolve(__dirname, '..', '..', '..');
+export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+export const SELF = __filename;
+
+/** [value, fd]: fd is -1 when the message carried none. */
+export type Msg = [number, number];
+
+export class RawClient {
+  readonly fd: number;
+  /** Every fd received so far (closed by close()). */
+  readonly received: number[] = [];
+  private open = true;
+
+  constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  static connect(sock: string): RawClient {
+    return new RawClient(native().unixConnect(sock));
+  }
+
+  /** The next message; false at end of stream; throws after `timeoutMs` without one. */
+  recv(timeoutMs = 3000): Msg | false {
+    const n = native();
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = n.recvMsg(this.fd);
+      if (r === false) return false;
+      if (r) {
+        if (r[1] >= 0) this.received.push(r[1]);
+        return [r[0], r[1]];
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no message from the daemon within ${timeoutMs} ms`);
+      n.waitReadable(this.fd, left);
+    }
+  }
+
+  /** The next message, which must not be end of stream. */
+  next(timeoutMs = 3000): Msg {
+    const m = this.recv(timeoutMs);
+    if (m === false) throw new Error('daemon closed the connection');
+    return m;
+  }
+
+  /** `count` messages. */
+  take(count: number, timeoutMs = 3000): Msg[] {
+    const out: Msg[] = [];
+    for (let i = 0; i < count; i++) out.push(this.next(timeoutMs));
+    return out;
+  }
+
+  /** True when nothing arrives for `ms`. */
+  quiet(ms: number): boolean {
+    return !native().waitReadable(this.fd, ms);
+  }
+
+  /**
+   * Reads the greeting of a new connection: version, id, region fd, the other
+   * peers' doorbells, then its own `vectors` interrupt fds. Checks the shape.
+   */
+  handshake(vectors: number, timeoutMs = 3000): Handshake {
+    const [version, vfd] = this.next(timeoutMs);
+    if (version !== 0 || vfd !== -1) throw new Error(`bad version message [${version}, ${vfd}]`);
+    const [id, idfd] = this.next(timeoutMs);
+    if (id < 0 || idfd !== -1) throw new Error(`bad id message [${id}, ${idfd}]`);
+    const [minus1, shmFd] = this.next(timeoutMs);
+    if (minus1 !== -1 || shmFd < 0) throw new Error(`bad region message [${minus1}, ${shmFd}]`);
+    const peers = new Map<number, number[]>();
+    const own: number[] = [];
+    const order: Msg[] = [];
+    while (own.length < vectors) {
+      const m = this.next(timeoutMs);
+      order.push(m);
+      if (m[1] < 0) throw new Error(`unexpected message without fd during setup: [${m[0]}, ${m[1]}]`);
+      if (m[0] === id) own.push(m[1]);
+      else {
+        if (own.length) throw new Error(`peer ${m[0]} announced in the middle of the interrupt setup`);
+        const list = peers.get(m[0]) ?? [];
+        list.push(m[1]);
+        peers.set(m[0], list);
+      }
+    }
+    return { id, shmFd, peers, own, order };
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    const n = native();
+    n.close(this.fd);
+    for (const fd of this.received.splice(0)) {
+      try {
+        n.close(fd);
+      } catch {
+        /* ignore */
+      }
+    }
+  }
+}
+
+export interface Handshake {
+  id: number;
+  shmFd: number;
+  /** Doorbells of the peers that were there before us, by id, one per vector. */
+  peers: Map<number, number[]>;
+  /** Our own interrupt eventfds, one per vector. */
+  own: number[];
+  /** The messages after the region fd, in order. */
+  order: Msg[];
+}
+
+/** Maps a region fd and checks its header. */
+export function mapRegion(fd: number): { region: NativeRegion; i32: Int32Array; g: Geometry; daemonPid: number } {
+  const n = native();
+  const size = n.fdSize(fd);
+  const region = new n.Region(fd, size);
+  const i32 = new Int32Array(region.buffer);
+  const g = readHeader(i32, size);
+  return { region, i32, g, daemonPid: i32[H.DAEMON_PID] };
+}
+
+// ---- processes ----------------------------------------------------------------
+
+export function tempDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-daemon-test-'));
+}
+
+export function removeDir(dir: string): void {
+  try {
+    fs.chmodSync(dir, 0o700);
+  } catch {
+    /* ignore */
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** Whether `pid` is a live process (a zombie counts as gone). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+export function killQuiet(pid: number | undefined, signal: NodeJS.Signals = 'SIGKILL'): void {
+  if (!pid) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    /* gone */
+  }
+}
+
+/** Polls `cond` every 10 ms until true; rejects after `timeoutMs`. */
+export async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ServerProc {
+  child: ChildProcess;
+  socket: string;
+  out: { stdout: string; stderr: string };
+  exited: Promise<Exit>;
+  /** SIGTERM, then wait for the exit (SIGKILL after 3 s). */
+  stop(): Promise<Exit>;
+}
+
+function collect(child: ChildProcess): { out: { stdout: string; stderr: string }; exited: Promise<Exit> } {
+  const out = { stdout: '', stderr: '' };
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (out.stderr += d));
+  const exited = new Promise<Exit>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return { out, exited };
+}
+
+/** Starts `zivm server --socket <socket> ...args` and waits for its "listening" line. */
+export async function startServer(socket: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, timeoutMs = 8000): Promise<ServerProc> {
+  const child = spawn(process.execPath, [CLI, 'server', '--socket', socket, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  const { out, exited } = collect(child);
+  let done: Exit | undefined;
+  void exited.then((e) => (done = e));
+  const stop = async (): Promise<Exit> => {
+    if (done) return done;
+    killQuiet(child.pid, 'SIGTERM');
+    const t = setTimeout(() => killQuiet(child.pid, 'SIGKILL'), 3000);
+    const e = await exited;
+    clearTimeout(t);
+    return e;
+  };
+  try {
+    await waitFor(() => out.stdout.includes('listening') || done !== undefined, timeoutMs, 'the server to listen');
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  if (done) throw new Error(`server exited early (${JSON.stringify(done)}): ${out.stderr}`);
+  return { child, socket, out, exited, stop };
+}
+
+/** Runs the CLI to completion. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 8000): Promise<Exit & { stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const { out, exited } = collect(child);
+  const t = setTimeout(() => killQuiet(child.pid, 'SIGKILL'), timeoutMs);
+  const e = await exited;
+  clearTimeout(t);
+  return { ...e, ...out };
+}
+
+/** Starts one contender of the autostart race (see the top of this file). */
+export function spawnRacer(socket: string, env: NodeJS.ProcessEnv): ChildProcess {
+  return spawn(process.execPath, [SELF, 'race', socket], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+}
+
+function raceMain(socket: string): void {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { connectDaemon } = require('../../src/shm/autostart') as typeof import('../../src/shm/autostart');
+  const fd = connectDaemon({ socketPath: socket, timeoutMs: 15000 });
+  const c = new RawClient(fd);
+  c.next(10000); // version
+  const [id] = c.next(10000);
+  const [, shmFd] = c.next(10000);
+  const { region, daemonPid } = mapRegion(shmFd);
+  process.stdout.write(`${JSON.stringify({ pid: daemonPid, id })}\n`);
+  process.stdin.resume();
+  process.stdin.on('end', () => {
+    region.close();
+    c.close();
+    process.exit(0);
+  });
+}
+
+if (require.main === module) {
+  const [cmd, arg] = process.argv.slice(2);
+  if (cmd === 'race' && arg) raceMain(arg);
+  else {
+    process.stderr.write('usage: daemon-client.js race <socket>\n');
+    process.exit(2);
+  }
+}
