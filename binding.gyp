@@ -7,6 +7,7 @@
         "native/region.cc",
         "native/ring.cc",
         "native/doorbell.cc",
+        "native/spin.cc",
         "native/fdpass.cc",
         "native/errors.cc"
       ],

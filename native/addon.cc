@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "doorbell.h"
+#include "spin.h"
 #include "fdpass.h"
 #include "region.h"
 #include "ring.h"
@@ -12,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Region", Region::Init(env));
   exports.Set("Ring", Ring::Init(env));
   exports.Set("Poller", Poller::Init(env));
+  exports.Set("Spinner", Spinner::Init(env));
   exports.Set("memfdCreate", Napi::Function::New<MemfdCreate>(env, "memfdCreate"));
   exports.Set("fdSize", Napi::Function::New<FdSize>(env, "fdSize"));
   exports.Set("eventfd", Napi::Function::New<EventFd>(env, "eventfd"));

@@ -158,7 +158,10 @@ export class Channel implements SlotHandler {
   /** Writes what fits of `chunks` (in order); returns bytes written. Rings the reader if it sleeps. */
   write(chunks: Uint8Array[]): number {
     const n = chunks.length === 1 ? this.tx.write(chunks[0]) : this.tx.writev(chunks);
-    if (n > 0) this.wakeIf(this.txReaderSleeping);
+    if (n > 0) {
+      this.wakeIf(this.txReaderSleeping);
+      this.d.kick(); // an answer is likely: look for it before sleeping
+    }
     return n;
   }
 

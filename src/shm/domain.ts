@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import { debuglog } from 'node:util';
 import EventEmitter from 'eventemitter3';
-import { native, NativePoller, NativeRegion } from './native';
+import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
 import { connectDaemon } from './autostart';
 import * as Lay from './layout';
 
@@ -60,6 +60,8 @@ export class Domain extends EventEmitter<DomainEvents> {
   readonly acceptors = new Map<number, ListenerHandler>();
   private readonly bell: NativePoller;
   private readonly ctl: NativePoller;
+  private readonly spinner: NativeSpinner | undefined;
+  private readonly spinState: Int32Array;
   private refs = 0;
   private readonly pendingBase: number;
   private readonly pendingWords: number;
@@ -87,6 +89,14 @@ export class Domain extends EventEmitter<DomainEvents> {
     Atomics.store(this.i32, p + Lay.P.NODE_HI, Math.floor(this.nodeId / 0x100000000) | 0);
     Atomics.store(this.i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
 
+    const { slice, hot } = spinTimes();
+    if (hot > 0) {
+      this.spinner = new N.Spinner(region, Lay.pendingOffset(g, id), this.pendingWords, (p + Lay.P.POLLING) << 2, () => this.onDoorbell());
+      this.spinner.setTimes(slice, hot);
+      this.spinState = this.spinner.state;
+    } else {
+      this.spinState = new Int32Array(1);
+    }
     this.bell = new N.Poller(ownFds[0], () => this.onDoorbell(), true);
     this.bell.unref();
     this.ctl = new N.Poller(ctlFd, () => this.onControl(), false);
@@ -169,6 +179,8 @@ export class Domain extends EventEmitter<DomainEvents> {
     const mask = 1 << (slot & 31);
     const old = Atomics.or(this.i32, idx, mask);
     if ((old & mask) !== 0) return;
+    // A peer that busy-polls sees the bit by itself.
+    if (Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.POLLING) !== 0) return;
     const fd = peer === this.id ? this.ownFds[0] : this.peerFds.get(peer)?.[0];
     if (fd === undefined) {
       // Its fds may still be in the socket: read what the daemon sent.
@@ -179,6 +191,11 @@ export class Domain extends EventEmitter<DomainEvents> {
       return;
     }
     native().notify(fd);
+  }
+
+  /** Traffic happened: keep busy-polling a little before sleeping. */
+  kick(): void {
+    this.spinState[0] = 1;
   }
 
   /** Is peer `id` of generation `gen` a member right now? */
@@ -210,6 +227,7 @@ export class Domain extends EventEmitter<DomainEvents> {
 
   private onDoorbell(): void {
     const i32 = this.i32;
+    this.spinState[0] = 1;
     const base = this.pendingBase;
     for (let w = 0; w < this.pendingWords; w++) {
       if (Atomics.load(i32, base + w) === 0) continue;
@@ -317,6 +335,15 @@ export class Domain extends EventEmitter<DomainEvents> {
     }
     return out;
   }
+}
+
+/** ZIVM_SPIN_US: how long to keep busy-polling after traffic (0: never). ZIVM_SPIN_SLICE_US: longest single spin. */
+function spinTimes(): { slice: number; hot: number } {
+  const num = (v: string | undefined, d: number): number => {
+    const n = Number(v);
+    return v !== undefined && v !== '' && Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), 10_000_000) : d;
+  };
+  return { slice: num(process.env.ZIVM_SPIN_SLICE_US, 50), hot: num(process.env.ZIVM_SPIN_US, 200) };
 }
 
 function joinError(message: string): Error {

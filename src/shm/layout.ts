@@ -78,6 +78,7 @@ export const P = {
   NODE_LO: 4,
   NODE_HI: 5,
   FLAGS: 6,
+  POLLING: 7, // 1 while the peer busy-polls its pending bitmap: no need to ring its doorbell
 } as const;
 export const PEER_FREE = 0;
 export const PEER_JOINING = 1; // id handed out by the daemon, peer not yet announced itself

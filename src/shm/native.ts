@@ -54,7 +54,20 @@ export interface NativePoller {
   close(): void;
 }
 
+/**
+ * The busy-poll before the loop sleeps (see native/spin.h). `state[0] = 1`
+ * marks traffic: the peer turns hot and, from the loop's prepare phase, spins
+ * on its pending bitmap for up to `sliceUs` at a time, for as long as traffic
+ * came in the last `hotUs`, with the POLLING word of its peer entry set.
+ */
+export interface NativeSpinner {
+  readonly state: Int32Array;
+  setTimes(sliceUs: number, hotUs: number): void;
+  close(): void;
+}
+
 export interface Native {
+  Spinner: new (region: NativeRegion, bitmapOffset: number, words: number, pollingOffset: number, onWork: () => void) => NativeSpinner;
   Region: new (fd: number, size: number) => NativeRegion;
   Ring: new (region: NativeRegion, headerOffset: number, dataOffset: number, capacity: number, producer: boolean) => NativeRing;
   /**

@@ -1,0 +1,245 @@
+#include "spin.h"
+
+#include <time.h>
+
+#include "errors.h"
+#include "region.h"
+
+namespace zivm {
+
+namespace {
+
+const napi_type_tag kSpinnerTag = {0x7a69766d5370696eULL, 0x6e65720000000005ULL};
+
+uint64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+}  // namespace
+
+Napi::Function Spinner::Init(Napi::Env env) {
+  return DefineClass(env, "Spinner",
+                     {
+                         InstanceAccessor<&Spinner::GetState>("state"),
+                         InstanceMethod<&Spinner::SetTimes>("setTimes"),
+                         InstanceMethod<&Spinner::Close>("close"),
+                     });
+}
+
+// new Spinner(region, bitmapOffset, words, pollingOffset, onWork)
+Spinner::Spinner(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Spinner>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !HasTag(env, info[0], &kRegionTag)) {
+    ThrowTypeError(env, "The \"region\" argument must be a Region");
+    return;
+  }
+  Napi::Object regionObj = info[0].As<Napi::Object>();
+  Region* region = Region::Unwrap(regionObj);
+  if (region == nullptr || region->closed()) {
+    ThrowCode(env, ERR_CLOSED, "region is closed");
+    return;
+  }
+  int64_t bitmap, words, polling;
+  Napi::Function cb;
+  if (!ArgInteger(info, 1, "bitmapOffset", 0, INT64_MAX, &bitmap)) return;
+  if (!ArgInteger(info, 2, "words", 1, 1 << 20, &words)) return;
+  if (!ArgInteger(info, 3, "pollingOffset", 0, INT64_MAX, &polling)) return;
+  if (!ArgFunction(info, 4, "onWork", &cb)) return;
+  size_t size = region->size();
+  if (bitmap % 4 != 0 || polling % 4 != 0 || static_cast<uint64_t>(bitmap) + static_cast<uint64_t>(words) * 4 > size ||
+      static_cast<uint64_t>(polling) + 4 > size) {
+    ThrowRangeError(env, "bitmap or polling word outside the region or misaligned");
+    return;
+  }
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+    ThrowCode(env, "ERR_ZIVM_NO_LOOP", "no event loop");
+    return;
+  }
+  Napi::AsyncContext* ctx = new Napi::AsyncContext(env, "ZivmSpinner", info.This().As<Napi::Object>());
+  if (env.IsExceptionPending()) {
+    delete ctx;
+    return;
+  }
+  context_.reset(ctx);
+  Napi::Int32Array state = Napi::Int32Array::New(env, 4);
+  state_ = state.Data();
+  stateRef_ = Napi::Persistent(state);
+  region_ = region;
+  regionRef_ = Napi::Persistent(regionObj);
+  bitmapOffset_ = static_cast<size_t>(bitmap);
+  words_ = static_cast<size_t>(words);
+  pollingOffset_ = static_cast<size_t>(polling);
+  callback_ = Napi::Persistent(cb);
+
+  SpinHandles* h = new SpinHandles();
+  h->owner = this;
+  h->open = 2;
+  uv_prepare_init(loop, &h->prepare);
+  uv_idle_init(loop, &h->idle);
+  h->prepare.data = h;
+  h->idle.data = h;
+  uv_prepare_start(&h->prepare, OnPrepare);
+  // Neither handle keeps the process alive: sockets do that.
+  uv_unref(reinterpret_cast<uv_handle_t*>(&h->prepare));
+  uv_unref(reinterpret_cast<uv_handle_t*>(&h->idle));
+  handles_ = h;
+  if (napi_add_env_cleanup_hook(env, EnvCleanup, this) == napi_ok) hook_ = true;
+  Ref();
+  selfRef_ = true;
+  info.This().As<Napi::Object>().TypeTag(&kSpinnerTag);
+}
+
+Spinner::~Spinner() {
+  if (hook_) napi_remove_env_cleanup_hook(Env(), EnvCleanup, this);
+  if (handles_ != nullptr) {
+    handles_->owner = nullptr;
+    if (!closing_) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&handles_->prepare), OnClose);
+      uv_close(reinterpret_cast<uv_handle_t*>(&handles_->idle), OnClose);
+    }
+    handles_ = nullptr;
+  }
+}
+
+Napi::Value Spinner::GetState(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kSpinnerTag)) return Napi::Value();
+  return stateRef_.Value();
+}
+
+// setTimes(sliceUs, hotUs): hotUs 0 turns spinning off.
+Napi::Value Spinner::SetTimes(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kSpinnerTag)) return Napi::Value();
+  int64_t slice, hot;
+  if (!ArgInteger(info, 0, "sliceUs", 0, 1000000, &slice)) return Napi::Value();
+  if (!ArgInteger(info, 1, "hotUs", 0, 10000000, &hot)) return Napi::Value();
+  sliceNs_ = static_cast<uint64_t>(slice) * 1000;
+  hotNs_ = static_cast<uint64_t>(hot) * 1000;
+  if (hotNs_ == 0) Cool();
+  return info.Env().Undefined();
+}
+
+Napi::Value Spinner::Close(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kSpinnerTag)) return Napi::Value();
+  BeginClose();
+  return info.Env().Undefined();
+}
+
+void Spinner::BeginClose() {
+  if (closing_ || handles_ == nullptr) return;
+  Cool();
+  closing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&handles_->prepare), OnClose);
+  uv_close(reinterpret_cast<uv_handle_t*>(&handles_->idle), OnClose);
+}
+
+void Spinner::OnClose(uv_handle_t* handle) {
+  SpinHandles* h = static_cast<SpinHandles*>(handle->data);
+  if (--h->open > 0) return;
+  Spinner* owner = h->owner;
+  delete h;
+  if (owner == nullptr) return;
+  owner->handles_ = nullptr;
+  Napi::HandleScope scope(owner->Env());
+  owner->context_.reset();
+  if (owner->selfRef_) {
+    owner->selfRef_ = false;
+    owner->Unref();
+  }
+}
+
+void Spinner::EnvCleanup(void* arg) {
+  Spinner* self = static_cast<Spinner*>(arg);
+  self->hook_ = false;
+  if (self->handles_ != nullptr) {
+    if (!self->closing_) {
+      self->closing_ = true;
+      uv_close(reinterpret_cast<uv_handle_t*>(&self->handles_->prepare), OnClose);
+      uv_close(reinterpret_cast<uv_handle_t*>(&self->handles_->idle), OnClose);
+    }
+    self->handles_->owner = nullptr;
+    self->handles_ = nullptr;
+  }
+}
+
+bool Spinner::AnyPending() const {
+  if (region_->closed()) return false;
+  const int32_t* w = reinterpret_cast<const int32_t*>(region_->base() + bitmapOffset_);
+  for (size_t i = 0; i < words_; i++) {
+    if (__atomic_load_n(&w[i], __ATOMIC_ACQUIRE) != 0) return true;
+  }
+  return false;
+}
+
+void Spinner::SetPolling(int32_t v) {
+  if (region_->closed()) return;
+  int32_t* p = reinterpret_cast<int32_t*>(region_->base() + pollingOffset_);
+  __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+}
+
+// Stop spinning: producers ring the doorbell again from now on.
+void Spinner::Cool() {
+  if (!hot_) return;
+  hot_ = false;
+  SetPolling(0);
+  if (handles_ != nullptr && !closing_) uv_idle_stop(&handles_->idle);
+}
+
+void Spinner::Call() {
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  napi_value result;
+  napi_status st = napi_make_callback(env, *context_, Value(), callback_.Value(), 0, nullptr, &result);
+  if (st == napi_pending_exception) {
+    napi_value e;
+    if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
+  }
+}
+
+void Spinner::OnIdle(uv_idle_t*) {}
+
+void Spinner::OnPrepare(uv_prepare_t* handle) {
+  SpinHandles* h = static_cast<SpinHandles*>(handle->data);
+  Spinner* s = h->owner;
+  if (s == nullptr || s->closing_ || s->region_->closed()) return;
+  uint64_t now = NowNs();
+  if (s->state_[0] != 0) {
+    s->state_[0] = 0;
+    s->lastWork_ = now;
+    if (!s->hot_ && s->hotNs_ > 0) {
+      s->hot_ = true;
+      // The idle handle makes the loop poll without blocking while we are hot.
+      uv_idle_start(&h->idle, OnIdle);
+    }
+  }
+  if (!s->hot_) return;
+  s->SetPolling(1);
+  uint64_t deadline = now + s->sliceNs_;
+  for (;;) {
+    if (s->AnyPending()) {
+      s->lastWork_ = now;
+      s->Call();
+      return;
+    }
+    now = NowNs();
+    if (now >= deadline) break;
+    CpuRelax();
+  }
+  if (now - s->lastWork_ < s->hotNs_) return;
+  // Quiet for long enough: sleep on the doorbell. A producer that saw us
+  // polling skipped it, so look once more after saying we stopped.
+  s->Cool();
+  if (s->AnyPending()) s->Call();
+}
+
+}  // namespace zivm
