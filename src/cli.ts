@@ -3,6 +3,7 @@
  * The `zivm` command. Subcommands live in COMMANDS below; each parses its own
  * arguments and returns an exit code (2 for bad usage).
  */
+import { runStat, STAT_USAGE } from './stat';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseSize } from './shm/autostart';
@@ -158,8 +159,23 @@ const serverCommand: Command = {
 /**
  * The subcommand table. `zivm stat` and `zivm bench` go here.
  */
+const statCommand: Command = {
+  summary: 'list the peers, listeners and connections of a domain',
+  usage: STAT_USAGE,
+  run(args) {
+    const { opts, rest } = parseOptions(args, { socket: 'string', json: 'boolean', help: 'boolean' });
+    if (opts.help) {
+      process.stdout.write(STAT_USAGE);
+      return 0;
+    }
+    if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+    return runStat({ socket: opts.socket as string | undefined, json: opts.json === true });
+  },
+};
+
 export const COMMANDS: Record<string, Command> = {
   server: serverCommand,
+  stat: statCommand,
 };
 
 function version(): string {

@@ -7,7 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 
 if (!process.env.ZIVM_TEST_KEEP_DIR) {
-  process.env.ZIVM_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-test-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-test-'));
+  process.env.ZIVM_DIR = dir;
+  // The daemon removes its files once this process has gone; the folder is ours.
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 }
 process.env.ZIVM_IDLE_MS ??= '300';
 delete process.env.ZIVM;
