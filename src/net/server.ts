@@ -50,6 +50,8 @@ const UV_TCP_IPV6ONLY = 1;
   base._listen2.apply(this, args);
   if (this._handle) trackServer(this as unknown as net.Server);
   if (!this._handle || this[kListener] || disabled() || !internals.available) return;
+  // A TLS server wraps each connection's kernel handle: it stays on TCP.
+  if (this instanceof (require('node:tls') as typeof import('node:tls')).Server) return;
   const backlog = Number(args[3]) || 511;
   const flags = Number(args[5]) || 0;
   let address: net.AddressInfo | string | null;

@@ -64,7 +64,8 @@ Object.defineProperty(Socket.prototype, 'transport', {
   const normalized = (Array.isArray(args[0]) && args.length === 1 ? args[0] : net._normalizeArgs(args)) as ReturnType<typeof net._normalizeArgs>;
   const options = normalized[0] ?? {};
   track(this as unknown as net.Socket);
-  if (options.path != null || disabled() || !internals.available || this[internals.kBuffer]) {
+  // TLS needs a kernel handle to wrap: TLS sockets (and user-buffer reads) stay on TCP.
+  if (options.path != null || disabled() || !internals.available || this[internals.kBuffer] || this.encrypted === true) {
     this[kTransport] = options.path != null ? 'pipe' : 'tcp';
     return base.connect.call(this, normalized);
   }
