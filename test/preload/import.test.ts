@@ -1,0 +1,43 @@
+/**
+ * The --import form of the hook with ES-module programs that take
+ * createServer and connect as named imports from node:net: the named bindings
+ * see the patch, so the connection is over shared memory.
+ */
+import { expect } from 'chai';
+import { startApp, event, settle, killAll, loBytes, report, quietest, MiB } from './harness';
+
+const TOTAL = 16 * MiB;
+
+async function scenario(off: boolean): Promise<{ lo: number; server: string | null; client: string | null }> {
+  const env = off ? { ZIVM: 'off' } : {};
+  const server = startApp('import-server.mjs', [], 'import', env);
+  const { port } = await event(server, 'listening', 15000);
+  const lo0 = loBytes();
+  const client = startApp('import-client.mjs', [port, TOTAL], 'import', env);
+  const c = await event(client, 'connect', 15000);
+  const conn = await event(server, 'connection', 15000);
+  const done = await event(client, 'done', 30000);
+  const lo = loBytes() - lo0;
+  expect(done.received).to.equal(TOTAL);
+  expect(done.echoSha256).to.equal(done.sha256);
+  await settle(client);
+  await settle(server);
+  return { lo, server: conn.transport, client: c.transport };
+}
+
+describe('preload: --import with ES modules and named imports from node:net', function () {
+  this.timeout(60000);
+  afterEach(killAll);
+
+  it('import { createServer } / { connect } from node:net see the patch: the connection is over shared memory', async () => {
+    const w = await quietest(() => scenario(false), () => MiB);
+    expect(w.server, 'server side (named createServer)').to.equal('shm');
+    expect(w.client, 'client side (named connect)').to.equal('shm');
+    const o = await scenario(true);
+    expect(o.server).to.equal(null);
+    expect(o.client).to.equal(null);
+    report('--import esm echo 16 MiB', w.lo, o.lo);
+    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
+    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(2 * TOTAL);
+  });
+});

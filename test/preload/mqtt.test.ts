@@ -1,0 +1,57 @@
+/**
+ * MQTT: an aedes broker on net.createServer, an mqtt.js subscriber and an
+ * mqtt.js publisher, three programs under the preload hook: 1000 QoS 0 and
+ * 100 QoS 1 messages arrive in order with their payloads; loopback counters
+ * small with the hook, large with ZIVM=off.
+ */
+import { expect } from 'chai';
+import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
+
+const N0 = 1000;
+const N1 = 100;
+
+async function scenario(mode: Mode): Promise<{ lo: number; bytes: number }> {
+  const broker = startApp('mqtt-broker.mjs', [], mode);
+  const { port } = await event(broker, 'listening', 15000);
+  const sub = startApp('mqtt-subscriber.js', [port, N0, N1], mode);
+  const sc = await event(sub, 'connect', 15000);
+  const granted = await event(sub, 'subscribed', 15000);
+  expect(granted.granted).to.deep.equal([['zivm/q0', 0], ['zivm/q1', 1]]);
+
+  const lo0 = loBytes();
+  const pub = startApp('mqtt-publisher.js', [port, N0, N1], mode);
+  const pc = await event(pub, 'connect', 15000);
+  const p = await event(pub, 'done', 30000);
+  const s = await event(sub, 'done', 30000);
+  const lo = loBytes() - lo0;
+
+  const want = mode === 'off' ? null : 'shm';
+  expect(sc.transport, 'subscriber transport').to.equal(want);
+  expect(pc.transport, 'publisher transport').to.equal(want);
+  const conns = broker.lines.filter((l) => l.event === 'connection');
+  expect(conns.map((c) => c.transport)).to.deep.equal([want, want]);
+  expect(broker.lines.filter((l) => l.event === 'clientError')).to.deep.equal([]);
+
+  expect(s.got).to.deep.equal({ 0: N0, 1: N1 });
+  expect(s.disorder, 'out-of-order or wrong-QoS messages').to.deep.equal([]);
+  expect(s.sha256, 'payload hashes, per QoS, in order').to.deep.equal(p.sha256);
+
+  await settle(pub);
+  await settle(sub);
+  broker.proc.kill('SIGTERM');
+  return { lo, bytes: p.bytes };
+}
+
+describe('preload: aedes broker with mqtt.js publisher and subscriber', function () {
+  this.timeout(90000);
+  afterEach(killAll);
+
+  it(`${N0} QoS 0 and ${N1} QoS 1 messages arrive in order with their payloads`, async () => {
+    const w = await quietest(() => scenario('require'), () => MiB);
+    const o = await scenario('off');
+    report('mqtt', w.lo, o.lo);
+    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
+    // Each payload crosses loopback twice (publisher -> broker -> subscriber), counted as rx and tx.
+    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(2 * o.bytes);
+  });
+});

@@ -1,0 +1,29 @@
+/**
+ * A raw node:net pair under the preload hook: 64 MiB client -> server with
+ * sha256 checked, the client's half-close while the server still writes and
+ * then ends, and pause/resume on both sides; loopback counters small with the
+ * hook, large with ZIVM=off.
+ */
+import { expect } from 'chai';
+import { killAll, report, quietest, MiB } from './harness';
+import { rawScenario } from './rawnet';
+
+const TOTAL = 64 * MiB;
+const BACK = 8 * MiB;
+
+describe('preload: raw node:net with half-close and pause/resume', function () {
+  this.timeout(90000);
+  afterEach(killAll);
+
+  it('moves 64 MiB intact, then the server writes after the client ended and ends too', async () => {
+    const w = await quietest(() => rawScenario('require', 'require', TOTAL, BACK), () => MiB);
+    expect(w.clientTransport).to.equal('shm');
+    expect(w.serverTransport).to.equal('shm');
+    const o = await rawScenario('off', 'off', TOTAL, BACK);
+    expect(o.clientTransport).to.equal(null);
+    expect(o.serverTransport).to.equal(null);
+    report('raw net 64 MiB', w.lo, o.lo);
+    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
+    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(TOTAL + BACK);
+  });
+});
