@@ -1,0 +1,242 @@
+/**
+ * A QEMU guest joins a zivm domain through -device ivshmem-doorbell.
+ *
+ * Host: a zivm daemon and a raw protocol client (peer 0) in the same domain.
+ * Guest: Debian's kernel under TCG, running guest-probe.js with the host's node
+ * over 9p. One boot; the checks below read what both sides saw.
+ *
+ * Run with `npm run test:vm` (ZIVM_VM=1). Under the plain `npm test` run it is
+ * skipped: it needs QEMU, a kernel download on the first run, and minutes of CPU.
+ * ZIVM_VM_ECHO=1 copies the guest console to stderr.
+ */
+import { expect } from 'chai';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { H, P, PEER_FREE, PEER_JOINING, peerOffset } from '../../src/shm/layout';
+import { native } from '../../src/shm/native';
+import { Handshake, RawClient, ServerProc, mapRegion, startServer } from '../helpers/daemon-client';
+import * as X from './exchange';
+import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';
+
+const VECTORS = 2;
+const PROBE = path.join(ROOT, 'dist', 'test', 'vm', 'guest-probe.js');
+
+type Probe = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+function parseProbe(output: string): Map<string, Probe> {
+  const m = new Map<string, Probe>();
+  for (const line of output.split('\n')) {
+    const i = line.indexOf('ZIVM-PROBE ');
+    if (i < 0) continue;
+    try {
+      const o = JSON.parse(line.slice(i + 'ZIVM-PROBE '.length)) as Probe;
+      m.set(String(o.what), o);
+    } catch {
+      /* a line garbled by kernel messages: ignore */
+    }
+  }
+  return m;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+(process.env.ZIVM_VM ? describe : describe.skip)('VM: a QEMU guest in the domain (ivshmem-doorbell)', function () {
+  this.timeout(300000);
+
+  const timings: Record<string, number> = {};
+  let dir = '';
+  let server: ServerProc | undefined;
+  let client: RawClient | undefined;
+  let hs: Handshake;
+  let img: GuestImage;
+  let result: GuestResult;
+  let probe: Map<string, Probe>;
+  const host: {
+    nonce: number;
+    daemonPid: number;
+    seed: number;
+    guestSeed: number;
+    messages: [number, number][];
+    joinedId: number;
+    guestFds: number[];
+    left: boolean;
+    peerWhileRunning?: { state: number; pid: number };
+    peerAfter?: { state: number };
+    doorbells: number[];
+    guestMessage?: string;
+    guestBlockOk?: boolean;
+    qemuPid?: number;
+    errors: string[];
+  } = { nonce: 0, daemonPid: 0, seed: 0, guestSeed: 0, messages: [], joinedId: -1, guestFds: [], left: false, doorbells: [], errors: [] };
+
+  before(async function () {
+    const t0 = Date.now();
+    img = ensureGuestImage();
+    timings.image = Date.now() - t0;
+
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vm-'));
+    const sock = path.join(dir, 'zivm.sock');
+    const t1 = Date.now();
+    server = await startServer(sock, ['--size', '64M', '--vectors', String(VECTORS), '--verbose']);
+    client = RawClient.connect(sock);
+    hs = client.handshake(VECTORS);
+    timings.daemon = Date.now() - t1;
+    const n = native();
+    const { region, i32, g } = mapRegion(hs.shmFd);
+    const u8 = new Uint8Array(region.buffer);
+    host.nonce = i32[H.NONCE] >>> 0;
+    host.daemonPid = i32[H.DAEMON_PID];
+    host.seed = crypto.randomBytes(4).readUInt32LE(0) || 1;
+    host.guestSeed = crypto.randomBytes(4).readUInt32LE(0) || 2;
+
+    // Before the guest: the host's message and block in the scratch area.
+    const base = X.scratchOffset(g);
+    const w = new Int32Array(region.buffer, base, 2);
+    const s8 = u8.subarray(base, base + X.SCRATCH_SIZE);
+    s8.set(X.pattern(host.seed), X.HOST_BLOCK);
+    X.writeMsg(s8, X.HOST_MSG, `host->guest nonce=${host.nonce} seed=${host.seed}`);
+    Atomics.store(w, X.W_GUEST, 0);
+    Atomics.store(w, X.W_HOST, X.HOST_WROTE);
+
+    const t2 = Date.now();
+    const guest = startGuest({
+      args: [PROBE, '--host-id', String(hs.id), '--seed', String(host.guestSeed), '--timeout', '120000'],
+      ivshmem: { socket: sock, vectors: VECTORS },
+      timeoutMs: 240000,
+    });
+    host.qemuPid = guest.proc.pid;
+
+    // The host side of the exchange, while the guest runs.
+    let replied = false;
+    const poll = () => {
+      for (;;) {
+        const r = n.recvMsg(client!.fd);
+        if (r === null || r === false) break;
+        if (r[1] >= 0) client!.received.push(r[1]);
+        host.messages.push([r[0], r[1]]);
+        if (r[1] >= 0 && r[0] !== hs.id) {
+          if (host.joinedId < 0) host.joinedId = r[0];
+          if (r[0] === host.joinedId) host.guestFds.push(r[1]);
+        } else if (r[1] < 0 && r[0] === host.joinedId) host.left = true;
+      }
+      if (host.joinedId >= 0 && !host.left) {
+        const pw = peerOffset(g, host.joinedId) >> 2;
+        host.peerWhileRunning = { state: Atomics.load(i32, pw + P.STATE), pid: Atomics.load(i32, pw + P.PID) };
+      }
+      for (let v = 0; v < VECTORS; v++) host.doorbells[v] = (host.doorbells[v] ?? 0) + n.drain(hs.own[v]);
+      if (!replied && Atomics.load(w, X.W_GUEST) >= X.GUEST_WROTE) {
+        replied = true;
+        host.guestMessage = X.readMsg(s8, X.GUEST_MSG);
+        host.guestBlockOk = Buffer.compare(Buffer.from(s8.subarray(X.GUEST_BLOCK, X.GUEST_BLOCK + X.BLOCK)), X.pattern(host.guestSeed)) === 0;
+        X.writeMsg(s8, X.HOST_MSG, `host->guest reply: got "${host.guestMessage}" block=${host.guestBlockOk ? 'ok' : 'BAD'}`);
+        Atomics.store(w, X.W_HOST, X.HOST_REPLIED);
+        // Ring every vector of the guest (the fds QEMU's join announced, in vector order).
+        if (host.guestFds.length !== VECTORS) host.errors.push(`guest announced ${host.guestFds.length} doorbells, expected ${VECTORS}`);
+        for (const fd of host.guestFds) n.notify(fd);
+      }
+    };
+    const timer = setInterval(() => {
+      try {
+        poll();
+      } catch (e) {
+        host.errors.push((e as Error).message);
+      }
+    }, 5);
+    result = await guest.done;
+    timings.guest = Date.now() - t2;
+    // The daemon notices QEMU's socket closing and tells the others.
+    const t3 = Date.now();
+    while (!host.left && Date.now() - t3 < 5000) await sleep(10);
+    clearInterval(timer);
+    poll();
+    if (host.joinedId >= 0) host.peerAfter = { state: Atomics.load(i32, (peerOffset(g, host.joinedId) >> 2) + P.STATE) };
+    probe = parseProbe(result.output);
+    region.close();
+    timings.total = Date.now() - t0;
+    process.stderr.write(
+      `      timings: image ${timings.image} ms, daemon ${timings.daemon} ms, guest ${timings.guest} ms (boot + probe + power-off), total ${timings.total} ms\n`,
+    );
+  });
+
+  after(async function () {
+    client?.close();
+    if (server) await server.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  function explain(): string {
+    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host ---\n${JSON.stringify(host)}`;
+  }
+
+  it('boots, runs the probe with the host node over 9p, and powers off', function () {
+    expect(result.timedOut, `watchdog fired${explain()}`).to.equal(false);
+    expect(result.code, `qemu exit${explain()}`).to.equal(0);
+    expect(result.exitCode, `probe exit${explain()}`).to.equal(0);
+    expect(probe.get('error'), explain()).to.equal(undefined);
+  });
+
+  it('the guest sees the ivshmem device and maps the same region (header nonce and daemon pid)', function () {
+    const devs = probe.get('devices');
+    expect(devs?.ivshmem, explain()).to.have.length(1);
+    const h = probe.get('header');
+    expect(h, explain()).to.not.equal(undefined);
+    expect(h!.magic).to.deep.equal(['4d56495a', '4e474552']);
+    expect(h!.version).to.equal(1);
+    expect(h!.nonce).to.equal(host.nonce);
+    expect(h!.daemonPid).to.equal(host.daemonPid);
+    expect(h!.daemonPid).to.equal(server!.child.pid);
+    expect(h!.size).to.equal(64 << 20);
+    expect(h!.mapped).to.equal(64 << 20);
+    expect(h!.vectors).to.equal(VECTORS);
+  });
+
+  it('the daemon admitted QEMU as a peer: the host was told, and the peer table has its pid', function () {
+    expect(host.joinedId, explain()).to.be.greaterThan(hs.id);
+    expect(host.guestFds, explain()).to.have.length(VECTORS);
+    expect(probe.get('registers')?.ivPosition, 'IVPosition in the guest is the id the host was told').to.equal(host.joinedId);
+    expect(host.peerWhileRunning, explain()).to.deep.equal({ state: PEER_JOINING, pid: host.qemuPid });
+  });
+
+  it('bytes go both ways through the region', function () {
+    const from = probe.get('from-host');
+    expect(from?.message, explain()).to.equal(`host->guest nonce=${host.nonce} seed=${host.seed}`);
+    expect(from!.blockSha256).to.equal(X.sha256(X.pattern(host.seed)));
+    expect(host.guestMessage, explain()).to.equal(`guest->host ivposition=${host.joinedId} nonce=${host.nonce} seed=${host.guestSeed}`);
+    expect(host.guestBlockOk).to.equal(true);
+    expect(probe.get('reply')?.message).to.equal(`host->guest reply: got "${host.guestMessage}" block=ok`);
+  });
+
+  it("the guest rings the host's doorbells, per vector (BAR0 Doorbell register)", function () {
+    // vector v was rung v+1 times; an eventfd adds them up.
+    expect(host.doorbells, explain()).to.deep.equal(Array.from({ length: VECTORS }, (_, v) => v + 1));
+  });
+
+  it("the host rings the guest's vectors: QEMU marks them pending (MSI-X masked, no driver yet)", function () {
+    const m = probe.get('msix');
+    expect(m?.cap, explain()).to.be.greaterThan(0);
+    expect(m!.tableSize).to.equal(VECTORS);
+    expect(m!.pendingBefore).to.equal(0);
+    const r = probe.get('reply');
+    expect(r?.pending, explain()).to.equal((1 << VECTORS) - 1);
+  });
+
+  it('the guest can bind the device to vfio-pci (own IOMMU group, /dev/vfio node)', function () {
+    const v = probe.get('vfio');
+    expect(v?.error, explain()).to.equal(undefined);
+    expect(v!.driver).to.equal('vfio-pci');
+    expect(v!.groupDevices).to.deep.equal([probe.get('pci')!.dev]);
+    expect(v!.dev).to.equal(`/dev/vfio/${v!.group}`);
+    expect(v!.groupOpens).to.equal(true);
+  });
+
+  it('the daemon saw QEMU leave when the guest powered off: the host was told, the id is free again', function () {
+    expect(host.left, explain()).to.equal(true);
+    expect(host.messages.filter(([id, fd]) => id === host.joinedId && fd < 0)).to.have.length(1);
+    expect(host.peerAfter?.state).to.equal(PEER_FREE);
+    expect(host.errors, explain()).to.deep.equal([]);
+    expect(server!.out.stderr).to.match(new RegExp(`peer ${host.joinedId} joined \\(pid ${host.qemuPid}`));
+    expect(server!.out.stderr).to.match(new RegExp(`peer ${host.joinedId} left`));
+  });
+});

@@ -1,0 +1,237 @@
+/**
+ * Starts a throw-away QEMU guest that runs one command with the host's own node.
+ *
+ * The guest is Debian's kernel plus a busybox initramfs made by build-guest.sh
+ * (cached; the first call builds it). Its /init mounts the host's root
+ * read-only over 9p, chroots into it and runs `node ARGS...`, so a test script
+ * and the project's dist/ and native addon are at the same paths as on the
+ * host. Its console (ttyS0) is QEMU's stdout; the guest powers off when the
+ * command ends and QEMU exits (-no-reboot).
+ *
+ * With `ivshmem`, the guest gets `-device ivshmem-doorbell` joined to a zivm
+ * daemon's socket: the daemon must be listening before QEMU starts, and
+ * `vectors` must match the daemon's --vectors.
+ *
+ * As a script: node dist/test/vm/qemu.js [--socket PATH --vectors N] [--shell] [--] SCRIPT [ARGS...]
+ */
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+/** Repository root (this file runs as dist/test/vm/qemu.js). */
+export const ROOT = path.resolve(__dirname, '..', '..', '..');
+export const BUILD_SCRIPT = path.join(ROOT, 'test', 'vm', 'build-guest.sh');
+
+export interface GuestImage {
+  kver: string;
+  kernel: string;
+  initrd: string;
+  qemu: string;
+  /** Milliseconds build-guest.sh took (a cached image: only its checks). */
+  buildMs: number;
+}
+
+let image: GuestImage | undefined;
+
+/** Builds the guest image if needed (installing packages with apt-get) and says where it is. */
+export function ensureGuestImage(opts: { force?: boolean; quiet?: boolean } = {}): GuestImage {
+  if (image && !opts.force) return image;
+  const t0 = Date.now();
+  const out = execFileSync('bash', [BUILD_SCRIPT, ...(opts.force ? ['--force'] : [])], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', opts.quiet ? 'pipe' : 'inherit'],
+    maxBuffer: 16 << 20,
+  });
+  const kv: Record<string, string> = {};
+  for (const line of out.split('\n')) {
+    const m = /^([A-Z]+)=(.*)$/.exec(line.trim());
+    if (m) kv[m[1]] = m[2];
+  }
+  for (const k of ['KVER', 'KERNEL', 'INITRD', 'QEMU']) if (!kv[k]) throw new Error(`build-guest.sh did not say ${k}:\n${out}`);
+  image = { kver: kv.KVER, kernel: kv.KERNEL, initrd: kv.INITRD, qemu: kv.QEMU, buildMs: Date.now() - t0 };
+  return image;
+}
+
+export interface GuestOptions {
+  /** What the guest runs: `node ...args` (paths as on the host). Empty: boot and power off. */
+  args: string[];
+  /** Working directory for the command (a host path). Default: the repository root. */
+  cwd?: string;
+  /** Environment for the command: simple values only (no spaces). PATH, HOME, TMPDIR and ZIVM_GUEST=1 are set. */
+  env?: Record<string, string>;
+  /** Node binary (a host path). Default: this process's. */
+  node?: string;
+  /** Attach an ivshmem-doorbell device to a zivm daemon. */
+  ivshmem?: { socket: string; vectors: number; msi?: boolean };
+  /** Guest memory, MiB (default 512). */
+  memoryMiB?: number;
+  /** Watchdog: QEMU is killed after this many ms (default 240000). */
+  timeoutMs?: number;
+  /** Kernel messages on the console (default: only errors). */
+  verbose?: boolean;
+  /** Copy the console to this process's stderr as it comes (default: ZIVM_VM_ECHO set). */
+  echo?: boolean;
+  /** After the command, a shell on the console instead of powering off (interactive use). */
+  shell?: boolean;
+  /** Called with every console chunk. */
+  onConsole?: (chunk: string) => void;
+  /** Extra QEMU arguments. */
+  qemuArgs?: string[];
+}
+
+export interface GuestResult {
+  /** QEMU's exit code (0 after the guest powered off) and signal. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Everything the console printed, \r removed. */
+  console: string;
+  /** What the command printed: the lines between ZIVM-GUEST-START and ZIVM-GUEST-EXIT. */
+  output: string;
+  /** The command's exit code as /init reported it; null if it never got there. */
+  exitCode: number | null;
+  /** The watchdog killed QEMU. */
+  timedOut: boolean;
+  /** Wall-clock ms from spawn to exit. */
+  ms: number;
+}
+
+export interface Guest {
+  proc: ChildProcess;
+  /** Settles when QEMU has exited (never rejects). */
+  done: Promise<GuestResult>;
+  /** The console so far. */
+  console(): string;
+  /** Kills QEMU (SIGKILL) if it is still running. */
+  kill(): void;
+}
+
+const running = new Set<ChildProcess>();
+let exitHook = false;
+
+/** The QEMU command line for a guest (exported for inspection and for users who want to run it by hand). */
+export function qemuCommand(img: GuestImage, o: GuestOptions): { file: string; args: string[] } {
+  const append = ['console=ttyS0', 'intel_iommu=on', 'panic=-1', o.verbose ? 'loglevel=7' : 'quiet'];
+  append.push(`zivm.node=${o.node ?? process.execPath}`);
+  append.push(`zivm.cwd=${o.cwd ?? ROOT}`);
+  for (const [k, v] of Object.entries(o.env ?? {})) {
+    if (/[\s"'\\]/.test(k + v)) throw new Error(`guest environment ${k}=${v}: no spaces or quotes allowed`);
+    append.push(`zivm.env=${k}=${v}`);
+  }
+  if (o.shell) append.push('zivm.shell=1');
+  for (const a of o.args) if (/\s/.test(a) || a === '') throw new Error(`guest argument ${JSON.stringify(a)}: no spaces allowed (kernel command line)`);
+  if (o.args.length) append.push('--', ...o.args);
+  const cmdline = append.join(' ');
+  if (cmdline.length > 2000) throw new Error('kernel command line too long: pass the data in a file instead');
+  const args = [
+    '-accel', 'tcg', // /dev/kvm hangs the stock kernel here: always TCG
+    '-M', 'q35',
+    '-m', String(o.memoryMiB ?? 512),
+    '-smp', '1',
+    '-nographic',
+    '-no-reboot',
+    '-nic', 'none',
+    '-device', 'intel-iommu,intremap=on', // before the other devices
+    '-kernel', img.kernel,
+    '-initrd', img.initrd,
+    '-append', cmdline,
+    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+  ];
+  if (o.ivshmem) {
+    args.push('-chardev', `socket,path=${o.ivshmem.socket},id=iv`);
+    args.push('-device', `ivshmem-doorbell,chardev=iv,vectors=${o.ivshmem.vectors}${o.ivshmem.msi === false ? ',msi=off' : ''}`);
+  }
+  args.push(...(o.qemuArgs ?? []));
+  return { file: img.qemu, args };
+}
+
+/** Boots a guest running `node ...o.args`. */
+export function startGuest(o: GuestOptions, img: GuestImage = ensureGuestImage()): Guest {
+  const { file, args } = qemuCommand(img, o);
+  const t0 = Date.now();
+  const proc = spawn(file, args, { stdio: [o.shell ? 'inherit' : 'ignore', 'pipe', 'pipe'] });
+  running.add(proc);
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', () => {
+      for (const p of running) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    });
+  }
+  const echo = o.echo ?? !!process.env.ZIVM_VM_ECHO;
+  let text = '';
+  const onData = (d: string) => {
+    text += d;
+    if (echo) process.stderr.write(d);
+    o.onConsole?.(d);
+  };
+  proc.stdout!.setEncoding('utf8').on('data', onData);
+  proc.stderr!.setEncoding('utf8').on('data', onData);
+  let timedOut = false;
+  const kill = () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  };
+  const watchdog = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, o.timeoutMs ?? 240000);
+  const done = new Promise<GuestResult>((resolve) => {
+    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
+      clearTimeout(watchdog);
+      running.delete(proc);
+      const con = text.replace(/\r/g, '');
+      const start = con.indexOf('ZIVM-GUEST-START\n');
+      const m = /^ZIVM-GUEST-EXIT (\d+)$/m.exec(con);
+      const output = start >= 0 ? con.slice(start + 'ZIVM-GUEST-START\n'.length, m ? m.index : undefined) : '';
+      resolve({ code, signal, console: con, output, exitCode: m ? Number(m[1]) : null, timedOut, ms: Date.now() - t0 });
+    };
+    proc.on('error', (e) => {
+      text += `\n[spawn ${file}: ${e.message}]\n`;
+      finish(null, null);
+    });
+    proc.on('close', finish);
+  });
+  return { proc, done, console: () => text.replace(/\r/g, ''), kill };
+}
+
+// ---- as a script ----------------------------------------------------------------
+
+async function main(argv: string[]): Promise<number> {
+  let socket: string | undefined;
+  let vectors = 1;
+  let shell = false;
+  let verbose = false;
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--socket') socket = argv[++i];
+    else if (a === '--vectors') vectors = Number(argv[++i]);
+    else if (a === '--shell') shell = true;
+    else if (a === '--verbose') verbose = true;
+    else if (a === '--build') {
+      ensureGuestImage({ force: true });
+      return 0;
+    } else if (a === '--') {
+      i++;
+      break;
+    } else if (a.startsWith('--')) {
+      process.stderr.write(
+        'usage: node dist/test/vm/qemu.js [--socket PATH --vectors N] [--shell] [--verbose] [--build] [--] SCRIPT [ARGS...]\n',
+      );
+      return 2;
+    } else break;
+  }
+  const args = argv.slice(i).map((a, k) => (k === 0 && fs.existsSync(a) ? path.resolve(a) : a));
+  const g = startGuest({ args, ivshmem: socket ? { socket: path.resolve(socket), vectors } : undefined, shell, verbose, echo: true, timeoutMs: shell ? 24 * 3600e3 : undefined });
+  const r = await g.done;
+  process.stderr.write(`\n[qemu exited code=${r.code} signal=${r.signal} after ${r.ms} ms; command exit ${r.exitCode}${r.timedOut ? '; watchdog fired' : ''}]\n`);
+  return r.exitCode ?? 1;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (c) => process.exit(c),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
+}
