@@ -15,6 +15,7 @@
 #   KERNEL=/path/vmlinux
 #   INITRD=/path/initrd-<hash>.cpio
 #   QEMU=/usr/bin/qemu-system-x86_64
+#   VFIO_IRQ=/path/vfio-irq-<hash>   (the guest's VFIO helper, from vfio-irq.c)
 set -euo pipefail
 
 FORCE=0
@@ -64,7 +65,8 @@ QEMU=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 missing after i
 # network); the downloaded metapackage's Depends is the fallback.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zivm-vm-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-chmod 755 "$WORK" # apt-get download drops privileges to _apt where it can
+# apt-get download drops privileges to _apt where it can: let it write here
+if [[ $(id -u) -eq 0 ]] && id _apt >/dev/null 2>&1; then chown _apt "$WORK"; fi
 
 kpkg_from_cache() {
   apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\).*/\1/p' | head -n1
@@ -227,7 +229,27 @@ if [[ $FORCE -eq 1 || ! -f "$INITRD" ]]; then
   find "$DIR" -maxdepth 1 -name 'initrd-*.cpio' ! -name "initrd-$HASH.cpio" -delete
 fi
 
+# ---- VFIO helper (test/vm/vfio-irq.c) ------------------------------------------
+# The VFIO calls the native addon does not make yet; runs in the guest from the
+# host root, so an ordinary dynamically linked binary does.
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/vfio-irq.c"
+VFIO_IRQ=""
+if [[ -f "$SRC" ]]; then
+  if ! command -v cc >/dev/null || [[ ! -f /usr/include/linux/vfio.h ]]; then
+    log "installing gcc libc6-dev"
+    $SUDO apt-get install -y --no-install-recommends gcc libc6-dev >&2 || { $SUDO apt-get update >&2; $SUDO apt-get install -y --no-install-recommends gcc libc6-dev >&2; }
+  fi
+  VFIO_IRQ="$CACHE/bin/vfio-irq-$(sha256sum "$SRC" | cut -c1-16)"
+  if [[ ! -x "$VFIO_IRQ" ]]; then
+    mkdir -p "$CACHE/bin"
+    cc -O2 -Wall -o "$VFIO_IRQ.tmp" "$SRC"
+    mv "$VFIO_IRQ.tmp" "$VFIO_IRQ"
+  fi
+fi
+
 echo "KVER=$KVER"
 echo "KERNEL=$DIR/vmlinux"
 echo "INITRD=$INITRD"
 echo "QEMU=$QEMU"
+[[ -n "$VFIO_IRQ" ]] && echo "VFIO_IRQ=$VFIO_IRQ"
+exit 0

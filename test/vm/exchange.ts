@@ -27,10 +27,14 @@ export const GUEST_BLOCK = 8192 + BLOCK;
 /** Host states. */
 export const HOST_WROTE = 1; // host message and block are there
 export const HOST_REPLIED = 2; // host read the guest's message and block, wrote its reply, rang the guest
+export const HOST_RANG = 3; // host rang every vector of the guest again (after GUEST_IRQ_READY)
 
 /** Guest states. */
 export const GUEST_WROTE = 1; // guest message and block are there, host's doorbell rung
-export const GUEST_DONE = 2; // guest saw the reply (and its interrupts pending), about to exit
+export const GUEST_SAW_REPLY = 2; // guest saw the reply (and its interrupts pending)
+export const GUEST_IRQ_READY = 3; // guest takes MSI-X interrupts through VFIO now: ring every vector once
+export const GUEST_PINGPONG = 4; // answer each doorbell on the host's vector 0 with one on the guest's vector 0
+export const GUEST_DONE = 5; // about to exit
 
 export function scratchOffset(g: Geometry): number {
   const end = g.slotsOff + g.nslots * g.slotStride;

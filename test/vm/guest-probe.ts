@@ -12,13 +12,16 @@
  *      Without a driver no interrupt is delivered, but with MSI-X enabled and
  *      every vector masked QEMU records each one as pending in the PBA (BAR1),
  *      which this probe polls: the doorbell reached this device, per vector;
- *   4. binds the device to vfio-pci (the next step's starting point) and
- *      reports the IOMMU group and /dev/vfio node.
+ *   4. binds the device to vfio-pci and reports the IOMMU group and /dev/vfio
+ *      node; with --vfio-helper, gets real MSI-X interrupts as eventfds from
+ *      the VFIO helper (vfio-irq.c) and waits on them with the project's Poller
+ *      (see vfioInterrupts).
  *
  * Every finding is a line `ZIVM-PROBE <json>` on stdout (the serial console).
  *
- *   node guest-probe.js --host-id N --seed S [--timeout MS] [--no-vfio]
+ *   node guest-probe.js --host-id N --seed S [--timeout MS] [--no-vfio] [--vfio-helper PATH [--rounds N]]
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { H, readHeader } from '../../src/shm/layout';
@@ -88,7 +91,7 @@ function mapBar(dev: string, bar: number): { region: import('../../src/shm/nativ
   return { region: new n.Region(fd, size), fd };
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const opt = (name: string, dflt?: string): string => {
     const i = argv.indexOf(`--${name}`);
     if (i >= 0 && i + 1 < argv.length) return argv[i + 1];
@@ -99,6 +102,8 @@ function main(argv: string[]): number {
   const seed = Number(opt('seed')) >>> 0;
   const timeoutMs = Number(opt('timeout', '60000'));
   const vfio = !argv.includes('--no-vfio');
+  const helper = argv.includes('--vfio-helper') ? opt('vfio-helper') : null;
+  const rounds = Number(opt('rounds', '20'));
 
   // ---- the device ----------------------------------------------------------
   const devs = fs
@@ -195,44 +200,200 @@ function main(argv: string[]): number {
     pending = Atomics.load(p, 0) >>> 0;
   }
   report('reply', { waited: waitedReply, message: reply, pending, waitedPending });
-  Atomics.store(w, X.W_GUEST, X.GUEST_DONE);
+  Atomics.store(w, X.W_GUEST, X.GUEST_SAW_REPLY);
 
-  // ---- VFIO: what the next step starts from ------------------------------------
-  if (vfio) {
-    const out: Record<string, unknown> = {};
-    try {
-      if (msix >= 0) cfg.write(msix + 2, 2, cfg.read(msix + 2, 2) & ~0xc000);
-      bar0.region.close();
-      bar2.region.close();
-      const drv = path.join(PCI, dev, 'driver');
-      out.driverBefore = fs.existsSync(drv) ? path.basename(fs.readlinkSync(drv)) : null;
-      fs.writeFileSync(path.join(PCI, dev, 'driver_override'), 'vfio-pci');
-      fs.writeFileSync('/sys/bus/pci/drivers_probe', dev);
-      out.driver = fs.existsSync(drv) ? path.basename(fs.readlinkSync(drv)) : null;
-      const group = path.basename(fs.readlinkSync(path.join(PCI, dev, 'iommu_group')));
-      out.group = group;
-      out.groupDevices = fs.readdirSync(`/sys/kernel/iommu_groups/${group}/devices`);
-      out.dev = fs.existsSync(`/dev/vfio/${group}`) ? `/dev/vfio/${group}` : null;
-      out.container = fs.existsSync('/dev/vfio/vfio');
-      // Opening the group is all that can be done without ioctl (no VFIO calls in the addon yet).
-      const fd = fs.openSync(`/dev/vfio/${group}`, 'r+');
-      fs.closeSync(fd);
-      out.groupOpens = true;
-    } catch (e) {
-      out.error = (e as Error).message;
-    }
-    report('vfio', out);
+  // ---- VFIO: bind, then interrupts through the helper --------------------------
+  if (!vfio) {
+    Atomics.store(w, X.W_GUEST, X.GUEST_DONE);
+    cfg.close();
+    return 0;
   }
+  // vfio-pci claims the BARs: the sysfs mappings are revoked (SIGBUS on the next access).
+  const base2 = base;
+  bar0.region.close();
+  bar2.region.close();
+  const out: Record<string, unknown> = {};
+  try {
+    if (msix >= 0) cfg.write(msix + 2, 2, cfg.read(msix + 2, 2) & ~0xc000); // vfio-pci sets MSI-X up itself
+    const drv = path.join(PCI, dev, 'driver');
+    out.driverBefore = fs.existsSync(drv) ? path.basename(fs.readlinkSync(drv)) : null;
+    fs.writeFileSync(path.join(PCI, dev, 'driver_override'), 'vfio-pci');
+    fs.writeFileSync('/sys/bus/pci/drivers_probe', dev);
+    out.driver = fs.existsSync(drv) ? path.basename(fs.readlinkSync(drv)) : null;
+    const group = path.basename(fs.readlinkSync(path.join(PCI, dev, 'iommu_group')));
+    out.group = group;
+    out.groupDevices = fs.readdirSync(`/sys/kernel/iommu_groups/${group}/devices`);
+    out.dev = fs.existsSync(`/dev/vfio/${group}`) ? `/dev/vfio/${group}` : null;
+    out.container = fs.existsSync('/dev/vfio/vfio');
+  } catch (e) {
+    out.error = (e as Error).message;
+  }
+  report('vfio', out);
   cfg.close();
-  return 0;
+  if (out.error || !helper) return out.error ? 1 : 0;
+
+  const irq = await vfioInterrupts(helper, dev, g.vectors, hostId, base2, rounds, timeoutMs);
+  report('irq', irq);
+  return irq.error ? 1 : 0;
+}
+
+/**
+ * Runs the VFIO helper, takes the MSI-X eventfds it passes over a unix socket
+ * (ivshmem-style messages, read with the project's recvMsg) and watches them
+ * with the project's Poller: the same machinery a zivm peer uses on the host.
+ * Registers and the scratch words are reached with pread/pwrite on the VFIO
+ * device fd (the addon cannot map at an offset yet).
+ *   1. stale: interrupts QEMU still had pending from the PBA phase fire as soon
+ *      as vfio-pci unmasks the vectors; they are drained and counted;
+ *   2. the host rings every vector once (GUEST_IRQ_READY -> HOST_RANG);
+ *   3. ping-pong: ring the host's vector 0, wait for our vector 0, `rounds` times.
+ */
+async function vfioInterrupts(
+  helper: string,
+  dev: string,
+  vectors: number,
+  hostId: number,
+  scratch: number,
+  rounds: number,
+  timeoutMs: number,
+): Promise<Record<string, unknown>> {
+  const n = native();
+  const res: Record<string, unknown> = {};
+  const sockPath = `/dev/shm/zivm-vfio-${process.pid}.sock`;
+  const lfd = n.unixListen(sockPath, 1);
+  const child = spawn(helper, [dev, sockPath, String(vectors)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let helperOut = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (helperOut += d));
+  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  let cfd = -1;
+  let devFd = -1;
+  const fds: number[] = [];
+  const pollers: import('../../src/shm/native').NativePoller[] = [];
+  try {
+    const t0 = Date.now();
+    while (cfd < 0) {
+      if (child.exitCode !== null) throw new Error(`helper exited ${child.exitCode}: ${helperOut.trim()}`);
+      if (Date.now() - t0 > 30000) throw new Error('helper did not connect');
+      await sleep(5);
+      cfd = n.unixAccept(lfd);
+    }
+    while (devFd < 0) {
+      const m = n.recvMsg(cfd);
+      if (m === false) throw new Error(`helper closed the socket: ${helperOut.trim()}`);
+      if (m === null) {
+        if (Date.now() - t0 > 30000) throw new Error('helper sent no eventfds');
+        await sleep(5);
+        continue;
+      }
+      if (m[1] < 0 || (m[0] !== fds.length && !(m[0] === -1 && fds.length === vectors))) throw new Error(`unexpected message [${m[0]}, ${m[1]}]`);
+      if (m[0] === -1) devFd = m[1];
+      else fds.push(m[1]);
+    }
+    await waitAsync(() => helperOut.includes('\n'), 10000, 'the helper report');
+    const h = JSON.parse(helperOut.split('\n')[0]) as { bar0Offset: number; bar2Offset: number };
+    res.helper = h;
+    const b4 = Buffer.alloc(4);
+    const wr32 = (off: number, v: number) => {
+      b4.writeInt32LE(v | 0, 0);
+      if (fs.writeSync(devFd, b4, 0, 4, off) !== 4) throw new Error(`short write at ${off}`);
+    };
+    const rd32 = (off: number) => {
+      if (fs.readSync(devFd, b4, 0, 4, off) !== 4) throw new Error(`short read at ${off}`);
+      return b4.readInt32LE(0);
+    };
+    const doorbell = h.bar0Offset + 12;
+    const wGuest = h.bar2Offset + scratch + 4 * X.W_GUEST;
+    res.hostStateViaVfio = rd32(h.bar2Offset + scratch + 4 * X.W_HOST);
+
+    res.stale = fds.map((fd) => n.drain(fd));
+    const counts = new Array<number>(vectors).fill(0);
+    const calls = new Array<number>(vectors).fill(0);
+    let wake: (() => void) | null = null;
+    fds.forEach((fd, v) => {
+      pollers.push(
+        new n.Poller(
+          fd,
+          () => {
+            calls[v]++;
+            counts[v] += n.drain(fd);
+            const f = wake;
+            wake = null;
+            f?.();
+          },
+          false,
+        ),
+      );
+    });
+    const until = (cond: () => boolean, ms: number, what: string) =>
+      new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+        const check = () => {
+          if (cond()) {
+            clearTimeout(t);
+            resolve();
+          } else wake = check;
+        };
+        check();
+      });
+
+    // 2. The host rings each vector once.
+    wr32(wGuest, X.GUEST_IRQ_READY);
+    const t1 = process.hrtime.bigint();
+    await until(() => counts.every((c) => c > 0), timeoutMs, 'an interrupt on every vector');
+    res.firstMs = Number(process.hrtime.bigint() - t1) / 1e6;
+    res.counts = [...counts];
+
+    // 3. Ping-pong on vector 0.
+    wr32(wGuest, X.GUEST_PINGPONG);
+    const rtt: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const before = calls[0];
+      const t = process.hrtime.bigint();
+      wr32(doorbell, ((hostId & 0xffff) << 16) | 0);
+      await until(() => calls[0] > before, 10000, `ping-pong round ${i}`);
+      rtt.push(Number(process.hrtime.bigint() - t) / 1e3);
+    }
+    rtt.sort((a, b) => a - b);
+    res.rounds = rounds;
+    res.rttUs = rounds ? { min: Math.round(rtt[0]), median: Math.round(rtt[rtt.length >> 1]), max: Math.round(rtt[rtt.length - 1]) } : null;
+    res.countsAfter = [...counts];
+    wr32(wGuest, X.GUEST_DONE);
+  } catch (e) {
+    res.error = (e as Error).message;
+  } finally {
+    for (const p of pollers) p.close();
+    for (const fd of fds) n.close(fd);
+    if (devFd >= 0) n.close(devFd);
+    if (cfd >= 0) n.close(cfd); // the helper turns MSI-X off and exits
+    n.close(lfd);
+    fs.rmSync(sockPath, { force: true });
+    const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+    res.helperExit = await exited;
+    clearTimeout(t);
+  }
+  return res;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function waitAsync(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
 }
 
 if (require.main === module) {
-  let code = 1;
-  try {
-    code = main(process.argv.slice(2));
-  } catch (e) {
-    report('error', { message: (e as Error).message, stack: (e as Error).stack });
-  }
-  process.exitCode = code;
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      report('error', { message: (e as Error).message, stack: (e as Error).stack });
+      process.exitCode = 1;
+    },
+  );
 }

@@ -27,6 +27,8 @@ export interface GuestImage {
   kernel: string;
   initrd: string;
   qemu: string;
+  /** The VFIO helper binary (vfio-irq.c), if built. */
+  vfioIrq?: string;
   /** Milliseconds build-guest.sh took (a cached image: only its checks). */
   buildMs: number;
 }
@@ -44,11 +46,11 @@ export function ensureGuestImage(opts: { force?: boolean; quiet?: boolean } = {}
   });
   const kv: Record<string, string> = {};
   for (const line of out.split('\n')) {
-    const m = /^([A-Z]+)=(.*)$/.exec(line.trim());
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
     if (m) kv[m[1]] = m[2];
   }
   for (const k of ['KVER', 'KERNEL', 'INITRD', 'QEMU']) if (!kv[k]) throw new Error(`build-guest.sh did not say ${k}:\n${out}`);
-  image = { kver: kv.KVER, kernel: kv.KERNEL, initrd: kv.INITRD, qemu: kv.QEMU, buildMs: Date.now() - t0 };
+  image = { kver: kv.KVER, kernel: kv.KERNEL, initrd: kv.INITRD, qemu: kv.QEMU, vfioIrq: kv.VFIO_IRQ, buildMs: Date.now() - t0 };
   return image;
 }
 
@@ -130,6 +132,7 @@ export function qemuCommand(img: GuestImage, o: GuestOptions): { file: string; a
     '-nographic',
     '-no-reboot',
     '-nic', 'none',
+    '-vga', 'none',
     '-device', 'intel-iommu,intremap=on', // before the other devices
     '-kernel', img.kernel,
     '-initrd', img.initrd,
@@ -219,6 +222,7 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     } else break;
   }
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(130)); // the exit hook kills QEMU
   const args = argv.slice(i).map((a, k) => (k === 0 && fs.existsSync(a) ? path.resolve(a) : a));
   const g = startGuest({ args, ivshmem: socket ? { socket: path.resolve(socket), vectors } : undefined, shell, verbose, echo: true, timeoutMs: shell ? 24 * 3600e3 : undefined });
   const r = await g.done;
