@@ -1,0 +1,108 @@
+import { expect } from 'chai';
+import { once } from 'node:events';
+import type * as net from 'node:net';
+import { forEachImpl, listen, closed, pair } from './impl';
+
+/** Records the lifecycle events of `s` into `events`. */
+function record(s: net.Socket, events: string[], names = ['connect', 'ready', 'data', 'end', 'finish', 'close']): void {
+  for (const name of names) {
+    s.on(name, (arg: unknown) => {
+      if (name === 'data') {
+        if (events[events.length - 1] !== 'data') events.push('data');
+      } else if (name === 'close') events.push(`close:${arg}`);
+      else events.push(name);
+    });
+  }
+}
+
+forEachImpl((impl) => {
+  describe('Socket events', function () {
+    it('client: connect, ready, data, end, finish, close when the server writes and ends', async function () {
+      const server = impl.createServer((s) => s.end('bye'));
+      const port = await listen(server);
+      const events: string[] = [];
+      const client = impl.connect(port, '127.0.0.1');
+      record(client, events);
+      client.once('connect', () => impl.expectShm(client));
+      await closed(client);
+      expect(events).to.deep.equal(['connect', 'ready', 'data', 'end', 'finish', 'close:false']);
+    });
+
+    it('server side: end, finish, close when the client ends', async function () {
+      const events: string[] = [];
+      const { client, peer } = await pair(impl, { onConnection: (s) => record(s, events) });
+      client.end();
+      await closed(peer);
+      await closed(client);
+      expect(events).to.deep.equal(['end', 'finish', 'close:false']);
+    });
+
+    it('client that ends first: connect, ready, finish, end, close', async function () {
+      const server = impl.createServer((s) => s.resume());
+      const port = await listen(server);
+      const events: string[] = [];
+      const client = impl.connect(port, '127.0.0.1', () => {
+        impl.expectShm(client);
+        client.end();
+      });
+      record(client, events);
+      client.resume();
+      await closed(client);
+      expect(events).to.deep.equal(['connect', 'ready', 'finish', 'end', 'close:false']);
+    });
+
+    it('emits close exactly once, last', async function () {
+      const { client, peer } = await pair(impl);
+      const events: string[] = [];
+      record(client, events, ['end', 'finish', 'close']);
+      client.resume();
+      peer.end();
+      await closed(client);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(events.filter((e) => e.startsWith('close'))).to.have.length(1);
+      expect(events[events.length - 1]).to.equal('close:false');
+    });
+
+    it("delivers the bytes written in one write() before 'end' in one piece or several, in order", async function () {
+      const { client, peer } = await pair(impl);
+      const chunks: string[] = [];
+      client.setEncoding('utf8');
+      client.on('data', (d: string) => chunks.push(d));
+      peer.write('a');
+      peer.write('b');
+      peer.end('c');
+      await once(client, 'end');
+      expect(chunks.join('')).to.equal('abc');
+    });
+  });
+
+  describe('Server events', function () {
+    it("emits listening, connection and close in that order, and calls the listen callback", async function () {
+      const events: string[] = [];
+      const server = impl.createServer();
+      server.on('listening', () => events.push('listening'));
+      server.on('connection', (s: net.Socket) => {
+        events.push('connection');
+        s.destroy();
+      });
+      server.on('close', () => events.push('close'));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => {
+        events.push('listen callback');
+        resolve();
+      }));
+      const client = impl.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      client.on('error', () => undefined);
+      await closed(client);
+      await new Promise((resolve) => server.close(resolve));
+      expect(events).to.deep.equal(['listening', 'listen callback', 'connection', 'close']);
+    });
+
+    it("gives the 'connection' listener a connected socket of the implementation's class", async function () {
+      const { server, peer } = await pair(impl);
+      expect(peer).to.be.instanceOf(impl.net.Socket);
+      expect(peer.connecting).to.equal(false);
+      expect(peer.readyState).to.equal('open');
+      expect((peer as net.Socket & { server?: unknown }).server).to.equal(server);
+    });
+  });
+});

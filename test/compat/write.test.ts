@@ -1,0 +1,212 @@
+import { expect } from 'chai';
+import { once } from 'node:events';
+import { forEachImpl, closed, pair, readAll, readBytes, until } from './impl';
+
+forEachImpl((impl) => {
+  describe('Socket#write()', function () {
+    it("calls the write callbacks in order, then end()'s callback, then 'finish'", async function () {
+      const { client, peer } = await pair(impl);
+      peer.resume();
+      const order: string[] = [];
+      client.write('1', () => order.push('cb1'));
+      client.write('2', () => order.push('cb2'));
+      client.write(Buffer.from('3'), () => order.push('cb3'));
+      client.on('finish', () => order.push('finish'));
+      client.end(() => order.push('end cb'));
+      await once(client, 'finish');
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(order).to.deep.equal(['cb1', 'cb2', 'cb3', 'end cb', 'finish']);
+    });
+
+    it('returns true for a small write on a connected socket', async function () {
+      const { client, peer } = await pair(impl);
+      peer.resume();
+      expect(client.write('small')).to.equal(true);
+    });
+
+    it('honours the encoding argument (hex, base64, latin1)', async function () {
+      const { client, peer } = await pair(impl);
+      const got = readAll(peer);
+      client.write('68656c6c6f20', 'hex');
+      client.write('d29ybGQ=', 'base64');
+      client.end('\u00e9', 'latin1');
+      expect(await got).to.deep.equal(Buffer.concat([Buffer.from('hello world'), Buffer.from([0xe9])]));
+    });
+
+    it('accepts Uint8Array and DataView chunks', async function () {
+      const { client, peer } = await pair(impl);
+      const got = readAll(peer);
+      client.write(new Uint8Array([1, 2, 3]));
+      const ab = new ArrayBuffer(4);
+      new Uint8Array(ab).set([4, 5, 6, 7]);
+      client.write(new DataView(ab, 1, 2) as unknown as Uint8Array);
+      client.end();
+      expect([...(await got)]).to.deep.equal([1, 2, 3, 5, 6]);
+    });
+
+    it('sends corked writes (writev) in order once uncorked', async function () {
+      const { client, peer } = await pair(impl);
+      const got = readAll(peer);
+      const cbs: number[] = [];
+      client.cork();
+      for (let i = 0; i < 10; i++) client.write(`<${i}>`, () => cbs.push(i));
+      client.write(Buffer.from('[buf]'), () => cbs.push(10));
+      expect(client.writableLength).to.be.greaterThan(0);
+      client.uncork();
+      client.end();
+      expect((await got).toString()).to.equal('<0><1><2><3><4><5><6><7><8><9>[buf]');
+      expect(cbs).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    });
+
+    it("end(data, cb) writes the data and calls cb just before 'finish'", async function () {
+      const { client, peer } = await pair(impl);
+      const got = readAll(peer);
+      const order: string[] = [];
+      client.on('finish', () => order.push('finish'));
+      client.end('last words', () => order.push('cb'));
+      expect((await got).toString()).to.equal('last words');
+      await until(() => order.length === 2, 'end callback');
+      expect(order).to.deep.equal(['cb', 'finish']);
+    });
+
+    it('emits ERR_STREAM_WRITE_AFTER_END, asynchronously, for a write after end()', async function () {
+      const { client, peer } = await pair(impl);
+      peer.resume();
+      client.end();
+      let emitted = false;
+      const errP = new Promise<NodeJS.ErrnoException>((resolve) =>
+        client.once('error', (e: NodeJS.ErrnoException) => {
+          emitted = true;
+          resolve(e);
+        }),
+      );
+      const cbErrP = new Promise<NodeJS.ErrnoException>((resolve) => {
+        const ret = client.write('after end', (e) => resolve(e as NodeJS.ErrnoException));
+        expect(ret).to.equal(false);
+      });
+      expect(emitted, 'error emitted synchronously').to.equal(false);
+      const [err, cbErr] = await Promise.all([errP, cbErrP]);
+      expect(err.code).to.equal('ERR_STREAM_WRITE_AFTER_END');
+      expect(cbErr).to.equal(err);
+      expect(await closed(client)).to.equal(true);
+    });
+
+    it('calls the callback with ERR_STREAM_DESTROYED after destroy, without an error event', async function () {
+      const { client } = await pair(impl);
+      const errors: Error[] = [];
+      client.on('error', (e) => errors.push(e));
+      client.destroy();
+      const err = await new Promise<NodeJS.ErrnoException>((resolve) => {
+        const ret = client.write('x', (e) => resolve(e as NodeJS.ErrnoException));
+        expect(ret).to.equal(false);
+      });
+      expect(err.code).to.equal('ERR_STREAM_DESTROYED');
+      await closed(client);
+      expect(errors).to.deep.equal([]);
+    });
+
+    it('calls back a write still in progress at destroy() without an error, and emits no error', async function () {
+      // A paused peer and a large write keep the write in progress.
+      const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
+      const errors: Error[] = [];
+      client.on('error', (e) => errors.push(e));
+      const big = Buffer.alloc(16 * 1024 * 1024, 1);
+      let called = false;
+      const cbErr = new Promise<Error | null | undefined>((resolve) =>
+        client.write(big, (e) => {
+          called = true;
+          resolve(e);
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(called).to.equal(false);
+      client.destroy();
+      const err = await cbErr;
+      expect(err ?? null).to.equal(null);
+      expect(await closed(client)).to.equal(false);
+      expect(errors).to.deep.equal([]);
+      expect(peer.isPaused()).to.equal(true);
+    });
+
+    it('eventually fails with EPIPE or ECONNRESET when writing to a peer that closed', async function () {
+      const { client, peer } = await pair(impl, { client: { allowHalfOpen: true } });
+      peer.destroy();
+      await once(client, 'end');
+      const err = await new Promise<NodeJS.ErrnoException>((resolve) => {
+        client.on('error', resolve);
+        const tick = (): void => {
+          if (client.destroyed) return;
+          client.write('into the void', (e) => {
+            if (!e) setTimeout(tick, 5);
+          });
+        };
+        tick();
+      });
+      expect(['EPIPE', 'ECONNRESET']).to.include(err.code);
+      expect(await closed(client)).to.equal(true);
+    });
+
+    it('keeps multi-byte characters whole across writes when the reader sets an encoding', async function () {
+      const { client, peer } = await pair(impl);
+      peer.setEncoding('utf8');
+      const parts: string[] = [];
+      peer.on('data', (d: string) => parts.push(d));
+      const euro = Buffer.from('\u20ac');
+      client.write(euro.subarray(0, 1));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      client.write(euro.subarray(1));
+      client.end('!');
+      await once(peer, 'end');
+      expect(parts.join('')).to.equal('\u20ac!');
+      for (const p of parts) expect(p).to.not.include('\ufffd');
+    });
+  });
+
+  describe('Socket#setEncoding()', function () {
+    it("delivers strings in the chosen encoding ('hex')", async function () {
+      const { client, peer } = await pair(impl);
+      client.setEncoding('hex');
+      const got: string[] = [];
+      client.on('data', (d: unknown) => {
+        expect(d).to.be.a('string');
+        got.push(d as string);
+      });
+      peer.end(Buffer.from([0xde, 0xad, 0xbe, 0xef]));
+      await once(client, 'end');
+      expect(got.join('')).to.equal('deadbeef');
+    });
+  });
+
+  describe('Socket#read() and async iteration', function () {
+    it("can be read with 'readable' and read()", async function () {
+      const { client, peer } = await pair(impl);
+      const chunks: Buffer[] = [];
+      client.on('readable', () => {
+        let c: Buffer | null;
+        while ((c = client.read() as Buffer | null) !== null) chunks.push(c);
+      });
+      peer.write('one ');
+      peer.end('two');
+      await once(client, 'end');
+      expect(Buffer.concat(chunks).toString()).to.equal('one two');
+    });
+
+    it('can be consumed with for await', async function () {
+      const { client, peer } = await pair(impl);
+      peer.write('async ');
+      peer.end('iteration');
+      const chunks: Buffer[] = [];
+      for await (const c of client) chunks.push(c as Buffer);
+      expect(Buffer.concat(chunks).toString()).to.equal('async iteration');
+    });
+
+    it('pipes a socket into itself (echo)', async function () {
+      const { client, peer } = await pair(impl);
+      peer.pipe(peer);
+      const msg = 'echo '.repeat(1000);
+      const got = readBytes(client, msg.length);
+      client.write(msg);
+      expect((await got).toString()).to.equal(msg);
+    });
+  });
+});
