@@ -235,6 +235,31 @@ describe('transport between two processes', function () {
     });
   });
 
+  describe('a peer id handed out again', () => {
+    it('is rung by its doorbell even though the peer before it died while busy-polling', async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-reuse-'));
+      const env = { ZIVM_DIR: dir, ZIVM_IDLE_MS: '2000' };
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env);
+      const l = await server.next();
+      // A long busy-poll window makes sure it is polling when it dies.
+      const flood = spawnPeer('peer', ['flood', 'zivm', String(l.port), '127.0.0.1'], { ...env, ZIVM_SPIN_US: '10000000' });
+      expect((await flood.next()).transport).to.equal('shm');
+      await new Promise((r) => setTimeout(r, 100));
+      flood.proc.kill('SIGKILL'); // killed mid-traffic: it was busy-polling
+      await flood.exited;
+      await server.next(); // its connection went away
+      const second = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env); // takes the freed id
+      const l2 = await second.next();
+      await new Promise((r) => setTimeout(r, 500)); // long enough to be idle, sleeping on its doorbell
+      const client = spawnPeer('peer', ['transfer', 'zivm', String(l2.port), '127.0.0.1', String(MiB), '5'], env);
+      expect((await client.next()).transport).to.equal('shm');
+      const done = await client.next();
+      expect(done.received).to.equal(done.sent);
+      await killAll();
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+  });
+
   describe('clean-up', () => {
     it('leaves no file in the socket folder or /dev/shm once every process is gone', async function () {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-cleanup-'));

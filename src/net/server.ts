@@ -13,6 +13,8 @@ import { ShmHandle } from './handle';
 import { acceptedSocket } from './socket';
 import { internals } from './internals';
 import { debug, disabled } from './debug';
+import { errnoException } from './errors';
+import { getSystemErrorName } from 'node:util';
 import { track, trackServer } from './stats';
 
 const NetServer = net.Server;
@@ -49,6 +51,7 @@ const UV_TCP_IPV6ONLY = 1;
 (Server.prototype as Any)._listen2 = function _listen2(this: Any, ...args: unknown[]) {
   base._listen2.apply(this, args);
   if (this._handle) trackServer(this as unknown as net.Server);
+  if (this._handle && internals.available && typeof this._handle.onconnection === 'function') this._handle.onconnection = onTcpConnection;
   if (!this._handle || this[kListener] || disabled() || !internals.available) return;
   // A TLS server wraps each connection's kernel handle: it stays on TCP.
   if (this instanceof (require('node:tls') as typeof import('node:tls')).Server) return;
@@ -97,12 +100,22 @@ function incoming(server: Any, reg: Registration, slot: number, word: number): v
   }
   const ch = Channel.accept(reg.d, slot, word);
   if (!ch) return;
-  const h = new ShmHandle(ch);
+  deliver(server, new ShmHandle(ch), 'shm');
+}
+
+interface AcceptedHandle {
+  getsockname?(out: Any): number;
+  getpeername?(out: Any): number;
+  close(cb?: () => void): void;
+}
+
+/** Hands an accepted connection (shared memory or kernel) to the server, as net's onconnection does. */
+function deliver(server: Any, h: AcceptedHandle, transport: 'shm' | 'tcp'): void {
   if (server.maxConnections && server._connections >= server.maxConnections) {
     const local: Any = {};
     const remote: Any = {};
-    h.getsockname(local);
-    h.getpeername(remote);
+    h.getsockname?.(local);
+    h.getpeername?.(remote);
     server.emit('drop', {
       localAddress: local.address,
       localPort: local.port,
@@ -114,14 +127,18 @@ function incoming(server: Any, reg: Registration, slot: number, word: number): v
     h.close();
     return;
   }
-  const socket = acceptedSocket(h, {
-    allowHalfOpen: server.allowHalfOpen,
-    pauseOnCreate: server.pauseOnConnect,
-    readable: true,
-    writable: true,
-    readableHighWaterMark: server.highWaterMark,
-    writableHighWaterMark: server.highWaterMark,
-  }) as unknown as Any;
+  const socket = acceptedSocket(
+    h as never,
+    {
+      allowHalfOpen: server.allowHalfOpen,
+      pauseOnCreate: server.pauseOnConnect,
+      readable: true,
+      writable: true,
+      readableHighWaterMark: server.highWaterMark,
+      writableHighWaterMark: server.highWaterMark,
+    },
+    transport,
+  ) as unknown as Any;
   if (server.noDelay) socket.setNoDelay(true);
   if (server.keepAlive) socket.setKeepAlive(true, server.keepAliveInitialDelay * 1000);
   track(socket as unknown as net.Socket);
@@ -130,4 +147,14 @@ function incoming(server: Any, reg: Registration, slot: number, word: number): v
   socket._server = server;
   server.emit('connection', socket);
   if (serverSocketChannel.hasSubscribers) serverSocketChannel.publish({ socket });
+}
+
+/** Kernel connections also arrive as zivm sockets (transport 'tcp'). */
+function onTcpConnection(this: Any, err: number, clientHandle: AcceptedHandle): void {
+  const server = this[internals.owner] as Any;
+  if (err) {
+    server.emit('error', errnoException(getSystemErrorName(err), 'accept'));
+    return;
+  }
+  deliver(server, clientHandle, 'tcp');
 }

@@ -182,9 +182,9 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
 };
 
 /** Builds the socket for a connection accepted over shared memory. */
-export function acceptedSocket(h: ShmHandle, options: net.SocketConstructorOpts & Any): Socket {
+export function acceptedSocket(h: ShmHandle, options: net.SocketConstructorOpts & Any, transport: Transport): Socket {
   const s = new Socket({ ...options, handle: h } as net.SocketConstructorOpts) as unknown as Any;
-  s[kTransport] = 'shm';
+  s[kTransport] = transport;
   return s as unknown as Socket;
 }
 

@@ -153,6 +153,8 @@ export function reapPeer(i32: Int32Array, g: Geometry, id: number, gen: number, 
 
   const pend = pendingOffset(g, id) >> 2;
   for (let k = 0; k < g.pendingStride >> 2; k++) Atomics.store(i32, pend + k, 0);
+  // A peer killed while busy-polling leaves POLLING set: its successor must be rung.
+  Atomics.store(i32, pw + P.POLLING, 0);
   Atomics.store(i32, pw + P.STATE, PEER_FREE);
 }
 
@@ -510,6 +512,7 @@ export class Daemon extends EventEmitter {
     Atomics.store(i32, pw + P.NODE_LO, 0);
     Atomics.store(i32, pw + P.NODE_HI, 0);
     Atomics.store(i32, pw + P.FLAGS, 0);
+    Atomics.store(i32, pw + P.POLLING, 0);
     Atomics.store(i32, pw + P.PID, cred.pid);
     Atomics.store(i32, pw + P.GEN, gen);
     Atomics.store(i32, pw + P.STATE, PEER_JOINING);

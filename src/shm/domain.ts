@@ -87,6 +87,7 @@ export class Domain extends EventEmitter<DomainEvents> {
     Atomics.store(this.i32, p + Lay.P.KIND, Lay.PEER_KIND_PROCESS);
     Atomics.store(this.i32, p + Lay.P.NODE_LO, this.nodeId % 0x100000000 | 0);
     Atomics.store(this.i32, p + Lay.P.NODE_HI, Math.floor(this.nodeId / 0x100000000) | 0);
+    Atomics.store(this.i32, p + Lay.P.POLLING, 0);
     Atomics.store(this.i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
 
     const { slice, hot } = spinTimes();
