@@ -1,0 +1,109 @@
+/**
+ * connect: connection setup and teardown, one at a time. Each connection:
+ * connect, 1 byte to the server, 1 byte back, the client ends, both sides
+ * close; the next starts on the client's 'close'.
+ */
+import {
+  CommandBus,
+  Json,
+  RunSettings,
+  Scenario,
+  TransportKey,
+  TrialOutcome,
+  TransportTally,
+  childMain,
+  clientEnv,
+  connectTo,
+  cpuSince,
+  listen,
+  netFor,
+  now,
+  say,
+  startChild,
+  startServer,
+  transportOf,
+  watchdog,
+  withChildren,
+  zivmStats,
+} from './common';
+
+const NAME = 'connect';
+const WARMUP = 50;
+
+export const scenario: Scenario = {
+  name: NAME,
+  method: (s) =>
+    `sequential connections from one client process: connect, 1 byte each way, client end(), next one on 'close'; ` +
+    `${WARMUP} warm-up connections, then as many as fit in ${s.duration} s; connections per second`,
+  metrics: () => [{ key: 'rate', label: 'connect + 1 B each way + close', unit: 'conn/s', better: 'higher' }],
+  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
+    const { server, ep } = await startServer(NAME, t, s);
+    const client = startChild(NAME, 'client', t, { ep, duration: s.duration }, clientEnv(t, s));
+    return withChildren([server, client], async () => {
+      const r = await client.expect('result', 15000 + s.duration * 4000);
+      server.send({ cmd: 'report' });
+      const sr = await server.expect('report');
+      return {
+        metrics: { rate: r.count / r.seconds },
+        seen: { client: r.seen, server: sr.seen },
+        detail: { connections: r.count, seconds: r.seconds, clientCpuSeconds: r.cpu, zivm: r.zivm },
+      };
+    });
+  },
+};
+
+function server(t: TransportKey, params: Json, bus: CommandBus): void {
+  const net = netFor(t);
+  const seen = new TransportTally();
+  const srv = net.createServer((sock) => {
+    seen.add(sock);
+    sock.setNoDelay(true);
+    sock.on('data', (d) => sock.write(d));
+    sock.on('error', () => undefined);
+  });
+  listen(srv, t, params);
+  bus.on('report', () => say({ event: 'report', seen: seen.counts }));
+}
+
+function client(t: TransportKey, params: Json): void {
+  const net = netFor(t);
+  const seen = new TransportTally();
+  const one = Buffer.from('x');
+  const duration = Number(params.duration);
+  let done = -WARMUP;
+  let t0 = 0;
+  let cpu0 = process.cpuUsage();
+  let stage = '';
+  const dog = watchdog(() => `connection ${done + WARMUP + 1} (warm-up included): ${stage}`);
+  const next = (): void => {
+    stage = 'connecting';
+    const sock = connectTo(net, params.ep);
+    sock.setNoDelay(true);
+    sock.on('connect', () => {
+      stage = `connected over ${seen.add(sock)}, waiting for the byte back`;
+      sock.write(one);
+    });
+    sock.on('data', () => {
+      stage = `byte back, ended, waiting for 'close' (transport ${transportOf(sock)})`;
+      sock.end();
+    });
+    sock.on('error', (e) => {
+      say({ event: 'error', message: `client socket: ${e.message}` });
+      process.exit(1);
+    });
+    sock.on('close', () => {
+      dog.poke();
+      done++;
+      if (done === 0) {
+        t0 = now();
+        cpu0 = process.cpuUsage();
+      }
+      if (done <= 0 || now() - t0 < duration) return next();
+      dog.stop();
+      say({ event: 'result', count: done, seconds: now() - t0, cpu: cpuSince(cpu0), seen: seen.counts, zivm: zivmStats() });
+    });
+  };
+  next();
+}
+
+if (require.main === module) childMain({ server, client });

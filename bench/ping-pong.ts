@@ -1,0 +1,128 @@
+/**
+ * ping-pong: one connection, 64-byte message, echoed back; the client sends
+ * the next message when the whole echo has arrived. Round trip times are
+ * taken with hrtime around each exchange, after a warm-up.
+ */
+import {
+  CommandBus,
+  Json,
+  RunSettings,
+  Scenario,
+  TransportKey,
+  TrialOutcome,
+  TransportTally,
+  childMain,
+  clientEnv,
+  connectTo,
+  cpuSince,
+  listen,
+  netFor,
+  quantile,
+  say,
+  startChild,
+  startServer,
+  transportOf,
+  watchdog,
+  withChildren,
+  zivmStats,
+} from './common';
+
+const NAME = 'ping-pong';
+const SIZE = 64;
+
+export const scenario: Scenario = {
+  name: NAME,
+  method: (s) =>
+    `one connection; the client writes ${SIZE} B, the server echoes it, the client sends the next message once all ${SIZE} B are back; ` +
+    `${s.warmup} warm-up round trips, then ${s.rounds} timed with process.hrtime; p50/p99 of those (µs)`,
+  metrics: () => [
+    { key: 'p50', label: `${SIZE} B round trip p50`, unit: 'µs', better: 'lower' },
+    { key: 'p99', label: `${SIZE} B round trip p99`, unit: 'µs', better: 'lower' },
+  ],
+  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
+    const { server, ep } = await startServer(NAME, t, s);
+    const client = startChild(NAME, 'client', t, { ep, rounds: s.rounds, warmup: s.warmup }, clientEnv(t, s));
+    return withChildren([server, client], async () => {
+      const r = await client.expect('result', 60000 + s.rounds * 5);
+      server.send({ cmd: 'report' });
+      const sr = await server.expect('report');
+      return {
+        metrics: { p50: r.p50, p99: r.p99 },
+        seen: { client: r.seen, server: sr.seen },
+        detail: { mean: r.mean, min: r.min, max: r.max, rounds: r.rounds, clientCpuSeconds: r.cpu, zivm: r.zivm },
+      };
+    });
+  },
+};
+
+function server(t: TransportKey, params: Json, bus: CommandBus): void {
+  const net = netFor(t);
+  const seen = new TransportTally();
+  const srv = net.createServer((sock) => {
+    seen.add(sock);
+    sock.setNoDelay(true);
+    sock.on('data', (d) => sock.write(d));
+    sock.on('error', () => undefined);
+  });
+  listen(srv, t, params);
+  bus.on('report', () => say({ event: 'report', seen: seen.counts }));
+}
+
+function client(t: TransportKey, params: Json): void {
+  const net = netFor(t);
+  const rounds = Number(params.rounds);
+  const warmup = Number(params.warmup);
+  const lat = new Float64Array(rounds);
+  const msg = Buffer.alloc(SIZE, 0x61);
+  const seen = new TransportTally();
+  const sock = connectTo(net, params.ep);
+  sock.setNoDelay(true);
+  let i = -warmup;
+  let got = 0;
+  let t0 = 0n;
+  let cpu0 = process.cpuUsage();
+  const dog = watchdog(() => (i === -warmup && got === 0 ? `connecting or first round trip, transport ${transportOf(sock)}` : `after ${i + warmup} round trips, ${got} B of an echo in`));
+  const send = (): void => {
+    t0 = process.hrtime.bigint();
+    sock.write(msg);
+  };
+  sock.on('connect', () => {
+    seen.add(sock);
+    send();
+  });
+  sock.on('data', (d) => {
+    got += d.length;
+    if (got < SIZE) return;
+    const t1 = process.hrtime.bigint();
+    dog.poke();
+    got -= SIZE;
+    if (i >= 0) lat[i] = Number(t1 - t0) / 1000;
+    i++;
+    if (i === 0) cpu0 = process.cpuUsage();
+    if (i < rounds) return send();
+    const cpu = cpuSince(cpu0);
+    dog.stop();
+    const sorted = Float64Array.from(lat).sort();
+    let sum = 0;
+    for (const v of lat) sum += v;
+    say({
+      event: 'result',
+      rounds,
+      p50: quantile(sorted, 0.5),
+      p99: quantile(sorted, 0.99),
+      mean: sum / rounds,
+      min: sorted[0],
+      max: sorted[rounds - 1],
+      cpu,
+      seen: seen.counts,
+      zivm: zivmStats(),
+    });
+    sock.end();
+  });
+  sock.on('error', (e) => {
+    say({ event: 'error', message: `client socket: ${e.message}` });
+    process.exit(1);
+  });
+}
+
+if (require.main === module) childMain({ server, client });

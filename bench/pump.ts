@@ -1,0 +1,167 @@
+/**
+ * pump: streaming throughput one way. For each write size, the client opens a
+ * fresh connection and writes the same buffer as fast as backpressure allows
+ * ('drain') for the set duration, then ends; the server only counts. The rate
+ * is the server's: bytes received between the first byte and 'end'. CPU is
+ * process.cpuUsage() in each process over its part of the transfer.
+ */
+import {
+  CommandBus,
+  Json,
+  Metric,
+  RunSettings,
+  Scenario,
+  TransportKey,
+  TrialOutcome,
+  TransportTally,
+  childMain,
+  clientEnv,
+  connectTo,
+  cpuSince,
+  listen,
+  loBytes,
+  netFor,
+  now,
+  say,
+  sizeLabel,
+  startChild,
+  startServer,
+  watchdog,
+  withChildren,
+  zivmStats,
+} from './common';
+
+const NAME = 'pump';
+
+export const scenario: Scenario = {
+  name: NAME,
+  method: (s) =>
+    `one process pair per trial, a fresh connection per write size (${s.sizes.map(sizeLabel).join(', ')}, in that order); ` +
+    `the client writes one buffer repeatedly for ${s.duration} s, waiting for 'drain' when write() returns false, then ends; ` +
+    `MB/s = bytes received / (server's 'end' - first byte), 1 MB = 10^6 B; CPU = process.cpuUsage() user+system of each process over the transfer, ` +
+    `in seconds per GB (10^9 B)`,
+  metrics: (s) =>
+    s.sizes.flatMap((n): Metric[] => [
+      { key: `${n}:rate`, label: `${sizeLabel(n)} writes`, unit: 'MB/s', better: 'higher' },
+      { key: `${n}:cpuTx`, label: `${sizeLabel(n)} writes, sender CPU`, unit: 's/GB', better: 'lower' },
+      { key: `${n}:cpuRx`, label: `${sizeLabel(n)} writes, receiver CPU`, unit: 's/GB', better: 'lower' },
+    ]),
+  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
+    const { server, ep } = await startServer(NAME, t, s);
+    const client = startChild(NAME, 'client', t, { ep, sizes: s.sizes, duration: s.duration }, clientEnv(t, s));
+    return withChildren([server, client], async () => {
+      const metrics: Record<string, number> = {};
+      const perSize: Json[] = [];
+      const seen = { client: {} as Record<string, number>, server: {} as Record<string, number> };
+      const wait = 30000 + s.duration * 4000;
+      for (const size of s.sizes) {
+        const c = await client.expect('size-done', wait);
+        const r = await server.expect('conn-done', wait);
+        if (c.size !== size) throw new Error(`pump: expected size ${size}, client reported ${c.size}`);
+        if (r.bytes !== c.written) throw new Error(`pump ${sizeLabel(size)}: client wrote ${c.written} bytes, server received ${r.bytes}`);
+        seen.client[c.transport] = (seen.client[c.transport] ?? 0) + 1;
+        seen.server[r.transport] = (seen.server[r.transport] ?? 0) + 1;
+        const gb = r.bytes / 1e9;
+        metrics[`${size}:rate`] = r.bytes / 1e6 / r.seconds;
+        metrics[`${size}:cpuTx`] = c.cpu / gb;
+        metrics[`${size}:cpuRx`] = r.cpu / gb;
+        perSize.push({
+          size,
+          bytes: r.bytes,
+          receiverSeconds: r.seconds,
+          senderSeconds: c.seconds,
+          senderCpuSeconds: c.cpu,
+          receiverCpuSeconds: r.cpu,
+          receiverChunks: r.chunks,
+          loopbackBytes: c.lo,
+        });
+      }
+      const done = await client.expect('done');
+      return { metrics, seen, detail: { perSize, zivm: done.zivm } };
+    });
+  },
+};
+
+function server(t: TransportKey, params: Json, _bus: CommandBus): void {
+  const net = netFor(t);
+  const srv = net.createServer((sock) => {
+    const transport = new TransportTally().add(sock);
+    let bytes = 0;
+    let chunks = 0;
+    let t0 = 0;
+    let cpu0 = process.cpuUsage();
+    sock.on('data', (d) => {
+      if (chunks++ === 0) {
+        t0 = now();
+        cpu0 = process.cpuUsage();
+      }
+      bytes += d.length;
+    });
+    sock.on('end', () => {
+      say({ event: 'conn-done', bytes, chunks, seconds: now() - t0, cpu: cpuSince(cpu0), transport });
+    });
+    sock.on('error', (e) => say({ event: 'error', message: `server socket: ${e.message}` }));
+  });
+  listen(srv, t, params);
+}
+
+function oneSize(net: ReturnType<typeof netFor>, ep: Json, size: number, duration: number): Promise<Json> {
+  return new Promise((resolve, reject) => {
+    const buf = Buffer.alloc(size, 0x62);
+    const sock = connectTo(net, ep);
+    let transport = '';
+    let written = 0;
+    let n = 0;
+    let t0 = 0;
+    let deadline = 0;
+    let cpu0 = process.cpuUsage();
+    let lo0 = 0;
+    const every = size >= 16384 ? 0 : 15;
+    const dog = watchdog(() => `${size} B writes: ${transport ? `${written} B written over ${transport}` : 'connecting'}`);
+    const pump = (): void => {
+      dog.poke();
+      for (;;) {
+        if ((++n & every) === 0 && now() >= deadline) {
+          sock.end();
+          return;
+        }
+        written += size;
+        if (!sock.write(buf)) {
+          sock.once('drain', pump);
+          return;
+        }
+      }
+    };
+    sock.on('connect', () => {
+      transport = new TransportTally().add(sock);
+      lo0 = loBytes();
+      cpu0 = process.cpuUsage();
+      t0 = now();
+      deadline = t0 + duration;
+      pump();
+    });
+    sock.on('data', () => undefined);
+    sock.on('close', (hadError) => {
+      dog.stop();
+      if (hadError) return;
+      resolve({ event: 'size-done', size, written, transport, seconds: now() - t0, cpu: cpuSince(cpu0), lo: loBytes() - lo0 });
+    });
+    sock.on('error', (e) => {
+      dog.stop();
+      reject(new Error(`client socket (${size} B writes): ${e.message}`));
+    });
+  });
+}
+
+function client(t: TransportKey, params: Json): void {
+  const net = netFor(t);
+  void (async () => {
+    for (const size of params.sizes as number[]) say(await oneSize(net, params.ep, size, Number(params.duration)));
+    say({ event: 'done', zivm: zivmStats() });
+  })().catch((e: Error) => {
+    say({ event: 'error', message: e.message });
+    process.exit(1);
+  });
+}
+
+if (require.main === module) childMain({ server, client });

@@ -1,0 +1,458 @@
+/**
+ * The benchmark driver: `npm run bench` (node dist/bench/run.js) or `zivm bench`.
+ *
+ * Every case compares four transports side by side: zivm over shared memory,
+ * zivm's TCP fallback, node:net over TCP loopback and node:net over a Unix
+ * socket. Each trial runs in a fresh server process and a fresh client process;
+ * the transports take turns within each round of trials. A trial's sockets must
+ * report the transport it is for, or the trial is an error, not a data point.
+ *
+ * Prints a progress line per case on stderr, then the table on stdout, and
+ * writes <out>/bench-<date>.json and .svg.
+ */
+import { spawn, execFileSync, ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import {
+  EXPECTED,
+  RunSettings,
+  Scenario,
+  TRANSPORTS,
+  TRANSPORT_LABELS,
+  TransportKey,
+  TrialOutcome,
+  ZIVM_CLI,
+  fmt,
+  killAll,
+  summarize,
+} from './common';
+import { CaseResult, Machine, MetricResult, Results, TrialRecord, notes, ratios, svg, table } from './report';
+import { scenario as pingPong } from './ping-pong';
+import { scenario as pump } from './pump';
+import { scenario as connect } from './connect';
+import { scenario as many } from './many';
+import { scenario as httpCase } from './http';
+import { scenario as idle } from './idle';
+
+export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, httpCase, idle];
+
+const ROOT = path.join(__dirname, '..', '..');
+/** bench/results in a checkout (git-ignored), else zivm-bench-results in the current folder. */
+export const DEFAULT_OUT = fs.existsSync(path.join(ROOT, '.git')) ? path.join(ROOT, 'bench', 'results') : path.resolve('zivm-bench-results');
+
+export const USAGE = `usage: zivm bench [options]     (or: npm run bench -- [options])
+
+Compares zivm over shared memory, zivm's TCP fallback, node:net over TCP
+loopback and node:net over a Unix socket, each trial in a fresh pair of
+server and client processes. Table on stdout, progress on stderr, results
+as JSON and an SVG chart in --out.
+
+cases: ${SCENARIOS.map((s) => s.name).join(', ')}
+
+options:
+  --cases LIST       cases to run, comma-separated (default: all)
+  --transports LIST  subset of ${TRANSPORTS.join(',')} (default: all)
+  --trials N         trials per case and transport (default 5, 3 with --quick)
+  --duration SECS    measuring time of pump (per size), connect, many and http
+                     (default 0.4, 0.2 with --quick; http runs whole seconds)
+  --sizes LIST       pump write sizes, e.g. 64,1K,64K,1M (the default)
+  --rounds N         ping-pong round trips timed (default 20000, 2000 with --quick)
+  --idle SECS        idle window (default 5, 1 with --quick)
+  --quick            short everything, for a smoke run
+  --out DIR          where to write bench-<date>.json/.svg (default bench/results
+                     in a checkout, else ./zivm-bench-results)
+  --no-write         print the table only
+  --one-daemon       one zivm daemon for the whole run (default: a fresh one
+                     for every trial with a zivm side)
+  --help             this text
+`;
+
+class UsageError extends Error {}
+
+interface Options {
+  settings: Omit<RunSettings, 'tmp' | 'zivmSocket' | 'daemonPid'>;
+  cases: Scenario[];
+  transports: TransportKey[];
+  out: string;
+  write: boolean;
+  oneDaemon: boolean;
+}
+
+function parseSize(v: string): number {
+  const m = /^\s*(\d+)\s*([kKmM]?)(?:i?[bB])?\s*$/.exec(v);
+  if (!m) throw new UsageError(`bad size ${JSON.stringify(v)} (try 64, 1K, 64K, 1M)`);
+  const n = Number(m[1]) * (m[2] ? (m[2].toLowerCase() === 'k' ? 1024 : 1 << 20) : 1);
+  if (n < 1 || n > 64 << 20) throw new UsageError(`size ${v} out of range (1 B to 64 MiB)`);
+  return n;
+}
+
+function positive(v: string, name: string, integer: boolean, max: number): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n <= 0 || n > max || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`--${name} must be a ${integer ? 'whole ' : ''}number above 0 and at most ${max}`);
+  }
+  return n;
+}
+
+export function parseArgs(argv: string[]): Options | 'help' {
+  const raw: Record<string, string | true> = {};
+  const valued = new Set(['cases', 'transports', 'trials', 'duration', 'sizes', 'rounds', 'idle', 'out']);
+  const flags = new Set(['quick', 'no-write', 'one-daemon', 'help']);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '-h') return 'help';
+    if (!a.startsWith('--')) throw new UsageError(`unexpected argument ${a}`);
+    const eq = a.indexOf('=');
+    const name = eq < 0 ? a.slice(2) : a.slice(2, eq);
+    if (flags.has(name)) {
+      if (eq >= 0) throw new UsageError(`--${name} takes no value`);
+      raw[name] = true;
+    } else if (valued.has(name)) {
+      if (eq >= 0) raw[name] = a.slice(eq + 1);
+      else if (i + 1 < argv.length) raw[name] = argv[++i];
+      else throw new UsageError(`--${name} needs a value`);
+    } else {
+      throw new UsageError(`unknown option --${name}`);
+    }
+  }
+  if (raw.help) return 'help';
+  const quick = raw.quick === true;
+  const str = (k: string): string | undefined => (typeof raw[k] === 'string' ? (raw[k] as string) : undefined);
+  const list = (k: string): string[] | undefined =>
+    str(k)
+      ?.split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
+
+  const caseNames = list('cases') ?? SCENARIOS.map((s) => s.name);
+  const cases = caseNames.map((n) => {
+    const s = SCENARIOS.find((x) => x.name === n);
+    if (!s) throw new UsageError(`unknown case ${n} (cases: ${SCENARIOS.map((x) => x.name).join(', ')})`);
+    return s;
+  });
+  if (!cases.length) throw new UsageError('--cases is empty');
+  const tnames = list('transports') ?? [...TRANSPORTS];
+  const transports = tnames.map((n) => {
+    if (!(TRANSPORTS as readonly string[]).includes(n)) throw new UsageError(`unknown transport ${n} (${TRANSPORTS.join(', ')})`);
+    return n as TransportKey;
+  });
+  if (!transports.length) throw new UsageError('--transports is empty');
+  const rounds = str('rounds') !== undefined ? positive(str('rounds')!, 'rounds', true, 1e7) : quick ? 2000 : 20000;
+  return {
+    settings: {
+      quick,
+      trials: str('trials') !== undefined ? positive(str('trials')!, 'trials', true, 1000) : quick ? 3 : 5,
+      duration: str('duration') !== undefined ? positive(str('duration')!, 'duration', false, 3600) : quick ? 0.2 : 0.4,
+      rounds,
+      warmup: Math.max(100, Math.round(rounds / 10)),
+      sizes: list('sizes')?.map(parseSize) ?? [64, 1024, 64 * 1024, 1 << 20],
+      idleSeconds: str('idle') !== undefined ? positive(str('idle')!, 'idle', false, 3600) : quick ? 1 : 5,
+      many: 100,
+      httpConnections: 10,
+    },
+    cases,
+    transports,
+    out: path.resolve(str('out') ?? DEFAULT_OUT),
+    write: raw['no-write'] !== true,
+    oneDaemon: raw['one-daemon'] === true,
+  };
+}
+
+function machine(): Machine {
+  let cpu = os.cpus()[0]?.model ?? 'unknown';
+  try {
+    const m = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) cpu = m[1].trim();
+  } catch {
+    /* not Linux */
+  }
+  return {
+    cpu,
+    cores: os.cpus().length,
+    node: process.version,
+    kernel: os.release(),
+    platform: `${os.platform()} ${os.arch()}`,
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    loadavgStart: os.loadavg(),
+  };
+}
+
+function zivmVersion(): { version: string; commit?: string } {
+  let version = 'unknown';
+  try {
+    version = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    /* keep unknown */
+  }
+  let commit: string | undefined;
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'native'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    if (dirty) commit += ' + uncommitted changes in src/native';
+  } catch {
+    /* not a checkout */
+  }
+  return { version, commit };
+}
+
+/**
+ * The zivm daemon the trials join: `zivm server` on a socket in the run's
+ * folder, so no other daemon's settings or load count. By default a fresh one
+ * for every trial that has a zivm side (each trial starts from an empty
+ * region); --one-daemon keeps one for the whole run.
+ */
+class Daemon {
+  private proc: ChildProcess | undefined;
+  constructor(
+    private readonly settings: RunSettings,
+    private readonly perTrial: boolean,
+  ) {}
+
+  /** Runs fn with a daemon up when any of `ts` is a zivm transport. */
+  async around<T>(ts: readonly TransportKey[], fn: () => Promise<T>): Promise<T> {
+    if (!ts.some((t) => t.startsWith('zivm'))) return fn();
+    if (!this.alive()) {
+      this.proc = await startDaemon(this.settings.zivmSocket);
+      this.settings.daemonPid = this.proc.pid;
+    }
+    try {
+      return await fn();
+    } finally {
+      if (this.perTrial) await this.stop();
+    }
+  }
+
+  private alive(): boolean {
+    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  kill(): void {
+    if (this.alive()) this.proc!.kill('SIGTERM');
+  }
+
+  async stop(): Promise<void> {
+    const proc = this.proc;
+    this.proc = undefined;
+    this.settings.daemonPid = undefined;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+async function startDaemon(sock: string): Promise<ChildProcess> {
+  const env = { ...process.env };
+  for (const k of ['NODE_OPTIONS', 'ZIVM', 'ZIVM_SOCKET', 'ZIVM_DIR']) delete env[k];
+  // --idle-exit is only a safety net should this driver die without stopping it.
+  const proc = spawn(process.execPath, [ZIVM_CLI, 'server', '--socket', sock, '--idle-exit', '120'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the zivm daemon did not start within 10 s ${err}`)), 10000);
+      readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
+        if (/listening/.test(line)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      proc.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the zivm daemon exited (${code}) ${err.trim()}`));
+      });
+    });
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw e;
+  }
+  return proc;
+}
+
+function checkSeen(t: TransportKey, o: TrialOutcome): string | undefined {
+  const want = EXPECTED[t];
+  for (const side of ['client', 'server']) {
+    const seen = o.seen[side] ?? {};
+    const total = Object.values(seen).reduce((a, b) => a + b, 0);
+    if (!total) return `${side} reported no connection`;
+    const other = Object.entries(seen).filter(([k]) => k !== want);
+    if (other.length) return `expected every connection on ${want}, the ${side} saw ${other.map(([k, n]) => `${n} on ${k}`).join(', ')} (of ${total})`;
+  }
+  return undefined;
+}
+
+function rotate<T>(a: readonly T[], n: number): T[] {
+  const k = n % a.length;
+  return [...a.slice(k), ...a.slice(0, k)];
+}
+
+async function runCase(sc: Scenario, settings: RunSettings, transports: TransportKey[], daemon: Daemon, errors: string[]): Promise<CaseResult> {
+  const t0 = performance.now();
+  const trials: TrialRecord[] = [];
+  const record = (t: TransportKey, i: number, seconds: number, o: TrialOutcome | Error): void => {
+    let rec: TrialRecord;
+    if (o instanceof Error) {
+      rec = { case: sc.name, transport: t, trial: i + 1, ok: false, error: o.message, seconds };
+    } else {
+      const bad = checkSeen(t, o);
+      rec = { case: sc.name, transport: t, trial: i + 1, ok: !bad, seconds, metrics: o.metrics, seen: o.seen, detail: o.detail };
+      if (bad) rec.error = `wrong transport: ${bad}`;
+    }
+    if (rec.error) {
+      const msg = `${sc.name} ${t} trial ${i + 1}: ${rec.error.split('\n')[0]}`;
+      errors.push(msg);
+      process.stderr.write(`  error: ${msg}\n`);
+    }
+    trials.push(rec);
+  };
+  for (let i = 0; i < settings.trials; i++) {
+    const order = rotate(transports, i);
+    if (sc.trialAll) {
+      const ts = performance.now();
+      let res: Map<TransportKey, TrialOutcome | Error>;
+      try {
+        res = await daemon.around(order, () => sc.trialAll!(order, settings, i));
+      } catch (e) {
+        res = new Map(order.map((t) => [t, e as Error]));
+      }
+      const secs = (performance.now() - ts) / 1000;
+      for (const t of order) record(t, i, secs, res.get(t) ?? new Error('no result'));
+    } else {
+      for (const t of order) {
+        const ts = performance.now();
+        let o: TrialOutcome | Error;
+        try {
+          o = await daemon.around([t], () => sc.trial!(t, settings, i));
+        } catch (e) {
+          o = e instanceof Error ? e : new Error(String(e));
+        }
+        record(t, i, (performance.now() - ts) / 1000, o);
+      }
+    }
+  }
+  const metrics: MetricResult[] = sc.metrics(settings).map((m) => {
+    const results: MetricResult['results'] = {};
+    for (const t of transports) {
+      const vals = trials.filter((r) => r.ok && r.transport === t && Number.isFinite(r.metrics?.[m.key])).map((r) => r.metrics![m.key]);
+      if (vals.length) results[t] = summarize(vals);
+    }
+    return { ...m, results, ratios: ratios(results) };
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  const first = metrics[0];
+  const brief = first ? transports.map((t) => `${t} ${fmt(first.results[t]?.median ?? NaN)}`).join(', ') : '';
+  const failed = trials.filter((r) => !r.ok).length;
+  process.stderr.write(
+    `${sc.name}: ${trials.length} trials in ${seconds.toFixed(1)} s${failed ? `, ${failed} FAILED` : ''}` +
+      (first ? ` (${first.label}, ${first.unit}: ${brief})` : '') +
+      '\n',
+  );
+  return { name: sc.name, method: sc.method(settings), seconds, metrics, trials };
+}
+
+function stamp(d: Date): string {
+  const p = (n: number): string => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+/**
+ * Runs the benchmarks. argv as after `zivm bench` (no node/script). Resolves
+ * with the exit code: 0, 1 when some trial failed (wrong transport, error), 2
+ * for bad usage.
+ */
+export async function main(argv: string[]): Promise<number> {
+  let opts: Options | 'help';
+  try {
+    opts = parseArgs(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`zivm bench: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (opts === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const started = new Date();
+  const t0 = performance.now();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-bench-'));
+  const settings: RunSettings = { ...opts.settings, tmp, zivmSocket: path.join(tmp, 'zivm.sock') };
+  const errors: string[] = [];
+  const mach = machine();
+  const daemon = new Daemon(settings, !opts.oneDaemon);
+  const onSignal = (sig: NodeJS.Signals): void => {
+    killAll();
+    daemon.kill();
+    fs.rmSync(tmp, { recursive: true, force: true });
+    process.kill(process.pid, sig);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const cases: CaseResult[] = [];
+  try {
+    process.stderr.write(
+      `zivm bench: ${opts.cases.map((c) => c.name).join(', ')}; ${settings.trials} trial(s) x ${opts.transports.length} transports` +
+        `${settings.quick ? ' (quick)' : ''}\n`,
+    );
+    for (const sc of opts.cases) cases.push(await runCase(sc, settings, opts.transports, daemon, errors));
+  } finally {
+    killAll();
+    await daemon.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+  mach.loadavgEnd = os.loadavg();
+  const { tmp: _t, zivmSocket: _z, daemonPid: _d, ...shownSettings } = settings;
+  const res: Results = {
+    tool: 'zivm bench',
+    version: 1,
+    date: started.toISOString(),
+    zivm: zivmVersion(),
+    machine: mach,
+    settings: { ...shownSettings, oneDaemon: opts.oneDaemon, cases: opts.cases.map((c) => c.name), transports: opts.transports },
+    method: [
+      'every trial starts a fresh server process and a fresh client process (node ' + process.version + '), and stops both afterwards; ' +
+        'within each round of trials the transports take turns, in an order rotated every round',
+      'zivm processes load dist/src/index.js (the http case: only the preload hook dist/src/register.js) and join a zivm daemon started by the driver ' +
+        `(\`zivm server\` on a private socket, default region and ring sizes unless ZIVM_SIZE / ZIVM_RING are set, autostart off), ` +
+        (opts.oneDaemon ? 'one daemon for the whole run' : 'a fresh daemon for every trial with a zivm side'),
+      "every connection's transport is checked on both sides (zivm's socket.transport, else the kernel handle: TCP or Pipe); " +
+        'a trial with any connection on another transport is an error and left out of the figures',
+      'zivm tcp-fb: a zivm server started with ZIVM=off (not registered in the domain, as on another host) and a zivm client that joins the domain, ' +
+        'finds no co-resident listener and falls back to TCP on 127.0.0.1',
+      'net tcp: node:net on both sides, 127.0.0.1; net unix: node:net on both sides, a Unix socket in a private temporary folder',
+    ],
+    transports: Object.fromEntries(TRANSPORTS.map((t) => [t, TRANSPORT_LABELS[t]])) as Results['transports'],
+    cases,
+    errors,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  process.stdout.write('\n' + table(res) + notes(res));
+  if (opts.write) {
+    fs.mkdirSync(opts.out, { recursive: true });
+    const base = path.join(opts.out, `bench-${stamp(started)}`);
+    fs.writeFileSync(`${base}.json`, JSON.stringify(res, null, 2) + '\n');
+    fs.writeFileSync(`${base}.svg`, svg(res));
+    process.stderr.write(`wrote ${base}.json and ${base}.svg\n`);
+  }
+  return errors.length ? 1 : 0;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`zivm bench: ${(e as Error)?.stack ?? String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
