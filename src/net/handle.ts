@@ -23,6 +23,10 @@ interface PendingWrite {
   cb: (err?: Error | null) => void;
 }
 
+interface ShutdownReq {
+  oncomplete?: (this: unknown, status: number) => void;
+}
+
 interface ConnectReq {
   oncomplete: (status: number, handle: unknown, req: unknown, readable: boolean, writable: boolean) => void;
   address: string;
@@ -76,6 +80,7 @@ export class ShmHandle {
   private wroteToClosed = 0;
   private peerDeathSeen = false;
   private asyncId = -1;
+  private shutdownReq: ShutdownReq | null = null;
 
   constructor(ch: Channel) {
     this.ch = ch;
@@ -136,6 +141,7 @@ export class ShmHandle {
 
   private onChange(): void {
     if (this.closed) return;
+    if (this.shutdownReq) this.completeShutdown();
     if (this.held) {
       this.checkConnect();
       return;
@@ -327,9 +333,20 @@ export class ShmHandle {
     }
   }
 
-  shutdown(_req: unknown): number {
+  /** Sends the FIN (every byte is already in the ring) and completes later, as libuv does. */
+  shutdown(req: ShutdownReq): number {
     this.ch.signal(Lay.F_FIN);
-    return 1; // finished synchronously: every byte is already in the ring
+    this.shutdownReq = req;
+    setImmediate(() => this.completeShutdown());
+    return 0;
+  }
+
+  /** Our FIN is out before anything the peer answers to it comes in: 'finish' before 'end'. */
+  private completeShutdown(): void {
+    const req = this.shutdownReq;
+    if (!req) return;
+    this.shutdownReq = null;
+    req.oncomplete?.call(req, 0);
   }
 
   close(cb?: () => void): void {
@@ -350,7 +367,8 @@ export class ShmHandle {
     this.reading = false;
     this.updateActive();
     setImmediate(() => {
-      for (const w of dropped) w.cb(errnoException('ECANCELED', 'write'));
+      // As net does for writes cut short by destroy(): called back without an error.
+      for (const w of dropped) w.cb(null);
       if (cb) cb();
     });
   }
@@ -388,7 +406,7 @@ export class ShmHandle {
   getsockname(out: Record<string, unknown>): number {
     const e = this.ch.endpoints();
     out.address = formatAddr(e.local);
-    out.family = e.family === 6 ? 'IPv6' : 'IPv4';
+    out.family = e.local.family === 6 ? 'IPv6' : 'IPv4';
     out.port = e.localPort;
     return 0;
   }
@@ -396,7 +414,7 @@ export class ShmHandle {
   getpeername(out: Record<string, unknown>): number {
     const e = this.ch.endpoints();
     out.address = formatAddr(e.remote);
-    out.family = e.family === 6 ? 'IPv6' : 'IPv4';
+    out.family = e.remote.family === 6 ? 'IPv6' : 'IPv4';
     out.port = e.remotePort;
     return 0;
   }

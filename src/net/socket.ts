@@ -80,11 +80,10 @@ Object.defineProperty(Socket.prototype, 'transport', {
   const opts: Any = { ...options };
   const userLookup = opts.lookup;
   if (userLookup === undefined || userLookup === null || typeof userLookup === 'function') {
-    opts.lookup = steeringLookup((userLookup ?? dns.lookup) as LookupFn, Number(opts.port) | 0);
+    opts.lookup = steeringLookup(this, (userLookup ?? dns.lookup) as LookupFn, Number(opts.port) | 0);
   }
   base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((x) => x !== undefined)));
-  const tcp = this._handle as TcpLike | null;
-  if (tcp && !(tcp instanceof ShmHandle)) intercept(this, tcp);
+  intercept(this);
   return this;
 };
 
@@ -92,9 +91,11 @@ Object.defineProperty(Socket.prototype, 'transport', {
  * A lookup that, when one of the addresses has a co-resident listener,
  * answers with that address alone (so net tries it first and only).
  */
-function steeringLookup(lookup: LookupFn, port: number): LookupFn {
+function steeringLookup(socket: Any, lookup: LookupFn, port: number): LookupFn {
   return function zivmLookup(host, opts, cb) {
     lookup(host, opts, (err, address, family) => {
+      // A lookup may answer synchronously, inside connect(): the handle must be wrapped by now.
+      intercept(socket);
       if (err || !Array.isArray(address)) return cb(err, address, family);
       const d = getDomain(false);
       if (d) {
@@ -110,8 +111,13 @@ function steeringLookup(lookup: LookupFn, port: number): LookupFn {
 
 type ConnectFn = (this: TcpLike, req: Any, address: string, port: number) => number;
 
+const kIntercepted = Symbol('zivm.intercepted');
+
 /** Wraps the kernel handle's connect so the choice is made on the resolved address. */
-function intercept(socket: Any, tcp: TcpLike): void {
+function intercept(socket: Any): void {
+  const tcp = socket._handle as TcpLike | null;
+  if (!tcp || tcp instanceof ShmHandle || tcp[kIntercepted]) return;
+  tcp[kIntercepted] = true;
   const t = tcp as unknown as Record<string, ConnectFn>;
   const c4 = t.connect;
   const c6 = t.connect6;

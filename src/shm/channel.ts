@@ -8,7 +8,7 @@
 import { native, NativeRing } from './native';
 import type { Domain, SlotHandler } from './domain';
 import type { Addr, Found } from './directory';
-import { readAddr, writeAddr } from './directory';
+import { mapV4, readAddr, writeAddr } from './directory';
 import * as Lay from './layout';
 
 const EPHEMERAL_LOW = 32768;
@@ -98,6 +98,7 @@ export class Channel implements SlotHandler {
       Atomics.store(i32, s + Lay.S.CLIENT_PORT, EPHEMERAL_LOW + ((Atomics.add(i32, Lay.H.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT));
       writeAddr(i32, s + Lay.S.SERVER_ADDR, remote.bytes);
       Atomics.store(i32, s + Lay.S.SERVER_PORT, remotePort);
+      Atomics.store(i32, s + Lay.S.MAPPED, l.family === 6 && remote.family === 4 ? 1 : 0);
       // Both readers start asleep: the first byte each way rings the doorbell.
       const r = Lay.ringOffsets(g, slot);
       Atomics.store(i32, (r.c2sHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
@@ -148,9 +149,10 @@ export class Channel implements SlotHandler {
     const cp = Atomics.load(i32, this.base + Lay.S.CLIENT_PORT);
     const sv = readAddr(i32, this.base + Lay.S.SERVER_ADDR, fam);
     const sp = Atomics.load(i32, this.base + Lay.S.SERVER_PORT);
-    return this.side === 'client'
-      ? { family: fam, local: c, localPort: cp, remote: sv, remotePort: sp }
-      : { family: fam, local: sv, localPort: sp, remote: c, remotePort: cp };
+    if (this.side === 'client') return { family: fam, local: c, localPort: cp, remote: sv, remotePort: sp };
+    // A dual-stack listener sees an IPv4 client at IPv4-mapped addresses, as the kernel shows them.
+    if (Atomics.load(i32, this.base + Lay.S.MAPPED) === 1) return { family: 6, local: mapV4(sv), localPort: sp, remote: mapV4(c), remotePort: cp };
+    return { family: fam, local: sv, localPort: sp, remote: c, remotePort: cp };
   }
 
   // -- data -------------------------------------------------------------------

@@ -53,8 +53,21 @@ export function parseAddr(address: string): Addr | undefined {
   return { family: 6, bytes: b };
 }
 
+/** An IPv4 address as the IPv4-mapped IPv6 address a dual-stack socket sees. */
+export function mapV4(a: Addr): Addr {
+  if (a.family === 6) return a;
+  const bytes = new Uint8Array(16);
+  bytes[10] = 0xff;
+  bytes[11] = 0xff;
+  bytes.set(a.bytes.subarray(0, 4), 12);
+  return { family: 6, bytes };
+}
+
 export function formatAddr(a: Addr): string {
   if (a.family === 4) return `${a.bytes[0]}.${a.bytes[1]}.${a.bytes[2]}.${a.bytes[3]}`;
+  if (a.bytes.subarray(0, 10).every((x) => x === 0) && a.bytes[10] === 0xff && a.bytes[11] === 0xff) {
+    return `::ffff:${a.bytes[12]}.${a.bytes[13]}.${a.bytes[14]}.${a.bytes[15]}`;
+  }
   const groups: string[] = [];
   for (let i = 0; i < 8; i++) groups.push(((a.bytes[i * 2] << 8) | a.bytes[i * 2 + 1]).toString(16));
   // Compress the longest run of zero groups, as the kernel and Node print it.
@@ -175,6 +188,8 @@ export interface Found {
   word: number;
   owner: number;
   ownerGen: number;
+  /** The listener's family: an IPv6 listener sees IPv4 clients as mapped addresses. */
+  family: 4 | 6;
 }
 
 /**
@@ -208,7 +223,7 @@ export function find(d: Domain, a: Addr, port: number): Found | undefined {
     const ownerGen = Atomics.load(i32, l + Lay.L.OWNER_GEN);
     if (!d.peerAlive(owner, ownerGen)) continue;
     if (Atomics.load(i32, l + Lay.L.STATE) !== w) continue; // changed while we read it
-    const f = { index: i, word: w, owner, ownerGen };
+    const f: Found = { index: i, word: w, owner, ownerGen, family: fam === 6 ? 6 : 4 };
     if (exact) return f;
     wildcard ??= f;
   }

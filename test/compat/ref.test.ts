@@ -54,7 +54,9 @@ function ready() {
   ${then}
 }
 server.listen(0, '127.0.0.1', () => {
+  console.log('listening');
   globalThis.client = net.connect(server.address().port, '127.0.0.1', () => {
+    console.log('connected');
     if (globalThis.peer) ready();
   });
 });
