@@ -23,7 +23,8 @@ async function scenario(mode: Mode): Promise<{ lo: number }> {
   // The keep-alive agent (maxSockets 1) reused one connection throughout.
   expect(done.agentSockets).to.equal(1);
   const conns = server.lines.filter((l) => l.event === 'connection');
-  expect(conns.length, 'server connections (agent + fetch)').to.be.within(2, 4);
+  // One for the agent; fetch's pool may open a few (it opens one when a body is still draining).
+  expect(conns.length, 'server connections (agent + fetch)').to.be.within(2, 1 + SIZES.length * 3);
   const want = mode === 'off' ? 'tcp' : 'shm';
   if (mode === 'off') {
     // Plain net: no transport property at all.
