@@ -227,6 +227,18 @@ forEachImpl((impl) => {
       expect((await got).toString()).to.equal('plain tcp');
     });
 
+    it('its client reaches a plain node:net server (over TCP)', async function () {
+      const plain = nodeNet.createServer((s) => s.end('plain server'));
+      try {
+        const port = await listen(plain);
+        const client = impl.connect(port, '127.0.0.1');
+        expect((await readAll(client)).toString()).to.equal('plain server');
+        if (impl.isZivm) expect((client as net.Socket & { transport?: string }).transport).to.equal('tcp');
+      } finally {
+        plain.close();
+      }
+    });
+
     it('ref() and unref() return the server', async function () {
       const server = impl.createServer();
       await listen(server);

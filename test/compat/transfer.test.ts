@@ -43,6 +43,17 @@ forEachImpl((impl) => {
       expect(received.equals(data)).to.equal(true);
     });
 
+    it("end() right after an 8 MiB write delivers every byte before 'end'", async function () {
+      const { client, peer } = await pair(impl);
+      const data = pattern(8 * MiB, 14);
+      const got = readAll(client);
+      peer.write(data);
+      peer.end();
+      const received = await got;
+      expect(received.length).to.equal(data.length);
+      expect(received.equals(data)).to.equal(true);
+    });
+
     it('echoes 2 MiB in both directions at once (full duplex)', async function () {
       const { client, peer } = await pair(impl);
       peer.pipe(peer);
