@@ -49,6 +49,48 @@ forEachImpl((impl) => {
       expect((await got).toString()).to.equal('flushed before destroy');
     });
 
+    it('data the peer wrote before its destroy() stays readable by a paused reader, then end', async function () {
+      const { client, peer } = await pair(impl);
+      client.pause();
+      const data = Buffer.alloc(256 * 1024, 9);
+      await new Promise<void>((resolve) => peer.write(data, () => resolve()));
+      peer.destroy();
+      await closed(peer);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const gotP = readAll(client);
+      client.resume();
+      const got = await gotP;
+      expect(got.length).to.equal(data.length);
+      expect(await closed(client)).to.equal(false);
+    });
+
+    it('destroying a socket with unread incoming data resets the connection (peer gets ECONNRESET)', async function () {
+      const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
+      client.resume();
+      await new Promise<void>((resolve) => client.write('x'.repeat(1000), () => resolve()));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const err = nextError(client);
+      peer.destroy();
+      expect((await err).code).to.equal('ECONNRESET');
+      expect(await closed(client)).to.equal(true);
+    });
+
+    it("end() with 16 MiB still queued to a paused peer: 'finish' only after the peer resumes, all bytes then 'end'", async function () {
+      const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
+      const events: string[] = [];
+      client.on('finish', () => events.push('finish'));
+      const data = Buffer.alloc(16 * 1024 * 1024, 5);
+      client.end(data);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(events).to.deep.equal([]);
+      events.push('resume');
+      const got = readAll(peer);
+      peer.resume();
+      expect((await got).length).to.equal(data.length);
+      await until(() => events.length === 2, "'finish'");
+      expect(events).to.deep.equal(['resume', 'finish']);
+    });
+
     it('destroySoon() ends the socket and destroys it after finish', async function () {
       const { client, peer } = await pair(impl);
       const got = readAll(peer);

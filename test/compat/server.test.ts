@@ -74,6 +74,39 @@ forEachImpl((impl) => {
       expect(accepted[1].remotePort).to.equal(c6.localPort);
     });
 
+    it("a server on '0.0.0.0' sees the dialled address as its socket's localAddress", async function () {
+      const server = impl.createServer();
+      const accepted = once(server, 'connection');
+      const port = await listen(server, '0.0.0.0');
+      expect(server.address()).to.deep.equal({ address: '0.0.0.0', family: 'IPv4', port });
+      const client = impl.connect(port, '127.0.0.1');
+      await once(client, 'connect');
+      const [peer] = (await accepted) as [net.Socket];
+      impl.expectShm(client, peer);
+      expect(peer.localAddress).to.equal('127.0.0.1');
+      expect(peer.localPort).to.equal(port);
+      expect(peer.remoteAddress).to.equal('127.0.0.1');
+    });
+
+    it('servers on 127.0.0.1 and ::1 with the same port each get their own connections', async function () {
+      const v4 = impl.createServer((s) => s.end('v4'));
+      const port = await listen(v4, '127.0.0.1');
+      const v6 = impl.createServer((s) => s.end('v6'));
+      try {
+        await listen(v6, '::1', port);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') this.skip(); // the port is taken on ::1 by someone else
+        throw e;
+      }
+      const c4 = impl.connect(port, '127.0.0.1');
+      const c6 = impl.connect(port, '::1');
+      await Promise.all([once(c4, 'connect'), once(c6, 'connect')]);
+      impl.expectShm(c4, c6);
+      const [r4, r6] = await Promise.all([readAll(c4), readAll(c6)]);
+      expect(r4.toString()).to.equal('v4');
+      expect(r6.toString()).to.equal('v6');
+    });
+
     it("ipv6Only on '::' refuses connections to 127.0.0.1", async function () {
       const server = impl.createServer();
       await new Promise<void>((resolve) => server.listen({ port: 0, host: '::', ipv6Only: true }, resolve));
@@ -126,6 +159,27 @@ forEachImpl((impl) => {
       expect((await readAll(client)).toString()).to.equal('again');
       await new Promise((resolve) => server.close(resolve));
       expect(server.address()).to.equal(null);
+    });
+
+    it('a new server on the port of a closed one gets the connections', async function () {
+      const old = impl.createServer((s) => s.end('old'));
+      const port = await listen(old);
+      // A connection the old server still holds while it closes.
+      const held = impl.connect(port, '127.0.0.1');
+      held.resume();
+      await once(held, 'connect');
+      old.close();
+      const fresh = impl.createServer((s) => s.end('new'));
+      try {
+        await listen(fresh, '127.0.0.1', port);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') this.skip(); // someone else took the port meanwhile
+        throw e;
+      }
+      const client = impl.connect(port, '127.0.0.1');
+      await once(client, 'connect');
+      impl.expectShm(client);
+      expect((await readAll(client)).toString()).to.equal('new');
     });
 
     it('listens on a unix socket path and address() returns the path', async function () {
@@ -189,6 +243,39 @@ forEachImpl((impl) => {
       const got = readAll(first);
       accepted[0].end('still here');
       expect((await got).toString()).to.equal('still here');
+    });
+
+    it("maxConnections on a '::' server: 'drop' reports the IPv4-mapped peer", async function () {
+      const server = impl.createServer();
+      server.maxConnections = 1;
+      const accepted: net.Socket[] = [];
+      server.on('connection', (s: net.Socket) => accepted.push(s));
+      const port = await listen(server, '::');
+      const first = impl.connect(port, '127.0.0.1');
+      await once(first, 'connect');
+      await until(() => accepted.length === 1);
+      const dropped = once(server, 'drop');
+      const second = impl.connect(port, '127.0.0.1');
+      second.on('error', () => undefined);
+      second.resume();
+      const [info] = (await dropped) as [Record<string, unknown>];
+      expect(info.localAddress).to.equal('::ffff:127.0.0.1');
+      expect(info.remoteAddress).to.equal('::ffff:127.0.0.1');
+      expect(info.remoteFamily).to.equal('IPv6');
+      expect(info.localPort).to.equal(port);
+    });
+
+    it('serves 300 connections one after another (more than fit at once in shared memory)', async function () {
+      this.timeout(30000);
+      const server = impl.createServer((s) => s.end('ok'));
+      const port = await listen(server);
+      for (let i = 0; i < 300; i++) {
+        const c = impl.connect(port, '127.0.0.1');
+        await once(c, 'connect');
+        impl.expectShm(c);
+        expect((await readAll(c)).toString()).to.equal('ok');
+        await closed(c);
+      }
     });
 
     it('accepts 50 concurrent connections and serves each its own reply', async function () {
