@@ -173,9 +173,21 @@ const statCommand: Command = {
   },
 };
 
+const benchCommand: Command = {
+  summary: 'compare zivm with node:net over TCP and Unix sockets',
+  usage: 'usage: zivm bench [options]   (zivm bench --help lists them)\n',
+  run(args) {
+    // Loaded on demand: the other commands do not need the benchmark code.
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const bench = require('../bench/run') as { main(argv: string[]): Promise<number> };
+    return bench.main(args);
+  },
+};
+
 export const COMMANDS: Record<string, Command> = {
   server: serverCommand,
   stat: statCommand,
+  bench: benchCommand,
 };
 
 function version(): string {
