@@ -1,0 +1,138 @@
+/**
+ * What operators see: zivm stat, stats(), the diagnostics channel,
+ * NODE_DEBUG=zivm lines, and the ZIVM=off switch.
+ */
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import dc from 'node:diagnostics_channel';
+import nodeNet from 'node:net';
+import path from 'node:path';
+import * as zivm from '../src';
+import { spawnPeer, killAll } from './helpers/proc';
+
+const CLI = path.join(__dirname, '..', 'src', 'cli.js');
+type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as Any).code as number) ?? 1 : 0, stdout, stderr });
+    });
+  });
+}
+
+function connected(s: nodeNet.Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    s.once('connect', resolve);
+    s.once('error', reject);
+  });
+}
+
+describe('observability', function () {
+  this.timeout(30000);
+  afterEach(killAll);
+
+  it('zivm stat --json shows the listener and the connection with its bytes each way', async () => {
+    const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
+    const l = await server.next();
+    const s = zivm.connect(l.port, '127.0.0.1');
+    await connected(s);
+    const echoed = new Promise<void>((resolve) => {
+      let n = 0;
+      s.on('data', (d) => {
+        n += d.length;
+        if (n === 12345) resolve();
+      });
+    });
+    s.write(Buffer.alloc(12345, 9));
+    await echoed;
+    const r = await run([CLI, 'stat', '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    const snap = JSON.parse(r.stdout);
+    const listener = snap.listeners.find((x: Any) => x.port === l.port);
+    expect(listener, JSON.stringify(snap.listeners)).to.include({ address: '127.0.0.1', family: 'IPv4' });
+    const conn = snap.connections.find((c: Any) => c.server.port === l.port && c.client.port === s.localPort);
+    expect(conn, JSON.stringify(snap.connections)).to.include({ state: 'established', bytesToServer: 12345, bytesToClient: 12345 });
+    expect(snap.peers.map((p: Any) => p.pid)).to.include.members([process.pid, l.pid]);
+    const table = await run([CLI, 'stat']);
+    expect(table.stdout).to.match(/LISTENERS/).and.match(new RegExp(`127\\.0\\.0\\.1\\s+${l.port}`));
+    s.destroy();
+  });
+
+  it('zivm stat fails clearly where there is no domain', async () => {
+    const r = await run([CLI, 'stat', '--socket', '/nonexistent/zivm.sock']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/no domain at \/nonexistent\/zivm\.sock/);
+  });
+
+  it('stats() lists this process\'s sockets with their transport and counts the choices', async () => {
+    const before = zivm.stats().connections;
+    const server = zivm.createServer((c) => c.pipe(c));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as nodeNet.AddressInfo).port;
+    const plain = nodeNet.createServer((c) => c.end());
+    await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+    const s1 = zivm.connect(port, '127.0.0.1');
+    const s2 = zivm.connect((plain.address() as nodeNet.AddressInfo).port, '127.0.0.1');
+    await Promise.all([connected(s1), connected(s2)]);
+    const st = zivm.stats();
+    expect(st.connections.shm).to.equal(before.shm + 1);
+    expect(st.connections.tcp).to.equal(before.tcp + 1);
+    expect(Object.keys(st.connections.tcpReasons).join()).to.match(/no co-resident listener/);
+    const mine = st.sockets.find((x) => x.localPort === s1.localPort && x.remotePort === port);
+    expect(mine?.transport).to.equal('shm');
+    expect(st.servers.some((x) => (x.address as nodeNet.AddressInfo).port === port && x.shm)).to.equal(true);
+    expect(st.peer).to.be.an('object');
+    s1.destroy();
+    s2.destroy();
+    await new Promise((r) => server.close(r));
+    await new Promise((r) => plain.close(r));
+  });
+
+  it('publishes each transport decision on the zivm:transport channel', async () => {
+    const seen: Any[] = [];
+    const onMessage = (m: unknown): void => {
+      seen.push(m as Any);
+    };
+    dc.subscribe('zivm:transport', onMessage);
+    try {
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
+      const other = spawnPeer('peer', ['echo-server', 'net', '127.0.0.1']);
+      const [a, b] = [await server.next(), await other.next()];
+      const s1 = zivm.connect(a.port, '127.0.0.1');
+      const s2 = zivm.connect(b.port, '127.0.0.1');
+      await Promise.all([connected(s1), connected(s2)]);
+      const e1 = seen.find((m) => m.socket === s1);
+      const e2 = seen.find((m) => m.socket === s2);
+      expect(e1).to.include({ transport: 'shm', address: '127.0.0.1', port: a.port });
+      expect(e2).to.include({ transport: 'tcp', address: '127.0.0.1', port: b.port });
+      expect(e2?.reason).to.match(/no co-resident listener for 127\.0\.0\.1:/);
+      s1.destroy();
+      s2.destroy();
+    } finally {
+      dc.unsubscribe('zivm:transport', onMessage);
+    }
+  });
+
+  it('NODE_DEBUG=zivm says which transport a connection took and why', async () => {
+    const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
+    const other = spawnPeer('peer', ['echo-server', 'net', '127.0.0.1']);
+    const [a, b] = [await server.next(), await other.next()];
+    const script = `const z=require(${JSON.stringify(path.join(__dirname, '..', 'src'))});
+      let n=0; for (const p of [${a.port}, ${b.port}]) z.connect(p,'127.0.0.1',function(){ this.destroy(); if(++n===2) process.exit(0); });`;
+    const r = await run(['-e', script], { NODE_DEBUG: 'zivm' });
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stderr).to.match(new RegExp(`shm to 127\\.0\\.0\\.1:${a.port}: listener of peer \\d+`));
+    expect(r.stderr).to.match(new RegExp(`tcp to 127\\.0\\.0\\.1:${b.port}: no co-resident listener for 127\\.0\\.0\\.1:${b.port}`));
+  });
+
+  it('ZIVM=off keeps a client on TCP even to a zivm server', async () => {
+    const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
+    const l = await server.next();
+    const client = spawnPeer('peer', ['transfer', 'zivm', String(l.port), '127.0.0.1', '1000', '2'], { ZIVM: 'off' });
+    expect((await client.next()).transport).to.equal('tcp');
+    const done = await client.next();
+    expect(done.received).to.equal(done.sent);
+    expect((await server.next()).transport).to.equal('tcp');
+  });
+});
