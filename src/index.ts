@@ -2,6 +2,10 @@
  * zivm: node:net, with connections between co-resident peers carried over
  * shared memory. Everything not listed here is node:net's own.
  */
+import { patchTls } from './net/tls';
+
+patchTls();
+
 export * from 'node:net';
 export { Socket, Socket as Stream } from './net/socket';
 export type { Transport } from './net/socket';

@@ -11,6 +11,7 @@ import { internals } from './net/internals';
 import { Socket } from './net/socket';
 import { Server } from './net/server';
 import { connect, createConnection, createServer } from './net/connect';
+import { patchTls } from './net/tls';
 
 const kPatched = Symbol.for('zivm.register');
 const target = net as unknown as Record<string | symbol, unknown>;
@@ -23,6 +24,7 @@ if (!disabled() && internals.available && !target[kPatched]) {
   target.connect = connect;
   target.createConnection = createConnection;
   target.createServer = createServer;
+  patchTls();
   syncBuiltinESMExports();
   debug('node:net patched by zivm/register');
 }

@@ -32,7 +32,9 @@ export interface SocketConstructor {
 
 // A plain function, not a class: http, tls and tty call net.Socket without `new`.
 export const Socket = function Socket(this: unknown, options?: net.SocketConstructorOpts): Socket | void {
-  if (!(this instanceof Socket)) return new (Socket as unknown as new (o?: unknown) => Socket)(options);
+  // Subclasses of node:net's own Socket (tls.TLSSocket when node:tls was loaded
+  // first) call this on their instance too: initialise it rather than make another.
+  if (!(this instanceof NetSocket)) return new (Socket as unknown as new (o?: unknown) => Socket)(options);
   (NetSocket as unknown as (this: unknown, o?: unknown) => void).call(this, options);
 } as unknown as SocketConstructor;
 Object.setPrototypeOf(Socket.prototype, NetSocket.prototype);

@@ -170,7 +170,11 @@ export class Channel implements SlotHandler {
   /** Reads up to `max` bytes, or null if none. Rings the writer if it was waiting for room. */
   read(max: number): Buffer | null {
     const b = this.rx.read(max);
-    if (b !== null) this.wakeIf(this.rxWriterSleeping);
+    // A writer waiting for room is woken once half the ring is free, not for
+    // every chunk: both sides then move big batches per wakeup.
+    if (b !== null && Atomics.load(this.d.i32, this.rxWriterSleeping) !== 0 && this.rx.available() <= this.rx.capacity >>> 1) {
+      this.wakeIf(this.rxWriterSleeping);
+    }
     return b;
   }
 

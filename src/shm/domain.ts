@@ -228,7 +228,6 @@ export class Domain extends EventEmitter<DomainEvents> {
 
   private onDoorbell(): void {
     const i32 = this.i32;
-    this.spinState[0] = 1;
     const base = this.pendingBase;
     for (let w = 0; w < this.pendingWords; w++) {
       if (Atomics.load(i32, base + w) === 0) continue;

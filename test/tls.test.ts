@@ -1,0 +1,64 @@
+/**
+ * TLS with zivm: TLS servers stay on TCP, and a TLS session started on an
+ * existing shared-memory connection (STARTTLS) works through Node's stream adapter.
+ */
+import { expect } from 'chai';
+import fs from 'node:fs';
+import path from 'node:path';
+import tls from 'node:tls';
+import type net from 'node:net';
+import { execFile } from 'node:child_process';
+import * as zivm from '../src';
+
+const FIX = path.join(__dirname, '..', '..', 'test', 'fixtures');
+const key = fs.readFileSync(path.join(FIX, 'tls-key.pem'));
+const cert = fs.readFileSync(path.join(FIX, 'tls-cert.pem'));
+
+describe('TLS', function () {
+  this.timeout(20000);
+
+  it('STARTTLS on a shared-memory connection: both ends upgrade and talk', async () => {
+    const server = zivm.createServer((raw) => {
+      raw.once('data', () => {
+        const t = new tls.TLSSocket(raw, { isServer: true, key, cert });
+        t.on('data', (m) => t.end(`secure echo: ${m}`));
+        raw.write('OK\n');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const raw = zivm.connect(port, '127.0.0.1');
+    await new Promise((r) => raw.once('connect', r));
+    expect(raw.transport).to.equal('shm');
+    raw.write('STARTTLS\n');
+    await new Promise((r) => raw.once('data', r));
+    const t = tls.connect({ socket: raw, ca: cert, servername: 'localhost' });
+    await new Promise((r) => t.once('secureConnect', r));
+    expect(t.authorized).to.equal(true);
+    t.write('hello');
+    let got = '';
+    t.setEncoding('utf8');
+    t.on('data', (d) => (got += d));
+    await new Promise((r) => t.once('end', r));
+    expect(got).to.equal('secure echo: hello');
+    t.destroy();
+    await new Promise((r) => server.close(r));
+  });
+
+  it('under the preload hook an https server stays on TCP and still serves', async () => {
+    const script = `
+      const https = require('https'), fs = require('fs');
+      const key = fs.readFileSync(${JSON.stringify(path.join(FIX, 'tls-key.pem'))}), cert = fs.readFileSync(${JSON.stringify(path.join(FIX, 'tls-cert.pem'))});
+      const s = https.createServer({ key, cert }, (q, r) => r.end('ok ' + q.socket.constructor.name + ' ' + (q.socket._parent ? q.socket._parent.transport : '-')));
+      s.listen(0, '127.0.0.1', () => https.get({ host: '127.0.0.1', port: s.address().port, ca: cert, servername: 'localhost' }, (res) => {
+        let b = ''; res.on('data', (d) => b += d); res.on('end', () => { console.log(b); s.close(); });
+      }));`;
+    const register = path.join(__dirname, '..', 'src', 'register.js');
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['-e', script], { env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${register}` } }, (err, stdout, stderr) =>
+        err ? reject(new Error(stderr)) : resolve(stdout.trim()),
+      );
+    });
+    expect(out).to.match(/^ok TLSSocket/);
+  });
+});
