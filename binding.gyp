@@ -9,7 +9,8 @@
         "native/doorbell.cc",
         "native/spin.cc",
         "native/fdpass.cc",
-        "native/errors.cc"
+        "native/errors.cc",
+        "native/vfio.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -1,4 +1,5 @@
-// zivm native addon: shared-memory regions and rings, doorbells, fd passing.
+// zivm native addon: shared-memory regions and rings, doorbells, fd passing,
+// and VFIO for the guest side of an ivshmem-doorbell device.
 #include <napi.h>
 
 #include "doorbell.h"
@@ -6,6 +7,7 @@
 #include "fdpass.h"
 #include "region.h"
 #include "ring.h"
+#include "vfio.h"
 
 namespace zivm {
 
@@ -28,6 +30,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("peerCred", Napi::Function::New<PeerCred>(env, "peerCred"));
   exports.Set("tryLock", Napi::Function::New<TryLock>(env, "tryLock"));
   exports.Set("close", Napi::Function::New<CloseFd>(env, "close"));
+  exports.Set("vfioOpen", Napi::Function::New<VfioOpen>(env, "vfioOpen"));
+  exports.Set("vfioEnableBusMaster", Napi::Function::New<VfioEnableBusMaster>(env, "vfioEnableBusMaster"));
+  exports.Set("vfioSetMsix", Napi::Function::New<VfioSetMsix>(env, "vfioSetMsix"));
+  exports.Set("vfioClose", Napi::Function::New<VfioClose>(env, "vfioClose"));
+  exports.Set("bar0Notify", Napi::Function::New<Bar0Notify>(env, "bar0Notify"));
+  exports.Set("bar0Read32", Napi::Function::New<Bar0Read32>(env, "bar0Read32"));
   return exports;
 }
 

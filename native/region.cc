@@ -3,6 +3,8 @@
 #include <v8-typed-array.h>  // v8::TypedArray::kMaxLength: the largest external buffer Node makes
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <string>
@@ -15,6 +17,8 @@ const napi_type_tag kRegionTag = {0x7a69766d52656769ULL, 0x6f6e000000000001ULL};
 
 namespace {
 
+constexpr unsigned long kAnonInodeFsMagic = 0x09041934;  // ANON_INODE_FS_MAGIC (linux/magic.h)
+
 void Unmap(Mapping* m) {
   if (m->unmapped) return;
   m->unmapped = true;
@@ -23,6 +27,16 @@ void Unmap(Mapping* m) {
 
 void Release(Mapping* m) {
   if (--m->refs == 0) delete m;
+}
+
+// True for an fd whose fstat size says nothing about what can be mapped: an
+// empty non-regular file (character devices) or an anonymous inode (a VFIO
+// device fd). An empty regular file (a memfd, a tmpfs file) has really 0 bytes.
+bool SizeUnknown(int fd, const struct stat& st) {
+  if (st.st_size != 0) return false;
+  if (!S_ISREG(st.st_mode)) return true;
+  struct statfs fs;
+  return fstatfs(fd, &fs) == 0 && static_cast<unsigned long>(fs.f_type) == kAnonInodeFsMagic;
 }
 
 }  // namespace
@@ -40,15 +54,32 @@ Region::Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) 
   Napi::Env env = info.Env();
   int fd;
   int64_t size;
+  int64_t offset = 0;
   if (!ArgFd(info, 0, "fd", &fd)) return;
   if (!ArgInteger(info, 1, "size", 1, kMaxSafeInteger, &size)) return;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    if (!ArgInteger(info, 2, "offset", 0, kMaxSafeInteger, &offset)) return;
+    const int64_t page = sysconf(_SC_PAGESIZE);
+    if (page > 0 && offset % page != 0) {
+      ThrowRangeError(env, "The value of \"offset\" must be a multiple of the page size (" + std::to_string(page) + "). Received " +
+                               std::to_string(offset));
+      return;
+    }
+    if (offset > kMaxSafeInteger - size) {
+      ThrowRangeError(env, "offset " + std::to_string(offset) + " + size " + std::to_string(size) + " is beyond 2^53");
+      return;
+    }
+  }
   struct stat st;
   if (fstat(fd, &st) != 0) {
     ThrowErrno(env, "fstat", errno);
     return;
   }
-  if (size > st.st_size) {
-    ThrowRangeError(env, "cannot map " + std::to_string(size) + " bytes of an fd of " + std::to_string(st.st_size) + " bytes");
+  // A file knows its size; a device fd that reports none (VFIO's, an anonymous
+  // inode) maps what the caller says (the size of its region info).
+  if (!SizeUnknown(fd, st) && offset + size > st.st_size) {
+    ThrowRangeError(env, "cannot map " + std::to_string(size) + " bytes" + (offset ? " at offset " + std::to_string(offset) : std::string()) +
+                             " of an fd of " + std::to_string(st.st_size) + " bytes");
     return;
   }
   if (static_cast<uint64_t>(size) > static_cast<uint64_t>(v8::TypedArray::kMaxLength)) {
@@ -56,7 +87,7 @@ Region::Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) 
                              std::to_string(static_cast<uint64_t>(v8::TypedArray::kMaxLength)));
     return;
   }
-  void* addr = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* addr = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (addr == MAP_FAILED) {
     ThrowErrno(env, "mmap", errno);
     return;

@@ -1,5 +1,8 @@
 // Region: a MAP_SHARED mapping of a shared-memory fd, exposed to JS as an
-// external ArrayBuffer.
+// external ArrayBuffer. new Region(fd, size[, offset]): `offset` (page
+// aligned, default 0) is where in the fd the mapping starts; offset + size
+// must lie inside the fd unless the fd reports no size at all (a VFIO device
+// fd, whose regions sit at index << 40: the caller's size then counts).
 #ifndef ZIVM_REGION_H
 #define ZIVM_REGION_H
 

@@ -54,6 +54,58 @@ export interface NativePoller {
   close(): void;
 }
 
+/** A region of a VFIO device (VFIO_DEVICE_GET_REGION_INFO). */
+export interface VfioRegionInfo {
+  /** VFIO.BAR0 ... VFIO.BAR5, VFIO.ROM, VFIO.CONFIG, ... */
+  index: number;
+  size: number;
+  /** Where the region starts in the device fd (pread/pwrite, mmap): index << 40 for vfio-pci. */
+  offset: number;
+  /** VFIO.REGION_READ | REGION_WRITE | REGION_MMAP ... */
+  flags: number;
+}
+
+/** An interrupt index of a VFIO device (VFIO_DEVICE_GET_IRQ_INFO). */
+export interface VfioIrqInfo {
+  /** VFIO.INTX, VFIO.MSI, VFIO.MSIX, ... */
+  index: number;
+  count: number;
+  flags: number;
+}
+
+/** What vfioOpen returns; vfioClose closes the fds and sets them to -1. */
+export interface VfioDevice {
+  deviceFd: number;
+  groupFd: number;
+  containerFd: number;
+  /** The IOMMU group (its number, as in /dev/vfio/<group>). */
+  group: string;
+  /** The IOMMU model set on the container (VFIO_TYPE1v2_IOMMU 3, VFIO_TYPE1_IOMMU 1, VFIO_NOIOMMU_IOMMU 8). */
+  iommu: number;
+  /** VFIO_DEVICE_FLAGS_* (PCI: 2, resettable: 1). */
+  flags: number;
+  regions: VfioRegionInfo[];
+  irqs: VfioIrqInfo[];
+}
+
+/** vfio-pci's region and IRQ indexes and region flags (linux/vfio.h). */
+export const VFIO = {
+  BAR0: 0,
+  BAR1: 1,
+  BAR2: 2,
+  ROM: 6,
+  CONFIG: 7,
+  INTX: 0,
+  MSI: 1,
+  MSIX: 2,
+  REGION_READ: 1,
+  REGION_WRITE: 2,
+  REGION_MMAP: 4,
+} as const;
+
+/** ivshmem BAR0 registers (byte offsets). */
+export const IVSHMEM = { INTR_MASK: 0, INTR_STATUS: 4, IV_POSITION: 8, DOORBELL: 12 } as const;
+
 /**
  * The busy-poll before the loop sleeps (see native/spin.h). `state[0] = 1`
  * marks traffic: the peer turns hot and, from the loop's prepare phase, spins
@@ -68,7 +120,13 @@ export interface NativeSpinner {
 
 export interface Native {
   Spinner: new (region: NativeRegion, bitmapOffset: number, words: number, pollingOffset: number, onWork: () => void) => NativeSpinner;
-  Region: new (fd: number, size: number) => NativeRegion;
+  /**
+   * Maps `size` bytes of `fd` from `offset` (default 0; a multiple of the page
+   * size). offset + size must lie inside the fd (fstat), except for an fd that
+   * reports no size at all, such as a VFIO device fd: its regions sit at
+   * `index << 40` and their size comes from the region info (vfioOpen).
+   */
+  Region: new (fd: number, size: number, offset?: number) => NativeRegion;
   Ring: new (region: NativeRegion, headerOffset: number, dataOffset: number, capacity: number, producer: boolean) => NativeRing;
   /**
    * Watches `fd` for readability with uv_poll on the main loop. When readable:
@@ -114,6 +172,36 @@ export interface Native {
   /** flock(fd, LOCK_EX|LOCK_NB); true if taken, false if held by someone else. */
   tryLock(fd: number): boolean;
   close(fd: number): void;
+
+  /**
+   * Opens a PCI device bound to vfio-pci (address as in /sys/bus/pci/devices,
+   * e.g. '0000:00:03.0'): a container (API version checked), the device's IOMMU
+   * group attached to it (the group must be viable: every device in it bound to
+   * vfio-pci), the type1 v2 IOMMU (type1 as a fallback), the device fd, and the
+   * info of every region and IRQ index. All fds are close-on-exec. Errors carry
+   * `syscall` 'ioctl' and the ioctl's name in `request` (a group that is not
+   * viable: EBUSY from VFIO_GROUP_GET_STATUS).
+   */
+  vfioOpen(pciAddress: string): VfioDevice;
+  /**
+   * Sets Bus Master (and Memory Space) in PCI_COMMAND through the config
+   * region (pread/pwrite at `configRegionOffset` + 4): MSI-X messages are bus
+   * master writes. Returns the command word read back.
+   */
+  vfioEnableBusMaster(deviceFd: number, configRegionOffset: number): number;
+  /**
+   * MSI-X vector i triggers eventfds[i] (VFIO_DEVICE_SET_IRQS, ACTION_TRIGGER,
+   * DATA_EVENTFD); -1 leaves a vector unassigned. Enabling unmasks the vectors:
+   * interrupts the device had pending fire right away. An empty array turns
+   * MSI-X off.
+   */
+  vfioSetMsix(deviceFd: number, eventfds: number[]): void;
+  /** Closes the device, group and container fds (in that order) and sets them to -1 in `device`. */
+  vfioClose(device: Pick<VfioDevice, 'deviceFd' | 'groupFd' | 'containerFd'>): void;
+  /** ivshmem: rings `peer`'s `vector` by writing (peer << 16) | vector to the Doorbell register (BAR0 + 12). */
+  bar0Notify(deviceFd: number, bar0Offset: number, peer: number, vector: number): void;
+  /** Reads a 32-bit BAR0 register (`reg` a multiple of 4 below 256; IVSHMEM.IV_POSITION is this guest's peer id). */
+  bar0Read32(deviceFd: number, bar0Offset: number, reg: number): number;
 }
 
 let cached: Native | undefined;

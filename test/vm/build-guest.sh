@@ -15,7 +15,6 @@
 #   KERNEL=/path/vmlinux
 #   INITRD=/path/initrd-<hash>.cpio
 #   QEMU=/usr/bin/qemu-system-x86_64
-#   VFIO_IRQ=/path/vfio-irq-<hash>   (the guest's VFIO helper, from vfio-irq.c)
 set -euo pipefail
 
 FORCE=0
@@ -229,27 +228,8 @@ if [[ $FORCE -eq 1 || ! -f "$INITRD" ]]; then
   find "$DIR" -maxdepth 1 -name 'initrd-*.cpio' ! -name "initrd-$HASH.cpio" -delete
 fi
 
-# ---- VFIO helper (test/vm/vfio-irq.c) ------------------------------------------
-# The VFIO calls the native addon does not make yet; runs in the guest from the
-# host root, so an ordinary dynamically linked binary does.
-SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/vfio-irq.c"
-VFIO_IRQ=""
-if [[ -f "$SRC" ]]; then
-  if ! command -v cc >/dev/null || [[ ! -f /usr/include/linux/vfio.h ]]; then
-    log "installing gcc libc6-dev"
-    $SUDO apt-get install -y --no-install-recommends gcc libc6-dev >&2 || { $SUDO apt-get update >&2; $SUDO apt-get install -y --no-install-recommends gcc libc6-dev >&2; }
-  fi
-  VFIO_IRQ="$CACHE/bin/vfio-irq-$(sha256sum "$SRC" | cut -c1-16)"
-  if [[ ! -x "$VFIO_IRQ" ]]; then
-    mkdir -p "$CACHE/bin"
-    cc -O2 -Wall -o "$VFIO_IRQ.tmp" "$SRC"
-    mv "$VFIO_IRQ.tmp" "$VFIO_IRQ"
-  fi
-fi
-
 echo "KVER=$KVER"
 echo "KERNEL=$DIR/vmlinux"
 echo "INITRD=$INITRD"
 echo "QEMU=$QEMU"
-[[ -n "$VFIO_IRQ" ]] && echo "VFIO_IRQ=$VFIO_IRQ"
 exit 0

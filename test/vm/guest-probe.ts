@@ -12,20 +12,20 @@
  *      Without a driver no interrupt is delivered, but with MSI-X enabled and
  *      every vector masked QEMU records each one as pending in the PBA (BAR1),
  *      which this probe polls: the doorbell reached this device, per vector;
- *   4. binds the device to vfio-pci and reports the IOMMU group and /dev/vfio
- *      node; with --vfio-helper, gets real MSI-X interrupts as eventfds from
- *      the VFIO helper (vfio-irq.c) and waits on them with the project's Poller
- *      (see vfioInterrupts).
+ *   4. binds the device to vfio-pci (driver_override + drivers_probe) and
+ *      reports the IOMMU group and /dev/vfio node; then opens it with the
+ *      addon's VFIO calls, maps BAR2 through the device fd, takes real MSI-X
+ *      interrupts as eventfds watched with the project's Poller and plays
+ *      doorbell ping-pong with the host (see vfioInterrupts).
  *
  * Every finding is a line `ZIVM-PROBE <json>` on stdout (the serial console).
  *
- *   node guest-probe.js --host-id N --seed S [--timeout MS] [--no-vfio] [--vfio-helper PATH [--rounds N]]
+ *   node guest-probe.js --host-id N --seed S [--timeout MS] [--no-vfio] [--rounds N]
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { H, readHeader } from '../../src/shm/layout';
-import { native } from '../../src/shm/native';
+import { IVSHMEM, NativePoller, NativeRegion, VFIO, VfioDevice, native } from '../../src/shm/native';
 import * as X from './exchange';
 
 const PCI = '/sys/bus/pci/devices';
@@ -84,7 +84,7 @@ class Config {
   }
 }
 
-function mapBar(dev: string, bar: number): { region: import('../../src/shm/native').NativeRegion; fd: number } {
+function mapBar(dev: string, bar: number): { region: NativeRegion; fd: number } {
   const n = native();
   const fd = fs.openSync(path.join(PCI, dev, `resource${bar}`), 'r+');
   const size = n.fdSize(fd);
@@ -102,7 +102,6 @@ async function main(argv: string[]): Promise<number> {
   const seed = Number(opt('seed')) >>> 0;
   const timeoutMs = Number(opt('timeout', '60000'));
   const vfio = !argv.includes('--no-vfio');
-  const helper = argv.includes('--vfio-helper') ? opt('vfio-helper') : null;
   const rounds = Number(opt('rounds', '20'));
 
   // ---- the device ----------------------------------------------------------
@@ -202,7 +201,7 @@ async function main(argv: string[]): Promise<number> {
   report('reply', { waited: waitedReply, message: reply, pending, waitedPending });
   Atomics.store(w, X.W_GUEST, X.GUEST_SAW_REPLY);
 
-  // ---- VFIO: bind, then interrupts through the helper --------------------------
+  // ---- VFIO: bind, then interrupts through the addon -----------------------------
   if (!vfio) {
     Atomics.store(w, X.W_GUEST, X.GUEST_DONE);
     cfg.close();
@@ -230,26 +229,28 @@ async function main(argv: string[]): Promise<number> {
   }
   report('vfio', out);
   cfg.close();
-  if (out.error || !helper) return out.error ? 1 : 0;
+  if (out.error) return 1;
 
-  const irq = await vfioInterrupts(helper, dev, g.vectors, hostId, base2, rounds, timeoutMs);
+  const irq = await vfioInterrupts(dev, g.vectors, hostId, base2, rounds, timeoutMs);
   report('irq', irq);
   return irq.error ? 1 : 0;
 }
 
 /**
- * Runs the VFIO helper, takes the MSI-X eventfds it passes over a unix socket
- * (ivshmem-style messages, read with the project's recvMsg) and watches them
- * with the project's Poller: the same machinery a zivm peer uses on the host.
- * Registers and the scratch words are reached with pread/pwrite on the VFIO
- * device fd (the addon cannot map at an offset yet).
+ * The guest side of a zivm peer, natively: the device bound to vfio-pci is
+ * opened with the addon (vfioOpen: container, group, device fd, region and IRQ
+ * info), bus mastering goes on (MSI-X messages are bus-master writes), BAR2 is
+ * mapped through the device fd (Region at the region's offset) and MSI-X vector
+ * v triggers eventfd v, watched with the project's Poller: the same machinery a
+ * zivm peer uses on the host. BAR0's registers are read and the host's doorbell
+ * rung with pread/pwrite on the device fd (bar0Read32, bar0Notify).
  *   1. stale: interrupts QEMU still had pending from the PBA phase fire as soon
- *      as vfio-pci unmasks the vectors; they are drained and counted;
+ *      as the vectors are unmasked (vfioSetMsix); they are drained and counted
+ *      before anything is measured;
  *   2. the host rings every vector once (GUEST_IRQ_READY -> HOST_RANG);
  *   3. ping-pong: ring the host's vector 0, wait for our vector 0, `rounds` times.
  */
 async function vfioInterrupts(
-  helper: string,
   dev: string,
   vectors: number,
   hostId: number,
@@ -259,53 +260,58 @@ async function vfioInterrupts(
 ): Promise<Record<string, unknown>> {
   const n = native();
   const res: Record<string, unknown> = {};
-  const sockPath = `/dev/shm/zivm-vfio-${process.pid}.sock`;
-  const lfd = n.unixListen(sockPath, 1);
-  const child = spawn(helper, [dev, sockPath, String(vectors)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let helperOut = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (helperOut += d));
-  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  let cfd = -1;
-  let devFd = -1;
+  let d: VfioDevice | undefined;
+  let region: NativeRegion | undefined;
+  let msixOn = false;
   const fds: number[] = [];
-  const pollers: import('../../src/shm/native').NativePoller[] = [];
+  const pollers: NativePoller[] = [];
   try {
-    const t0 = Date.now();
-    while (cfd < 0) {
-      if (child.exitCode !== null) throw new Error(`helper exited ${child.exitCode}: ${helperOut.trim()}`);
-      if (Date.now() - t0 > 30000) throw new Error('helper did not connect');
-      await sleep(5);
-      cfd = n.unixAccept(lfd);
-    }
-    while (devFd < 0) {
-      const m = n.recvMsg(cfd);
-      if (m === false) throw new Error(`helper closed the socket: ${helperOut.trim()}`);
-      if (m === null) {
-        if (Date.now() - t0 > 30000) throw new Error('helper sent no eventfds');
-        await sleep(5);
-        continue;
-      }
-      if (m[1] < 0 || (m[0] !== fds.length && !(m[0] === -1 && fds.length === vectors))) throw new Error(`unexpected message [${m[0]}, ${m[1]}]`);
-      if (m[0] === -1) devFd = m[1];
-      else fds.push(m[1]);
-    }
-    await waitAsync(() => helperOut.includes('\n'), 10000, 'the helper report');
-    const h = JSON.parse(helperOut.split('\n')[0]) as { bar0Offset: number; bar2Offset: number };
-    res.helper = h;
-    const b4 = Buffer.alloc(4);
-    const wr32 = (off: number, v: number) => {
-      b4.writeInt32LE(v | 0, 0);
-      if (fs.writeSync(devFd, b4, 0, 4, off) !== 4) throw new Error(`short write at ${off}`);
+    const t0 = process.hrtime.bigint();
+    d = n.vfioOpen(dev);
+    res.openMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    const dv = d;
+    const reg = (index: number) => {
+      const r = dv.regions.find((x) => x.index === index);
+      if (!r) throw new Error(`the device has no VFIO region ${index}`);
+      return r;
     };
-    const rd32 = (off: number) => {
-      if (fs.readSync(devFd, b4, 0, 4, off) !== 4) throw new Error(`short read at ${off}`);
-      return b4.readInt32LE(0);
-    };
-    const doorbell = h.bar0Offset + 12;
-    const wGuest = h.bar2Offset + scratch + 4 * X.W_GUEST;
-    res.hostStateViaVfio = rd32(h.bar2Offset + scratch + 4 * X.W_HOST);
+    const bar0 = reg(VFIO.BAR0);
+    const bar2 = reg(VFIO.BAR2);
+    const cfg = reg(VFIO.CONFIG);
+    const msix = d.irqs.find((q) => q.index === VFIO.MSIX);
+    res.group = d.group;
+    res.iommu = d.iommu;
+    res.regions = d.regions.filter((r) => r.size > 0).map((r) => ({ index: r.index, size: r.size, offset: `0x${r.offset.toString(16)}`, flags: r.flags }));
+    res.msixCount = msix?.count ?? 0;
+    res.bar2Size = bar2.size;
+    res.bar2Mmap = (bar2.flags & VFIO.REGION_MMAP) !== 0;
+    res.command = n.vfioEnableBusMaster(d.deviceFd, cfg.offset);
+    res.ivPosition = n.bar0Read32(d.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
 
-    res.stale = fds.map((fd) => n.drain(fd));
+    // BAR2, the region, mapped through the device fd.
+    region = new n.Region(d.deviceFd, bar2.size, bar2.offset);
+    const i32 = new Int32Array(region.buffer);
+    res.magic = [(i32[H.MAGIC0] >>> 0).toString(16), (i32[H.MAGIC1] >>> 0).toString(16)];
+    res.nonce = i32[H.NONCE] >>> 0;
+    const g = readHeader(i32, region.size);
+    res.vectors = g.vectors;
+    const w = new Int32Array(region.buffer, scratch, 2);
+    res.hostStateViaVfio = Atomics.load(w, X.W_HOST);
+
+    // MSI-X: one eventfd per vector. Unmasking delivers what was pending.
+    if (res.msixCount !== vectors) throw new Error(`the device has ${String(res.msixCount)} MSI-X vectors, the domain ${vectors}`);
+    for (let v = 0; v < vectors; v++) fds.push(n.eventfd());
+    n.vfioSetMsix(d.deviceFd, fds);
+    msixOn = true;
+    const stale = new Array<number>(vectors).fill(0);
+    for (let quiet = 0, k = 0; quiet < 2 && k < 50; k++) {
+      await sleep(10);
+      const got = fds.map((fd) => n.drain(fd));
+      got.forEach((c, v) => (stale[v] += c));
+      quiet = got.some((c) => c > 0) ? 0 : quiet + 1;
+    }
+    res.stale = stale;
+
     const counts = new Array<number>(vectors).fill(0);
     const calls = new Array<number>(vectors).fill(0);
     let wake: (() => void) | null = null;
@@ -337,19 +343,19 @@ async function vfioInterrupts(
       });
 
     // 2. The host rings each vector once.
-    wr32(wGuest, X.GUEST_IRQ_READY);
+    Atomics.store(w, X.W_GUEST, X.GUEST_IRQ_READY);
     const t1 = process.hrtime.bigint();
     await until(() => counts.every((c) => c > 0), timeoutMs, 'an interrupt on every vector');
     res.firstMs = Number(process.hrtime.bigint() - t1) / 1e6;
     res.counts = [...counts];
 
     // 3. Ping-pong on vector 0.
-    wr32(wGuest, X.GUEST_PINGPONG);
+    Atomics.store(w, X.W_GUEST, X.GUEST_PINGPONG);
     const rtt: number[] = [];
     for (let i = 0; i < rounds; i++) {
       const before = calls[0];
       const t = process.hrtime.bigint();
-      wr32(doorbell, ((hostId & 0xffff) << 16) | 0);
+      n.bar0Notify(d.deviceFd, bar0.offset, hostId, 0);
       await until(() => calls[0] > before, 10000, `ping-pong round ${i}`);
       rtt.push(Number(process.hrtime.bigint() - t) / 1e3);
     }
@@ -357,33 +363,26 @@ async function vfioInterrupts(
     res.rounds = rounds;
     res.rttUs = rounds ? { min: Math.round(rtt[0]), median: Math.round(rtt[rtt.length >> 1]), max: Math.round(rtt[rtt.length - 1]) } : null;
     res.countsAfter = [...counts];
-    wr32(wGuest, X.GUEST_DONE);
+    Atomics.store(w, X.W_GUEST, X.GUEST_DONE);
   } catch (e) {
     res.error = (e as Error).message;
   } finally {
     for (const p of pollers) p.close();
-    for (const fd of fds) n.close(fd);
-    if (devFd >= 0) n.close(devFd);
-    if (cfd >= 0) n.close(cfd); // the helper turns MSI-X off and exits
-    n.close(lfd);
-    fs.rmSync(sockPath, { force: true });
-    const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-    res.helperExit = await exited;
-    clearTimeout(t);
+    try {
+      if (d && msixOn) n.vfioSetMsix(d.deviceFd, []);
+      region?.close();
+      for (const fd of fds) n.close(fd);
+      if (d) n.vfioClose(d);
+      res.closed = d !== undefined && d.deviceFd === -1 && d.groupFd === -1 && d.containerFd === -1;
+    } catch (e) {
+      res.error ??= `cleanup: ${(e as Error).message}`;
+    }
   }
   return res;
 }
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitAsync(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
 }
 
 if (require.main === module) {

@@ -110,7 +110,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
         '--host-id', String(hs.id),
         '--seed', String(host.guestSeed),
         '--timeout', '120000',
-        ...(img.vfioIrq ? ['--vfio-helper', img.vfioIrq, '--rounds', String(ROUNDS)] : []),
+        '--rounds', String(ROUNDS),
       ],
       ivshmem: { socket: sock, vectors: VECTORS },
       timeoutMs: 240000,
@@ -239,8 +239,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
   it("the guest rings the host's doorbells, per vector (BAR0 Doorbell register)", function () {
     // vector v was rung v+1 times (and vector 0 once more per ping-pong round); an eventfd adds them up.
-    const rounds = img.vfioIrq ? ROUNDS : 0;
-    expect(host.doorbells, explain()).to.deep.equal(Array.from({ length: VECTORS }, (_, v) => v + 1 + (v === 0 ? rounds : 0)));
+    expect(host.doorbells, explain()).to.deep.equal(Array.from({ length: VECTORS }, (_, v) => v + 1 + (v === 0 ? ROUNDS : 0)));
   });
 
   it("the host rings the guest's vectors: QEMU marks them pending (MSI-X masked, no driver yet)", function () {
@@ -260,21 +259,28 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     expect(v!.dev).to.equal(`/dev/vfio/${v!.group}`);
   });
 
-  it('real interrupts in the guest: VFIO MSI-X eventfds, watched with the Poller, fire when the host rings', function () {
-    if (!img.vfioIrq) this.skip();
+  it('real interrupts in the guest: the addon opens the device through VFIO, MSI-X eventfds watched with the Poller fire when the host rings', function () {
     const irq = probe.get('irq');
     expect(irq?.error, explain()).to.equal(undefined);
-    expect(irq!.helper.error, explain()).to.equal(undefined);
-    expect(irq!.helper.magic, 'BAR2 mapped through the VFIO device fd').to.deep.equal(['4d56495a', '4e474552']);
-    expect(irq!.helper.msixCount).to.equal(VECTORS);
+    expect(irq!.iommu, 'type1 v2 IOMMU').to.equal(3);
+    expect(irq!.group).to.equal(probe.get('vfio')!.group);
+    expect(irq!.bar2Mmap).to.equal(true);
+    expect(irq!.bar2Size).to.equal(64 << 20);
+    expect(irq!.magic, 'BAR2 mapped through the VFIO device fd').to.deep.equal(['4d56495a', '4e474552']);
+    expect(irq!.nonce, 'the same region through VFIO').to.equal(host.nonce);
+    expect(irq!.vectors).to.equal(VECTORS);
+    expect(irq!.hostStateViaVfio).to.equal(X.HOST_REPLIED);
+    expect(irq!.ivPosition, 'IVPosition read through the device fd').to.equal(host.joinedId);
+    expect(irq!.command & 0x6, 'memory space and bus master on').to.equal(0x6);
+    expect(irq!.msixCount).to.equal(VECTORS);
     expect(host.rangAgain).to.equal(true);
     expect(irq!.counts).to.have.length(VECTORS);
     for (const c of irq!.counts as number[]) expect(c).to.be.greaterThan(0);
     expect(irq!.rounds).to.equal(ROUNDS);
     expect(host.pongs).to.equal(ROUNDS);
-    expect(irq!.helperExit).to.equal(0);
+    expect(irq!.closed, 'MSI-X off, device, group and container closed').to.equal(true);
     process.stderr.write(
-      `      guest interrupts: first after ${Math.round(irq!.firstMs)} ms, stale on unmask ${JSON.stringify(irq!.stale)}, ` +
+      `      guest VFIO: open ${irq!.openMs.toFixed(1)} ms; interrupts: first after ${Math.round(irq!.firstMs)} ms, stale on unmask ${JSON.stringify(irq!.stale)}, ` +
         `doorbell round trip guest->host->guest (TCG) min/median/max ${irq!.rttUs.min}/${irq!.rttUs.median}/${irq!.rttUs.max} us\n`,
     );
   });

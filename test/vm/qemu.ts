@@ -27,8 +27,6 @@ export interface GuestImage {
   kernel: string;
   initrd: string;
   qemu: string;
-  /** The VFIO helper binary (vfio-irq.c), if built. */
-  vfioIrq?: string;
   /** Milliseconds build-guest.sh took (a cached image: only its checks). */
   buildMs: number;
 }
@@ -50,7 +48,7 @@ export function ensureGuestImage(opts: { force?: boolean; quiet?: boolean } = {}
     if (m) kv[m[1]] = m[2];
   }
   for (const k of ['KVER', 'KERNEL', 'INITRD', 'QEMU']) if (!kv[k]) throw new Error(`build-guest.sh did not say ${k}:\n${out}`);
-  image = { kver: kv.KVER, kernel: kv.KERNEL, initrd: kv.INITRD, qemu: kv.QEMU, vfioIrq: kv.VFIO_IRQ, buildMs: Date.now() - t0 };
+  image = { kver: kv.KVER, kernel: kv.KERNEL, initrd: kv.INITRD, qemu: kv.QEMU, buildMs: Date.now() - t0 };
   return image;
 }
 
