@@ -1,5 +1,6 @@
 #include "spin.h"
 
+#include <sched.h>
 #include <time.h>
 
 #include "errors.h"
@@ -24,6 +25,9 @@ inline void CpuRelax() {
   asm volatile("yield" ::: "memory");
 #endif
 }
+
+// How long to spin before offering the core to whoever else is runnable.
+constexpr uint64_t kYieldEveryNs = 20000;
 
 }  // namespace
 
@@ -225,6 +229,7 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
   if (!s->hot_) return;
   s->SetPolling(1);
   uint64_t deadline = now + s->sliceNs_;
+  uint64_t yieldAt = now + kYieldEveryNs;
   for (;;) {
     if (s->AnyPending()) {
       s->lastWork_ = now;
@@ -233,7 +238,14 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
     }
     now = NowNs();
     if (now >= deadline) break;
-    CpuRelax();
+    if (now >= yieldAt) {
+      // Cooperative: if another process wants this core (often the peer we
+      // wait for), let it run; if not, this returns at once.
+      sched_yield();
+      yieldAt = now + kYieldEveryNs;
+    } else {
+      CpuRelax();
+    }
   }
   if (now - s->lastWork_ < s->hotNs_) return;
   // Quiet for long enough: sleep on the doorbell. A producer that saw us
