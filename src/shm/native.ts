@@ -211,17 +211,17 @@ export function native(): Native {
   if (cached) return cached;
   const root = path.resolve(__dirname, '..', '..', '..');
   const candidates = [path.join(root, 'build', 'Release', 'zivm.node'), path.join(root, 'build', 'Debug', 'zivm.node')];
-  let lastErr: unknown;
+  let firstErr: unknown;
   for (const file of candidates) {
     try {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       cached = require(file) as Native;
       return cached;
     } catch (e) {
-      lastErr = e;
+      firstErr ??= e; // the Release build's reason is the one worth telling
     }
   }
-  const err = new Error(`zivm native addon could not be loaded: ${(lastErr as Error)?.message}`) as Error & { code: string };
+  const err = new Error(`zivm native addon could not be loaded (run npm install to build it): ${(firstErr as Error)?.message}`) as Error & { code: string };
   err.code = 'ERR_ZIVM_NO_ADDON';
   throw err;
 }
