@@ -184,10 +184,66 @@ const benchCommand: Command = {
   },
 };
 
+const GUEST_USAGE = `usage: zivm guest setup [PCI-ADDRESS]
+       zivm guest list
+
+Inside a QEMU guest with -device ivshmem-doorbell joined to a zivm daemon on the host:
+  setup   binds the ivshmem device (1af4:1110; the only one if no address is given)
+          to vfio-pci, loading the module if needed (root), and prints the
+          ZIVM_GUEST_PCI setting that makes zivm join the domain through it
+  list    lists the ivshmem devices and their drivers
+`;
+
+const guestCommand: Command = {
+  summary: 'inside a VM guest: bind the ivshmem device to vfio-pci for zivm',
+  usage: GUEST_USAGE,
+  run(args) {
+    const { opts, rest } = parseOptions(args, { help: 'boolean' });
+    if (opts.help) {
+      process.stdout.write(GUEST_USAGE);
+      return 0;
+    }
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const G = require('./shm/guest') as typeof import('./shm/guest');
+    const [sub, dev, ...extra] = rest;
+    if (extra.length) throw new UsageError(`unexpected argument ${extra[0]}`);
+    const devs = G.ivshmemDevices();
+    if (sub === 'list') {
+      if (dev) throw new UsageError(`unexpected argument ${dev}`);
+      for (const d of devs) process.stdout.write(`${d} ${G.pciDriver(d) ?? '(no driver)'}\n`);
+      return 0;
+    }
+    if (sub !== 'setup') throw new UsageError(sub ? `unknown guest command ${sub}` : 'guest needs a command');
+    const pci = dev ?? (devs.length === 1 ? devs[0] : undefined);
+    if (!pci) {
+      process.stderr.write(`zivm guest: ${devs.length ? `${devs.length} ivshmem devices (${devs.join(', ')}): name one` : 'no ivshmem device (1af4:1110) here'}\n`);
+      return 1;
+    }
+    if (!fs.existsSync('/sys/bus/pci/drivers/vfio-pci')) {
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-var-requires
+        (require('node:child_process') as typeof import('node:child_process')).execFileSync('modprobe', ['vfio-pci'], { stdio: 'inherit' });
+      } catch {
+        process.stderr.write('zivm guest: cannot load vfio-pci (modprobe vfio-pci failed)\n');
+        return 1;
+      }
+    }
+    try {
+      const node = G.bindVfio(pci);
+      process.stdout.write(`${pci} bound to vfio-pci (${node})\nexport ZIVM_GUEST_PCI=${pci}\n`);
+      return 0;
+    } catch (e) {
+      process.stderr.write(`zivm guest: ${(e as Error).message}\n`);
+      return 1;
+    }
+  },
+};
+
 export const COMMANDS: Record<string, Command> = {
   server: serverCommand,
   stat: statCommand,
   bench: benchCommand,
+  guest: guestCommand,
 };
 
 function version(): string {

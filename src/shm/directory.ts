@@ -132,6 +132,70 @@ export function isOwnAddress(a: Addr): boolean {
   return ownAddrs().some((o) => o.family === a.family && sameBytes(o.bytes, a.bytes));
 }
 
+/** IPv6 link-local (fe80::/10): scoped to one link, never published. */
+function isLinkLocal6(a: Addr): boolean {
+  return a.family === 6 && a.bytes[0] === 0xfe && (a.bytes[1] & 0xc0) === 0x80;
+}
+
+/**
+ * The addresses this node publishes in the region for peers on other nodes:
+ * its interface addresses without loopback, unspecified and IPv6 link-local
+ * ones, at most ADDR_MAX_V4 IPv4 and ADDR_MAX_V6 IPv6 (in interface order).
+ */
+export function publishableAddrs(): Addr[] {
+  const v4: Addr[] = [];
+  const v6: Addr[] = [];
+  for (const a of ownAddrs()) {
+    if (isLoopback(a) || isUnspecified(a) || isLinkLocal6(a)) continue;
+    const list = a.family === 4 ? v4 : v6;
+    if (!list.some((o) => sameBytes(o.bytes, a.bytes))) list.push(a);
+  }
+  return [...v4.slice(0, Lay.ADDR_MAX_V4), ...v6.slice(0, Lay.ADDR_MAX_V6)];
+}
+
+/** Writes `addrs` into peer `id`'s entry (the peer itself, before it goes PEER_ALIVE). */
+export function publishAddrs(i32: Int32Array, g: Lay.Geometry, id: number, addrs: Addr[]): void {
+  const p = Lay.peerOffset(g, id) >> 2;
+  Atomics.store(i32, p + Lay.PEER_ADDRS.ADDR_COUNTS, 0);
+  let n4 = 0;
+  let n6 = 0;
+  for (const a of addrs) {
+    if (a.family === 4 && n4 < Lay.ADDR_MAX_V4) {
+      const dv = new DataView(a.bytes.buffer, a.bytes.byteOffset, 4);
+      Atomics.store(i32, p + Lay.PEER_ADDRS.ADDR_V4 + n4++, dv.getInt32(0, true));
+    } else if (a.family === 6 && n6 < Lay.ADDR_MAX_V6) {
+      writeAddr(i32, p + Lay.PEER_ADDRS.ADDR_V6 + 4 * n6++, a.bytes);
+    }
+  }
+  Atomics.store(i32, p + Lay.PEER_ADDRS.ADDR_COUNTS, n4 | (n6 << 8));
+}
+
+/** The addresses peer `id` published (read it only while it is alive). */
+export function publishedAddrs(i32: Int32Array, g: Lay.Geometry, id: number): Addr[] {
+  const p = Lay.peerOffset(g, id) >> 2;
+  const c = Atomics.load(i32, p + Lay.PEER_ADDRS.ADDR_COUNTS);
+  const n4 = Math.min(c & 0xff, Lay.ADDR_MAX_V4);
+  const n6 = Math.min((c >> 8) & 0xff, Lay.ADDR_MAX_V6);
+  const out: Addr[] = [];
+  for (let i = 0; i < n4; i++) {
+    const bytes = new Uint8Array(16);
+    new DataView(bytes.buffer).setInt32(0, Atomics.load(i32, p + Lay.PEER_ADDRS.ADDR_V4 + i), true);
+    out.push({ family: 4, bytes });
+  }
+  for (let i = 0; i < n6; i++) out.push(readAddr(i32, p + Lay.PEER_ADDRS.ADDR_V6 + 4 * i, 6));
+  return out;
+}
+
+/**
+ * May this node reach `peer`'s listener on another node through `a`? Only
+ * between a VM guest and the rest (one side a guest): between two network
+ * namespaces of one host the kernel's routing and filtering decide, as before.
+ */
+function crossNodeOk(d: Domain, peer: number, a: Addr): boolean {
+  if (!d.guest && Atomics.load(d.i32, (Lay.peerOffset(d.g, peer) >> 2) + Lay.P.KIND) !== Lay.PEER_KIND_GUEST) return false;
+  return publishedAddrs(d.i32, d.g, peer).some((o) => o.family === a.family && sameBytes(o.bytes, a.bytes));
+}
+
 export function writeAddr(i32: Int32Array, wordIdx: number, bytes: Uint8Array): void {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, 16);
   for (let i = 0; i < 4; i++) Atomics.store(i32, wordIdx + i, dv.getInt32(i * 4, true));
@@ -195,9 +259,13 @@ export interface Found {
 /**
  * The live listener a connection from this node to (a, port) would reach, as
  * the kernel would choose it: an exact address first, then a wildcard.
+ * An address of this node (loopback included) reaches only this node's
+ * listeners; any other address reaches the listeners of another node (a VM
+ * guest, another network namespace) whose owner published that address
+ * (publishAddrs), bound to it exactly or to the wildcard.
  */
 export function find(d: Domain, a: Addr, port: number): Found | undefined {
-  if (!isOwnAddress(a)) return undefined;
+  const local = isOwnAddress(a);
   const { i32, g } = d;
   const nodeLo = d.nodeId % 0x100000000 | 0;
   const nodeHi = Math.floor(d.nodeId / 0x100000000) | 0;
@@ -207,7 +275,8 @@ export function find(d: Domain, a: Addr, port: number): Found | undefined {
     const w = Atomics.load(i32, l + Lay.L.STATE);
     if (Lay.stateOf(w) !== Lay.LST_ACTIVE) continue;
     if (Atomics.load(i32, l + Lay.L.PORT) !== port) continue;
-    if (Atomics.load(i32, l + Lay.L.NODE_LO) !== nodeLo || Atomics.load(i32, l + Lay.L.NODE_HI) !== nodeHi) continue;
+    const sameNode = Atomics.load(i32, l + Lay.L.NODE_LO) === nodeLo && Atomics.load(i32, l + Lay.L.NODE_HI) === nodeHi;
+    if (sameNode !== local) continue;
     const fam = Atomics.load(i32, l + Lay.L.FAMILY);
     const flags = Atomics.load(i32, l + Lay.L.FLAGS);
     const la = readAddr(i32, l + Lay.L.ADDR, fam);
@@ -216,12 +285,13 @@ export function find(d: Domain, a: Addr, port: number): Found | undefined {
     if (flags & Lay.LFLAG_WILDCARD) {
       wild = fam === a.family || (fam === 6 && a.family === 4 && !(flags & Lay.LFLAG_IPV6ONLY));
     } else if (fam === a.family) {
-      exact = sameBytes(la.bytes, a.bytes) || (isUnspecified(a) && isLoopback(la));
+      exact = sameBytes(la.bytes, a.bytes) || (local && isUnspecified(a) && isLoopback(la));
     }
     if (!exact && !wild) continue;
     const owner = Atomics.load(i32, l + Lay.L.OWNER);
     const ownerGen = Atomics.load(i32, l + Lay.L.OWNER_GEN);
     if (!d.peerAlive(owner, ownerGen)) continue;
+    if (!local && !crossNodeOk(d, owner, a)) continue;
     if (Atomics.load(i32, l + Lay.L.STATE) !== w) continue; // changed while we read it
     const f: Found = { index: i, word: w, owner, ownerGen, family: fam === 6 ? 6 : 4 };
     if (exact) return f;

@@ -9,6 +9,8 @@ import { debuglog } from 'node:util';
 import EventEmitter from 'eventemitter3';
 import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
 import { connectDaemon } from './autostart';
+import { publishableAddrs, publishAddrs } from './directory';
+import { GuestDevice, guestPciFromEnv } from './guest';
 import * as Lay from './layout';
 
 const debug = debuglog('zivm');
@@ -50,6 +52,8 @@ export class Domain extends EventEmitter<DomainEvents> {
   readonly i32: Int32Array;
   readonly region: NativeRegion;
   readonly nodeId: number;
+  /** Inside a VM guest: the ivshmem device (doorbells through BAR0, ours on MSI-X vector 0). */
+  readonly guest: GuestDevice | undefined;
   /** False once the daemon is gone or close() ran: no new connections. */
   alive = true;
 
@@ -59,15 +63,24 @@ export class Domain extends EventEmitter<DomainEvents> {
   private readonly handlers: (SlotHandler | undefined)[];
   readonly acceptors = new Map<number, ListenerHandler>();
   private readonly bell: NativePoller;
-  private readonly ctl: NativePoller;
+  private readonly ctl: NativePoller | undefined;
   private readonly spinner: NativeSpinner | undefined;
   private readonly spinState: Int32Array;
   private refs = 0;
   private readonly pendingBase: number;
   private readonly pendingWords: number;
 
-  private constructor(ctlFd: number, id: number, region: NativeRegion, g: Lay.Geometry, ownFds: number[], peerFds: Map<number, number[]>) {
+  private constructor(
+    ctlFd: number,
+    id: number,
+    region: NativeRegion,
+    g: Lay.Geometry,
+    ownFds: number[],
+    peerFds: Map<number, number[]>,
+    guest?: GuestDevice,
+  ) {
     super();
+    this.guest = guest;
     const N = native();
     this.ctlFd = ctlFd;
     this.id = id;
@@ -77,20 +90,22 @@ export class Domain extends EventEmitter<DomainEvents> {
     this.ownFds = ownFds;
     for (const [k, v] of peerFds) this.peerFds.set(k, v);
     this.handlers = new Array(g.nslots * 2);
-    this.nodeId = netNodeId();
+    this.nodeId = guest ? guestNodeId(guest.ivPosition, region) : netNodeId();
     this.pendingBase = Lay.pendingOffset(g, id) >> 2;
     this.pendingWords = g.pendingStride >> 2;
 
     const p = Lay.peerOffset(g, id) >> 2;
     this.gen = Atomics.load(this.i32, p + Lay.P.GEN);
-    Atomics.store(this.i32, p + Lay.P.PID, process.pid);
-    Atomics.store(this.i32, p + Lay.P.KIND, Lay.PEER_KIND_PROCESS);
+    // A guest keeps the pid the daemon wrote (QEMU's): the one the host can act on.
+    if (!guest) Atomics.store(this.i32, p + Lay.P.PID, process.pid);
+    Atomics.store(this.i32, p + Lay.P.KIND, guest ? Lay.PEER_KIND_GUEST : Lay.PEER_KIND_PROCESS);
     Atomics.store(this.i32, p + Lay.P.NODE_LO, this.nodeId % 0x100000000 | 0);
     Atomics.store(this.i32, p + Lay.P.NODE_HI, Math.floor(this.nodeId / 0x100000000) | 0);
     Atomics.store(this.i32, p + Lay.P.POLLING, 0);
+    publishAddrs(this.i32, g, id, publishableAddrs());
     Atomics.store(this.i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
 
-    const { slice, hot } = spinTimes();
+    const { slice, hot } = spinTimes(!!guest);
     if (hot > 0) {
       this.spinner = new N.Spinner(region, Lay.pendingOffset(g, id), this.pendingWords, (p + Lay.P.POLLING) << 2, () => this.onDoorbell());
       this.spinner.setTimes(slice, hot);
@@ -98,10 +113,37 @@ export class Domain extends EventEmitter<DomainEvents> {
     } else {
       this.spinState = new Int32Array(1);
     }
-    this.bell = new N.Poller(ownFds[0], () => this.onDoorbell(), true);
+    this.bell = new N.Poller(guest ? guest.irqFd : ownFds[0], () => this.onDoorbell(), true);
     this.bell.unref();
-    this.ctl = new N.Poller(ctlFd, () => this.onControl(), false);
-    this.ctl.unref();
+    if (ctlFd >= 0) {
+      this.ctl = new N.Poller(ctlFd, () => this.onControl(), false);
+      this.ctl.unref();
+    }
+  }
+
+  /**
+   * Joins the domain as a VM guest through the ivshmem device at `pci` (bound
+   * to vfio-pci; see guest.ts). QEMU joined the daemon when it started: the
+   * daemon marked our entry PEER_JOINING with QEMU's pid; we take its GEN.
+   * No control socket: join and leave notices of other peers do not reach a
+   * guest; a dead peer's connections are flagged F_DEAD by the daemon's reap,
+   * whose wake arrives as an interrupt on vector 0.
+   */
+  static joinGuest(pci: string): Domain {
+    const dev = GuestDevice.open(pci);
+    try {
+      const g = Lay.readHeader(new Int32Array(dev.region.buffer), dev.region.size);
+      const id = dev.ivPosition;
+      if (id >= g.maxPeers) throw joinError(`peer id ${id} (IVPosition) is outside the region's peer table`);
+      const st = Atomics.load(new Int32Array(dev.region.buffer), (Lay.peerOffset(g, id) >> 2) + Lay.P.STATE);
+      if (st !== Lay.PEER_JOINING && st !== Lay.PEER_ALIVE) throw joinError(`peer entry ${id} is not handed out by the daemon (state ${st})`);
+      const d = new Domain(-1, id, dev.region, g, [], new Map(), dev);
+      debug('joined domain as guest peer %d (gen %d) through %s: %d slots of %d-byte rings', id, d.gen, pci, g.nslots, g.ringSize);
+      return d;
+    } catch (e) {
+      dev.close();
+      throw e;
+    }
   }
 
   /**
@@ -182,6 +224,10 @@ export class Domain extends EventEmitter<DomainEvents> {
     if ((old & mask) !== 0) return;
     // A peer that busy-polls sees the bit by itself.
     if (Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.POLLING) !== 0) return;
+    if (this.guest) {
+      this.guest.ring(peer);
+      return;
+    }
     const fd = peer === this.id ? this.ownFds[0] : this.peerFds.get(peer)?.[0];
     if (fd === undefined) {
       // Its fds may still be in the socket: read what the daemon sent.
@@ -314,7 +360,7 @@ export class Domain extends EventEmitter<DomainEvents> {
     if (!this.alive) return;
     debug('the zivm daemon went away: no new shared-memory connections in this domain');
     this.alive = false;
-    this.ctl.close();
+    this.ctl?.close();
     try {
       native().close(this.ctlFd);
     } catch {
@@ -337,13 +383,25 @@ export class Domain extends EventEmitter<DomainEvents> {
   }
 }
 
-/** ZIVM_SPIN_US: how long to keep busy-polling after traffic (0: never). ZIVM_SPIN_SLICE_US: longest single spin. */
-function spinTimes(): { slice: number; hot: number } {
+/**
+ * ZIVM_SPIN_US: how long to keep busy-polling after traffic (0: never). ZIVM_SPIN_SLICE_US: longest single spin.
+ * A guest does not spin unless ZIVM_SPIN_US says so: its vCPUs are the host's threads.
+ */
+function spinTimes(guest = false): { slice: number; hot: number } {
   const num = (v: string | undefined, d: number): number => {
     const n = Number(v);
     return v !== undefined && v !== '' && Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), 10_000_000) : d;
   };
-  return { slice: num(process.env.ZIVM_SPIN_SLICE_US, 50), hot: num(process.env.ZIVM_SPIN_US, 200) };
+  return { slice: num(process.env.ZIVM_SPIN_SLICE_US, 50), hot: num(process.env.ZIVM_SPIN_US, guest ? 0 : 200) };
+}
+
+/**
+ * A guest's node id: above every host one (a network namespace's inode fits in
+ * 32 bits): bit 50, the IVPosition, and the region's nonce in the low 32 bits.
+ */
+function guestNodeId(ivPosition: number, region: NativeRegion): number {
+  const nonce = new Int32Array(region.buffer)[Lay.H.NONCE] >>> 0;
+  return (0x40000 + (ivPosition & 0xffff)) * 0x100000000 + nonce;
 }
 
 function joinError(message: string): Error {
@@ -371,7 +429,9 @@ export function getDomain(autostart: boolean): Domain | undefined {
   const now = Date.now();
   if (lastFailure && now - lastFailure < RETRY_AFTER_MS && (lastFailureAutostart || !autostart)) return undefined;
   try {
-    current = Domain.join({ autostart });
+    const pci = guestPciFromEnv();
+    if (process.env.ZIVM_GUEST_PCI && !pci) throw Object.assign(new Error(`ZIVM_GUEST_PCI=${process.env.ZIVM_GUEST_PCI}: no single ivshmem device bound to vfio-pci`), { code: 'ERR_ZIVM_GUEST' });
+    current = pci ? Domain.joinGuest(pci) : Domain.join({ autostart });
     lastJoinError = undefined;
     lastFailure = 0;
     return current;

@@ -14,7 +14,7 @@
  *  ├──────────┼──────────┼─────────┼─────────┼─────────┼─────────┼────────┼────────┤
  *  │pendingOff│pendStride│slotsOff │daemonPid│ nonce   │ (reserved up to 4096)        64..
  *  └──────────┴──────────┴─────────┴─────────┴─────────┴──────────────────────────────┘
- *  peersOff        maxPeers × PEER (128 bytes)
+ *  peersOff        maxPeers × PEER (128 bytes; words 8..31 hold the peer's node addresses, PEER_ADDRS)
  *  lsnrOff         maxListeners × LISTENER (64 bytes)
  *  pendingOff      maxPeers × pendStride: one bit per slot, "slot i needs you"
  *  slotsOff        nslots × slotStride (page aligned):
@@ -80,6 +80,22 @@ export const P = {
   FLAGS: 6,
   POLLING: 7, // 1 while the peer busy-polls its pending bitmap: no need to ring its doorbell
 } as const;
+/**
+ * The node addresses a peer publishes in its own entry (written before it goes
+ * PEER_ALIVE; read only while the entry is ALIVE with the expected GEN): how a
+ * listener on another node (a VM guest, another network namespace) is found by
+ * the address that node has. Word ADDR_COUNTS: IPv4 count in bits 0..7, IPv6
+ * count in bits 8..15; up to ADDR_MAX_V4 IPv4 addresses (one word each, the
+ * bytes in order) from ADDR_V4, up to ADDR_MAX_V6 IPv6 addresses (four words
+ * each) from ADDR_V6. Loopback addresses are never published.
+ */
+export const PEER_ADDRS = {
+  ADDR_COUNTS: 8,
+  ADDR_V4: 9,
+  ADDR_V6: 16,
+} as const;
+export const ADDR_MAX_V4 = 7;
+export const ADDR_MAX_V6 = 4;
 export const PEER_FREE = 0;
 export const PEER_JOINING = 1; // id handed out by the daemon, peer not yet announced itself
 export const PEER_ALIVE = 2;

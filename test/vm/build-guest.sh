@@ -8,7 +8,8 @@
 #   test/vm/build-guest.sh --force    rebuild the kernel part too
 #
 # Installs what it needs with apt-get (Debian): qemu-system-x86 cpio kmod
-# busybox-static xz-utils. Artefacts go to $ZIVM_VM_CACHE (default
+# busybox-static xz-utils iproute2 (guest-net.test.ts sets addresses with ip).
+# Artefacts go to $ZIVM_VM_CACHE (default
 # ${XDG_CACHE_HOME:-~/.cache}/zivm-vm)/<kernel version>/; a second run only
 # checks them. Output, last lines on stdout (everything else goes to stderr):
 #   KVER=6.1.0-NN-amd64
@@ -37,6 +38,7 @@ need_tools() {
   command -v cpio >/dev/null || return 0
   command -v depmod >/dev/null || [[ -x /sbin/depmod ]] || return 0
   command -v xz >/dev/null || return 0
+  command -v ip >/dev/null || [[ -x /sbin/ip ]] || return 0
   [[ -x /bin/busybox ]] && file_is_static /bin/busybox || return 0
   return 1
 }
@@ -45,7 +47,7 @@ file_is_static() {
   ! ldd "$1" >/dev/null 2>&1
 }
 
-PKGS=(qemu-system-x86 cpio kmod busybox-static xz-utils)
+PKGS=(qemu-system-x86 cpio kmod busybox-static xz-utils iproute2)
 if need_tools; then
   log "installing ${PKGS[*]}"
   export DEBIAN_FRONTEND=noninteractive

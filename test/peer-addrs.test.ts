@@ -1,0 +1,90 @@
+/**
+ * Node addresses published in peer entries, and the directory's matching of
+ * listeners on another node (a VM guest) by those addresses. Pure layout: a
+ * region in an ArrayBuffer and stand-in domains, no daemon.
+ */
+import { expect } from 'chai';
+import type { Domain } from '../src/shm/domain';
+import { find, parseAddr, publishAddrs, publishedAddrs, publishableAddrs, register, formatAddr, Addr } from '../src/shm/directory';
+import * as Lay from '../src/shm/layout';
+
+const A = (s: string): Addr => parseAddr(s)!;
+
+function region(): { i32: Int32Array; g: Lay.Geometry } {
+  const g = Lay.computeGeometry({ size: 1 << 20, ringSize: 4096, vectors: 1, maxPeers: 8, maxListeners: 8 });
+  const i32 = new Int32Array(new ArrayBuffer(g.size));
+  Lay.writeHeader(i32, g, 1, 42);
+  Atomics.store(i32, Lay.H.STATE, Lay.REGION_STATE_READY);
+  return { i32, g };
+}
+
+/** A stand-in domain: peer `id` of `node`, alive, publishing `addrs`. */
+function peer(r: { i32: Int32Array; g: Lay.Geometry }, id: number, node: number, kind: number, addrs: string[], guest = false): Domain {
+  const p = Lay.peerOffset(r.g, id) >> 2;
+  Atomics.store(r.i32, p + Lay.P.GEN, 7);
+  Atomics.store(r.i32, p + Lay.P.KIND, kind);
+  publishAddrs(r.i32, r.g, id, addrs.map(A));
+  Atomics.store(r.i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
+  return {
+    id,
+    gen: 7,
+    nodeId: node,
+    i32: r.i32,
+    g: r.g,
+    guest: guest ? {} : undefined,
+    peerAlive: (pid: number, gen: number) =>
+      Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.P.STATE) === Lay.PEER_ALIVE && Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.P.GEN) === gen,
+  } as unknown as Domain;
+}
+
+describe('peer addresses: publishing and cross-node lookup', () => {
+  it('the address words sit in the reserved part of the 128-byte peer entry', () => {
+    expect(Lay.PEER_ADDRS.ADDR_COUNTS).to.be.greaterThan(Math.max(...Object.values(Lay.P)));
+    expect(Lay.PEER_ADDRS.ADDR_V4 + Lay.ADDR_MAX_V4).to.be.at.most(Lay.PEER_ADDRS.ADDR_V6);
+    expect((Lay.PEER_ADDRS.ADDR_V6 + 4 * Lay.ADDR_MAX_V6) * 4).to.be.at.most(Lay.PEER_SIZE);
+  });
+
+  it('round-trips IPv4 and IPv6 addresses, capped per family', () => {
+    const r = region();
+    const v4 = Array.from({ length: 9 }, (_, i) => `10.0.0.${i + 1}`);
+    const v6 = ['2001:db8::1', 'fd00::2', 'fd00::3', 'fd00::4', 'fd00::5'];
+    publishAddrs(r.i32, r.g, 3, [...v4, ...v6].map(A));
+    const got = publishedAddrs(r.i32, r.g, 3).map(formatAddr);
+    expect(got).to.deep.equal([...v4.slice(0, Lay.ADDR_MAX_V4), ...v6.slice(0, Lay.ADDR_MAX_V6)]);
+    publishAddrs(r.i32, r.g, 3, []);
+    expect(publishedAddrs(r.i32, r.g, 3)).to.deep.equal([]);
+  });
+
+  it('never publishes loopback, unspecified or IPv6 link-local addresses', () => {
+    for (const a of publishableAddrs().map(formatAddr)) {
+      expect(a).to.not.match(/^127\.|^::1$|^fe[89ab]/);
+    }
+  });
+
+  it('a guest reaches a host listener by an address the host published; loopback stays on the node', () => {
+    const r = region();
+    const host = peer(r, 0, 1000, Lay.PEER_KIND_PROCESS, ['10.77.1.1']);
+    const guest = peer(r, 1, 2 ** 50 + 5, Lay.PEER_KIND_GUEST, ['10.77.2.2'], true);
+    register(host, { addr: A('0.0.0.0'), port: 80, ipv6Only: false, backlog: 5 });
+    register(host, { addr: A('127.0.0.1'), port: 81, ipv6Only: false, backlog: 5 });
+    expect(find(guest, A('10.77.1.1'), 80)?.owner).to.equal(0);
+    expect(find(guest, A('10.77.1.9'), 80), 'an address the host did not publish').to.equal(undefined);
+    expect(find(guest, A('127.0.0.1'), 80), 'loopback is the guest itself').to.equal(undefined);
+    expect(find(guest, A('10.77.1.1'), 81), 'a loopback listener is not reachable from another node').to.equal(undefined);
+    expect(find(host, A('127.0.0.1'), 81)?.owner).to.equal(0);
+  });
+
+  it('a host reaches a guest listener by the guest address; between two host nodes nothing changes', () => {
+    const r = region();
+    const host = peer(r, 0, 1000, Lay.PEER_KIND_PROCESS, ['10.77.1.1']);
+    const other = peer(r, 2, 2000, Lay.PEER_KIND_PROCESS, ['10.77.3.3']);
+    const guest = peer(r, 1, 2 ** 50 + 5, Lay.PEER_KIND_GUEST, ['10.77.2.2'], true);
+    register(guest, { addr: A('10.77.2.2'), port: 90, ipv6Only: false, backlog: 5 });
+    register(other, { addr: A('0.0.0.0'), port: 91, ipv6Only: false, backlog: 5 });
+    expect(find(host, A('10.77.2.2'), 90)?.owner).to.equal(1);
+    expect(find(host, A('10.77.3.3'), 91), 'another network namespace of the host: TCP, as before').to.equal(undefined);
+    // The guest dies: its entry is no longer alive.
+    Atomics.store(r.i32, (Lay.peerOffset(r.g, 1) >> 2) + Lay.P.STATE, Lay.PEER_DEAD);
+    expect(find(host, A('10.77.2.2'), 90)).to.equal(undefined);
+  });
+});
