@@ -28,6 +28,8 @@ inline void CpuRelax() {
 
 // How long to spin before offering the core to whoever else is runnable.
 constexpr uint64_t kYieldEveryNs = 20000;
+constexpr int kMissesBeforeBackoff = 3;
+constexpr uint64_t kBackoffNs = 20000000;  // 20 ms
 
 }  // namespace
 
@@ -220,7 +222,7 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
   if (s->state_[0] != 0) {
     s->state_[0] = 0;
     s->lastWork_ = now;
-    if (!s->hot_ && s->hotNs_ > 0) {
+    if (!s->hot_ && s->hotNs_ > 0 && now >= s->backoffUntil_) {
       s->hot_ = true;
       // The idle handle makes the loop poll without blocking while we are hot.
       uv_idle_start(&h->idle, OnIdle);
@@ -228,10 +230,15 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
   }
   if (!s->hot_) return;
   s->SetPolling(1);
+  const uint64_t start = now;
   uint64_t deadline = now + s->sliceNs_;
   uint64_t yieldAt = now + kYieldEveryNs;
   for (;;) {
     if (s->AnyPending()) {
+      // Work that only came after we had to give the core away means the
+      // peer needed our core: spinning costs it more than a doorbell would.
+      if (now - start >= kYieldEveryNs) s->Miss(now);
+      else s->misses_ = 0;
       s->lastWork_ = now;
       s->Call();
       return;
@@ -252,6 +259,15 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
   // polling skipped it, so look once more after saying we stopped.
   s->Cool();
   if (s->AnyPending()) s->Call();
+}
+
+// Several unproductive spins in a row: sleep on doorbells for a while, as a
+// plain socket would, then try spinning again.
+void Spinner::Miss(uint64_t now) {
+  if (++misses_ < kMissesBeforeBackoff) return;
+  misses_ = 0;
+  backoffUntil_ = now + kBackoffNs;
+  Cool();
 }
 
 }  // namespace zivm

@@ -41,6 +41,7 @@ class Spinner : public Napi::ObjectWrap<Spinner> {
   void SetPolling(int32_t v);
   void Call();
   void Cool();
+  void Miss(uint64_t now);
   static void OnPrepare(uv_prepare_t* handle);
   static void OnIdle(uv_idle_t* handle);
   static void OnClose(uv_handle_t* handle);
@@ -59,6 +60,8 @@ class Spinner : public Napi::ObjectWrap<Spinner> {
   uint64_t sliceNs_ = 50000;  // longest single spin before the loop gets a turn
   uint64_t hotNs_ = 200000;   // how long after the last traffic we keep spinning
   uint64_t lastWork_ = 0;
+  uint64_t backoffUntil_ = 0;  // no spinning before this (spinning did not pay)
+  int misses_ = 0;
   int32_t* state_ = nullptr;  // [0]: kick (set by JS on traffic)
   Napi::Reference<Napi::Int32Array> stateRef_;
   Napi::FunctionReference callback_;
