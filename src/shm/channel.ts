@@ -8,7 +8,7 @@
 import { native, NativeRing } from './native';
 import type { Domain, SlotHandler } from './domain';
 import type { Addr, Found } from './directory';
-import { mapV4, readAddr, writeAddr } from './directory';
+import { mapV4, publishedAddrs, readAddr, writeAddr } from './directory';
 import * as Lay from './layout';
 
 const EPHEMERAL_LOW = 32768;
@@ -93,7 +93,9 @@ export class Channel implements SlotHandler {
       Atomics.store(i32, s + Lay.S.LISTENER, l.index);
       Atomics.store(i32, s + Lay.S.LISTENER_STATE, l.word);
       Atomics.store(i32, s + Lay.S.FAMILY, remote.family);
-      const localAddr = local ?? remote;
+      // The client's address as the server sees it: on one node, the address it
+      // dialled (as loopback does); across nodes, one its own node published.
+      const localAddr = local ?? (l.sameNode ? remote : publishedAddrs(i32, g, d.id).find((a) => a.family === remote.family) ?? remote);
       writeAddr(i32, s + Lay.S.CLIENT_ADDR, localAddr.bytes);
       Atomics.store(i32, s + Lay.S.CLIENT_PORT, EPHEMERAL_LOW + ((Atomics.add(i32, Lay.H.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT));
       writeAddr(i32, s + Lay.S.SERVER_ADDR, remote.bytes);

@@ -254,6 +254,8 @@ export interface Found {
   ownerGen: number;
   /** The listener's family: an IPv6 listener sees IPv4 clients as mapped addresses. */
   family: 4 | 6;
+  /** The listener lives on the client's own node (else it was reached by an address its node published). */
+  sameNode: boolean;
 }
 
 /**
@@ -293,7 +295,7 @@ export function find(d: Domain, a: Addr, port: number): Found | undefined {
     if (!d.peerAlive(owner, ownerGen)) continue;
     if (!local && !crossNodeOk(d, owner, a)) continue;
     if (Atomics.load(i32, l + Lay.L.STATE) !== w) continue; // changed while we read it
-    const f: Found = { index: i, word: w, owner, ownerGen, family: fam === 6 ? 6 : 4 };
+    const f: Found = { index: i, word: w, owner, ownerGen, family: fam === 6 ? 6 : 4, sameNode: local };
     if (exact) return f;
     wildcard ??= f;
   }

@@ -161,6 +161,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     expect(r!.sha256Ok).to.equal(true);
     const acc = hostEv.find((e) => e.ev === 'accepted' && e.id === 1);
     expect(acc?.transport, explain()).to.equal('shm');
+    // The server sees the client at an address the client's node published.
+    expect(acc?.remoteAddress, explain()).to.equal(GUEST_ADDR);
     process.stderr.write(
       `      guest->host: connect ${r!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${r!.rttUs.min}/${r!.rttUs.median}/${r!.rttUs.max} us, ` +
         `16 MiB echo ${Math.round(r!.echoMs)} ms (${((2 * BYTES) / 1048576 / (r!.echoMs / 1000)).toFixed(1)} MiB/s both ways)\n`,
@@ -183,6 +185,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     expect(r!.bytes).to.equal(BYTES);
     expect(r!.sha256Ok).to.equal(true);
     expect(guestEv.get('accepted')?.transport).to.equal('shm');
+    expect(guestEv.get('accepted')?.remoteAddress).to.equal(HOST_ADDR);
     process.stderr.write(
       `      host->guest: connect ${r!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${r!.rttUs.min}/${r!.rttUs.median}/${r!.rttUs.max} us, ` +
         `16 MiB echo ${Math.round(r!.echoMs)} ms (${((2 * BYTES) / 1048576 / (r!.echoMs / 1000)).toFixed(1)} MiB/s both ways)\n`,
