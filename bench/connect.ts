@@ -29,7 +29,7 @@ import {
 
 const NAME = 'connect';
 /** Warm-up by time: connection set-up code takes about a second to be optimised by V8, for every transport. */
-const WARMUP_S = 1.5;
+const WARMUP_S = 1;
 
 export const scenario: Scenario = {
   name: NAME,
