@@ -140,6 +140,15 @@ export class ShmHandle {
   // -- events -------------------------------------------------------------------
 
   private onChange(): void {
+    try {
+      this.react();
+    } catch (e) {
+      // Only the ring can throw here: shared memory that makes no sense.
+      this.corrupt(e as Error);
+    }
+  }
+
+  private react(): void {
     if (this.closed) return;
     if (this.shutdownReq) this.completeShutdown();
     if (this.held) {
@@ -236,7 +245,7 @@ export class ShmHandle {
   private corrupt(e: Error): void {
     debug('slot %d: %s', this.ch.slot, e.message);
     const sock = this.socket;
-    if (!sock || sock.destroyed) return;
+    if (!sock || sock.destroyed || this.closed) return;
     sock.destroy(e);
   }
 
@@ -303,7 +312,11 @@ export class ShmHandle {
 
   private waitForRoom(): void {
     // Say we wait, then look again: room may have appeared in between.
-    if (!this.ch.sleepWrite()) this.flush();
+    try {
+      if (!this.ch.sleepWrite()) this.flush();
+    } catch (e) {
+      this.corrupt(e as Error);
+    }
   }
 
   private flush(): void {
@@ -357,8 +370,14 @@ export class ShmHandle {
       this.held = null;
       this.ch.release(Lay.F_RST);
     } else {
-      // Unread bytes make TCP answer a close with a reset rather than a FIN.
-      const unread = !this.eof && this.ch.rx.available() > 0;
+      // Unread bytes make TCP answer a close with a reset rather than a FIN
+      // (and so does a ring too corrupt to tell).
+      let unread = true;
+      try {
+        unread = !this.eof && this.ch.rx.available() > 0;
+      } catch {
+        /* corrupt: reset */
+      }
       this.ch.release(unread ? Lay.F_RST : Lay.F_FIN);
     }
     const dropped = this.queue;
