@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import nodeNet from 'node:net';
+import { execFile } from 'node:child_process';
 import * as zivm from '../src';
 import { currentDomain } from '../src/shm/domain';
 import * as Lay from '../src/shm/layout';
@@ -232,6 +233,30 @@ describe('transport between two processes', function () {
       expect(events.filter((e) => e.startsWith('error')).length).to.be.at.most(1);
       await new Promise((r) => server.close(r));
       expect(await waitFor(() => usedSlots() === 0, 5000)).to.equal(true);
+    });
+  });
+
+  describe('a full region', () => {
+    it('sends the connections that find no free slot over TCP, losing nothing', async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-full-'));
+      // 2 MiB with 512 KiB rings: room for one connection only.
+      const env = { ZIVM_DIR: dir, ZIVM_SIZE: '2M', ZIVM_RING: '512K', ZIVM_IDLE_MS: '300' };
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env);
+      const l = await server.next();
+      const src = path.join(__dirname, '..', 'src');
+      const script = `const z = require(${JSON.stringify(src)}); const out = [];
+        const socks = [0, 1, 2].map(() => z.connect(${l.port}, '127.0.0.1'));
+        let left = socks.length;
+        for (const s of socks) s.on('connect', () => { s.write('hello'); s.once('data', (d) => { out.push([s.transport, String(d)]); if (--left === 0) { console.log(JSON.stringify({ out, reasons: z.stats().connections.tcpReasons })); process.exit(0); } }); });`;
+      const r = await new Promise<{ out: [string, string][]; reasons: Record<string, number> }>((resolve, reject) => {
+        execFile(process.execPath, ['-e', script], { env: { ...process.env, ...env } }, (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(JSON.parse(stdout))));
+      });
+      expect(r.out.map((x) => x[1])).to.deep.equal(['hello', 'hello', 'hello']);
+      expect(r.out.filter((x) => x[0] === 'shm').length).to.equal(1);
+      expect(r.out.filter((x) => x[0] === 'tcp').length).to.equal(2);
+      expect(Object.keys(r.reasons).join()).to.match(/every connection slot of the region is taken/);
+      await killAll();
+      fs.rmSync(dir, { recursive: true, force: true });
     });
   });
 
