@@ -8,7 +8,7 @@ import net from 'node:net';
 import dns from 'node:dns';
 import { ShmHandle, kTransport, TcpLike } from './handle';
 import { internals } from './internals';
-import { chose, debug, disabled } from './debug';
+import { chose, disabled } from './debug';
 import { track } from './stats';
 import { getDomain, lastJoinError } from '../shm/domain';
 import { Channel } from '../shm/channel';
@@ -196,4 +196,3 @@ export function acceptedSocket(h: ShmHandle, options: net.SocketConstructorOpts 
   return s as unknown as Socket;
 }
 
-export { debug };

@@ -369,18 +369,6 @@ export class Domain extends EventEmitter<DomainEvents> {
     if (current === this) current = undefined;
     this.emit('orphaned');
   }
-
-  /** Counts for stats(): bytes are read from the rings. */
-  peersSnapshot(): { id: number; pid: number; kind: number; alive: boolean }[] {
-    const out = [];
-    for (let id = 0; id < this.g.maxPeers; id++) {
-      const p = Lay.peerOffset(this.g, id) >> 2;
-      const st = Atomics.load(this.i32, p + Lay.P.STATE);
-      if (st === Lay.PEER_FREE) continue;
-      out.push({ id, pid: Atomics.load(this.i32, p + Lay.P.PID), kind: Atomics.load(this.i32, p + Lay.P.KIND), alive: st === Lay.PEER_ALIVE });
-    }
-    return out;
-  }
 }
 
 /**

@@ -67,7 +67,7 @@ const SLOT_STATES: Record<number, ConnectionInfo['state']> = {
   [Lay.SLOT_REFUSED]: 'refused',
 };
 
-function end(i32: Int32Array, flags: number, peer: number, addr: string, port: number): ConnectionInfo['client'] {
+function end(flags: number, peer: number, addr: string, port: number): ConnectionInfo['client'] {
   return { peer, address: addr, port, finished: (flags & Lay.F_FIN) !== 0, closed: (flags & Lay.F_CLOSED) !== 0, dead: (flags & Lay.F_DEAD) !== 0 };
 }
 
@@ -122,8 +122,8 @@ export function snapshot(i32: Int32Array, g: Lay.Geometry): DomainSnapshot {
       slot,
       state,
       family: fam === 6 ? 'IPv6' : 'IPv4',
-      client: end(i32, cf, Atomics.load(i32, s + Lay.S.CLIENT), formatAddr(readAddr(i32, s + Lay.S.CLIENT_ADDR, fam)), Atomics.load(i32, s + Lay.S.CLIENT_PORT)),
-      server: end(i32, sf, Atomics.load(i32, s + Lay.S.SERVER), formatAddr(readAddr(i32, s + Lay.S.SERVER_ADDR, fam)), Atomics.load(i32, s + Lay.S.SERVER_PORT)),
+      client: end(cf, Atomics.load(i32, s + Lay.S.CLIENT), formatAddr(readAddr(i32, s + Lay.S.CLIENT_ADDR, fam)), Atomics.load(i32, s + Lay.S.CLIENT_PORT)),
+      server: end(sf, Atomics.load(i32, s + Lay.S.SERVER), formatAddr(readAddr(i32, s + Lay.S.SERVER_ADDR, fam)), Atomics.load(i32, s + Lay.S.SERVER_PORT)),
       bytesToServer: c2sHead,
       bytesToClient: s2cHead,
       unreadByServer: Math.max(0, c2sHead - c2sTail),
