@@ -236,6 +236,23 @@ describe('transport between two processes', function () {
     });
   });
 
+  describe('short-lived clients one after another', () => {
+    it('each is answered, though each takes the id its predecessor just left', async () => {
+      // A server that keeps busy-polling sees each request before the daemon's news of the new client.
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], { ZIVM_SPIN_US: '10000000' });
+      const l = await server.next();
+      for (let i = 0; i < 25; i++) {
+        const client = spawnPeer('peer', ['transfer', 'zivm', String(l.port), '127.0.0.1', '1000', String(i + 1)]);
+        const c = await Promise.race([client.next(), new Promise<never>((_, j) => setTimeout(() => j(new Error(`client ${i} never connected`)), 5000))]);
+        expect(c.transport, `client ${i}`).to.equal('shm');
+        const done = await client.next();
+        expect(done.received, `client ${i}`).to.equal(done.sent);
+        client.proc.stdin!.end();
+        await client.exited;
+      }
+    });
+  });
+
   describe('a full region', () => {
     it('sends the connections that find no free slot over TCP, losing nothing', async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-full-'));

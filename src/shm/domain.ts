@@ -60,6 +60,8 @@ export class Domain extends EventEmitter<DomainEvents> {
   private readonly ctlFd: number;
   private readonly ownFds: number[];
   private readonly peerFds = new Map<number, number[]>();
+  /** The generation of the peer each entry of peerFds belongs to: an id handed out again has new fds. */
+  private readonly peerGens = new Map<number, number>();
   private readonly handlers: (SlotHandler | undefined)[];
   readonly acceptors = new Map<number, ListenerHandler>();
   private readonly bell: NativePoller;
@@ -88,7 +90,10 @@ export class Domain extends EventEmitter<DomainEvents> {
     this.g = g;
     this.i32 = new Int32Array(region.buffer);
     this.ownFds = ownFds;
-    for (const [k, v] of peerFds) this.peerFds.set(k, v);
+    for (const [k, v] of peerFds) {
+      this.peerFds.set(k, v);
+      this.peerGens.set(k, Atomics.load(new Int32Array(region.buffer), (Lay.peerOffset(g, k) >> 2) + Lay.P.GEN));
+    }
     this.handlers = new Array(g.nslots * 2);
     this.nodeId = guest ? guestNodeId(guest.ivPosition, region) : netNodeId();
     this.pendingBase = Lay.pendingOffset(g, id) >> 2;
@@ -228,16 +233,28 @@ export class Domain extends EventEmitter<DomainEvents> {
       this.guest.ring(peer);
       return;
     }
-    const fd = peer === this.id ? this.ownFds[0] : this.peerFds.get(peer)?.[0];
-    if (fd === undefined) {
-      // Its fds may still be in the socket: read what the daemon sent.
-      this.onControl();
-      const again = this.peerFds.get(peer)?.[0];
-      if (again === undefined) return;
-      native().notify(again);
+    if (peer === this.id) {
+      native().notify(this.ownFds[0]);
       return;
     }
-    native().notify(fd);
+    this.ringPeer(peer, 0);
+  }
+
+  /**
+   * Rings `peer`'s vector 0 if the eventfd we hold is that peer's: after an id
+   * was handed out again, the old holder's fd may still be here with the
+   * daemon's news of the change unread in our socket, so read it first.
+   */
+  private ringPeer(peer: number, attempt: number): void {
+    const gen = Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.GEN);
+    if (this.peerGens.get(peer) !== gen) this.readControl(false);
+    const fd = this.peerGens.get(peer) === gen ? this.peerFds.get(peer)?.[0] : undefined;
+    if (fd !== undefined) {
+      native().notify(fd);
+      return;
+    }
+    // Not announced to us yet (the daemon is behind): try again shortly, for a while.
+    if (attempt < 200 && this.alive) setTimeout(() => this.ringPeer(peer, attempt + 1), 5).unref();
   }
 
   /** Traffic happened: keep busy-polling a little before sleeping. */
@@ -312,6 +329,15 @@ export class Domain extends EventEmitter<DomainEvents> {
   }
 
   private onControl(): void {
+    this.readControl(true);
+  }
+
+  /**
+   * Reads the daemon's messages. News of peers that left is acted on now when
+   * `dispatch` (the socket's own callback), else on the next tick (we were
+   * called from the middle of something else).
+   */
+  private readControl(dispatch: boolean): void {
     const N = native();
     for (;;) {
       let m: [number, number] | null | false;
@@ -332,16 +358,24 @@ export class Domain extends EventEmitter<DomainEvents> {
           continue;
         }
         let list = this.peerFds.get(id);
-        if (!list) this.peerFds.set(id, (list = []));
+        if (!list) {
+          this.peerFds.set(id, (list = []));
+          this.peerGens.set(id, Atomics.load(this.i32, (Lay.peerOffset(this.g, id) >> 2) + Lay.P.GEN));
+        }
         list.push(fd);
         if (list.length === 1) this.emit('peer-joined', id);
       } else {
         const list = this.peerFds.get(id);
         if (list) for (const f of list) N.close(f);
         this.peerFds.delete(id);
+        this.peerGens.delete(id);
         debug('peer %d left the domain', id);
-        this.onPeerLeft(id);
-        this.emit('peer-left', id);
+        const left = (): void => {
+          this.onPeerLeft(id);
+          this.emit('peer-left', id);
+        };
+        if (dispatch) left();
+        else process.nextTick(left);
       }
     }
   }
