@@ -184,21 +184,53 @@ const benchCommand: Command = {
   },
 };
 
-const GUEST_USAGE = `usage: zivm guest setup [PCI-ADDRESS]
+const GUEST_USAGE = `usage: zivm guest setup [PCI-ADDRESS] [--mode OCTAL]
+       zivm guest agent PCI-ADDRESS [--mode OCTAL]
+       zivm guest stop [PCI-ADDRESS]
        zivm guest list
 
-Inside a QEMU guest with -device ivshmem-doorbell joined to a zivm daemon on the host:
+Inside a QEMU guest with -device ivshmem-doorbell joined to a zivm daemon on the host
+(as root):
   setup   binds the ivshmem device (1af4:1110; the only one if no address is given)
-          to vfio-pci, loading the module if needed (root), and prints the
-          ZIVM_GUEST_PCI setting that makes zivm join the domain through it
-  list    lists the ivshmem devices and their drivers
+          to vfio-pci, loading the module if needed, and starts the guest agent in
+          the background. Node processes of the guest then join the domain through
+          the agent by themselves, one MSI-X vector each (QEMU's vectors= sets how
+          many at once); ZIVM_GUEST_PCI=off keeps a process out.
+  agent   runs the agent in the foreground (what setup starts): it owns the device,
+          hands each process its share and cleans up after processes that exit
+  stop    stops the agent (its processes' connections are closed)
+  list    lists the ivshmem devices, their drivers and agents
+
+  --mode OCTAL   who may join: the agent socket's mode (default 600: root only;
+                 666: every user of the guest)
 `;
 
+function agentPid(pci: string): number | undefined {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const G = require('./shm/guest') as typeof import('./shm/guest');
+  try {
+    const pid = Number(fs.readFileSync(`${G.agentSocketPath(pci)}.pid`, 'utf8').trim());
+    if (pid > 0) {
+      process.kill(pid, 0);
+      return pid;
+    }
+  } catch {
+    /* no agent */
+  }
+  return undefined;
+}
+
+function modeOption(v: string | boolean | undefined): number {
+  if (v === undefined) return 0o600;
+  if (typeof v !== 'string' || !/^0?[0-7]{3}$/.test(v)) throw new UsageError('--mode must be an octal mode such as 600 or 666');
+  return parseInt(v, 8);
+}
+
 const guestCommand: Command = {
-  summary: 'inside a VM guest: bind the ivshmem device to vfio-pci for zivm',
+  summary: 'inside a VM guest: hand the ivshmem device to zivm (binding, agent)',
   usage: GUEST_USAGE,
-  run(args) {
-    const { opts, rest } = parseOptions(args, { help: 'boolean' });
+  async run(args) {
+    const { opts, rest } = parseOptions(args, { help: 'boolean', mode: 'string' });
     if (opts.help) {
       process.stdout.write(GUEST_USAGE);
       return 0;
@@ -207,18 +239,58 @@ const guestCommand: Command = {
     const G = require('./shm/guest') as typeof import('./shm/guest');
     const [sub, dev, ...extra] = rest;
     if (extra.length) throw new UsageError(`unexpected argument ${extra[0]}`);
+    const mode = modeOption(opts.mode);
     const devs = G.ivshmemDevices();
     if (sub === 'list') {
       if (dev) throw new UsageError(`unexpected argument ${dev}`);
-      for (const d of devs) process.stdout.write(`${d} ${G.pciDriver(d) ?? '(no driver)'}\n`);
+      for (const d of devs) {
+        const pid = agentPid(d);
+        process.stdout.write(`${d} ${G.pciDriver(d) ?? '(no driver)'}${pid ? ` agent pid ${pid} at ${G.agentSocketPath(d)}` : ''}\n`);
+      }
       return 0;
     }
-    if (sub !== 'setup') throw new UsageError(sub ? `unknown guest command ${sub}` : 'guest needs a command');
+    if (sub !== 'setup' && sub !== 'agent' && sub !== 'stop') throw new UsageError(sub ? `unknown guest command ${sub}` : 'guest needs a command');
     const pci = dev ?? (devs.length === 1 ? devs[0] : undefined);
     if (!pci) {
       process.stderr.write(`zivm guest: ${devs.length ? `${devs.length} ivshmem devices (${devs.join(', ')}): name one` : 'no ivshmem device (1af4:1110) here'}\n`);
       return 1;
     }
+    if (sub === 'stop') {
+      const pid = agentPid(pci);
+      if (!pid) {
+        process.stderr.write(`zivm guest: no agent runs for ${pci}\n`);
+        return 1;
+      }
+      process.kill(pid, 'SIGTERM');
+      for (let i = 0; i < 100 && agentPid(pci); i++) await new Promise((r) => setTimeout(r, 50));
+      process.stdout.write(`agent of ${pci} stopped\n`);
+      return 0;
+    }
+    if (sub === 'agent') {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const { GuestAgent } = require('./shm/agent') as typeof import('./shm/agent');
+      const log = (line: string) => process.stderr.write(`zivm guest agent: ${line}\n`);
+      let agent: import('./shm/agent').GuestAgent;
+      try {
+        agent = GuestAgent.start(pci, { mode, log });
+      } catch (e) {
+        log((e as Error).message);
+        return 1;
+      }
+      const pidFile = `${agent.socket}.pid`;
+      fs.writeFileSync(pidFile, `${process.pid}\n`);
+      process.stdout.write(`ready ${agent.socket}\n`);
+      return new Promise<number>((resolve) => {
+        const stop = (sig: string) => {
+          log(`${sig}: stopping`);
+          agent.close();
+          fs.rmSync(pidFile, { force: true });
+          resolve(0);
+        };
+        for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(sig, () => stop(sig));
+      });
+    }
+    // setup
     if (!fs.existsSync('/sys/bus/pci/drivers/vfio-pci')) {
       try {
         // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -228,16 +300,70 @@ const guestCommand: Command = {
         return 1;
       }
     }
+    let node: string;
     try {
-      const node = G.bindVfio(pci);
-      process.stdout.write(`${pci} bound to vfio-pci (${node})\nexport ZIVM_GUEST_PCI=${pci}\n`);
-      return 0;
+      node = G.bindVfio(pci);
     } catch (e) {
       process.stderr.write(`zivm guest: ${(e as Error).message}\n`);
       return 1;
     }
+    process.stdout.write(`${pci} bound to vfio-pci (${node})\n`);
+    const running = agentPid(pci);
+    if (running) {
+      process.stdout.write(`agent already running (pid ${running})\nexport ZIVM_GUEST_PCI=${pci}\n`);
+      return 0;
+    }
+    return startAgent(pci, opts.mode === undefined ? undefined : String(opts.mode));
   },
 };
+
+/** Starts `zivm guest agent` detached (its log next to its socket) and waits until it is ready. */
+async function startAgent(pci: string, mode: string | undefined): Promise<number> {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const G = require('./shm/guest') as typeof import('./shm/guest');
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const cp = require('node:child_process') as typeof import('node:child_process');
+  const sock = G.agentSocketPath(pci);
+  fs.mkdirSync(path.dirname(sock), { recursive: true, mode: 0o755 });
+  const logFile = `${sock}.log`;
+  const out = fs.openSync(logFile, 'a');
+  const child = cp.spawn(process.execPath, [__filename, 'guest', 'agent', pci, ...(mode ? ['--mode', mode] : [])], {
+    detached: true,
+    stdio: ['ignore', 'pipe', out],
+    env: { ...process.env, ZIVM_GUEST_PCI: 'off' },
+  });
+  fs.closeSync(out);
+  const ok = await new Promise<boolean>((resolve) => {
+    let buf = '';
+    const timer = setTimeout(() => resolve(false), 20000);
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      if (buf.includes('ready ')) {
+        clearTimeout(timer);
+        resolve(true);
+      }
+    });
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+  if (!ok) {
+    let why = '';
+    try {
+      why = fs.readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join('\n');
+    } catch {
+      /* no log */
+    }
+    process.stderr.write(`zivm guest: the agent did not start${why ? `:\n${why}` : ''}\n`);
+    if (child.exitCode === null) child.kill('SIGKILL');
+    return 1;
+  }
+  child.stdout!.destroy();
+  child.unref();
+  process.stdout.write(`agent pid ${child.pid} at ${sock}\nexport ZIVM_GUEST_PCI=${pci}\n`);
+  return 0;
+}
 
 export const COMMANDS: Record<string, Command> = {
   server: serverCommand,

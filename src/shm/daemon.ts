@@ -36,6 +36,7 @@ import {
   PEER_DEAD,
   PEER_FREE,
   PEER_JOINING,
+  PEER_KIND_GUEST_PROCESS,
   REGION_STATE_READY,
   S,
   SLOT_CLAIMED,
@@ -48,6 +49,7 @@ import {
   makeState,
   peerOffset,
   pendingOffset,
+  routeOf,
   slotOffset,
   stateOf,
   writeHeader,
@@ -464,9 +466,10 @@ export class Daemon extends EventEmitter {
   private lowestFreeId(): number {
     const g = this.geometry;
     const i32 = this.i32!;
+    // Claimed with a CAS: a guest's agent claims entries for its processes from the top of the table.
     for (let id = 0; id < g.maxPeers; id++) {
       if (this.clients.has(id)) continue;
-      if (Atomics.load(i32, (peerOffset(g, id) >> 2) + P.STATE) === PEER_FREE) return id;
+      if (Atomics.compareExchange(i32, (peerOffset(g, id) >> 2) + P.STATE, PEER_FREE, PEER_JOINING) === PEER_FREE) return id;
     }
     return -1;
   }
@@ -499,6 +502,7 @@ export class Daemon extends EventEmitter {
     try {
       for (let v = 0; v < this.vectors; v++) efds.push(n.eventfd());
     } catch (e) {
+      Atomics.store(i32, (peerOffset(g, id) >> 2) + P.STATE, PEER_FREE);
       this.log(`refused pid ${cred.pid}: ${(e as Error).message}`);
       for (const e2 of efds) closeQuiet(n, e2);
       closeQuiet(n, fd);
@@ -511,7 +515,7 @@ export class Daemon extends EventEmitter {
     Atomics.store(i32, pw + P.KIND, 0);
     Atomics.store(i32, pw + P.NODE_LO, 0);
     Atomics.store(i32, pw + P.NODE_HI, 0);
-    Atomics.store(i32, pw + P.FLAGS, 0);
+    Atomics.store(i32, pw + P.ROUTE, 0);
     Atomics.store(i32, pw + P.POLLING, 0);
     Atomics.store(i32, pw + P.PID, cred.pid);
     Atomics.store(i32, pw + P.GEN, gen);
@@ -657,16 +661,29 @@ export class Daemon extends EventEmitter {
     for (const e of c.efds) closeQuiet(n, e);
     c.efds = [];
     if (this.i32) {
-      reapPeer(this.i32, this.geometry, c.id, c.gen, (peer) => {
-        const s = this.clients.get(peer);
-        if (s && s.efds.length) {
+      const i32 = this.i32;
+      const g = this.geometry;
+      const wake = (peer: number): void => {
+        const [via, vector] = routeOf(i32, g, peer);
+        const s = this.clients.get(via);
+        if (s && vector < s.efds.length) {
           try {
-            n.notify(s.efds[0]);
+            n.notify(s.efds[vector]);
           } catch (e) {
             debug('wake of peer %d failed: %s', peer, (e as Error).message);
           }
         }
-      });
+      };
+      // The processes of a guest that left went with it.
+      for (let id = 0; id < g.maxPeers; id++) {
+        const pw = peerOffset(g, id) >> 2;
+        if (id === c.id || Atomics.load(i32, pw + P.KIND) !== PEER_KIND_GUEST_PROCESS) continue;
+        const st = Atomics.load(i32, pw + P.STATE);
+        if (st === PEER_FREE || routeOf(i32, g, id)[0] !== c.id) continue;
+        reapPeer(i32, g, id, Atomics.load(i32, pw + P.GEN), wake);
+        this.log(`peer ${id} left (a process of guest peer ${c.id})`);
+      }
+      reapPeer(i32, g, c.id, c.gen, wake);
     }
     this.log(`peer ${c.id} left (pid ${c.pid})`);
     this.emit('leave', c.id);

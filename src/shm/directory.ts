@@ -192,7 +192,8 @@ export function publishedAddrs(i32: Int32Array, g: Lay.Geometry, id: number): Ad
  * namespaces of one host the kernel's routing and filtering decide, as before.
  */
 function crossNodeOk(d: Domain, peer: number, a: Addr): boolean {
-  if (!d.guest && Atomics.load(d.i32, (Lay.peerOffset(d.g, peer) >> 2) + Lay.P.KIND) !== Lay.PEER_KIND_GUEST) return false;
+  const kind = Atomics.load(d.i32, (Lay.peerOffset(d.g, peer) >> 2) + Lay.P.KIND);
+  if (!d.guest && kind !== Lay.PEER_KIND_GUEST && kind !== Lay.PEER_KIND_GUEST_PROCESS) return false;
   return publishedAddrs(d.i32, d.g, peer).some((o) => o.family === a.family && sameBytes(o.bytes, a.bytes));
 }
 

@@ -10,7 +10,8 @@ import EventEmitter from 'eventemitter3';
 import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
 import { connectDaemon } from './autostart';
 import { publishableAddrs, publishAddrs } from './directory';
-import { GuestDevice, guestPciFromEnv } from './guest';
+import { GuestLink, guestAgentFromEnv } from './guest';
+import { guestNodeId, joinAgent } from './agent';
 import * as Lay from './layout';
 
 const debug = debuglog('zivm');
@@ -52,8 +53,8 @@ export class Domain extends EventEmitter<DomainEvents> {
   readonly i32: Int32Array;
   readonly region: NativeRegion;
   readonly nodeId: number;
-  /** Inside a VM guest: the ivshmem device (doorbells through BAR0, ours on MSI-X vector 0). */
-  readonly guest: GuestDevice | undefined;
+  /** Inside a VM guest: our share of the ivshmem device (doorbells through BAR0, ours on an MSI-X vector). */
+  readonly guest: GuestLink | undefined;
   /** False once the daemon is gone or close() ran: no new connections. */
   alive = true;
 
@@ -79,7 +80,7 @@ export class Domain extends EventEmitter<DomainEvents> {
     g: Lay.Geometry,
     ownFds: number[],
     peerFds: Map<number, number[]>,
-    guest?: GuestDevice,
+    guest?: GuestLink,
   ) {
     super();
     this.guest = guest;
@@ -95,15 +96,15 @@ export class Domain extends EventEmitter<DomainEvents> {
       this.peerGens.set(k, Atomics.load(new Int32Array(region.buffer), (Lay.peerOffset(g, k) >> 2) + Lay.P.GEN));
     }
     this.handlers = new Array(g.nslots * 2);
-    this.nodeId = guest ? guestNodeId(guest.ivPosition, region) : netNodeId();
+    this.nodeId = guest ? guestNodeId(guest.ivPosition, this.i32) : netNodeId();
     this.pendingBase = Lay.pendingOffset(g, id) >> 2;
     this.pendingWords = g.pendingStride >> 2;
 
     const p = Lay.peerOffset(g, id) >> 2;
     this.gen = Atomics.load(this.i32, p + Lay.P.GEN);
-    // A guest keeps the pid the daemon wrote (QEMU's): the one the host can act on.
+    // A guest process's entry was filled in by the guest's agent (its pid in the guest, its route).
     if (!guest) Atomics.store(this.i32, p + Lay.P.PID, process.pid);
-    Atomics.store(this.i32, p + Lay.P.KIND, guest ? Lay.PEER_KIND_GUEST : Lay.PEER_KIND_PROCESS);
+    Atomics.store(this.i32, p + Lay.P.KIND, guest ? Lay.PEER_KIND_GUEST_PROCESS : Lay.PEER_KIND_PROCESS);
     Atomics.store(this.i32, p + Lay.P.NODE_LO, this.nodeId % 0x100000000 | 0);
     Atomics.store(this.i32, p + Lay.P.NODE_HI, Math.floor(this.nodeId / 0x100000000) | 0);
     Atomics.store(this.i32, p + Lay.P.POLLING, 0);
@@ -127,26 +128,31 @@ export class Domain extends EventEmitter<DomainEvents> {
   }
 
   /**
-   * Joins the domain as a VM guest through the ivshmem device at `pci` (bound
-   * to vfio-pci; see guest.ts). QEMU joined the daemon when it started: the
-   * daemon marked our entry PEER_JOINING with QEMU's pid; we take its GEN.
-   * No control socket: join and leave notices of other peers do not reach a
-   * guest; a dead peer's connections are flagged F_DEAD by the daemon's reap,
-   * whose wake arrives as an interrupt on vector 0.
+   * Joins the domain as a process of a VM guest, through the guest's agent
+   * (agent.ts), which owns the ivshmem device: it hands us a peer entry of our
+   * own, the device fd (the region is BAR2, doorbells go through BAR0) and the
+   * eventfd of an MSI-X vector of the guest's that rings us. The agent socket
+   * stays open while we are a member: when it closes (we exit or die), the
+   * agent reaps our connections. Join and leave notices of other peers do not
+   * reach a guest; a dead peer's connections are flagged F_DEAD by whoever
+   * reaps it, and that wakes us.
    */
-  static joinGuest(pci: string): Domain {
-    const dev = GuestDevice.open(pci);
+  static joinGuest(socket: string, pci: string): Domain {
+    const { id, gen, link, fd } = joinAgent(socket, pci);
     try {
-      const g = Lay.readHeader(new Int32Array(dev.region.buffer), dev.region.size);
-      const id = dev.ivPosition;
-      if (id >= g.maxPeers) throw joinError(`peer id ${id} (IVPosition) is outside the region's peer table`);
-      const st = Atomics.load(new Int32Array(dev.region.buffer), (Lay.peerOffset(g, id) >> 2) + Lay.P.STATE);
-      if (st !== Lay.PEER_JOINING && st !== Lay.PEER_ALIVE) throw joinError(`peer entry ${id} is not handed out by the daemon (state ${st})`);
-      const d = new Domain(-1, id, dev.region, g, [], new Map(), dev);
-      debug('joined domain as guest peer %d (gen %d) through %s: %d slots of %d-byte rings', id, d.gen, pci, g.nslots, g.ringSize);
+      const g = Lay.readHeader(new Int32Array(link.region.buffer), link.region.size);
+      if (id >= g.maxPeers) throw joinError(`peer id ${id} is outside the region's peer table`);
+      const p = (Lay.peerOffset(g, id) >> 2);
+      const i32 = new Int32Array(link.region.buffer);
+      if (Atomics.load(i32, p + Lay.P.GEN) !== gen || Atomics.load(i32, p + Lay.P.STATE) !== Lay.PEER_JOINING) {
+        throw joinError(`peer entry ${id} is not the one the agent handed out`);
+      }
+      const d = new Domain(fd, id, link.region, g, [], new Map(), link);
+      debug('joined domain as peer %d (gen %d) of guest peer %d, vector %d, through %s: %d slots of %d-byte rings', id, d.gen, link.ivPosition, link.vector, socket, g.nslots, g.ringSize);
       return d;
     } catch (e) {
-      dev.close();
+      link.close();
+      native().close(fd);
       throw e;
     }
   }
@@ -229,15 +235,17 @@ export class Domain extends EventEmitter<DomainEvents> {
     if ((old & mask) !== 0) return;
     // A peer that busy-polls sees the bit by itself.
     if (Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.POLLING) !== 0) return;
+    // A process in a guest is rung as one of the guest's vectors (P.ROUTE).
+    const [via, vector] = Lay.routeOf(this.i32, this.g, peer);
     if (this.guest) {
-      this.guest.ring(peer);
+      this.guest.ring(via, vector);
       return;
     }
-    if (peer === this.id) {
+    if (via === this.id) {
       native().notify(this.ownFds[0]);
       return;
     }
-    this.ringPeer(peer, 0);
+    this.ringPeer(via, vector, 0);
   }
 
   /**
@@ -245,16 +253,16 @@ export class Domain extends EventEmitter<DomainEvents> {
    * was handed out again, the old holder's fd may still be here with the
    * daemon's news of the change unread in our socket, so read it first.
    */
-  private ringPeer(peer: number, attempt: number): void {
+  private ringPeer(peer: number, vector: number, attempt: number): void {
     const gen = Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.GEN);
     if (this.peerGens.get(peer) !== gen) this.readControl(false);
-    const fd = this.peerGens.get(peer) === gen ? this.peerFds.get(peer)?.[0] : undefined;
+    const fd = this.peerGens.get(peer) === gen ? this.peerFds.get(peer)?.[vector] : undefined;
     if (fd !== undefined) {
       native().notify(fd);
       return;
     }
     // Not announced to us yet (the daemon is behind): try again shortly, for a while.
-    if (attempt < 200 && this.alive) setTimeout(() => this.ringPeer(peer, attempt + 1), 5).unref();
+    if (attempt < 200 && this.alive) setTimeout(() => this.ringPeer(peer, vector, attempt + 1), 5).unref();
   }
 
   /** Traffic happened: keep busy-polling a little before sleeping. */
@@ -417,15 +425,6 @@ function spinTimes(guest = false): { slice: number; hot: number } {
   return { slice: num(process.env.ZIVM_SPIN_SLICE_US, 50), hot: num(process.env.ZIVM_SPIN_US, guest ? 0 : 200) };
 }
 
-/**
- * A guest's node id: above every host one (a network namespace's inode fits in
- * 32 bits): bit 50, the IVPosition, and the region's nonce in the low 32 bits.
- */
-function guestNodeId(ivPosition: number, region: NativeRegion): number {
-  const nonce = new Int32Array(region.buffer)[Lay.H.NONCE] >>> 0;
-  return (0x40000 + (ivPosition & 0xffff)) * 0x100000000 + nonce;
-}
-
 function joinError(message: string): Error {
   const e = new Error(message) as Error & { code: string };
   e.code = 'ERR_ZIVM_PROTOCOL';
@@ -451,9 +450,8 @@ export function getDomain(autostart: boolean): Domain | undefined {
   const now = Date.now();
   if (lastFailure && now - lastFailure < RETRY_AFTER_MS && (lastFailureAutostart || !autostart)) return undefined;
   try {
-    const pci = guestPciFromEnv();
-    if (process.env.ZIVM_GUEST_PCI && !pci) throw Object.assign(new Error(`ZIVM_GUEST_PCI=${process.env.ZIVM_GUEST_PCI}: no single ivshmem device bound to vfio-pci`), { code: 'ERR_ZIVM_GUEST' });
-    current = pci ? Domain.joinGuest(pci) : Domain.join({ autostart });
+    const agent = guestAgentFromEnv();
+    current = agent ? Domain.joinGuest(agent.socket, agent.pci) : Domain.join({ autostart });
     lastJoinError = undefined;
     lastFailure = 0;
     return current;

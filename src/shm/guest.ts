@@ -61,25 +61,33 @@ export function bindVfio(dev: string): string {
   return `/dev/vfio/${group}`;
 }
 
-/** An ivshmem device opened through VFIO, with vector 0 on an eventfd. */
+/**
+ * An ivshmem device opened through VFIO (by the guest's agent), every MSI-X
+ * vector on an eventfd of its own: vector v is how peers ring the process the
+ * agent handed v to.
+ */
 export class GuestDevice {
   readonly pci: string;
   readonly region: NativeRegion;
   /** Our peer id: BAR0 IVPosition. */
   readonly ivPosition: number;
-  /** The eventfd MSI-X vector 0 triggers. */
-  readonly irqFd: number;
+  /** irqFds[v]: the eventfd MSI-X vector v triggers. */
+  readonly irqFds: number[];
+  readonly deviceFd: number;
+  readonly bar0Offset: number;
+  readonly bar2Offset: number;
   private readonly dev: VfioDevice;
-  private readonly bar0: number;
   private closed = false;
 
-  private constructor(pci: string, dev: VfioDevice, bar0: number, region: NativeRegion, ivPosition: number, irqFd: number) {
+  private constructor(pci: string, dev: VfioDevice, bar0: number, bar2: number, region: NativeRegion, ivPosition: number, irqFds: number[]) {
     this.pci = pci;
     this.dev = dev;
-    this.bar0 = bar0;
+    this.deviceFd = dev.deviceFd;
+    this.bar0Offset = bar0;
+    this.bar2Offset = bar2;
     this.region = region;
     this.ivPosition = ivPosition;
-    this.irqFd = irqFd;
+    this.irqFds = irqFds;
   }
 
   /** Opens `pci` (bound to vfio-pci). Throws with code ERR_ZIVM_GUEST on any failure. */
@@ -92,7 +100,7 @@ export class GuestDevice {
       throw guestError(`cannot open ivshmem device ${pci} through VFIO (bound to ${pciDriver(pci) ?? 'no driver'}): ${(e as Error).message}`);
     }
     let region: NativeRegion | undefined;
-    let irqFd = -1;
+    const irqFds: number[] = [];
     try {
       const reg = (index: number) => {
         const r = dev.regions.find((x) => x.index === index);
@@ -108,23 +116,22 @@ export class GuestDevice {
       const ivPosition = N.bar0Read32(dev.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
       if (ivPosition < 0 || ivPosition > 0xffff) throw guestError(`ivshmem device ${pci} has no peer id yet (IVPosition ${ivPosition})`);
       region = new (N.Region)(dev.deviceFd, bar2.size, bar2.offset);
-      irqFd = N.eventfd();
-      N.vfioSetMsix(dev.deviceFd, [irqFd]);
-      N.drain(irqFd); // what QEMU had pending fires on unmask; later stale ones are harmless
-      return new GuestDevice(pci, dev, bar0.offset, region, ivPosition, irqFd);
+      for (let v = 0; v < Math.min(msix.count, 0x3fff); v++) irqFds.push(N.eventfd());
+      N.vfioSetMsix(dev.deviceFd, irqFds);
+      for (const fd of irqFds) N.drain(fd); // what QEMU had pending fires on unmask; later stale ones are harmless
+      return new GuestDevice(pci, dev, bar0.offset, bar2.offset, region, ivPosition, irqFds);
     } catch (e) {
       region?.close();
-      if (irqFd >= 0) N.close(irqFd);
+      for (const fd of irqFds) N.close(fd);
       N.vfioClose(dev);
       throw e;
     }
   }
 
-  /** Rings `peer`'s vector 0 (our own: our eventfd directly). */
-  ring(peer: number): void {
+  /** Rings vector `vector` of peer `peer` (ours included: QEMU holds our own eventfds too). */
+  ring(peer: number, vector: number): void {
     if (this.closed) return;
-    if (peer === this.ivPosition) native().notify(this.irqFd);
-    else native().bar0Notify(this.dev.deviceFd, this.bar0, peer, 0);
+    native().bar0Notify(this.dev.deviceFd, this.bar0Offset, peer, vector);
   }
 
   close(): void {
@@ -137,24 +144,95 @@ export class GuestDevice {
       /* closing anyway */
     }
     this.region.close();
-    N.close(this.irqFd);
+    for (const fd of this.irqFds) N.close(fd);
     N.vfioClose(this.dev);
   }
 }
 
 /**
- * Which device ZIVM_GUEST_PCI names: a PCI address, or `auto` for the only
- * ivshmem device bound to vfio-pci. Undefined when unset or nothing fits.
+ * A process's share of the guest's device, handed out by the agent: the
+ * region (BAR2 mapped through the device fd), BAR0 for doorbells, and the
+ * eventfd of the MSI-X vector peers ring this process with.
  */
-export function guestPciFromEnv(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const v = env.ZIVM_GUEST_PCI;
-  if (!v) return undefined;
-  if (v !== 'auto') return v;
-  const usable = ivshmemDevices().filter((d) => pciDriver(d) === 'vfio-pci');
-  return usable.length === 1 ? usable[0] : undefined;
+export class GuestLink {
+  constructor(
+    readonly pci: string,
+    readonly ivPosition: number,
+    readonly vector: number,
+    readonly irqFd: number,
+    readonly region: NativeRegion,
+    private readonly deviceFd: number,
+    private readonly bar0Offset: number,
+  ) {}
+
+  private closed = false;
+
+  /** Rings vector `vector` of peer `peer`: our own vector directly, anything else through BAR0's Doorbell. */
+  ring(peer: number, vector: number): void {
+    if (this.closed) return;
+    if (peer === this.ivPosition && vector === this.vector) native().notify(this.irqFd);
+    else native().bar0Notify(this.deviceFd, this.bar0Offset, peer, vector);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    const N = native();
+    this.region.close();
+    N.close(this.irqFd);
+    N.close(this.deviceFd);
+  }
 }
 
-function guestError(message: string): Error {
+/** The folder of the agents' sockets (root's, inside the guest). */
+export const AGENT_DIR = '/run/zivm';
+
+/** The socket of the agent that owns the device at `pci`. */
+export function agentSocketPath(pci: string): string {
+  return path.join(AGENT_DIR, `guest-${pci}.sock`);
+}
+
+/** The PCI addresses that have an agent socket in AGENT_DIR. */
+export function agentSockets(): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(AGENT_DIR);
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => /^guest-(.+)\.sock$/.exec(n)?.[1])
+    .filter((x): x is string => !!x)
+    .sort();
+}
+
+/**
+ * Whether and through which agent this process joins as a guest process:
+ * ZIVM_GUEST_AGENT (a socket path) if set; else ZIVM_GUEST_PCI: `off`, a PCI
+ * address, or `auto`; unset means auto: the only agent of this machine, if
+ * there is exactly one (`zivm guest setup` started it). Returns the socket
+ * path and the device's address, `null` when this is not a guest (join the
+ * host's daemon), or throws ERR_ZIVM_GUEST when the setting names nothing usable.
+ */
+export function guestAgentFromEnv(env: NodeJS.ProcessEnv = process.env): { socket: string; pci: string } | null {
+  if (env.ZIVM_GUEST_AGENT) {
+    const socket = path.resolve(env.ZIVM_GUEST_AGENT);
+    return { socket, pci: /guest-(.+)\.sock$/.exec(socket)?.[1] ?? '' };
+  }
+  const v = env.ZIVM_GUEST_PCI;
+  if (v === 'off') return null;
+  if (v && v !== 'auto') return { socket: agentSocketPath(v), pci: v };
+  const found = agentSockets();
+  if (found.length === 1) return { socket: agentSocketPath(found[0]), pci: found[0] };
+  if (!v) return null;
+  throw guestError(
+    found.length
+      ? `ZIVM_GUEST_PCI=auto: ${found.length} guest agents (${found.join(', ')}): name one`
+      : 'ZIVM_GUEST_PCI=auto: no zivm guest agent running (run `zivm guest setup` as root)',
+  );
+}
+
+export function guestError(message: string): Error {
   const e = new Error(message) as Error & { code: string };
   e.code = 'ERR_ZIVM_GUEST';
   return e;

@@ -10,7 +10,7 @@ export interface PeerInfo {
   id: number;
   gen: number;
   pid: number;
-  kind: 'process' | 'guest' | 'unknown';
+  kind: 'process' | 'guest' | 'guest-process' | 'unknown';
   node: number;
   state: 'joining' | 'alive' | 'dead';
 }
@@ -82,7 +82,7 @@ export function snapshot(i32: Int32Array, g: Lay.Geometry): DomainSnapshot {
       id,
       gen: Atomics.load(i32, p + Lay.P.GEN),
       pid: Atomics.load(i32, p + Lay.P.PID),
-      kind: kind === Lay.PEER_KIND_PROCESS ? 'process' : kind === Lay.PEER_KIND_GUEST ? 'guest' : 'unknown',
+      kind: kind === Lay.PEER_KIND_PROCESS ? 'process' : kind === Lay.PEER_KIND_GUEST ? 'guest' : kind === Lay.PEER_KIND_GUEST_PROCESS ? 'guest-process' : 'unknown',
       node: node(i32, p + Lay.P.NODE_LO),
       state: PEER_STATES[st] ?? 'dead',
     });

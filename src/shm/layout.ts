@@ -77,7 +77,7 @@ export const P = {
   KIND: 3, // PEER_KIND_*
   NODE_LO: 4,
   NODE_HI: 5,
-  FLAGS: 6,
+  ROUTE: 6, // how to ring this peer: 0 = its own vector 0; else ROUTE_VIA | vector << 16 | the peer id whose doorbells it shares
   POLLING: 7, // 1 while the peer busy-polls its pending bitmap: no need to ring its doorbell
 } as const;
 /**
@@ -102,6 +102,21 @@ export const PEER_ALIVE = 2;
 export const PEER_DEAD = 3; // left; the daemon is cleaning up after it
 export const PEER_KIND_PROCESS = 1;
 export const PEER_KIND_GUEST = 2;
+/** A process in a VM guest: an entry claimed by the guest's agent, rung through the guest's doorbells (P.ROUTE). */
+export const PEER_KIND_GUEST_PROCESS = 3;
+export const ROUTE_VIA = 0x40000000;
+
+/** P.ROUTE for a peer rung as vector `vector` of peer `via`. */
+export function makeRoute(via: number, vector: number): number {
+  return ROUTE_VIA | ((vector & 0x3fff) << 16) | (via & 0xffff);
+}
+
+/** Which doorbell rings `peer`: [peer id whose eventfds it is, vector]. */
+export function routeOf(i32: Int32Array, g: Geometry, peer: number): [number, number] {
+  const r = Atomics.load(i32, (peerOffset(g, peer) >> 2) + P.ROUTE);
+  if ((r & ROUTE_VIA) === 0) return [peer, 0];
+  return [r & 0xffff, (r >>> 16) & 0x3fff];
+}
 
 /** Listener entry: 64 bytes. */
 export const LISTENER_SIZE = 64;

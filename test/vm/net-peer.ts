@@ -10,8 +10,9 @@
  *
  *   node net-peer.js guest --host-addr A --port P --refused-port R --guest-port G --bytes B
  *     The guest side (as root in the guest, chrooted into the host's node): puts
- *     10.77.2.2 on lo, binds the ivshmem device to vfio-pci (`zivm guest setup`)
- *     and joins the domain through it (ZIVM_GUEST_PCI=auto), then
+ *     10.77.2.2 on lo, binds the ivshmem device to vfio-pci and starts the guest
+ *     agent (`zivm guest setup`), joins the domain through the agent
+ *     (ZIVM_GUEST_PCI=auto), then
  *       1. client of the host's echo server at A:P (ping-pong, sha256 echo);
  *       2. connects to A:R where nobody listens;
  *       3. echo server on 0.0.0.0:G until the host's client has been served;
@@ -31,7 +32,7 @@ type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 export const HOST_ADDR = '10.77.1.1';
 export const GUEST_ADDR = '10.77.2.2';
 
-function arg(argv: string[], name: string, d?: string): string {
+export function arg(argv: string[], name: string, d?: string): string {
   const i = argv.indexOf(name);
   if (i >= 0 && i + 1 < argv.length) return argv[i + 1];
   if (d === undefined) throw new Error(`missing ${name}`);
@@ -44,7 +45,7 @@ function zivm(): Any {
 }
 
 /** A deterministic block of `n` bytes. */
-function block(n: number, seed: number): Buffer {
+export function block(n: number, seed: number): Buffer {
   const b = Buffer.alloc(n);
   let x = seed >>> 0 || 1;
   for (let i = 0; i < n; i += 4) {
@@ -179,7 +180,7 @@ async function guest(argv: string[]): Promise<void> {
   // Setup (root): an address on lo that exists only in this guest, and the device on vfio-pci.
   execFileSync('ip', ['link', 'set', 'lo', 'up']);
   execFileSync('ip', ['addr', 'add', `${GUEST_ADDR}/32`, 'dev', 'lo']);
-  // `zivm guest setup` binds the only ivshmem device to vfio-pci; ZIVM_GUEST_PCI=auto then finds it.
+  // `zivm guest setup` binds the only ivshmem device to vfio-pci and starts the agent; ZIVM_GUEST_PCI=auto finds it.
   const t0 = Date.now();
   const setup = execFileSync(process.execPath, [require.resolve('../../src/cli'), 'guest', 'setup'], { encoding: 'utf8' });
   const pci = /^export ZIVM_GUEST_PCI=(\S+)$/m.exec(setup)?.[1];
@@ -194,6 +195,8 @@ async function guest(argv: string[]): Promise<void> {
     pci: d.guest.pci,
     setupPci: pci,
     id: d.id,
+    guestPeer: d.guest.ivPosition,
+    vector: d.guest.vector,
     gen: d.gen,
     nodeId: d.nodeId,
     guest: !!d.guest,

@@ -1,0 +1,337 @@
+/**
+ * The in-guest agent: the one process of a VM guest that owns the ivshmem
+ * device (opened through VFIO), so that any number of Node processes in the
+ * guest can be peers of the domain at once, each a peer of its own.
+ *
+ * The device is the guest's single membership of the domain (QEMU's peer id,
+ * BAR0 IVPosition) with `vectors` MSI-X vectors. The agent routes every vector
+ * to an eventfd and hands each joining process:
+ *   - a peer entry of its own, claimed in the region's peer table (from the top;
+ *     the daemon hands out ids from the bottom, both by CAS), whose P.ROUTE says
+ *     "ring me as vector v of the guest's peer id";
+ *   - vector v's eventfd (its interrupts) and the device fd (to map BAR2, the
+ *     region, and to write BAR0's Doorbell).
+ * A process that goes away (its socket to the agent closes: exit, crash,
+ * SIGKILL) is reaped like the daemon reaps a host process: its listeners freed,
+ * its connections flagged dead, the other ends woken. When the guest itself
+ * leaves (QEMU exits), the daemon reaps the guest's processes with it.
+ *
+ * Protocol (unix socket, 8-byte little-endian values as in ivshmem-server's,
+ * fds in SCM_RIGHTS): the agent sends, in order,
+ *   AGENT_PROTOCOL | peer id | gen | vector + its eventfd | IVPosition + the
+ *   device fd | BAR0 offset | BAR2 offset | BAR2 size
+ * or a single negative errno (ENOSPC: every vector is taken) and closes. The
+ * process then keeps the socket open for as long as it is a member.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { native, NativePoller } from './native';
+import { GuestDevice, GuestLink, agentSocketPath, guestError } from './guest';
+import { reapPeer } from './daemon';
+import { publishableAddrs, publishAddrs } from './directory';
+import * as Lay from './layout';
+
+export const AGENT_PROTOCOL = 1;
+const ENOSPC = 28;
+
+interface Member {
+  fd: number;
+  id: number;
+  gen: number;
+  vector: number;
+  pid: number;
+  poller: NativePoller;
+}
+
+export interface AgentOptions {
+  /** Socket path (default: /run/zivm/guest-<pci>.sock). */
+  socket?: string;
+  /** Socket mode (default 0o600: root's processes only). */
+  mode?: number;
+  log?: (line: string) => void;
+}
+
+/** A guest's node id: above every host one (bit 50, the IVPosition, and the region's nonce in the low 32 bits). */
+export function guestNodeId(ivPosition: number, i32: Int32Array): number {
+  const nonce = i32[Lay.H.NONCE] >>> 0;
+  return (0x40000 + (ivPosition & 0xffff)) * 0x100000000 + nonce;
+}
+
+export class GuestAgent {
+  readonly dev: GuestDevice;
+  readonly socket: string;
+  readonly g: Lay.Geometry;
+  private readonly i32: Int32Array;
+  private readonly listenFd: number;
+  private readonly acceptPoller: NativePoller;
+  private readonly members = new Map<number, Member>();
+  private readonly log: (line: string) => void;
+  private closed = false;
+
+  private constructor(dev: GuestDevice, socket: string, listenFd: number, g: Lay.Geometry, log: (line: string) => void) {
+    this.dev = dev;
+    this.socket = socket;
+    this.listenFd = listenFd;
+    this.g = g;
+    this.i32 = new Int32Array(dev.region.buffer);
+    this.log = log;
+    this.acceptPoller = new (native().Poller)(listenFd, () => this.onAccept(), false);
+  }
+
+  /** Opens the device, announces the guest in its peer entry and listens. Throws ERR_ZIVM_GUEST. */
+  static start(pci: string, opts: AgentOptions = {}): GuestAgent {
+    const N = native();
+    const socket = opts.socket ?? agentSocketPath(pci);
+    const log = opts.log ?? (() => undefined);
+    const dev = GuestDevice.open(pci);
+    let listenFd = -1;
+    try {
+      const i32 = new Int32Array(dev.region.buffer);
+      const g = Lay.readHeader(i32, dev.region.size);
+      const id = dev.ivPosition;
+      if (id >= g.maxPeers) throw guestError(`peer id ${id} (IVPosition) is outside the region's peer table`);
+      const p = Lay.peerOffset(g, id) >> 2;
+      const st = Atomics.load(i32, p + Lay.P.STATE);
+      if (st !== Lay.PEER_JOINING && st !== Lay.PEER_ALIVE) throw guestError(`peer entry ${id} is not handed out by the daemon (state ${st})`);
+      const node = guestNodeId(id, i32);
+      // The guest's own entry (QEMU's pid stays: the one the host can act on) says which node it is.
+      Atomics.store(i32, p + Lay.P.KIND, Lay.PEER_KIND_GUEST);
+      Atomics.store(i32, p + Lay.P.NODE_LO, node % 0x100000000 | 0);
+      Atomics.store(i32, p + Lay.P.NODE_HI, Math.floor(node / 0x100000000) | 0);
+      Atomics.store(i32, p + Lay.P.ROUTE, 0);
+      publishAddrs(i32, g, id, publishableAddrs());
+      Atomics.store(i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
+
+      fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o755 });
+      if (fs.existsSync(socket)) {
+        // A live agent answers; a stale socket file does not.
+        let live = false;
+        try {
+          N.close(N.unixConnect(socket));
+          live = true;
+        } catch {
+          fs.rmSync(socket, { force: true });
+        }
+        if (live) throw guestError(`an agent already serves ${pci} at ${socket}`);
+      }
+      listenFd = N.unixListen(socket, 64);
+      fs.chmodSync(socket, opts.mode ?? 0o600);
+      const a = new GuestAgent(dev, socket, listenFd, g, log);
+      log(`agent for ${pci}: guest peer ${id}, ${dev.irqFds.length} vectors, ${g.nslots} slots, socket ${socket}`);
+      return a;
+    } catch (e) {
+      if (listenFd >= 0) {
+        N.close(listenFd);
+        fs.rmSync(socket, { force: true });
+      }
+      dev.close();
+      throw e;
+    }
+  }
+
+  /** The processes that are members now. */
+  list(): { id: number; gen: number; vector: number; pid: number }[] {
+    return [...this.members.values()].map(({ id, gen, vector, pid }) => ({ id, gen, vector, pid }));
+  }
+
+  private onAccept(): void {
+    const N = native();
+    for (;;) {
+      let fd: number;
+      try {
+        fd = N.unixAccept(this.listenFd);
+      } catch (e) {
+        this.log(`accept: ${(e as Error).message}`);
+        return;
+      }
+      if (fd < 0) return;
+      try {
+        this.admit(fd);
+      } catch (e) {
+        this.log(`cannot admit a process: ${(e as Error).message}`);
+        try {
+          N.close(fd);
+        } catch {
+          /* closed */
+        }
+      }
+    }
+  }
+
+  private admit(fd: number): void {
+    const N = native();
+    const { i32, g, dev } = this;
+    let pid = 0;
+    try {
+      pid = N.peerCred(fd).pid;
+    } catch {
+      /* unknown */
+    }
+    const used = new Set([...this.members.values()].map((m) => m.vector));
+    let vector = -1;
+    for (let v = 0; v < dev.irqFds.length; v++) {
+      if (!used.has(v)) {
+        vector = v;
+        break;
+      }
+    }
+    let id = -1;
+    if (vector >= 0) {
+      for (let k = Math.min(g.maxPeers, 0x10000) - 1; k >= 0; k--) {
+        if (Atomics.compareExchange(i32, (Lay.peerOffset(g, k) >> 2) + Lay.P.STATE, Lay.PEER_FREE, Lay.PEER_JOINING) === Lay.PEER_FREE) {
+          id = k;
+          break;
+        }
+      }
+    }
+    if (id < 0) {
+      this.log(`refused pid ${pid}: ${vector < 0 ? `all ${dev.irqFds.length} vectors are taken` : 'the peer table is full'}`);
+      N.sendMsg(fd, -ENOSPC, -1);
+      N.close(fd);
+      return;
+    }
+    const p = Lay.peerOffset(g, id) >> 2;
+    let gen = (Atomics.load(i32, p + Lay.P.GEN) + 1) | 0;
+    if (gen === 0) gen = 1;
+    const own = Lay.peerOffset(g, dev.ivPosition) >> 2;
+    Atomics.store(i32, p + Lay.P.KIND, Lay.PEER_KIND_GUEST_PROCESS);
+    Atomics.store(i32, p + Lay.P.PID, pid);
+    Atomics.store(i32, p + Lay.P.NODE_LO, Atomics.load(i32, own + Lay.P.NODE_LO));
+    Atomics.store(i32, p + Lay.P.NODE_HI, Atomics.load(i32, own + Lay.P.NODE_HI));
+    Atomics.store(i32, p + Lay.P.POLLING, 0);
+    Atomics.store(i32, p + Lay.P.ROUTE, Lay.makeRoute(dev.ivPosition, vector));
+    const pend = Lay.pendingOffset(g, id) >> 2;
+    for (let k = 0; k < g.pendingStride >> 2; k++) Atomics.store(i32, pend + k, 0);
+    Atomics.store(i32, p + Lay.P.GEN, gen);
+    N.drain(dev.irqFds[vector]);
+    try {
+      N.sendMsg(fd, AGENT_PROTOCOL, -1);
+      N.sendMsg(fd, id, -1);
+      N.sendMsg(fd, gen, -1);
+      N.sendMsg(fd, vector, dev.irqFds[vector]);
+      N.sendMsg(fd, dev.ivPosition, dev.deviceFd);
+      N.sendMsg(fd, dev.bar0Offset, -1);
+      N.sendMsg(fd, dev.bar2Offset, -1);
+      N.sendMsg(fd, dev.region.size, -1);
+    } catch (e) {
+      reapPeer(i32, g, id, gen, (peer) => this.wake(peer));
+      throw e;
+    }
+    const m: Member = { fd, id, gen, vector, pid, poller: undefined as unknown as NativePoller };
+    m.poller = new (N.Poller)(fd, () => this.onMember(m), false);
+    this.members.set(id, m);
+    this.log(`peer ${id} joined (pid ${pid}, vector ${vector})`);
+  }
+
+  /** A member's socket is readable: it closed (nothing else is expected from it). */
+  private onMember(m: Member): void {
+    const N = native();
+    for (;;) {
+      let r: [number, number] | null | false;
+      try {
+        r = N.recvMsg(m.fd);
+      } catch {
+        r = false;
+      }
+      if (r === null) return;
+      if (r === false) break;
+      if (r[1] >= 0) N.close(r[1]);
+    }
+    this.leave(m);
+  }
+
+  private leave(m: Member): void {
+    const N = native();
+    if (!this.members.delete(m.id)) return;
+    m.poller.close();
+    try {
+      N.close(m.fd);
+    } catch {
+      /* closed */
+    }
+    const p = Lay.peerOffset(this.g, m.id) >> 2;
+    if (Atomics.load(this.i32, p + Lay.P.GEN) === m.gen && Atomics.load(this.i32, p + Lay.P.STATE) !== Lay.PEER_FREE) {
+      reapPeer(this.i32, this.g, m.id, m.gen, (peer) => this.wake(peer));
+    }
+    N.drain(this.dev.irqFds[m.vector]);
+    this.log(`peer ${m.id} left (pid ${m.pid})`);
+  }
+
+  private wake(peer: number): void {
+    const [via, vector] = Lay.routeOf(this.i32, this.g, peer);
+    try {
+      this.dev.ring(via, vector);
+    } catch (e) {
+      this.log(`wake of peer ${peer} failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** Reaps every member, stops listening, releases the device. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const m of [...this.members.values()]) this.leave(m);
+    this.acceptPoller.close();
+    const N = native();
+    N.close(this.listenFd);
+    fs.rmSync(this.socket, { force: true });
+    this.dev.close();
+  }
+}
+
+const JOIN_TIMEOUT_MS = 5000;
+
+/**
+ * Joins through the agent at `socket`: returns our peer id and generation,
+ * the link (region, doorbells, interrupts) and the agent socket, which stays
+ * open while we are a member. Throws ERR_ZIVM_GUEST.
+ */
+export function joinAgent(socket: string, pci: string): { id: number; gen: number; link: GuestLink; fd: number } {
+  const N = native();
+  let fd: number;
+  try {
+    fd = N.unixConnect(socket);
+  } catch (e) {
+    throw guestError(`cannot reach the zivm guest agent at ${socket} (${(e as Error).message}): run \`zivm guest setup\` as root`);
+  }
+  const opened: number[] = [];
+  try {
+    const deadline = Date.now() + JOIN_TIMEOUT_MS;
+    const next = (): [number, number] => {
+      for (;;) {
+        const m = N.recvMsg(fd);
+        if (m === false) throw guestError('the zivm guest agent closed the connection while we joined');
+        if (m !== null) {
+          if (m[1] >= 0) opened.push(m[1]);
+          return m;
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) throw guestError('the zivm guest agent did not answer in time');
+        N.waitReadable(fd, left);
+      }
+    };
+    const [version] = next();
+    if (version === -ENOSPC) throw guestError(`the zivm guest agent at ${socket} has no vector left for another process (QEMU's ivshmem-doorbell vectors= sets how many)`);
+    if (version !== AGENT_PROTOCOL) throw guestError(`the zivm guest agent speaks protocol ${version}, expected ${AGENT_PROTOCOL}`);
+    const [id] = next();
+    const [gen] = next();
+    const [vector, irqFd] = next();
+    const [ivPosition, deviceFd] = next();
+    const [bar0Offset] = next();
+    const [bar2Offset] = next();
+    const [size] = next();
+    if (irqFd < 0 || deviceFd < 0) throw guestError('the zivm guest agent did not pass its file descriptors');
+    const region = new (N.Region)(deviceFd, size, bar2Offset);
+    return { id, gen, fd, link: new GuestLink(pci, ivPosition, vector, irqFd, region, deviceFd, bar0Offset) };
+  } catch (e) {
+    for (const f of opened) {
+      try {
+        N.close(f);
+      } catch {
+        /* closed */
+      }
+    }
+    N.close(fd);
+    throw e;
+  }
+}

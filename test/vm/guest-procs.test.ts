@@ -1,0 +1,246 @@
+/**
+ * Several zivm processes in one guest, sharing its ivshmem device through the
+ * in-guest agent (`zivm guest setup`), each a peer of the domain with an MSI-X
+ * vector of its own: loopback inside the guest, guest <-> host with half-close,
+ * a process that finds every vector taken (TCP), vectors handed out again, and
+ * guest processes killed mid-connection (the agent reaps them; the host's
+ * sockets end). Host side as in guest-net.test.ts: a peer in a private network
+ * namespace (10.77.1.1 on its lo); the guest has no network device.
+ */
+import { expect } from 'chai';
+import { ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ServerProc, runCli, startServer } from '../helpers/daemon-client';
+import { GUEST_ADDR, HOST_ADDR } from './procs-peer';
+import { GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';
+
+const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'procs-peer.js');
+const HOST_PORT = 7801;
+const GUEST_PORT = 7802;
+const BYTES = 4 << 20;
+const VECTORS = 4;
+
+type Ev = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface StatPeer {
+  id: number;
+  kind: string;
+  state: string;
+}
+
+(process.env.ZIVM_VM ? describe : describe.skip)('VM: several zivm processes in one guest, through the guest agent', function () {
+  this.timeout(300000);
+
+  let dir = '';
+  let sock = '';
+  let server: ServerProc | undefined;
+  let hostProc: ChildProcess | undefined;
+  let hostErr = '';
+  const hostEv: Ev[] = [];
+  const guestEv = new Map<string, Ev>();
+  let result: GuestResult;
+  let peersUp: StatPeer[] = [];
+  let peersAfter: StatPeer[] = [];
+  const stats: Promise<void>[] = [];
+
+  const statPeers = async (): Promise<StatPeer[]> => {
+    const r = await runCli(['stat', '--json'], { ZIVM_SOCKET: sock });
+    return (JSON.parse(r.stdout) as { peers: StatPeer[] }).peers;
+  };
+  const hostSend = (o: Ev) => hostProc!.stdin!.write(`${JSON.stringify(o)}\n`);
+  const waitHost = async (pred: (e: Ev) => boolean, ms = 20000): Promise<Ev | undefined> => {
+    const t = Date.now();
+    while (Date.now() - t < ms) {
+      const e = hostEv.find(pred);
+      if (e) return e;
+      await sleep(20);
+    }
+    return undefined;
+  };
+
+  before(async function () {
+    ensureGuestImage();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vmprocs-'));
+    sock = path.join(dir, 'zivm.sock');
+    server = await startServer(sock, ['--size', '64M', '--vectors', String(VECTORS), '--verbose']);
+
+    const ns = process.getuid?.() === 0 ? ['-n'] : ['-rn'];
+    hostProc = spawn(
+      'unshare',
+      [...ns, 'sh', '-c', `ip link set lo up && ip addr add ${HOST_ADDR}/32 dev lo && exec "$0" "$@"`, process.execPath, PEER, 'host', '--port', String(HOST_PORT)],
+      { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ZIVM_SOCKET: sock } },
+    );
+    let buf = '';
+    hostProc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      for (let i; (i = buf.indexOf('\n')) >= 0; ) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          hostEv.push({ ...(JSON.parse(line) as Ev), seenAt: Date.now() });
+        } catch {
+          hostErr += `${line}\n`;
+        }
+      }
+    });
+    hostProc.stderr!.setEncoding('utf8').on('data', (d: string) => (hostErr += d));
+    if (!(await waitHost((e) => e.ev === 'listening', 10000))) throw new Error(`the host peer did not listen: ${hostErr}`);
+
+    let con = '';
+    const guest = startGuest({
+      args: [PEER, 'guest', '--host-addr', HOST_ADDR, '--port', String(HOST_PORT), '--guest-port', String(GUEST_PORT), '--bytes', String(BYTES)],
+      ivshmem: { socket: sock, vectors: VECTORS },
+      timeoutMs: 200000,
+      onConsole: (chunk) => {
+        con += chunk.replace(/\r/g, '');
+        for (let i; (i = con.indexOf('\n')) >= 0; ) {
+          const line = con.slice(0, i);
+          con = con.slice(i + 1);
+          const k = line.indexOf('ZIVM-PROCS ');
+          if (k < 0) continue;
+          let o: Ev;
+          try {
+            o = JSON.parse(line.slice(k + 'ZIVM-PROCS '.length)) as Ev;
+          } catch {
+            continue;
+          }
+          o.seenAt = Date.now();
+          guestEv.set(String(o.what), o);
+          if (o.what === 'members-up') stats.push(statPeers().then((p) => void (peersUp = p)));
+          if (o.what === 'host-may-connect') {
+            hostSend({ cmd: 'tail', host: GUEST_ADDR, port: GUEST_PORT });
+            void waitHost((e) => e.ev === 'tail').then(() => hostSend({ cmd: 'hold', host: GUEST_ADDR, port: GUEST_PORT, tag: 'srv' }));
+          }
+        }
+      },
+    });
+    result = await guest.done;
+    await Promise.all(stats);
+    // The daemon reaps the guest and its processes once QEMU is gone.
+    const t = Date.now();
+    do {
+      peersAfter = await statPeers();
+      if (!peersAfter.some((p) => p.kind === 'guest' || p.kind === 'guest-process')) break;
+      await sleep(100);
+    } while (Date.now() - t < 5000);
+  });
+
+  after(async function () {
+    if (hostProc && hostProc.exitCode === null) {
+      hostProc.stdin!.end();
+      const t = setTimeout(() => hostProc!.kill('SIGKILL'), 2000);
+      await new Promise((r) => hostProc!.once('exit', r));
+      clearTimeout(t);
+    }
+    if (server) await server.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  function explain(): string {
+    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host peer ---\n${JSON.stringify(hostEv)}\n${hostErr}`;
+  }
+
+  it('zivm guest setup starts the agent; the guest runs to the end', function () {
+    expect(result.timedOut, `watchdog fired${explain()}`).to.equal(false);
+    expect(guestEv.get('error'), explain()).to.equal(undefined);
+    expect(guestEv.get('setup')?.out, explain()).to.match(/agent pid \d+/);
+    expect(guestEv.get('done'), explain()).to.not.equal(undefined);
+  });
+
+  it('three processes are members at once, each with a peer entry and an MSI-X vector of its own', function () {
+    const s = guestEv.get('server')!;
+    const l = guestEv.get('local')!;
+    const h = guestEv.get('to-host')!;
+    expect([s.peer, l.peer, h.peer].every((x) => typeof x === 'number'), explain()).to.equal(true);
+    expect(new Set([s.peer, l.peer, h.peer]).size).to.equal(3);
+    expect(new Set([s.vector, l.vector, h.vector]).size).to.equal(3);
+    expect(s.guestPeer).to.equal(l.guestPeer);
+    expect(h.guestPeer).to.equal(l.guestPeer);
+    // Seen from the host while they were up: the guest and its processes.
+    const procs = peersUp.filter((p) => p.kind === 'guest-process' && p.state === 'alive').map((p) => p.id);
+    expect(procs, JSON.stringify(peersUp)).to.include.members([s.peer, l.peer, h.peer]);
+    expect(peersUp.some((p) => p.kind === 'guest' && p.id === s.guestPeer)).to.equal(true);
+  });
+
+  it('loopback inside the guest, between two of its processes: shm, echo intact, half-close', function () {
+    const l = guestEv.get('local')!;
+    expect(l.transport, explain()).to.equal('shm');
+    expect(l.serverSaw.transport).to.equal('shm');
+    expect(l.remoteAddress).to.equal('127.0.0.1');
+    expect(l.echoOk).to.equal(true);
+    expect(l.tail, 'the server wrote after the client ended').to.equal(`tail ${BYTES}`);
+    process.stderr.write(`      in-guest loopback: ${BYTES >> 20} MiB echo + half-close in ${l.ms} ms\n`);
+  });
+
+  it('guest process -> host: shm, echo intact, half-close', async function () {
+    const h = guestEv.get('to-host')!;
+    expect(h.transport, explain()).to.equal('shm');
+    expect(h.echoOk).to.equal(true);
+    expect(h.tail).to.equal(`tail ${BYTES}`);
+    const acc = hostEv.find((e) => e.ev === 'accepted' && e.id === 1);
+    expect(acc?.transport, explain()).to.equal('shm');
+    expect(acc?.remoteAddress).to.equal(GUEST_ADDR);
+    process.stderr.write(`      guest -> host: ${BYTES >> 20} MiB echo + half-close in ${h.ms} ms\n`);
+  });
+
+  it('host -> guest process: shm, echo intact, half-close', function () {
+    const t = hostEv.find((e) => e.ev === 'tail');
+    expect(t?.error, explain()).to.equal(undefined);
+    expect(t!.transport).to.equal('shm');
+    expect(t!.echoOk).to.equal(true);
+    expect(t!.tail).to.equal(`tail ${1 << 20}`);
+    expect(guestEv.get('host-tail')?.transport).to.equal('shm');
+  });
+
+  it(`a fifth process finds all ${VECTORS} vectors taken: TCP, bytes intact, and the reason says so`, function () {
+    const n = guestEv.get('no-vector')!;
+    expect(n, explain()).to.not.equal(undefined);
+    expect(n.peer).to.equal(null);
+    expect(n.reason).to.match(/no vector left/);
+    expect(n.transport).to.equal('tcp');
+    expect(n.serverSaw.transport).to.equal('tcp');
+    expect(n.echoOk).to.equal(true);
+    expect(n.tail).to.equal(`tail ${65536}`);
+  });
+
+  it('vectors of processes that were killed are handed out again', function () {
+    const v = guestEv.get('vector-reused')!;
+    expect(v?.transport, explain()).to.equal('shm');
+    expect(v.echoOk).to.equal(true);
+    expect(v.vector).to.be.a('number');
+  });
+
+  it('a guest client process killed mid-connection: the host side ends within seconds', async function () {
+    expect(guestEv.get('victim-connected')?.transport, explain()).to.equal('shm');
+    const acc = hostEv.find((e) => e.ev === 'accepted' && e.id === 2);
+    expect(acc?.transport, explain()).to.equal('shm');
+    const end = hostEv.find((e) => e.id === 2 && (e.ev === 'conn-close' || e.ev === 'conn-error'));
+    expect(end, explain()).to.not.equal(undefined);
+    const ms = end!.seenAt - guestEv.get('killing-client')!.seenAt;
+    expect(ms).to.be.below(5000);
+    const err = hostEv.find((e) => e.id === 2 && e.ev === 'conn-error');
+    process.stderr.write(`      guest client SIGKILLed -> host socket ${err ? `error ${err.code}` : 'close'} after ~${ms} ms\n`);
+  });
+
+  it('a guest server process killed with a connection from the host open: the host side ends within seconds', function () {
+    expect(hostEv.find((e) => e.ev === 'held' && e.tag === 'srv')?.transport, explain()).to.equal('shm');
+    const end = hostEv.find((e) => e.ev === 'held-close' && e.tag === 'srv');
+    expect(end, explain()).to.not.equal(undefined);
+    const ms = end!.seenAt - guestEv.get('killing-server')!.seenAt;
+    expect(ms).to.be.below(5000);
+    const first = hostEv.find((e) => (e.ev === 'held-end' || e.ev === 'held-error') && e.tag === 'srv');
+    const err = hostEv.find((e) => e.ev === 'held-error' && e.tag === 'srv');
+    // allowHalfOpen: the end comes first; the write after it fails.
+    if (first?.ev === 'held-end') expect(err?.code, explain()).to.be.oneOf(['EPIPE', 'ECONNRESET']);
+    process.stderr.write(
+      `      guest server SIGKILLed -> host socket ${first?.ev === 'held-end' ? `end after ~${first.seenAt - guestEv.get('killing-server')!.seenAt} ms, then its write failed with ${err?.code}` : `error ${err?.code}`}, close after ~${ms} ms\n`,
+    );
+  });
+
+  it('after the guest powered off, the daemon has reaped it and its processes', function () {
+    expect(peersAfter.filter((p) => p.kind === 'guest' || p.kind === 'guest-process'), JSON.stringify(peersAfter)).to.deep.equal([]);
+  });
+});
