@@ -17,6 +17,7 @@ import {
   PEER_DEAD,
   PEER_FREE,
   PEER_JOINING,
+  PEER_KIND_GUEST_PROCESS,
   S,
   SLOT_CLAIMED,
   SLOT_CONNECTING,
@@ -25,6 +26,7 @@ import {
   SLOT_REFUSED,
   computeGeometry,
   listenerOffset,
+  makeRoute,
   makeState,
   peerOffset,
   pendingOffset,
@@ -360,6 +362,55 @@ describe('daemon', function () {
         expect(Atomics.load(i32, w + S.STATE)).to.equal(makeState(0, SLOT_ESTABLISHED));
         expect(Atomics.load(i32, pendingOffset(g, ha.id) >> 2) & 1).to.equal(1);
         expect(Atomics.load(i32, lw + L.STATE)).to.equal(makeState(1, LST_FREE));
+      } finally {
+        region.close();
+      }
+    });
+    it("reaps a guest's processes with the guest, wakes through the routed vector, and skips entries an agent claimed", async () => {
+      const s = await server([...SMALL, '--vectors', '2', '--verbose']);
+      const a = client(s.socket); // the survivor, hosting a process rung as its vector 1 (another guest)
+      const ha = a.handshake(2);
+      const b = client(s.socket); // stands in for QEMU: the guest whose process goes with it
+      const hb = b.handshake(2);
+      a.take(2); // b's two doorbells
+      const { region, i32, g } = mapRegion(ha.shmFd);
+      try {
+        // What an in-guest agent does: claim an entry by CAS, fill it in, route it through the guest's vector.
+        const claim = (id: number, via: number, vector: number): number => {
+          const pw = peerOffset(g, id) >> 2;
+          expect(Atomics.compareExchange(i32, pw + P.STATE, PEER_FREE, PEER_JOINING)).to.equal(PEER_FREE);
+          i32[pw + P.GEN] = 7;
+          i32[pw + P.KIND] = PEER_KIND_GUEST_PROCESS;
+          i32[pw + P.ROUTE] = makeRoute(via, vector);
+          Atomics.store(i32, pw + P.STATE, PEER_ALIVE);
+          return 7;
+        };
+        const x = 2;
+        const y = g.maxPeers - 1;
+        const genX = claim(x, hb.id, 1);
+        const genY = claim(y, ha.id, 1);
+        // The next id the daemon hands out skips the claimed entry.
+        const c = client(s.socket);
+        expect(c.handshake(2).id).to.equal(3);
+        c.close();
+        a.take(3); // c's two doorbells and its leave
+        const w = slotOffset(g, 0) >> 2;
+        i32[w + S.CLIENT] = x;
+        i32[w + S.CLIENT_GEN] = genX;
+        i32[w + S.SERVER] = y;
+        i32[w + S.SERVER_GEN] = genY;
+        Atomics.store(i32, w + S.STATE, makeState(0, SLOT_ESTABLISHED));
+        for (const fd of ha.own) native().drain(fd);
+        b.close();
+        // The guest's process is reaped with it, and its peer is woken on the vector its route names.
+        expect(native().waitReadable(ha.own[1], 3000)).to.equal(true);
+        expect(native().drain(ha.own[1])).to.be.at.least(1);
+        expect(native().drain(ha.own[0])).to.equal(0);
+        expect(i32[w + S.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
+        expect(Atomics.load(i32, pendingOffset(g, y) >> 2) & 1).to.equal(1);
+        await waitFor(() => Atomics.load(i32, (peerOffset(g, x) >> 2) + P.STATE) === PEER_FREE, 3000, "the guest process's entry to be freed");
+        expect(Atomics.load(i32, (peerOffset(g, y) >> 2) + P.STATE)).to.equal(PEER_ALIVE);
+        await waitFor(() => /peer 2 left \(a process of guest peer 1\)/.test(s.out.stderr), 3000, 'the log line');
       } finally {
         region.close();
       }
