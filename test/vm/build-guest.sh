@@ -8,7 +8,7 @@
 #   test/vm/build-guest.sh --force    rebuild the kernel part too
 #
 # Installs what it needs with apt-get (Debian): qemu-system-x86 cpio kmod
-# busybox-static xz-utils iproute2 (guest-net.test.ts sets addresses with ip).
+# busybox-static xz-utils iproute2 (the VM tests set addresses with ip).
 # Artefacts go to $ZIVM_VM_CACHE (default
 # ${XDG_CACHE_HOME:-~/.cache}/zivm-vm)/<kernel version>/; a second run only
 # checks them. Output, last lines on stdout (everything else goes to stderr):
@@ -92,11 +92,12 @@ fi
 KVER=${KPKG#linux-image-}
 DIR="$CACHE/$KVER"
 
-# Modules the guest loads (and their dependencies, from modules.dep).
-WANT=(virtio_pci 9pnet_virtio 9p irqbypass vfio vfio_iommu_type1 vfio_virqfd vfio_pci_core vfio_pci)
+# Modules the guest loads (and their dependencies, from modules.dep). kernel.done
+# records this list: a different one fetches the package again.
+WANT=(virtio_pci 9pnet_virtio 9p virtio_net irqbypass vfio vfio_iommu_type1 vfio_virqfd vfio_pci_core vfio_pci)
 
 # ---- kernel: vmlinux + modules -----------------------------------------------
-if [[ $FORCE -eq 1 || ! -f "$DIR/kernel.done" ]]; then
+if [[ $FORCE -eq 1 || ! -f "$DIR/kernel.done" || "$(cat "$DIR/kernel.done")" != "${WANT[*]}" ]]; then
   log "fetching $KPKG"
   rm -rf "$DIR"
   mkdir -p "$DIR"
@@ -153,7 +154,7 @@ if [[ $FORCE -eq 1 || ! -f "$DIR/kernel.done" ]]; then
   done < "$DIR/modules.order"
   cp "$MODROOT/modules.builtin" "$MODROOT/modules.order" "$MODROOT/modules.builtin.modinfo" "$DIR/modules/" 2>/dev/null || true
   log "modules: $(tr '\n' ' ' < "$DIR/modules.order")"
-  touch "$DIR/kernel.done"
+  echo "${WANT[*]}" > "$DIR/kernel.done"
 fi
 
 # ---- initramfs ------------------------------------------------------------------
@@ -195,6 +196,10 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro host
   mount -t sysfs sysfs /host/sys
   mount -t devtmpfs devtmpfs /host/dev
   mkdir -p /host/dev/shm 2>/dev/null; mount -t tmpfs tmpfs /host/dev/shm 2>/dev/null
+  # The host root is read-only: writable, guest-private /run (zivm's agent socket
+  # goes to /run/zivm) and /tmp.
+  mount -t tmpfs -o mode=0755 tmpfs /host/run 2>/dev/null || echo "zivm-init: no tmpfs on /run" >&2
+  mount -t tmpfs -o mode=1777 tmpfs /host/tmp 2>/dev/null || echo "zivm-init: no tmpfs on /tmp" >&2
   echo "ZIVM-GUEST-START"
   if [ $# -gt 0 ]; then
     chroot /host /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/ TMPDIR=/dev/shm ZIVM_GUEST=1 $ENVS \

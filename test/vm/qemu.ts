@@ -5,17 +5,26 @@
  * (cached; the first call builds it). Its /init mounts the host's root
  * read-only over 9p, chroots into it and runs `node ARGS...`, so a test script
  * and the project's dist/ and native addon are at the same paths as on the
- * host. Its console (ttyS0) is QEMU's stdout; the guest powers off when the
- * command ends and QEMU exits (-no-reboot).
+ * host. /run and /tmp are the guest's own (tmpfs over the read-only root):
+ * what the command runs must not live in the host's /tmp. Its console (ttyS0)
+ * is QEMU's stdout; the guest powers off when the command ends and QEMU exits
+ * (-no-reboot).
  *
  * With `ivshmem`, the guest gets `-device ivshmem-doorbell` joined to a zivm
  * daemon's socket: the daemon must be listening before QEMU starts, and
  * `vectors` must match the daemon's --vectors.
  *
- * As a script: node dist/test/vm/qemu.js [--socket PATH --vectors N] [--shell] [--] SCRIPT [ARGS...]
+ * With `link`, the guest gets a virtio-net NIC (eth0) on a QEMU socket netdev:
+ * two guests, one listening and one connecting on the same 127.0.0.1 port,
+ * share a private Ethernet link carried over host loopback, with nothing else
+ * on it (startLinkedPair boots such a pair). Without it the guest has no
+ * network device at all.
+ *
+ * As a script: node dist/test/vm/qemu.js [--socket PATH --vectors N] [--link listen:PORT|connect:PORT [--mac MAC]] [--shell] [--] SCRIPT [ARGS...]
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 
 /** Repository root (this file runs as dist/test/vm/qemu.js). */
@@ -63,6 +72,13 @@ export interface GuestOptions {
   node?: string;
   /** Attach an ivshmem-doorbell device to a zivm daemon. */
   ivshmem?: { socket: string; vectors: number; msi?: boolean };
+  /**
+   * A virtio-net NIC (eth0 in the guest) on `-netdev socket`, listening on or
+   * connecting to 127.0.0.1:port: the other end is another guest's NIC. The
+   * listening guest must be started first (its QEMU listens before the guest
+   * boots; waitTcpListening tells when).
+   */
+  link?: { mode: 'listen' | 'connect'; port: number; mac: string };
   /** Guest memory, MiB (default 512). */
   memoryMiB?: number;
   /** Watchdog: QEMU is killed after this many ms (default 240000). */
@@ -141,6 +157,12 @@ export function qemuCommand(img: GuestImage, o: GuestOptions): { file: string; a
     args.push('-chardev', `socket,path=${o.ivshmem.socket},id=iv`);
     args.push('-device', `ivshmem-doorbell,chardev=iv,vectors=${o.ivshmem.vectors}${o.ivshmem.msi === false ? ',msi=off' : ''}`);
   }
+  if (o.link) {
+    if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(o.link.mac)) throw new Error(`link MAC address ${o.link.mac}?`);
+    // Loopback only: the frames travel between the two QEMU processes and nowhere else.
+    args.push('-netdev', `socket,id=n0,${o.link.mode}=127.0.0.1:${o.link.port}`);
+    args.push('-device', `virtio-net-pci,netdev=n0,mac=${o.link.mac},romfile=`); // no PXE ROM: -kernel boots
+  }
   args.push(...(o.qemuArgs ?? []));
   return { file: img.qemu, args };
 }
@@ -193,6 +215,80 @@ export function startGuest(o: GuestOptions, img: GuestImage = ensureGuestImage()
   return { proc, done, console: () => text.replace(/\r/g, ''), kill };
 }
 
+// ---- two guests on one link -----------------------------------------------------
+
+/** A TCP port on 127.0.0.1 that nobody uses right now. */
+export function freeTcpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Is something listening on 127.0.0.1:port? Read from /proc/net/tcp, without connecting (QEMU's socket netdev takes the first connection as its peer). */
+export function tcpListening(port: number): boolean {
+  const want = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  let text = '';
+  try {
+    text = fs.readFileSync('/proc/net/tcp', 'utf8');
+  } catch {
+    return false;
+  }
+  return text.split('\n').some((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[1] === want && f[3] === '0A'; // 0A: TCP_LISTEN
+  });
+}
+
+/** Waits until QEMU of `g` listens on 127.0.0.1:port; throws if it exits or `timeoutMs` passes first. */
+export async function waitTcpListening(g: Guest, port: number, timeoutMs = 10000): Promise<void> {
+  const t0 = Date.now();
+  while (!tcpListening(port)) {
+    if (g.proc.exitCode !== null || g.proc.signalCode !== null) throw new Error(`QEMU exited before it listened on 127.0.0.1:${port}:\n${g.console()}`);
+    if (Date.now() - t0 > timeoutMs) throw new Error(`QEMU did not listen on 127.0.0.1:${port} within ${timeoutMs} ms:\n${g.console()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** MAC addresses of the first and second guest of a pair (locally administered). */
+export const PAIR_MACS = ['52:54:00:77:03:01', '52:54:00:77:03:02'] as const;
+
+/**
+ * Boots two guests that share a private Ethernet link (eth0 in both): `first`
+ * listens for the link, `second` is started once first's QEMU listens. Both
+ * then boot concurrently (each takes a core under TCG).
+ */
+export async function startLinkedPair(first: GuestOptions, second: GuestOptions, opts: { port?: number; img?: GuestImage } = {}): Promise<[Guest, Guest]> {
+  const img = opts.img ?? ensureGuestImage();
+  const port = opts.port ?? (await freeTcpPort());
+  const a = startGuest({ ...first, link: { mode: 'listen', port, mac: PAIR_MACS[0] } }, img);
+  try {
+    await waitTcpListening(a, port);
+  } catch (e) {
+    a.kill();
+    throw e;
+  }
+  const b = startGuest({ ...second, link: { mode: 'connect', port, mac: PAIR_MACS[1] } }, img);
+  return [a, b];
+}
+
+/** Waits for both guests of a pair; once one has exited, the other gets `graceMs` to follow before it is killed. */
+export async function pairDone(guests: [Guest, Guest], graceMs = 15000): Promise<[GuestResult, GuestResult]> {
+  let timer: NodeJS.Timeout | undefined;
+  const first = Promise.race(guests.map((g) => g.done.then(() => g)));
+  first.then((g) => {
+    const other = guests[0] === g ? guests[1] : guests[0];
+    timer = setTimeout(() => other.kill(), graceMs);
+  });
+  const r = (await Promise.all(guests.map((g) => g.done))) as [GuestResult, GuestResult];
+  clearTimeout(timer);
+  return r;
+}
+
 // ---- as a script ----------------------------------------------------------------
 
 async function main(argv: string[]): Promise<number> {
@@ -200,6 +296,8 @@ async function main(argv: string[]): Promise<number> {
   let vectors = 1;
   let shell = false;
   let verbose = false;
+  let link: GuestOptions['link'];
+  let mac: string | undefined;
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i];
@@ -207,6 +305,11 @@ async function main(argv: string[]): Promise<number> {
     else if (a === '--vectors') vectors = Number(argv[++i]);
     else if (a === '--shell') shell = true;
     else if (a === '--verbose') verbose = true;
+    else if (a === '--link') {
+      const m = /^(listen|connect):(\d+)$/.exec(argv[++i] ?? '');
+      if (!m) throw new Error('--link listen:PORT or connect:PORT');
+      link = { mode: m[1] as 'listen' | 'connect', port: Number(m[2]), mac: '' };
+    } else if (a === '--mac') mac = argv[++i];
     else if (a === '--build') {
       ensureGuestImage({ force: true });
       return 0;
@@ -215,14 +318,15 @@ async function main(argv: string[]): Promise<number> {
       break;
     } else if (a.startsWith('--')) {
       process.stderr.write(
-        'usage: node dist/test/vm/qemu.js [--socket PATH --vectors N] [--shell] [--verbose] [--build] [--] SCRIPT [ARGS...]\n',
+        'usage: node dist/test/vm/qemu.js [--socket PATH --vectors N] [--link listen:PORT|connect:PORT [--mac MAC]] [--shell] [--verbose] [--build] [--] SCRIPT [ARGS...]\n',
       );
       return 2;
     } else break;
   }
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(130)); // the exit hook kills QEMU
   const args = argv.slice(i).map((a, k) => (k === 0 && fs.existsSync(a) ? path.resolve(a) : a));
-  const g = startGuest({ args, ivshmem: socket ? { socket: path.resolve(socket), vectors } : undefined, shell, verbose, echo: true, timeoutMs: shell ? 24 * 3600e3 : undefined });
+  if (link) link.mac = mac ?? PAIR_MACS[link.mode === 'listen' ? 0 : 1];
+  const g = startGuest({ args, ivshmem: socket ? { socket: path.resolve(socket), vectors } : undefined, link, shell, verbose, echo: true, timeoutMs: shell ? 24 * 3600e3 : undefined });
   const r = await g.done;
   process.stderr.write(`\n[qemu exited code=${r.code} signal=${r.signal} after ${r.ms} ms; command exit ${r.exitCode}${r.timedOut ? '; watchdog fired' : ''}]\n`);
   return r.exitCode ?? 1;

@@ -1,0 +1,312 @@
+/**
+ * Guest <-> guest benchmark: `npm run bench:vm` (node dist/bench/vm.js).
+ *
+ * Boots two QEMU guests (TCG, one vCPU each; test/vm/qemu.ts) that share a
+ * zivm domain (ivshmem-doorbell on one daemon) and a private Ethernet link
+ * (virtio-net on a QEMU socket netdev over host loopback), and measures
+ * between the same two guests in the same run, trials interleaved:
+ *   - zivm over shared memory (transport 'shm' on both ends);
+ *   - plain node:net TCP over the virtio-net link (zivm not involved).
+ * Per trial and transport: round trips of a small message on a fresh
+ * connection (median, p99, min, max) and one bulk transfer one way on
+ * another (MB/s). Guest A (test/vm/pair-peer.js `bench`) is the client, guest
+ * B (`server`) the server; both report on their consoles. A trial whose
+ * sockets are not what they should be (transport on both ends, bytes on eth0
+ * or not) is an error and left out.
+ *
+ * Needs a checkout (it uses test/vm) and `npx tsc -p .` first. Prints the
+ * table on stdout, progress on stderr, and writes JSON (--json PATH; default
+ * bench/results/bench-vm-<date>.json in a checkout).
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Json, Summary, fmt, sizeLabel, summarize } from './common';
+
+// test/vm is in a checkout only: loaded in main(), after checking it is there.
+type Qemu = typeof import('../test/vm/qemu');
+type DaemonClient = typeof import('../test/helpers/daemon-client');
+
+/** Repository root (this file runs as dist/bench/vm.js). */
+const ROOT = path.resolve(__dirname, '..', '..');
+const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'pair-peer.js');
+/** pair-peer.ts's PAIR_ADDRS and PREFIX. */
+const [A_ADDR, B_ADDR] = ['10.77.3.1', '10.77.3.2'];
+const PREFIX = 'ZIVM-PAIR ';
+const T = ['shm', 'tcp'] as const;
+type Tr = (typeof T)[number];
+const LABEL: Record<Tr, string> = { shm: 'zivm shm', tcp: 'node:net TCP (virtio-net)' };
+
+const USAGE = `usage: npm run bench:vm -- [options]     (or: node dist/bench/vm.js [options])
+
+Two QEMU guests (TCG) in one zivm domain and on one private virtio-net link:
+round trips and bulk throughput guest <-> guest, zivm over shared memory
+against plain node:net TCP over the link, trials interleaved.
+
+options:
+  --trials N     trials per transport (default 5)
+  --warmup N     trials before those, not counted (default 3)
+  --rounds N     round trips timed per trial (default 2000)
+  --msg BYTES    round-trip message size (default 1)
+  --bytes SIZE   bulk transfer per trial, e.g. 16M (default 16M)
+  --json PATH    where to write the results (default bench/results/bench-vm-<date>.json)
+  --no-write     print the table only
+  --echo         copy the guests' consoles to stderr
+  --help         this text
+`;
+
+class UsageError extends Error {}
+
+interface Options {
+  trials: number;
+  warmup: number;
+  rounds: number;
+  msg: number;
+  bytes: number;
+  json?: string;
+  echo: boolean;
+}
+
+function parseArgs(argv: string[]): Options | 'help' {
+  const o: Options = { trials: 5, warmup: 3, rounds: 2000, msg: 1, bytes: 16 << 20, echo: false };
+  const int = (v: string | undefined, name: string, max: number, min = 1): number => {
+    const n = Number(v);
+    if (v === undefined || v.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
+    return n;
+  };
+  let write = true;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--help' || a === '-h') return 'help';
+    else if (a === '--trials') o.trials = int(argv[++i], 'trials', 100);
+    else if (a === '--warmup') o.warmup = int(argv[++i], 'warmup', 100, 0);
+    else if (a === '--rounds') o.rounds = int(argv[++i], 'rounds', 100000);
+    else if (a === '--msg') o.msg = int(argv[++i], 'msg', 65536);
+    else if (a === '--bytes') {
+      const m = /^(\d+)([kKmM]?)$/.exec(argv[++i] ?? '');
+      if (!m) throw new UsageError('--bytes SIZE, e.g. 16M');
+      o.bytes = Number(m[1]) * (m[2] ? (m[2].toLowerCase() === 'k' ? 1024 : 1 << 20) : 1);
+      if (o.bytes < 1 || o.bytes > 256 << 20) throw new UsageError('--bytes from 1 to 256M');
+    } else if (a === '--json') o.json = argv[++i];
+    else if (a === '--no-write') write = false;
+    else if (a === '--echo') o.echo = true;
+    else throw new UsageError(`unknown option ${a}`);
+  }
+  if (!write) o.json = undefined;
+  else o.json = path.resolve(o.json ?? path.join(ROOT, 'bench', 'results', `bench-vm-${new Date().toISOString().replace(/[:.]/g, '-')}.json`));
+  return o;
+}
+
+/** Collects `ZIVM-PAIR {json}` lines of a console; `on` sees each. */
+function collector(events: Json[], on: (e: Json) => void): (chunk: string) => void {
+  let con = '';
+  return (chunk) => {
+    con += chunk.replace(/\r/g, '');
+    for (let i; (i = con.indexOf('\n')) >= 0; ) {
+      const line = con.slice(0, i);
+      con = con.slice(i + 1);
+      const k = line.indexOf(PREFIX);
+      if (k < 0) continue;
+      try {
+        const e = JSON.parse(line.slice(k + PREFIX.length)) as Json;
+        events.push(e);
+        on(e);
+      } catch {
+        /* a line cut by kernel messages */
+      }
+    }
+  };
+}
+
+interface Metric {
+  key: string;
+  label: string;
+  unit: string;
+  better: 'lower' | 'higher' | '';
+  results: Partial<Record<Tr, Summary>>;
+  ratio?: number;
+}
+
+function cell(s: Summary | undefined, range = false): string {
+  if (!s || !s.n) return '-';
+  if (range) return `${fmt(s.min)}–${fmt(s.max)}`;
+  return s.n === 1 ? fmt(s.median) : `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})`;
+}
+
+function table(metrics: Metric[]): string {
+  const head = ['metric', 'unit', ...T.map((t) => LABEL[t]), 'shm/tcp'];
+  const rows = metrics.map((m) => [
+    m.label,
+    `${m.unit}${m.better ? (m.better === 'higher' ? ' ↑' : ' ↓') : ''}`,
+    ...T.map((t) => cell(m.results[t], m.key.endsWith('range'))),
+    m.ratio === undefined || !Number.isFinite(m.ratio) ? '-' : `${m.ratio.toFixed(2)}x`,
+  ]);
+  const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) =>
+    r
+      .map((v, i) => (i >= 2 ? v.padStart(width[i]) : v.padEnd(width[i])))
+      .join('  ')
+      .trimEnd();
+  return [line(head), width.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n') + '\n';
+}
+
+async function main(argv: string[]): Promise<number> {
+  let o: Options | 'help';
+  try {
+    o = parseArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`bench:vm: ${e.message}\n${USAGE}`);
+    return 2;
+  }
+  if (o === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const opts = o;
+  if (!fs.existsSync(PEER)) {
+    process.stderr.write(`bench:vm: ${PEER} is missing: it needs a checkout, built with npx tsc -p .\n`);
+    return 2;
+  }
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const { ensureGuestImage, pairDone, startLinkedPair } = require(path.join(ROOT, 'dist', 'test', 'vm', 'qemu.js')) as Qemu;
+  const { startServer } = require(path.join(ROOT, 'dist', 'test', 'helpers', 'daemon-client.js')) as DaemonClient;
+  const peer = require(PEER) as typeof import('../test/vm/pair-peer');
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  if (peer.PAIR_ADDRS[0] !== A_ADDR || peer.PAIR_ADDRS[1] !== B_ADDR || peer.PREFIX !== PREFIX) throw new Error('pair-peer.js and bench/vm.ts disagree on addresses or prefix');
+  const t0 = Date.now();
+  const img = ensureGuestImage({ quiet: true });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-benchvm-'));
+  const sock = path.join(dir, 'zivm.sock');
+  const daemon = await startServer(sock, ['--size', '64M', '--vectors', '4']);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(130)); // qemu.ts's exit hook kills QEMU
+  const aEv: Json[] = [];
+  const bEv: Json[] = [];
+  const progress = (e: Json) => {
+    if (e.what === 'joined') process.stderr.write(`bench:vm: guest ${e.addr} joined (${((Date.now() - t0) / 1000).toFixed(1)} s)\n`);
+    if (e.what === 'error') process.stderr.write(`bench:vm: guest error: ${e.message}\n`);
+    if (e.what === 'bench') {
+      process.stderr.write(
+        `bench:vm: ${e.trial <= 0 ? 'warm-up' : `trial ${e.trial}`} ${e.transport}: round trip median ${fmt(e.rttUs.median)} µs (p99 ${fmt(e.rttUs.p99)}), ` +
+          `${sizeLabel(e.bulk.bytes)} one way ${fmt(e.bulk.MBps)} MB/s\n`,
+      );
+    }
+  };
+  const args = ['--rounds', String(opts.rounds), '--bytes', String(opts.bytes), '--msg', String(opts.msg), '--trials', String(opts.trials), '--warmup', String(opts.warmup)];
+  const timeoutMs = 120000 + (opts.trials + opts.warmup) * (opts.rounds * 40 + opts.bytes / 1000);
+  let results;
+  try {
+    const [gb, ga] = await startLinkedPair(
+      { args: [PEER, 'server', '--addr', B_ADDR, ...args], ivshmem: { socket: sock, vectors: 4 }, timeoutMs, echo: opts.echo, onConsole: collector(bEv, progress) },
+      { args: [PEER, 'bench', '--addr', A_ADDR, '--peer', B_ADDR, ...args], ivshmem: { socket: sock, vectors: 4 }, timeoutMs, echo: opts.echo, onConsole: collector(aEv, progress) },
+      { img },
+    );
+    results = await pairDone([gb, ga]);
+  } finally {
+    await daemon.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const [rb, ra] = results;
+  if (ra.exitCode !== 0 || aEv.some((e) => e.what === 'error') || bEv.some((e) => e.what === 'error')) {
+    process.stderr.write(`bench:vm: the guests did not finish (A exit ${ra.exitCode}${ra.timedOut ? ', watchdog' : ''}; B exit ${rb.exitCode})\n--- A ---\n${ra.console}\n--- B ---\n${rb.console}\n`);
+    return 1;
+  }
+
+  // Check every trial's sockets, on both ends.
+  const errors: string[] = [];
+  const accepted = new Map(bEv.filter((e) => e.what === 'accepted').map((e) => [String(e.tag), e]));
+  const good = (r: Json): boolean => {
+    const t = r.transport as Tr;
+    const bad: string[] = [];
+    for (const [which, tag, client] of [
+      ['round trips', `lat-${t}-${r.trial}`, r.client],
+      ['bulk', `bulk-${t}-${r.trial}`, r.bulkClient],
+    ] as const) {
+      const srv = accepted.get(tag);
+      if (t === 'shm') {
+        if (client.transport !== 'shm') bad.push(`${which}: client transport ${client.transport}`);
+        if (srv?.kind !== 'zivm' || srv.transport !== 'shm') bad.push(`${which}: server ${srv?.kind} transport ${srv?.transport}`);
+      } else {
+        if (!client.plainNet) bad.push(`${which}: client is not a node:net socket`);
+        if (srv?.kind !== 'plain' || !srv.plainNet) bad.push(`${which}: server ${srv?.kind}, not a node:net socket`);
+      }
+      if (client.remoteAddress !== B_ADDR || srv?.remoteAddress !== A_ADDR) bad.push(`${which}: addresses ${client.remoteAddress} / ${srv?.remoteAddress}`);
+    }
+    if (t === 'shm' && r.bulkEth0.tx + r.latEth0.tx > 1 << 20) bad.push(`${r.bulkEth0.tx + r.latEth0.tx} bytes went out on eth0`);
+    if (t === 'tcp' && r.bulkEth0.tx < r.bulk.bytes) bad.push(`only ${r.bulkEth0.tx} bytes went out on eth0`);
+    if (bad.length) errors.push(`trial ${r.trial} ${t}: ${bad.join('; ')}`);
+    return bad.length === 0;
+  };
+  const records = aEv.filter((e) => e.what === 'bench');
+  const counted = records.filter((r) => r.trial > 0 && good(r));
+  const by = (t: Tr) => counted.filter((r) => r.transport === t);
+  const metric = (key: string, label: string, unit: string, better: Metric['better'], value: (r: Json) => number): Metric => {
+    const results: Partial<Record<Tr, Summary>> = {};
+    for (const t of T) if (by(t).length) results[t] = summarize(by(t).map(value));
+    const m: Metric = { key, label, unit, better, results };
+    if (results.shm && results.tcp && results.tcp.median > 0) m.ratio = results.shm.median / results.tcp.median;
+    return m;
+  };
+  const msgLabel = sizeLabel(opts.msg);
+  const range: Metric = { key: 'rtt-range', label: `round trip ${msgLabel}, min–max of all`, unit: 'µs', better: '', results: {} };
+  for (const t of T) {
+    const rs = by(t);
+    if (!rs.length) continue;
+    const mins = rs.map((r) => r.rttUs.min as number);
+    const maxs = rs.map((r) => r.rttUs.max as number);
+    range.results[t] = { n: rs.length, median: NaN, min: Math.min(...mins), max: Math.max(...maxs), q1: NaN, q3: NaN, samples: [] };
+  }
+  const metrics: Metric[] = [
+    metric('rtt-median', `round trip ${msgLabel}, median`, 'µs', 'lower', (r) => r.rttUs.median),
+    metric('rtt-p99', `round trip ${msgLabel}, p99`, 'µs', 'lower', (r) => r.rttUs.p99),
+    range,
+    metric('bulk', `bulk ${sizeLabel(opts.bytes)} one way`, 'MB/s', 'higher', (r) => r.bulk.MBps),
+    metric('connect', 'connect', 'ms', 'lower', (r) => r.connectMs),
+  ];
+
+  const qemuVersion = execFileSync(img.qemu, ['--version'], { encoding: 'utf8' }).split('\n')[0];
+  const out = {
+    tool: 'zivm bench:vm',
+    version: 1,
+    date: new Date().toISOString(),
+    machine: { cpu: os.cpus()[0]?.model ?? '?', cores: os.cpus().length, node: process.version, kernel: os.release(), qemu: qemuVersion, guestKernel: img.kver },
+    settings: { trials: opts.trials, warmup: opts.warmup, rounds: opts.rounds, msg: opts.msg, bytes: opts.bytes, guests: 'QEMU TCG, q35, 1 vCPU, 512 MiB each', daemon: '--size 64M --vectors 4' },
+    method: [
+      'two guests booted together, each with ivshmem-doorbell on one zivm daemon and virtio-net on a private QEMU socket netdev (127.0.0.1)',
+      `guest A (${A_ADDR}) is the client, guest B (${B_ADDR}) the server; A dials B by B's eth0 address`,
+      'shm: zivm on both ends, transport shm on both ends, nothing on eth0; tcp: node:net on both ends (zivm not involved), the bytes on eth0',
+      `per trial and transport: a fresh connection, 50 warm-up round trips, ${opts.rounds} timed; then another connection sending ${sizeLabel(opts.bytes)} one way, timed until the server acknowledges the last byte`,
+      `${opts.warmup} warm-up trials first, not counted (TCG translates the guests' code as it first runs); the transports alternate which goes first`,
+      'figures: median over trials of the per-trial figure (min–max over trials); ratios: shm median / tcp median',
+    ],
+    results: Object.fromEntries(metrics.map((m) => [m.key, { label: m.label, unit: m.unit, better: m.better, ratio: m.ratio, ...Object.fromEntries(T.map((t) => [t, m.results[t] ?? null])) }])),
+    trials: records,
+    errors,
+    seconds: (Date.now() - t0) / 1000,
+  };
+
+  process.stdout.write(
+    `\nguest <-> guest: ${opts.trials} trials (after ${opts.warmup} warm-up), two QEMU TCG guests with 1 vCPU each on ${out.machine.cores} host cores\n` +
+      `figures: median over trials (min–max over trials)\n\n` +
+      table(metrics),
+  );
+  if (errors.length) process.stdout.write(`\nerrors (left out):\n${errors.map((e) => `  ${e}`).join('\n')}\n`);
+  process.stdout.write(`\n${out.seconds.toFixed(0)} s in all\n`);
+  if (opts.json) {
+    fs.mkdirSync(path.dirname(opts.json), { recursive: true });
+    fs.writeFileSync(opts.json, `${JSON.stringify(out, null, 2)}\n`);
+    process.stdout.write(`wrote ${opts.json}\n`);
+  }
+  return errors.length && !counted.length ? 1 : 0;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (c) => process.exit(c),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,203 @@
+/**
+ * zivm sockets between processes in two QEMU guests.
+ *
+ * One daemon, two guests booted together, each with an ivshmem-doorbell device
+ * on the daemon's socket and a virtio-net NIC on a private link between the
+ * two (QEMU socket netdev over host loopback: no other machine, no route off
+ * it). Guest B (10.77.3.2) runs pair-peer.js `server`, guest A (10.77.3.1)
+ * `client`; each dials the other by the other's eth0 address.
+ *
+ * One boot: A -> B (zivm echo, plain node:net echo, half-close, a refused
+ * port), the same B -> A, then B powers off while A holds a zivm connection
+ * to it.
+ */
+import { expect } from 'chai';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ServerProc, startServer } from '../helpers/daemon-client';
+import { PAIR_ADDRS, PREFIX } from './pair-peer';
+import { Guest, GuestResult, ROOT, ensureGuestImage, pairDone, startLinkedPair } from './qemu';
+
+const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'pair-peer.js');
+const [A_ADDR, B_ADDR] = PAIR_ADDRS;
+const BYTES = 16 << 20;
+const TCP_BYTES = 1 << 20;
+const HALF_BYTES = 1 << 20;
+const TAIL = 1 << 20;
+const REFUSED_PORT = 7739;
+const ROUNDS = 20;
+
+type Ev = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** Collects a guest's `ZIVM-PAIR {json}` console lines, stamped with when they were seen. */
+function collector(events: Ev[]): (chunk: string) => void {
+  let con = '';
+  return (chunk) => {
+    con += chunk.replace(/\r/g, '');
+    for (let i; (i = con.indexOf('\n')) >= 0; ) {
+      const line = con.slice(0, i);
+      con = con.slice(i + 1);
+      const k = line.indexOf(PREFIX);
+      if (k < 0) continue;
+      try {
+        events.push({ ...(JSON.parse(line.slice(k + PREFIX.length)) as Ev), seenAt: Date.now() });
+      } catch {
+        /* a line cut by kernel messages */
+      }
+    }
+  };
+}
+
+const mibps = (bytes: number, ms: number) => (bytes / 1048576 / (ms / 1000)).toFixed(1);
+
+(process.env.ZIVM_VM ? describe : describe.skip)('VM: zivm sockets between two guests', function () {
+  this.timeout(300000);
+
+  let dir = '';
+  let server: ServerProc | undefined;
+  let guests: Guest[] = [];
+  const aEv: Ev[] = [];
+  const bEv: Ev[] = [];
+  let ra: GuestResult | undefined;
+  let rb: GuestResult | undefined;
+  let bootMs = 0;
+
+  before(async function () {
+    ensureGuestImage();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vmpair-'));
+    const sock = path.join(dir, 'zivm.sock');
+    // Several processes of a guest may each take a vector: 4 per peer.
+    server = await startServer(sock, ['--size', '64M', '--vectors', '4', '--verbose']);
+    const common = ['--bytes', String(BYTES), '--tcp-bytes', String(TCP_BYTES), '--half-bytes', String(HALF_BYTES), '--tail', String(TAIL), '--refused-port', String(REFUSED_PORT), '--rounds', String(ROUNDS)];
+    const t0 = Date.now();
+    const pair = await startLinkedPair(
+      { args: [PEER, 'server', '--addr', B_ADDR, ...common], ivshmem: { socket: sock, vectors: 4 }, timeoutMs: 150000, onConsole: collector(bEv) },
+      { args: [PEER, 'client', '--addr', A_ADDR, '--peer', B_ADDR, ...common], ivshmem: { socket: sock, vectors: 4 }, timeoutMs: 150000, onConsole: collector(aEv) },
+    );
+    guests = pair;
+    // Should one guest fail early, the other is not left waiting for it.
+    [rb, ra] = await pairDone(pair);
+    const joined = [aEv, bEv].map((e) => e.find((x) => x.what === 'joined')?.seenAt ?? NaN);
+    bootMs = Math.max(...joined) - t0;
+  });
+
+  after(async function () {
+    for (const g of guests) g.kill();
+    if (server) await server.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  function explain(): string {
+    return (
+      `\n--- guest A (${A_ADDR}) console ---\n${ra?.console ?? guests[1]?.console() ?? '(none)'}` +
+      `\n--- guest B (${B_ADDR}) console ---\n${rb?.console ?? guests[0]?.console() ?? '(none)'}` +
+      `\n--- daemon ---\n${server?.out.stderr ?? ''}`
+    );
+  }
+  const find = (events: Ev[], what: string, pred: (e: Ev) => boolean = () => true) => events.find((e) => e.what === what && pred(e));
+  /** [client's events, server's events, client address, server address] of a direction. */
+  const dirs: [string, Ev[], Ev[], string, string][] = [
+    ['A -> B', aEv, bEv, A_ADDR, B_ADDR],
+    ['B -> A', bEv, aEv, B_ADDR, A_ADDR],
+  ];
+
+  it('both guests join the domain through their ivshmem devices and publish their eth0 addresses', function () {
+    expect(ra?.timedOut, `watchdog fired${explain()}`).to.equal(false);
+    expect(rb?.timedOut, `watchdog fired${explain()}`).to.equal(false);
+    for (const [events, addr] of [
+      [aEv, A_ADDR],
+      [bEv, B_ADDR],
+    ] as const) {
+      expect(find(events, 'error'), explain()).to.equal(undefined);
+      const j = find(events, 'joined');
+      expect(j, explain()).to.not.equal(undefined);
+      expect(j!.guest).to.equal(true);
+      expect(j!.published).to.deep.equal([addr]);
+    }
+    expect(find(aEv, 'joined')!.id).to.not.equal(find(bEv, 'joined')!.id);
+    expect(ra!.exitCode, `guest A's script failed${explain()}`).to.equal(0);
+    process.stderr.write(`      both guests booted and joined ${bootMs} ms after the start (concurrently, TCG)\n`);
+  });
+
+  for (const [name, cEv, sEv, cAddr, sAddr] of dirs) {
+    it(`${name}: plain node:net over eth0 works (the baseline path): plain sockets both ends, bytes on eth0`, function () {
+      const r = find(cEv, 'plain');
+      expect(r?.error, explain()).to.equal(undefined);
+      expect(r!.plainNet).to.equal(true);
+      expect(r!.transport).to.equal(null);
+      expect(r!.remoteAddress).to.equal(sAddr);
+      expect(r!.localAddress).to.equal(cAddr);
+      expect(r!.sha256Ok).to.equal(true);
+      expect(r!.eth0.tx).to.be.at.least(TCP_BYTES);
+      const acc = find(sEv, 'accepted', (e) => e.tag === r!.tag);
+      expect(acc?.kind, explain()).to.equal('plain');
+      expect(acc!.plainNet).to.equal(true);
+      expect(acc!.remoteAddress).to.equal(cAddr);
+      process.stderr.write(
+        `      ${name} node:net TCP: connect ${r!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${r!.rttUs.min}/${r!.rttUs.median}/${r!.rttUs.max} us, ` +
+          `1 MiB echo ${Math.round(r!.echoMs)} ms (${mibps(2 * TCP_BYTES, r!.echoMs)} MiB/s both ways)\n`,
+      );
+    });
+
+    it(`${name}: zivm client -> zivm server by the server guest's eth0 address: shm both ends, 16 MiB echo intact, nothing on eth0`, function () {
+      const r = find(cEv, 'echo');
+      expect(r?.error, explain()).to.equal(undefined);
+      expect(r!.transport).to.equal('shm');
+      expect(r!.remoteAddress).to.equal(sAddr);
+      expect(r!.bytes).to.equal(BYTES);
+      expect(r!.sha256Ok).to.equal(true);
+      expect(r!.eth0.tx + r!.eth0.rx, 'bytes went over eth0').to.be.below(64 << 10);
+      const acc = find(sEv, 'accepted', (e) => e.tag === r!.tag);
+      expect(acc?.kind, explain()).to.equal('zivm');
+      expect(acc!.transport).to.equal('shm');
+      // The server sees the client at the address the client's guest published.
+      expect(acc!.remoteAddress).to.equal(cAddr);
+      process.stderr.write(
+        `      ${name} zivm shm:     connect ${r!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${r!.rttUs.min}/${r!.rttUs.median}/${r!.rttUs.max} us, ` +
+          `16 MiB echo ${Math.round(r!.echoMs)} ms (${mibps(2 * BYTES, r!.echoMs)} MiB/s both ways)\n`,
+      );
+    });
+
+    it(`${name}: half-close: the client ends, the server (allowHalfOpen) keeps writing after 'end', the client gets it all, then 'end'`, function () {
+      const r = find(cEv, 'half');
+      expect(r?.error, explain()).to.equal(undefined);
+      expect(r!.transport).to.equal('shm');
+      const srv = find(sEv, 'half-server', (e) => e.tag === r!.tag);
+      expect(srv, explain()).to.not.equal(undefined);
+      expect(srv!.transport).to.equal('shm');
+      expect(srv!.received).to.equal(HALF_BYTES);
+      expect(r!.serverDigestOk, 'the server got what the client sent before its end').to.equal(true);
+      expect(r!.firstDataAfterOurEnd).to.equal(true);
+      expect(r!.tailBytes).to.equal(TAIL);
+      expect(r!.tailOk).to.equal(true);
+      expect(r!.gotEnd).to.equal(true);
+      expect(r!.hadError).to.equal(false);
+      process.stderr.write(`      ${name} half-close: 1 MiB up, end, 1 MiB back after it, end: ${Math.round(r!.ms)} ms\n`);
+    });
+
+    it(`${name}: a port nobody listens on at the other guest's address: TCP over eth0, ECONNREFUSED at once`, function () {
+      const r = find(cEv, 'refused');
+      expect(r, explain()).to.not.equal(undefined);
+      expect(r!.transport).to.equal('tcp');
+      expect(r!.code).to.equal('ECONNREFUSED');
+      expect(r!.ms).to.be.below(5000);
+    });
+  }
+
+  it("B powers off mid-connection: A's zivm socket is closed within seconds", function () {
+    const pre = find(aEv, 'pre-poweroff');
+    expect(pre?.transport, explain()).to.equal('shm');
+    expect(find(bEv, 'accepted', (e) => e.tag === `poweroff-${A_ADDR}`)?.transport, explain()).to.equal('shm');
+    const off = find(bEv, 'powering-off');
+    const gone = find(aEv, 'peer-gone');
+    expect(off, explain()).to.not.equal(undefined);
+    expect(gone?.error, explain()).to.equal(undefined);
+    expect(gone!.ms).to.be.below(5000);
+    expect(gone!.seenAt - off!.seenAt).to.be.below(5000);
+    expect(rb!.exitCode, 'B never got to the end of its script').to.equal(null);
+    process.stderr.write(
+      `      B powered off -> A's socket ${gone!.code ? `error ${gone!.code}` : 'close'} ${Math.round(gone!.ms)} ms after A asked for it (${gone!.seenAt - off!.seenAt} ms between the console lines)\n`,
+    );
+  });
+});
