@@ -2,13 +2,15 @@
  * The guest side of a domain: inside a QEMU guest, the domain's region is BAR2
  * of an ivshmem-doorbell PCI device (1af4:1110) that QEMU joined to the zivm
  * daemon on the host. The device is driven from user space through VFIO (it
- * must be bound to vfio-pci first: bindVfio, as root, or `zivm guest setup`):
+ * must be bound to vfio-pci first: bindVfio, as root, or `zivm guest setup`),
+ * by the guest's agent (agent.ts), which opens it as a GuestDevice:
  *   - BAR2, mapped through the VFIO device fd, is the region;
- *   - BAR0's IVPosition register is our peer id (the daemon handed it to QEMU);
+ *   - BAR0's IVPosition register is the guest's peer id (the daemon handed it to QEMU);
  *   - writing BAR0's Doorbell register (peer << 16 | vector) rings a peer: QEMU
  *     writes that peer's vector eventfd, which the daemon gave it;
- *   - MSI-X vector 0 is routed to an eventfd of ours: QEMU raises it when a peer
- *     (or the daemon's reap) writes the eventfd the daemon made for our vector 0.
+ *   - MSI-X vector v is routed to an eventfd: QEMU raises it when a peer (or a
+ *     reap) writes the eventfd the daemon made for the guest's vector v.
+ * Each process of the guest gets its share (a GuestLink) from the agent.
  */
 import fs from 'node:fs';
 import path from 'node:path';
