@@ -243,7 +243,7 @@ describe('transport between two processes', function () {
       const l = await server.next();
       for (let i = 0; i < 25; i++) {
         const client = spawnPeer('peer', ['transfer', 'zivm', String(l.port), '127.0.0.1', '1000', String(i + 1)]);
-        const c = await Promise.race([client.next(), new Promise<never>((_, j) => setTimeout(() => j(new Error(`client ${i} never connected`)), 15000))]);
+        const c = await Promise.race([client.next(), new Promise<never>((_, j) => setTimeout(() => j(new Error(`client ${i} never connected:\n${client.stderr()}\nserver:\n${server.stderr().slice(-4000)}`)), 15000))]);
         expect(c.transport, `client ${i}`).to.equal('shm');
         const done = await client.next();
         expect(done.received, `client ${i}`).to.equal(done.sent);

@@ -107,7 +107,7 @@ export class Channel implements SlotHandler {
       Atomics.store(i32, (r.s2cHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
       const ch = new Channel(d, slot, gen, 'client', l.owner, l.ownerGen);
       Atomics.store(i32, s + Lay.S.STATE, Lay.makeState(gen, Lay.SLOT_CONNECTING));
-      d.notify(l.owner, slot);
+      d.notify(l.owner, slot, l.ownerGen, true);
       return ch;
     }
     return undefined;
@@ -125,7 +125,7 @@ export class Channel implements SlotHandler {
       ch.released = true;
       return undefined;
     }
-    d.notify(client, slot);
+    d.notify(client, slot, clientGen, true);
     return ch;
   }
 
@@ -133,7 +133,7 @@ export class Channel implements SlotHandler {
   static refuse(d: Domain, slot: number, word: number): void {
     const s = Lay.slotOffset(d.g, slot) >> 2;
     if (Atomics.compareExchange(d.i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED)) === word) {
-      d.notify(Atomics.load(d.i32, s + Lay.S.CLIENT), slot);
+      d.notify(Atomics.load(d.i32, s + Lay.S.CLIENT), slot, Atomics.load(d.i32, s + Lay.S.CLIENT_GEN), true);
     }
   }
 
@@ -202,7 +202,7 @@ export class Channel implements SlotHandler {
 
   private wakeIf(flagIdx: number): void {
     const i32 = this.d.i32;
-    if (Atomics.load(i32, flagIdx) !== 0 && Atomics.exchange(i32, flagIdx, 0) !== 0) this.d.notify(this.peer, this.slot);
+    if (Atomics.load(i32, flagIdx) !== 0 && Atomics.exchange(i32, flagIdx, 0) !== 0) this.d.notify(this.peer, this.slot, this.peerGen);
   }
 
   // -- flags ------------------------------------------------------------------
@@ -219,7 +219,7 @@ export class Channel implements SlotHandler {
   signal(bits: number): void {
     if (this.released) return;
     Atomics.or(this.d.i32, this.myFlags, bits);
-    this.d.notify(this.peer, this.slot);
+    this.d.notify(this.peer, this.slot, this.peerGen);
   }
 
   /**
@@ -247,7 +247,7 @@ export class Channel implements SlotHandler {
       }
       return;
     }
-    this.d.notify(this.peer, this.slot);
+    this.d.notify(this.peer, this.slot, this.peerGen);
   }
 
   get isReleased(): boolean {

@@ -518,6 +518,9 @@ export class Daemon extends EventEmitter {
     Atomics.store(i32, pw + P.ROUTE, 0);
     Atomics.store(i32, pw + P.POLLING, 0);
     Atomics.store(i32, pw + P.PID, cred.pid);
+    // Nothing pending for a newcomer (a late doorbell for the previous holder could have left a bit).
+    const pend = pendingOffset(g, id) >> 2;
+    for (let k = 0; k < g.pendingStride >> 2; k++) Atomics.store(i32, pend + k, 0);
     Atomics.store(i32, pw + P.GEN, gen);
     Atomics.store(i32, pw + P.STATE, PEER_JOINING);
 

@@ -125,6 +125,9 @@ export class Domain extends EventEmitter<DomainEvents> {
       this.ctl = new N.Poller(ctlFd, () => this.onControl(), false);
       this.ctl.unref();
     }
+    // Bits someone set for this id's previous holder would hide our first
+    // doorbells (a set bit is not rung again): look at them once.
+    process.nextTick(() => this.onDoorbell());
   }
 
   /**
@@ -226,13 +229,21 @@ export class Domain extends EventEmitter<DomainEvents> {
     }
   }
 
-  /** Rings `peer`'s doorbell for `slot`, unless that bit is still pending. */
-  notify(peer: number, slot: number): void {
+  /**
+   * Rings `peer`'s doorbell for `slot`, unless that bit is still pending (the
+   * peer has yet to look, and will see this too). `peerGen`: the generation
+   * the caller knows the peer by; a peer that is not that one any more (gone,
+   * its id handed out again) is left alone: no bit is set in the bitmap of
+   * whoever holds the id now. `force` rings even when the bit was set
+   * (connection setup, which is rare, never waits on a bit left behind).
+   */
+  notify(peer: number, slot: number, peerGen?: number, force = false): void {
     if (peer < 0 || peer >= this.g.maxPeers) return;
+    if (peerGen !== undefined && Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.GEN) !== peerGen) return;
     const idx = (Lay.pendingOffset(this.g, peer) >> 2) + (slot >> 5);
     const mask = 1 << (slot & 31);
     const old = Atomics.or(this.i32, idx, mask);
-    if ((old & mask) !== 0) return;
+    if ((old & mask) !== 0 && !force) return;
     // A peer that busy-polls sees the bit by itself.
     if (Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.POLLING) !== 0) return;
     // A process in a guest is rung as one of the guest's vectors (P.ROUTE).
@@ -332,7 +343,7 @@ export class Domain extends EventEmitter<DomainEvents> {
     }
     // Nobody listens there any more: refuse, the client falls back to TCP.
     if (Atomics.compareExchange(this.i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED)) === word) {
-      this.notify(Atomics.load(this.i32, s + Lay.S.CLIENT), slot);
+      this.notify(Atomics.load(this.i32, s + Lay.S.CLIENT), slot, Atomics.load(this.i32, s + Lay.S.CLIENT_GEN), true);
     }
   }
 
