@@ -9,7 +9,7 @@ import { debuglog } from 'node:util';
 import EventEmitter from 'eventemitter3';
 import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
 import { connectDaemon } from './autostart';
-import { publishableAddrs, publishAddrs } from './directory';
+import { formatAddr, publishableAddrs, publishAddrs } from './directory';
 import { GuestLink, guestAgentFromEnv } from './guest';
 import { guestNodeId, joinAgent } from './agent';
 import * as Lay from './layout';
@@ -37,6 +37,8 @@ export interface DomainEvents {
 }
 
 const JOIN_TIMEOUT_MS = 5000;
+/** How often a peer looks whether its node's addresses changed. */
+const ADDR_REFRESH_MS = 1000;
 
 function netNodeId(): number {
   try {
@@ -70,6 +72,8 @@ export class Domain extends EventEmitter<DomainEvents> {
   private readonly spinner: NativeSpinner | undefined;
   private readonly spinState: Int32Array;
   private refs = 0;
+  private published = '';
+  private addrTimer: NodeJS.Timeout | undefined;
   private readonly pendingBase: number;
   private readonly pendingWords: number;
 
@@ -108,8 +112,11 @@ export class Domain extends EventEmitter<DomainEvents> {
     Atomics.store(this.i32, p + Lay.P.NODE_LO, this.nodeId % 0x100000000 | 0);
     Atomics.store(this.i32, p + Lay.P.NODE_HI, Math.floor(this.nodeId / 0x100000000) | 0);
     Atomics.store(this.i32, p + Lay.P.POLLING, 0);
-    publishAddrs(this.i32, g, id, publishableAddrs());
+    this.refreshAddrs();
     Atomics.store(this.i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
+    // Interfaces come up (a tap gets its carrier) and addresses change after we joined.
+    this.addrTimer = setInterval(() => this.refreshAddrs(), ADDR_REFRESH_MS);
+    this.addrTimer.unref();
 
     const { slice, hot } = spinTimes(!!guest);
     if (hot > 0) {
@@ -276,6 +283,18 @@ export class Domain extends EventEmitter<DomainEvents> {
     if (attempt < 200 && this.alive) setTimeout(() => this.ringPeer(peer, vector, attempt + 1), 5).unref();
   }
 
+  /**
+   * Publishes this node's addresses in our peer entry (how peers on other
+   * nodes find our listeners), again whenever they changed since last time.
+   */
+  refreshAddrs(): void {
+    const addrs = publishableAddrs();
+    const key = addrs.map(formatAddr).join(',');
+    if (key === this.published) return;
+    this.published = key;
+    publishAddrs(this.i32, this.g, this.id, addrs);
+  }
+
   /** Traffic happened: keep busy-polling a little before sleeping. */
   kick(): void {
     this.spinState[0] = 1;
@@ -413,6 +432,7 @@ export class Domain extends EventEmitter<DomainEvents> {
     if (!this.alive) return;
     debug('the zivm daemon went away: no new shared-memory connections in this domain');
     this.alive = false;
+    clearInterval(this.addrTimer);
     this.ctl?.close();
     try {
       native().close(this.ctlFd);

@@ -196,10 +196,10 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro host
   mount -t sysfs sysfs /host/sys
   mount -t devtmpfs devtmpfs /host/dev
   mkdir -p /host/dev/shm 2>/dev/null; mount -t tmpfs tmpfs /host/dev/shm 2>/dev/null
-  # The host root is read-only: writable, guest-private /run (zivm's agent socket
-  # goes to /run/zivm) and /tmp.
+  # The host root is read-only: a writable, guest-private /run (zivm's agent
+  # socket goes to /run/zivm). /tmp stays the host's (read-only): a checkout
+  # there must stay visible; TMPDIR is /dev/shm.
   mount -t tmpfs -o mode=0755 tmpfs /host/run 2>/dev/null || echo "zivm-init: no tmpfs on /run" >&2
-  mount -t tmpfs -o mode=1777 tmpfs /host/tmp 2>/dev/null || echo "zivm-init: no tmpfs on /tmp" >&2
   echo "ZIVM-GUEST-START"
   if [ $# -gt 0 ]; then
     chroot /host /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/ TMPDIR=/dev/shm ZIVM_GUEST=1 $ENVS \

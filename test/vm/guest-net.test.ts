@@ -2,15 +2,17 @@
  * A zivm socket between a host process and a process in a QEMU guest.
  *
  * Host: a zivm daemon, and net-peer.js `host` in a private network namespace
- * whose only non-loopback address is 10.77.1.1 (on its lo): a zivm echo server
- * that publishes that address in its peer entry. Guest: net-peer.js `guest`,
- * which puts 10.77.2.2 on the guest's lo, binds the ivshmem device to vfio-pci
- * and joins the domain through it. The guest has no network device and the
- * host side's namespace has no route anywhere, so no byte can leave: a TCP
- * fallback fails with ENETUNREACH on either side.
+ * whose only non-loopback address is 10.77.1.1/16, on a tap device; QEMU runs
+ * in that namespace with the guest's eth0 on the tap (10.77.2.2/16), so host
+ * peer and guest also have a real TCP path between them, and nothing else:
+ * no byte can leave. Guest: net-peer.js `guest`, which binds the ivshmem device
+ * to vfio-pci, starts the agent and joins the domain through it. A second host
+ * peer (10.77.1.3, on the lo of a namespace of its own) is reachable from the
+ * guest only over shared memory.
  *
- * One boot: guest client -> host server, a refused port, host client -> guest
- * server, then the guest powers off with a connection to the host open.
+ * One boot: guest client -> host server, a refused port both ways (real TCP:
+ * ECONNREFUSED), host client -> guest server, a host peer killed, then the
+ * guest powers off with a connection to the host open.
  */
 import { expect } from 'chai';
 import { ChildProcess, spawn } from 'node:child_process';
@@ -25,6 +27,8 @@ const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'net-peer.js');
 const HOST_PORT = 7701;
 const GUEST_PORT = 7702;
 const REFUSED_PORT = 7709;
+const TAP = 'ztap0';
+const GUEST_MAC = '52:54:00:77:02:02';
 const VICTIM_ADDR = '10.77.1.3';
 const VICTIM_PORT = 7703;
 const BYTES = 16 << 20;
@@ -59,10 +63,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     // Host peers, each in its own network namespace (root: -n; otherwise a user namespace too)
     // whose only address besides 127.0.0.1 is on its lo: nothing can leave it.
     const ns = process.getuid?.() === 0 ? ['-n'] : ['-rn'];
-    const hostPeer = async (addr: string, port: number, events: Ev[]): Promise<ChildProcess> => {
+    const hostPeer = async (addr: string, port: number, events: Ev[], tap: boolean): Promise<ChildProcess> => {
+      const net = tap
+        ? `ip tuntap add dev ${TAP} mode tap && ip addr add ${addr}/16 dev ${TAP} && ip link set ${TAP} up`
+        : `ip addr add ${addr}/32 dev lo`;
       const p = spawn(
         'unshare',
-        [...ns, 'sh', '-c', `ip link set lo up && ip addr add ${addr}/32 dev lo && exec "$0" "$@"`, process.execPath, PEER, 'host', '--port', String(port)],
+        [...ns, 'sh', '-c', `ip link set lo up && ${net} && exec "$0" "$@"`, process.execPath, PEER, 'host', '--port', String(port)],
         { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ZIVM_SOCKET: sock } },
       );
       let buf = '';
@@ -84,13 +91,14 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
       if (!events.some((e) => e.ev === 'listening')) throw new Error(`the host peer at ${addr} did not listen: ${hostErr}`);
       return p;
     };
-    hostProc = await hostPeer(HOST_ADDR, HOST_PORT, hostEv);
-    victim = await hostPeer(VICTIM_ADDR, VICTIM_PORT, victimEv);
+    hostProc = await hostPeer(HOST_ADDR, HOST_PORT, hostEv, true);
+    victim = await hostPeer(VICTIM_ADDR, VICTIM_PORT, victimEv, false);
 
     let con = '';
     const guest = startGuest({
       args: [PEER, 'guest', '--host-addr', HOST_ADDR, '--port', String(HOST_PORT), '--refused-port', String(REFUSED_PORT), '--guest-port', String(GUEST_PORT), '--bytes', String(BYTES), '--rounds', String(ROUNDS), '--victim-addr', VICTIM_ADDR, '--victim-port', String(VICTIM_PORT)],
       ivshmem: { socket: sock, vectors: 1 },
+      tap: { ifname: TAP, netnsPid: hostProc.pid!, mac: GUEST_MAC },
       timeoutMs: 150000,
       onConsole: (chunk) => {
         con += chunk.replace(/\r/g, '');
@@ -107,6 +115,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
           }
           guestEv.set(String(o.what), o);
           if (o.what === 'listening') {
+            hostProc!.stdin!.write(`${JSON.stringify({ cmd: 'refused', host: GUEST_ADDR, port: REFUSED_PORT })}\n`);
             hostProc!.stdin!.write(`${JSON.stringify({ cmd: 'connect', host: GUEST_ADDR, port: GUEST_PORT, bytes: BYTES, rounds: ROUNDS })}\n`);
           }
           if (o.what === 'victim-connected') {
@@ -172,11 +181,19 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     );
   });
 
-  it('(c) guest -> a host address and port nobody listens on: fails at once (ENETUNREACH: the guest has no network), no hang', function () {
+  it('(c) guest -> a host address and port nobody listens on: TCP over eth0, ECONNREFUSED at once', function () {
     const r = guestEv.get('refused');
     expect(r, explain()).to.not.equal(undefined);
     expect(r!.transport).to.equal('tcp');
-    expect(r!.code).to.equal('ENETUNREACH');
+    expect(r!.code).to.equal('ECONNREFUSED');
+    expect(r!.ms).to.be.below(5000);
+  });
+
+  it('(c) host -> a guest address and port nobody listens on: TCP over the tap, ECONNREFUSED at once', function () {
+    const r = hostEv.find((e) => e.ev === 'refused');
+    expect(r, explain()).to.not.equal(undefined);
+    expect(r!.transport).to.equal('tcp');
+    expect(r!.code).to.equal('ECONNREFUSED');
     expect(r!.ms).to.be.below(5000);
   });
 

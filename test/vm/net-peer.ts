@@ -3,14 +3,16 @@
  *
  *   node net-peer.js host --port P
  *     The host side, run in a private network namespace whose only address
- *     besides loopback is 10.77.1.1 (on lo): a zivm echo server on 0.0.0.0:P;
- *     on stdin, `{"cmd":"connect","host":H,"port":N,"bytes":B}` lines make it a
- *     client of the guest (ping-pong, then a sha256-checked echo of B bytes).
+ *     besides loopback is 10.77.1.1 (on lo, or on a tap device the guest's eth0
+ *     is plugged into): a zivm echo server on 0.0.0.0:P; on stdin,
+ *     `{"cmd":"connect","host":H,"port":N,"bytes":B}` lines make it a client of
+ *     the guest (ping-pong, then a sha256-checked echo of B bytes), and
+ *     `{"cmd":"refused","host":H,"port":N}` connects where nobody listens.
  *     Everything it sees is a JSON line on stdout.
  *
  *   node net-peer.js guest --host-addr A --port P --refused-port R --guest-port G --bytes B
  *     The guest side (as root in the guest, chrooted into the host's node): puts
- *     10.77.2.2 on lo, binds the ivshmem device to vfio-pci and starts the guest
+ *     10.77.2.2 on eth0 (on lo if there is no eth0), binds the ivshmem device to vfio-pci and starts the guest
  *     agent (`zivm guest setup`), joins the domain through the agent
  *     (ZIVM_GUEST_PCI=auto), then
  *       1. client of the host's echo server at A:P (ping-pong, sha256 echo);
@@ -129,6 +131,27 @@ async function client(host: string, port: number, bytes: number, rounds: number)
   return res;
 }
 
+/** Connects where nobody listens: the error it gets (or `hung` after 10 s). */
+function refused(host: string, port: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve) => {
+    const t = Date.now();
+    const s = zivm().connect({ host, port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ error: 'hung', ms: Date.now() - t });
+    }, 10000);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve({ connected: true, transport: s.transport });
+    });
+    s.once('error', (e: Error & { code?: string; syscall?: string }) => {
+      clearTimeout(timer);
+      resolve({ code: e.code ?? null, syscall: e.syscall ?? null, message: e.message, transport: s.transport, ms: Date.now() - t });
+    });
+  });
+}
+
 // ---- host ------------------------------------------------------------------------
 
 async function host(argv: string[]): Promise<void> {
@@ -151,6 +174,9 @@ async function host(argv: string[]): Promise<void> {
   const rl = readline.createInterface({ input: process.stdin });
   rl.on('line', (line) => {
     const m = JSON.parse(line) as { cmd: string; host: string; port: number; bytes: number; rounds: number };
+    if (m.cmd === 'refused') {
+      refused(m.host, m.port).then((r) => out({ ev: 'refused', ...r }));
+    }
     if (m.cmd === 'connect') {
       client(m.host, m.port, m.bytes, m.rounds).then(
         (r) => out({ ev: 'client', ...r }),
@@ -179,7 +205,13 @@ async function guest(argv: string[]): Promise<void> {
 
   // Setup (root): an address on lo that exists only in this guest, and the device on vfio-pci.
   execFileSync('ip', ['link', 'set', 'lo', 'up']);
-  execFileSync('ip', ['addr', 'add', `${GUEST_ADDR}/32`, 'dev', 'lo']);
+  if (fs.existsSync('/sys/class/net/eth0')) {
+    // On the host peer's tap link: TCP between the two works, so fallbacks are real.
+    execFileSync('ip', ['link', 'set', 'eth0', 'up']);
+    execFileSync('ip', ['addr', 'add', `${GUEST_ADDR}/16`, 'dev', 'eth0']);
+  } else {
+    execFileSync('ip', ['addr', 'add', `${GUEST_ADDR}/32`, 'dev', 'lo']);
+  }
   // `zivm guest setup` binds the only ivshmem device to vfio-pci and starts the agent; ZIVM_GUEST_PCI=auto finds it.
   const t0 = Date.now();
   const setup = execFileSync(process.execPath, [require.resolve('../../src/cli'), 'guest', 'setup'], { encoding: 'utf8' });
@@ -212,26 +244,7 @@ async function guest(argv: string[]): Promise<void> {
   }
 
   // 2. Nobody listens there.
-  await new Promise<void>((resolve) => {
-    const t = Date.now();
-    const s = zivm().connect({ host: hostAddr, port: refusedPort });
-    const timer = setTimeout(() => {
-      report('refused', { error: 'hung', ms: Date.now() - t });
-      s.destroy();
-      resolve();
-    }, 10000);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      report('refused', { connected: true, transport: s.transport });
-      s.destroy();
-      resolve();
-    });
-    s.once('error', (e: Error & { code?: string; syscall?: string }) => {
-      clearTimeout(timer);
-      report('refused', { code: e.code ?? null, syscall: e.syscall ?? null, message: e.message, transport: s.transport, ms: Date.now() - t });
-      resolve();
-    });
-  });
+  report('refused', await refused(hostAddr, refusedPort));
 
   // 3. Guest server <- host client: serve one connection to its end.
   let srv: Any;

@@ -5,8 +5,7 @@
  * (cached; the first call builds it). Its /init mounts the host's root
  * read-only over 9p, chroots into it and runs `node ARGS...`, so a test script
  * and the project's dist/ and native addon are at the same paths as on the
- * host. /run and /tmp are the guest's own (tmpfs over the read-only root):
- * what the command runs must not live in the host's /tmp. Its console (ttyS0)
+ * host (read-only; /run is the guest's own tmpfs, TMPDIR is /dev/shm). Its console (ttyS0)
  * is QEMU's stdout; the guest powers off when the command ends and QEMU exits
  * (-no-reboot).
  *
@@ -79,6 +78,12 @@ export interface GuestOptions {
    * boots; waitTcpListening tells when).
    */
   link?: { mode: 'listen' | 'connect'; port: number; mac: string };
+  /**
+   * A virtio-net NIC (eth0 in the guest) on a tap device that already exists
+   * in the network namespace of process `netnsPid`: QEMU runs in that
+   * namespace (nsenter), so the guest's network is that namespace and nothing else.
+   */
+  tap?: { ifname: string; netnsPid: number; mac: string };
   /** Guest memory, MiB (default 512). */
   memoryMiB?: number;
   /** Watchdog: QEMU is killed after this many ms (default 240000). */
@@ -163,7 +168,13 @@ export function qemuCommand(img: GuestImage, o: GuestOptions): { file: string; a
     args.push('-netdev', `socket,id=n0,${o.link.mode}=127.0.0.1:${o.link.port}`);
     args.push('-device', `virtio-net-pci,netdev=n0,mac=${o.link.mac},romfile=`); // no PXE ROM: -kernel boots
   }
+  if (o.tap) {
+    args.push('-netdev', `tap,id=n1,ifname=${o.tap.ifname},script=no,downscript=no`);
+    args.push('-device', `virtio-net-pci,netdev=n1,mac=${o.tap.mac},romfile=`);
+  }
   args.push(...(o.qemuArgs ?? []));
+  // nsenter execs QEMU: same pid, so killing it kills QEMU.
+  if (o.tap) return { file: 'nsenter', args: ['-t', String(o.tap.netnsPid), '-n', img.qemu, ...args] };
   return { file: img.qemu, args };
 }
 
