@@ -68,6 +68,7 @@ const UV_TCP_IPV6ONLY = 1;
   if (!a) return;
   const d = getDomain(true);
   if (!d) return;
+  d.refreshAddrs(); // the addresses peers on other nodes will look for now
   const r = register(d, { addr: a, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog });
   if (!r) {
     debug('listener table of the region is full: %s:%d is served over TCP only', address.address, address.port);

@@ -218,7 +218,6 @@ export interface ListenSpec {
 
 /** Registers a listener; returns its index and state word, or undefined if the table is full. */
 export function register(d: Domain, spec: ListenSpec): { index: number; word: number } | undefined {
-  d.refreshAddrs(); // the addresses peers will look for now
   const { i32, g } = d;
   for (let i = 0; i < g.maxListeners; i++) {
     const l = Lay.listenerOffset(g, i) >> 2;
