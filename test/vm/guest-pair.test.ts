@@ -185,6 +185,22 @@ const mibps = (bytes: number, ms: number) => (bytes / 1048576 / (ms / 1000)).toF
     });
   }
 
+  it("a second process of A, connected to B's zivm server, is killed: B's side of its connection ends within seconds", function () {
+    const tag = `victim-${A_ADDR}`;
+    const v = find(aEv, 'victim-connected');
+    expect(v?.transport, explain()).to.equal('shm');
+    const first = find(aEv, 'joined');
+    expect(v!.peer, 'the second process is a peer of its own').to.not.equal(first?.id);
+    expect(find(bEv, 'accepted', (e) => e.tag === tag)?.transport, explain()).to.equal('shm');
+    const kill = find(aEv, 'killing-victim');
+    const end = find(bEv, 'server-conn-close', (e) => e.tag === tag);
+    expect(end, explain()).to.not.equal(undefined);
+    const ms = end!.seenAt - kill!.seenAt;
+    expect(ms).to.be.below(5000);
+    const err = find(bEv, 'server-conn-error', (e) => e.tag === tag);
+    process.stderr.write(`      A's process SIGKILLed -> B's socket ${err ? `error ${err.code}` : 'end'}, closed ~${ms} ms later (console lines)\n`);
+  });
+
   it("B powers off mid-connection: A's zivm socket is closed within seconds", function () {
     const pre = find(aEv, 'pre-poweroff');
     expect(pre?.transport, explain()).to.equal('shm');

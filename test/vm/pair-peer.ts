@@ -39,7 +39,7 @@
  *
  * Everything is reported as `ZIVM-PAIR {json}` lines on the console.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import nodeNet from 'node:net';
@@ -142,6 +142,7 @@ function serve(s: Any, kind: 'zivm' | 'plain', tailBytes: number): void {
   let tag = '';
   let onBody: (d: Buffer) => void = () => undefined;
   s.on('error', (e: Error & { code?: string }) => report('server-conn-error', { kind, tag, code: e.code ?? e.message }));
+  s.on('close', () => report('server-conn-close', { kind, tag }));
   s.on('data', (d: Buffer) => {
     if (mode) return onBody(d);
     head = Buffer.concat([head, d]);
@@ -529,6 +530,8 @@ async function client(argv: string[]): Promise<void> {
   await clientTests(peer, o);
   // The other guest -> this one.
   await ctrl.ask({ cmd: 'client', peer: o.addr });
+  // A process of this guest, connected to the other guest's zivm server, is killed.
+  await killedProcess(peer, o.port, `victim-${o.addr}`);
   // A zivm connection to the other guest, which then powers off with it open.
   const { s } = await open(zivm(), peer, o.port, 'E', `poweroff-${o.addr}`);
   await pingPong(s, 3, Buffer.from('still here'));
@@ -552,6 +555,45 @@ async function client(argv: string[]): Promise<void> {
   });
   report('peer-gone', { transport: s.transport, ...(await gone) });
   ctrl.s.destroy();
+}
+
+/**
+ * Starts a second zivm process in this guest (a peer of its own, through the
+ * agent) that connects to peer:port and exchanges a few bytes; then SIGKILLs it.
+ * The other guest reports how its side of that connection ended (tag `tag`).
+ */
+async function killedProcess(peer: string, port: number, tag: string): Promise<void> {
+  const v = spawn(process.execPath, [__filename, 'victim', '--peer', peer, '--port', String(port), '--tag', tag], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((r) => v.once('exit', r));
+  const line = await new Promise<string>((resolve) => {
+    let buf = '';
+    v.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      if (buf.includes('\n')) resolve(buf.slice(0, buf.indexOf('\n')));
+    });
+    v.once('exit', () => resolve(buf));
+  });
+  let info: Res;
+  try {
+    info = JSON.parse(line) as Res;
+  } catch {
+    info = { error: line };
+  }
+  report('victim-connected', { tag, ...info });
+  await sleep(300);
+  report('killing-victim', { tag });
+  v.kill('SIGKILL');
+  await exited;
+  await sleep(1000);
+}
+
+/** The process killedProcess kills: connects, exchanges a few bytes, prints its socket, waits. */
+async function victim(argv: string[]): Promise<void> {
+  const { s } = await open(zivm(), arg(argv, '--peer'), Number(arg(argv, '--port')), 'E', arg(argv, '--tag'));
+  await pingPong(s, 3, Buffer.from('doomed'));
+  const d = require('../../src/shm/domain').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
+  process.stdout.write(`${JSON.stringify({ ...sockInfo(s), peer: d?.id ?? null, vector: d?.guest?.vector ?? null })}\n`);
+  await new Promise(() => undefined); // until killed
 }
 
 async function bench(argv: string[]): Promise<void> {
@@ -612,7 +654,7 @@ async function bench(argv: string[]): Promise<void> {
 
 if (require.main === module) {
   const [role, ...rest] = process.argv.slice(2);
-  const run = ({ server, client, bench } as Record<string, (a: string[]) => Promise<void>>)[role];
+  const run = ({ server, client, bench, victim } as Record<string, (a: string[]) => Promise<void>>)[role];
   if (!run) {
     process.stderr.write('usage: pair-peer.js server|client|bench --addr A [--peer B] ...\n');
     process.exit(2);
