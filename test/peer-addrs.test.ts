@@ -4,6 +4,8 @@
  * region in an ArrayBuffer and stand-in domains, no daemon.
  */
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
 import type { Domain } from '../src/shm/domain';
 import { find, parseAddr, publishAddrs, publishedAddrs, publishableAddrs, register, formatAddr, Addr } from '../src/shm/directory';
 import * as Lay from '../src/shm/layout';
@@ -86,5 +88,38 @@ describe('peer addresses: publishing and cross-node lookup', () => {
     // The guest dies: its entry is no longer alive.
     Atomics.store(r.i32, (Lay.peerOffset(r.g, 1) >> 2) + Lay.P.STATE, Lay.PEER_DEAD);
     expect(find(host, A('10.77.2.2'), 90)).to.equal(undefined);
+  });
+  it('a peer publishes addresses that appear after it joined (an interface that comes up later), within about a second', async function () {
+    this.timeout(20000);
+    // A process in a network namespace of its own: it joins, then an address is added to its lo.
+    const src = path.join(__dirname, '..', 'src');
+    const script = `
+      const { execFileSync } = require('node:child_process');
+      const { getDomain } = require(${JSON.stringify(path.join(src, 'shm', 'domain'))});
+      const { publishedAddrs, formatAddr } = require(${JSON.stringify(path.join(src, 'shm', 'directory'))});
+      const d = getDomain(true);
+      if (!d) throw new Error('no domain');
+      const now = () => publishedAddrs(d.i32, d.g, d.id).map(formatAddr);
+      const before = now();
+      execFileSync('ip', ['addr', 'add', '10.66.0.1/32', 'dev', 'lo']);
+      const t0 = Date.now();
+      const poll = () => {
+        if (now().includes('10.66.0.1') || Date.now() - t0 > 5000) {
+          console.log(JSON.stringify({ before, after: now(), ms: Date.now() - t0 }));
+          process.exit(0);
+        }
+        setTimeout(poll, 20);
+      };
+      poll();`;
+    const ns = process.getuid?.() === 0 ? ['-n'] : ['-rn'];
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile('unshare', [...ns, 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, '-e', script], (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    const r = JSON.parse(out) as { before: string[]; after: string[]; ms: number };
+    expect(r.before).to.deep.equal([]);
+    expect(r.after).to.deep.equal(['10.66.0.1']);
+    expect(r.ms).to.be.below(3000);
   });
 });
