@@ -67,6 +67,9 @@ export class GuestAgent {
   private readonly members = new Map<number, Member>();
   private readonly log: (line: string) => void;
   private closed = false;
+  /** Entries of this guest's processes that no socket of ours stands for (an agent before us was killed): their pids are watched. */
+  private readonly adopted = new Map<number, { gen: number; pid: number }>();
+  private readonly adoptTimer: NodeJS.Timeout;
 
   private constructor(dev: GuestDevice, socket: string, listenFd: number, g: Lay.Geometry, log: (line: string) => void) {
     this.dev = dev;
@@ -76,6 +79,40 @@ export class GuestAgent {
     this.i32 = new Int32Array(dev.region.buffer);
     this.log = log;
     this.acceptPoller = new (native().Poller)(listenFd, () => this.onAccept(), false);
+    // Processes that joined through an agent before us: reaped once their pid is gone.
+    for (let id = 0; id < Math.min(g.maxPeers, 0x10000); id++) {
+      const p = Lay.peerOffset(g, id) >> 2;
+      if (Atomics.load(this.i32, p + Lay.P.KIND) !== Lay.PEER_KIND_GUEST_PROCESS) continue;
+      if (Atomics.load(this.i32, p + Lay.P.STATE) === Lay.PEER_FREE) continue;
+      if (Lay.routeOf(this.i32, g, id)[0] !== dev.ivPosition) continue;
+      this.adopted.set(id, { gen: Atomics.load(this.i32, p + Lay.P.GEN), pid: Atomics.load(this.i32, p + Lay.P.PID) });
+      log(`peer ${id} (pid ${Atomics.load(this.i32, p + Lay.P.PID)}) joined through an earlier agent: watching it`);
+    }
+    this.adoptTimer = setInterval(() => this.checkAdopted(), 500);
+    this.checkAdopted();
+  }
+
+  /** Reaps adopted entries whose process has gone (or whose pid was never known). */
+  private checkAdopted(): void {
+    for (const [id, a] of this.adopted) {
+      const p = Lay.peerOffset(this.g, id) >> 2;
+      if (Atomics.load(this.i32, p + Lay.P.GEN) !== a.gen || Atomics.load(this.i32, p + Lay.P.STATE) === Lay.PEER_FREE) {
+        this.adopted.delete(id);
+        continue;
+      }
+      let alive = a.pid > 0;
+      if (alive) {
+        try {
+          process.kill(a.pid, 0);
+        } catch (e) {
+          alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+        }
+      }
+      if (alive) continue;
+      this.adopted.delete(id);
+      reapPeer(this.i32, this.g, id, a.gen, (peer) => this.wake(peer));
+      this.log(`peer ${id} left (pid ${a.pid}, joined through an earlier agent)`);
+    }
   }
 
   /** Opens the device, announces the guest in its peer entry and listens. Throws ERR_ZIVM_GUEST. */
@@ -168,6 +205,7 @@ export class GuestAgent {
       /* unknown */
     }
     const used = new Set([...this.members.values()].map((m) => m.vector));
+    for (const id of this.adopted.keys()) used.add(Lay.routeOf(i32, g, id)[1]);
     let vector = -1;
     for (let v = 0; v < dev.irqFds.length; v++) {
       if (!used.has(v)) {
@@ -199,6 +237,7 @@ export class GuestAgent {
     Atomics.store(i32, p + Lay.P.NODE_LO, Atomics.load(i32, own + Lay.P.NODE_LO));
     Atomics.store(i32, p + Lay.P.NODE_HI, Atomics.load(i32, own + Lay.P.NODE_HI));
     Atomics.store(i32, p + Lay.P.POLLING, 0);
+    Atomics.store(i32, p + Lay.PEER_ADDRS.ADDR_COUNTS, 0);
     Atomics.store(i32, p + Lay.P.ROUTE, Lay.makeRoute(dev.ivPosition, vector));
     const pend = Lay.pendingOffset(g, id) >> 2;
     for (let k = 0; k < g.pendingStride >> 2; k++) Atomics.store(i32, pend + k, 0);
@@ -270,6 +309,7 @@ export class GuestAgent {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.adoptTimer);
     for (const m of [...this.members.values()]) this.leave(m);
     this.acceptPoller.close();
     const N = native();

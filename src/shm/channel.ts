@@ -260,6 +260,12 @@ export class Channel implements SlotHandler {
     this.onchange();
   }
 
+  onLeaving(): void {
+    // We are no longer a member: the connection is over, as if the other side had died.
+    this.peerGone = true;
+    this.onchange();
+  }
+
   onPeerLeft(): void {
     if (!this.d.peerAlive(this.peer, this.peerGen)) {
       this.peerGone = true;

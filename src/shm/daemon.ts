@@ -36,6 +36,7 @@ import {
   PEER_DEAD,
   PEER_FREE,
   PEER_JOINING,
+  PEER_ADDRS,
   PEER_KIND_GUEST_PROCESS,
   REGION_STATE_READY,
   S,
@@ -518,6 +519,7 @@ export class Daemon extends EventEmitter {
     Atomics.store(i32, pw + P.ROUTE, 0);
     Atomics.store(i32, pw + P.POLLING, 0);
     Atomics.store(i32, pw + P.PID, cred.pid);
+    Atomics.store(i32, pw + PEER_ADDRS.ADDR_COUNTS, 0); // the previous holder's addresses are not the newcomer's
     // Nothing pending for a newcomer (a late doorbell for the previous holder could have left a bit).
     const pend = pendingOffset(g, id) >> 2;
     for (let k = 0; k < g.pendingStride >> 2; k++) Atomics.store(i32, pend + k, 0);

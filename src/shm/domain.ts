@@ -9,6 +9,7 @@ import { debuglog } from 'node:util';
 import EventEmitter from 'eventemitter3';
 import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
 import { connectDaemon } from './autostart';
+import { reapPeer } from './daemon';
 import { formatAddr, publishableAddrs, publishAddrs } from './directory';
 import { GuestLink, guestAgentFromEnv } from './guest';
 import { guestNodeId, joinAgent } from './agent';
@@ -22,6 +23,8 @@ export interface SlotHandler {
   onEvent(): void;
   /** The remote peer left the domain. */
   onPeerLeft(): void;
+  /** We are leaving the domain (in a guest, the agent went away): the connection is over. */
+  onLeaving(): void;
 }
 
 /** What a registered listener offers the domain: a new connection arrived in `slot`. */
@@ -72,7 +75,7 @@ export class Domain extends EventEmitter<DomainEvents> {
   private readonly spinner: NativeSpinner | undefined;
   private readonly spinState: Int32Array;
   private refs = 0;
-  private published = '';
+  private published: string | undefined;
   private addrTimer: NodeJS.Timeout | undefined;
   private readonly pendingBase: number;
   private readonly pendingWords: number;
@@ -418,6 +421,25 @@ export class Domain extends EventEmitter<DomainEvents> {
     }
   }
 
+  /**
+   * In a guest whose agent went away, nobody would reap us when we exit and
+   * a new agent cannot route our interrupts: leave now. Our connections end
+   * (ECONNRESET, or end), their other sides see us dead, our entry is freed.
+   */
+  private leaveGuest(): void {
+    debug('the zivm guest agent went away: leaving the domain, ending our shared-memory connections');
+    for (const h of this.handlers) h?.onLeaving();
+    const link = this.guest!;
+    reapPeer(this.i32, this.g, this.id, this.gen, (peer) => {
+      const [via, vector] = Lay.routeOf(this.i32, this.g, peer);
+      try {
+        link.ring(via, vector);
+      } catch {
+        /* gone */
+      }
+    });
+  }
+
   private onPeerLeft(id: number): void {
     const i32 = this.i32;
     for (let i = 0; i < this.handlers.length; i++) {
@@ -440,6 +462,7 @@ export class Domain extends EventEmitter<DomainEvents> {
       /* gone */
     }
     if (current === this) current = undefined;
+    if (this.guest) this.leaveGuest();
     this.emit('orphaned');
   }
 }

@@ -240,6 +240,23 @@ interface StatPeer {
     );
   });
 
+  it('the agent killed: its processes leave by themselves (both ends of their connections close); a new agent takes over', function () {
+    expect(guestEv.get('orphan-connected')?.transport, explain()).to.equal('shm');
+    const closed = guestEv.get('orphan-closed');
+    expect(closed?.ev, explain()).to.equal('closed');
+    // The host's side of that connection (the fourth the host server accepted) ends too.
+    const acc = hostEv.filter((e) => e.ev === 'accepted');
+    const id = acc[acc.length - 2]?.id; // the last one is the client after the new agent
+    expect(hostEv.some((e) => e.id === id && e.ev === 'conn-close'), explain()).to.equal(true);
+    const ms = closed!.seenAt - guestEv.get('killing-agent')!.seenAt;
+    expect(ms).to.be.below(5000);
+    expect(guestEv.get('setup-again')?.out).to.match(/agent pid \d+/);
+    const fresh = guestEv.get('after-new-agent')!;
+    expect(fresh.transport, explain()).to.equal('shm');
+    expect(fresh.echoOk).to.equal(true);
+    process.stderr.write(`      agent SIGKILLed -> its process's connection closed (${closed!.code ?? 'no error'}) ~${ms} ms later; a new agent serves new processes\n`);
+  });
+
   it('after the guest powered off, the daemon has reaped it and its processes', function () {
     expect(peersAfter.filter((p) => p.kind === 'guest' || p.kind === 'guest-process'), JSON.stringify(peersAfter)).to.deep.equal([]);
   });

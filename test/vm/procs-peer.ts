@@ -18,6 +18,7 @@
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import readline from 'node:readline';
 import { GUEST_ADDR, HOST_ADDR, arg, block } from './net-peer';
 
@@ -238,8 +239,27 @@ async function guest(argv: string[]): Promise<void> {
   report('killing-server', {});
   server.proc.kill('SIGKILL');
   await server.exited;
+  await new Promise((r) => setTimeout(r, 1500));
+
+  // 5. The agent itself is killed: its processes leave the domain by themselves (their
+  //    connections end on both sides); a new agent takes over and new processes join it.
+  const pci = /^export ZIVM_GUEST_PCI=(\S+)$/m.exec(setup)?.[1];
+  const agentPid = Number(fs.readFileSync(`/run/zivm/guest-${pci}.sock.pid`, 'utf8'));
+  const orphan = child('hold', ['--host', hostAddr, '--port', String(port)]);
+  report('orphan-connected', await orphan.next());
+  report('killing-agent', { pid: agentPid });
+  process.kill(agentPid, 'SIGKILL');
+  report('orphan-closed', await orphan.next());
+  orphan.proc.stdin!.end();
+  await orphan.exited;
+  const setup2 = execFileSync(process.execPath, [require.resolve('../../src/cli'), 'guest', 'setup'], { encoding: 'utf8' });
+  report('setup-again', { out: setup2.trim() });
+  const fresh = child('client', ['--host', hostAddr, '--port', String(port), '--bytes', '65536']);
+  report('after-new-agent', await fresh.next());
+  fresh.proc.stdin!.end();
+  await fresh.exited;
   // Wait for the host test to see the ends before powering off.
-  await new Promise((r) => setTimeout(r, 3000));
+  await new Promise((r) => setTimeout(r, 1500));
   report('done', {});
 }
 
@@ -273,11 +293,14 @@ async function childMain(role: string, argv: string[]): Promise<void> {
   }
   if (role === 'hold') {
     const s = zivm().connect({ host: arg(argv, '--host'), port: Number(arg(argv, '--port')) });
-    s.on('error', () => undefined);
+    let code: string | null = null;
+    s.on('error', (e: Any) => (code = e.code ?? e.message));
     await new Promise<void>((r) => s.once('connect', r));
     s.write('hello');
     await new Promise<void>((r) => s.once('data', () => r()));
     out({ transport: s.transport, ...who() });
+    s.resume();
+    s.once('close', () => out({ ev: 'closed', code }));
     await stay();
     return;
   }
