@@ -45,6 +45,7 @@ export interface TcpLike {
   ref(): void;
   unref(): void;
   hasRef?(): boolean;
+  getsockname?(out: { port?: number; address?: string; family?: string }): number;
   onread?: unknown;
   [k: symbol]: unknown;
 }
@@ -273,18 +274,25 @@ export class ShmHandle {
 
   /** Called by Socket#_writeGeneric with the bytes of one write or writev. */
   writeBuffers(bufs: Uint8Array[], cb: (err?: Error | null) => void): void {
+    if (this.closed) {
+      // As a closed kernel handle: nothing goes anywhere (the slot may belong to another connection by now).
+      cb(errnoException('EBADF', 'write'));
+      return;
+    }
     let total = 0;
     for (const b of bufs) total += b.byteLength;
     this.bytesWritten += total;
     const pf = this.ch.peerFlags();
     if (pf & (Lay.F_CLOSED | Lay.F_RST | Lay.F_DEAD) || this.ch.peerGone) {
-      // The peer will never read this. TCP accepts the first write, the
-      // peer answers with a reset, and later writes fail with EPIPE.
-      if (this.wroteToClosed === 0) {
+      // The peer will never read this. TCP takes the first write if it fits
+      // (the peer answers it with a reset), later writes fail with EPIPE; the
+      // reset shows up on reading only while we still read.
+      if (this.wroteToClosed === 0 && total <= this.ch.writable()) {
         this.wroteToClosed = 1;
         cb();
-        setImmediate(() => this.fail('ECONNRESET', 'read'));
+        if (!this.eof) setImmediate(() => this.fail('ECONNRESET', 'read'));
       } else {
+        this.wroteToClosed = 1;
         cb(errnoException('EPIPE', 'write'));
       }
       return;

@@ -101,7 +101,12 @@ function incoming(server: Any, reg: Registration, slot: number, word: number): v
   }
   const ch = Channel.accept(reg.d, slot, word);
   if (!ch) return;
-  deliver(server, new ShmHandle(ch), 'shm');
+  const h = new ShmHandle(ch);
+  // Through the listening handle's onconnection, as a kernel connection arrives:
+  // code that wraps it (to watch or adjust accepted handles) sees this one too.
+  const onconnection = server._handle.onconnection;
+  if (typeof onconnection === 'function') onconnection.call(server._handle, 0, h);
+  else deliver(server, h, 'shm');
 }
 
 interface AcceptedHandle {
@@ -157,5 +162,5 @@ function onTcpConnection(this: Any, err: number, clientHandle: AcceptedHandle): 
     server.emit('error', errnoException(getSystemErrorName(err), 'accept'));
     return;
   }
-  deliver(server, clientHandle, 'tcp');
+  deliver(server, clientHandle, clientHandle instanceof ShmHandle ? 'shm' : 'tcp');
 }

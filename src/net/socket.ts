@@ -145,9 +145,15 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
   const l = find(d, a, port);
   if (!l) return tcpPath(`no co-resident listener for ${address}:${port}`);
   const local = typeof req.localAddress === 'string' ? parseAddr(req.localAddress) : undefined;
+  // A socket bound to a port (localPort) has it reserved in the kernel: the connection keeps it.
+  let localPort = 0;
+  if (req.localPort) {
+    const out: { port?: number } = {};
+    if (typeof tcp.getsockname === 'function' && tcp.getsockname(out) === 0) localPort = out.port ?? 0;
+  }
   let ch: Channel | undefined;
   try {
-    ch = Channel.connect(d, l, a, port, local);
+    ch = Channel.connect(d, l, a, port, local, localPort);
   } catch (e) {
     return tcpPath(`shared memory failed: ${(e as Error).message}`);
   }
@@ -155,6 +161,10 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
   const h = new ShmHandle(ch);
   h[internals.owner] = socket;
   h.onread = tcp.onread;
+  // Options net applies to the handle once connected go to this one: so do overrides put on the kernel handle before.
+  for (const name of ['setKeepAlive', 'setNoDelay'] as const) {
+    if (Object.prototype.hasOwnProperty.call(tcp, name)) (h as unknown as Any)[name] = (tcp as unknown as Any)[name];
+  }
   socket._handle = h;
   socket[kTransport] = 'shm';
   chose(socket, 'shm', `listener of peer ${l.owner} in slot ${ch.slot}`, address, port);

@@ -75,7 +75,7 @@ export class Channel implements SlotHandler {
    * Client side: claims a free slot for a connection to listener `l`, and asks
    * its owner to accept. Returns undefined when every slot is taken.
    */
-  static connect(d: Domain, l: Found, remote: Addr, remotePort: number, local: Addr | undefined): Channel | undefined {
+  static connect(d: Domain, l: Found, remote: Addr, remotePort: number, local: Addr | undefined, localPort = 0): Channel | undefined {
     const { i32, g } = d;
     for (let slot = 0; slot < g.nslots; slot++) {
       const s = Lay.slotOffset(g, slot) >> 2;
@@ -93,11 +93,14 @@ export class Channel implements SlotHandler {
       Atomics.store(i32, s + Lay.S.LISTENER, l.index);
       Atomics.store(i32, s + Lay.S.LISTENER_STATE, l.word);
       Atomics.store(i32, s + Lay.S.FAMILY, remote.family);
-      // The client's address as the server sees it: on one node, the address it
-      // dialled (as loopback does); across nodes, one its own node published.
-      const localAddr = local ?? (l.sameNode ? remote : publishedAddrs(i32, g, d.id).find((a) => a.family === remote.family) ?? remote);
+      // The client's address as the server sees it: on one node, the source the
+      // kernel would pick (127.0.0.1 for all of 127/8, else the dialled address
+      // itself); across nodes, one its own node published. A port the socket
+      // was bound to (localPort) is kept; otherwise an ephemeral one is made up.
+      const localAddr = local ?? (l.sameNode ? sourceFor(remote) : publishedAddrs(i32, g, d.id).find((a) => a.family === remote.family) ?? remote);
       writeAddr(i32, s + Lay.S.CLIENT_ADDR, localAddr.bytes);
-      Atomics.store(i32, s + Lay.S.CLIENT_PORT, EPHEMERAL_LOW + ((Atomics.add(i32, Lay.H.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT));
+      const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.H.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
+      Atomics.store(i32, s + Lay.S.CLIENT_PORT, port);
       writeAddr(i32, s + Lay.S.SERVER_ADDR, remote.bytes);
       Atomics.store(i32, s + Lay.S.SERVER_PORT, remotePort);
       Atomics.store(i32, s + Lay.S.MAPPED, l.family === 6 && remote.family === 4 ? 1 : 0);
@@ -161,6 +164,8 @@ export class Channel implements SlotHandler {
 
   /** Writes what fits of `chunks` (in order); returns bytes written. Rings the reader if it sleeps. */
   write(chunks: Uint8Array[]): number {
+    // A released slot may already carry another connection.
+    if (this.released) throw Object.assign(new Error('write EBADF'), { code: 'EBADF', errno: -9, syscall: 'write' });
     const n = chunks.length === 1 ? this.tx.write(chunks[0]) : this.tx.writev(chunks);
     if (n > 0) {
       this.wakeIf(this.txReaderSleeping);
@@ -171,6 +176,7 @@ export class Channel implements SlotHandler {
 
   /** Reads up to `max` bytes, or null if none. Rings the writer if it was waiting for room. */
   read(max: number): Buffer | null {
+    if (this.released) return null;
     const b = this.rx.read(max);
     // A writer waiting for room is woken once half the ring is free, not for
     // every chunk: both sides then move big batches per wakeup.
@@ -193,6 +199,11 @@ export class Channel implements SlotHandler {
   sleepWrite(): boolean {
     Atomics.store(this.d.i32, this.txWriterSleeping, 1);
     return this.tx.free() === 0;
+  }
+
+  /** Room in our ring now. */
+  writable(): number {
+    return this.released ? 0 : this.tx.free();
   }
 
   /** Bytes written by us and not yet read by the peer. */
@@ -275,4 +286,14 @@ export class Channel implements SlotHandler {
 }
 
 function noop(): void {}
+
+/** The source address Linux picks for a connection to `remote` on this node. */
+function sourceFor(remote: Addr): Addr {
+  if (remote.family === 4 && remote.bytes[0] === 127) {
+    const b = new Uint8Array(16);
+    b.set([127, 0, 0, 1]);
+    return { family: 4, bytes: b };
+  }
+  return remote;
+}
 

@@ -1,0 +1,97 @@
+import { expect } from 'chai';
+import type * as nodeNet from 'node:net';
+import { forEachImpl, closed, delay, listen, pair, readBytes } from './impl';
+
+type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+forEachImpl((impl) => {
+  describe('Handles, source addresses and writes to a peer that is gone', function () {
+    it('a write after the handle was closed fails with write EBADF and reaches nobody, not even the next connection', async function () {
+      const got: string[] = [];
+      const server = impl.createServer((s) => s.on('data', (d) => got.push(String(d))));
+      const port = await listen(server);
+      const a = impl.connect(port, '127.0.0.1');
+      await new Promise((r) => a.once('connect', r));
+      const errors: Error[] = [];
+      a.on('error', (e: Error) => errors.push(e));
+      (a as Any)._handle.close();
+      a.write('stale bytes');
+      // A second connection (over shared memory it may take the slot the first one left).
+      const b = impl.connect(port, '127.0.0.1');
+      await new Promise((r) => b.once('connect', r));
+      impl.expectShm(b);
+      b.write('fresh');
+      await delay(100);
+      expect(errors.map((e) => e.message)).to.deep.equal(['write EBADF']);
+      expect(errors[0].constructor).to.equal(Error);
+      expect(got.join('')).to.not.include('stale');
+      expect(got.join('')).to.include('fresh');
+    });
+
+    it('a bound localPort is the port the server sees', async function () {
+      const probe = impl.createServer();
+      const free = await listen(probe);
+      await new Promise((r) => probe.close(r));
+      const { client, peer } = await pair(impl, { client: { localPort: free, localAddress: '127.0.0.1' } as Any });
+      expect(client.localPort).to.equal(free);
+      expect(peer.remotePort).to.equal(free);
+    });
+
+    it('dialling 127.0.0.2 of a wildcard server: the source address is 127.0.0.1', async function () {
+      const server = impl.createServer();
+      const accepted = new Promise<nodeNet.Socket>((r) => server.once('connection', r));
+      const port = await listen(server, '0.0.0.0');
+      const client = impl.connect(port, '127.0.0.2');
+      await new Promise((r) => client.once('connect', r));
+      const peer = await accepted;
+      impl.expectShm(client, peer);
+      expect(client.localAddress).to.equal('127.0.0.1');
+      expect(peer.remoteAddress).to.equal('127.0.0.1');
+      expect(peer.localAddress).to.equal('127.0.0.2');
+    });
+
+    it('allowHalfOpen, the peer destroyed: after end the first small write is taken, the next fails with write EPIPE', async function () {
+      const { client, peer } = await pair(impl, { server: { allowHalfOpen: true } });
+      const events: string[] = [];
+      peer.on('end', () => events.push('end'));
+      peer.on('error', (e: Any) => events.push(`error ${e.syscall} ${e.code}`));
+      const ended = new Promise((r) => peer.once('end', r));
+      peer.resume();
+      client.destroy();
+      await ended;
+      await new Promise<void>((r) => peer.write('one', (e) => (events.push(`write1 ${e ? (e as Any).code : 'ok'}`), r())));
+      await delay(100);
+      await new Promise<void>((r) => peer.write('two', (e) => (events.push(`write2 ${e ? (e as Any).code : 'ok'}`), r())));
+      await closed(peer);
+      expect(events).to.deep.equal(['end', 'write1 ok', 'write2 EPIPE', 'error write EPIPE']);
+    });
+
+    it("a wrapper on the listening handle's onconnection sees every accepted handle, and keepAlive/noDelay reach them", async function () {
+      const server = impl.createServer({ keepAlive: true, keepAliveInitialDelay: 2000, noDelay: true });
+      const port = await listen(server);
+      const seen: string[] = [];
+      const h = (server as Any)._handle;
+      const orig = h.onconnection;
+      h.onconnection = function (err: number, clientHandle: Any) {
+        const ka = clientHandle.setKeepAlive;
+        const nd = clientHandle.setNoDelay;
+        clientHandle.setKeepAlive = function (enable: boolean, delaySecs: number) {
+          seen.push(`keepalive ${enable} ${delaySecs}`);
+          return ka.call(this, enable, delaySecs);
+        };
+        clientHandle.setNoDelay = function (enable: boolean) {
+          seen.push(`nodelay ${enable}`);
+          return nd.call(this, enable);
+        };
+        return orig.call(this, err, clientHandle);
+      };
+      const accepted = new Promise<nodeNet.Socket>((r) => server.once('connection', r));
+      const client = impl.connect(port, '127.0.0.1');
+      const peer = await accepted;
+      impl.expectShm(client, peer);
+      expect(seen.sort()).to.deep.equal(['keepalive true 2', 'nodelay true']);
+      client.write('x');
+      expect(String(await readBytes(peer, 1))).to.equal('x');
+    });
+  });
+});
