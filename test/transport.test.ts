@@ -253,6 +253,50 @@ describe('transport between two processes', function () {
     });
   });
 
+  describe('a server whose event loop is busy', () => {
+    for (const [name, mod] of [
+      ['node:net', nodeNet],
+      ['zivm', zivm],
+    ] as const) {
+      it(`${name}: connect completes before the server's code runs (as from a kernel backlog); bytes written meanwhile arrive, even from a client already gone`, async () => {
+        const src = path.join(__dirname, '..', 'src');
+        // The server blocks its loop for 1.5 s right after saying where it listens.
+        const script = `const m = ${name === 'zivm' ? `require(${JSON.stringify(src)})` : "require('node:net')"};
+          let ended = 0;
+          const srv = m.createServer((s) => { let got = ''; s.on('error', () => {}); s.on('data', (d) => (got += d)); s.on('end', () => { console.log(JSON.stringify({ got, transport: s.transport ?? 'tcp' })); s.end(); if (++ended === 2) srv.close(); }); });
+          srv.listen(0, '127.0.0.1', () => { console.log(JSON.stringify({ port: srv.address().port })); setTimeout(() => { const t = Date.now(); while (Date.now() - t < 1500); console.log(JSON.stringify({ unblocked: true })); }, 50); });`;
+        const child = require('node:child_process').spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const lines: Record<string, unknown>[] = [];
+        let buf = '';
+        child.stdout.setEncoding('utf8').on('data', (d: string) => {
+          buf += d;
+          for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) lines.push(JSON.parse(buf.slice(0, i)));
+        });
+        await waitFor(() => lines.length > 0, 10000);
+        await new Promise((r) => setTimeout(r, 300)); // the server is blocked now
+        const order: string[] = [];
+        const c = (mod as typeof nodeNet).connect(lines[0].port as number, '127.0.0.1');
+        c.on('connect', () => {
+          order.push(lines.some((l) => l.unblocked) ? 'connect after the server unblocked' : 'connect while the server is blocked');
+          c.end('sent while the server was busy');
+        });
+        c.resume();
+        // Another one writes, ends and is gone before the server ever ran: its bytes still arrive.
+        const c2 = (mod as typeof nodeNet).connect(lines[0].port as number, '127.0.0.1');
+        c2.on('connect', () => c2.end('from a client already gone'));
+        c2.on('finish', () => c2.destroy());
+        c2.on('error', () => undefined);
+        await new Promise((r) => c2.once('close', r));
+        await new Promise((r) => c.once('close', r));
+        await new Promise((r) => child.once('exit', r));
+        expect(order).to.deep.equal(['connect while the server is blocked']);
+        const done = lines.filter((l) => l.got !== undefined);
+        expect(done.map((l) => l.got).sort()).to.deep.equal(['from a client already gone', 'sent while the server was busy']);
+        if (name === 'zivm') expect(done.map((l) => l.transport)).to.deep.equal(['shm', 'shm']);
+      });
+    }
+  });
+
   describe('a full region', () => {
     it('sends the connections that find no free slot over TCP, losing nothing', async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-full-'));

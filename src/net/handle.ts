@@ -80,11 +80,14 @@ export class ShmHandle {
   /** 0: peer open; 1: one write went to a closed peer (accepted, as TCP does); 2: later writes fail. */
   private wroteToClosed = 0;
   private peerDeathSeen = false;
+  /** The server took the connection (always true on the server's side). */
+  private accepted: boolean;
   private asyncId = -1;
   private shutdownReq: ShutdownReq | null = null;
 
   constructor(ch: Channel) {
     this.ch = ch;
+    this.accepted = ch.side === 'server';
     ch.onchange = () => this.onChange();
   }
 
@@ -94,28 +97,48 @@ export class ShmHandle {
 
   // -- connecting (client side) ----------------------------------------------
 
-  /** Waits for the listener's owner to accept; `held` is used if it refuses. */
+  /**
+   * The request is in place: as a kernel connect completes from the listener's
+   * backlog, before the server's code accepts, this one completes on the next
+   * tick, unless refused by then (`held` then carries on over TCP). Bytes
+   * written meanwhile wait in the ring for the accept.
+   */
   beginConnect(held: HeldConnect): void {
     this.held = held;
     this.refd = held.tcp.hasRef ? held.tcp.hasRef() : true;
     this.updateActive();
-    this.onChange(); // the answer may already be there
+    process.nextTick(() => this.onChange());
   }
 
   private checkConnect(): void {
     const held = this.held!;
     const st = this.ch.state();
-    if (st === Lay.SLOT_ESTABLISHED) {
-      this.held = null;
-      this.updateActive();
-      held.tcp.close();
-      held.req.oncomplete(0, this, held.req, true, true);
-      // Bytes or a FIN may have come with the accept.
-      this.onChange();
+    const gone = this.ch.peerGone || (this.ch.peerFlags() & Lay.F_DEAD) !== 0;
+    if (st === Lay.SLOT_REFUSED || st === -1 || gone) {
+      this.fallBack(st === Lay.SLOT_REFUSED ? 'refused' : 'listener went away');
       return;
     }
-    const gone = this.ch.peerGone || (this.ch.peerFlags() & Lay.F_DEAD) !== 0;
-    if (st === Lay.SLOT_REFUSED || st === -1 || gone) this.fallBack(st === Lay.SLOT_REFUSED ? 'refused' : 'listener went away');
+    this.held = null;
+    this.accepted = st === Lay.SLOT_ESTABLISHED;
+    this.updateActive();
+    held.tcp.close();
+    held.req.oncomplete(0, this, held.req, true, true);
+    // Bytes or a FIN may have come with the accept.
+    this.onChange();
+  }
+
+  /** Connected but not yet accepted: a refusal now (the listener closed, its owner died) is a reset, as over TCP. */
+  private checkAccepted(): boolean {
+    const st = this.ch.state();
+    if (st === Lay.SLOT_ESTABLISHED) {
+      this.accepted = true;
+      return true;
+    }
+    if (st === Lay.SLOT_REFUSED || st === -1) {
+      this.fail('ECONNRESET', 'read');
+      return false;
+    }
+    return true;
   }
 
   /** The shared-memory connect failed: carry on with the kernel socket, as net would have. */
@@ -156,6 +179,7 @@ export class ShmHandle {
       this.checkConnect();
       return;
     }
+    if (!this.accepted && !this.checkAccepted()) return;
     if (this.queue.length > 0) this.flush();
     if (this.closed) return;
     if (this.reading) this.pump();
@@ -386,7 +410,8 @@ export class ShmHandle {
       } catch {
         /* corrupt: reset */
       }
-      this.ch.release(unread ? Lay.F_RST : Lay.F_FIN);
+      // Not accepted yet: the request stays for the server, with what we wrote and our FIN.
+      this.ch.release(unread ? Lay.F_RST : Lay.F_FIN, !this.accepted);
     }
     const dropped = this.queue;
     this.queue = [];
@@ -403,11 +428,13 @@ export class ShmHandle {
   reset(cb?: () => void): number {
     if (this.closed) return 0;
     this.closed = true;
+    const connected = !this.held;
     if (this.held) {
       this.held.tcp.close();
       this.held = null;
     }
-    this.ch.release(Lay.F_RST);
+    // Connected but not accepted yet: the server accepts it and sees the reset, as over TCP.
+    this.ch.release(Lay.F_RST, connected && !this.accepted);
     this.queue = [];
     this.writeQueueSize = 0;
     this.reading = false;

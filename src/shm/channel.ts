@@ -134,10 +134,7 @@ export class Channel implements SlotHandler {
 
   /** Server side: turns the connection in `slot` away (its client falls back to TCP). */
   static refuse(d: Domain, slot: number, word: number): void {
-    const s = Lay.slotOffset(d.g, slot) >> 2;
-    if (Atomics.compareExchange(d.i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED)) === word) {
-      d.notify(Atomics.load(d.i32, s + Lay.S.CLIENT), slot, Atomics.load(d.i32, s + Lay.S.CLIENT_GEN), true);
-    }
+    refuseSlot(d.i32, d.g, slot, word, (client, gen) => d.notify(client, slot, gen, true));
   }
 
   /** SLOT_* of the slot, or -1 if the slot no longer belongs to this connection. */
@@ -237,7 +234,7 @@ export class Channel implements SlotHandler {
    * Lets go of the slot: `how` says what the peer sees (F_FIN: orderly close,
    * F_RST: reset). The slot is freed by whichever side lets go last.
    */
-  release(how: number): void {
+  release(how: number, keepRequest = false): void {
     if (this.released) return;
     this.released = true;
     this.d.detach(this.slot, this.side === 'server', this);
@@ -246,10 +243,13 @@ export class Channel implements SlotHandler {
     const w = Atomics.load(i32, s);
     if (Lay.genOf(w) !== this.gen) return; // freed already (the peer died and the daemon reaped)
     const st = Lay.stateOf(w);
-    if (st === Lay.SLOT_CONNECTING || st === Lay.SLOT_CLAIMED || st === Lay.SLOT_REFUSED) {
+    if (st === Lay.SLOT_CLAIMED || st === Lay.SLOT_REFUSED || (st === Lay.SLOT_CONNECTING && !keepRequest)) {
       // Still a request: take it back. If the server accepts meanwhile the CAS fails and we close normally.
       if (this.side === 'client' && Atomics.compareExchange(i32, s, w, Lay.makeState(this.gen + 1, Lay.SLOT_FREE)) === w) return;
     }
+    // keepRequest: a connection already reported connected that the server has yet to
+    // accept keeps its slot (what was written, and the FIN, reach the server as over
+    // TCP); the server frees it after accepting, or when refusing.
     Atomics.or(i32, this.myFlags, how | Lay.F_CLOSED);
     if (Atomics.load(i32, this.theirFlags) & Lay.F_CLOSED) {
       const now = Atomics.load(i32, s);
@@ -286,6 +286,22 @@ export class Channel implements SlotHandler {
 }
 
 function noop(): void {}
+
+/**
+ * Turns the request in `slot` (state `word`) away; a client that is gone
+ * already (it closed after being told it was connected) leaves the slot to
+ * us: free it. Otherwise `tell` the client.
+ */
+export function refuseSlot(i32: Int32Array, g: Lay.Geometry, slot: number, word: number, tell: (client: number, gen: number) => void): void {
+  const s = Lay.slotOffset(g, slot) >> 2;
+  const refused = Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED);
+  if (Atomics.compareExchange(i32, s + Lay.S.STATE, word, refused) !== word) return;
+  if (Atomics.load(i32, s + Lay.S.CLIENT_FLAGS) & Lay.F_CLOSED) {
+    Atomics.compareExchange(i32, s + Lay.S.STATE, refused, Lay.makeState(Lay.genOf(word) + 1, Lay.SLOT_FREE));
+    return;
+  }
+  tell(Atomics.load(i32, s + Lay.S.CLIENT), Atomics.load(i32, s + Lay.S.CLIENT_GEN));
+}
 
 /** The source address Linux picks for a connection to `remote` on this node. */
 function sourceFor(remote: Addr): Addr {

@@ -183,7 +183,10 @@ function reapSlot(i32: Int32Array, g: Geometry, i: number, id: number, gen: numb
     if (s === SLOT_FREE || genOf(st) !== gen0) break; // freed, or freed and reused: not ours any more
     let next: number | undefined;
     if ((s === SLOT_CLAIMED || s === SLOT_CONNECTING) && isClient) next = makeState(gen0 + 1, SLOT_FREE);
-    else if (s === SLOT_CONNECTING && isServer) next = makeState(gen0, SLOT_REFUSED);
+    else if (s === SLOT_CONNECTING && isServer) {
+      // Refused; a client already gone (closed after being told it was connected) leaves the slot to be freed.
+      next = Atomics.load(i32, w + S.CLIENT_FLAGS) & F_CLOSED ? makeState(gen0 + 1, SLOT_FREE) : makeState(gen0, SLOT_REFUSED);
+    }
     else if (Atomics.load(i32, w + (isClient ? S.SERVER_FLAGS : S.CLIENT_FLAGS)) & F_CLOSED) next = makeState(gen0 + 1, SLOT_FREE);
     if (next === undefined) break;
     const seen = Atomics.compareExchange(i32, w + S.STATE, st, next);

@@ -14,6 +14,7 @@ import { formatAddr, publishableAddrs, publishAddrs } from './directory';
 import { GuestLink, guestAgentFromEnv } from './guest';
 import { guestNodeId, joinAgent } from './agent';
 import * as Lay from './layout';
+import { refuseSlot } from './channel';
 
 const debug = debuglog('zivm');
 
@@ -363,10 +364,8 @@ export class Domain extends EventEmitter<DomainEvents> {
       l.onIncoming(slot, word);
       return;
     }
-    // Nobody listens there any more: refuse, the client falls back to TCP.
-    if (Atomics.compareExchange(this.i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED)) === word) {
-      this.notify(Atomics.load(this.i32, s + Lay.S.CLIENT), slot, Atomics.load(this.i32, s + Lay.S.CLIENT_GEN), true);
-    }
+    // Nobody listens there any more: refuse (a client not yet told it is connected falls back to TCP; one that was, sees a reset).
+    refuseSlot(this.i32, this.g, slot, word, (client, gen) => this.notify(client, slot, gen, true));
   }
 
   private onControl(): void {

@@ -115,9 +115,11 @@ async function host(argv: string[]): Promise<void> {
       s.once('data', () => out({ ev: 'held-data', tag: m.tag }));
       s.on('error', (e: Any) => out({ ev: 'held-error', tag: m.tag, code: e.code ?? null }));
       s.on('end', () => {
-        // The guest side is gone: what we write now fails (EPIPE or ECONNRESET) and the socket closes.
+        // The guest side is gone: as over TCP, the first write is taken (the peer would answer
+        // it with a reset), the next fails with EPIPE and the socket closes.
         out({ ev: 'held-end', tag: m.tag });
         s.write('anyone there?');
+        setTimeout(() => s.write('hello?'), 100);
       });
       s.on('close', () => out({ ev: 'held-close', tag: m.tag }));
     }
