@@ -98,27 +98,6 @@ function parseArgs(argv: string[]): Options | 'help' {
   return o;
 }
 
-/** Collects `ZIVM-PAIR {json}` lines of a console; `on` sees each. */
-function collector(events: Json[], on: (e: Json) => void): (chunk: string) => void {
-  let con = '';
-  return (chunk) => {
-    con += chunk.replace(/\r/g, '');
-    for (let i; (i = con.indexOf('\n')) >= 0; ) {
-      const line = con.slice(0, i);
-      con = con.slice(i + 1);
-      const k = line.indexOf(PREFIX);
-      if (k < 0) continue;
-      try {
-        const e = JSON.parse(line.slice(k + PREFIX.length)) as Json;
-        events.push(e);
-        on(e);
-      } catch {
-        /* a line cut by kernel messages */
-      }
-    }
-  };
-}
-
 interface Metric {
   key: string;
   label: string;
@@ -173,6 +152,13 @@ async function main(argv: string[]): Promise<number> {
   const { ensureGuestImage, pairDone, startLinkedPair } = require(path.join(ROOT, 'dist', 'test', 'vm', 'qemu.js')) as Qemu;
   const { startServer } = require(path.join(ROOT, 'dist', 'test', 'helpers', 'daemon-client.js')) as DaemonClient;
   const peer = require(PEER) as typeof import('../test/vm/pair-peer');
+  const { consoleEvents } = require(path.join(ROOT, 'dist', 'test', 'vm', 'harness.js')) as typeof import('../test/vm/harness');
+  /** Collects the `ZIVM-PAIR {json}` lines of a console; `on` sees each. */
+  const collector = (events: Json[], on: (e: Json) => void) =>
+    consoleEvents(PREFIX, (e) => {
+      events.push(e as Json);
+      on(e as Json);
+    });
   /* eslint-enable @typescript-eslint/no-require-imports */
   if (peer.PAIR_ADDRS[0] !== A_ADDR || peer.PAIR_ADDRS[1] !== B_ADDR || peer.PREFIX !== PREFIX) throw new Error('pair-peer.js and bench/vm.ts disagree on addresses or prefix');
   const t0 = Date.now();

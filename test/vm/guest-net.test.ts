@@ -15,12 +15,12 @@
  * guest powers off with a connection to the host open.
  */
 import { expect } from 'chai';
-import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ServerProc, startServer } from '../helpers/daemon-client';
 import { GUEST_ADDR, HOST_ADDR } from './net-peer';
+import { Ev, NsPeer, consoleEvents, spawnNsPeer } from './harness';
 import { GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';
 
 const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'net-peer.js');
@@ -34,21 +34,17 @@ const VICTIM_PORT = 7703;
 const BYTES = 16 << 20;
 const ROUNDS = 20;
 
-type Ev = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 (process.env.ZIVM_VM ? describe : describe.skip)('VM: zivm sockets between a host process and a guest process', function () {
   this.timeout(300000);
 
   let dir = '';
   let server: ServerProc | undefined;
-  let hostProc: ChildProcess | undefined;
-  let victim: ChildProcess | undefined;
+  let hostPeer: NsPeer | undefined;
+  let victim: NsPeer | undefined;
   let victimKilledAt = 0;
   let victimGoneAt = 0;
-  let hostErr = '';
-  const hostEv: Ev[] = [];
-  const victimEv: Ev[] = [];
+  let hostEv: Ev[] = [];
+  let victimEv: Ev[] = [];
   const guestEv = new Map<string, Ev>();
   let result: GuestResult;
   let poweringOffAt = 0;
@@ -60,94 +56,52 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     const sock = path.join(dir, 'zivm.sock');
     server = await startServer(sock, ['--size', '64M', '--vectors', '1', '--verbose']);
 
-    // Host peers, each in its own network namespace (root: -n; otherwise a user namespace too)
-    // whose only address besides 127.0.0.1 is on its lo: nothing can leave it.
-    const ns = process.getuid?.() === 0 ? ['-n'] : ['-rn'];
-    const hostPeer = async (addr: string, port: number, events: Ev[], tap: boolean): Promise<ChildProcess> => {
-      const net = tap
-        ? `ip tuntap add dev ${TAP} mode tap && ip addr add ${addr}/16 dev ${TAP} && ip link set ${TAP} up`
-        : `ip addr add ${addr}/32 dev lo`;
-      const p = spawn(
-        'unshare',
-        [...ns, 'sh', '-c', `ip link set lo up && ${net} && exec "$0" "$@"`, process.execPath, PEER, 'host', '--port', String(port)],
-        { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ZIVM_SOCKET: sock } },
-      );
-      let buf = '';
-      p.stdout!.setEncoding('utf8').on('data', (d: string) => {
-        buf += d;
-        for (let i; (i = buf.indexOf('\n')) >= 0; ) {
-          const line = buf.slice(0, i);
-          buf = buf.slice(i + 1);
-          try {
-            events.push({ ...(JSON.parse(line) as Ev), seenAt: Date.now() });
-          } catch {
-            hostErr += `${line}\n`;
-          }
-        }
-      });
-      p.stderr!.setEncoding('utf8').on('data', (d: string) => (hostErr += d));
-      const t = Date.now();
-      while (!events.some((e) => e.ev === 'listening') && p.exitCode === null && Date.now() - t < 10000) await sleep(20);
-      if (!events.some((e) => e.ev === 'listening')) throw new Error(`the host peer at ${addr} did not listen: ${hostErr}`);
+    // Host peers, each in a network namespace of its own: the main one with its address on a
+    // tap device the guest's eth0 is plugged into, the victim with its address on its lo.
+    const start = async (net: string, port: number): Promise<NsPeer> => {
+      const p = spawnNsPeer(net, PEER, ['host', '--port', String(port)], { ZIVM_SOCKET: sock });
+      if (!(await p.waitFor((e) => e.ev === 'listening', 10000))) throw new Error(`a host peer did not listen: ${p.err()}`);
       return p;
     };
-    hostProc = await hostPeer(HOST_ADDR, HOST_PORT, hostEv, true);
-    victim = await hostPeer(VICTIM_ADDR, VICTIM_PORT, victimEv, false);
+    hostPeer = await start(`ip tuntap add dev ${TAP} mode tap && ip addr add ${HOST_ADDR}/16 dev ${TAP} && ip link set ${TAP} up`, HOST_PORT);
+    victim = await start(`ip addr add ${VICTIM_ADDR}/32 dev lo`, VICTIM_PORT);
+    hostEv = hostPeer.events;
+    victimEv = victim.events;
 
-    let con = '';
     const guest = startGuest({
       args: [PEER, 'guest', '--host-addr', HOST_ADDR, '--port', String(HOST_PORT), '--refused-port', String(REFUSED_PORT), '--guest-port', String(GUEST_PORT), '--bytes', String(BYTES), '--rounds', String(ROUNDS), '--victim-addr', VICTIM_ADDR, '--victim-port', String(VICTIM_PORT)],
       ivshmem: { socket: sock, vectors: 1 },
-      tap: { ifname: TAP, netnsPid: hostProc.pid!, mac: GUEST_MAC },
+      tap: { ifname: TAP, netnsPid: hostPeer.proc.pid!, mac: GUEST_MAC },
       timeoutMs: 150000,
-      onConsole: (chunk) => {
-        con += chunk.replace(/\r/g, '');
-        for (let i; (i = con.indexOf('\n')) >= 0; ) {
-          const line = con.slice(0, i);
-          con = con.slice(i + 1);
-          const k = line.indexOf('ZIVM-NET ');
-          if (k < 0) continue;
-          let o: Ev;
-          try {
-            o = JSON.parse(line.slice(k + 'ZIVM-NET '.length)) as Ev;
-          } catch {
-            continue;
-          }
-          guestEv.set(String(o.what), o);
-          if (o.what === 'listening') {
-            hostProc!.stdin!.write(`${JSON.stringify({ cmd: 'refused', host: GUEST_ADDR, port: REFUSED_PORT })}\n`);
-            hostProc!.stdin!.write(`${JSON.stringify({ cmd: 'connect', host: GUEST_ADDR, port: GUEST_PORT, bytes: BYTES, rounds: ROUNDS })}\n`);
-          }
-          if (o.what === 'victim-connected') {
-            victimKilledAt = Date.now();
-            victim!.kill('SIGKILL');
-          }
-          if (o.what === 'victim-gone') victimGoneAt = Date.now();
-          if (o.what === 'powering-off') poweringOffAt = Date.now();
+      onConsole: consoleEvents('ZIVM-NET ', (o) => {
+        guestEv.set(String(o.what), o);
+        if (o.what === 'listening') {
+          hostPeer!.send({ cmd: 'refused', host: GUEST_ADDR, port: REFUSED_PORT });
+          hostPeer!.send({ cmd: 'connect', host: GUEST_ADDR, port: GUEST_PORT, bytes: BYTES, rounds: ROUNDS });
         }
-      },
+        if (o.what === 'victim-connected') {
+          victimKilledAt = Date.now();
+          victim!.proc.kill('SIGKILL');
+        }
+        if (o.what === 'victim-gone') victimGoneAt = Date.now();
+        if (o.what === 'powering-off') poweringOffAt = Date.now();
+      }),
     });
     result = await guest.done;
     qemuExitAt = Date.now();
     // The host's side of the connection the guest left open.
-    const t2 = Date.now();
-    while (!hostEv.some((e) => e.id === 2 && (e.ev === 'conn-close' || e.ev === 'conn-error')) && Date.now() - t2 < 10000) await sleep(20);
+    await hostPeer.waitFor((e) => e.id === 2 && (e.ev === 'conn-close' || e.ev === 'conn-error'), 10000);
   });
 
   after(async function () {
-    if (victim && victim.exitCode === null && victim.signalCode === null) victim.kill('SIGKILL');
-    if (hostProc && hostProc.exitCode === null) {
-      hostProc.stdin!.end();
-      const t = setTimeout(() => hostProc!.kill('SIGKILL'), 2000);
-      await new Promise((r) => hostProc!.once('exit', r));
-      clearTimeout(t);
-    }
+    if (victim && victim.proc.exitCode === null && victim.proc.signalCode === null) victim.proc.kill('SIGKILL');
+    await hostPeer?.stop();
     if (server) await server.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   function explain(): string {
-    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host peer ---\n${JSON.stringify(hostEv)}\n${hostErr}`;
+    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host peer ---\n${JSON.stringify(hostEv)}\n${hostPeer?.err() ?? ''}`;
   }
 
   it('zivm guest setup binds the device and starts the agent; the guest process joins through it and publishes its address', function () {

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { ServerProc, startServer } from '../helpers/daemon-client';
 import { PAIR_ADDRS, PREFIX } from './pair-peer';
 import { Guest, GuestResult, ROOT, ensureGuestImage, pairDone, startLinkedPair } from './qemu';
+import { Ev, consoleEvents } from './harness';
 
 const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'pair-peer.js');
 const [A_ADDR, B_ADDR] = PAIR_ADDRS;
@@ -28,25 +29,10 @@ const TAIL = 1 << 20;
 const REFUSED_PORT = 7739;
 const ROUNDS = 20;
 
-type Ev = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** Collects a guest's `ZIVM-PAIR {json}` console lines, stamped with when they were seen. */
 function collector(events: Ev[]): (chunk: string) => void {
-  let con = '';
-  return (chunk) => {
-    con += chunk.replace(/\r/g, '');
-    for (let i; (i = con.indexOf('\n')) >= 0; ) {
-      const line = con.slice(0, i);
-      con = con.slice(i + 1);
-      const k = line.indexOf(PREFIX);
-      if (k < 0) continue;
-      try {
-        events.push({ ...(JSON.parse(line.slice(k + PREFIX.length)) as Ev), seenAt: Date.now() });
-      } catch {
-        /* a line cut by kernel messages */
-      }
-    }
-  };
+  return consoleEvents(PREFIX, (e) => events.push(e));
 }
 
 const mibps = (bytes: number, ms: number) => (bytes / 1048576 / (ms / 1000)).toFixed(1);

@@ -8,12 +8,12 @@
  * namespace (10.77.1.1 on its lo); the guest has no network device.
  */
 import { expect } from 'chai';
-import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ServerProc, runCli, startServer } from '../helpers/daemon-client';
 import { GUEST_ADDR, HOST_ADDR } from './procs-peer';
+import { Ev, NsPeer, consoleEvents, spawnNsPeer } from './harness';
 import { GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';
 
 const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'procs-peer.js');
@@ -22,7 +22,6 @@ const GUEST_PORT = 7802;
 const BYTES = 4 << 20;
 const VECTORS = 4;
 
-type Ev = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface StatPeer {
@@ -37,9 +36,8 @@ interface StatPeer {
   let dir = '';
   let sock = '';
   let server: ServerProc | undefined;
-  let hostProc: ChildProcess | undefined;
-  let hostErr = '';
-  const hostEv: Ev[] = [];
+  let hostPeer: NsPeer | undefined;
+  let hostEv: Ev[] = [];
   const guestEv = new Map<string, Ev>();
   let result: GuestResult;
   let peersUp: StatPeer[] = [];
@@ -50,72 +48,29 @@ interface StatPeer {
     const r = await runCli(['stat', '--json'], { ZIVM_SOCKET: sock });
     return (JSON.parse(r.stdout) as { peers: StatPeer[] }).peers;
   };
-  const hostSend = (o: Ev) => hostProc!.stdin!.write(`${JSON.stringify(o)}\n`);
-  const waitHost = async (pred: (e: Ev) => boolean, ms = 20000): Promise<Ev | undefined> => {
-    const t = Date.now();
-    while (Date.now() - t < ms) {
-      const e = hostEv.find(pred);
-      if (e) return e;
-      await sleep(20);
-    }
-    return undefined;
-  };
-
   before(async function () {
     ensureGuestImage();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vmprocs-'));
     sock = path.join(dir, 'zivm.sock');
     server = await startServer(sock, ['--size', '64M', '--vectors', String(VECTORS), '--verbose']);
 
-    const ns = process.getuid?.() === 0 ? ['-n'] : ['-rn'];
-    hostProc = spawn(
-      'unshare',
-      [...ns, 'sh', '-c', `ip link set lo up && ip addr add ${HOST_ADDR}/32 dev lo && exec "$0" "$@"`, process.execPath, PEER, 'host', '--port', String(HOST_PORT)],
-      { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ZIVM_SOCKET: sock } },
-    );
-    let buf = '';
-    hostProc.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      for (let i; (i = buf.indexOf('\n')) >= 0; ) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          hostEv.push({ ...(JSON.parse(line) as Ev), seenAt: Date.now() });
-        } catch {
-          hostErr += `${line}\n`;
-        }
-      }
-    });
-    hostProc.stderr!.setEncoding('utf8').on('data', (d: string) => (hostErr += d));
-    if (!(await waitHost((e) => e.ev === 'listening', 10000))) throw new Error(`the host peer did not listen: ${hostErr}`);
+    // The host peer, in a network namespace of its own whose only address besides loopback is on its lo.
+    hostPeer = spawnNsPeer(`ip addr add ${HOST_ADDR}/32 dev lo`, PEER, ['host', '--port', String(HOST_PORT)], { ZIVM_SOCKET: sock });
+    hostEv = hostPeer.events;
+    if (!(await hostPeer.waitFor((e) => e.ev === 'listening', 10000))) throw new Error(`the host peer did not listen: ${hostPeer.err()}`);
 
-    let con = '';
     const guest = startGuest({
       args: [PEER, 'guest', '--host-addr', HOST_ADDR, '--port', String(HOST_PORT), '--guest-port', String(GUEST_PORT), '--bytes', String(BYTES)],
       ivshmem: { socket: sock, vectors: VECTORS },
       timeoutMs: 200000,
-      onConsole: (chunk) => {
-        con += chunk.replace(/\r/g, '');
-        for (let i; (i = con.indexOf('\n')) >= 0; ) {
-          const line = con.slice(0, i);
-          con = con.slice(i + 1);
-          const k = line.indexOf('ZIVM-PROCS ');
-          if (k < 0) continue;
-          let o: Ev;
-          try {
-            o = JSON.parse(line.slice(k + 'ZIVM-PROCS '.length)) as Ev;
-          } catch {
-            continue;
-          }
-          o.seenAt = Date.now();
-          guestEv.set(String(o.what), o);
-          if (o.what === 'members-up') stats.push(statPeers().then((p) => void (peersUp = p)));
-          if (o.what === 'host-may-connect') {
-            hostSend({ cmd: 'tail', host: GUEST_ADDR, port: GUEST_PORT });
-            void waitHost((e) => e.ev === 'tail').then(() => hostSend({ cmd: 'hold', host: GUEST_ADDR, port: GUEST_PORT, tag: 'srv' }));
-          }
+      onConsole: consoleEvents('ZIVM-PROCS ', (o) => {
+        guestEv.set(String(o.what), o);
+        if (o.what === 'members-up') stats.push(statPeers().then((p) => void (peersUp = p)));
+        if (o.what === 'host-may-connect') {
+          hostPeer!.send({ cmd: 'tail', host: GUEST_ADDR, port: GUEST_PORT });
+          void hostPeer!.waitFor((e) => e.ev === 'tail').then(() => hostPeer!.send({ cmd: 'hold', host: GUEST_ADDR, port: GUEST_PORT, tag: 'srv' }));
         }
-      },
+      }),
     });
     result = await guest.done;
     await Promise.all(stats);
@@ -129,18 +84,13 @@ interface StatPeer {
   });
 
   after(async function () {
-    if (hostProc && hostProc.exitCode === null) {
-      hostProc.stdin!.end();
-      const t = setTimeout(() => hostProc!.kill('SIGKILL'), 2000);
-      await new Promise((r) => hostProc!.once('exit', r));
-      clearTimeout(t);
-    }
+    await hostPeer?.stop();
     if (server) await server.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   function explain(): string {
-    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host peer ---\n${JSON.stringify(hostEv)}\n${hostErr}`;
+    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host peer ---\n${JSON.stringify(hostEv)}\n${hostPeer?.err() ?? ''}`;
   }
 
   it('zivm guest setup starts the agent; the guest runs to the end', function () {

@@ -48,7 +48,7 @@ function zivm(): Any {
 
 /** A deterministic block of `n` bytes. */
 export function block(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
+  const b = Buffer.alloc(n + 3);
   let x = seed >>> 0 || 1;
   for (let i = 0; i < n; i += 4) {
     x ^= x << 13;
@@ -56,7 +56,7 @@ export function block(n: number, seed: number): Buffer {
     x ^= x << 5;
     b.writeUInt32LE(x >>> 0, i);
   }
-  return b;
+  return b.subarray(0, n);
 }
 
 /** Echo server: every connection echoes what it gets; `onConn` sees each socket. */
@@ -132,7 +132,7 @@ async function client(host: string, port: number, bytes: number, rounds: number)
 }
 
 /** Connects where nobody listens: the error it gets (or `hung` after 10 s). */
-function refused(host: string, port: number): Promise<Record<string, unknown>> {
+export function refused(host: string, port: number): Promise<Record<string, unknown>> {
   return new Promise((resolve) => {
     const t = Date.now();
     const s = zivm().connect({ host, port });

@@ -44,6 +44,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import nodeNet from 'node:net';
 import readline from 'node:readline';
+import { arg, block, refused } from './net-peer';
 
 type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 type Res = Record<string, unknown>;
@@ -51,13 +52,6 @@ type Res = Record<string, unknown>;
 /** Addresses on the guests' eth0 (a /24 that exists only on their private link). */
 export const PAIR_ADDRS = ['10.77.3.1', '10.77.3.2'] as const;
 export const PREFIX = 'ZIVM-PAIR ';
-
-function arg(argv: string[], name: string, d?: string): string {
-  const i = argv.indexOf(name);
-  if (i >= 0 && i + 1 < argv.length) return argv[i + 1];
-  if (d === undefined) throw new Error(`missing ${name}`);
-  return d;
-}
 
 function report(what: string, o: Res = {}): void {
   process.stdout.write(`${PREFIX}${JSON.stringify({ what, ...o })}\n`);
@@ -70,19 +64,6 @@ function zivm(): Any {
 
 const now = (): number => Number(process.hrtime.bigint()) / 1e6;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A deterministic block of `n` bytes. */
-function block(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n + 3);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b.writeUInt32LE(x >>> 0, i);
-  }
-  return b.subarray(0, n);
-}
 
 const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
 
@@ -367,27 +348,6 @@ async function halfCloseTest(mod: Any, host: string, port: number, tag: string, 
   };
 }
 
-/** A zivm connection to a port nobody listens on. */
-function refusedTest(host: string, port: number): Promise<Res> {
-  return new Promise((resolve) => {
-    const t = now();
-    const s = zivm().connect({ host, port });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve({ error: 'hung', ms: now() - t });
-    }, 15000);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve({ connected: true, transport: s.transport });
-    });
-    s.once('error', (e: Error & { code?: string; syscall?: string }) => {
-      clearTimeout(timer);
-      resolve({ code: e.code ?? null, syscall: e.syscall ?? null, message: e.message, transport: s.transport ?? null, ms: now() - t });
-    });
-  });
-}
-
 interface Opts {
   addr: string;
   port: number;
@@ -429,7 +389,7 @@ async function clientTests(peer: string, o: Opts): Promise<void> {
   await run('echo', () => echoTest(zivm(), peer, o.port, `echo-${from}`, o.bytes, o.rounds));
   await run('plain', () => echoTest(nodeNet, peer, o.tcpPort, `plain-${from}`, o.tcpBytes, o.rounds));
   await run('half', () => halfCloseTest(zivm(), peer, o.port, `half-${from}`, o.halfBytes, o.tail));
-  await run('refused', () => refusedTest(peer, o.refusedPort));
+  await run('refused', () => refused(peer, o.refusedPort));
 }
 
 // ---- control ---------------------------------------------------------------------------
