@@ -45,6 +45,32 @@ describe('TLS', function () {
     await new Promise((r) => server.close(r));
   });
 
+  it('TLS over a zivm socket still connecting to a zivm server: stays on TCP, no read EINVAL', async () => {
+    // The server end upgrades the raw connection itself (STARTTLS-like, right away).
+    const server = zivm.createServer((raw) => {
+      const t = new tls.TLSSocket(raw, { isServer: true, key, cert });
+      t.on('error', () => undefined);
+      t.on('data', (m) => t.end(`secure echo: ${m}`));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const raw = zivm.connect(port, '127.0.0.1');
+    const t = tls.connect({ socket: raw, ca: cert, servername: 'localhost' });
+    const errors: string[] = [];
+    t.on('error', (e) => errors.push(e.message));
+    await new Promise((r) => t.once('secureConnect', r));
+    t.write('hi');
+    let got = '';
+    t.setEncoding('utf8');
+    t.on('data', (d) => (got += d));
+    await new Promise((r) => t.once('end', r));
+    expect(errors).to.deep.equal([]);
+    expect(got).to.equal('secure echo: hi');
+    expect(raw.transport).to.equal('tcp');
+    t.destroy();
+    await new Promise((r) => server.close(r));
+  });
+
   it('under the preload hook an https server stays on TCP and still serves', async () => {
     const script = `
       const https = require('https'), fs = require('fs');

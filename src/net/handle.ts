@@ -167,7 +167,9 @@ export class ShmHandle {
     try {
       this.react();
     } catch (e) {
-      // Only the ring can throw here: shared memory that makes no sense.
+      // The ring's errors (shared memory that makes no sense) fail this socket;
+      // anything else was thrown by the application's listeners: theirs, as in net.
+      if (!String((e as { code?: unknown })?.code ?? '').startsWith('ERR_ZIVM_')) throw e;
       this.corrupt(e as Error);
     }
   }

@@ -114,6 +114,7 @@ function steeringLookup(socket: Any, lookup: LookupFn, port: number): LookupFn {
 type ConnectFn = (this: TcpLike, req: Any, address: string, port: number) => number;
 
 const kIntercepted = Symbol('zivm.intercepted');
+const kTlsWrapped = Symbol.for('zivm.tlsWrapped'); // set by tls.ts
 
 /** Wraps the kernel handle's connect so the choice is made on the resolved address. */
 function intercept(socket: Any): void {
@@ -140,6 +141,7 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
   const d = getDomain(false);
   if (!d) return tcpPath('no zivm domain here');
   if (socket._handle !== tcp) return tcpPath('socket changed handle');
+  if ((tcp as unknown as Any)[kTlsWrapped]) return tcpPath('TLS wraps the kernel handle');
   const a = parseAddr(address);
   if (!a) return tcpPath('unparsable address');
   const l = find(d, a, port);

@@ -12,6 +12,8 @@ type WrapHandle = (this: unknown, wrap: unknown, handle: unknown, active: boolea
 type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const kPatched = Symbol.for('zivm.tls');
+/** Set on a kernel handle TLS has wrapped: its connection must stay on it (TCP). */
+export const kTlsWrapped = Symbol.for('zivm.tlsWrapped');
 let adapter: (new (stream: unknown) => Any) | undefined;
 
 /** Node's JS stream adapter class, found on a TLS socket built around a plain stream. */
@@ -42,6 +44,8 @@ export function patchTls(): void {
       const w = new Adapter(wrap);
       return original.call(this, w, w._handle, active);
     }
+    // A socket still connecting hands TLS its kernel handle: that connection stays on TCP.
+    if (handle && typeof handle === 'object') (handle as Any)[kTlsWrapped] = true;
     return original.call(this, wrap, handle, active);
   };
 }

@@ -341,7 +341,16 @@ export class Domain extends EventEmitter<DomainEvents> {
         const b = 31 - Math.clz32(bits);
         bits &= ~(1 << b);
         const slot = (w << 5) + b;
-        if (slot < this.g.nslots) this.dispatch(slot);
+        if (slot >= this.g.nslots) continue;
+        try {
+          this.dispatch(slot);
+        } catch (e) {
+          // An application listener threw (it reaches the process as in net): the
+          // slots not looked at yet are put back and looked at on the next turn.
+          if (bits !== 0) Atomics.or(i32, base + w, bits);
+          setImmediate(() => this.onDoorbell());
+          throw e;
+        }
       }
     }
   }

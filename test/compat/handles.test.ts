@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
 import type * as nodeNet from 'node:net';
 import { forEachImpl, closed, delay, listen, pair, readBytes } from './impl';
 
@@ -93,5 +94,27 @@ forEachImpl((impl) => {
       client.write('x');
       expect(String(await readBytes(peer, 1))).to.equal('x');
     });
+
+    for (const where of ['connect', 'data'] as const) {
+      it(`an exception thrown in a '${where}' listener reaches the process (uncaughtException), not the socket`, async function () {
+        const script = `
+          const net = require(${JSON.stringify(impl.requireId)});
+          let uncaught = null, socketError = null;
+          process.on('uncaughtException', (e) => { uncaught = e.message; });
+          const srv = net.createServer((s) => s.write('x')).listen(0, '127.0.0.1', () => {
+            const c = net.connect(srv.address().port, '127.0.0.1');
+            c.on('error', (e) => { socketError = e.message; });
+            c.on('${where}', () => { throw new Error('boom'); });
+            setTimeout(() => { console.log(JSON.stringify({ uncaught, socketError, transport: c.transport ?? 'tcp' })); process.exit(0); }, 300);
+          });`;
+        const out = await new Promise<string>((resolve, reject) =>
+          execFile(process.execPath, ['-e', script], (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout))),
+        );
+        const r = JSON.parse(out) as { uncaught: string | null; socketError: string | null; transport: string };
+        expect(r.uncaught).to.equal('boom');
+        expect(r.socketError).to.equal(null);
+        if (impl.isZivm) expect(r.transport).to.equal('shm');
+      });
+    }
   });
 });
