@@ -16,6 +16,9 @@ import { find, parseAddr } from '../shm/directory';
 
 const NetSocket = net.Socket;
 const base = NetSocket.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+const kIntercepted = Symbol('zivm.intercepted');
+/** Set by connect when this connection may go over shared memory. */
+const kTryShm = Symbol('zivm.tryShm');
 
 export type Transport = 'shm' | 'tcp' | 'pipe';
 
@@ -66,6 +69,7 @@ Object.defineProperty(Socket.prototype, 'transport', {
   const normalized = (Array.isArray(args[0]) && args.length === 1 ? args[0] : net._normalizeArgs(args)) as ReturnType<typeof net._normalizeArgs>;
   const options = normalized[0] ?? {};
   track(this as unknown as net.Socket);
+  this[kTryShm] = false;
   // TLS needs a kernel handle to wrap: TLS sockets (and user-buffer reads) stay on TCP.
   if (options.path != null || disabled() || !internals.available || this[internals.kBuffer] || this.encrypted === true) {
     this[kTransport] = options.path != null ? 'pipe' : 'tcp';
@@ -78,42 +82,51 @@ Object.defineProperty(Socket.prototype, 'transport', {
     return base.connect.call(this, normalized);
   }
   this[kTransport] = undefined;
-  // Steer address selection towards a co-resident listener, if the name has one.
+  this[kTryShm] = true;
+  // Addresses are tried in net's order (happy eyeballs included); each attempt's
+  // kernel handle is intercepted, so the first address with a co-resident
+  // listener goes over shared memory, exactly where net would have connected.
   const opts: Any = { ...options };
   const userLookup = opts.lookup;
   if (userLookup === undefined || userLookup === null || typeof userLookup === 'function') {
-    opts.lookup = steeringLookup(this, (userLookup ?? dns.lookup) as LookupFn, Number(opts.port) | 0);
+    opts.lookup = interceptingLookup(this, (userLookup ?? dns.lookup) as LookupFn);
   }
   base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((x) => x !== undefined)));
   intercept(this);
   return this;
 };
 
-/**
- * A lookup that, when one of the addresses has a co-resident listener,
- * answers with that address alone (so net tries it first and only).
- */
-function steeringLookup(socket: Any, lookup: LookupFn, port: number): LookupFn {
+/** The lookup net would use, with the kernel handle intercepted by the time it answers. */
+function interceptingLookup(socket: Any, lookup: LookupFn): LookupFn {
   return function zivmLookup(host, opts, cb) {
     lookup(host, opts, (err, address, family) => {
       // A lookup may answer synchronously, inside connect(): the handle must be wrapped by now.
       intercept(socket);
-      if (err || !Array.isArray(address)) return cb(err, address, family);
-      const d = getDomain(false);
-      if (d) {
-        for (const a of address as { address: string; family: number }[]) {
-          const p = parseAddr(a.address);
-          if (p && find(d, p, port)) return cb(null, [a]);
-        }
-      }
-      cb(null, address, family);
+      cb(err, address, family);
     });
   };
 }
 
+/*
+ * Happy eyeballs (autoSelectFamily) gives every attempt after the first a new
+ * kernel handle through net's internal kReinitializeHandle: intercept that one too.
+ */
+const kReinitializeHandle = Object.getOwnPropertySymbols(NetSocket.prototype).find((k) => k.description === 'kReinitializeHandle');
+if (kReinitializeHandle) {
+  const reinit = (NetSocket.prototype as unknown as Record<symbol, (h: unknown) => unknown>)[kReinitializeHandle];
+  Object.defineProperty(Socket.prototype, kReinitializeHandle, {
+    configurable: true,
+    writable: true,
+    value: function (this: Any, handle: unknown) {
+      const r = reinit.call(this, handle);
+      if (this[kTryShm]) intercept(this);
+      return r;
+    },
+  });
+}
+
 type ConnectFn = (this: TcpLike, req: Any, address: string, port: number) => number;
 
-const kIntercepted = Symbol('zivm.intercepted');
 const kTlsWrapped = Symbol.for('zivm.tlsWrapped'); // set by tls.ts
 
 /** Wraps the kernel handle's connect so the choice is made on the resolved address. */

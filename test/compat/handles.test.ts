@@ -95,6 +95,24 @@ forEachImpl((impl) => {
       expect(String(await readBytes(peer, 1))).to.equal('x');
     });
 
+    it('happy eyeballs: addresses are tried in the order resolved, and the attempts are recorded', async function () {
+      const server = impl.createServer();
+      const accepted = new Promise<nodeNet.Socket>((r) => server.once('connection', r));
+      const port = await listen(server, '127.0.0.1');
+      // A name with an IPv6 address first (nobody listens there) and then the IPv4 one.
+      const lookup = (_h: string, _o: unknown, cb: (e: null, a: { address: string; family: number }[]) => void) =>
+        cb(null, [
+          { address: '::1', family: 6 },
+          { address: '127.0.0.1', family: 4 },
+        ]);
+      const client = impl.connect({ host: 'dual.test', port, lookup, autoSelectFamily: true } as Any);
+      await new Promise((r) => client.once('connect', r));
+      const peer = await accepted;
+      impl.expectShm(client, peer);
+      expect((client as Any).autoSelectFamilyAttemptedAddresses).to.deep.equal([`::1:${port}`, `127.0.0.1:${port}`]);
+      expect(client.remoteAddress).to.equal('127.0.0.1');
+    });
+
     for (const where of ['connect', 'data'] as const) {
       it(`an exception thrown in a '${where}' listener reaches the process (uncaughtException), not the socket`, async function () {
         const script = `
