@@ -6,6 +6,7 @@
 
 #include <cerrno>
 
+#include "callback.h"
 #include "errors.h"
 
 namespace zivm {
@@ -186,18 +187,7 @@ void Poller::OnPoll(uv_poll_t* handle, int status, int) {
   }
   Napi::Env env = self->Env();
   Napi::HandleScope scope(env);
-  Napi::Object recv = self->Value();
-  // MakeCallback: runs nextTick and microtask queues afterwards, like any
-  // callback coming from libuv.
-  // The C API, not the wrapper: while the environment shuts down JS can no
-  // longer run and the call fails; that is not an error worth dying for.
-  napi_value argv[1] = {Napi::Number::New(env, status)};
-  napi_value result;
-  napi_status st = napi_make_callback(env, *self->context_, recv, self->callback_.Value(), 1, argv, &result);
-  if (st == napi_pending_exception) {
-    napi_value e;
-    if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
-  }
+  CallRounds(env, *self->context_, self->Value(), self->callback_.Value(), Napi::Number::New(env, status));
 }
 
 Napi::Value Poller::Start(const Napi::CallbackInfo& info) {

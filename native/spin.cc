@@ -1,5 +1,7 @@
 #include "spin.h"
 
+#include "callback.h"
+
 #include <sched.h>
 #include <time.h>
 
@@ -204,12 +206,7 @@ void Spinner::Cool() {
 void Spinner::Call() {
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
-  napi_value result;
-  napi_status st = napi_make_callback(env, *context_, Value(), callback_.Value(), 0, nullptr, &result);
-  if (st == napi_pending_exception) {
-    napi_value e;
-    if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
-  }
+  CallRounds(env, *context_, Value(), callback_.Value(), Napi::Number::New(env, 0));
 }
 
 void Spinner::OnIdle(uv_idle_t*) {}

@@ -4,14 +4,24 @@
  * node:net calls (readStart/readStop, shutdown, close, reset, ref/unref,
  * getsockname/getpeername, setNoDelay/setKeepAlive, the byte counters) and
  * drives the socket the way libuv does: data with push(), EOF with
- * push(null), errors with destroy(err).
+ * push(null), errors with destroy(err), one read per turn of the loop's
+ * callbacks.
+ *
+ * It is built on Node's JSStream where there is one (see streambase.ts), so
+ * it is also a native stream: the HTTP parser, HTTP/2 and TLS can take it as
+ * they take a TCP handle. Once something asks whether it is one
+ * (`isStreamBase`, which those consumers do before they take a stream), reads
+ * are handed in through the native stream (readBuffer/emitEOF) from outside
+ * any JavaScript, as libuv hands a TCP handle's reads to its consumer, and
+ * the consumer's writes come out through onwrite().
  */
 import type { Socket as NetSocket } from 'node:net';
+import os from 'node:os';
 import { AsyncResource } from 'node:async_hooks';
 import { Channel } from '../shm/channel';
 import { formatAddr } from '../shm/directory';
-import * as Lay from '../shm/layout';
 import { internals } from './internals';
+import { jsStreamClass } from './streambase';
 import { errnoException } from './errors';
 import { debug } from './debug';
 
@@ -59,22 +69,42 @@ type SocketLike = NetSocket & {
   [k: symbol]: unknown;
 };
 
-export class ShmHandle {
+/** A status for a native stream request: 0, or a negative errno as libuv gives them. */
+function status(err?: Error | null): number {
+  if (!err) return 0;
+  const errno = (err as { errno?: unknown }).errno;
+  return typeof errno === 'number' && errno < 0 ? errno : -((os.constants.errno as Record<string, number>).EPIPE ?? 32);
+}
+
+const JSStream = jsStreamClass();
+/** The native stream under a handle, where this Node.js has one. */
+const Base = (JSStream ?? class {}) as new () => object;
+/** Whether shared-memory handles are native streams here. */
+export const nativeStreams = JSStream !== undefined;
+/** Reads handed to a native stream, to deliver from outside any JavaScript: the chunk, or null for the end. */
+const EOF = null;
+
+export class ShmHandle extends Base {
   reading = false;
   bytesRead = 0;
   bytesWritten = 0;
   writeQueueSize = 0;
   readonly fd = -1;
-  onread: unknown = null;
   readonly transport = 'shm';
   readonly ch: Channel;
   [k: symbol]: unknown;
+
+  /** Reads go through the native stream (a native consumer may have taken it). */
+  private nativeReads = false;
+  /** The read waiting to be handed to the native stream. */
+  private feeding: Buffer | null | undefined = undefined;
+  /** Hands `feeding` to the native stream; called by the domain from outside JavaScript. */
+  readonly feed = (): void => this.feedNow();
 
   private refd = true;
   private active = false;
   private closed = false;
   private eof = false;
-  private pumpQueued = false;
   private queue: PendingWrite[] = [];
   private held: HeldConnect | null = null;
   /** 0: peer open; 1: one write went to a closed peer (accepted, as TCP does); 2: later writes fail. */
@@ -86,6 +116,9 @@ export class ShmHandle {
   private shutdownReq: ShutdownReq | null = null;
 
   constructor(ch: Channel) {
+    super();
+    // net sets `onread` on its handle; on a native stream that is an accessor of its own.
+    if (!JSStream) (this as unknown as { onread: unknown }).onread = null;
     this.ch = ch;
     this.accepted = ch.side === 'server';
     ch.onchange = () => this.onChange();
@@ -107,34 +140,36 @@ export class ShmHandle {
     this.held = held;
     this.refd = held.tcp.hasRef ? held.tcp.hasRef() : true;
     this.updateActive();
-    process.nextTick(() => this.onChange());
+    // A listener of this process takes the request on the loop's next look
+    // (as its listening socket would be looked at), before this completes.
+    if (this.ch.peer === this.ch.d.id) this.ch.again();
+    else process.nextTick(() => this.onChange());
   }
 
   private checkConnect(): void {
     const held = this.held!;
-    const st = this.ch.state();
-    const gone = this.ch.peerGone || (this.ch.peerFlags() & Lay.F_DEAD) !== 0;
-    if (st === Lay.SLOT_REFUSED || st === -1 || gone) {
-      this.fallBack(st === Lay.SLOT_REFUSED ? 'refused' : 'listener went away');
+    const st = this.ch.request();
+    if (st === 'refused' || st === 'lost' || this.ch.peerDied()) {
+      this.fallBack(st === 'refused' ? 'refused' : 'listener went away');
       return;
     }
     this.held = null;
-    this.accepted = st === Lay.SLOT_ESTABLISHED;
+    this.accepted = st === 'accepted';
     this.updateActive();
     held.tcp.close();
     held.req.oncomplete(0, this, held.req, true, true);
-    // Bytes or a FIN may have come with the accept.
-    this.onChange();
+    // Bytes or a FIN may have come with the accept: look on a later turn, as a kernel socket would.
+    this.ch.again();
   }
 
   /** Connected but not yet accepted: a refusal now (the listener closed, its owner died) is a reset, as over TCP. */
   private checkAccepted(): boolean {
-    const st = this.ch.state();
-    if (st === Lay.SLOT_ESTABLISHED) {
+    const st = this.ch.request();
+    if (st === 'accepted') {
       this.accepted = true;
       return true;
     }
-    if (st === Lay.SLOT_REFUSED || st === -1) {
+    if (st === 'refused' || st === 'lost') {
       this.fail('ECONNRESET', 'read');
       return false;
     }
@@ -146,7 +181,7 @@ export class ShmHandle {
     const held = this.held!;
     this.held = null;
     this.closed = true;
-    this.ch.release(Lay.F_RST);
+    this.ch.close('reset');
     this.updateActive();
     const sock = this.socket;
     debug('shared-memory connect to %s:%d %s: falling back to TCP', held.req.address, held.req.port, reason);
@@ -184,56 +219,100 @@ export class ShmHandle {
     if (!this.accepted && !this.checkAccepted()) return;
     if (this.queue.length > 0) this.flush();
     if (this.closed) return;
-    if (this.reading) this.pump();
+    // A chunk delivered now: anything else the peer did waits for its own turn.
+    if (this.reading && this.pump() && this.reading) return;
     if (this.closed) return;
     this.checkPeer();
   }
 
-  /** Moves bytes from the ring into the socket while it wants them. */
-  private pump(): void {
+  /**
+   * Moves one chunk (up to 64 KiB) from the ring into the socket, as one read
+   * callback of a kernel socket does, and asks for another turn while there is
+   * more (or the end): whatever the application queued on nextTick or as a
+   * microtask while handling this chunk runs before the next one, or 'end'.
+   * Returns true if it delivered a chunk.
+   */
+  private pump(): boolean {
     const ch = this.ch;
-    for (;;) {
-      if (!this.reading || this.closed || this.eof) return;
-      const pf = ch.peerFlags();
-      if (pf & Lay.F_RST) {
-        this.fail('ECONNRESET', 'read');
-        return;
+    if (!this.reading || this.closed || this.eof || this.feeding !== undefined) return false;
+    // Looked at before the ring: a FIN seen now means every byte before it is in the ring.
+    const peer = ch.peerEnd();
+    if (peer === 'reset') {
+      this.fail('ECONNRESET', 'read');
+      return false;
+    }
+    let buf: Buffer | null;
+    try {
+      buf = ch.read(READ_CHUNK);
+    } catch (e) {
+      this.corrupt(e as Error);
+      return false;
+    }
+    const sock = this.socket;
+    if (!sock) return false;
+    if (buf !== null) {
+      this.bytesRead += buf.length;
+      sock._unrefTimer();
+      if (this.nativeReads) {
+        this.handOver(buf);
+        return true;
       }
-      let buf: Buffer | null;
-      try {
-        buf = ch.read(READ_CHUNK);
-      } catch (e) {
-        this.corrupt(e as Error);
-        return;
-      }
-      const sock = this.socket;
-      if (!sock) return;
-      if (buf !== null) {
-        this.bytesRead += buf.length;
-        sock._unrefTimer();
-        if (!sock.push(buf)) {
-          this.reading = false;
-          this.updateActive();
-          return;
-        }
-        continue;
-      }
-      // Empty. The flags were read before the ring, so a FIN seen then
-      // means every byte before it has been read now.
-      if (pf & Lay.F_FIN || ((pf & Lay.F_DEAD || ch.peerGone) && this.peerDied() === 'fin')) {
-        this.eof = true;
+      if (!sock.push(buf)) {
         this.reading = false;
         this.updateActive();
-        sock._unrefTimer();
-        sock.push(null);
-        sock.read(0);
-        return;
+        return true;
       }
-      if (pf & Lay.F_DEAD || ch.peerGone) {
-        this.fail('ECONNRESET', 'read');
-        return;
+      if (this.closed || !this.reading) return true;
+      // More, or news of the peer: on the next turn. Else sleep until rung.
+      if (ch.peerEnd() !== 'open' || !ch.sleepRead()) ch.again();
+      return true;
+    }
+    if (peer === 'fin' || (peer === 'gone' && this.peerDied() === 'fin')) {
+      this.eof = true;
+      this.reading = false;
+      this.updateActive();
+      sock._unrefTimer();
+      if (this.nativeReads) {
+        this.handOver(EOF);
+        return false;
       }
-      if (ch.sleepRead()) return;
+      sock.push(null);
+      sock.read(0);
+      return false;
+    }
+    if (peer === 'gone') {
+      this.fail('ECONNRESET', 'read');
+      return false;
+    }
+    if (!ch.sleepRead()) ch.again();
+    return false;
+  }
+
+  /** Reads go through the native stream from the start (a native consumer will take it). */
+  useNativeReads(): void {
+    if (JSStream) this.nativeReads = true;
+  }
+
+  /** Queues a read (or the end) for the native stream: the domain hands it over from outside JavaScript. */
+  private handOver(buf: Buffer | null): void {
+    this.feeding = buf;
+    this.ch.d.feed(this);
+  }
+
+  private feedNow(): void {
+    const buf = this.feeding;
+    if (buf === undefined) return;
+    this.feeding = undefined;
+    if (this.closed) return;
+    const stream = this as unknown as InstanceType<NonNullable<typeof JSStream>>;
+    if (buf === EOF) {
+      stream.emitEOF();
+      return;
+    }
+    stream.readBuffer(buf);
+    // The consumer stops us (onreadstop) from inside readBuffer when it has enough.
+    if (this.reading && !this.closed) {
+      if (this.ch.peerEnd() !== 'open' || !this.ch.sleepRead()) this.ch.again();
     }
   }
 
@@ -244,20 +323,18 @@ export class ShmHandle {
 
   /** Things that matter even while nobody reads: a reset, a dead peer, a closed peer with writes waiting. */
   private checkPeer(): void {
-    const pf = this.ch.peerFlags();
-    const dead = (pf & Lay.F_DEAD) !== 0 || this.ch.peerGone;
-    if (pf & Lay.F_RST) {
+    if (this.ch.peerEnd() === 'reset') {
       this.fail('ECONNRESET', 'read');
       return;
     }
-    if (dead && !this.peerDeathSeen) {
+    if (this.ch.peerDied() && !this.peerDeathSeen) {
       this.peerDeathSeen = true;
       if (this.peerDied() === 'rst') {
         this.fail('ECONNRESET', 'read');
         return;
       }
     }
-    if (pf & Lay.F_CLOSED && this.queue.length > 0) {
+    if (this.queue.length > 0 && this.ch.peerClosed()) {
       // Nobody will ever read what is waiting.
       this.fail('ECONNRESET', 'write');
     }
@@ -282,13 +359,8 @@ export class ShmHandle {
     if (this.closed) return 0;
     this.reading = true;
     this.updateActive();
-    if (!this.pumpQueued && !this.held) {
-      this.pumpQueued = true;
-      process.nextTick(() => {
-        this.pumpQueued = false;
-        if (this.reading && !this.held) this.onChange();
-      });
-    }
+    // As libuv: what is there is read on a later turn of the loop.
+    if (!this.held) this.ch.again();
     return 0;
   }
 
@@ -308,8 +380,7 @@ export class ShmHandle {
     let total = 0;
     for (const b of bufs) total += b.byteLength;
     this.bytesWritten += total;
-    const pf = this.ch.peerFlags();
-    if (pf & (Lay.F_CLOSED | Lay.F_RST | Lay.F_DEAD) || this.ch.peerGone) {
+    if (this.ch.peerClosed()) {
       // The peer will never read this. TCP takes the first write if it fits
       // (the peer answers it with a reset), later writes fail with EPIPE; the
       // reset shows up on reading only while we still read.
@@ -382,7 +453,7 @@ export class ShmHandle {
 
   /** Sends the FIN (every byte is already in the ring) and completes later, as libuv does. */
   shutdown(req: ShutdownReq): number {
-    this.ch.signal(Lay.F_FIN);
+    this.ch.sendFin();
     this.shutdownReq = req;
     setImmediate(() => this.completeShutdown());
     return 0;
@@ -402,7 +473,7 @@ export class ShmHandle {
     if (this.held) {
       this.held.tcp.close();
       this.held = null;
-      this.ch.release(Lay.F_RST);
+      this.ch.close('reset');
     } else {
       // Unread bytes make TCP answer a close with a reset rather than a FIN
       // (and so does a ring too corrupt to tell).
@@ -413,7 +484,7 @@ export class ShmHandle {
         /* corrupt: reset */
       }
       // Not accepted yet: the request stays for the server, with what we wrote and our FIN.
-      this.ch.release(unread ? Lay.F_RST : Lay.F_FIN, !this.accepted);
+      this.ch.close(unread ? 'reset' : 'fin', !this.accepted);
     }
     const dropped = this.queue;
     this.queue = [];
@@ -436,7 +507,7 @@ export class ShmHandle {
       this.held = null;
     }
     // Connected but not accepted yet: the server accepts it and sees the reset, as over TCP.
-    this.ch.release(Lay.F_RST, connected && !this.accepted);
+    this.ch.close('reset', connected && !this.accepted);
     this.queue = [];
     this.writeQueueSize = 0;
     this.reading = false;
@@ -477,8 +548,50 @@ export class ShmHandle {
 
   /** An async id of its own, as every libuv handle has (node:http asks for it). */
   getAsyncId(): number {
+    const own = (Base.prototype as { getAsyncId?: (this: unknown) => number }).getAsyncId;
+    if (own) return own.call(this);
     if (this.asyncId < 0) this.asyncId = new AsyncResource('ZIVMSHM').asyncId();
     return this.asyncId;
+  }
+
+  // -- the native stream (JSStream hooks, called from C++ by native consumers) -----
+
+  /**
+   * Native consumers (the HTTP parser, HTTP/2, TLS) ask this before they take
+   * a stream: from then on reads go through the native stream, where they
+   * would be.
+   */
+  get isStreamBase(): boolean {
+    if (!JSStream) return false;
+    this.nativeReads = true;
+    return true;
+  }
+
+  onreadstart(): number {
+    return this.readStart();
+  }
+
+  onreadstop(): number {
+    return this.readStop();
+  }
+
+  isClosing(): boolean {
+    return this.closed;
+  }
+
+  /** A native consumer writes: into the ring; the request completes on a later turn, as a libuv write does. */
+  onwrite(req: object, bufs: Uint8Array[]): number {
+    const stream = this as unknown as InstanceType<NonNullable<typeof JSStream>>;
+    this.writeBuffers(bufs, (err) => setImmediate(() => stream.finishWrite(req, status(err))));
+    return 0;
+  }
+
+  /** A native consumer half-closes. */
+  onshutdown(req: object): number {
+    const stream = this as unknown as InstanceType<NonNullable<typeof JSStream>>;
+    if (!this.closed) this.ch.sendFin();
+    setImmediate(() => stream.finishShutdown(req, 0));
+    return 0;
   }
 
   setNoDelay(_enable: boolean): number {

@@ -55,11 +55,41 @@ const UV_TCP_IPV6ONLY = 1;
   if (!this._handle || this[kListener] || disabled() || !internals.available) return;
   // A TLS server wraps each connection's kernel handle: it stays on TCP.
   if (this instanceof (require('node:tls') as typeof import('node:tls')).Server) return;
-  const backlog = Number(args[3]) || 511;
-  const flags = Number(args[5]) || 0;
+  // node:cluster's round robin: the primary's server only holds the port, its
+  // connections go to the workers, whose servers register instead.
+  if (roundRobinPrimary(this)) {
+    debug('node:cluster round robin in the primary: the workers serve shared memory');
+    return;
+  }
+  registerShm(this, Number(args[3]) || 511, Number(args[5]) || 0);
+  // Whoever takes the listening handle away takes the connections with it.
+  const handle = this._handle;
+  process.nextTick(() => {
+    if (this._handle !== handle && this[kListener]) {
+      debug('listening handle taken over: no longer registered for shared memory');
+      unregisterShm(this);
+    }
+  });
+};
+
+/**
+ * Is `server` the one node:cluster's primary makes to hold a port for round
+ * robin? It is made with an internal assertion as its connection listener,
+ * and its listening handle is taken away once it listens.
+ */
+function roundRobinPrimary(server: Any): boolean {
+  const listeners = server.listeners('connection') as ((...a: unknown[]) => unknown)[];
+  if (listeners.length !== 1 || listeners[0].name !== 'fail') return false;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const cluster = require('node:cluster') as unknown as { isPrimary: boolean; schedulingPolicy: number; SCHED_RR: number };
+  return cluster.isPrimary && cluster.schedulingPolicy === cluster.SCHED_RR;
+}
+
+function registerShm(server: Any, backlog: number, flags: number): void {
+  if (server[kListener]) return;
   let address: net.AddressInfo | string | null;
   try {
-    address = this.address();
+    address = server.address();
   } catch {
     return;
   }
@@ -75,10 +105,10 @@ const UV_TCP_IPV6ONLY = 1;
     return;
   }
   const reg: Registration = { d, index: r.index, word: r.word };
-  this[kListener] = reg;
-  d.acceptors.set(r.index, { onIncoming: (slot, word) => incoming(this, reg, slot, word) });
+  server[kListener] = reg;
+  d.acceptors.set(r.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
   debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, r.index);
-};
+}
 
 function unregisterShm(server: Any): void {
   const reg = server[kListener] as Registration | undefined;
@@ -88,7 +118,17 @@ function unregisterShm(server: Any): void {
   unregister(reg.d, reg.index, reg.word);
 }
 
+/*
+ * Connections already reported connected to their clients (in the listener's
+ * backlog, as it were) are accepted before the listener goes: a server in the
+ * same process that closes right after its client's 'connect' has, over TCP,
+ * in practice accepted that connection already.
+ */
 (Server.prototype as Any).close = function close(this: Any, cb?: (err?: Error) => void) {
+  const reg = this[kListener] as Registration | undefined;
+  if (reg && this._handle) {
+    for (const [slot, word] of reg.d.requestsFor(reg.index)) incoming(this, reg, slot, word);
+  }
   unregisterShm(this);
   return base.close.call(this, cb);
 };

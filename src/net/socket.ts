@@ -6,19 +6,30 @@
  */
 import net from 'node:net';
 import dns from 'node:dns';
-import { ShmHandle, kTransport, TcpLike } from './handle';
+import { ShmHandle, kTransport, TcpLike, nativeStreams } from './handle';
 import { internals } from './internals';
 import { chose, disabled } from './debug';
 import { track } from './stats';
 import { getDomain, lastJoinError } from '../shm/domain';
 import { Channel } from '../shm/channel';
-import { find, parseAddr } from '../shm/directory';
+import { find, listensOnPort, parseAddr } from '../shm/directory';
 
 const NetSocket = net.Socket;
 const base = NetSocket.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
 const kIntercepted = Symbol('zivm.intercepted');
 /** Set by connect when this connection may go over shared memory. */
 const kTryShm = Symbol('zivm.tryShm');
+/** The port being dialled, while the choice of transport is pending. */
+const kDialPort = Symbol('zivm.dialPort');
+/**
+ * Set on a kernel handle that a native stream consumer (HTTP/2's session, the
+ * HTTP parser, TLS) may have taken: its connection must stay on that handle.
+ */
+const kNativeConsumed = Symbol('zivm.nativeConsumed');
+/** Set on a socket an HTTP/2 session will take the handle of once connected. */
+const kNativeReads = Symbol('zivm.nativeReads');
+/** Set by tls.ts on a kernel handle TLS wraps. */
+const kTlsWrapped = Symbol.for('zivm.tlsWrapped');
 
 export type Transport = 'shm' | 'tcp' | 'pipe';
 
@@ -83,6 +94,7 @@ Object.defineProperty(Socket.prototype, 'transport', {
   }
   this[kTransport] = undefined;
   this[kTryShm] = true;
+  this[kDialPort] = Number(options.port);
   // Addresses are tried in net's order (happy eyeballs included); each attempt's
   // kernel handle is intercepted, so the first address with a co-resident
   // listener goes over shared memory, exactly where net would have connected.
@@ -127,13 +139,13 @@ if (kReinitializeHandle) {
 
 type ConnectFn = (this: TcpLike, req: Any, address: string, port: number) => number;
 
-const kTlsWrapped = Symbol.for('zivm.tlsWrapped'); // set by tls.ts
 
 /** Wraps the kernel handle's connect so the choice is made on the resolved address. */
 function intercept(socket: Any): void {
   const tcp = socket._handle as TcpLike | null;
   if (!tcp || tcp instanceof ShmHandle || tcp[kIntercepted]) return;
   tcp[kIntercepted] = true;
+  guardNativeConsumers(socket, tcp);
   const t = tcp as unknown as Record<string, ConnectFn>;
   const c4 = t.connect;
   const c6 = t.connect6;
@@ -143,6 +155,49 @@ function intercept(socket: Any): void {
   t.connect6 = function (req, address, port) {
     return tryShm(socket, tcp, req, address, port, c6);
   };
+}
+
+/*
+ * Native stream consumers (HTTP/2's session, the HTTP parser, TLS) look at
+ * `_handle.isStreamBase` before they take the C++ stream under a socket. A
+ * socket still choosing its transport may yet swap its kernel handle for a
+ * shared-memory one, so the kernel handle answers, while the choice is
+ * pending:
+ *  - to TLS (which takes it at once): yes, and the connection stays on it;
+ *  - to HTTP/2 (which takes the socket's handle only once connected): yes,
+ *    and a shared-memory handle, itself a native stream, reads as one;
+ *  - to the HTTP parser: yes; it marks the handle it takes (`_consumed`),
+ *    and the connection stays on it;
+ *  - to anyone else, if a co-resident listener is possible: no, and the
+ *    consumer wraps the socket in Node's JS stream adapter, which works over
+ *    either transport; otherwise yes, and the connection stays on TCP.
+ */
+function guardNativeConsumers(socket: Any, tcp: TcpLike): void {
+  const proto = Object.getPrototypeOf(tcp) as object;
+  Object.defineProperty(tcp, 'isStreamBase', {
+    configurable: true,
+    enumerable: true,
+    get(): unknown {
+      const native = Reflect.get(proto, 'isStreamBase', tcp);
+      if (!native || socket._handle !== tcp || !socket[kTryShm] || socket[kTransport] !== undefined || tcp[kTlsWrapped]) return native;
+      if (nativeStreams && boundToHttp2Session(socket)) {
+        socket[kNativeReads] = true;
+        return native;
+      }
+      const d = getDomain(false);
+      if (d && listensOnPort(d, socket[kDialPort])) return false;
+      tcp[kNativeConsumed] = true;
+      return native;
+    },
+  });
+}
+
+/** HTTP/2 marks a socket it builds a session on (a symbol of its own) before it asks. */
+function boundToHttp2Session(socket: object): boolean {
+  for (const k of Object.getOwnPropertySymbols(socket)) {
+    if (k.description === 'kBoundSession' && (socket as Any)[k] !== undefined) return true;
+  }
+  return false;
 }
 
 function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: number, connect: ConnectFn): number {
@@ -155,6 +210,7 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
   if (!d) return tcpPath('no zivm domain here');
   if (socket._handle !== tcp) return tcpPath('socket changed handle');
   if ((tcp as unknown as Any)[kTlsWrapped]) return tcpPath('TLS wraps the kernel handle');
+  if (tcp[kNativeConsumed] || (tcp as Any)._consumed) return tcpPath('a native stream consumer took the kernel handle');
   const a = parseAddr(address);
   if (!a) return tcpPath('unparsable address');
   const l = find(d, a, port);
@@ -174,8 +230,9 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
   }
   if (!ch) return tcpPath('every connection slot of the region is taken');
   const h = new ShmHandle(ch);
+  if (socket[kNativeReads]) h.useNativeReads();
   h[internals.owner] = socket;
-  h.onread = tcp.onread;
+  (h as unknown as { onread: unknown }).onread = tcp.onread;
   // Options net applies to the handle once connected go to this one: so do overrides put on the kernel handle before.
   for (const name of ['setKeepAlive', 'setNoDelay'] as const) {
     if (Object.prototype.hasOwnProperty.call(tcp, name)) (h as unknown as Any)[name] = (tcp as unknown as Any)[name];

@@ -7,20 +7,47 @@ import type net from 'node:net';
 import { currentDomain } from '../shm/domain';
 import { snapshot, DomainSnapshot } from '../shm/inspect';
 
-const liveSockets = new Set<net.Socket>();
-const liveServers = new Set<net.Server>();
+/*
+ * Live sockets and servers, held weakly and without listeners of our own on
+ * them (code that counts an object's listeners sees what net would give it):
+ * the ones closed meanwhile are dropped whenever the sets have doubled, and
+ * when stats() looks.
+ */
+const tracked = new WeakSet<object>();
+const socketRefs = new Set<WeakRef<net.Socket>>();
+const serverRefs = new Set<WeakRef<net.Server>>();
+let pruneSocketsAt = 1024;
+let pruneServersAt = 64;
 const counts = { shm: 0, tcp: 0, reasons: new Map<string, number>() };
 
+function prune<T extends object>(refs: Set<WeakRef<T>>, gone: (o: T) => boolean): void {
+  for (const r of refs) {
+    const o = r.deref();
+    if (o === undefined || gone(o)) refs.delete(r);
+  }
+}
+
+const socketGone = (s: net.Socket): boolean => s.destroyed;
+const serverGone = (s: net.Server): boolean => !s.listening;
+
 export function track(s: net.Socket): void {
-  if (liveSockets.has(s)) return;
-  liveSockets.add(s);
-  s.once('close', () => liveSockets.delete(s));
+  if (tracked.has(s)) return;
+  tracked.add(s);
+  socketRefs.add(new WeakRef(s));
+  if (socketRefs.size >= pruneSocketsAt) {
+    prune(socketRefs, socketGone);
+    pruneSocketsAt = Math.max(1024, socketRefs.size * 2);
+  }
 }
 
 export function trackServer(s: net.Server): void {
-  if (liveServers.has(s)) return;
-  liveServers.add(s);
-  s.once('close', () => liveServers.delete(s));
+  if (tracked.has(s)) return;
+  tracked.add(s);
+  serverRefs.add(new WeakRef(s));
+  if (serverRefs.size >= pruneServersAt) {
+    prune(serverRefs, serverGone);
+    pruneServersAt = Math.max(64, serverRefs.size * 2);
+  }
 }
 
 /** Counts one routing decision; TCP reasons are grouped by their first words. */
@@ -56,8 +83,12 @@ export interface Stats {
 
 export function stats(): Stats {
   const d = currentDomain();
+  prune(socketRefs, socketGone);
+  prune(serverRefs, serverGone);
   const sockets: SocketStats[] = [];
-  for (const s of liveSockets) {
+  for (const r of socketRefs) {
+    const s = r.deref();
+    if (!s) continue;
     sockets.push({
       transport: (s as unknown as { transport?: string }).transport,
       localAddress: s.localAddress,
@@ -69,7 +100,7 @@ export function stats(): Stats {
       state: s.readyState,
     });
   }
-  const servers = [...liveServers].map((srv) => ({
+  const servers = [...serverRefs].flatMap((r) => (r.deref() ? [r.deref()!] : [])).map((srv) => ({
     address: srv.address(),
     connections: (srv as unknown as { _connections: number })._connections,
     shm: Boolean((srv as unknown as Record<symbol, unknown>)[Symbol.for('zivm.listener')]),

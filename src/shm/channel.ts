@@ -16,6 +16,16 @@ const EPHEMERAL_COUNT = 60999 - 32768 + 1;
 
 export type Side = 'client' | 'server';
 
+/**
+ * The other end, as the socket sees it: 'reset' (it reset the connection),
+ * 'fin' (it will write no more; every byte it wrote is in our ring),
+ * 'gone' (it died or left without a FIN), 'open'.
+ */
+export type PeerEnd = 'open' | 'fin' | 'reset' | 'gone';
+
+/** A connection request, from the client's side: 'pending' (not yet taken), 'accepted', 'refused', 'lost' (the slot is no longer ours). */
+export type RequestState = 'pending' | 'accepted' | 'refused' | 'lost';
+
 export interface Endpoints {
   family: 4 | 6;
   local: Addr;
@@ -213,6 +223,54 @@ export class Channel implements SlotHandler {
     if (Atomics.load(i32, flagIdx) !== 0 && Atomics.exchange(i32, flagIdx, 0) !== 0) this.d.notify(this.peer, this.slot, this.peerGen);
   }
 
+  /** Asks the domain for another unit of work for this end, on a later call from the event loop. */
+  again(): void {
+    if (!this.released) this.d.again(this.slot, this.side === 'server');
+  }
+
+  // -- the other end, in words ---------------------------------------------------
+
+  /** What the other end did, looked at once (read it before the ring: a 'fin' then means every byte is in). */
+  peerEnd(): PeerEnd {
+    const f = this.peerFlags();
+    if (f & Lay.F_RST) return 'reset';
+    if (f & Lay.F_FIN) return 'fin';
+    if (f & Lay.F_DEAD || this.peerGone) return 'gone';
+    return 'open';
+  }
+
+  /** The other end died or left the domain (whatever it sent before). */
+  peerDied(): boolean {
+    return (this.peerFlags() & Lay.F_DEAD) !== 0 || this.peerGone;
+  }
+
+  /** The other end let go of the connection: it reads nothing any more. */
+  peerClosed(): boolean {
+    return (this.peerFlags() & (Lay.F_CLOSED | Lay.F_RST | Lay.F_DEAD)) !== 0 || this.peerGone;
+  }
+
+  /** Where our connection request stands. */
+  request(): RequestState {
+    const st = this.state();
+    if (st === -1) return 'lost';
+    if (st === Lay.SLOT_ESTABLISHED) return 'accepted';
+    if (st === Lay.SLOT_REFUSED) return 'refused';
+    return 'pending';
+  }
+
+  /** Half-close: we write no more. */
+  sendFin(): void {
+    this.signal(Lay.F_FIN);
+  }
+
+  /**
+   * Lets go of the connection: the other end sees an orderly close ('fin') or
+   * a reset. `keepRequest`: see release().
+   */
+  close(how: 'fin' | 'reset', keepRequest = false): void {
+    this.release(how === 'fin' ? Lay.F_FIN : Lay.F_RST, keepRequest);
+  }
+
   // -- flags ------------------------------------------------------------------
 
   peerFlags(): number {
@@ -274,13 +332,13 @@ export class Channel implements SlotHandler {
   onLeaving(): void {
     // We are no longer a member: the connection is over, as if the other side had died.
     this.peerGone = true;
-    this.onchange();
+    this.again();
   }
 
   onPeerLeft(): void {
     if (!this.d.peerAlive(this.peer, this.peerGen)) {
       this.peerGone = true;
-      this.onchange();
+      this.again();
     }
   }
 }

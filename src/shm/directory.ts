@@ -236,6 +236,7 @@ export function register(d: Domain, spec: ListenSpec): { index: number; word: nu
     writeAddr(i32, l + Lay.L.ADDR, spec.addr.bytes);
     Atomics.store(i32, l + Lay.L.BACKLOG, spec.backlog);
     Atomics.store(i32, l + Lay.L.ACCEPTED, 0);
+    Atomics.store(i32, l + Lay.L.PICKS, 0);
     const word = Lay.makeState(gen, Lay.LST_ACTIVE);
     Atomics.store(i32, l + Lay.L.STATE, word);
     return { index: i, word };
@@ -267,12 +268,23 @@ export interface Found {
  * guest, another network namespace) whose owner published that address
  * (publishAddrs), bound to it exactly or to the wildcard.
  */
+/** Whether any live listener of the domain has `port` (before the address is known). */
+export function listensOnPort(d: Domain, port: number): boolean {
+  const { i32, g } = d;
+  for (let i = 0; i < g.maxListeners; i++) {
+    const l = Lay.listenerOffset(g, i) >> 2;
+    if (Lay.stateOf(Atomics.load(i32, l + Lay.L.STATE)) === Lay.LST_ACTIVE && Atomics.load(i32, l + Lay.L.PORT) === port) return true;
+  }
+  return false;
+}
+
 export function find(d: Domain, a: Addr, port: number): Found | undefined {
   const local = isOwnAddress(a);
   const { i32, g } = d;
   const nodeLo = d.nodeId % 0x100000000 | 0;
   const nodeHi = Math.floor(d.nodeId / 0x100000000) | 0;
-  let wildcard: Found | undefined;
+  const exacts: Found[] = [];
+  const wildcards: Found[] = [];
   for (let i = 0; i < g.maxListeners; i++) {
     const l = Lay.listenerOffset(g, i) >> 2;
     const w = Atomics.load(i32, l + Lay.L.STATE);
@@ -297,8 +309,18 @@ export function find(d: Domain, a: Addr, port: number): Found | undefined {
     if (!local && !crossNodeOk(d, owner, a)) continue;
     if (Atomics.load(i32, l + Lay.L.STATE) !== w) continue; // changed while we read it
     const f: Found = { index: i, word: w, owner, ownerGen, family: fam === 6 ? 6 : 4, sameNode: local };
-    if (exact) return f;
-    wildcard ??= f;
+    (exact ? exacts : wildcards).push(f);
   }
-  return wildcard;
+  return pick(i32, g, exacts.length > 0 ? exacts : wildcards);
+}
+
+/**
+ * One of the listeners that share an address (the workers of a cluster, each
+ * with the port): in turn, as node:cluster's round robin hands connections out.
+ */
+function pick(i32: Int32Array, g: Lay.Geometry, found: Found[]): Found | undefined {
+  if (found.length <= 1) return found[0];
+  const first = Lay.listenerOffset(g, found[0].index) >> 2;
+  const n = Atomics.add(i32, first + Lay.L.PICKS, 1) >>> 0;
+  return found[n % found.length];
 }

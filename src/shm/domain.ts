@@ -28,6 +28,11 @@ export interface SlotHandler {
   onLeaving(): void;
 }
 
+/** A read waiting for a native stream: `feed()` hands it over. */
+export interface Feedable {
+  readonly feed: () => void;
+}
+
 /** What a registered listener offers the domain: a new connection arrived in `slot`. */
 export interface ListenerHandler {
   onIncoming(slot: number, stateWord: number): void;
@@ -41,6 +46,8 @@ export interface DomainEvents {
 }
 
 const JOIN_TIMEOUT_MS = 5000;
+/** Units of work done in one turn of the event loop before the rest waits for the next. */
+const MAX_ROUNDS = 64;
 /** How often a peer looks whether its node's addresses changed. */
 const ADDR_REFRESH_MS = 1000;
 
@@ -80,6 +87,11 @@ export class Domain extends EventEmitter<DomainEvents> {
   private addrTimer: NodeJS.Timeout | undefined;
   private readonly pendingBase: number;
   private readonly pendingWords: number;
+  /** Ends of connections (slot * 2 + 1 for the server's) with work to do, in order. */
+  private readonly runq: RunQueue;
+  private readonly feeds: Feedable[] = [];
+  private selfRung = false;
+  private inDispatch = false;
 
   private constructor(
     ctlFd: number,
@@ -124,13 +136,14 @@ export class Domain extends EventEmitter<DomainEvents> {
 
     const { slice, hot } = spinTimes(!!guest);
     if (hot > 0) {
-      this.spinner = new N.Spinner(region, Lay.pendingOffset(g, id), this.pendingWords, (p + Lay.P.POLLING) << 2, () => this.onDoorbell());
+      this.spinner = new N.Spinner(region, Lay.pendingOffset(g, id), this.pendingWords, (p + Lay.P.POLLING) << 2, (st: number, round: number) => this.onDoorbell(st, round));
       this.spinner.setTimes(slice, hot);
       this.spinState = this.spinner.state;
     } else {
       this.spinState = new Int32Array(1);
     }
-    this.bell = new N.Poller(guest ? guest.irqFd : ownFds[0], () => this.onDoorbell(), true);
+    this.runq = new RunQueue(g.nslots * 2);
+    this.bell = new N.Poller(guest ? guest.irqFd : ownFds[0], (st, round) => this.onDoorbell(st, round), true);
     this.bell.unref();
     if (ctlFd >= 0) {
       this.ctl = new N.Poller(ctlFd, () => this.onControl(), false);
@@ -138,7 +151,7 @@ export class Domain extends EventEmitter<DomainEvents> {
     }
     // Bits someone set for this id's previous holder would hide our first
     // doorbells (a set bit is not rung again): look at them once.
-    process.nextTick(() => this.onDoorbell());
+    this.ringSelf();
   }
 
   /**
@@ -331,7 +344,50 @@ export class Domain extends EventEmitter<DomainEvents> {
     if (this.refs < 0) this.refs = 0;
   }
 
-  private onDoorbell(): void {
+  /**
+   * Called from the event loop (the doorbell's poller, or the busy-poll),
+   * again and again while it returns true, each call in a callback scope of
+   * its own: one call does one unit of work, one event of one end of one
+   * connection (one read of up to 64 KiB, one accept), so that the nextTick
+   * and microtask queues run between them, as they do between the callbacks of
+   * kernel sockets. `round` counts the calls of this turn of the loop: past
+   * MAX_ROUNDS the rest waits for the next turn (we ring ourselves).
+   */
+  private onDoorbell(_status?: number, round = 0): boolean | (() => void) {
+    this.selfRung = false;
+    // A read for a native stream: the caller hands it over from outside JavaScript.
+    const fed = this.feeds.shift();
+    if (fed) return fed.feed;
+    this.harvest();
+    const entry = this.runq.shift();
+    if (entry < 0) return false;
+    try {
+      this.dispatch(entry);
+    } catch (e) {
+      // An application listener threw (it reaches the process as in net): the
+      // entries still queued are looked at on the next turn.
+      if (this.runq.length > 0 || this.feeds.length > 0) this.ringSelf();
+      throw e;
+    }
+    if (this.feeds.length > 0) return this.feeds.shift()!.feed;
+    if (this.runq.length === 0) return false;
+    if (round + 1 < MAX_ROUNDS) return true;
+    this.ringSelf();
+    return false;
+  }
+
+  /**
+   * Queues a read for a native stream (see ShmHandle): it is handed over by
+   * the event loop's own call, outside any JavaScript, so that the native
+   * consumer's callbacks into JavaScript run as they do for a kernel socket.
+   */
+  feed(f: Feedable): void {
+    this.feeds.push(f);
+    if (!this.inDispatch) this.ringSelf();
+  }
+
+  /** Moves the slots whose bits are set in our pending bitmap to the run queue. */
+  private harvest(): void {
     const i32 = this.i32;
     const base = this.pendingBase;
     for (let w = 0; w < this.pendingWords; w++) {
@@ -342,39 +398,77 @@ export class Domain extends EventEmitter<DomainEvents> {
         bits &= ~(1 << b);
         const slot = (w << 5) + b;
         if (slot >= this.g.nslots) continue;
-        try {
-          this.dispatch(slot);
-        } catch (e) {
-          // An application listener threw (it reaches the process as in net): the
-          // slots not looked at yet are put back and looked at on the next turn.
-          if (bits !== 0) Atomics.or(i32, base + w, bits);
-          setImmediate(() => this.onDoorbell());
-          throw e;
-        }
+        if (this.handlers[slot * 2]) this.runq.push(slot * 2);
+        // A connection request goes first, as a listening socket is looked at
+        // before its client's connect completes (in this process, that is).
+        if (this.handlers[slot * 2 + 1]) this.runq.push(slot * 2 + 1);
+        else if (this.requestFor(slot)) this.runq.unshift(slot * 2 + 1);
       }
     }
   }
 
-  private dispatch(slot: number): void {
-    const c = this.handlers[slot * 2];
-    const h = this.handlers[slot * 2 + 1];
-    if (c) c.onEvent();
-    if (h) {
-      h.onEvent();
-      return;
+  /** The connection requests waiting for listener `index` of ours: [slot, state word] each. */
+  requestsFor(index: number): [number, number][] {
+    const out: [number, number][] = [];
+    for (let slot = 0; slot < this.g.nslots; slot++) {
+      if (this.handlers[slot * 2 + 1]) continue;
+      const s = Lay.slotOffset(this.g, slot) >> 2;
+      const word = Atomics.load(this.i32, s + Lay.S.STATE);
+      if (Lay.stateOf(word) !== Lay.SLOT_CONNECTING) continue;
+      if (Atomics.load(this.i32, s + Lay.S.SERVER) !== this.id || Atomics.load(this.i32, s + Lay.S.SERVER_GEN) !== this.gen) continue;
+      if (Atomics.load(this.i32, s + Lay.S.LISTENER) === index) out.push([slot, word]);
     }
+    return out;
+  }
+
+  /** Is there a connection request for us in `slot` (no server end here yet)? */
+  private requestFor(slot: number): boolean {
     const s = Lay.slotOffset(this.g, slot) >> 2;
-    const word = Atomics.load(this.i32, s + Lay.S.STATE);
-    if (Lay.stateOf(word) !== Lay.SLOT_CONNECTING) return;
-    if (Atomics.load(this.i32, s + Lay.S.SERVER) !== this.id || Atomics.load(this.i32, s + Lay.S.SERVER_GEN) !== this.gen) return;
-    const li = Atomics.load(this.i32, s + Lay.S.LISTENER);
-    const l = this.acceptors.get(li);
-    if (l) {
-      l.onIncoming(slot, word);
-      return;
+    return Lay.stateOf(Atomics.load(this.i32, s + Lay.S.STATE)) === Lay.SLOT_CONNECTING && Atomics.load(this.i32, s + Lay.S.SERVER) === this.id;
+  }
+
+  /**
+   * Asks for one more unit of work for `slot`'s client or server end on a
+   * later call (its reads are not done, or a reader started). Rings ourselves
+   * unless a call is coming anyway.
+   */
+  again(slot: number, server: boolean): void {
+    if (!this.runq.push(slot * 2 + (server ? 1 : 0))) return;
+    if (!this.inDispatch) this.ringSelf();
+  }
+
+  private ringSelf(): void {
+    if (this.selfRung) return;
+    this.selfRung = true;
+    if (this.guest) native().notify(this.guest.irqFd);
+    else native().notify(this.ownFds[0]);
+  }
+
+  private dispatch(entry: number): void {
+    this.inDispatch = true;
+    try {
+      const slot = entry >> 1;
+      const h = this.handlers[entry];
+      if (h) {
+        h.onEvent();
+        return;
+      }
+      if ((entry & 1) === 0) return;
+      const s = Lay.slotOffset(this.g, slot) >> 2;
+      const word = Atomics.load(this.i32, s + Lay.S.STATE);
+      if (Lay.stateOf(word) !== Lay.SLOT_CONNECTING) return;
+      if (Atomics.load(this.i32, s + Lay.S.SERVER) !== this.id || Atomics.load(this.i32, s + Lay.S.SERVER_GEN) !== this.gen) return;
+      const li = Atomics.load(this.i32, s + Lay.S.LISTENER);
+      const l = this.acceptors.get(li);
+      if (l) {
+        l.onIncoming(slot, word);
+        return;
+      }
+      // Nobody listens there any more: refuse (a client not yet told it is connected falls back to TCP; one that was, sees a reset).
+      refuseSlot(this.i32, this.g, slot, word, (client, gen) => this.notify(client, slot, gen, true));
+    } finally {
+      this.inDispatch = false;
     }
-    // Nobody listens there any more: refuse (a client not yet told it is connected falls back to TCP; one that was, sees a reset).
-    refuseSlot(this.i32, this.g, slot, word, (client, gen) => this.notify(client, slot, gen, true));
   }
 
   private onControl(): void {
@@ -485,6 +579,48 @@ function spinTimes(guest = false): { slice: number; hot: number } {
     return v !== undefined && v !== '' && Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), 10_000_000) : d;
   };
   return { slice: num(process.env.ZIVM_SPIN_SLICE_US, 50), hot: num(process.env.ZIVM_SPIN_US, guest ? 0 : 200) };
+}
+
+/** A FIFO of small integers below `size`, each queued at most once. */
+class RunQueue {
+  private readonly q: Int32Array;
+  private readonly queued: Uint8Array;
+  private head = 0;
+  length = 0;
+
+  constructor(size: number) {
+    this.q = new Int32Array(size);
+    this.queued = new Uint8Array(size);
+  }
+
+  /** Queues `v`; false if it was queued already. */
+  push(v: number): boolean {
+    if (v < 0 || v >= this.q.length || this.queued[v]) return false;
+    this.queued[v] = 1;
+    this.q[(this.head + this.length) % this.q.length] = v;
+    this.length++;
+    return true;
+  }
+
+  /** Queues `v` first; false if it was queued already. */
+  unshift(v: number): boolean {
+    if (v < 0 || v >= this.q.length || this.queued[v]) return false;
+    this.queued[v] = 1;
+    this.head = (this.head + this.q.length - 1) % this.q.length;
+    this.q[this.head] = v;
+    this.length++;
+    return true;
+  }
+
+  /** The first entry, or -1. */
+  shift(): number {
+    if (this.length === 0) return -1;
+    const v = this.q[this.head];
+    this.head = (this.head + 1) % this.q.length;
+    this.length--;
+    this.queued[v] = 0;
+    return v;
+  }
 }
 
 function joinError(message: string): Error {

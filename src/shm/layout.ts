@@ -132,6 +132,7 @@ export const L = {
   ADDR: 8, // 16 bytes: words 8..11 (IPv4 in the first 4 bytes)
   BACKLOG: 12,
   ACCEPTED: 13,
+  PICKS: 14, // connections handed to listeners sharing this one's address (cluster workers): round-robin counter
 } as const;
 export const LST_FREE = 0;
 export const LST_CLAIMED = 1;

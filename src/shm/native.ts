@@ -119,7 +119,7 @@ export interface NativeSpinner {
 }
 
 export interface Native {
-  Spinner: new (region: NativeRegion, bitmapOffset: number, words: number, pollingOffset: number, onWork: () => void) => NativeSpinner;
+  Spinner: new (region: NativeRegion, bitmapOffset: number, words: number, pollingOffset: number, onWork: (status: number, round: number) => unknown) => NativeSpinner;
   /**
    * Maps `size` bytes of `fd` from `offset` (default 0; a multiple of the page
    * size). offset + size must lie inside the fd (fstat), except for an fd that
@@ -135,7 +135,7 @@ export interface Native {
    * MakeCallback, so process.nextTick and promise jobs run after it.
    * Starts ref'd and active.
    */
-  Poller: new (fd: number, onReadable: (status: number) => void, drainEventfd: boolean) => NativePoller;
+  Poller: new (fd: number, onReadable: (status: number, round: number) => unknown, drainEventfd: boolean) => NativePoller;
 
   /** memfd_create(MFD_CLOEXEC|MFD_ALLOW_SEALING) + ftruncate(size) + seal against shrink/grow. Returns the fd. */
   memfdCreate(name: string, size: number): number;
