@@ -70,6 +70,16 @@ export function startApp(file: string, args: (string | number)[], mode: Mode, ex
   });
   live.add(proc);
   const name = `${file} (${mode})`;
+  // Signals sent on purpose (by the test or killAll); any other signal death is a crash.
+  const sent = new Set<string>();
+  const kill = proc.kill.bind(proc);
+  proc.kill = (sig?: NodeJS.Signals | number): boolean => {
+    sent.add(String(sig ?? 'SIGTERM'));
+    return kill(sig);
+  };
+  proc.on('exit', (_code, signal) => {
+    if (signal && !sent.has(signal)) crashes.push(`${name} died of ${signal}; stderr:\n${err.slice(-2000)}`);
+  });
   const lines: Json[] = [];
   let cursor = 0;
   const wake = new Set<() => void>();
@@ -154,22 +164,14 @@ export async function exitOf(app: App, ms = 20000): Promise<{ code: number | nul
   }
 }
 
-/** Exit problems seen (known: the native Poller's napi_throw abort at exit), for the closing note. */
-export const exitNotes: string[] = [];
+/** Programs that died of a signal nobody sent them (a crash), across the whole preload suite. */
+export const crashes: string[] = [];
 
-/**
- * Judges a finished program by its output (done already checked by the caller)
- * and notes a non-zero exit. Known for now: abort (134) with
- * "FATAL ERROR: Error::ThrowAsJavaScriptException napi_throw" at exit.
- */
+/** Judges a finished program by its exit (done already checked by the caller): code 0, or an error. */
 export async function settle(app: App, ms = 20000): Promise<void> {
   const { code, signal } = await exitOf(app, ms);
   if (code === 0) return;
-  const err = app.stderr();
-  const known = /napi_throw/.test(err) && (code === 134 || signal === 'SIGABRT');
-  const note = `${app.name} exited ${code ?? signal}${known ? ' (known napi_throw abort at exit)' : ''}`;
-  exitNotes.push(note);
-  if (!known) throw new Error(`${note}; stderr:\n${err.slice(-4000)}`);
+  throw new Error(`${app.name} exited ${code ?? signal}; stderr:\n${app.stderr().slice(-4000)}`);
 }
 
 /** Kills every app still running (after hooks). */
@@ -222,9 +224,9 @@ export function report(scenario: string, withHook: number, without: number): voi
   console.log(`      ${scenario}: lo +${withHook} bytes with the hook, +${without} without`);
 }
 
-// One closing line for the exit problems seen across the preload suite.
+// A crash of any program fails the run, whatever its test asserted.
 if (typeof after === 'function') {
   after(function () {
-    if (exitNotes.length) console.log(`      preload: non-zero exits after a complete run: ${exitNotes.join('; ')}`);
+    if (crashes.length) throw new Error(`programs crashed during the preload tests:\n${crashes.join('\n')}`);
   });
 }
