@@ -35,8 +35,9 @@ import { scenario as connect } from './connect';
 import { scenario as many } from './many';
 import { scenario as httpCase } from './http';
 import { scenario as idle } from './idle';
+import { scenario as tlsCase } from './tls';
 
-export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, httpCase, idle];
+export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, httpCase, tlsCase, idle];
 
 const ROOT = path.join(__dirname, '..', '..');
 /** bench/results in a checkout (git-ignored), else zivm-bench-results in the current folder. */

@@ -1,12 +1,13 @@
 /**
  * TLS on a shared-memory socket (STARTTLS: tls.connect({ socket }) or
- * new tls.TLSSocket(socket) on an existing connection). node:tls wraps a
- * kernel handle in C++; a shared-memory socket has none, so it is handed to
- * TLS the way any JavaScript stream is: through Node's own stream adapter.
+ * new tls.TLSSocket(socket) on an existing connection). A shared-memory
+ * handle is a native stream where Node has JSStream (see streambase.ts): TLS
+ * wraps it in C++ as it wraps a kernel handle. Elsewhere it is handed to TLS
+ * the way any JavaScript stream is: through Node's own stream adapter.
  */
-import { Duplex } from 'node:stream';
-import { ShmHandle } from './handle';
+import { ShmHandle, nativeStreams } from './handle';
 import { debug } from './debug';
+import { streamAdapter } from './streambase';
 
 type WrapHandle = (this: unknown, wrap: unknown, handle: unknown, active: boolean) => unknown;
 type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -14,18 +15,6 @@ type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-esli
 const kPatched = Symbol.for('zivm.tls');
 /** Set on a kernel handle TLS has wrapped: its connection must stay on it (TCP). */
 export const kTlsWrapped = Symbol.for('zivm.tlsWrapped');
-let adapter: (new (stream: unknown) => Any) | undefined;
-
-/** Node's JS stream adapter class, found on a TLS socket built around a plain stream. */
-function streamAdapter(): new (stream: unknown) => Any {
-  if (adapter) return adapter;
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const probe = new (require('node:tls') as typeof import('node:tls')).TLSSocket(new Duplex({ read() {}, write(_c, _e, cb) { cb(); } })) as unknown as Any;
-  adapter = probe._handle?._parentWrap?.constructor;
-  probe.destroy();
-  if (typeof adapter !== 'function') throw new Error('node:tls has no JS stream adapter here');
-  return adapter;
-}
 
 /**
  * Patches TLSSocket#_wrapHandle. node:tls is loaded here, so the preload hook
@@ -38,7 +27,7 @@ export function patchTls(): void {
   const original = proto._wrapHandle as WrapHandle;
   proto[kPatched] = true;
   proto._wrapHandle = function (this: unknown, wrap: unknown, handle: unknown, active: boolean) {
-    if (handle instanceof ShmHandle) {
+    if (handle instanceof ShmHandle && !nativeStreams) {
       debug('TLS over a shared-memory socket: through the JS stream adapter');
       const Adapter = streamAdapter();
       const w = new Adapter(wrap);
