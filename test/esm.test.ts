@@ -3,7 +3,7 @@
  * the exported name and message type of the diagnostics channel.
  */
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import dc from 'node:diagnostics_channel';
 import fs from 'node:fs';
 import nodeNet from 'node:net';
@@ -86,6 +86,46 @@ describe('entry points', function () {
         fs.rmSync(dir, { recursive: true, force: true });
       }
     });
+  });
+
+  it('NODE_OPTIONS=--require zivm/register from an application folder: the first server starts the daemon, clients connect over shared memory', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-hook-'));
+    const zdir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-hook-dir-'));
+    const env = { ...process.env, NODE_OPTIONS: '--require zivm/register', ZIVM_DIR: zdir, ZIVM_IDLE_MS: '300' };
+    let server: ReturnType<typeof spawn> | undefined;
+    try {
+      fs.mkdirSync(path.join(dir, 'node_modules'));
+      fs.symlinkSync(ROOT, path.join(dir, 'node_modules', 'zivm'));
+      // Plain node:net programs: the hook, named by package, makes them zivm.
+      fs.writeFileSync(
+        path.join(dir, 'server.js'),
+        `require('node:net').createServer((s) => s.end(String(s.transport))).listen(0, '127.0.0.1', function () { console.log(this.address().port); });`,
+      );
+      fs.writeFileSync(
+        path.join(dir, 'client.js'),
+        `const s = require('node:net').connect(Number(process.argv[2]), '127.0.0.1'); let got = ''; s.on('data', (d) => (got += d)); s.on('end', () => console.log(s.transport + ' ' + got));`,
+      );
+      server = spawn(process.execPath, ['server.js'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'inherit'] });
+      const port = await new Promise<number>((resolve, reject) => {
+        server!.stdout!.once('data', (d) => resolve(Number(String(d).trim())));
+        server!.once('exit', (code) => reject(new Error(`the server exited (${code})`)));
+      });
+      const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, ['client.js', String(port)], { cwd: dir, env }, (err, stdout, stderr) =>
+          resolve({ code: err ? 1 : 0, stdout, stderr }),
+        ),
+      );
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout.trim()).to.equal('shm shm');
+    } finally {
+      if (server && server.exitCode === null) {
+        const exited = new Promise((resolve) => server!.once('exit', resolve));
+        server.kill();
+        await exited;
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(zdir, { recursive: true, force: true });
+    }
   });
 
   it('publishes each routing decision on TRANSPORT_CHANNEL', async () => {
