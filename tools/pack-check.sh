@@ -5,8 +5,8 @@
 #      installs, runs its install script without compiling, and two processes connect
 #      over shared memory (with each tested Node line), from CommonJS, from an ES module
 #      and through the preload hook; zivm --version and zivm doctor.
-#   3. A machine with a compiler and no matching prebuild: npm rebuild --build-from-source
-#      compiles the addon, which then loads instead of the prebuild.
+#   3. A machine with a compiler and no matching prebuild: the install script compiles the
+#      addon, which then loads.
 #   4. The linux-arm64 prebuild: what `file` says, and, under qemu-user with the arm64 Node
 #      from the registry, two arm64 processes connected over shared memory.
 # Needs prebuilds/ (npm run build:prebuilds). qemu-user is installed from apt if missing.
@@ -176,15 +176,18 @@ expect_shm "ES module (import net from 'zivm', import { createServer } from 'ziv
 expect_shm "unmodified node:net program, NODE_OPTIONS=--require zivm/register" "$(cd "$app" && NODE_OPTIONS="--require zivm/register" PATH=$nocc node plain.js)"
 
 # -- 3. from source ----------------------------------------------------------------------------
+# No prebuild matches (here: none left) and a compiler is there: the install script builds the addon.
+# ZIVM=off in the environment (zivm's own off switch) must not stop it.
 src=$work/src-app
 new_project "$src"
 (cd "$src" && npm install --no-audit --no-fund "$tgz" >/dev/null 2>&1 && npm install-scripts approve zivm >/dev/null &&
-  npm rebuild zivm --build-from-source --foreground-scripts >"$work/source.log" 2>&1) || { tail -30 "$work/source.log" >&2; die "building from source failed"; }
-[ -f "$src/node_modules/zivm/build/Release/zivm.node" ] || die "--build-from-source made no build/Release/zivm.node"
+  rm -rf node_modules/zivm/prebuilds && ZIVM=off npm rebuild zivm --foreground-scripts >"$work/source.log" 2>&1) ||
+  { tail -30 "$work/source.log" >&2; die "building from source failed"; }
+[ -f "$src/node_modules/zivm/build/Release/zivm.node" ] || die "with no matching prebuild, the install script built nothing: $(tail -5 "$work/source.log")"
 kind=$(cd "$src" && npx --no-install zivm doctor --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const r=JSON.parse(s);console.log(r.addon.loaded?r.addon.kind:"not loaded")})')
 [ "$kind" = build ] || die "after a build from source, doctor reports the addon as '$kind'"
-say "from source: build/Release/zivm.node compiled and loaded"
-expect_shm "from source, two processes" "$(pair "$src" node)"
+say "no matching prebuild: the install script compiled build/Release/zivm.node, which loads"
+expect_shm "built from source, two processes" "$(pair "$src" node)"
 
 # -- 4. linux-arm64 ----------------------------------------------------------------------------
 arm=$app/node_modules/zivm/prebuilds/linux-arm64/zivm.glibc.node
