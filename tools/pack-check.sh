@@ -4,7 +4,8 @@
 #   2. A machine with no compiler, make or python (PATH holds only node, npm and sh):
 #      installs, runs its install script without compiling, and two processes connect
 #      over shared memory (with each tested Node line), from CommonJS, from an ES module
-#      and through the preload hook; zivm --version and zivm doctor.
+#      and through the preload hook; zivm --version and zivm doctor; the declarations
+#      type a user's TypeScript.
 #   3. A machine with a compiler and no matching prebuild: the install script compiles the
 #      addon, which then loads.
 #   4. The linux-arm64 prebuild: what `file` says, and, under qemu-user with the arm64 Node
@@ -174,6 +175,38 @@ for line in $lines; do
 done
 expect_shm "ES module (import net from 'zivm', import { createServer } from 'zivm')" "$(cd "$app" && PATH=$nocc node esm.mjs)"
 expect_shm "unmodified node:net program, NODE_OPTIONS=--require zivm/register" "$(cd "$app" && NODE_OPTIONS="--require zivm/register" PATH=$nocc node plain.js)"
+
+# The declarations: zivm's own API, from CommonJS-style and ES module TypeScript, against the installed package.
+cat >"$app/types.ts" <<'EOF'
+import { connect, createServer, stats, TRANSPORT_CHANNEL, type TransportMessage, type Transport, type Stats } from 'zivm';
+import 'zivm/register';
+import * as nodeNet from 'node:net';
+import dc from 'node:diagnostics_channel';
+const s = connect(8000, 'localhost');
+const t: Transport | undefined = s.transport;
+const st: Stats = stats();
+const n: number = st.connections.shm + st.connections.tcp;
+dc.subscribe(TRANSPORT_CHANNEL, (m) => {
+  const msg = m as TransportMessage;
+  const why: string = msg.reason;
+  const how: 'shm' | 'tcp' = msg.transport;
+  return [why, how];
+});
+const t2: Transport | undefined = new nodeNet.Socket().transport; // typed by zivm/register
+createServer((c) => c.end());
+export { t, n, t2 };
+EOF
+cat >"$app/types.mts" <<'EOF'
+import net, { createServer, connect, isIP } from 'zivm';
+const srv = createServer();
+const x: 'shm' | 'tcp' | 'pipe' | undefined = connect(1, 'localhost').transport;
+const y: number = isIP('::1');
+const z: number = net.stats().pid;
+export { srv, x, y, z };
+EOF
+(cd "$app" && "$root/node_modules/.bin/tsc" --noEmit --strict --module node16 --moduleResolution node16 --target es2022 \
+  --typeRoots "$root/node_modules/@types" --types node types.ts types.mts) || die "the package's declarations do not type a user's program"
+say "declarations: transport, stats(), TRANSPORT_CHANNEL/TransportMessage, zivm/register's node:net Socket.transport, from .ts and .mts"
 
 # -- 3. from source ----------------------------------------------------------------------------
 # No prebuild matches (here: none left) and a compiler is there: the install script builds the addon.
