@@ -79,6 +79,18 @@ interface Options {
   out: string;
   write: boolean;
   oneDaemon: boolean;
+  /** Why a case of the default list was left out. */
+  leftOut?: string;
+}
+
+/** The http case drives node:http with autocannon, a development dependency: an installed zivm may not have it. */
+function haveAutocannon(): boolean {
+  try {
+    require.resolve('autocannon');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function parseSize(v: string): number {
@@ -127,7 +139,14 @@ export function parseArgs(argv: string[]): Options | 'help' {
       .map((x) => x.trim())
       .filter(Boolean);
 
-  const caseNames = list('cases') ?? SCENARIOS.map((s) => s.name);
+  let caseNames = list('cases') ?? SCENARIOS.map((s) => s.name);
+  let leftOut: string | undefined;
+  if (caseNames.includes('http') && !haveAutocannon()) {
+    const why = 'the http case needs autocannon (npm install autocannon)';
+    if (list('cases')) throw new UsageError(why);
+    caseNames = caseNames.filter((n) => n !== 'http');
+    leftOut = `${why}: left out`;
+  }
   const cases = caseNames.map((n) => {
     const s = SCENARIOS.find((x) => x.name === n);
     if (!s) throw new UsageError(`unknown case ${n} (cases: ${SCENARIOS.map((x) => x.name).join(', ')})`);
@@ -158,6 +177,7 @@ export function parseArgs(argv: string[]): Options | 'help' {
     out: path.resolve(str('out') ?? DEFAULT_OUT),
     write: raw['no-write'] !== true,
     oneDaemon: raw['one-daemon'] === true,
+    leftOut,
   };
 }
 
@@ -380,6 +400,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
+  if (opts.leftOut) process.stderr.write(`zivm bench: ${opts.leftOut}\n`);
   const started = new Date();
   const t0 = performance.now();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-bench-'));

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "errors.h"
+#include "fdstat.h"
 
 namespace zivm {
 
@@ -117,7 +118,7 @@ Napi::Value FdSize(const Napi::CallbackInfo& info) {
   int fd;
   if (!ArgFd(info, 0, "fd", &fd)) return Napi::Value();
   struct stat st;
-  if (fstat(fd, &st) != 0) {
+  if (FdStat(fd, &st) != 0) {
     ThrowErrno(info.Env(), "fstat", errno);
     return Napi::Value();
   }

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "errors.h"
+#include "fdstat.h"
 
 namespace zivm {
 
@@ -71,7 +72,7 @@ Region::Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) 
     }
   }
   struct stat st;
-  if (fstat(fd, &st) != 0) {
+  if (FdStat(fd, &st) != 0) {
     ThrowErrno(env, "fstat", errno);
     return;
   }

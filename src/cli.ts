@@ -4,6 +4,7 @@
  * arguments and returns an exit code (2 for bad usage).
  */
 import { runStat, STAT_USAGE } from './stat';
+import { DOCTOR_USAGE, parseTarget, runDoctor } from './doctor';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseSize } from './shm/autostart';
@@ -170,6 +171,22 @@ const statCommand: Command = {
     }
     if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
     return runStat({ socket: opts.socket as string | undefined, json: opts.json === true });
+  },
+};
+
+const doctorCommand: Command = {
+  summary: 'check the addon, the daemon, and why a connection would use TCP',
+  usage: DOCTOR_USAGE,
+  run(args) {
+    const { opts, rest } = parseOptions(args, { json: 'boolean', help: 'boolean' });
+    if (opts.help) {
+      process.stdout.write(DOCTOR_USAGE);
+      return 0;
+    }
+    if (rest.length > 1) throw new UsageError(`unexpected argument ${rest[1]}`);
+    const target = rest.length ? parseTarget(rest[0]) : undefined;
+    if (rest.length && !target) throw new UsageError(`${rest[0]} is not HOST:PORT`);
+    return runDoctor({ target, json: opts.json === true });
   },
 };
 
@@ -368,6 +385,7 @@ async function startAgent(pci: string, mode: string | undefined): Promise<number
 export const COMMANDS: Record<string, Command> = {
   server: serverCommand,
   stat: statCommand,
+  doctor: doctorCommand,
   bench: benchCommand,
   guest: guestCommand,
 };

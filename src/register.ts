@@ -28,3 +28,14 @@ if (!disabled() && internals.available && !target[kPatched]) {
   syncBuiltinESMExports();
   debug('node:net patched by zivm/register');
 }
+
+declare module 'node:net' {
+  interface Socket {
+    /**
+     * With the preload hook: 'shm' when zivm carries the connection over shared
+     * memory, 'tcp' or 'pipe' when the kernel does; undefined before connect and
+     * on sockets made without zivm (e.g. by code loaded before the hook).
+     */
+    readonly transport?: import('./net/socket').Transport;
+  }
+}

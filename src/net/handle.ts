@@ -28,6 +28,20 @@ import { debug } from './debug';
 /** Reads are delivered in chunks of at most this many bytes, as libuv does. */
 const READ_CHUNK = 64 * 1024;
 
+/**
+ * A write still in progress when its handle closes is cancelled by libuv
+ * (UV_ECANCELED). Node before 22.9 calls it back without an error once the
+ * socket is destroyed; 22.9 and later pass `write ECANCELED` on (net's
+ * onWriteComplete looks at the status first). Cancelled writes here follow
+ * the running Node.
+ */
+const [major, minor] = process.versions.node.split('.').map(Number);
+const CANCEL_WITH_ERROR = major > 22 || (major === 22 && minor >= 9);
+
+function cancelled(): Error | null {
+  return CANCEL_WITH_ERROR ? errnoException('ECANCELED', 'write') : null;
+}
+
 interface PendingWrite {
   bufs: Uint8Array[];
   cb: (err?: Error | null) => void;
@@ -492,8 +506,8 @@ export class ShmHandle extends Base {
     this.reading = false;
     this.updateActive();
     setImmediate(() => {
-      // As net does for writes cut short by destroy(): called back without an error.
-      for (const w of dropped) w.cb(null);
+      // As net does for writes cut short by destroy().
+      for (const w of dropped) w.cb(cancelled());
       if (cb) cb();
     });
   }
@@ -508,11 +522,15 @@ export class ShmHandle extends Base {
     }
     // Connected but not accepted yet: the server accepts it and sees the reset, as over TCP.
     this.ch.close('reset', connected && !this.accepted);
+    const dropped = this.queue;
     this.queue = [];
     this.writeQueueSize = 0;
     this.reading = false;
     this.updateActive();
-    if (cb) setImmediate(cb);
+    setImmediate(() => {
+      for (const w of dropped) w.cb(cancelled());
+      if (cb) cb();
+    });
     return 0;
   }
 

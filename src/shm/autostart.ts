@@ -57,10 +57,13 @@ function noDaemon(sock: string, why: string, cause?: unknown): Error {
 
 /** Starts `zivm server --auto` for `sock`, detached from us. */
 export function spawnDaemon(sock: string, env: NodeJS.ProcessEnv = process.env): void {
+  // The application's NODE_OPTIONS are not the daemon's business, and a preload hook named
+  // by package (--require zivm/register) would not even resolve from the daemon's folder.
+  const { NODE_OPTIONS: _nodeOptions, ...daemonEnv } = env;
   const child = spawn(process.execPath, [cliPath(), 'server', '--auto', '--socket', sock], {
     detached: true,
     stdio: 'ignore',
-    env, // carries ZIVM_SIZE, ZIVM_RING, ZIVM_IDLE_MS... through
+    env: daemonEnv, // carries ZIVM_SIZE, ZIVM_RING, ZIVM_IDLE_MS... through
     cwd: '/',
   });
   child.on('error', () => {

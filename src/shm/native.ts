@@ -206,22 +206,60 @@ export interface Native {
 
 let cached: Native | undefined;
 
-/** Loads the addon once. Throws ERR_ZIVM_NO_ADDON with the reason if it is not built. */
+/** The package's folder: binding.gyp, build/ (a build made here) and prebuilds/ (the binaries it ships). */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
+
+interface NodeGypBuild {
+  /** The addon file to load: build/Release, else build/Debug, else the prebuild for this platform; throws if none. */
+  resolve(dir: string): string;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const nodeGypBuild = require('node-gyp-build') as NodeGypBuild;
+
+export interface AddonSource {
+  /** The file node-gyp-build picks, if any. */
+  file?: string;
+  /** 'build': compiled on this machine (npm install without a matching prebuild, or npm run build:native). */
+  kind?: 'prebuild' | 'build';
+  /** Why no file matches. */
+  error?: string;
+}
+
+/** Which addon file this process loads (or would load), without loading it. */
+export function addonSource(): AddonSource {
+  try {
+    const file = nodeGypBuild.resolve(PACKAGE_ROOT);
+    const rel = path.relative(PACKAGE_ROOT, file);
+    return { file, kind: rel.split(path.sep)[0] === 'prebuilds' ? 'prebuild' : 'build' };
+  } catch (e) {
+    return { error: (e as Error).message.trim() };
+  }
+}
+
+/**
+ * Loads the addon once: a build made on this machine if there is one, else the
+ * prebuild for this platform that the package ships. Throws ERR_ZIVM_NO_ADDON
+ * with the reason if neither loads.
+ */
 export function native(): Native {
   if (cached) return cached;
-  const root = path.resolve(__dirname, '..', '..', '..');
-  const candidates = [path.join(root, 'build', 'Release', 'zivm.node'), path.join(root, 'build', 'Debug', 'zivm.node')];
-  let firstErr: unknown;
-  for (const file of candidates) {
+  const src = addonSource();
+  let why: string;
+  if (src.file) {
     try {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
-      cached = require(file) as Native;
+      cached = require(src.file) as Native;
       return cached;
     } catch (e) {
-      firstErr ??= e; // the Release build's reason is the one worth telling
+      why = `${src.file}: ${(e as Error).message}`;
     }
+  } else {
+    why = `no build and no prebuilt binary for ${process.platform}-${process.arch} here (${src.error?.split('\n')[0]})`;
   }
-  const err = new Error(`zivm native addon could not be loaded (run npm install to build it): ${(firstErr as Error)?.message}`) as Error & { code: string };
+  const err = new Error(
+    `zivm native addon could not be loaded (npm rebuild zivm builds it from source; that needs g++, make and python3): ${why}`,
+  ) as Error & { code: string };
   err.code = 'ERR_ZIVM_NO_ADDON';
   throw err;
 }

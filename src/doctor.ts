@@ -1,0 +1,212 @@
+/**
+ * `zivm doctor`: whether this machine and this process can use shared memory,
+ * and if not, why connections go over TCP. It looks at the things a
+ * connection needs, in order: zivm switched on, the native addon (and which
+ * file it came from), node:net's internals, the daemon socket and its folder,
+ * the domain itself; given HOST:PORT, it says which way a connection there
+ * would go.
+ */
+import dns from 'node:dns/promises';
+import fs from 'node:fs';
+import path from 'node:path';
+import { disabled } from './net/debug';
+import { internals } from './net/internals';
+import { addonSource, native, PACKAGE_ROOT } from './shm/native';
+import { checkDir, socketPath } from './shm/paths';
+import { getDomain, lastJoinError } from './shm/domain';
+import { find, parseAddr } from './shm/directory';
+import { snapshot } from './shm/inspect';
+import { guestAgentFromEnv } from './shm/guest';
+
+export const DOCTOR_USAGE = `usage: zivm doctor [HOST:PORT] [--json]
+
+Checks what zivm needs, as this process would see it: zivm switched on, the
+native addon (the prebuilt binary or the local build it loads), node:net's
+internals, the daemon socket and its domain. With HOST:PORT (e.g.
+localhost:8000), also says whether a connection there would go over shared
+memory, and if not, why it would use TCP.
+
+Exit status: 0 when shared memory can be used, 1 when something stops it.
+
+options:
+  --json   one JSON document instead of text
+`;
+
+type Status = 'ok' | 'off' | 'fail' | 'info';
+
+export interface Check {
+  name: string;
+  status: Status;
+  detail: string;
+}
+
+export interface Route {
+  address: string;
+  port: number;
+  transport: 'shm' | 'tcp';
+  reason: string;
+}
+
+export interface DoctorReport {
+  version: string;
+  node: string;
+  platform: string;
+  checks: Check[];
+  /** The addon file (a prebuilt binary or one built here) and whether it loaded. */
+  addon: { file?: string; kind?: 'prebuild' | 'build'; loaded: boolean };
+  /** Whether a connection from here can go over shared memory at all. */
+  usable: boolean;
+  routes?: Route[];
+}
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+function libc(): string {
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return header?.glibcVersionRuntime ? `glibc ${header.glibcVersionRuntime}` : 'not glibc (musl?)';
+}
+
+/** Splits HOST:PORT ([v6]:PORT too). */
+export function parseTarget(text: string): { host: string; port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text) ?? /^()(\d+)$/.exec(text);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return undefined;
+  return { host: m[1] || 'localhost', port };
+}
+
+export async function diagnose(target?: { host: string; port: number }): Promise<DoctorReport> {
+  const checks: Check[] = [];
+  let usable = true;
+  const add = (name: string, status: Status, detail: string): void => {
+    checks.push({ name, status, detail });
+    if (status === 'fail' || status === 'off') usable = false;
+  };
+
+  if (disabled()) add('ZIVM', 'off', `ZIVM=${process.env.ZIVM}: zivm is switched off, every connection uses plain node:net`);
+  else add('ZIVM', 'ok', 'on');
+
+  const src = addonSource();
+  const where = src.file ? `${src.kind === 'prebuild' ? 'prebuilt binary' : 'built here'}: ${path.relative(PACKAGE_ROOT, src.file)} in ${PACKAGE_ROOT}` : '';
+  const addon = { file: src.file, kind: src.kind, loaded: false };
+  try {
+    native();
+    addon.loaded = true;
+    add('addon', 'ok', where);
+  } catch (e) {
+    add('addon', 'fail', `${(e as Error).message}`);
+  }
+
+  if (internals.available) add('node:net', 'ok', `internals of Node ${process.version} as zivm expects`);
+  else add('node:net', 'fail', `this Node's net internals are not the ones zivm knows: shared memory is disabled (NODE_DEBUG=zivm says more)`);
+
+  const sock = socketPath();
+  let agent: { socket: string; pci: string } | null = null;
+  try {
+    agent = guestAgentFromEnv();
+  } catch (e) {
+    add('guest', 'fail', (e as Error).message);
+  }
+  if (agent) {
+    add('guest', 'info', `a VM guest process: joins through the guest agent at ${agent.socket} (device ${agent.pci})`);
+  } else {
+    try {
+      checkDir(path.dirname(sock));
+      add('folder', 'ok', `${path.dirname(sock)}: private to this user`);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') add('folder', 'info', `${path.dirname(sock)} does not exist yet (the first zivm server makes it)`);
+      else add('folder', 'fail', (e as Error).message);
+    }
+  }
+
+  let domain: ReturnType<typeof getDomain>;
+  if (usable) {
+    domain = getDomain(false);
+    if (domain) {
+      const s = snapshot(domain.i32, domain.g);
+      const others = s.peers.filter((p) => p.id !== domain!.id);
+      add(
+        'daemon',
+        'ok',
+        `${agent ? agent.socket : sock}: daemon pid ${s.daemonPid}, region ${Math.round(s.size / 2 ** 20)} MiB, ${s.slots} connection slots, ` +
+          `${others.length} other peer(s), ${s.listeners.length} listener(s), ${s.connections.length} connection(s)`,
+      );
+    } else {
+      const code = (lastJoinError as { code?: string } | undefined)?.code;
+      if (code === 'ERR_ZIVM_NO_DAEMON' && !agent) {
+        const autostart = process.env.ZIVM_AUTOSTART !== '0';
+        add(
+          'daemon',
+          autostart ? 'info' : 'fail',
+          `none at ${sock}: ` +
+            (autostart
+              ? 'the first zivm server on this host starts one; until then clients use TCP (no zivm server can be listening)'
+              : 'ZIVM_AUTOSTART=0 and no daemon runs: start one with `zivm server`'),
+        );
+      } else {
+        add('daemon', 'fail', `cannot join the domain: ${lastJoinError?.message ?? 'unknown reason'}`);
+      }
+    }
+  }
+
+  let routes: Route[] | undefined;
+  if (target) {
+    routes = [];
+    let addrs: { address: string; family: number }[];
+    try {
+      addrs = await dns.lookup(target.host, { all: true });
+    } catch (e) {
+      addrs = [];
+      routes.push({ address: target.host, port: target.port, transport: 'tcp', reason: `cannot resolve ${target.host}: ${(e as Error).message}` });
+    }
+    for (const { address } of addrs) {
+      const route = (transport: 'shm' | 'tcp', reason: string): void => {
+        routes!.push({ address, port: target.port, transport, reason });
+      };
+      if (!usable || !domain) {
+        route('tcp', !usable ? 'shared memory cannot be used here (see above)' : 'no zivm domain here, so no zivm server listens on this host');
+        continue;
+      }
+      const a = parseAddr(address);
+      const l = a && find(domain, a, target.port);
+      if (!l) {
+        route('tcp', `no zivm server listens on ${address}:${target.port} (a plain server, another host, or nobody)`);
+        continue;
+      }
+      const owner = snapshot(domain.i32, domain.g).peers.find((p) => p.id === l.owner);
+      route('shm', `zivm listener of peer ${l.owner}${owner ? ` (pid ${owner.pid})` : ''}`);
+    }
+  }
+
+  return { version: packageVersion(), node: process.version, platform: `${process.platform}-${process.arch}, ${libc()}`, checks, addon, usable, routes };
+}
+
+export function formatReport(r: DoctorReport): string {
+  const width = Math.max(...r.checks.map((c) => c.name.length));
+  let out = `zivm ${r.version} on Node ${r.node}, ${r.platform}\n\n`;
+  for (const c of r.checks) out += `  ${c.name.padEnd(width)}  ${c.status.padEnd(4)}  ${c.detail}\n`;
+  out += r.usable
+    ? '\nShared memory can be used: connections from here to a zivm server on this host go over shared memory.\n'
+    : '\nShared memory cannot be used here: every connection goes over TCP (see above).\n';
+  if (r.routes) {
+    out += '\n';
+    for (const x of r.routes) out += `  ${x.address.includes(':') ? `[${x.address}]` : x.address}:${x.port}  ${x.transport}  ${x.reason}\n`;
+  }
+  out +=
+    '\nAlways over TCP: TLS sockets, servers that are not zivm servers (or started before the hook), other hosts;\n' +
+    'Unix socket paths stay on plain net. NODE_DEBUG=zivm prints every decision with its reason.\n';
+  return out;
+}
+
+export async function runDoctor(opts: { target?: { host: string; port: number }; json?: boolean }): Promise<number> {
+  const r = await diagnose(opts.target);
+  process.stdout.write(opts.json ? JSON.stringify(r, null, 2) + '\n' : formatReport(r));
+  return r.usable ? 0 : 1;
+}

@@ -1,0 +1,151 @@
+/**
+ * The package's entry points as users import them: the ES module entry, and
+ * the exported name and message type of the diagnostics channel.
+ */
+import { expect } from 'chai';
+import { execFile, spawn } from 'node:child_process';
+import dc from 'node:diagnostics_channel';
+import fs from 'node:fs';
+import nodeNet from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import * as zivm from '../src';
+import { spawnPeer, killAll } from './helpers/proc';
+
+const ROOT = path.join(__dirname, '..', '..');
+type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+function run(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { cwd }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as Any).code as number) ?? 1 : 0, stdout, stderr });
+    });
+  });
+}
+
+function connectedTransport(s: nodeNet.Socket): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    s.once('connect', () => resolve((s as zivm.Socket).transport));
+    s.once('error', reject);
+  });
+}
+
+describe('entry points', function () {
+  this.timeout(30000);
+  afterEach(killAll);
+
+  describe('as an ES module', function () {
+    it("import net from 'zivm' and named imports give zivm's objects and node:net's other exports", async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-esm-'));
+      try {
+        fs.mkdirSync(path.join(dir, 'node_modules'));
+        fs.symlinkSync(ROOT, path.join(dir, 'node_modules', 'zivm'));
+        fs.writeFileSync(
+          path.join(dir, 'main.mjs'),
+          `
+          import net from 'zivm';
+          import * as ns from 'zivm';
+          import { createServer, connect, Socket, Server, stats, isIP, TRANSPORT_CHANNEL } from 'zivm';
+          import * as nodeNet from 'node:net';
+          import { createRequire } from 'node:module';
+          const cjs = createRequire(import.meta.url)('zivm');
+          const server = createServer((s) => s.pipe(s));
+          server.listen(0, '127.0.0.1', () => {
+            const c = connect(server.address().port, '127.0.0.1', () => {
+              console.log(JSON.stringify({
+                defaultIsCjs: net === cjs,
+                same: createServer === cjs.createServer && connect === cjs.connect && Socket === cjs.Socket && Server === cjs.Server && stats === cjs.stats,
+                notNet: createServer !== nodeNet.createServer && Socket !== nodeNet.Socket,
+                isIP: isIP('::1'),
+                channel: TRANSPORT_CHANNEL,
+                missing: Object.keys(nodeNet).filter((k) => k !== 'default' && !(k in ns)),
+                instance: c instanceof nodeNet.Socket && c instanceof Socket,
+                transport: c.transport,
+                shm: stats().connections.shm,
+              }));
+              c.destroy();
+              server.close();
+            });
+          });
+          `,
+        );
+        const r = await run(['main.mjs'], dir);
+        expect(r.code, r.stderr).to.equal(0);
+        expect(JSON.parse(r.stdout)).to.deep.equal({
+          defaultIsCjs: true,
+          same: true,
+          notNet: true,
+          isIP: 6,
+          channel: 'zivm:transport',
+          missing: [],
+          instance: true,
+          transport: 'shm',
+          shm: 1,
+        });
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  it('NODE_OPTIONS=--require zivm/register from an application folder: the first server starts the daemon, clients connect over shared memory', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-hook-'));
+    const zdir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-hook-dir-'));
+    const env = { ...process.env, NODE_OPTIONS: '--require zivm/register', ZIVM_DIR: zdir, ZIVM_IDLE_MS: '300' };
+    let server: ReturnType<typeof spawn> | undefined;
+    try {
+      fs.mkdirSync(path.join(dir, 'node_modules'));
+      fs.symlinkSync(ROOT, path.join(dir, 'node_modules', 'zivm'));
+      // Plain node:net programs: the hook, named by package, makes them zivm.
+      fs.writeFileSync(
+        path.join(dir, 'server.js'),
+        `require('node:net').createServer((s) => s.end(String(s.transport))).listen(0, '127.0.0.1', function () { console.log(this.address().port); });`,
+      );
+      fs.writeFileSync(
+        path.join(dir, 'client.js'),
+        `const s = require('node:net').connect(Number(process.argv[2]), '127.0.0.1'); let got = ''; s.on('data', (d) => (got += d)); s.on('end', () => console.log(s.transport + ' ' + got));`,
+      );
+      server = spawn(process.execPath, ['server.js'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'inherit'] });
+      const port = await new Promise<number>((resolve, reject) => {
+        server!.stdout!.once('data', (d) => resolve(Number(String(d).trim())));
+        server!.once('exit', (code) => reject(new Error(`the server exited (${code})`)));
+      });
+      const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, ['client.js', String(port)], { cwd: dir, env }, (err, stdout, stderr) =>
+          resolve({ code: err ? 1 : 0, stdout, stderr }),
+        ),
+      );
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout.trim()).to.equal('shm shm');
+    } finally {
+      if (server && server.exitCode === null) {
+        const exited = new Promise((resolve) => server!.once('exit', resolve));
+        server.kill();
+        await exited;
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(zdir, { recursive: true, force: true });
+    }
+  });
+
+  it('publishes each routing decision on TRANSPORT_CHANNEL', async () => {
+    const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
+    const l = await server.next();
+    const seen: zivm.TransportMessage[] = [];
+    const fn = (m: unknown): void => {
+      seen.push(m as zivm.TransportMessage);
+    };
+    dc.subscribe(zivm.TRANSPORT_CHANNEL, fn);
+    try {
+      const s = zivm.connect(l.port, '127.0.0.1');
+      expect(await connectedTransport(s)).to.equal('shm');
+      s.destroy();
+      const m = seen.find((x) => x.socket === s);
+      expect(m, 'a message for the socket').to.not.equal(undefined);
+      expect(m).to.include({ transport: 'shm', address: '127.0.0.1', port: l.port });
+      expect(m!.reason).to.be.a('string').and.not.equal('');
+    } finally {
+      dc.unsubscribe(zivm.TRANSPORT_CHANNEL, fn);
+    }
+  });
+});
