@@ -124,6 +124,11 @@ export class ShmHandle extends Base {
   /** 0: peer open; 1: one write went to a closed peer (accepted, as TCP does); 2: later writes fail. */
   private wroteToClosed = 0;
   private peerDeathSeen = false;
+  /**
+   * The peer reset (or died with our bytes unread) while we were not reading:
+   * as a kernel socket, reads then give what is left and the end, not an error.
+   */
+  private resetUnseen = false;
   /** The server took the connection (always true on the server's side). */
   private accepted: boolean;
   private asyncId = -1;
@@ -251,7 +256,7 @@ export class ShmHandle extends Base {
     if (!this.reading || this.closed || this.eof || this.feeding !== undefined) return false;
     // Looked at before the ring: a FIN seen now means every byte before it is in the ring.
     const peer = ch.peerEnd();
-    if (peer === 'reset') {
+    if (peer === 'reset' && !this.resetUnseen) {
       this.fail('ECONNRESET', 'read');
       return false;
     }
@@ -281,7 +286,7 @@ export class ShmHandle extends Base {
       if (ch.peerEnd() !== 'open' || !ch.sleepRead()) ch.again();
       return true;
     }
-    if (peer === 'fin' || (peer === 'gone' && this.peerDied() === 'fin')) {
+    if (peer === 'fin' || this.resetUnseen || (peer === 'gone' && this.peerDied() === 'fin')) {
       this.eof = true;
       this.reading = false;
       this.updateActive();
@@ -337,16 +342,20 @@ export class ShmHandle extends Base {
 
   /** Things that matter even while nobody reads: a reset, a dead peer, a closed peer with writes waiting. */
   private checkPeer(): void {
-    if (this.ch.peerEnd() === 'reset') {
-      this.fail('ECONNRESET', 'read');
+    if (this.resetUnseen) {
+      if (this.queue.length > 0) this.fail('ECONNRESET', 'write');
       return;
     }
-    if (this.ch.peerDied() && !this.peerDeathSeen) {
+    let reset = this.ch.peerEnd() === 'reset';
+    if (!reset && this.ch.peerDied() && !this.peerDeathSeen) {
       this.peerDeathSeen = true;
-      if (this.peerDied() === 'rst') {
-        this.fail('ECONNRESET', 'read');
-        return;
-      }
+      reset = this.peerDied() === 'rst';
+    }
+    if (reset) {
+      // Not reading and nothing to write: nobody looks at the socket, as a paused kernel socket.
+      if (!this.reading && this.queue.length === 0) this.resetUnseen = true;
+      else this.fail('ECONNRESET', this.reading ? 'read' : 'write');
+      return;
     }
     if (this.queue.length > 0 && this.ch.peerClosed()) {
       // Nobody will ever read what is waiting.

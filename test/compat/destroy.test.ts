@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type * as net from 'node:net';
-import { forEachImpl, listen, closed, nextError, pair, readAll, until } from './impl';
+import { forEachImpl, listen, closed, nextError, pair, readAll, until, delay } from './impl';
 
 forEachImpl((impl) => {
   describe('Socket#destroy()', function () {
@@ -151,6 +151,36 @@ forEachImpl((impl) => {
       await closed(client);
       expect((await peerErr).code).to.equal('ECONNRESET');
       expect(clientErrors).to.deep.equal([]);
+    });
+
+    it('a peer that is not reading (paused) sees no error; when it reads, it gets what was sent and then the end', async function () {
+      const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
+      const events: string[] = [];
+      peer.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+      peer.on('data', (d: Buffer) => events.push(`data ${d.length}`));
+      peer.on('end', () => events.push('end'));
+      peer.on('close', () => events.push('close'));
+      client.write('hello');
+      await delay(30);
+      client.resetAndDestroy();
+      await delay(60);
+      expect(events, 'while paused').to.deep.equal([]);
+      peer.resume();
+      await closed(peer);
+      expect(events).to.deep.equal(['data 5', 'end', 'close']);
+    });
+
+    it('a peer that reads gets the bytes sent before the reset, then ECONNRESET', async function () {
+      const { client, peer } = await pair(impl);
+      const events: string[] = [];
+      peer.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+      peer.on('data', (d: Buffer) => events.push(`data ${d.length}`));
+      peer.on('close', () => events.push('close'));
+      client.write('hello');
+      await delay(30);
+      client.resetAndDestroy();
+      await closed(peer);
+      expect(events).to.deep.equal(['data 5', 'error ECONNRESET', 'close']);
     });
 
     it('makes a later write fail with ERR_STREAM_DESTROYED, without an error event', async function () {
