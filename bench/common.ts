@@ -34,7 +34,7 @@ export const EXPECTED: Record<TransportKey, string> = {
 /** dist/src in this build (bench compiles to dist/bench). */
 export const ZIVM_INDEX = path.join(__dirname, '..', 'src', 'index.js');
 export const ZIVM_REGISTER = path.join(__dirname, '..', 'src', 'register.js');
-export const ZIVM_CLI = path.join(__dirname, '..', 'src', 'cli.js');
+export const ZIVM_CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 
 export type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include "doorbell.h"
+#include "errors.h"
 #include "spin.h"
 #include "fdpass.h"
 #include "region.h"
@@ -12,6 +13,7 @@
 namespace zivm {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("Region", Region::Init(env));
   exports.Set("Ring", Ring::Init(env));
   exports.Set("Poller", Poller::Init(env));

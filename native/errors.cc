@@ -53,10 +53,45 @@ void ThrowUv(Napi::Env env, const char* syscall, int uvStatus) {
   ThrowErrno(env, syscall, -uvStatus);
 }
 
+namespace {
+
+// Per environment: the JavaScript function that makes zivm's errors (see SetErrorFactory).
+struct InstanceData {
+  Napi::FunctionReference errorFactory;
+};
+
+InstanceData* Data(Napi::Env env) {
+  InstanceData* d = env.GetInstanceData<InstanceData>();
+  if (d == nullptr) {
+    d = new InstanceData();
+    env.SetInstanceData(d);  // deleted with the environment
+  }
+  return d;
+}
+
+}  // namespace
+
 void ThrowCode(Napi::Env env, const char* code, const std::string& message) {
+  InstanceData* d = Data(env);
+  if (!d->errorFactory.IsEmpty()) {
+    // The error of zivm's own class for `code`.
+    Napi::Value e = d->errorFactory.Call({Napi::String::New(env, code), Napi::String::New(env, message)});
+    if (env.IsExceptionPending()) return;
+    if (e.IsObject()) {
+      napi_throw(env, e);
+      return;
+    }
+  }
   Napi::Error e = Napi::Error::New(env, message);
   SetCode(env, e.Value(), code);
   e.ThrowAsJavaScriptException();
+}
+
+Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
+  Napi::Function f;
+  if (!ArgFunction(info, 0, "factory", &f)) return Napi::Value();
+  Data(info.Env())->errorFactory = Napi::Persistent(f);
+  return info.Env().Undefined();
 }
 
 void ThrowTypeError(Napi::Env env, const std::string& message) {

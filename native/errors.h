@@ -22,6 +22,9 @@ void ThrowErrno(Napi::Env env, const char* syscall, int err, const char* path = 
 void ThrowUv(Napi::Env env, const char* syscall, int uvStatus);
 // Error with a zivm code (ERR_ZIVM_CORRUPT, ERR_ZIVM_CLOSED, ...).
 void ThrowCode(Napi::Env env, const char* code, const std::string& message);
+// setErrorFactory(fn): errors with a zivm code are made by fn(code, message)
+// from then on (zivm's own error classes), else plain Errors with a code.
+Napi::Value SetErrorFactory(const Napi::CallbackInfo& info);
 // TypeError with code ERR_INVALID_ARG_TYPE.
 void ThrowTypeError(Napi::Env env, const std::string& message);
 // RangeError with code ERR_ZIVM_BAD_ARG.

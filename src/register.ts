@@ -6,18 +6,19 @@
  */
 import net from 'node:net';
 import { syncBuiltinESMExports } from 'node:module';
-import { disabled, debug } from './net/debug';
+import { zivmOff } from './config';
+import { debug } from './log';
+import { kNetPatched } from './symbols';
 import { internals } from './net/internals';
 import { Socket } from './net/socket';
 import { Server } from './net/server';
 import { connect, createConnection, createServer } from './net/connect';
 import { patchTls } from './net/tls';
 
-const kPatched = Symbol.for('zivm.register');
 const target = net as unknown as Record<string | symbol, unknown>;
 
-if (!disabled() && internals.available && !target[kPatched]) {
-  target[kPatched] = true;
+if (!zivmOff() && internals.available && !target[kNetPatched]) {
+  target[kNetPatched] = true;
   target.Socket = Socket;
   target.Stream = Socket;
   target.Server = Server;

@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import type net from 'node:net';
 import * as zivm from '../src';
-import { currentDomain } from '../src/shm/domain';
+import { currentDomain } from '../src/shm/join';
 import { ShmHandle } from '../src/net/handle';
 import * as Lay from '../src/shm/layout';
 

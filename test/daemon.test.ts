@@ -2,8 +2,9 @@ import { expect } from 'chai';
 import { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { connectDaemon, parseSize } from '../src/shm/autostart';
-import { reapPeer } from '../src/shm/daemon';
+import { parseSize, socketPath } from '../src/config';
+import { connectDaemon } from '../src/shm/autostart';
+import * as Peers from '../src/shm/peers';
 import {
   F_CLOSED,
   F_DEAD,
@@ -34,7 +35,7 @@ import {
   writeHeader,
 } from '../src/shm/layout';
 import { native } from '../src/shm/native';
-import { checkDir, ensureDir, socketPath } from '../src/shm/paths';
+import { checkDir, ensureDir } from '../src/shm/sockdir';
 import {
   RawClient,
   ServerProc,
@@ -231,7 +232,7 @@ describe('daemon', function () {
     });
   });
 
-  describe('reapPeer', () => {
+  describe('Peers.reap', () => {
     it('frees and flags exactly what belonged to the dead peer, and wakes the survivor', () => {
       const g = computeGeometry({ size: MiB, ringSize: 4096, vectors: 1, maxPeers: 4, maxListeners: 8 });
       expect(g.nslots).to.be.greaterThan(40);
@@ -286,7 +287,7 @@ describe('daemon', function () {
       i32[pendD + 1] = 0x1234;
 
       const woken: number[] = [];
-      reapPeer(i32, g, D, DG, (p) => woken.push(p));
+      Peers.reap(i32, g, D, DG, (p) => woken.push(p));
 
       // listeners
       expect(i32[l0 + L.STATE]).to.equal(makeState(3, LST_FREE));

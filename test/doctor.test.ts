@@ -11,7 +11,7 @@ import * as zivm from '../src';
 import { addonSource, native } from '../src/shm/native';
 import { spawnPeer, killAll } from './helpers/proc';
 
-const CLI = path.join(__dirname, '..', 'src', 'cli.js');
+const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import * as zivm from '../src';
 import { spawnPeer, killAll } from './helpers/proc';
 
-const CLI = path.join(__dirname, '..', 'src', 'cli.js');
+const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {

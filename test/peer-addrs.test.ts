@@ -7,7 +7,8 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import type { Domain } from '../src/shm/domain';
-import { find, parseAddr, publishAddrs, publishedAddrs, publishableAddrs, register, formatAddr, Addr } from '../src/shm/directory';
+import { parseAddr, publishAddrs, publishedAddrs, publishableAddrs, formatAddr, Addr } from '../src/shm/addrs';
+import { find, register } from '../src/shm/directory';
 import * as Lay from '../src/shm/layout';
 
 const A = (s: string): Addr => parseAddr(s)!;
@@ -95,8 +96,8 @@ describe('peer addresses: publishing and cross-node lookup', () => {
     const src = path.join(__dirname, '..', 'src');
     const script = `
       const { execFileSync } = require('node:child_process');
-      const { getDomain } = require(${JSON.stringify(path.join(src, 'shm', 'domain'))});
-      const { publishedAddrs, formatAddr } = require(${JSON.stringify(path.join(src, 'shm', 'directory'))});
+      const { getDomain } = require(${JSON.stringify(path.join(src, 'shm', 'join'))});
+      const { publishedAddrs, formatAddr } = require(${JSON.stringify(path.join(src, 'shm', 'addrs'))});
       const d = getDomain(true);
       if (!d) throw new Error('no domain');
       const now = () => publishedAddrs(d.i32, d.g, d.id).map(formatAddr);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import nodeNet from 'node:net';
 import { execFile } from 'node:child_process';
 import * as zivm from '../src';
-import { currentDomain } from '../src/shm/domain';
+import { currentDomain } from '../src/shm/join';
 import * as Lay from '../src/shm/layout';
 import { spawnPeer, killAll, loBytes, waitFor } from './helpers/proc';
 

@@ -40,7 +40,7 @@ npm pack --silent --pack-destination "$work" >"$work/pack.out" 2>"$work/pack.err
 tgz=$(ls "$work"/zivm-*.tgz)
 version=$(node -p "require('./package.json').version")
 tar -tzf "$tgz" | sed 's|^package/||' | sort >"$work/files"
-for f in package.json README.md CHANGELOG.md binding.gyp dist/src/index.js dist/src/index.d.ts dist/src/register.js dist/src/cli.js \
+for f in package.json README.md CHANGELOG.md binding.gyp dist/src/index.js dist/src/index.d.ts dist/src/register.js dist/src/cli/main.js \
   dist/src/doctor.js dist/bench/run.js esm/index.mjs native/addon.cc prebuilds/linux-x64/zivm.glibc.node prebuilds/linux-arm64/zivm.glibc.node; do
   grep -qx "$f" "$work/files" || die "the package lacks $f"
 done
@@ -237,7 +237,7 @@ armbin=$(tools/node-lines.sh bin "$arm_line" arm64)
 armnode=(qemu-aarch64 -L /usr/aarch64-linux-gnu "$armbin/node")
 r=$(cd "$app" && "${armnode[@]}" -p "process.arch + ' ' + process.version + ' ' + require('zivm/package.json').version" 2>&1) || die "the arm64 node does not run under qemu: $r"
 say "under qemu-user: $r"
-(cd "$app" && "${armnode[@]}" node_modules/zivm/dist/src/cli.js doctor --json >"$work/doctor-arm.json") || { cat "$work/doctor-arm.json" >&2; die "zivm doctor under arm64 found a problem"; }
+(cd "$app" && "${armnode[@]}" node_modules/zivm/dist/src/cli/main.js doctor --json >"$work/doctor-arm.json") || { cat "$work/doctor-arm.json" >&2; die "zivm doctor under arm64 found a problem"; }
 node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
   if (!r.addon.loaded || !r.addon.file.endsWith("prebuilds/linux-arm64/zivm.glibc.node")) { console.error(JSON.stringify(r, null, 2)); process.exit(1); }
@@ -245,7 +245,7 @@ node -e '
 say "arm64: prebuilds/linux-arm64/zivm.glibc.node loaded"
 # An emulated process cannot start the daemon (it would exec an arm64 binary): this one runs natively.
 sock=$work/arm.sock
-(cd "$app" && exec node node_modules/zivm/dist/src/cli.js server --socket "$sock" >/dev/null) &
+(cd "$app" && exec node node_modules/zivm/dist/src/cli/main.js server --socket "$sock" >/dev/null) &
 pids+=("$!")
 for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || die "the daemon for the arm64 check did not start"

@@ -19,11 +19,12 @@ import type { Socket as NetSocket } from 'node:net';
 import os from 'node:os';
 import { AsyncResource } from 'node:async_hooks';
 import { Channel } from '../shm/channel';
-import { formatAddr } from '../shm/directory';
+import { formatAddr } from '../shm/addrs';
 import { internals } from './internals';
 import { jsStreamClass } from './streambase';
-import { errnoException } from './errors';
-import { debug } from './debug';
+import { errnoException, ZivmError } from '../errors';
+import { debug } from '../log';
+import { kTransport } from '../symbols';
 
 /** Reads are delivered in chunks of at most this many bytes, as libuv does. */
 const READ_CHUNK = 64 * 1024;
@@ -223,7 +224,7 @@ export class ShmHandle extends Base {
     } catch (e) {
       // The ring's errors (shared memory that makes no sense) fail this socket;
       // anything else was thrown by the application's listeners: theirs, as in net.
-      if (!String((e as { code?: unknown })?.code ?? '').startsWith('ERR_ZIVM_')) throw e;
+      if (!(e instanceof ZivmError)) throw e;
       this.corrupt(e as Error);
     }
   }
@@ -639,8 +640,6 @@ export class ShmHandle extends Base {
   }
 }
 
-/** socket[kTransport] remembers the transport after the handle is gone. */
-export const kTransport = Symbol('zivm.transport');
 
 /** Drops the first `n` bytes of a list of chunks. */
 function advance(bufs: Uint8Array[], n: number): Uint8Array[] {

@@ -4,9 +4,7 @@
  * handle. If Node changed them, `available` is false and zivm uses TCP only.
  */
 import net from 'node:net';
-import { debuglog } from 'node:util';
-
-const debug = debuglog('zivm');
+import { debug } from '../log';
 
 export interface Internals {
   available: boolean;

@@ -6,14 +6,18 @@
  */
 import net from 'node:net';
 import dc from 'node:diagnostics_channel';
-import { getDomain, Domain } from '../shm/domain';
+import type { Domain } from '../shm/domain';
+import { getDomain } from '../shm/join';
 import { Channel } from '../shm/channel';
-import { parseAddr, register, unregister } from '../shm/directory';
+import { register, unregister } from '../shm/directory';
+import { parseAddr } from '../shm/addrs';
 import { ShmHandle } from './handle';
 import { acceptedSocket } from './socket';
 import { internals } from './internals';
-import { debug, disabled } from './debug';
-import { errnoException } from './errors';
+import { debug } from '../log';
+import { zivmOff } from '../config';
+import { errnoException } from '../errors';
+import { kListener } from '../symbols';
 import { getSystemErrorName } from 'node:util';
 import { track, trackServer } from './stats';
 
@@ -22,7 +26,6 @@ const base = NetServer.prototype as unknown as Record<string, (...a: unknown[]) 
 const serverSocketChannel = dc.channel('net.server.socket');
 type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-const kListener = Symbol.for('zivm.listener');
 
 interface Registration {
   d: Domain;
@@ -52,7 +55,7 @@ const UV_TCP_IPV6ONLY = 1;
   base._listen2.apply(this, args);
   if (this._handle) trackServer(this as unknown as net.Server);
   if (this._handle && internals.available && typeof this._handle.onconnection === 'function') this._handle.onconnection = onTcpConnection;
-  if (!this._handle || this[kListener] || disabled() || !internals.available) return;
+  if (!this._handle || this[kListener] || zivmOff() || !internals.available) return;
   // A TLS server wraps each connection's kernel handle: it stays on TCP.
   if (this instanceof (require('node:tls') as typeof import('node:tls')).Server) return;
   // node:cluster's round robin: the primary's server only holds the port, its

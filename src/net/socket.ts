@@ -6,31 +6,19 @@
  */
 import net from 'node:net';
 import dns from 'node:dns';
-import { ShmHandle, kTransport, TcpLike, nativeStreams } from './handle';
+import { ShmHandle, TcpLike, nativeStreams } from './handle';
 import { internals } from './internals';
-import { chose, disabled } from './debug';
+import { chose } from './debug';
+import { zivmOff } from '../config';
+import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsWrapped, kTransport, kTryShm } from '../symbols';
 import { track } from './stats';
-import { getDomain, lastJoinError } from '../shm/domain';
+import { getDomain, lastJoinError } from '../shm/join';
 import { Channel } from '../shm/channel';
-import { find, listensOnPort, parseAddr } from '../shm/directory';
+import { find, listensOnPort } from '../shm/directory';
+import { parseAddr } from '../shm/addrs';
 
 const NetSocket = net.Socket;
 const base = NetSocket.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
-const kIntercepted = Symbol('zivm.intercepted');
-/** Set by connect when this connection may go over shared memory. */
-const kTryShm = Symbol('zivm.tryShm');
-/** The port being dialled, while the choice of transport is pending. */
-const kDialPort = Symbol('zivm.dialPort');
-/**
- * Set on a kernel handle that a native stream consumer (HTTP/2's session, the
- * HTTP parser, TLS) may have taken: its connection must stay on that handle.
- */
-const kNativeConsumed = Symbol('zivm.nativeConsumed');
-/** Set on a socket an HTTP/2 session will take the handle of once connected. */
-const kNativeReads = Symbol('zivm.nativeReads');
-/** Set by tls.ts on a kernel handle TLS wraps. */
-const kTlsWrapped = Symbol.for('zivm.tlsWrapped');
-
 export type Transport = 'shm' | 'tcp' | 'pipe';
 
 export interface Socket extends net.Socket {
@@ -82,7 +70,7 @@ Object.defineProperty(Socket.prototype, 'transport', {
   track(this as unknown as net.Socket);
   this[kTryShm] = false;
   // TLS needs a kernel handle to wrap: TLS sockets (and user-buffer reads) stay on TCP.
-  if (options.path != null || disabled() || !internals.available || this[internals.kBuffer] || this.encrypted === true) {
+  if (options.path != null || zivmOff() || !internals.available || this[internals.kBuffer] || this.encrypted === true) {
     this[kTransport] = options.path != null ? 'pipe' : 'tcp';
     return base.connect.call(this, normalized);
   }

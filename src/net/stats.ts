@@ -4,7 +4,8 @@
  * many connections took each path (with the reasons for TCP).
  */
 import type net from 'node:net';
-import { currentDomain } from '../shm/domain';
+import { currentDomain } from '../shm/join';
+import { kListener } from '../symbols';
 import { snapshot, DomainSnapshot } from '../shm/inspect';
 
 /*
@@ -103,7 +104,7 @@ export function stats(): Stats {
   const servers = [...serverRefs].flatMap((r) => (r.deref() ? [r.deref()!] : [])).map((srv) => ({
     address: srv.address(),
     connections: (srv as unknown as { _connections: number })._connections,
-    shm: Boolean((srv as unknown as Record<symbol, unknown>)[Symbol.for('zivm.listener')]),
+    shm: Boolean((srv as unknown as Record<symbol, unknown>)[kListener]),
   }));
   return {
     pid: process.pid,

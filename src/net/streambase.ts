@@ -9,9 +9,7 @@
  * shared-memory socket through the adapter instead).
  */
 import { Duplex } from 'node:stream';
-import { debuglog } from 'node:util';
-
-const debug = debuglog('zivm');
+import { debug } from '../log';
 
 export interface JSStreamInstance {
   readBuffer(chunk: Uint8Array): void;

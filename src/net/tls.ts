@@ -6,15 +6,13 @@
  * the way any JavaScript stream is: through Node's own stream adapter.
  */
 import { ShmHandle, nativeStreams } from './handle';
-import { debug } from './debug';
+import { debug } from '../log';
+import { kTlsPatched, kTlsWrapped } from '../symbols';
 import { streamAdapter } from './streambase';
 
 type WrapHandle = (this: unknown, wrap: unknown, handle: unknown, active: boolean) => unknown;
 type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-const kPatched = Symbol.for('zivm.tls');
-/** Set on a kernel handle TLS has wrapped: its connection must stay on it (TCP). */
-export const kTlsWrapped = Symbol.for('zivm.tlsWrapped');
 
 /**
  * Patches TLSSocket#_wrapHandle. node:tls is loaded here, so the preload hook
@@ -23,9 +21,9 @@ export const kTlsWrapped = Symbol.for('zivm.tlsWrapped');
 export function patchTls(): void {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const proto = (require('node:tls') as typeof import('node:tls')).TLSSocket.prototype as unknown as Any;
-  if (proto[kPatched] || typeof proto._wrapHandle !== 'function') return;
+  if (proto[kTlsPatched] || typeof proto._wrapHandle !== 'function') return;
   const original = proto._wrapHandle as WrapHandle;
-  proto[kPatched] = true;
+  proto[kTlsPatched] = true;
   proto._wrapHandle = function (this: unknown, wrap: unknown, handle: unknown, active: boolean) {
     if (handle instanceof ShmHandle && !nativeStreams) {
       debug('TLS over a shared-memory socket: through the JS stream adapter');

@@ -8,8 +8,11 @@
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { autostartAllowed, socketPath } from '../config';
+import { ZivmNoDaemonError } from '../errors';
+import { errCode, sleepSync } from '../sys';
 import { native } from './native';
-import { checkDir, socketPath } from './paths';
+import { checkDir } from './sockdir';
 
 export interface ConnectOptions {
   /** Default: socketPath() (ZIVM_SOCKET, ZIVM_DIR, XDG_RUNTIME_DIR/zivm, tmpdir/zivm-<uid>). */
@@ -22,37 +25,13 @@ export interface ConnectOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
-
-/**
- * Parses a byte count: "4096", "512K", "256M", "1G", "1.5G" (K/M/G/T are powers
- * of 1024; a trailing "B" or "iB" is allowed). Throws RangeError otherwise.
- */
-export function parseSize(text: string | number): number {
-  if (typeof text === 'number') {
-    if (!Number.isSafeInteger(text) || text < 0) throw new RangeError(`invalid size: ${text}`);
-    return text;
-  }
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
-  if (!m) throw new RangeError(`invalid size: ${JSON.stringify(text)} (try 512K, 256M, 1G)`);
-  const bytes = Number(m[1]) * UNITS[m[2].toLowerCase()];
-  if (!Number.isSafeInteger(bytes)) throw new RangeError(`invalid size: ${JSON.stringify(text)} (not a whole number of bytes)`);
-  return bytes;
-}
-
-/** The CLI that runs `zivm server` (dist/src/cli.js next to dist/src/shm/). */
+/** The CLI that runs `zivm server` (dist/src/cli/main.js; this file is dist/src/shm/autostart.js). */
 export function cliPath(): string {
-  return path.join(__dirname, '..', 'cli.js');
+  return path.join(__dirname, '..', 'cli', 'main.js');
 }
 
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-function noDaemon(sock: string, why: string, cause?: unknown): Error {
-  const err = new Error(`zivm: no daemon at ${sock}: ${why}`, cause === undefined ? undefined : { cause }) as Error & { code: string };
-  err.code = 'ERR_ZIVM_NO_DAEMON';
-  return err;
+function noDaemon(sock: string, why: string, cause?: unknown): ZivmNoDaemonError {
+  return new ZivmNoDaemonError(`zivm: no daemon at ${sock}: ${why}`, cause);
 }
 
 /** Starts `zivm server --auto` for `sock`, detached from us. */
@@ -67,7 +46,7 @@ export function spawnDaemon(sock: string, env: NodeJS.ProcessEnv = process.env):
     cwd: '/',
   });
   child.on('error', () => {
-    /* reported as a connect timeout */
+    // Reported as the connect timeout that follows.
   });
   child.unref();
 }
@@ -82,7 +61,7 @@ export function spawnDaemon(sock: string, env: NodeJS.ProcessEnv = process.env):
 export function connectDaemon(opts: ConnectOptions = {}): number {
   const env = opts.env ?? process.env;
   const sock = path.resolve(opts.socketPath ?? socketPath(env));
-  const autostart = (opts.autostart ?? true) && env.ZIVM_AUTOSTART !== '0';
+  const autostart = (opts.autostart ?? true) && autostartAllowed(env);
   const timeoutMs = opts.timeoutMs ?? 5000;
   const n = native();
   const dir = path.dirname(sock);
@@ -95,13 +74,13 @@ export function connectDaemon(opts: ConnectOptions = {}): number {
     try {
       checkDir(dir);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if (errCode(e) !== 'ENOENT') throw e;
     }
     try {
       return n.unixConnect(sock);
     } catch (e) {
       lastErr = e;
-      const code = (e as NodeJS.ErrnoException).code;
+      const code = errCode(e);
       const retryable = code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EAGAIN';
       if (!retryable) throw noDaemon(sock, (e as Error).message, e);
       if (!autostart) throw noDaemon(sock, `${(e as Error).message} (autostart is off)`, e);

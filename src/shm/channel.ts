@@ -5,11 +5,13 @@
  * discipline: a reader says it sleeps before it waits, a writer rings only
  * when the reader sleeps (and the same the other way round when a ring is full).
  */
+import { errnoException } from '../errors';
 import { native, NativeRing } from './native';
 import type { Domain, SlotHandler } from './domain';
-import type { Addr, Found } from './directory';
-import { mapV4, publishedAddrs, readAddr, writeAddr } from './directory';
+import type { Found } from './directory';
+import { Addr, mapV4, publishedAddrs, readAddr } from './addrs';
 import * as Lay from './layout';
+import * as Slot from './slot';
 
 const EPHEMERAL_LOW = 32768;
 const EPHEMERAL_COUNT = 60999 - 32768 + 1;
@@ -87,53 +89,42 @@ export class Channel implements SlotHandler {
    */
   static connect(d: Domain, l: Found, remote: Addr, remotePort: number, local: Addr | undefined, localPort = 0): Channel | undefined {
     const { i32, g } = d;
-    for (let slot = 0; slot < g.nslots; slot++) {
-      const s = Lay.slotOffset(g, slot) >> 2;
-      const w = Atomics.load(i32, s + Lay.S.STATE);
-      if (Lay.stateOf(w) !== Lay.SLOT_FREE) continue;
-      const gen = (Lay.genOf(w) + 1) & 0xffffff;
-      if (Atomics.compareExchange(i32, s + Lay.S.STATE, w, Lay.makeState(gen, Lay.SLOT_CLAIMED)) !== w) continue;
-      // The slot is ours alone until it is published as CONNECTING.
-      const sb = Lay.slotOffset(g, slot);
-      new Uint8Array(d.region.buffer, sb + 4, Lay.SLOT_HEADER_SIZE - 4).fill(0);
-      Atomics.store(i32, s + Lay.S.CLIENT, d.id);
-      Atomics.store(i32, s + Lay.S.CLIENT_GEN, d.gen);
-      Atomics.store(i32, s + Lay.S.SERVER, l.owner);
-      Atomics.store(i32, s + Lay.S.SERVER_GEN, l.ownerGen);
-      Atomics.store(i32, s + Lay.S.LISTENER, l.index);
-      Atomics.store(i32, s + Lay.S.LISTENER_STATE, l.word);
-      Atomics.store(i32, s + Lay.S.FAMILY, remote.family);
-      // The client's address as the server sees it: on one node, the source the
-      // kernel would pick (127.0.0.1 for all of 127/8, else the dialled address
-      // itself); across nodes, one its own node published. A port the socket
-      // was bound to (localPort) is kept; otherwise an ephemeral one is made up.
-      const localAddr = local ?? (l.sameNode ? sourceFor(remote) : publishedAddrs(i32, g, d.id).find((a) => a.family === remote.family) ?? remote);
-      writeAddr(i32, s + Lay.S.CLIENT_ADDR, localAddr.bytes);
-      const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.H.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
-      Atomics.store(i32, s + Lay.S.CLIENT_PORT, port);
-      writeAddr(i32, s + Lay.S.SERVER_ADDR, remote.bytes);
-      Atomics.store(i32, s + Lay.S.SERVER_PORT, remotePort);
-      Atomics.store(i32, s + Lay.S.MAPPED, l.family === 6 && remote.family === 4 ? 1 : 0);
-      // Both readers start asleep: the first byte each way rings the doorbell.
-      const r = Lay.ringOffsets(g, slot);
-      Atomics.store(i32, (r.c2sHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
-      Atomics.store(i32, (r.s2cHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
-      const ch = new Channel(d, slot, gen, 'client', l.owner, l.ownerGen);
-      Atomics.store(i32, s + Lay.S.STATE, Lay.makeState(gen, Lay.SLOT_CONNECTING));
-      d.notify(l.owner, slot, l.ownerGen, true);
-      return ch;
-    }
-    return undefined;
+    // The client's address as the server sees it: on one node, the source the
+    // kernel would pick (127.0.0.1 for all of 127/8, else the dialled address
+    // itself); across nodes, one its own node published. A port the socket
+    // was bound to (localPort) is kept; otherwise an ephemeral one is made up.
+    const localAddr = local ?? (l.sameNode ? sourceFor(remote) : publishedAddrs(i32, g, d.id).find((a) => a.family === remote.family) ?? remote);
+    const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.H.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
+    let ch: Channel | undefined;
+    const r = Slot.request(
+      i32,
+      g,
+      {
+        client: d.id,
+        clientGen: d.gen,
+        server: l.owner,
+        serverGen: l.ownerGen,
+        listener: l.index,
+        listenerWord: l.word,
+        family: remote.family,
+        clientAddr: localAddr.bytes,
+        clientPort: port,
+        serverAddr: remote.bytes,
+        serverPort: remotePort,
+        mapped: l.family === 6 && remote.family === 4,
+      },
+      (slot, gen) => (ch = new Channel(d, slot, gen, 'client', l.owner, l.ownerGen)),
+    );
+    if (!r || !ch) return undefined;
+    d.notify(l.owner, r.slot, l.ownerGen, true);
+    return ch;
   }
 
   /** Server side: accepts the connection waiting in `slot`. Undefined if the client gave up meanwhile. */
   static accept(d: Domain, slot: number, word: number): Channel | undefined {
-    const { i32, g } = d;
-    const s = Lay.slotOffset(g, slot) >> 2;
-    const client = Atomics.load(i32, s + Lay.S.CLIENT);
-    const clientGen = Atomics.load(i32, s + Lay.S.CLIENT_GEN);
+    const [client, clientGen] = Slot.requester(d.i32, d.g, slot);
     const ch = new Channel(d, slot, Lay.genOf(word), 'server', client, clientGen);
-    if (Atomics.compareExchange(i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_ESTABLISHED)) !== word) {
+    if (!Slot.accept(d.i32, d.g, slot, word)) {
       d.detach(slot, true, ch);
       ch.released = true;
       return undefined;
@@ -144,14 +135,7 @@ export class Channel implements SlotHandler {
 
   /** Server side: turns the connection in `slot` away (its client falls back to TCP). */
   static refuse(d: Domain, slot: number, word: number): void {
-    refuseSlot(d.i32, d.g, slot, word, (client, gen) => d.notify(client, slot, gen, true));
-  }
-
-  /** SLOT_* of the slot, or -1 if the slot no longer belongs to this connection. */
-  state(): number {
-    const w = Atomics.load(this.d.i32, this.base + Lay.S.STATE);
-    if (Lay.genOf(w) !== this.gen) return -1;
-    return Lay.stateOf(w);
+    Slot.refuse(d.i32, d.g, slot, word, (client, gen) => d.notify(client, slot, gen, true));
   }
 
   endpoints(): Endpoints {
@@ -172,7 +156,7 @@ export class Channel implements SlotHandler {
   /** Writes what fits of `chunks` (in order); returns bytes written. Rings the reader if it sleeps. */
   write(chunks: Uint8Array[]): number {
     // A released slot may already carry another connection.
-    if (this.released) throw Object.assign(new Error('write EBADF'), { code: 'EBADF', errno: -9, syscall: 'write' });
+    if (this.released) throw errnoException('EBADF', 'write');
     const n = chunks.length === 1 ? this.tx.write(chunks[0]) : this.tx.writev(chunks);
     if (n > 0) {
       this.wakeIf(this.txReaderSleeping);
@@ -251,10 +235,10 @@ export class Channel implements SlotHandler {
 
   /** Where our connection request stands. */
   request(): RequestState {
-    const st = this.state();
-    if (st === -1) return 'lost';
-    if (st === Lay.SLOT_ESTABLISHED) return 'accepted';
-    if (st === Lay.SLOT_REFUSED) return 'refused';
+    const st = Slot.stateOf(this.d.i32, this.d.g, this.slot, this.gen);
+    if (st === 'lost' || st === 'free') return 'lost';
+    if (st === 'established') return 'accepted';
+    if (st === 'refused') return 'refused';
     return 'pending';
   }
 
@@ -267,8 +251,14 @@ export class Channel implements SlotHandler {
    * Lets go of the connection: the other end sees an orderly close ('fin') or
    * a reset. `keepRequest`: see release().
    */
-  close(how: 'fin' | 'reset', keepRequest = false): void {
-    this.release(how === 'fin' ? Lay.F_FIN : Lay.F_RST, keepRequest);
+  close(how: Slot.CloseHow, keepRequest = false): void {
+    if (this.released) return;
+    this.released = true;
+    this.d.detach(this.slot, this.side === 'server', this);
+    // keepRequest: a connection already reported connected that the server has yet to
+    // accept keeps its slot (what was written, and the FIN, reach the server as over
+    // TCP); the server frees it after accepting, or when refusing.
+    if (Slot.letGo(this.d.i32, this.d.g, this.slot, this.gen, this.side === 'client', how, keepRequest)) this.d.notify(this.peer, this.slot, this.peerGen);
   }
 
   // -- flags ------------------------------------------------------------------
@@ -285,37 +275,6 @@ export class Channel implements SlotHandler {
   signal(bits: number): void {
     if (this.released) return;
     Atomics.or(this.d.i32, this.myFlags, bits);
-    this.d.notify(this.peer, this.slot, this.peerGen);
-  }
-
-  /**
-   * Lets go of the slot: `how` says what the peer sees (F_FIN: orderly close,
-   * F_RST: reset). The slot is freed by whichever side lets go last.
-   */
-  release(how: number, keepRequest = false): void {
-    if (this.released) return;
-    this.released = true;
-    this.d.detach(this.slot, this.side === 'server', this);
-    const i32 = this.d.i32;
-    const s = this.base + Lay.S.STATE;
-    const w = Atomics.load(i32, s);
-    if (Lay.genOf(w) !== this.gen) return; // freed already (the peer died and the daemon reaped)
-    const st = Lay.stateOf(w);
-    if (st === Lay.SLOT_CLAIMED || st === Lay.SLOT_REFUSED || (st === Lay.SLOT_CONNECTING && !keepRequest)) {
-      // Still a request: take it back. If the server accepts meanwhile the CAS fails and we close normally.
-      if (this.side === 'client' && Atomics.compareExchange(i32, s, w, Lay.makeState(this.gen + 1, Lay.SLOT_FREE)) === w) return;
-    }
-    // keepRequest: a connection already reported connected that the server has yet to
-    // accept keeps its slot (what was written, and the FIN, reach the server as over
-    // TCP); the server frees it after accepting, or when refusing.
-    Atomics.or(i32, this.myFlags, how | Lay.F_CLOSED);
-    if (Atomics.load(i32, this.theirFlags) & Lay.F_CLOSED) {
-      const now = Atomics.load(i32, s);
-      if (Lay.genOf(now) === this.gen && Lay.stateOf(now) !== Lay.SLOT_FREE) {
-        Atomics.compareExchange(i32, s, now, Lay.makeState(this.gen + 1, Lay.SLOT_FREE));
-      }
-      return;
-    }
     this.d.notify(this.peer, this.slot, this.peerGen);
   }
 
@@ -344,22 +303,6 @@ export class Channel implements SlotHandler {
 }
 
 function noop(): void {}
-
-/**
- * Turns the request in `slot` (state `word`) away; a client that is gone
- * already (it closed after being told it was connected) leaves the slot to
- * us: free it. Otherwise `tell` the client.
- */
-export function refuseSlot(i32: Int32Array, g: Lay.Geometry, slot: number, word: number, tell: (client: number, gen: number) => void): void {
-  const s = Lay.slotOffset(g, slot) >> 2;
-  const refused = Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED);
-  if (Atomics.compareExchange(i32, s + Lay.S.STATE, word, refused) !== word) return;
-  if (Atomics.load(i32, s + Lay.S.CLIENT_FLAGS) & Lay.F_CLOSED) {
-    Atomics.compareExchange(i32, s + Lay.S.STATE, refused, Lay.makeState(Lay.genOf(word) + 1, Lay.SLOT_FREE));
-    return;
-  }
-  tell(Atomics.load(i32, s + Lay.S.CLIENT), Atomics.load(i32, s + Lay.S.CLIENT_GEN));
-}
 
 /** The source address Linux picks for a connection to `remote` on this node. */
 function sourceFor(remote: Addr): Addr {

@@ -5,18 +5,16 @@
  * may be co-resident. The domain then routes doorbell wakeups to channels.
  */
 import fs from 'node:fs';
-import { debuglog } from 'node:util';
 import EventEmitter from 'eventemitter3';
-import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
-import { connectDaemon } from './autostart';
-import { reapPeer } from './daemon';
-import { formatAddr, publishableAddrs, publishAddrs } from './directory';
-import { GuestLink, guestAgentFromEnv } from './guest';
-import { guestNodeId, joinAgent } from './agent';
+import { spinTimes } from '../config';
+import { debug } from '../log';
+import { GuestLink, guestNodeId } from '../guest/link';
+import { formatAddr, publishableAddrs, publishAddrs } from './addrs';
 import * as Lay from './layout';
-import { refuseSlot } from './channel';
-
-const debug = debuglog('zivm');
+import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
+import * as Peers from './peers';
+import { RunQueue } from './runqueue';
+import * as Slot from './slot';
 
 /** What a channel (one end of one connection) offers the domain. */
 export interface SlotHandler {
@@ -45,7 +43,6 @@ export interface DomainEvents {
   orphaned: () => void;
 }
 
-const JOIN_TIMEOUT_MS = 5000;
 /** Units of work done in one turn of the event loop before the rest waits for the next. */
 const MAX_ROUNDS = 64;
 /** How often a peer looks whether its node's addresses changed. */
@@ -93,7 +90,8 @@ export class Domain extends EventEmitter<DomainEvents> {
   private selfRung = false;
   private inDispatch = false;
 
-  private constructor(
+  /** Made by join.ts once the daemon (or a guest's agent) has handed us our share. */
+  constructor(
     ctlFd: number,
     id: number,
     region: NativeRegion,
@@ -113,30 +111,25 @@ export class Domain extends EventEmitter<DomainEvents> {
     this.ownFds = ownFds;
     for (const [k, v] of peerFds) {
       this.peerFds.set(k, v);
-      this.peerGens.set(k, Atomics.load(new Int32Array(region.buffer), (Lay.peerOffset(g, k) >> 2) + Lay.P.GEN));
+      this.peerGens.set(k, Peers.genOf(this.i32, g, k));
     }
     this.handlers = new Array(g.nslots * 2);
     this.nodeId = guest ? guestNodeId(guest.ivPosition, this.i32) : netNodeId();
     this.pendingBase = Lay.pendingOffset(g, id) >> 2;
     this.pendingWords = g.pendingStride >> 2;
 
-    const p = Lay.peerOffset(g, id) >> 2;
-    this.gen = Atomics.load(this.i32, p + Lay.P.GEN);
+    this.gen = Peers.genOf(this.i32, g, id);
     // A guest process's entry was filled in by the guest's agent (its pid in the guest, its route).
-    if (!guest) Atomics.store(this.i32, p + Lay.P.PID, process.pid);
-    Atomics.store(this.i32, p + Lay.P.KIND, guest ? Lay.PEER_KIND_GUEST_PROCESS : Lay.PEER_KIND_PROCESS);
-    Atomics.store(this.i32, p + Lay.P.NODE_LO, this.nodeId % 0x100000000 | 0);
-    Atomics.store(this.i32, p + Lay.P.NODE_HI, Math.floor(this.nodeId / 0x100000000) | 0);
-    Atomics.store(this.i32, p + Lay.P.POLLING, 0);
+    Peers.announce(this.i32, g, id, { kind: guest ? 'guest-process' : 'process', node: this.nodeId, pid: guest ? undefined : process.pid });
     this.refreshAddrs();
-    Atomics.store(this.i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
+    Peers.goAlive(this.i32, g, id);
     // Interfaces come up (a tap gets its carrier) and addresses change after we joined.
     this.addrTimer = setInterval(() => this.refreshAddrs(), ADDR_REFRESH_MS);
     this.addrTimer.unref();
 
     const { slice, hot } = spinTimes(!!guest);
     if (hot > 0) {
-      this.spinner = new N.Spinner(region, Lay.pendingOffset(g, id), this.pendingWords, (p + Lay.P.POLLING) << 2, (st: number, round: number) => this.onDoorbell(st, round));
+      this.spinner = new N.Spinner(region, Lay.pendingOffset(g, id), this.pendingWords, Peers.pollingWordOf(g, id) << 2, (st: number, round: number) => this.onDoorbell(st, round));
       this.spinner.setTimes(slice, hot);
       this.spinState = this.spinner.state;
     } else {
@@ -155,105 +148,6 @@ export class Domain extends EventEmitter<DomainEvents> {
   }
 
   /**
-   * Joins the domain as a process of a VM guest, through the guest's agent
-   * (agent.ts), which owns the ivshmem device: it hands us a peer entry of our
-   * own, the device fd (the region is BAR2, doorbells go through BAR0) and the
-   * eventfd of an MSI-X vector of the guest's that rings us. The agent socket
-   * stays open while we are a member: when it closes (we exit or die), the
-   * agent reaps our connections. Join and leave notices of other peers do not
-   * reach a guest; a dead peer's connections are flagged F_DEAD by whoever
-   * reaps it, and that wakes us.
-   */
-  static joinGuest(socket: string, pci: string): Domain {
-    const { id, gen, link, fd } = joinAgent(socket, pci);
-    try {
-      const g = Lay.readHeader(new Int32Array(link.region.buffer), link.region.size);
-      if (id >= g.maxPeers) throw joinError(`peer id ${id} is outside the region's peer table`);
-      const p = (Lay.peerOffset(g, id) >> 2);
-      const i32 = new Int32Array(link.region.buffer);
-      if (Atomics.load(i32, p + Lay.P.GEN) !== gen || Atomics.load(i32, p + Lay.P.STATE) !== Lay.PEER_JOINING) {
-        throw joinError(`peer entry ${id} is not the one the agent handed out`);
-      }
-      const d = new Domain(fd, id, link.region, g, [], new Map(), link);
-      debug('joined domain as peer %d (gen %d) of guest peer %d, vector %d, through %s: %d slots of %d-byte rings', id, d.gen, link.ivPosition, link.vector, socket, g.nslots, g.ringSize);
-      return d;
-    } catch (e) {
-      link.close();
-      native().close(fd);
-      throw e;
-    }
-  }
-
-  /**
-   * Joins the domain served at the daemon socket (started if `autostart`).
-   * Throws on any failure; the caller decides to fall back.
-   */
-  static join(opts: { autostart: boolean; socketPath?: string }): Domain {
-    const N = native();
-    const fd = connectDaemon({ autostart: opts.autostart, socketPath: opts.socketPath });
-    const opened: number[] = [];
-    let region: NativeRegion | undefined;
-    try {
-      const deadline = Date.now() + JOIN_TIMEOUT_MS;
-      const next = (): [number, number] => {
-        for (;;) {
-          const m = N.recvMsg(fd);
-          if (m === false) throw joinError('the zivm daemon closed the connection while we joined');
-          if (m !== null) {
-            if (m[1] >= 0) opened.push(m[1]);
-            return m;
-          }
-          const left = deadline - Date.now();
-          if (left <= 0) throw joinError('the zivm daemon did not answer in time');
-          N.waitReadable(fd, left);
-        }
-      };
-      const [version, vfd] = next();
-      if (version !== 0 || vfd >= 0) throw joinError(`the zivm daemon speaks protocol version ${version}, expected 0`);
-      const [id, idfd] = next();
-      if (id < 0 || idfd >= 0) throw joinError(`bad peer id ${id} from the zivm daemon`);
-      const [minus1, shmFd] = next();
-      if (minus1 !== -1 || shmFd < 0) throw joinError('the zivm daemon did not send the shared memory');
-      const size = N.fdSize(shmFd);
-      region = new N.Region(shmFd, size);
-      N.close(shmFd);
-      opened.splice(opened.indexOf(shmFd), 1);
-      const g = Lay.readHeader(new Int32Array(region.buffer), size);
-      if (id >= g.maxPeers) throw joinError(`peer id ${id} is outside the region's peer table`);
-      const own: number[] = [];
-      const peers = new Map<number, number[]>();
-      while (own.length < g.vectors) {
-        const [pid, pfd] = next();
-        if (pfd < 0) {
-          const old = peers.get(pid);
-          if (old) for (const f of old) N.close(f);
-          peers.delete(pid);
-        } else if (pid === id) {
-          own.push(pfd);
-        } else {
-          let list = peers.get(pid);
-          if (!list) peers.set(pid, (list = []));
-          list.push(pfd);
-        }
-      }
-      const d = new Domain(fd, id, region, g, own, peers);
-      debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, d.gen, g.nslots, g.ringSize);
-      return d;
-    } catch (e) {
-      for (const f of opened) {
-        try {
-          N.close(f);
-        } catch {
-          /* already closed */
-        }
-      }
-      region?.close();
-      N.close(fd);
-      throw e;
-    }
-  }
-
-  /**
    * Rings `peer`'s doorbell for `slot`, unless that bit is still pending (the
    * peer has yet to look, and will see this too). `peerGen`: the generation
    * the caller knows the peer by; a peer that is not that one any more (gone,
@@ -263,15 +157,15 @@ export class Domain extends EventEmitter<DomainEvents> {
    */
   notify(peer: number, slot: number, peerGen?: number, force = false): void {
     if (peer < 0 || peer >= this.g.maxPeers) return;
-    if (peerGen !== undefined && Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.GEN) !== peerGen) return;
+    if (peerGen !== undefined && Peers.genOf(this.i32, this.g, peer) !== peerGen) return;
     const idx = (Lay.pendingOffset(this.g, peer) >> 2) + (slot >> 5);
     const mask = 1 << (slot & 31);
     const old = Atomics.or(this.i32, idx, mask);
     if ((old & mask) !== 0 && !force) return;
     // A peer that busy-polls sees the bit by itself.
-    if (Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.POLLING) !== 0) return;
+    if (Peers.isPolling(this.i32, this.g, peer)) return;
     // A process in a guest is rung as one of the guest's vectors (P.ROUTE).
-    const [via, vector] = Lay.routeOf(this.i32, this.g, peer);
+    const [via, vector] = Peers.routeOf(this.i32, this.g, peer);
     if (this.guest) {
       this.guest.ring(via, vector);
       return;
@@ -289,7 +183,7 @@ export class Domain extends EventEmitter<DomainEvents> {
    * daemon's news of the change unread in our socket, so read it first.
    */
   private ringPeer(peer: number, vector: number, attempt: number): void {
-    const gen = Atomics.load(this.i32, (Lay.peerOffset(this.g, peer) >> 2) + Lay.P.GEN);
+    const gen = Peers.genOf(this.i32, this.g, peer);
     if (this.peerGens.get(peer) !== gen) this.readControl(false);
     const fd = this.peerGens.get(peer) === gen ? this.peerFds.get(peer)?.[vector] : undefined;
     if (fd !== undefined) {
@@ -319,9 +213,7 @@ export class Domain extends EventEmitter<DomainEvents> {
 
   /** Is peer `id` of generation `gen` a member right now? */
   peerAlive(id: number, gen: number): boolean {
-    if (id < 0 || id >= this.g.maxPeers) return false;
-    const p = Lay.peerOffset(this.g, id) >> 2;
-    return Atomics.load(this.i32, p + Lay.P.GEN) === gen && Atomics.load(this.i32, p + Lay.P.STATE) === Lay.PEER_ALIVE;
+    return Peers.alive(this.i32, this.g, id, gen);
   }
 
   /** Routes events of `slot` to `h`; a slot has a client end and a server end (both may be in this process). */
@@ -412,19 +304,15 @@ export class Domain extends EventEmitter<DomainEvents> {
     const out: [number, number][] = [];
     for (let slot = 0; slot < this.g.nslots; slot++) {
       if (this.handlers[slot * 2 + 1]) continue;
-      const s = Lay.slotOffset(this.g, slot) >> 2;
-      const word = Atomics.load(this.i32, s + Lay.S.STATE);
-      if (Lay.stateOf(word) !== Lay.SLOT_CONNECTING) continue;
-      if (Atomics.load(this.i32, s + Lay.S.SERVER) !== this.id || Atomics.load(this.i32, s + Lay.S.SERVER_GEN) !== this.gen) continue;
-      if (Atomics.load(this.i32, s + Lay.S.LISTENER) === index) out.push([slot, word]);
+      const req = Slot.pendingRequest(this.i32, this.g, slot, this.id, this.gen);
+      if (req && req.listener === index) out.push([slot, req.word]);
     }
     return out;
   }
 
   /** Is there a connection request for us in `slot` (no server end here yet)? */
   private requestFor(slot: number): boolean {
-    const s = Lay.slotOffset(this.g, slot) >> 2;
-    return Lay.stateOf(Atomics.load(this.i32, s + Lay.S.STATE)) === Lay.SLOT_CONNECTING && Atomics.load(this.i32, s + Lay.S.SERVER) === this.id;
+    return Slot.pendingRequest(this.i32, this.g, slot, this.id) !== undefined;
   }
 
   /**
@@ -454,18 +342,15 @@ export class Domain extends EventEmitter<DomainEvents> {
         return;
       }
       if ((entry & 1) === 0) return;
-      const s = Lay.slotOffset(this.g, slot) >> 2;
-      const word = Atomics.load(this.i32, s + Lay.S.STATE);
-      if (Lay.stateOf(word) !== Lay.SLOT_CONNECTING) return;
-      if (Atomics.load(this.i32, s + Lay.S.SERVER) !== this.id || Atomics.load(this.i32, s + Lay.S.SERVER_GEN) !== this.gen) return;
-      const li = Atomics.load(this.i32, s + Lay.S.LISTENER);
-      const l = this.acceptors.get(li);
+      const req = Slot.pendingRequest(this.i32, this.g, slot, this.id, this.gen);
+      if (!req) return;
+      const l = this.acceptors.get(req.listener);
       if (l) {
-        l.onIncoming(slot, word);
+        l.onIncoming(slot, req.word);
         return;
       }
       // Nobody listens there any more: refuse (a client not yet told it is connected falls back to TCP; one that was, sees a reset).
-      refuseSlot(this.i32, this.g, slot, word, (client, gen) => this.notify(client, slot, gen, true));
+      Slot.refuse(this.i32, this.g, slot, req.word, (client, gen) => this.notify(client, slot, gen, true));
     } finally {
       this.inDispatch = false;
     }
@@ -503,7 +388,7 @@ export class Domain extends EventEmitter<DomainEvents> {
         let list = this.peerFds.get(id);
         if (!list) {
           this.peerFds.set(id, (list = []));
-          this.peerGens.set(id, Atomics.load(this.i32, (Lay.peerOffset(this.g, id) >> 2) + Lay.P.GEN));
+          this.peerGens.set(id, Peers.genOf(this.i32, this.g, id));
         }
         list.push(fd);
         if (list.length === 1) this.emit('peer-joined', id);
@@ -532,12 +417,12 @@ export class Domain extends EventEmitter<DomainEvents> {
     debug('the zivm guest agent went away: leaving the domain, ending our shared-memory connections');
     for (const h of this.handlers) h?.onLeaving();
     const link = this.guest!;
-    reapPeer(this.i32, this.g, this.id, this.gen, (peer) => {
-      const [via, vector] = Lay.routeOf(this.i32, this.g, peer);
+    Peers.reap(this.i32, this.g, this.id, this.gen, (peer) => {
+      const [via, vector] = Peers.routeOf(this.i32, this.g, peer);
       try {
         link.ring(via, vector);
       } catch {
-        /* gone */
+        // The device is going away with the agent: nobody left to wake.
       }
     });
   }
@@ -547,8 +432,7 @@ export class Domain extends EventEmitter<DomainEvents> {
     for (let i = 0; i < this.handlers.length; i++) {
       const h = this.handlers[i];
       if (!h) continue;
-      const s = Lay.slotOffset(this.g, i >> 1) >> 2;
-      if (Atomics.load(i32, s + Lay.S.CLIENT) === id || Atomics.load(i32, s + Lay.S.SERVER) === id) h.onPeerLeft();
+      if (Slot.involves(i32, this.g, i >> 1, id)) h.onPeerLeft();
     }
   }
 
@@ -563,110 +447,8 @@ export class Domain extends EventEmitter<DomainEvents> {
     } catch {
       /* gone */
     }
-    if (current === this) current = undefined;
     if (this.guest) this.leaveGuest();
     this.emit('orphaned');
   }
 }
 
-/**
- * ZIVM_SPIN_US: how long to keep busy-polling after traffic (0: never). ZIVM_SPIN_SLICE_US: longest single spin.
- * A guest does not spin unless ZIVM_SPIN_US says so: its vCPUs are the host's threads.
- */
-function spinTimes(guest = false): { slice: number; hot: number } {
-  const num = (v: string | undefined, d: number): number => {
-    const n = Number(v);
-    return v !== undefined && v !== '' && Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), 10_000_000) : d;
-  };
-  return { slice: num(process.env.ZIVM_SPIN_SLICE_US, 50), hot: num(process.env.ZIVM_SPIN_US, guest ? 0 : 200) };
-}
-
-/** A FIFO of small integers below `size`, each queued at most once. */
-class RunQueue {
-  private readonly q: Int32Array;
-  private readonly queued: Uint8Array;
-  private head = 0;
-  length = 0;
-
-  constructor(size: number) {
-    this.q = new Int32Array(size);
-    this.queued = new Uint8Array(size);
-  }
-
-  /** Queues `v`; false if it was queued already. */
-  push(v: number): boolean {
-    if (v < 0 || v >= this.q.length || this.queued[v]) return false;
-    this.queued[v] = 1;
-    this.q[(this.head + this.length) % this.q.length] = v;
-    this.length++;
-    return true;
-  }
-
-  /** Queues `v` first; false if it was queued already. */
-  unshift(v: number): boolean {
-    if (v < 0 || v >= this.q.length || this.queued[v]) return false;
-    this.queued[v] = 1;
-    this.head = (this.head + this.q.length - 1) % this.q.length;
-    this.q[this.head] = v;
-    this.length++;
-    return true;
-  }
-
-  /** The first entry, or -1. */
-  shift(): number {
-    if (this.length === 0) return -1;
-    const v = this.q[this.head];
-    this.head = (this.head + 1) % this.q.length;
-    this.length--;
-    this.queued[v] = 0;
-    return v;
-  }
-}
-
-function joinError(message: string): Error {
-  const e = new Error(message) as Error & { code: string };
-  e.code = 'ERR_ZIVM_PROTOCOL';
-  return e;
-}
-
-let current: Domain | undefined;
-let lastFailure = 0;
-let lastFailureAutostart = false;
-const RETRY_AFTER_MS = 1000;
-
-/** Why the last join failed (for debug lines). */
-export let lastJoinError: Error | undefined;
-
-/**
- * The process's domain, joining it on first use. Servers pass autostart=true
- * (the first zivm server on a host starts the daemon); clients never start a
- * daemon: no daemon means no zivm listener on this host.
- * Returns undefined when shared memory cannot be used; the reason is in lastJoinError.
- */
-export function getDomain(autostart: boolean): Domain | undefined {
-  if (current?.alive) return current;
-  const now = Date.now();
-  if (lastFailure && now - lastFailure < RETRY_AFTER_MS && (lastFailureAutostart || !autostart)) return undefined;
-  try {
-    const agent = guestAgentFromEnv();
-    current = agent ? Domain.joinGuest(agent.socket, agent.pci) : Domain.join({ autostart });
-    lastJoinError = undefined;
-    lastFailure = 0;
-    return current;
-  } catch (e) {
-    lastJoinError = e as Error;
-    const code = (e as { code?: string }).code;
-    // A missing daemon is normal for a client; anything else is worth a pause.
-    if (!(code === 'ERR_ZIVM_NO_DAEMON' && !autostart)) {
-      lastFailure = now;
-      lastFailureAutostart = autostart;
-    }
-    debug('cannot use shared memory: %s', (e as Error).message);
-    return undefined;
-  }
-}
-
-/** The domain if joined, without joining. */
-export function currentDomain(): Domain | undefined {
-  return current?.alive ? current : undefined;
-}

@@ -4,7 +4,7 @@
  * it; stats() shows this process's part of it.
  */
 import * as Lay from './layout';
-import { formatAddr, readAddr } from './directory';
+import { formatAddr, readAddr } from './addrs';
 
 export interface PeerInfo {
   id: number;

@@ -34,6 +34,8 @@
  * so a compare-and-swap on a stale view fails (no ABA).
  */
 
+import { ZivmBadRegionError, ZivmVersionMismatchError } from '../errors';
+
 export const MAGIC0 = 0x4d56495a; // 'ZIVM'
 export const MAGIC1 = 0x4e474552; // 'REGN'
 export const VERSION = 1;
@@ -280,27 +282,19 @@ export function writeHeader(i32: Int32Array, g: Geometry, daemonPid: number, non
   Atomics.store(i32, H.STATE, REGION_STATE_INIT);
 }
 
-export class LayoutError extends Error {
-  code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'Error';
-    this.code = code;
-  }
-}
 
 /**
  * Reads and checks a header written by writeHeader. `mappedSize` is what the
  * reader actually mapped: every offset must fall inside it.
  */
 export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
-  if (i32.length < HEADER_SIZE / 4) throw new LayoutError('ERR_ZIVM_BAD_REGION', `region of ${mappedSize} bytes is smaller than its header`);
+  if (i32.length < HEADER_SIZE / 4) throw new ZivmBadRegionError(`region of ${mappedSize} bytes is smaller than its header`);
   if ((i32[H.MAGIC0] >>> 0) !== MAGIC0 || (i32[H.MAGIC1] >>> 0) !== MAGIC1)
-    throw new LayoutError('ERR_ZIVM_BAD_REGION', 'shared region has no zivm header (bad magic)');
+    throw new ZivmBadRegionError('shared region has no zivm header (bad magic)');
   const version = i32[H.VERSION];
   if (version !== VERSION)
-    throw new LayoutError('ERR_ZIVM_VERSION_MISMATCH', `shared region has layout version ${version}, this zivm speaks ${VERSION}`);
-  if (Atomics.load(i32, H.STATE) !== REGION_STATE_READY) throw new LayoutError('ERR_ZIVM_BAD_REGION', 'shared region is not initialised');
+    throw new ZivmVersionMismatchError(`shared region has layout version ${version}, this zivm speaks ${VERSION}`);
+  if (Atomics.load(i32, H.STATE) !== REGION_STATE_READY) throw new ZivmBadRegionError('shared region is not initialised');
   const size = (i32[H.SIZE_HI] >>> 0) * 0x100000000 + (i32[H.SIZE_LO] >>> 0);
   const g: Geometry = {
     size,
@@ -322,12 +316,12 @@ export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
   try {
     expect = computeGeometry({ size, ringSize: g.ringSize, vectors: g.vectors, maxPeers: g.maxPeers, maxListeners: g.maxListeners, maxSlots: g.nslots });
   } catch (e) {
-    throw new LayoutError('ERR_ZIVM_BAD_REGION', `shared region header is inconsistent: ${(e as Error).message}`);
+    throw new ZivmBadRegionError(`shared region header is inconsistent: ${(e as Error).message}`);
   }
   for (const k of Object.keys(expect) as (keyof Geometry)[]) {
-    if (expect[k] !== g[k]) throw new LayoutError('ERR_ZIVM_BAD_REGION', `shared region header is inconsistent (${k})`);
+    if (expect[k] !== g[k]) throw new ZivmBadRegionError(`shared region header is inconsistent (${k})`);
   }
-  if (size > mappedSize) throw new LayoutError('ERR_ZIVM_BAD_REGION', `shared region header says ${size} bytes, ${mappedSize} are mapped`);
+  if (size > mappedSize) throw new ZivmBadRegionError(`shared region header says ${size} bytes, ${mappedSize} are mapped`);
   return g;
 }
 

@@ -2,10 +2,10 @@
  * Typed view of the native addon (native/*.cc). Mechanism only: every call
  * either does what it says or throws an Error carrying Node's usual fields
  * (`code` such as 'ECONNREFUSED', negative `errno`, `syscall`). The addon's own
- * failures carry codes prefixed ERR_ZIVM_ (ERR_ZIVM_CORRUPT, ERR_ZIVM_CLOSED,
- * ERR_ZIVM_BAD_ARG).
+ * failures are ZivmErrors (ZivmCorruptError, ZivmClosedError...; errors.ts).
  */
 import path from 'node:path';
+import { makeZivmError, ZivmNoAddonError } from '../errors';
 
 /** A mapping of a shared-memory fd. */
 export interface NativeRegion {
@@ -119,6 +119,8 @@ export interface NativeSpinner {
 }
 
 export interface Native {
+  /** Errors with a zivm code are made by `factory` from then on. */
+  setErrorFactory(factory: (code: string, message: string) => Error): void;
   Spinner: new (region: NativeRegion, bitmapOffset: number, words: number, pollingOffset: number, onWork: (status: number, round: number) => unknown) => NativeSpinner;
   /**
    * Maps `size` bytes of `fd` from `offset` (default 0; a multiple of the page
@@ -248,8 +250,11 @@ export function native(): Native {
   let why: string;
   if (src.file) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      cached = require(src.file) as Native;
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- the file is found at run time
+      const addon = require(src.file) as Native;
+      // Errors the addon throws with a zivm code are zivm's own classes (errors.ts).
+      addon.setErrorFactory(makeZivmError);
+      cached = addon;
       return cached;
     } catch (e) {
       why = `${src.file}: ${(e as Error).message}`;
@@ -257,9 +262,14 @@ export function native(): Native {
   } else {
     why = `no build and no prebuilt binary for ${process.platform}-${process.arch} here (${src.error?.split('\n')[0]})`;
   }
-  const err = new Error(
-    `zivm native addon could not be loaded (npm rebuild zivm builds it from source; that needs g++, make and python3): ${why}`,
-  ) as Error & { code: string };
-  err.code = 'ERR_ZIVM_NO_ADDON';
-  throw err;
+  throw new ZivmNoAddonError(`zivm native addon could not be loaded (npm rebuild zivm builds it from source; that needs g++, make and python3): ${why}`);
+}
+
+/** Closes `fd`; one that is closed already is fine (shutdown paths). */
+export function closeQuiet(fd: number): void {
+  try {
+    native().close(fd);
+  } catch {
+    // Closed already.
+  }
 }

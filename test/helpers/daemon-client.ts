@@ -16,7 +16,7 @@ import { NativeRegion, native } from '../../src/shm/native';
 
 /** Repository root (this file runs as dist/test/helpers/daemon-client.js). */
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
-export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+export const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 export const SELF = __filename;
 
 /** [value, fd]: fd is -1 when the message carried none. */

@@ -169,7 +169,7 @@ async function host(argv: string[]): Promise<void> {
     s.on('error', (e: Error & { code?: string }) => out({ ev: 'conn-error', id, code: e.code ?? null, message: e.message, bytes, at: Date.now(), ms: Date.now() - t }));
     s.on('close', () => out({ ev: 'conn-close', id, bytes, at: Date.now(), ms: Date.now() - t }));
   });
-  const d = require('../../src/shm/domain').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
+  const d = require('../../src/shm/join').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
   out({ ev: 'listening', port, peer: d?.id ?? null });
   const rl = readline.createInterface({ input: process.stdin });
   rl.on('line', (line) => {
@@ -214,11 +214,11 @@ async function guest(argv: string[]): Promise<void> {
   }
   // `zivm guest setup` binds the only ivshmem device to vfio-pci and starts the agent; ZIVM_GUEST_PCI=auto finds it.
   const t0 = Date.now();
-  const setup = execFileSync(process.execPath, [require.resolve('../../src/cli'), 'guest', 'setup'], { encoding: 'utf8' });
+  const setup = execFileSync(process.execPath, [require.resolve('../../src/cli/main'), 'guest', 'setup'], { encoding: 'utf8' });
   const pci = /^export ZIVM_GUEST_PCI=(\S+)$/m.exec(setup)?.[1];
   if (!pci) throw new Error(`zivm guest setup said: ${setup}`);
   process.env.ZIVM_GUEST_PCI = 'auto';
-  const { getDomain, lastJoinError } = require('../../src/shm/domain'); // eslint-disable-line @typescript-eslint/no-require-imports
+  const { getDomain, lastJoinError } = require('../../src/shm/join'); // eslint-disable-line @typescript-eslint/no-require-imports
   const d = getDomain(false);
   if (!d) throw new Error(`guest join failed: ${lastJoinError?.message}`);
   const { publishedAddrs } = require('../../src/shm/directory'); // eslint-disable-line @typescript-eslint/no-require-imports

@@ -95,11 +95,11 @@ function setup(addr: string): void {
   execFileSync('ip', ['link', 'set', 'lo', 'up']);
   execFileSync('ip', ['link', 'set', 'eth0', 'up']);
   execFileSync('ip', ['addr', 'add', `${addr}/24`, 'dev', 'eth0']);
-  const setupOut = execFileSync(process.execPath, [require.resolve('../../src/cli'), 'guest', 'setup'], { encoding: 'utf8' });
+  const setupOut = execFileSync(process.execPath, [require.resolve('../../src/cli/main'), 'guest', 'setup'], { encoding: 'utf8' });
   const pci = /^export ZIVM_GUEST_PCI=(\S+)$/m.exec(setupOut)?.[1];
   if (!pci) throw new Error(`zivm guest setup said: ${setupOut}`);
   process.env.ZIVM_GUEST_PCI = 'auto';
-  const { getDomain, lastJoinError } = require('../../src/shm/domain'); // eslint-disable-line @typescript-eslint/no-require-imports
+  const { getDomain, lastJoinError } = require('../../src/shm/join'); // eslint-disable-line @typescript-eslint/no-require-imports
   const d = getDomain(false);
   if (!d) throw new Error(`guest join failed: ${lastJoinError?.message}`);
   const { publishedAddrs, formatAddr } = require('../../src/shm/directory'); // eslint-disable-line @typescript-eslint/no-require-imports
@@ -551,7 +551,7 @@ async function killedProcess(peer: string, port: number, tag: string): Promise<v
 async function victim(argv: string[]): Promise<void> {
   const { s } = await open(zivm(), arg(argv, '--peer'), Number(arg(argv, '--port')), 'E', arg(argv, '--tag'));
   await pingPong(s, 3, Buffer.from('doomed'));
-  const d = require('../../src/shm/domain').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
+  const d = require('../../src/shm/join').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
   process.stdout.write(`${JSON.stringify({ ...sockInfo(s), peer: d?.id ?? null, vector: d?.guest?.vector ?? null })}\n`);
   await new Promise(() => undefined); // until killed
 }

@@ -190,7 +190,7 @@ async function guest(argv: string[]): Promise<void> {
 
   execFileSync('ip', ['link', 'set', 'lo', 'up']);
   execFileSync('ip', ['addr', 'add', `${GUEST_ADDR}/32`, 'dev', 'lo']);
-  const setup = execFileSync(process.execPath, [require.resolve('../../src/cli'), 'guest', 'setup'], { encoding: 'utf8' });
+  const setup = execFileSync(process.execPath, [require.resolve('../../src/cli/main'), 'guest', 'setup'], { encoding: 'utf8' });
   report('setup', { out: setup.trim() });
 
   // 1. A server process.
@@ -254,7 +254,7 @@ async function guest(argv: string[]): Promise<void> {
   report('orphan-closed', await orphan.next());
   orphan.proc.stdin!.end();
   await orphan.exited;
-  const setup2 = execFileSync(process.execPath, [require.resolve('../../src/cli'), 'guest', 'setup'], { encoding: 'utf8' });
+  const setup2 = execFileSync(process.execPath, [require.resolve('../../src/cli/main'), 'guest', 'setup'], { encoding: 'utf8' });
   report('setup-again', { out: setup2.trim() });
   const fresh = child('client', ['--host', hostAddr, '--port', String(port), '--bytes', '65536']);
   report('after-new-agent', await fresh.next());
@@ -268,8 +268,8 @@ async function guest(argv: string[]): Promise<void> {
 async function childMain(role: string, argv: string[]): Promise<void> {
   const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
   const who = () => {
-    const d = require('../../src/shm/domain').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
-    return d ? { peer: d.id, vector: d.guest?.vector ?? null, guestPeer: d.guest?.ivPosition ?? null } : { peer: null, reason: require('../../src/shm/domain').lastJoinError?.message ?? null }; // eslint-disable-line @typescript-eslint/no-require-imports
+    const d = require('../../src/shm/join').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
+    return d ? { peer: d.id, vector: d.guest?.vector ?? null, guestPeer: d.guest?.ivPosition ?? null } : { peer: null, reason: require('../../src/shm/join').lastJoinError?.message ?? null }; // eslint-disable-line @typescript-eslint/no-require-imports
   };
   const stay = () => new Promise<void>((r) => process.stdin.on('end', r).resume());
   if (role === 'server') {

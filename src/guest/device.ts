@@ -10,11 +10,12 @@
  *     writes that peer's vector eventfd, which the daemon gave it;
  *   - MSI-X vector v is routed to an eventfd: QEMU raises it when a peer (or a
  *     reap) writes the eventfd the daemon made for the guest's vector v.
- * Each process of the guest gets its share (a GuestLink) from the agent.
+ * Each process of the guest gets its share (a GuestLink, link.ts) from the agent.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { IVSHMEM, VFIO, native, NativeRegion, VfioDevice } from './native';
+import { ZivmGuestError } from '../errors';
+import { IVSHMEM, VFIO, native, NativeRegion, VfioDevice } from '../shm/native';
 
 const PCI = '/sys/bus/pci/devices';
 export const IVSHMEM_VENDOR = 0x1af4;
@@ -99,24 +100,24 @@ export class GuestDevice {
     try {
       dev = N.vfioOpen(pci);
     } catch (e) {
-      throw guestError(`cannot open ivshmem device ${pci} through VFIO (bound to ${pciDriver(pci) ?? 'no driver'}): ${(e as Error).message}`);
+      throw new ZivmGuestError(`cannot open ivshmem device ${pci} through VFIO (bound to ${pciDriver(pci) ?? 'no driver'}): ${(e as Error).message}`);
     }
     let region: NativeRegion | undefined;
     const irqFds: number[] = [];
     try {
       const reg = (index: number) => {
         const r = dev.regions.find((x) => x.index === index);
-        if (!r || r.size === 0) throw guestError(`ivshmem device ${pci} has no VFIO region ${index}`);
+        if (!r || r.size === 0) throw new ZivmGuestError(`ivshmem device ${pci} has no VFIO region ${index}`);
         return r;
       };
       const bar0 = reg(VFIO.BAR0);
       const bar2 = reg(VFIO.BAR2);
       const cfg = reg(VFIO.CONFIG);
       const msix = dev.irqs.find((q) => q.index === VFIO.MSIX);
-      if (!msix || msix.count < 1) throw guestError(`ivshmem device ${pci} has no MSI-X vectors (QEMU's ivshmem-doorbell with msi=on is needed)`);
+      if (!msix || msix.count < 1) throw new ZivmGuestError(`ivshmem device ${pci} has no MSI-X vectors (QEMU's ivshmem-doorbell with msi=on is needed)`);
       N.vfioEnableBusMaster(dev.deviceFd, cfg.offset);
       const ivPosition = N.bar0Read32(dev.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
-      if (ivPosition < 0 || ivPosition > 0xffff) throw guestError(`ivshmem device ${pci} has no peer id yet (IVPosition ${ivPosition})`);
+      if (ivPosition < 0 || ivPosition > 0xffff) throw new ZivmGuestError(`ivshmem device ${pci} has no peer id yet (IVPosition ${ivPosition})`);
       region = new (N.Region)(dev.deviceFd, bar2.size, bar2.offset);
       for (let v = 0; v < Math.min(msix.count, 0x3fff); v++) irqFds.push(N.eventfd());
       N.vfioSetMsix(dev.deviceFd, irqFds);
@@ -151,91 +152,3 @@ export class GuestDevice {
   }
 }
 
-/**
- * A process's share of the guest's device, handed out by the agent: the
- * region (BAR2 mapped through the device fd), BAR0 for doorbells, and the
- * eventfd of the MSI-X vector peers ring this process with.
- */
-export class GuestLink {
-  constructor(
-    readonly pci: string,
-    readonly ivPosition: number,
-    readonly vector: number,
-    readonly irqFd: number,
-    readonly region: NativeRegion,
-    private readonly deviceFd: number,
-    private readonly bar0Offset: number,
-  ) {}
-
-  private closed = false;
-
-  /** Rings vector `vector` of peer `peer`: our own vector directly, anything else through BAR0's Doorbell. */
-  ring(peer: number, vector: number): void {
-    if (this.closed) return;
-    if (peer === this.ivPosition && vector === this.vector) native().notify(this.irqFd);
-    else native().bar0Notify(this.deviceFd, this.bar0Offset, peer, vector);
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    const N = native();
-    this.region.close();
-    N.close(this.irqFd);
-    N.close(this.deviceFd);
-  }
-}
-
-/** The folder of the agents' sockets (root's, inside the guest). */
-export const AGENT_DIR = '/run/zivm';
-
-/** The socket of the agent that owns the device at `pci`. */
-export function agentSocketPath(pci: string): string {
-  return path.join(AGENT_DIR, `guest-${pci}.sock`);
-}
-
-/** The PCI addresses that have an agent socket in AGENT_DIR. */
-export function agentSockets(): string[] {
-  let names: string[];
-  try {
-    names = fs.readdirSync(AGENT_DIR);
-  } catch {
-    return [];
-  }
-  return names
-    .map((n) => /^guest-(.+)\.sock$/.exec(n)?.[1])
-    .filter((x): x is string => !!x)
-    .sort();
-}
-
-/**
- * Whether and through which agent this process joins as a guest process:
- * ZIVM_GUEST_AGENT (a socket path) if set; else ZIVM_GUEST_PCI: `off`, a PCI
- * address, or `auto`; unset means auto: the only agent of this machine, if
- * there is exactly one (`zivm guest setup` started it). Returns the socket
- * path and the device's address, `null` when this is not a guest (join the
- * host's daemon), or throws ERR_ZIVM_GUEST when the setting names nothing usable.
- */
-export function guestAgentFromEnv(env: NodeJS.ProcessEnv = process.env): { socket: string; pci: string } | null {
-  if (env.ZIVM_GUEST_AGENT) {
-    const socket = path.resolve(env.ZIVM_GUEST_AGENT);
-    return { socket, pci: /guest-(.+)\.sock$/.exec(socket)?.[1] ?? '' };
-  }
-  const v = env.ZIVM_GUEST_PCI;
-  if (v === 'off') return null;
-  if (v && v !== 'auto') return { socket: agentSocketPath(v), pci: v };
-  const found = agentSockets();
-  if (found.length === 1) return { socket: agentSocketPath(found[0]), pci: found[0] };
-  if (!v) return null;
-  throw guestError(
-    found.length
-      ? `ZIVM_GUEST_PCI=auto: ${found.length} guest agents (${found.join(', ')}): name one`
-      : 'ZIVM_GUEST_PCI=auto: no zivm guest agent running (run `zivm guest setup` as root)',
-  );
-}
-
-export function guestError(message: string): Error {
-  const e = new Error(message) as Error & { code: string };
-  e.code = 'ERR_ZIVM_GUEST';
-  return e;
-}

@@ -2,9 +2,12 @@
  * `zivm stat`: the domain as its region shows it, as `ss` shows sockets:
  * peers, listeners, and connections with endpoints, bytes each way and state.
  */
-import { Domain } from './shm/domain';
-import { socketPath } from './shm/paths';
-import { snapshot, DomainSnapshot } from './shm/inspect';
+import { socketPath } from '../config';
+import { Domain } from '../shm/domain';
+import { snapshot, DomainSnapshot } from '../shm/inspect';
+import { joinHost } from '../shm/join';
+import { Command, noMore, parse } from './command';
+import { sizeText, table } from './format';
 
 export const STAT_USAGE = `usage: zivm stat [--socket PATH] [--json]
 
@@ -15,20 +18,9 @@ options:
   --json          one JSON document instead of tables
 `;
 
-function table(rows: string[][]): string {
-  if (rows.length === 0) return '';
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => '  ' + r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n';
-}
-
-function human(n: number): string {
-  for (const [u, s] of [[1 << 30, 'G'], [1 << 20, 'M'], [1 << 10, 'K']] as const) if (n >= u && n % u === 0) return `${n / u}${s}`;
-  return String(n);
-}
-
 export function formatSnapshot(sock: string, s: DomainSnapshot, self: number): string {
   const pidOf = new Map(s.peers.map((p) => [p.id, p.pid]));
-  let out = `domain ${sock}: region ${human(s.size)}, ${s.slots} slots of ${human(s.ringSize)} rings, ${s.vectors} vector(s), daemon pid ${s.daemonPid}\n\n`;
+  let out = `domain ${sock}: region ${sizeText(s.size)}, ${s.slots} slots of ${sizeText(s.ringSize)} rings, ${s.vectors} vector(s), daemon pid ${s.daemonPid}\n\n`;
   const peers = s.peers.filter((p) => p.id !== self);
   out += `PEERS (${peers.length})\n`;
   out += table([['ID', 'PID', 'KIND', 'NODE', 'STATE'], ...peers.map((p) => [String(p.id), String(p.pid), p.kind, String(p.node), p.state])]);
@@ -59,7 +51,7 @@ export function runStat(opts: { socket?: string; json?: boolean }): number {
   const sock = opts.socket ?? socketPath();
   let d: Domain;
   try {
-    d = Domain.join({ autostart: false, socketPath: sock });
+    d = joinHost({ autostart: false, socketPath: sock });
   } catch (e) {
     process.stderr.write(`zivm stat: no domain at ${sock}: ${(e as Error).message}\n`);
     return 1;
@@ -70,3 +62,17 @@ export function runStat(opts: { socket?: string; json?: boolean }): number {
   else process.stdout.write(formatSnapshot(sock, s, d.id));
   return 0;
 }
+
+export const statCommand: Command = {
+  summary: 'list the peers, listeners and connections of a domain',
+  usage: STAT_USAGE,
+  run(args) {
+    const { values: opts, positionals } = parse(args, { socket: { type: 'string' }, json: { type: 'boolean' } });
+    if (opts.help) {
+      process.stdout.write(STAT_USAGE);
+      return 0;
+    }
+    noMore(positionals);
+    return runStat({ socket: typeof opts.socket === 'string' ? opts.socket : undefined, json: opts.json === true });
+  },
+};

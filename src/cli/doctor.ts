@@ -9,14 +9,17 @@
 import dns from 'node:dns/promises';
 import fs from 'node:fs';
 import path from 'node:path';
-import { disabled } from './net/debug';
-import { internals } from './net/internals';
-import { addonSource, native, PACKAGE_ROOT } from './shm/native';
-import { checkDir, socketPath } from './shm/paths';
-import { getDomain, lastJoinError } from './shm/domain';
-import { find, parseAddr } from './shm/directory';
-import { snapshot } from './shm/inspect';
-import { guestAgentFromEnv } from './shm/guest';
+import { autostartAllowed, socketPath, zivmOff } from '../config';
+import { UsageError, ZivmNoDaemonError } from '../errors';
+import { guestAgentFromEnv } from '../guest/link';
+import { internals } from '../net/internals';
+import { parseAddr } from '../shm/addrs';
+import { find } from '../shm/directory';
+import { snapshot } from '../shm/inspect';
+import { getDomain, lastJoinError } from '../shm/join';
+import { addonSource, native, PACKAGE_ROOT } from '../shm/native';
+import { checkDir } from '../shm/sockdir';
+import { Command, parse } from './command';
 
 export const DOCTOR_USAGE = `usage: zivm doctor [HOST:PORT] [--json]
 
@@ -89,7 +92,7 @@ export async function diagnose(target?: { host: string; port: number }): Promise
     if (status === 'fail' || status === 'off') usable = false;
   };
 
-  if (disabled()) add('ZIVM', 'off', `ZIVM=${process.env.ZIVM}: zivm is switched off, every connection uses plain node:net`);
+  if (zivmOff()) add('ZIVM', 'off', `ZIVM=${process.env.ZIVM}: zivm is switched off, every connection uses plain node:net`);
   else add('ZIVM', 'ok', 'on');
 
   const src = addonSource();
@@ -139,9 +142,8 @@ export async function diagnose(target?: { host: string; port: number }): Promise
           `${others.length} other peer(s), ${s.listeners.length} listener(s), ${s.connections.length} connection(s)`,
       );
     } else {
-      const code = (lastJoinError as { code?: string } | undefined)?.code;
-      if (code === 'ERR_ZIVM_NO_DAEMON' && !agent) {
-        const autostart = process.env.ZIVM_AUTOSTART !== '0';
+      if (lastJoinError instanceof ZivmNoDaemonError && !agent) {
+        const autostart = autostartAllowed();
         add(
           'daemon',
           autostart ? 'info' : 'fail',
@@ -210,3 +212,19 @@ export async function runDoctor(opts: { target?: { host: string; port: number };
   process.stdout.write(opts.json ? JSON.stringify(r, null, 2) + '\n' : formatReport(r));
   return r.usable ? 0 : 1;
 }
+
+export const doctorCommand: Command = {
+  summary: 'check the addon, the daemon, and why a connection would use TCP',
+  usage: DOCTOR_USAGE,
+  run(args) {
+    const { values: opts, positionals: rest } = parse(args, { json: { type: 'boolean' } });
+    if (opts.help) {
+      process.stdout.write(DOCTOR_USAGE);
+      return 0;
+    }
+    if (rest.length > 1) throw new UsageError(`unexpected argument ${rest[1]}`);
+    const target = rest.length ? parseTarget(rest[0]) : undefined;
+    if (rest.length && !target) throw new UsageError(`${rest[0]} is not HOST:PORT`);
+    return runDoctor({ target, json: opts.json === true });
+  },
+};

@@ -25,14 +25,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { native, NativePoller } from './native';
-import { GuestDevice, GuestLink, agentSocketPath, guestError } from './guest';
-import { reapPeer } from './daemon';
-import { publishableAddrs, publishAddrs } from './directory';
-import * as Lay from './layout';
-
-export const AGENT_PROTOCOL = 1;
-const ENOSPC = 28;
+import { ZivmGuestError } from '../errors';
+import { publishableAddrs, publishAddrs } from '../shm/addrs';
+import * as Lay from '../shm/layout';
+import { closeQuiet, native, NativePoller } from '../shm/native';
+import * as Peers from '../shm/peers';
+import { GuestDevice } from './device';
+import { AGENT_PROTOCOL, ENOSPC, agentSocketPath, guestNodeId } from './link';
 
 interface Member {
   fd: number;
@@ -49,12 +48,6 @@ export interface AgentOptions {
   /** Socket mode (default 0o600: root's processes only). */
   mode?: number;
   log?: (line: string) => void;
-}
-
-/** A guest's node id: above every host one (bit 50, the IVPosition, and the region's nonce in the low 32 bits). */
-export function guestNodeId(ivPosition: number, i32: Int32Array): number {
-  const nonce = i32[Lay.H.NONCE] >>> 0;
-  return (0x40000 + (ivPosition & 0xffff)) * 0x100000000 + nonce;
 }
 
 export class GuestAgent {
@@ -81,12 +74,11 @@ export class GuestAgent {
     this.acceptPoller = new (native().Poller)(listenFd, () => this.onAccept(), false);
     // Processes that joined through an agent before us: reaped once their pid is gone.
     for (let id = 0; id < Math.min(g.maxPeers, 0x10000); id++) {
-      const p = Lay.peerOffset(g, id) >> 2;
-      if (Atomics.load(this.i32, p + Lay.P.KIND) !== Lay.PEER_KIND_GUEST_PROCESS) continue;
-      if (Atomics.load(this.i32, p + Lay.P.STATE) === Lay.PEER_FREE) continue;
-      if (Lay.routeOf(this.i32, g, id)[0] !== dev.ivPosition) continue;
-      this.adopted.set(id, { gen: Atomics.load(this.i32, p + Lay.P.GEN), pid: Atomics.load(this.i32, p + Lay.P.PID) });
-      log(`peer ${id} (pid ${Atomics.load(this.i32, p + Lay.P.PID)}) joined through an earlier agent: watching it`);
+      if (Peers.kindOf(this.i32, g, id) !== 'guest-process' || Peers.isFree(this.i32, g, id)) continue;
+      if (Peers.routeOf(this.i32, g, id)[0] !== dev.ivPosition) continue;
+      const pid = Peers.pidOf(this.i32, g, id);
+      this.adopted.set(id, { gen: Peers.genOf(this.i32, g, id), pid });
+      log(`peer ${id} (pid ${pid}) joined through an earlier agent: watching it`);
     }
     this.adoptTimer = setInterval(() => this.checkAdopted(), 500);
     this.checkAdopted();
@@ -95,8 +87,7 @@ export class GuestAgent {
   /** Reaps adopted entries whose process has gone (or whose pid was never known). */
   private checkAdopted(): void {
     for (const [id, a] of this.adopted) {
-      const p = Lay.peerOffset(this.g, id) >> 2;
-      if (Atomics.load(this.i32, p + Lay.P.GEN) !== a.gen || Atomics.load(this.i32, p + Lay.P.STATE) === Lay.PEER_FREE) {
+      if (Peers.genOf(this.i32, this.g, id) !== a.gen || Peers.isFree(this.i32, this.g, id)) {
         this.adopted.delete(id);
         continue;
       }
@@ -110,7 +101,7 @@ export class GuestAgent {
       }
       if (alive) continue;
       this.adopted.delete(id);
-      reapPeer(this.i32, this.g, id, a.gen, (peer) => this.wake(peer));
+      Peers.reap(this.i32, this.g, id, a.gen, (peer) => this.wake(peer));
       this.log(`peer ${id} left (pid ${a.pid}, joined through an earlier agent)`);
     }
   }
@@ -126,18 +117,12 @@ export class GuestAgent {
       const i32 = new Int32Array(dev.region.buffer);
       const g = Lay.readHeader(i32, dev.region.size);
       const id = dev.ivPosition;
-      if (id >= g.maxPeers) throw guestError(`peer id ${id} (IVPosition) is outside the region's peer table`);
-      const p = Lay.peerOffset(g, id) >> 2;
-      const st = Atomics.load(i32, p + Lay.P.STATE);
-      if (st !== Lay.PEER_JOINING && st !== Lay.PEER_ALIVE) throw guestError(`peer entry ${id} is not handed out by the daemon (state ${st})`);
-      const node = guestNodeId(id, i32);
+      if (id >= g.maxPeers) throw new ZivmGuestError(`peer id ${id} (IVPosition) is outside the region's peer table`);
+      if (!Peers.inUse(i32, g, id)) throw new ZivmGuestError(`peer entry ${id} is not handed out by the daemon`);
       // The guest's own entry (QEMU's pid stays: the one the host can act on) says which node it is.
-      Atomics.store(i32, p + Lay.P.KIND, Lay.PEER_KIND_GUEST);
-      Atomics.store(i32, p + Lay.P.NODE_LO, node % 0x100000000 | 0);
-      Atomics.store(i32, p + Lay.P.NODE_HI, Math.floor(node / 0x100000000) | 0);
-      Atomics.store(i32, p + Lay.P.ROUTE, 0);
+      Peers.announce(i32, g, id, { kind: 'guest', node: guestNodeId(id, i32), route: 0 });
       publishAddrs(i32, g, id, publishableAddrs());
-      Atomics.store(i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
+      Peers.goAlive(i32, g, id);
 
       fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o755 });
       if (fs.existsSync(socket)) {
@@ -149,7 +134,7 @@ export class GuestAgent {
         } catch {
           fs.rmSync(socket, { force: true });
         }
-        if (live) throw guestError(`an agent already serves ${pci} at ${socket}`);
+        if (live) throw new ZivmGuestError(`an agent already serves ${pci} at ${socket}`);
       }
       listenFd = N.unixListen(socket, 64);
       fs.chmodSync(socket, opts.mode ?? 0o600);
@@ -205,7 +190,7 @@ export class GuestAgent {
       /* unknown */
     }
     const used = new Set([...this.members.values()].map((m) => m.vector));
-    for (const id of this.adopted.keys()) used.add(Lay.routeOf(i32, g, id)[1]);
+    for (const id of this.adopted.keys()) used.add(Peers.routeOf(i32, g, id)[1]);
     let vector = -1;
     for (let v = 0; v < dev.irqFds.length; v++) {
       if (!used.has(v)) {
@@ -213,35 +198,19 @@ export class GuestAgent {
         break;
       }
     }
-    let id = -1;
-    if (vector >= 0) {
-      for (let k = Math.min(g.maxPeers, 0x10000) - 1; k >= 0; k--) {
-        if (Atomics.compareExchange(i32, (Lay.peerOffset(g, k) >> 2) + Lay.P.STATE, Lay.PEER_FREE, Lay.PEER_JOINING) === Lay.PEER_FREE) {
-          id = k;
-          break;
-        }
-      }
-    }
+    const id = vector >= 0 ? Peers.claim(i32, g, 'top') : -1;
     if (id < 0) {
       this.log(`refused pid ${pid}: ${vector < 0 ? `all ${dev.irqFds.length} vectors are taken` : 'the peer table is full'}`);
       N.sendMsg(fd, -ENOSPC, -1);
       N.close(fd);
       return;
     }
-    const p = Lay.peerOffset(g, id) >> 2;
-    let gen = (Atomics.load(i32, p + Lay.P.GEN) + 1) | 0;
-    if (gen === 0) gen = 1;
-    const own = Lay.peerOffset(g, dev.ivPosition) >> 2;
-    Atomics.store(i32, p + Lay.P.KIND, Lay.PEER_KIND_GUEST_PROCESS);
-    Atomics.store(i32, p + Lay.P.PID, pid);
-    Atomics.store(i32, p + Lay.P.NODE_LO, Atomics.load(i32, own + Lay.P.NODE_LO));
-    Atomics.store(i32, p + Lay.P.NODE_HI, Atomics.load(i32, own + Lay.P.NODE_HI));
-    Atomics.store(i32, p + Lay.P.POLLING, 0);
-    Atomics.store(i32, p + Lay.PEER_ADDRS.ADDR_COUNTS, 0);
-    Atomics.store(i32, p + Lay.P.ROUTE, Lay.makeRoute(dev.ivPosition, vector));
-    const pend = Lay.pendingOffset(g, id) >> 2;
-    for (let k = 0; k < g.pendingStride >> 2; k++) Atomics.store(i32, pend + k, 0);
-    Atomics.store(i32, p + Lay.P.GEN, gen);
+    const gen = Peers.admit(i32, g, id, {
+      pid,
+      kind: 'guest-process',
+      node: Peers.nodeOf(i32, g, dev.ivPosition),
+      route: Lay.makeRoute(dev.ivPosition, vector),
+    });
     N.drain(dev.irqFds[vector]);
     try {
       N.sendMsg(fd, AGENT_PROTOCOL, -1);
@@ -253,7 +222,7 @@ export class GuestAgent {
       N.sendMsg(fd, dev.bar2Offset, -1);
       N.sendMsg(fd, dev.region.size, -1);
     } catch (e) {
-      reapPeer(i32, g, id, gen, (peer) => this.wake(peer));
+      Peers.reap(i32, g, id, gen, (peer) => this.wake(peer));
       throw e;
     }
     const m: Member = { fd, id, gen, vector, pid, poller: undefined as unknown as NativePoller };
@@ -288,16 +257,15 @@ export class GuestAgent {
     } catch {
       /* closed */
     }
-    const p = Lay.peerOffset(this.g, m.id) >> 2;
-    if (Atomics.load(this.i32, p + Lay.P.GEN) === m.gen && Atomics.load(this.i32, p + Lay.P.STATE) !== Lay.PEER_FREE) {
-      reapPeer(this.i32, this.g, m.id, m.gen, (peer) => this.wake(peer));
+    if (Peers.genOf(this.i32, this.g, m.id) === m.gen && !Peers.isFree(this.i32, this.g, m.id)) {
+      Peers.reap(this.i32, this.g, m.id, m.gen, (peer) => this.wake(peer));
     }
     N.drain(this.dev.irqFds[m.vector]);
     this.log(`peer ${m.id} left (pid ${m.pid})`);
   }
 
   private wake(peer: number): void {
-    const [via, vector] = Lay.routeOf(this.i32, this.g, peer);
+    const [via, vector] = Peers.routeOf(this.i32, this.g, peer);
     try {
       this.dev.ring(via, vector);
     } catch (e) {
@@ -319,59 +287,3 @@ export class GuestAgent {
   }
 }
 
-const JOIN_TIMEOUT_MS = 5000;
-
-/**
- * Joins through the agent at `socket`: returns our peer id and generation,
- * the link (region, doorbells, interrupts) and the agent socket, which stays
- * open while we are a member. Throws ERR_ZIVM_GUEST.
- */
-export function joinAgent(socket: string, pci: string): { id: number; gen: number; link: GuestLink; fd: number } {
-  const N = native();
-  let fd: number;
-  try {
-    fd = N.unixConnect(socket);
-  } catch (e) {
-    throw guestError(`cannot reach the zivm guest agent at ${socket} (${(e as Error).message}): run \`zivm guest setup\` as root`);
-  }
-  const opened: number[] = [];
-  try {
-    const deadline = Date.now() + JOIN_TIMEOUT_MS;
-    const next = (): [number, number] => {
-      for (;;) {
-        const m = N.recvMsg(fd);
-        if (m === false) throw guestError('the zivm guest agent closed the connection while we joined');
-        if (m !== null) {
-          if (m[1] >= 0) opened.push(m[1]);
-          return m;
-        }
-        const left = deadline - Date.now();
-        if (left <= 0) throw guestError('the zivm guest agent did not answer in time');
-        N.waitReadable(fd, left);
-      }
-    };
-    const [version] = next();
-    if (version === -ENOSPC) throw guestError(`the zivm guest agent at ${socket} has no vector left for another process (QEMU's ivshmem-doorbell vectors= sets how many)`);
-    if (version !== AGENT_PROTOCOL) throw guestError(`the zivm guest agent speaks protocol ${version}, expected ${AGENT_PROTOCOL}`);
-    const [id] = next();
-    const [gen] = next();
-    const [vector, irqFd] = next();
-    const [ivPosition, deviceFd] = next();
-    const [bar0Offset] = next();
-    const [bar2Offset] = next();
-    const [size] = next();
-    if (irqFd < 0 || deviceFd < 0) throw guestError('the zivm guest agent did not pass its file descriptors');
-    const region = new (N.Region)(deviceFd, size, bar2Offset);
-    return { id, gen, fd, link: new GuestLink(pci, ivPosition, vector, irqFd, region, deviceFd, bar0Offset) };
-  } catch (e) {
-    for (const f of opened) {
-      try {
-        N.close(f);
-      } catch {
-        /* closed */
-      }
-    }
-    N.close(fd);
-    throw e;
-  }
-}

@@ -1,0 +1,93 @@
+/** `zivm server`: the domain daemon in the foreground. */
+import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_VECTORS, autoIdleMs, parseSize, regionSize, ringSize as ringSizeFromEnv, socketPath } from '../config';
+import { UsageError } from '../errors';
+import { computeGeometry } from '../shm/layout';
+import { runDaemon } from '../server/run';
+import { Command, intOption, noMore, parse } from './command';
+import { bytesText } from './format';
+
+/** A size option (512K, 256M...), else `fallback()` (which reads the environment). */
+function sizeOption(v: string | boolean | undefined, name: string, fallback: () => number): number {
+  try {
+    if (v === undefined || v === '') return fallback();
+    return parseSize(String(v));
+  } catch (e) {
+    throw new UsageError(`--${name}: ${(e as Error).message}`);
+  }
+}
+
+const SERVER_USAGE = `usage: zivm server [options]
+
+Runs the domain daemon: owns the shared region and hands it to peers (processes,
+or QEMU guests with -device ivshmem-doorbell) over an ivshmem-server socket.
+
+options:
+  --socket PATH        socket to serve (default: ZIVM_SOCKET, else zivm.sock in
+                       ZIVM_DIR, $XDG_RUNTIME_DIR/zivm or <tmpdir>/zivm-<uid>)
+  --size SIZE          region size, e.g. 256M, 1G (default ZIVM_SIZE or 256M)
+  --ring SIZE          bytes per direction of each connection, a power of two
+                       (default ZIVM_RING or 512K)
+  --vectors N          interrupt vectors per peer (default 1)
+  --max-peers N        peer ids 0..N-1 (default 64)
+  --max-listeners N    listening sockets in the whole domain (default 256)
+  --idle-exit SECONDS  exit this long after the last peer left (default: never;
+                       with --auto: ZIVM_IDLE_MS milliseconds, or 1 s, counted
+                       from start-up too)
+  --auto               started on demand: exit quietly if a daemon already serves
+  --verbose            one line per peer join/leave on stderr
+`;
+
+export const serverCommand: Command = {
+  summary: 'run the domain daemon',
+  usage: SERVER_USAGE,
+  async run(args) {
+    const { values: opts, positionals } = parse(args, {
+      socket: { type: 'string' },
+      size: { type: 'string' },
+      ring: { type: 'string' },
+      vectors: { type: 'string' },
+      'max-peers': { type: 'string' },
+      'max-listeners': { type: 'string' },
+      'idle-exit': { type: 'string' },
+      auto: { type: 'boolean' },
+      verbose: { type: 'boolean' },
+    });
+    if (opts.help) {
+      process.stdout.write(SERVER_USAGE);
+      return 0;
+    }
+    noMore(positionals);
+    const env = process.env;
+    const auto = !!opts.auto;
+    const sock = typeof opts.socket === 'string' ? opts.socket : socketPath(env);
+    if (!sock) throw new UsageError('--socket needs a path');
+    const size = sizeOption(opts.size, 'size', () => regionSize(env));
+    const ringSize = sizeOption(opts.ring, 'ring', () => ringSizeFromEnv(env));
+    const vectors = intOption(opts.vectors, 'vectors', 1, 1024, DEFAULT_VECTORS);
+    const maxPeers = intOption(opts['max-peers'], 'max-peers', 2, 4096, DEFAULT_MAX_PEERS);
+    const maxListeners = intOption(opts['max-listeners'], 'max-listeners', 1, 65536, DEFAULT_MAX_LISTENERS);
+    let idleMs = auto ? autoIdleMs(env) : Infinity;
+    if (opts['idle-exit'] !== undefined) {
+      const s = Number(opts['idle-exit']);
+      if (typeof opts['idle-exit'] !== 'string' || opts['idle-exit'].trim() === '' || !Number.isFinite(s) || s < 0)
+        throw new UsageError('--idle-exit must be a number of seconds >= 0');
+      idleMs = s * 1000;
+    }
+    let g;
+    try {
+      g = computeGeometry({ size, ringSize, vectors, maxPeers, maxListeners });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const verbose = !!opts.verbose && !auto;
+    return runDaemon({ socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose }, (d) => {
+      if (!auto) {
+        process.stdout.write(
+          `zivm server listening on ${d.socketPath} (size ${bytesText(g.size)}, ${g.nslots} slots, ring ${bytesText(g.ringSize)}, ` +
+            `${g.vectors} vector${g.vectors === 1 ? '' : 's'})\n`,
+        );
+      }
+    });
+  },
+};
+

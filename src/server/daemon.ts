@@ -1,0 +1,489 @@
+/**
+ * The domain daemon: owns the shared region and hands it out, speaking the
+ * ivshmem-server protocol (QEMU docs/specs/ivshmem-spec.rst) on a unix socket,
+ * so stock `-device ivshmem-doorbell` guests can join the same domain.
+ *
+ * On connect a client gets, each message a little-endian int64 with at most one
+ * fd in SCM_RIGHTS:
+ *   1. 0 (protocol version)
+ *   2. its ID
+ *   3. -1 with the shared-memory fd
+ *      (meanwhile every other client gets the new ID once per vector, each with
+ *      one of the new client's eventfds)
+ *   4. for every other client, its ID once per vector, each with that client's eventfd
+ *   5. its own ID once per vector, each with its own eventfd (its interrupt setup)
+ * Later: another client's ID with an fd (connect) or without (disconnect).
+ * Clients send nothing; what they send is read and dropped; EOF means they left.
+ *
+ * When a client leaves, the daemon also cleans up after it in the region
+ * (Peers.reap): its listeners are freed, its connections flagged dead, and the
+ * other ends woken.
+ */
+import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
+import { debug } from '../log';
+import { Geometry, H, REGION_STATE_READY, computeGeometry, writeHeader } from '../shm/layout';
+import { Native, NativePoller, NativeRegion, closeQuiet, native } from '../shm/native';
+import * as Peers from '../shm/peers';
+import { errCode, myUid, rmdirQuiet, unlinkQuiet } from '../sys';
+import { DaemonLock, listenOn } from './lock';
+import { Outbox } from './outbox';
+
+
+
+/** ivshmem-server protocol version sent first on every connection. */
+export const PROTOCOL_VERSION = 0;
+
+/** An auto-started daemon waits at least this long for its first peer. */
+const AUTO_START_GRACE_MS = 1000;
+
+export interface DaemonOptions {
+  socketPath: string;
+  /** Region size in bytes (default 256 MiB). */
+  size?: number;
+  /** Bytes per ring direction, a power of two (default 512 KiB). */
+  ringSize?: number;
+  /** Interrupt vectors (eventfds) per peer (default 1). */
+  vectors?: number;
+  /** Peer IDs 0..maxPeers-1 (default 64). */
+  maxPeers?: number;
+  /** Listener table entries (default 256). */
+  maxListeners?: number;
+  /** Exit this long after the last peer left (auto: also after start-up if nobody comes). Infinity/undefined: never. */
+  idleMs?: number;
+  /** Started on demand by a client: a running daemon means quietly doing nothing. */
+  auto?: boolean;
+  /** One line per join/leave on stderr. */
+  verbose?: boolean;
+}
+
+interface Client {
+  id: number;
+  gen: number;
+  pid: number;
+  sock: number;
+  efds: number[];
+  poller: NativePoller | null;
+  outbox: Outbox;
+  gone: boolean;
+}
+
+export interface DaemonEvents {
+  join: (id: number, pid: number) => void;
+  leave: (id: number) => void;
+  close: () => void;
+}
+
+/**
+ * One domain. `start()` takes the lock, makes the region and listens;
+ * `close()` undoes all of it. Emits 'join' (id, pid), 'leave' (id), 'close'.
+ */
+export class Daemon extends EventEmitter {
+  readonly socketPath: string;
+  readonly lockPath: string;
+  readonly geometry: Geometry;
+  readonly vectors: number;
+  readonly idleMs: number;
+  readonly auto: boolean;
+  readonly verbose: boolean;
+
+  private n: Native | null = null;
+  private readonly hold: DaemonLock;
+  private memfd = -1;
+  private region: NativeRegion | null = null;
+  private i32: Int32Array | null = null;
+  private listenFd = -1;
+  private listenPoller: NativePoller | null = null;
+  private clients = new Map<number, Client>();
+  private doomed = new Set<Client>();
+  private idleTimer: NodeJS.Timeout | null = null;
+  private flushTimer: NodeJS.Timeout | null = null;
+  private started = false;
+  private closed = false;
+
+  constructor(opts: DaemonOptions) {
+    super();
+    if (!opts.socketPath) throw new TypeError('socketPath is required');
+    this.socketPath = path.resolve(opts.socketPath);
+    this.lockPath = lockPath(this.socketPath);
+    this.hold = new DaemonLock(this.socketPath);
+    this.vectors = opts.vectors ?? DEFAULT_VECTORS;
+    this.geometry = computeGeometry({
+      size: opts.size ?? DEFAULT_SIZE,
+      ringSize: opts.ringSize ?? DEFAULT_RING,
+      vectors: this.vectors,
+      maxPeers: opts.maxPeers ?? DEFAULT_MAX_PEERS,
+      maxListeners: opts.maxListeners ?? DEFAULT_MAX_LISTENERS,
+    });
+    const idle = opts.idleMs ?? Infinity;
+    if (!(idle >= 0)) throw new RangeError(`idle time must be >= 0, got ${opts.idleMs}`);
+    this.idleMs = idle;
+    this.auto = !!opts.auto;
+    this.verbose = !!opts.verbose;
+  }
+
+  /** Peers connected now. */
+  get peerCount(): number {
+    return this.clients.size;
+  }
+
+  /** The region's daemon-side view (after start()). */
+  get view(): Int32Array | null {
+    return this.i32;
+  }
+
+  /**
+   * Takes the lock, creates the region, listens. Returns false, having
+   * changed nothing, when another daemon holds the lock. Throws on other
+   * failures (ERR_ZIVM_UNSAFE_DIR for a bad socket folder), cleaning up first.
+   */
+  start(): boolean {
+    if (this.started) throw new Error('daemon already started');
+    this.started = true;
+    const n = (this.n = native());
+    if (!this.hold.take(n, this.auto)) {
+      this.closed = true;
+      return false;
+    }
+    try {
+      const g = this.geometry;
+      this.memfd = n.memfdCreate('zivm', g.size);
+      this.region = new n.Region(this.memfd, g.size);
+      this.i32 = new Int32Array(this.region.buffer);
+      writeHeader(this.i32, g, process.pid, crypto.randomBytes(4).readInt32LE(0));
+      Atomics.store(this.i32, H.STATE, REGION_STATE_READY);
+
+      this.listen();
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    // Started for a client that may never come; give the one that started us time to connect, though.
+    if (this.auto) this.armIdle(Math.max(this.idleMs, AUTO_START_GRACE_MS));
+    this.log(`serving ${this.socketPath} (pid ${process.pid})`, false);
+    return true;
+  }
+
+  /** Stops serving and removes every trace (socket, lock, region). Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    const n = this.n;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.idleTimer = this.flushTimer = null;
+    if (this.listenPoller) this.listenPoller.close();
+    this.listenPoller = null;
+    if (this.listenFd >= 0 && n) {
+      // Unlink first so nobody new can reach us, then turn away whoever got in meanwhile.
+      unlinkQuiet(this.socketPath);
+      for (;;) {
+        let fd = -1;
+        try {
+          fd = n.unixAccept(this.listenFd);
+        } catch {
+          break;
+        }
+        if (fd < 0) break;
+        debug('turned away a connection that came in while closing');
+        closeQuiet(fd);
+      }
+      closeQuiet(this.listenFd);
+      this.listenFd = -1;
+    }
+    this.hold.release();
+    for (const c of this.clients.values()) this.release(c);
+    this.clients.clear();
+    this.doomed.clear();
+    if (this.region) this.region.close();
+    this.region = null;
+    this.i32 = null;
+    if (this.memfd >= 0) closeQuiet(this.memfd);
+    this.memfd = -1;
+    this.hold.removeDir();
+    this.emit('close');
+  }
+
+  /** Listens on the socket path (owner-only from the start), watched by a poller. */
+  private listen(): void {
+    const n = this.n!;
+    this.listenFd = listenOn(n, this.socketPath);
+    this.listenPoller = new n.Poller(this.listenFd, (status) => this.onAcceptable(status), false);
+  }
+
+  // ---- peers ------------------------------------------------------------
+
+  private onAcceptable(status: number): void {
+    if (this.closed) return;
+    if (status < 0) debug('listen poll error %d', status);
+    const n = this.n!;
+    for (let k = 0; k < 256; k++) {
+      let fd: number;
+      try {
+        fd = n.unixAccept(this.listenFd);
+      } catch (e) {
+        debug('accept failed: %s', (e as Error).message);
+        break;
+      }
+      if (fd < 0) break;
+      this.admit(fd);
+    }
+    this.settle();
+  }
+
+  private admit(fd: number): void {
+    const n = this.n!;
+    const g = this.geometry;
+    const i32 = this.i32!;
+    let cred: { pid: number; uid: number; gid: number };
+    try {
+      cred = n.peerCred(fd);
+    } catch (e) {
+      debug('peer credentials unavailable: %s', (e as Error).message);
+      closeQuiet(fd);
+      return;
+    }
+    const uid = myUid();
+    if (uid !== 0 && cred.uid !== uid) {
+      this.log(`refused pid ${cred.pid}: uid ${cred.uid} is not ${uid}`);
+      closeQuiet(fd);
+      return;
+    }
+    // Claimed with a CAS: a guest's agent claims entries for its processes from the top of the table.
+    const id = Peers.claim(i32, g, 'bottom', (k) => this.clients.has(k));
+    if (id < 0) {
+      this.log(`refused pid ${cred.pid}: all ${g.maxPeers} peer ids are taken`);
+      closeQuiet(fd);
+      return;
+    }
+    const efds: number[] = [];
+    try {
+      for (let v = 0; v < this.vectors; v++) efds.push(n.eventfd());
+    } catch (e) {
+      Peers.unclaim(i32, g, id);
+      this.log(`refused pid ${cred.pid}: ${(e as Error).message}`);
+      for (const e2 of efds) closeQuiet(e2);
+      closeQuiet(fd);
+      return;
+    }
+    const gen = Peers.admit(i32, g, id, { pid: cred.pid });
+
+    const c: Client = { id, gen, pid: cred.pid, sock: fd, efds, poller: null, outbox: new Outbox(n, fd), gone: false };
+    const others = [...this.clients.values()].sort((a, b) => a.id - b.id);
+    this.clients.set(id, c);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+    try {
+      c.poller = new n.Poller(fd, (status) => this.onClientReadable(c, status), false);
+    } catch (e) {
+      this.log(`cannot watch peer ${id}: ${(e as Error).message}`);
+      this.doomed.add(c);
+      return;
+    }
+
+    this.send(c, PROTOCOL_VERSION, -1, -1);
+    this.send(c, id, -1, -1);
+    this.send(c, -1, this.memfd, -1);
+    // Announce the newcomer first, so that by the time it has its own interrupt setup every other peer
+    // has its doorbells queued.
+    for (const o of others) for (let v = 0; v < this.vectors; v++) this.send(o, id, efds[v], id);
+    for (const o of others) for (let v = 0; v < this.vectors; v++) this.send(c, o.id, o.efds[v], o.id);
+    for (let v = 0; v < this.vectors; v++) this.send(c, id, efds[v], id);
+    this.log(`peer ${id} joined (pid ${cred.pid}, gen ${gen})`);
+    this.emit('join', id, cred.pid);
+  }
+
+  private onClientReadable(c: Client, status: number): void {
+    if (c.gone || this.closed) return;
+    if (status < 0) this.doomed.add(c);
+    else {
+      // Clients send nothing. Whatever comes is read and dropped (plain reads: a stray partial message must not
+      // make us wait for the rest, and fds passed along with it are released by the kernel); EOF means it left.
+      for (let k = 0; k < 16; k++) {
+        let got: number;
+        try {
+          got = fs.readSync(c.sock, scratch, 0, scratch.length, null);
+        } catch (e) {
+          const code = errCode(e);
+          if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK' && code !== 'EINTR') this.doomed.add(c);
+          break;
+        }
+        if (got === 0) {
+          this.doomed.add(c);
+          break;
+        }
+        debug('peer %d sent %d bytes (ignored)', c.id, got);
+      }
+    }
+    this.settle();
+  }
+
+  /** Sends or queues one protocol message; a broken socket dooms the member. */
+  private send(c: Client, value: number, fd: number, ref: number): void {
+    if (c.gone || this.doomed.has(c)) return;
+    const r = c.outbox.send(value, fd, ref);
+    if (r === 'broken') {
+      debug('send to peer %d failed', c.id);
+      this.doomed.add(c);
+    } else if (r === 'queued') this.armFlush();
+  }
+
+  private armFlush(): void {
+    if (this.flushTimer || this.closed) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      this.flush();
+    }, 2);
+  }
+
+  private flush(): void {
+    if (this.closed) return;
+    let pending = false;
+    const now = Date.now();
+    for (const c of this.clients.values()) {
+      if (c.gone || this.doomed.has(c) || c.outbox.empty) continue;
+      const r = c.outbox.flush(now);
+      if (r === 'pending') pending = true;
+      else if (r === 'broken') this.doomed.add(c);
+      else if (r === 'stalled') {
+        this.log(`peer ${c.id} does not read its socket: dropping it`);
+        this.doomed.add(c);
+      }
+    }
+    if (pending) this.armFlush();
+    this.settle();
+  }
+
+  /** Disconnects every doomed client (which may doom others whose sockets broke). */
+  private settle(): void {
+    while (this.doomed.size && !this.closed) {
+      const c: Client = this.doomed.values().next().value!;
+      this.doomed.delete(c);
+      if (!c.gone) this.disconnect(c);
+    }
+  }
+
+  private disconnect(c: Client): void {
+    const n = this.n!;
+    c.gone = true;
+    this.clients.delete(c.id);
+    if (c.poller) c.poller.close();
+    c.poller = null;
+    closeQuiet(c.sock);
+    c.outbox.clear();
+    for (const o of [...this.clients.values()].sort((a, b) => a.id - b.id)) {
+      // Doorbells of the leaver still waiting in another peer's queue are dropped (its fds close below);
+      // a peer that never heard of the leaver is not told it left.
+      const dropped = o.outbox.dropDoorbellsOf(c.id);
+      if (dropped < this.vectors) this.send(o, c.id, -1, -1);
+    }
+    for (const e of c.efds) closeQuiet(e);
+    c.efds = [];
+    if (this.i32) {
+      const i32 = this.i32;
+      const g = this.geometry;
+      const wake = (peer: number): void => {
+        const [via, vector] = Peers.routeOf(i32, g, peer);
+        const s = this.clients.get(via);
+        if (s && vector < s.efds.length) {
+          try {
+            n.notify(s.efds[vector]);
+          } catch (e) {
+            debug('wake of peer %d failed: %s', peer, (e as Error).message);
+          }
+        }
+      };
+      // The processes of a guest that left went with it.
+      for (let id = 0; id < g.maxPeers; id++) {
+        if (id === c.id || Peers.kindOf(i32, g, id) !== 'guest-process' || Peers.isFree(i32, g, id)) continue;
+        if (Peers.routeOf(i32, g, id)[0] !== c.id) continue;
+        Peers.reap(i32, g, id, Peers.genOf(i32, g, id), wake);
+        this.log(`peer ${id} left (a process of guest peer ${c.id})`);
+      }
+      Peers.reap(i32, g, c.id, c.gen, wake);
+    }
+    this.log(`peer ${c.id} left (pid ${c.pid})`);
+    this.emit('leave', c.id);
+    if (this.clients.size === 0) this.armIdle();
+  }
+
+  /** Closes a client's fds without telling anyone (shutdown). */
+  private release(c: Client): void {
+    const n = this.n!;
+    c.gone = true;
+    if (c.poller) c.poller.close();
+    c.poller = null;
+    closeQuiet(c.sock);
+    for (const e of c.efds) closeQuiet(e);
+    c.efds = [];
+    c.outbox.clear();
+  }
+
+  // ---- idle exit ----------------------------------------------------------
+
+  private armIdle(ms = this.idleMs): void {
+    if (this.closed || !Number.isFinite(ms)) return;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      this.idleExit(ms);
+    }, ms);
+  }
+
+  /**
+   * Leaves for lack of peers, unless one is knocking: a client that connected before the socket
+   * file went away is served (the socket is put back for it), never turned away.
+   */
+  private idleExit(ms: number): void {
+    if (this.closed) return;
+    this.onAcceptable(0); // someone may be waiting in the backlog: they win
+    if (this.clients.size || this.closed) return;
+    const n = this.n!;
+    unlinkQuiet(this.socketPath); // from now on nobody new reaches this listening socket...
+    let late = 0;
+    for (;;) {
+      let fd = -1;
+      try {
+        fd = n.unixAccept(this.listenFd);
+      } catch {
+        break;
+      }
+      if (fd < 0) break;
+      late++;
+      this.admit(fd); // ...so once this backlog is empty, it stays empty
+    }
+    if (late === 0) {
+      this.log(`idle for ${ms} ms: exiting`, false);
+      this.close();
+      return;
+    }
+    debug('%d client(s) came in while leaving: staying', late);
+    try {
+      this.relisten();
+    } catch (e) {
+      this.log(`cannot listen on ${this.socketPath} again: ${(e as Error).message}`);
+      this.close();
+      return;
+    }
+    this.settle();
+  }
+
+  /** Replaces the listening socket with a new one at the path (ours was unlinked). */
+  private relisten(): void {
+    if (this.listenPoller) this.listenPoller.close();
+    this.listenPoller = null;
+    closeQuiet(this.listenFd);
+    this.listenFd = -1;
+    this.listen();
+  }
+
+  private log(line: string, loud = true): void {
+    debug('%s', line);
+    if (loud && this.verbose) process.stderr.write(`zivm: ${line}\n`);
+  }
+}
+
+const scratch = Buffer.alloc(4096);

@@ -1,0 +1,128 @@
+/**
+ * The daemon's hold on its socket path: `<socket>.lock` (flock), taken before
+ * anything else, so two daemons started at once for one path make one; and
+ * the listening socket, made private to this user from the start.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { lockPath } from '../config';
+import { ensureDir } from '../shm/sockdir';
+import { Native } from '../shm/native';
+import { errCode, rmdirQuiet, sleepSync, unlinkQuiet } from '../sys';
+
+/** How long an auto-started daemon waits for a lock held by a daemon that is starting or stopping. */
+const AUTO_LOCK_WAIT_MS = 3000;
+
+export class DaemonLock {
+  readonly socketPath: string;
+  readonly lockPath: string;
+  /** This daemon made the socket's folder (and removes it when it leaves, if empty). */
+  createdDir = false;
+  private fd = -1;
+
+  constructor(socketPath: string) {
+    this.socketPath = socketPath;
+    this.lockPath = lockPath(socketPath);
+  }
+
+  /**
+   * Takes the lock. False when a live daemon holds it. An explicit server gives
+   * up at once; an auto-started one (`auto`) was started because its client
+   * could not connect: the holder may be starting (no socket yet) or leaving
+   * (socket already gone), so it waits a little for it to serve or to go.
+   */
+  take(n: Native, auto: boolean): boolean {
+    const dir = path.dirname(this.socketPath);
+    const deadline = Date.now() + AUTO_LOCK_WAIT_MS;
+    const flags = fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+    for (;;) {
+      if (ensureDir(dir)) this.createdDir = true;
+      let fd: number;
+      try {
+        fd = fs.openSync(this.lockPath, flags, 0o600);
+      } catch (e) {
+        if (errCode(e) === 'ENOENT') continue; // the folder went away under us (a daemon leaving): again
+        throw e;
+      }
+      let kept = false;
+      try {
+        if (n.tryLock(fd)) {
+          // A daemon that is leaving unlinks the lock while holding it: ours must still be the one at the path.
+          if (sameFile(fd, this.lockPath)) {
+            this.fd = fd;
+            kept = true;
+            return true;
+          }
+          continue;
+        }
+        if (!auto || socketServed(this.socketPath) || Date.now() >= deadline) {
+          if (this.createdDir) rmdirQuiet(dir); // the holder's lock file is in it unless it is leaving
+          return false;
+        }
+        sleepSync(10);
+      } finally {
+        if (!kept) fs.closeSync(fd);
+      }
+    }
+  }
+
+  /** Lets go: the lock file is unlinked first (still held: nobody can be using this inode), the folder removed if we made it and it is empty. */
+  release(): void {
+    if (this.fd < 0) return;
+    unlinkQuiet(this.lockPath);
+    try {
+      fs.closeSync(this.fd);
+    } catch {
+      // Closed already: the lock is gone either way.
+    }
+    this.fd = -1;
+  }
+
+  /** Removes the socket's folder if this daemon made it and it is empty. */
+  removeDir(): void {
+    if (this.createdDir) rmdirQuiet(path.dirname(this.socketPath));
+  }
+}
+
+function sameFile(fd: number, p: string): boolean {
+  const a = fs.fstatSync(fd);
+  let b: fs.Stats;
+  try {
+    b = fs.statSync(p);
+  } catch {
+    return false;
+  }
+  return a.ino === b.ino && a.dev === b.dev;
+}
+
+/** Whether a socket sits at `p` (its daemon holds the lock: it serves or is about to). */
+function socketServed(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Listens on `socketPath`, created owner-only (mode 0600: umask 177 while it
+ * is made, so it is never reachable by others, not even for a moment). A socket file left
+ * there by a daemon that died is replaced (we hold the lock); anything else
+ * there is an error (EEXIST).
+ */
+export function listenOn(n: Native, socketPath: string, backlog = 128): number {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(socketPath);
+  } catch (e) {
+    if (errCode(e) !== 'ENOENT') throw e;
+  }
+  if (st && !st.isSocket()) throw Object.assign(new Error(`zivm: ${socketPath} exists and is not a socket`), { code: 'EEXIST' });
+  if (st) fs.unlinkSync(socketPath);
+  const old = process.umask(0o177);
+  try {
+    return n.unixListen(socketPath, backlog);
+  } finally {
+    process.umask(old);
+  }
+}

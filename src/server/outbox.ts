@@ -1,0 +1,82 @@
+/**
+ * What the daemon has yet to send one member: protocol messages (a value and
+ * at most one fd each) in order. A message the member's socket has no room
+ * for waits; a member whose socket stays full too long is given up on.
+ */
+import { Native } from '../shm/native';
+import { errCode } from '../sys';
+
+/** A member whose socket stays full this long is dropped. */
+export const SEND_STALL_MS = 5000;
+
+interface Msg {
+  value: number;
+  fd: number;
+  /** The peer whose eventfd `fd` is (-1 for the region fd, or none). */
+  ref: number;
+}
+
+export type SendResult = 'sent' | 'queued' | 'broken';
+
+export class Outbox {
+  private queue: Msg[] = [];
+  private blockedSince = 0;
+
+  constructor(
+    private readonly n: Native,
+    private readonly sock: number,
+  ) {}
+
+  get empty(): boolean {
+    return this.queue.length === 0;
+  }
+
+  /** Sends now, or queues behind what waits already. 'broken': the socket failed. */
+  send(value: number, fd: number, ref: number): SendResult {
+    if (this.queue.length === 0) {
+      const r = this.trySend(value, fd);
+      if (r !== 'full') return r;
+      this.blockedSince = Date.now();
+    }
+    this.queue.push({ value, fd, ref });
+    return 'queued';
+  }
+
+  /**
+   * Sends what waits, in order, as far as the socket takes it. 'stalled': it
+   * took nothing for SEND_STALL_MS; 'pending': more waits.
+   */
+  flush(now: number): 'done' | 'pending' | 'stalled' | 'broken' {
+    while (this.queue.length) {
+      const m = this.queue[0];
+      const r = this.trySend(m.value, m.fd);
+      if (r === 'broken') return 'broken';
+      if (r === 'full') return now - this.blockedSince > SEND_STALL_MS ? 'stalled' : 'pending';
+      this.queue.shift();
+      this.blockedSince = now;
+    }
+    return 'done';
+  }
+
+  /** Drops the queued doorbells (messages with an fd) of peer `ref`; returns how many. */
+  dropDoorbellsOf(ref: number): number {
+    const before = this.queue.length;
+    this.queue = this.queue.filter((m) => !(m.ref === ref && m.fd >= 0));
+    return before - this.queue.length;
+  }
+
+  clear(): void {
+    this.queue = [];
+  }
+
+  private trySend(value: number, fd: number): 'sent' | 'full' | 'broken' {
+    try {
+      this.n.sendMsg(this.sock, value, fd);
+      return 'sent';
+    } catch (e) {
+      const code = errCode(e);
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'ENOBUFS') return 'full';
+      return 'broken';
+    }
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * Joining the domain: as a host process, through the daemon's socket
+ * (QEMU's ivshmem-server protocol: version, our id, the region, the others'
+ * doorbells, ours); as a guest process, through the guest's agent. Both are
+ * synchronous and happen once, lazily, the first time a listener registers
+ * or a connection may be co-resident (getDomain).
+ */
+import { ZivmNoDaemonError, ZivmProtocolError } from '../errors';
+import { debug } from '../log';
+import { guestAgentFromEnv, joinAgent } from '../guest/link';
+import { connectDaemon } from './autostart';
+import { Domain } from './domain';
+import * as Lay from './layout';
+import { closeQuiet, native, NativeRegion } from './native';
+import * as Peers from './peers';
+
+const JOIN_TIMEOUT_MS = 5000;
+
+/**
+ * Joins the domain as a process of a VM guest, through the guest's agent
+ * (agent.ts), which owns the ivshmem device: it hands us a peer entry of our
+ * own, the device fd (the region is BAR2, doorbells go through BAR0) and the
+ * eventfd of an MSI-X vector of the guest's that rings us. The agent socket
+ * stays open while we are a member: when it closes (we exit or die), the
+ * agent reaps our connections. Join and leave notices of other peers do not
+ * reach a guest; a dead peer's connections are flagged F_DEAD by whoever
+ * reaps it, and that wakes us.
+ */
+export function joinGuest(socket: string, pci: string): Domain {
+  const { id, gen, link, fd } = joinAgent(socket, pci);
+  try {
+    const g = Lay.readHeader(new Int32Array(link.region.buffer), link.region.size);
+    if (id >= g.maxPeers) throw new ZivmProtocolError(`peer id ${id} is outside the region's peer table`);
+    const i32 = new Int32Array(link.region.buffer);
+    if (Peers.genOf(i32, g, id) !== gen || !Peers.inUse(i32, g, id) || Peers.alive(i32, g, id, gen)) {
+      throw new ZivmProtocolError(`peer entry ${id} is not the one the agent handed out`);
+    }
+    const d = new Domain(fd, id, link.region, g, [], new Map(), link);
+    debug('joined domain as peer %d (gen %d) of guest peer %d, vector %d, through %s: %d slots of %d-byte rings', id, d.gen, link.ivPosition, link.vector, socket, g.nslots, g.ringSize);
+    return d;
+  } catch (e) {
+    link.close();
+    native().close(fd);
+    throw e;
+  }
+}
+
+/**
+ * Joins the domain served at the daemon socket (started if `autostart`).
+ * Throws on any failure; the caller decides to fall back.
+ */
+export function joinHost(opts: { autostart: boolean; socketPath?: string }): Domain {
+  const N = native();
+  const fd = connectDaemon({ autostart: opts.autostart, socketPath: opts.socketPath });
+  const opened: number[] = [];
+  let region: NativeRegion | undefined;
+  try {
+    const deadline = Date.now() + JOIN_TIMEOUT_MS;
+    const next = (): [number, number] => {
+      for (;;) {
+        const m = N.recvMsg(fd);
+        if (m === false) throw new ZivmProtocolError('the zivm daemon closed the connection while we joined');
+        if (m !== null) {
+          if (m[1] >= 0) opened.push(m[1]);
+          return m;
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) throw new ZivmProtocolError('the zivm daemon did not answer in time');
+        N.waitReadable(fd, left);
+      }
+    };
+    const [version, vfd] = next();
+    if (version !== 0 || vfd >= 0) throw new ZivmProtocolError(`the zivm daemon speaks protocol version ${version}, expected 0`);
+    const [id, idfd] = next();
+    if (id < 0 || idfd >= 0) throw new ZivmProtocolError(`bad peer id ${id} from the zivm daemon`);
+    const [minus1, shmFd] = next();
+    if (minus1 !== -1 || shmFd < 0) throw new ZivmProtocolError('the zivm daemon did not send the shared memory');
+    const size = N.fdSize(shmFd);
+    region = new N.Region(shmFd, size);
+    N.close(shmFd);
+    opened.splice(opened.indexOf(shmFd), 1);
+    const g = Lay.readHeader(new Int32Array(region.buffer), size);
+    if (id >= g.maxPeers) throw new ZivmProtocolError(`peer id ${id} is outside the region's peer table`);
+    const own: number[] = [];
+    const peers = new Map<number, number[]>();
+    while (own.length < g.vectors) {
+      const [pid, pfd] = next();
+      if (pfd < 0) {
+        const old = peers.get(pid);
+        if (old) for (const f of old) N.close(f);
+        peers.delete(pid);
+      } else if (pid === id) {
+        own.push(pfd);
+      } else {
+        let list = peers.get(pid);
+        if (!list) peers.set(pid, (list = []));
+        list.push(pfd);
+      }
+    }
+    const d = new Domain(fd, id, region, g, own, peers);
+    debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, d.gen, g.nslots, g.ringSize);
+    return d;
+  } catch (e) {
+    for (const f of opened) {
+      try {
+        N.close(f);
+      } catch {
+        /* already closed */
+      }
+    }
+    region?.close();
+    N.close(fd);
+    throw e;
+  }
+}
+
+let current: Domain | undefined;
+let lastFailure = 0;
+let lastFailureAutostart = false;
+const RETRY_AFTER_MS = 1000;
+
+/** Why the last join failed (for debug lines). */
+export let lastJoinError: Error | undefined;
+
+/**
+ * The process's domain, joining it on first use. Servers pass autostart=true
+ * (the first zivm server on a host starts the daemon); clients never start a
+ * daemon: no daemon means no zivm listener on this host.
+ * Returns undefined when shared memory cannot be used; the reason is in lastJoinError.
+ */
+export function getDomain(autostart: boolean): Domain | undefined {
+  if (current?.alive) return current;
+  const now = Date.now();
+  if (lastFailure && now - lastFailure < RETRY_AFTER_MS && (lastFailureAutostart || !autostart)) return undefined;
+  try {
+    const agent = guestAgentFromEnv();
+    current = agent ? joinGuest(agent.socket, agent.pci) : joinHost({ autostart });
+    lastJoinError = undefined;
+    lastFailure = 0;
+    return current;
+  } catch (e) {
+    lastJoinError = e as Error;
+    // A missing daemon is normal for a client; anything else is worth a pause.
+    if (!(e instanceof ZivmNoDaemonError && !autostart)) {
+      lastFailure = now;
+      lastFailureAutostart = autostart;
+    }
+    debug('cannot use shared memory: %s', (e as Error).message);
+    return undefined;
+  }
+}
+
+/** The domain if joined, without joining. */
+export function currentDomain(): Domain | undefined {
+  return current?.alive ? current : undefined;
+}

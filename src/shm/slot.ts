@@ -1,0 +1,236 @@
+/**
+ * The life of a slot (one connection), in one place. Its state word is
+ * (gen << 8) | state, so a compare-and-swap on a stale view fails:
+ *
+ *   FREE ──claim (client)──▶ CLAIMED ──request──▶ CONNECTING ──accept (server)──▶ ESTABLISHED
+ *                                                  │   │
+ *                                   refuse (server)│   │withdraw (client, before it was told "connected")
+ *                                                  ▼   ▼
+ *                                             REFUSED  FREE
+ *
+ * Once a request is in place each side has a flag word of its own: FIN (it
+ * writes no more), RST (reset), CLOSED (it let go of the slot; with FIN or
+ * RST), DEAD (it left the domain: set by whoever reaps it). The side that
+ * lets go last frees the slot (gen + 1, FREE); a REFUSED slot is freed by its
+ * client, or by the server when the client is gone already.
+ */
+import * as Lay from './layout';
+
+export type SlotState = 'free' | 'claimed' | 'connecting' | 'established' | 'refused';
+
+const NAMES: Record<number, SlotState> = {
+  [Lay.SLOT_FREE]: 'free',
+  [Lay.SLOT_CLAIMED]: 'claimed',
+  [Lay.SLOT_CONNECTING]: 'connecting',
+  [Lay.SLOT_ESTABLISHED]: 'established',
+  [Lay.SLOT_REFUSED]: 'refused',
+};
+
+/** The state named by a state word ('free' for anything unknown). */
+export function stateName(word: number): SlotState {
+  return NAMES[Lay.stateOf(word)] ?? 'free';
+}
+
+/** Word index of slot `slot`'s header. */
+export function base(g: Lay.Geometry, slot: number): number {
+  return Lay.slotOffset(g, slot) >> 2;
+}
+
+/** What goes with a request: who asks whom, through which listener, and the two endpoints. */
+export interface Request {
+  client: number;
+  clientGen: number;
+  server: number;
+  serverGen: number;
+  listener: number;
+  listenerWord: number;
+  family: 4 | 6;
+  clientAddr: Uint8Array;
+  clientPort: number;
+  serverAddr: Uint8Array;
+  serverPort: number;
+  /** The server listens on an IPv6 wildcard and sees this IPv4 client as ::ffff:a.b.c.d. */
+  mapped: boolean;
+}
+
+function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, 16);
+  for (let k = 0; k < 4; k++) Atomics.store(i32, at + k, dv.getInt32(4 * k, true));
+}
+
+/**
+ * Client: claims a free slot and puts a request in it (CONNECTING). Returns the
+ * slot and the connection's generation, or undefined when every slot is taken.
+ * `prepare(slot)` runs while the slot is ours alone, before the request is
+ * published (the caller attaches itself there).
+ */
+export function request(i32: Int32Array, g: Lay.Geometry, r: Request, prepare: (slot: number, gen: number) => void): { slot: number; gen: number } | undefined {
+  for (let slot = 0; slot < g.nslots; slot++) {
+    const s = base(g, slot);
+    const w = Atomics.load(i32, s + Lay.S.STATE);
+    if (Lay.stateOf(w) !== Lay.SLOT_FREE) continue;
+    const gen = (Lay.genOf(w) + 1) & 0xffffff;
+    if (Atomics.compareExchange(i32, s + Lay.S.STATE, w, Lay.makeState(gen, Lay.SLOT_CLAIMED)) !== w) continue;
+    // Ours alone until published as CONNECTING.
+    new Uint8Array(i32.buffer, Lay.slotOffset(g, slot) + 4, Lay.SLOT_HEADER_SIZE - 4).fill(0);
+    Atomics.store(i32, s + Lay.S.CLIENT, r.client);
+    Atomics.store(i32, s + Lay.S.CLIENT_GEN, r.clientGen);
+    Atomics.store(i32, s + Lay.S.SERVER, r.server);
+    Atomics.store(i32, s + Lay.S.SERVER_GEN, r.serverGen);
+    Atomics.store(i32, s + Lay.S.LISTENER, r.listener);
+    Atomics.store(i32, s + Lay.S.LISTENER_STATE, r.listenerWord);
+    Atomics.store(i32, s + Lay.S.FAMILY, r.family);
+    writeBytes(i32, s + Lay.S.CLIENT_ADDR, r.clientAddr);
+    Atomics.store(i32, s + Lay.S.CLIENT_PORT, r.clientPort);
+    writeBytes(i32, s + Lay.S.SERVER_ADDR, r.serverAddr);
+    Atomics.store(i32, s + Lay.S.SERVER_PORT, r.serverPort);
+    Atomics.store(i32, s + Lay.S.MAPPED, r.mapped ? 1 : 0);
+    // Both readers start asleep: the first byte each way rings the doorbell.
+    const rings = Lay.ringOffsets(g, slot);
+    Atomics.store(i32, (rings.c2sHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
+    Atomics.store(i32, (rings.s2cHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
+    prepare(slot, gen);
+    Atomics.store(i32, s + Lay.S.STATE, Lay.makeState(gen, Lay.SLOT_CONNECTING));
+    return { slot, gen };
+  }
+  return undefined;
+}
+
+/**
+ * The request waiting in `slot` for peer `id` (generation `gen`): its state
+ * word and listener index, or undefined if there is none for it.
+ */
+export function pendingRequest(i32: Int32Array, g: Lay.Geometry, slot: number, id: number, gen?: number): { word: number; listener: number } | undefined {
+  const s = base(g, slot);
+  const word = Atomics.load(i32, s + Lay.S.STATE);
+  if (Lay.stateOf(word) !== Lay.SLOT_CONNECTING) return undefined;
+  if (Atomics.load(i32, s + Lay.S.SERVER) !== id) return undefined;
+  if (gen !== undefined && Atomics.load(i32, s + Lay.S.SERVER_GEN) !== gen) return undefined;
+  return { word, listener: Atomics.load(i32, s + Lay.S.LISTENER) };
+}
+
+/** The requester of the request in `slot`: [peer id, generation]. */
+export function requester(i32: Int32Array, g: Lay.Geometry, slot: number): [number, number] {
+  const s = base(g, slot);
+  return [Atomics.load(i32, s + Lay.S.CLIENT), Atomics.load(i32, s + Lay.S.CLIENT_GEN)];
+}
+
+/** Whether peer `id` is either side of `slot`. */
+export function involves(i32: Int32Array, g: Lay.Geometry, slot: number, id: number): boolean {
+  const s = base(g, slot);
+  return Atomics.load(i32, s + Lay.S.CLIENT) === id || Atomics.load(i32, s + Lay.S.SERVER) === id;
+}
+
+/** Server: takes the request (state `word`). False if its client withdrew it meanwhile. */
+export function accept(i32: Int32Array, g: Lay.Geometry, slot: number, word: number): boolean {
+  const s = base(g, slot);
+  return Atomics.compareExchange(i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_ESTABLISHED)) === word;
+}
+
+/**
+ * Server: turns the request in `slot` (state `word`) away. A client that is
+ * gone already (it closed after being told it was connected) leaves the slot
+ * to us: it is freed. Otherwise `tell` the client.
+ */
+export function refuse(i32: Int32Array, g: Lay.Geometry, slot: number, word: number, tell: (client: number, gen: number) => void): void {
+  const s = base(g, slot);
+  const refused = Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED);
+  if (Atomics.compareExchange(i32, s + Lay.S.STATE, word, refused) !== word) return;
+  if (Atomics.load(i32, s + Lay.S.CLIENT_FLAGS) & Lay.F_CLOSED) {
+    Atomics.compareExchange(i32, s + Lay.S.STATE, refused, Lay.makeState(Lay.genOf(word) + 1, Lay.SLOT_FREE));
+    return;
+  }
+  tell(Atomics.load(i32, s + Lay.S.CLIENT), Atomics.load(i32, s + Lay.S.CLIENT_GEN));
+}
+
+/** The state of connection `gen` in `slot`, or 'lost' if the slot no longer carries it. */
+export function stateOf(i32: Int32Array, g: Lay.Geometry, slot: number, gen: number): SlotState | 'lost' {
+  const w = Atomics.load(i32, base(g, slot) + Lay.S.STATE);
+  return Lay.genOf(w) === gen ? stateName(w) : 'lost';
+}
+
+/** Flag word indexes of the two sides of `slot`: [ours, theirs]. */
+export function flagWords(g: Lay.Geometry, slot: number, client: boolean): [number, number] {
+  const s = base(g, slot);
+  return client ? [s + Lay.S.CLIENT_FLAGS, s + Lay.S.SERVER_FLAGS] : [s + Lay.S.SERVER_FLAGS, s + Lay.S.CLIENT_FLAGS];
+}
+
+export type CloseHow = 'fin' | 'reset';
+
+/**
+ * One side lets go of connection `gen` in `slot`. Returns whether the other
+ * side must be told (it still holds its end). See the diagram above:
+ * - the client takes back a request not yet accepted (unless `keepRequest`: a
+ *   connection already reported connected keeps its request, with what was
+ *   written and the FIN, for the server to accept and free);
+ * - otherwise the side's flags get `how` and CLOSED, and whichever side lets go
+ *   last frees the slot.
+ */
+export function letGo(i32: Int32Array, g: Lay.Geometry, slot: number, gen: number, client: boolean, how: CloseHow, keepRequest: boolean): boolean {
+  const s = base(g, slot) + Lay.S.STATE;
+  const w = Atomics.load(i32, s);
+  if (Lay.genOf(w) !== gen) return false; // freed already (the peer died and was reaped)
+  const st = Lay.stateOf(w);
+  if (client && (st === Lay.SLOT_CLAIMED || st === Lay.SLOT_REFUSED || (st === Lay.SLOT_CONNECTING && !keepRequest))) {
+    // Still a request: take it back. If the server accepts meanwhile the CAS fails and we close normally.
+    if (Atomics.compareExchange(i32, s, w, Lay.makeState(gen + 1, Lay.SLOT_FREE)) === w) return false;
+  }
+  const [mine, theirs] = flagWords(g, slot, client);
+  Atomics.or(i32, mine, (how === 'fin' ? Lay.F_FIN : Lay.F_RST) | Lay.F_CLOSED);
+  if (Atomics.load(i32, theirs) & Lay.F_CLOSED) {
+    const now = Atomics.load(i32, s);
+    if (Lay.genOf(now) === gen && Lay.stateOf(now) !== Lay.SLOT_FREE) Atomics.compareExchange(i32, s, now, Lay.makeState(gen + 1, Lay.SLOT_FREE));
+    return false;
+  }
+  return true;
+}
+
+/**
+ * Reaping, for one slot: peer `id` of generation `gen` left the domain. Its
+ * side's flags get DEAD|CLOSED; then a request it made is withdrawn, a request
+ * made to it is refused (freed if its client is gone too), and a connection
+ * whose other side has let go already is freed. The surviving side gets the
+ * slot's bit in its pending bitmap, and `wake(survivor)` when the bit was
+ * clear. Returns false when the slot changed while being examined (examine it
+ * again).
+ */
+export function reapSide(i32: Int32Array, g: Lay.Geometry, slot: number, id: number, gen: number, wake: (peer: number) => void, alive: (peer: number, gen: number) => boolean): boolean {
+  const w = base(g, slot);
+  let st = Atomics.load(i32, w + Lay.S.STATE);
+  if (Lay.stateOf(st) === Lay.SLOT_FREE) return true;
+  const client = Atomics.load(i32, w + Lay.S.CLIENT);
+  const clientGen = Atomics.load(i32, w + Lay.S.CLIENT_GEN);
+  const server = Atomics.load(i32, w + Lay.S.SERVER);
+  const serverGen = Atomics.load(i32, w + Lay.S.SERVER_GEN);
+  const isClient = client === id && clientGen === gen;
+  const isServer = server === id && serverGen === gen;
+  if (!isClient && !isServer) return true;
+  // Act only on the state the owners were read against (the slot may have been recycled meanwhile).
+  if (Atomics.load(i32, w + Lay.S.STATE) !== st) return false;
+  if (isClient) Atomics.or(i32, w + Lay.S.CLIENT_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
+  if (isServer) Atomics.or(i32, w + Lay.S.SERVER_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
+  const gen0 = Lay.genOf(st);
+  for (let tries = 0; tries < 1000; tries++) {
+    const s = Lay.stateOf(st);
+    if (s === Lay.SLOT_FREE || Lay.genOf(st) !== gen0) break; // freed, or freed and reused: not ours any more
+    let next: number | undefined;
+    if ((s === Lay.SLOT_CLAIMED || s === Lay.SLOT_CONNECTING) && isClient) next = Lay.makeState(gen0 + 1, Lay.SLOT_FREE);
+    else if (s === Lay.SLOT_CONNECTING && isServer) {
+      // Refused; a client already gone (closed after being told it was connected) leaves the slot to be freed.
+      next = Atomics.load(i32, w + Lay.S.CLIENT_FLAGS) & Lay.F_CLOSED ? Lay.makeState(gen0 + 1, Lay.SLOT_FREE) : Lay.makeState(gen0, Lay.SLOT_REFUSED);
+    } else if (Atomics.load(i32, w + (isClient ? Lay.S.SERVER_FLAGS : Lay.S.CLIENT_FLAGS)) & Lay.F_CLOSED) next = Lay.makeState(gen0 + 1, Lay.SLOT_FREE);
+    if (next === undefined) break;
+    const seen = Atomics.compareExchange(i32, w + Lay.S.STATE, st, next);
+    if (seen === st) break;
+    st = seen;
+  }
+  // Wake the other side, if it is a live peer of the recorded generation.
+  if (isClient && isServer) return true;
+  const other = isClient ? server : client;
+  const otherGen = isClient ? serverGen : clientGen;
+  if (other < 0 || other >= g.maxPeers || other === id || !alive(other, otherGen)) return true;
+  const bit = 1 << (slot & 31);
+  const old = Atomics.or(i32, (Lay.pendingOffset(g, other) >> 2) + (slot >> 5), bit);
+  if ((old & bit) === 0) wake(other);
+  return true;
+}

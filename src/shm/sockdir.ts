@@ -1,0 +1,48 @@
+/**
+ * The checks on the daemon socket's folder. It is private to the user:
+ * created 0700, and refused when it is not a real directory owned by us or
+ * when others may write into it (anyone who can write there could put their
+ * own socket in our daemon's place). Where the folder is: config.ts.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ZivmUnsafeDirError } from '../errors';
+import { errCode, myUid } from '../sys';
+
+/**
+ * Checks an existing folder: a directory (not a symlink), owned by us, with
+ * no group or other write bit. Throws ZivmUnsafeDirError otherwise; lets
+ * lstat errors (ENOENT...) through unchanged.
+ */
+export function checkDir(dir: string): void {
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory()) throw new ZivmUnsafeDirError(dir, st.isSymbolicLink() ? 'it is a symbolic link' : 'it is not a directory');
+  const uid = myUid();
+  if (st.uid !== uid) throw new ZivmUnsafeDirError(dir, `it is owned by uid ${st.uid}, not ${uid}`);
+  if ((st.mode & 0o022) !== 0) throw new ZivmUnsafeDirError(dir, `it is writable by group or others (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})`);
+}
+
+/**
+ * mkdir -p `dir` with mode 0700 (under umask 077), then checks it (see
+ * checkDir). Returns true when this call created `dir` itself.
+ */
+export function ensureDir(dir: string): boolean {
+  let created = false;
+  const old = process.umask(0o077);
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+    created = true;
+  } catch (e) {
+    const code = errCode(e);
+    if (code === 'ENOENT') {
+      fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 });
+      process.umask(old);
+      return ensureDir(dir);
+    }
+    if (code !== 'EEXIST') throw e;
+  } finally {
+    process.umask(old);
+  }
+  checkDir(dir);
+  return created;
+}
