@@ -15,38 +15,18 @@
  * any JavaScript, as libuv hands a TCP handle's reads to its consumer, and
  * the consumer's writes come out through onwrite().
  */
-import type { Socket as NetSocket } from 'node:net';
 import os from 'node:os';
 import { AsyncResource } from 'node:async_hooks';
-import { Channel } from '../shm/channel';
-import { formatAddr } from '../shm/addrs';
-import { internals } from './internals';
-import { jsStreamClass } from './streambase';
 import { errnoException, ZivmError } from '../errors';
 import { debug } from '../log';
+import { formatAddr } from '../shm/addrs';
+import { Channel } from '../shm/channel';
 import { kTransport } from '../symbols';
-
-/** Reads are delivered in chunks of at most this many bytes, as libuv does. */
-const READ_CHUNK = 64 * 1024;
-
-/**
- * A write still in progress when its handle closes is cancelled by libuv
- * (UV_ECANCELED). Node before 22.9 calls it back without an error once the
- * socket is destroyed; 22.9 and later pass `write ECANCELED` on (net's
- * onWriteComplete looks at the status first). Cancelled writes here follow
- * the running Node.
- */
-const [major, minor] = process.versions.node.split('.').map(Number);
-const CANCEL_WITH_ERROR = major > 22 || (major === 22 && minor >= 9);
-
-function cancelled(): Error | null {
-  return CANCEL_WITH_ERROR ? errnoException('ECANCELED', 'write') : null;
-}
-
-interface PendingWrite {
-  bufs: Uint8Array[];
-  cb: (err?: Error | null) => void;
-}
+import type { HandleCore, SocketLike } from './core';
+import { internals } from './internals';
+import { NativeReads, Reader } from './reader';
+import { jsStreamClass } from './streambase';
+import { Writer } from './writer';
 
 interface ShutdownReq {
   oncomplete?: (this: unknown, status: number) => void;
@@ -75,15 +55,6 @@ export interface TcpLike {
   [k: symbol]: unknown;
 }
 
-type SocketLike = NetSocket & {
-  _handle: unknown;
-  _unrefTimer(): void;
-  push(chunk: Buffer | null): boolean;
-  read(n?: number): unknown;
-  destroy(err?: Error): unknown;
-  [k: symbol]: unknown;
-};
-
 /** A status for a native stream request: 0, or a negative errno as libuv gives them. */
 function status(err?: Error | null): number {
   if (!err) return 0;
@@ -96,10 +67,8 @@ const JSStream = jsStreamClass();
 const Base = (JSStream ?? class {}) as new () => object;
 /** Whether shared-memory handles are native streams here. */
 export const nativeStreams = JSStream !== undefined;
-/** Reads handed to a native stream, to deliver from outside any JavaScript: the chunk, or null for the end. */
-const EOF = null;
 
-export class ShmHandle extends Base {
+export class ShmHandle extends Base implements HandleCore {
   reading = false;
   bytesRead = 0;
   bytesWritten = 0;
@@ -109,27 +78,12 @@ export class ShmHandle extends Base {
   readonly ch: Channel;
   [k: symbol]: unknown;
 
-  /** Reads go through the native stream (a native consumer may have taken it). */
-  private nativeReads = false;
-  /** The read waiting to be handed to the native stream. */
-  private feeding: Buffer | null | undefined = undefined;
-  /** Hands `feeding` to the native stream; called by the domain from outside JavaScript. */
-  readonly feed = (): void => this.feedNow();
-
+  private readonly reader: Reader;
+  private readonly writer: Writer;
   private refd = true;
   private active = false;
-  private closed = false;
-  private eof = false;
-  private queue: PendingWrite[] = [];
+  private isClosed = false;
   private held: HeldConnect | null = null;
-  /** 0: peer open; 1: one write went to a closed peer (accepted, as TCP does); 2: later writes fail. */
-  private wroteToClosed = 0;
-  private peerDeathSeen = false;
-  /**
-   * The peer reset (or died with our bytes unread) while we were not reading:
-   * as a kernel socket, reads then give what is left and the end, not an error.
-   */
-  private resetUnseen = false;
   /** The server took the connection (always true on the server's side). */
   private accepted: boolean;
   private asyncId = -1;
@@ -141,11 +95,17 @@ export class ShmHandle extends Base {
     if (!JSStream) (this as unknown as { onread: unknown }).onread = null;
     this.ch = ch;
     this.accepted = ch.side === 'server';
+    this.reader = new Reader(this, JSStream ? (this as unknown as NativeReads) : undefined);
+    this.writer = new Writer(this);
     ch.onchange = () => this.onChange();
   }
 
-  private get socket(): SocketLike | undefined {
+  get socket(): SocketLike | undefined {
     return this[internals.owner] as SocketLike | undefined;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
   }
 
   // -- connecting (client side) ----------------------------------------------
@@ -200,7 +160,7 @@ export class ShmHandle extends Base {
   private fallBack(reason: string): void {
     const held = this.held!;
     this.held = null;
-    this.closed = true;
+    this.isClosed = true;
     this.ch.close('reset');
     this.updateActive();
     const sock = this.socket;
@@ -237,140 +197,26 @@ export class ShmHandle extends Base {
       return;
     }
     if (!this.accepted && !this.checkAccepted()) return;
-    if (this.queue.length > 0) this.flush();
+    if (this.writer.pending) this.writer.flush();
     if (this.closed) return;
     // A chunk delivered now: anything else the peer did waits for its own turn.
-    if (this.reading && this.pump() && this.reading) return;
+    if (this.reading && this.reader.pump() && this.reading) return;
     if (this.closed) return;
-    this.checkPeer();
-  }
-
-  /**
-   * Moves one chunk (up to 64 KiB) from the ring into the socket, as one read
-   * callback of a kernel socket does, and asks for another turn while there is
-   * more (or the end): whatever the application queued on nextTick or as a
-   * microtask while handling this chunk runs before the next one, or 'end'.
-   * Returns true if it delivered a chunk.
-   */
-  private pump(): boolean {
-    const ch = this.ch;
-    if (!this.reading || this.closed || this.eof || this.feeding !== undefined) return false;
-    // Looked at before the ring: a FIN seen now means every byte before it is in the ring.
-    const peer = ch.peerEnd();
-    if (peer === 'reset' && !this.resetUnseen) {
-      this.fail('ECONNRESET', 'read');
-      return false;
-    }
-    let buf: Buffer | null;
-    try {
-      buf = ch.read(READ_CHUNK);
-    } catch (e) {
-      this.corrupt(e as Error);
-      return false;
-    }
-    const sock = this.socket;
-    if (!sock) return false;
-    if (buf !== null) {
-      this.bytesRead += buf.length;
-      sock._unrefTimer();
-      if (this.nativeReads) {
-        this.handOver(buf);
-        return true;
-      }
-      if (!sock.push(buf)) {
-        this.reading = false;
-        this.updateActive();
-        return true;
-      }
-      if (this.closed || !this.reading) return true;
-      // More, or news of the peer: on the next turn. Else sleep until rung.
-      if (ch.peerEnd() !== 'open' || !ch.sleepRead()) ch.again();
-      return true;
-    }
-    if (peer === 'fin' || this.resetUnseen || (peer === 'gone' && this.peerDied() === 'fin')) {
-      this.eof = true;
-      this.reading = false;
-      this.updateActive();
-      sock._unrefTimer();
-      if (this.nativeReads) {
-        this.handOver(EOF);
-        return false;
-      }
-      sock.push(null);
-      sock.read(0);
-      return false;
-    }
-    if (peer === 'gone') {
-      this.fail('ECONNRESET', 'read');
-      return false;
-    }
-    if (!ch.sleepRead()) ch.again();
-    return false;
+    this.reader.checkPeer(this.writer.pending);
   }
 
   /** Reads go through the native stream from the start (a native consumer will take it). */
   useNativeReads(): void {
-    if (JSStream) this.nativeReads = true;
+    if (JSStream) this.reader.native = true;
   }
 
-  /** Queues a read (or the end) for the native stream: the domain hands it over from outside JavaScript. */
-  private handOver(buf: Buffer | null): void {
-    this.feeding = buf;
-    this.ch.d.feed(this);
-  }
-
-  private feedNow(): void {
-    const buf = this.feeding;
-    if (buf === undefined) return;
-    this.feeding = undefined;
-    if (this.closed) return;
-    const stream = this as unknown as InstanceType<NonNullable<typeof JSStream>>;
-    if (buf === EOF) {
-      stream.emitEOF();
-      return;
-    }
-    stream.readBuffer(buf);
-    // The consumer stops us (onreadstop) from inside readBuffer when it has enough.
-    if (this.reading && !this.closed) {
-      if (this.ch.peerEnd() !== 'open' || !this.ch.sleepRead()) this.ch.again();
-    }
-  }
-
-  /** How a dead peer looks to us: TCP resets if it died with our bytes unread, else it sent a FIN. */
-  private peerDied(): 'fin' | 'rst' {
-    return this.ch.unreadByPeer() > 0 ? 'rst' : 'fin';
-  }
-
-  /** Things that matter even while nobody reads: a reset, a dead peer, a closed peer with writes waiting. */
-  private checkPeer(): void {
-    if (this.resetUnseen) {
-      if (this.queue.length > 0) this.fail('ECONNRESET', 'write');
-      return;
-    }
-    let reset = this.ch.peerEnd() === 'reset';
-    if (!reset && this.ch.peerDied() && !this.peerDeathSeen) {
-      this.peerDeathSeen = true;
-      reset = this.peerDied() === 'rst';
-    }
-    if (reset) {
-      // Not reading and nothing to write: nobody looks at the socket, as a paused kernel socket.
-      if (!this.reading && this.queue.length === 0) this.resetUnseen = true;
-      else this.fail('ECONNRESET', this.reading ? 'read' : 'write');
-      return;
-    }
-    if (this.queue.length > 0 && this.ch.peerClosed()) {
-      // Nobody will ever read what is waiting.
-      this.fail('ECONNRESET', 'write');
-    }
-  }
-
-  private fail(code: string, syscall: string): void {
+  fail(code: string, syscall: string): void {
     const sock = this.socket;
     if (!sock || sock.destroyed || this.closed) return;
     sock.destroy(errnoException(code, syscall));
   }
 
-  private corrupt(e: Error): void {
+  corrupt(e: Error): void {
     debug('slot %d: %s', this.ch.slot, e.message);
     const sock = this.socket;
     if (!sock || sock.destroyed || this.closed) return;
@@ -396,83 +242,7 @@ export class ShmHandle extends Base {
 
   /** Called by Socket#_writeGeneric with the bytes of one write or writev. */
   writeBuffers(bufs: Uint8Array[], cb: (err?: Error | null) => void): void {
-    if (this.closed) {
-      // As a closed kernel handle: nothing goes anywhere (the slot may belong to another connection by now).
-      cb(errnoException('EBADF', 'write'));
-      return;
-    }
-    let total = 0;
-    for (const b of bufs) total += b.byteLength;
-    this.bytesWritten += total;
-    if (this.ch.peerClosed()) {
-      // The peer will never read this. TCP takes the first write if it fits
-      // (the peer answers it with a reset), later writes fail with EPIPE; the
-      // reset shows up on reading only while we still read.
-      if (this.wroteToClosed === 0 && total <= this.ch.writable()) {
-        this.wroteToClosed = 1;
-        cb();
-        if (!this.eof) setImmediate(() => this.fail('ECONNRESET', 'read'));
-      } else {
-        this.wroteToClosed = 1;
-        cb(errnoException('EPIPE', 'write'));
-      }
-      return;
-    }
-    if (this.queue.length === 0) {
-      let n: number;
-      try {
-        n = this.ch.write(bufs);
-      } catch (e) {
-        cb(e as Error);
-        return;
-      }
-      if (n === total) {
-        cb();
-        return;
-      }
-      bufs = advance(bufs, n);
-      total -= n;
-    }
-    this.queue.push({ bufs, cb });
-    this.writeQueueSize += total;
-    this.updateActive();
-    if (this.queue.length === 1) this.waitForRoom();
-  }
-
-  private waitForRoom(): void {
-    // Say we wait, then look again: room may have appeared in between.
-    try {
-      if (!this.ch.sleepWrite()) this.flush();
-    } catch (e) {
-      this.corrupt(e as Error);
-    }
-  }
-
-  private flush(): void {
-    const ch = this.ch;
-    while (this.queue.length > 0 && !this.closed) {
-      const w = this.queue[0];
-      let n: number;
-      try {
-        n = ch.write(w.bufs);
-      } catch (e) {
-        this.queue.shift();
-        w.cb(e as Error);
-        return;
-      }
-      if (n > 0) {
-        this.writeQueueSize -= n;
-        w.bufs = advance(w.bufs, n);
-        this.socket?._unrefTimer();
-      }
-      if (w.bufs.length > 0) {
-        if (ch.sleepWrite()) return;
-        continue;
-      }
-      this.queue.shift();
-      this.updateActive();
-      w.cb();
-    }
+    this.writer.write(bufs, cb, this.reader.eof);
   }
 
   /** Sends the FIN (every byte is already in the ring) and completes later, as libuv does. */
@@ -493,7 +263,7 @@ export class ShmHandle extends Base {
 
   close(cb?: () => void): void {
     if (this.closed) return;
-    this.closed = true;
+    this.isClosed = true;
     if (this.held) {
       this.held.tcp.close();
       this.held = null;
@@ -503,28 +273,22 @@ export class ShmHandle extends Base {
       // (and so does a ring too corrupt to tell).
       let unread = true;
       try {
-        unread = !this.eof && this.ch.rx.available() > 0;
+        unread = !this.reader.eof && this.ch.rx.available() > 0;
       } catch {
-        /* corrupt: reset */
+        // A ring too corrupt to tell how much is unread: reset, as with unread bytes.
       }
       // Not accepted yet: the request stays for the server, with what we wrote and our FIN.
       this.ch.close(unread ? 'reset' : 'fin', !this.accepted);
     }
-    const dropped = this.queue;
-    this.queue = [];
-    this.writeQueueSize = 0;
     this.reading = false;
+    // As net does for writes cut short by destroy().
+    this.writer.cancel(cb);
     this.updateActive();
-    setImmediate(() => {
-      // As net does for writes cut short by destroy().
-      for (const w of dropped) w.cb(cancelled());
-      if (cb) cb();
-    });
   }
 
   reset(cb?: () => void): number {
     if (this.closed) return 0;
-    this.closed = true;
+    this.isClosed = true;
     const connected = !this.held;
     if (this.held) {
       this.held.tcp.close();
@@ -532,15 +296,9 @@ export class ShmHandle extends Base {
     }
     // Connected but not accepted yet: the server accepts it and sees the reset, as over TCP.
     this.ch.close('reset', connected && !this.accepted);
-    const dropped = this.queue;
-    this.queue = [];
-    this.writeQueueSize = 0;
     this.reading = false;
+    this.writer.cancel(cb);
     this.updateActive();
-    setImmediate(() => {
-      for (const w of dropped) w.cb(cancelled());
-      if (cb) cb();
-    });
     return 0;
   }
 
@@ -591,7 +349,7 @@ export class ShmHandle extends Base {
    */
   get isStreamBase(): boolean {
     if (!JSStream) return false;
-    this.nativeReads = true;
+    this.reader.native = true;
     return true;
   }
 
@@ -631,24 +389,11 @@ export class ShmHandle extends Base {
   }
 
   /** A libuv handle keeps the loop alive while it is referenced and has work: emulate that. */
-  private updateActive(): void {
-    const want = this.refd && !this.closed && (this.reading || this.queue.length > 0 || this.held !== null);
+  updateActive(): void {
+    const want = this.refd && !this.closed && (this.reading || this.writer.pending || this.held !== null);
     if (want === this.active) return;
     this.active = want;
     if (want) this.ch.d.ref();
     else this.ch.d.unref();
   }
-}
-
-
-/** Drops the first `n` bytes of a list of chunks. */
-function advance(bufs: Uint8Array[], n: number): Uint8Array[] {
-  let i = 0;
-  while (i < bufs.length && n >= bufs[i].byteLength) {
-    n -= bufs[i].byteLength;
-    i++;
-  }
-  const rest = bufs.slice(i);
-  if (n > 0 && rest.length > 0) rest[0] = rest[0].subarray(n);
-  return rest;
 }

@@ -1,23 +1,9 @@
 /**
- * The domain daemon: owns the shared region and hands it out, speaking the
- * ivshmem-server protocol (QEMU docs/specs/ivshmem-spec.rst) on a unix socket,
- * so stock `-device ivshmem-doorbell` guests can join the same domain.
- *
- * On connect a client gets, each message a little-endian int64 with at most one
- * fd in SCM_RIGHTS:
- *   1. 0 (protocol version)
- *   2. its ID
- *   3. -1 with the shared-memory fd
- *      (meanwhile every other client gets the new ID once per vector, each with
- *      one of the new client's eventfds)
- *   4. for every other client, its ID once per vector, each with that client's eventfd
- *   5. its own ID once per vector, each with its own eventfd (its interrupt setup)
- * Later: another client's ID with an fd (connect) or without (disconnect).
- * Clients send nothing; what they send is read and dropped; EOF means they left.
- *
- * When a client leaves, the daemon also cleans up after it in the region
- * (Peers.reap): its listeners are freed, its connections flagged dead, and the
- * other ends woken.
+ * The domain daemon: owns the shared region and hands it out to its members
+ * (host processes, and QEMU guests with -device ivshmem-doorbell) over the
+ * ivshmem-server protocol (protocol.ts) on a unix socket. When a member
+ * leaves, it cleans up after it in the region (Peers.reap): its listeners
+ * are freed, its connections flagged dead, and the other ends woken.
  */
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -29,13 +15,10 @@ import { Geometry, H, REGION_STATE_READY, computeGeometry, writeHeader } from '.
 import { Native, NativePoller, NativeRegion, closeQuiet, native } from '../shm/native';
 import * as Peers from '../shm/peers';
 import { errCode, myUid, rmdirQuiet, unlinkQuiet } from '../sys';
-import { DaemonLock, listenOn } from './lock';
+import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Outbox } from './outbox';
+import { Member as Client, discardInput, farewell, welcome } from './protocol';
 
-
-
-/** ivshmem-server protocol version sent first on every connection. */
-export const PROTOCOL_VERSION = 0;
 
 /** An auto-started daemon waits at least this long for its first peer. */
 const AUTO_START_GRACE_MS = 1000;
@@ -58,17 +41,6 @@ export interface DaemonOptions {
   auto?: boolean;
   /** One line per join/leave on stderr. */
   verbose?: boolean;
-}
-
-interface Client {
-  id: number;
-  gen: number;
-  pid: number;
-  sock: number;
-  efds: number[];
-  poller: NativePoller | null;
-  outbox: Outbox;
-  gone: boolean;
 }
 
 export interface DaemonEvents {
@@ -180,18 +152,8 @@ export class Daemon extends EventEmitter {
     if (this.listenFd >= 0 && n) {
       // Unlink first so nobody new can reach us, then turn away whoever got in meanwhile.
       unlinkQuiet(this.socketPath);
-      for (;;) {
-        let fd = -1;
-        try {
-          fd = n.unixAccept(this.listenFd);
-        } catch {
-          break;
-        }
-        if (fd < 0) break;
-        debug('turned away a connection that came in while closing');
-        closeQuiet(fd);
-      }
-      closeQuiet(this.listenFd);
+      const late = turnAway(n, this.listenFd);
+      if (late) debug('turned away %d connection(s) that came in while closing', late);
       this.listenFd = -1;
     }
     this.hold.release();
@@ -219,18 +181,7 @@ export class Daemon extends EventEmitter {
   private onAcceptable(status: number): void {
     if (this.closed) return;
     if (status < 0) debug('listen poll error %d', status);
-    const n = this.n!;
-    for (let k = 0; k < 256; k++) {
-      let fd: number;
-      try {
-        fd = n.unixAccept(this.listenFd);
-      } catch (e) {
-        debug('accept failed: %s', (e as Error).message);
-        break;
-      }
-      if (fd < 0) break;
-      this.admit(fd);
-    }
+    acceptEach(this.n!, this.listenFd, 256, (fd) => this.admit(fd));
     this.settle();
   }
 
@@ -284,40 +235,14 @@ export class Daemon extends EventEmitter {
       return;
     }
 
-    this.send(c, PROTOCOL_VERSION, -1, -1);
-    this.send(c, id, -1, -1);
-    this.send(c, -1, this.memfd, -1);
-    // Announce the newcomer first, so that by the time it has its own interrupt setup every other peer
-    // has its doorbells queued.
-    for (const o of others) for (let v = 0; v < this.vectors; v++) this.send(o, id, efds[v], id);
-    for (const o of others) for (let v = 0; v < this.vectors; v++) this.send(c, o.id, o.efds[v], o.id);
-    for (let v = 0; v < this.vectors; v++) this.send(c, id, efds[v], id);
+    welcome(c, others, this.memfd, this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
     this.log(`peer ${id} joined (pid ${cred.pid}, gen ${gen})`);
     this.emit('join', id, cred.pid);
   }
 
   private onClientReadable(c: Client, status: number): void {
     if (c.gone || this.closed) return;
-    if (status < 0) this.doomed.add(c);
-    else {
-      // Clients send nothing. Whatever comes is read and dropped (plain reads: a stray partial message must not
-      // make us wait for the rest, and fds passed along with it are released by the kernel); EOF means it left.
-      for (let k = 0; k < 16; k++) {
-        let got: number;
-        try {
-          got = fs.readSync(c.sock, scratch, 0, scratch.length, null);
-        } catch (e) {
-          const code = errCode(e);
-          if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK' && code !== 'EINTR') this.doomed.add(c);
-          break;
-        }
-        if (got === 0) {
-          this.doomed.add(c);
-          break;
-        }
-        debug('peer %d sent %d bytes (ignored)', c.id, got);
-      }
-    }
+    if (status < 0 || discardInput(c.sock, c.id) === 'closed') this.doomed.add(c);
     this.settle();
   }
 
@@ -374,36 +299,25 @@ export class Daemon extends EventEmitter {
     c.poller = null;
     closeQuiet(c.sock);
     c.outbox.clear();
-    for (const o of [...this.clients.values()].sort((a, b) => a.id - b.id)) {
-      // Doorbells of the leaver still waiting in another peer's queue are dropped (its fds close below);
-      // a peer that never heard of the leaver is not told it left.
-      const dropped = o.outbox.dropDoorbellsOf(c.id);
-      if (dropped < this.vectors) this.send(o, c.id, -1, -1);
-    }
+    farewell(c, [...this.clients.values()].sort((a, b) => a.id - b.id), this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
     for (const e of c.efds) closeQuiet(e);
     c.efds = [];
     if (this.i32) {
       const i32 = this.i32;
       const g = this.geometry;
+      // Rung through the eventfds of the member the peer's route names.
       const wake = (peer: number): void => {
         const [via, vector] = Peers.routeOf(i32, g, peer);
         const s = this.clients.get(via);
-        if (s && vector < s.efds.length) {
-          try {
-            n.notify(s.efds[vector]);
-          } catch (e) {
-            debug('wake of peer %d failed: %s', peer, (e as Error).message);
-          }
+        if (!s || vector >= s.efds.length) return;
+        try {
+          n.notify(s.efds[vector]);
+        } catch (e) {
+          debug('wake of peer %d failed: %s', peer, (e as Error).message);
         }
       };
       // The processes of a guest that left went with it.
-      for (let id = 0; id < g.maxPeers; id++) {
-        if (id === c.id || Peers.kindOf(i32, g, id) !== 'guest-process' || Peers.isFree(i32, g, id)) continue;
-        if (Peers.routeOf(i32, g, id)[0] !== c.id) continue;
-        Peers.reap(i32, g, id, Peers.genOf(i32, g, id), wake);
-        this.log(`peer ${id} left (a process of guest peer ${c.id})`);
-      }
-      Peers.reap(i32, g, c.id, c.gen, wake);
+      for (const id of Peers.reapGuest(i32, g, c.id, c.gen, wake)) this.log(`peer ${id} left (a process of guest peer ${c.id})`);
     }
     this.log(`peer ${c.id} left (pid ${c.pid})`);
     this.emit('leave', c.id);
@@ -441,20 +355,8 @@ export class Daemon extends EventEmitter {
     if (this.closed) return;
     this.onAcceptable(0); // someone may be waiting in the backlog: they win
     if (this.clients.size || this.closed) return;
-    const n = this.n!;
     unlinkQuiet(this.socketPath); // from now on nobody new reaches this listening socket...
-    let late = 0;
-    for (;;) {
-      let fd = -1;
-      try {
-        fd = n.unixAccept(this.listenFd);
-      } catch {
-        break;
-      }
-      if (fd < 0) break;
-      late++;
-      this.admit(fd); // ...so once this backlog is empty, it stays empty
-    }
+    const late = acceptEach(this.n!, this.listenFd, Infinity, (fd) => this.admit(fd)); // ...so once this backlog is empty, it stays empty
     if (late === 0) {
       this.log(`idle for ${ms} ms: exiting`, false);
       this.close();
@@ -486,4 +388,3 @@ export class Daemon extends EventEmitter {
   }
 }
 
-const scratch = Buffer.alloc(4096);

@@ -6,8 +6,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { lockPath } from '../config';
+import { debug } from '../log';
 import { ensureDir } from '../shm/sockdir';
-import { Native } from '../shm/native';
+import { closeQuiet, Native } from '../shm/native';
 import { errCode, rmdirQuiet, sleepSync, unlinkQuiet } from '../sys';
 
 /** How long an auto-started daemon waits for a lock held by a daemon that is starting or stopping. */
@@ -125,4 +126,33 @@ export function listenOn(n: Native, socketPath: string, backlog = 128): number {
   } finally {
     process.umask(old);
   }
+}
+
+/**
+ * Closes listening socket `fd` after turning away whoever is still in its
+ * backlog (the socket file is gone already: nobody new can come). Returns how
+ * many were turned away.
+ */
+export function turnAway(n: Native, fd: number): number {
+  const late = acceptEach(n, fd, Infinity, closeQuiet);
+  closeQuiet(fd);
+  return late;
+}
+
+/** Accepts up to `max` connections waiting on listening socket `fd`, each handed to `onFd`; returns how many. */
+export function acceptEach(n: Native, fd: number, max: number, onFd: (fd: number) => void): number {
+  let count = 0;
+  while (count < max) {
+    let c: number;
+    try {
+      c = n.unixAccept(fd);
+    } catch (e) {
+      debug('accept failed: %s', (e as Error).message);
+      break;
+    }
+    if (c < 0) break;
+    count++;
+    onFd(c);
+  }
+  return count;
 }

@@ -5,7 +5,6 @@
  * may be co-resident. The domain then routes doorbell wakeups to channels.
  */
 import fs from 'node:fs';
-import EventEmitter from 'eventemitter3';
 import { spinTimes } from '../config';
 import { debug } from '../log';
 import { GuestLink, guestNodeId } from '../guest/link';
@@ -13,6 +12,7 @@ import { formatAddr, publishableAddrs, publishAddrs } from './addrs';
 import * as Lay from './layout';
 import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
 import * as Peers from './peers';
+import { Doorbells } from './doorbells';
 import { RunQueue } from './runqueue';
 import * as Slot from './slot';
 
@@ -36,12 +36,6 @@ export interface ListenerHandler {
   onIncoming(slot: number, stateWord: number): void;
 }
 
-export interface DomainEvents {
-  'peer-joined': (id: number) => void;
-  'peer-left': (id: number) => void;
-  /** The daemon went away: no new connections through this domain. */
-  orphaned: () => void;
-}
 
 /** Units of work done in one turn of the event loop before the rest waits for the next. */
 const MAX_ROUNDS = 64;
@@ -56,7 +50,7 @@ function netNodeId(): number {
   }
 }
 
-export class Domain extends EventEmitter<DomainEvents> {
+export class Domain {
   readonly id: number;
   readonly gen: number;
   readonly g: Lay.Geometry;
@@ -68,15 +62,11 @@ export class Domain extends EventEmitter<DomainEvents> {
   /** False once the daemon is gone or close() ran: no new connections. */
   alive = true;
 
-  private readonly ctlFd: number;
-  private readonly ownFds: number[];
-  private readonly peerFds = new Map<number, number[]>();
-  /** The generation of the peer each entry of peerFds belongs to: an id handed out again has new fds. */
-  private readonly peerGens = new Map<number, number>();
+  /** Whom to ring, and how (eventfds from the daemon, or the guest's BAR0). */
+  readonly bells: Doorbells;
   private readonly handlers: (SlotHandler | undefined)[];
   readonly acceptors = new Map<number, ListenerHandler>();
   private readonly bell: NativePoller;
-  private readonly ctl: NativePoller | undefined;
   private readonly spinner: NativeSpinner | undefined;
   private readonly spinState: Int32Array;
   private refs = 0;
@@ -100,19 +90,15 @@ export class Domain extends EventEmitter<DomainEvents> {
     peerFds: Map<number, number[]>,
     guest?: GuestLink,
   ) {
-    super();
     this.guest = guest;
     const N = native();
-    this.ctlFd = ctlFd;
     this.id = id;
     this.region = region;
     this.g = g;
     this.i32 = new Int32Array(region.buffer);
-    this.ownFds = ownFds;
-    for (const [k, v] of peerFds) {
-      this.peerFds.set(k, v);
-      this.peerGens.set(k, Peers.genOf(this.i32, g, k));
-    }
+    this.bells = new Doorbells(this.i32, g, id, ctlFd, ownFds, peerFds, guest);
+    this.bells.on('peer-left', (peer) => this.onPeerLeft(peer));
+    this.bells.on('orphaned', () => this.orphan());
     this.handlers = new Array(g.nslots * 2);
     this.nodeId = guest ? guestNodeId(guest.ivPosition, this.i32) : netNodeId();
     this.pendingBase = Lay.pendingOffset(g, id) >> 2;
@@ -136,62 +122,11 @@ export class Domain extends EventEmitter<DomainEvents> {
       this.spinState = new Int32Array(1);
     }
     this.runq = new RunQueue(g.nslots * 2);
-    this.bell = new N.Poller(guest ? guest.irqFd : ownFds[0], (st, round) => this.onDoorbell(st, round), true);
+    this.bell = new N.Poller(this.bells.ownFd, (st, round) => this.onDoorbell(st, round), true);
     this.bell.unref();
-    if (ctlFd >= 0) {
-      this.ctl = new N.Poller(ctlFd, () => this.onControl(), false);
-      this.ctl.unref();
-    }
     // Bits someone set for this id's previous holder would hide our first
     // doorbells (a set bit is not rung again): look at them once.
     this.ringSelf();
-  }
-
-  /**
-   * Rings `peer`'s doorbell for `slot`, unless that bit is still pending (the
-   * peer has yet to look, and will see this too). `peerGen`: the generation
-   * the caller knows the peer by; a peer that is not that one any more (gone,
-   * its id handed out again) is left alone: no bit is set in the bitmap of
-   * whoever holds the id now. `force` rings even when the bit was set
-   * (connection setup, which is rare, never waits on a bit left behind).
-   */
-  notify(peer: number, slot: number, peerGen?: number, force = false): void {
-    if (peer < 0 || peer >= this.g.maxPeers) return;
-    if (peerGen !== undefined && Peers.genOf(this.i32, this.g, peer) !== peerGen) return;
-    const idx = (Lay.pendingOffset(this.g, peer) >> 2) + (slot >> 5);
-    const mask = 1 << (slot & 31);
-    const old = Atomics.or(this.i32, idx, mask);
-    if ((old & mask) !== 0 && !force) return;
-    // A peer that busy-polls sees the bit by itself.
-    if (Peers.isPolling(this.i32, this.g, peer)) return;
-    // A process in a guest is rung as one of the guest's vectors (P.ROUTE).
-    const [via, vector] = Peers.routeOf(this.i32, this.g, peer);
-    if (this.guest) {
-      this.guest.ring(via, vector);
-      return;
-    }
-    if (via === this.id) {
-      native().notify(this.ownFds[0]);
-      return;
-    }
-    this.ringPeer(via, vector, 0);
-  }
-
-  /**
-   * Rings `peer`'s vector 0 if the eventfd we hold is that peer's: after an id
-   * was handed out again, the old holder's fd may still be here with the
-   * daemon's news of the change unread in our socket, so read it first.
-   */
-  private ringPeer(peer: number, vector: number, attempt: number): void {
-    const gen = Peers.genOf(this.i32, this.g, peer);
-    if (this.peerGens.get(peer) !== gen) this.readControl(false);
-    const fd = this.peerGens.get(peer) === gen ? this.peerFds.get(peer)?.[vector] : undefined;
-    if (fd !== undefined) {
-      native().notify(fd);
-      return;
-    }
-    // Not announced to us yet (the daemon is behind): try again shortly, for a while.
-    if (attempt < 200 && this.alive) setTimeout(() => this.ringPeer(peer, vector, attempt + 1), 5).unref();
   }
 
   /**
@@ -328,8 +263,12 @@ export class Domain extends EventEmitter<DomainEvents> {
   private ringSelf(): void {
     if (this.selfRung) return;
     this.selfRung = true;
-    if (this.guest) native().notify(this.guest.irqFd);
-    else native().notify(this.ownFds[0]);
+    this.bells.ringSelf();
+  }
+
+  /** Rings `peer` for `slot` (see Doorbells.notify). */
+  notify(peer: number, slot: number, peerGen?: number, force = false): void {
+    this.bells.notify(peer, slot, peerGen, force);
   }
 
   private dispatch(entry: number): void {
@@ -353,58 +292,6 @@ export class Domain extends EventEmitter<DomainEvents> {
       Slot.refuse(this.i32, this.g, slot, req.word, (client, gen) => this.notify(client, slot, gen, true));
     } finally {
       this.inDispatch = false;
-    }
-  }
-
-  private onControl(): void {
-    this.readControl(true);
-  }
-
-  /**
-   * Reads the daemon's messages. News of peers that left is acted on now when
-   * `dispatch` (the socket's own callback), else on the next tick (we were
-   * called from the middle of something else).
-   */
-  private readControl(dispatch: boolean): void {
-    const N = native();
-    for (;;) {
-      let m: [number, number] | null | false;
-      try {
-        m = N.recvMsg(this.ctlFd);
-      } catch {
-        m = false;
-      }
-      if (m === null) return;
-      if (m === false) {
-        this.orphan();
-        return;
-      }
-      const [id, fd] = m;
-      if (fd >= 0) {
-        if (id === this.id) {
-          N.close(fd); // more vectors than the header said; we only poll the first
-          continue;
-        }
-        let list = this.peerFds.get(id);
-        if (!list) {
-          this.peerFds.set(id, (list = []));
-          this.peerGens.set(id, Peers.genOf(this.i32, this.g, id));
-        }
-        list.push(fd);
-        if (list.length === 1) this.emit('peer-joined', id);
-      } else {
-        const list = this.peerFds.get(id);
-        if (list) for (const f of list) N.close(f);
-        this.peerFds.delete(id);
-        this.peerGens.delete(id);
-        debug('peer %d left the domain', id);
-        const left = (): void => {
-          this.onPeerLeft(id);
-          this.emit('peer-left', id);
-        };
-        if (dispatch) left();
-        else process.nextTick(left);
-      }
     }
   }
 
@@ -438,17 +325,9 @@ export class Domain extends EventEmitter<DomainEvents> {
 
   private orphan(): void {
     if (!this.alive) return;
-    debug('the zivm daemon went away: no new shared-memory connections in this domain');
     this.alive = false;
     clearInterval(this.addrTimer);
-    this.ctl?.close();
-    try {
-      native().close(this.ctlFd);
-    } catch {
-      /* gone */
-    }
     if (this.guest) this.leaveGuest();
-    this.emit('orphaned');
   }
 }
 

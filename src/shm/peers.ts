@@ -181,3 +181,20 @@ export function reap(i32: Int32Array, g: Lay.Geometry, id: number, gen: number, 
   Atomics.store(i32, pw + Lay.P.POLLING, 0);
   Atomics.store(i32, pw + Lay.P.STATE, Lay.PEER_FREE);
 }
+
+/**
+ * Reaps guest `id` (of generation `gen`) and, first, every process of that
+ * guest (entries routed through its doorbells): they went with it. Returns
+ * the ids of the processes reaped.
+ */
+export function reapGuest(i32: Int32Array, g: Lay.Geometry, id: number, gen: number, wake: (peer: number) => void): number[] {
+  const procs: number[] = [];
+  for (let p = 0; p < g.maxPeers; p++) {
+    if (p === id || kindOf(i32, g, p) !== 'guest-process' || isFree(i32, g, p)) continue;
+    if (routeOf(i32, g, p)[0] !== id) continue;
+    reap(i32, g, p, genOf(i32, g, p), wake);
+    procs.push(p);
+  }
+  reap(i32, g, id, gen, wake);
+  return procs;
+}

@@ -1,0 +1,148 @@
+/**
+ * The write side of a shared-memory handle: bytes go straight into the ring
+ * while it has room; what does not fit waits here, in order, until the reader
+ * makes room (it rings us at half a free ring).
+ */
+import { errnoException } from '../errors';
+import type { HandleCore } from './core';
+
+interface PendingWrite {
+  bufs: Uint8Array[];
+  cb: (err?: Error | null) => void;
+}
+
+/**
+ * A write still in progress when its handle closes is cancelled by libuv
+ * (UV_ECANCELED). Node before 22.9 calls it back without an error once the
+ * socket is destroyed; 22.9 and later pass `write ECANCELED` on (net's
+ * onWriteComplete looks at the status first). Cancelled writes here follow
+ * the running Node.
+ */
+const [major, minor] = process.versions.node.split('.').map(Number);
+const CANCEL_WITH_ERROR = major > 22 || (major === 22 && minor >= 9);
+
+export function cancelled(): Error | null {
+  return CANCEL_WITH_ERROR ? errnoException('ECANCELED', 'write') : null;
+}
+
+export class Writer {
+  private queue: PendingWrite[] = [];
+  /** One write went to a peer that had closed (accepted, as TCP does): later ones fail. */
+  private wroteToClosed = false;
+
+  constructor(private readonly h: HandleCore) {}
+
+  /** Writes are waiting for room. */
+  get pending(): boolean {
+    return this.queue.length > 0;
+  }
+
+  /**
+   * One write or writev. `eof`: we have read the peer's end already (a reset
+   * the peer answers a late write with is then not read any more).
+   */
+  write(bufs: Uint8Array[], cb: (err?: Error | null) => void, eof: boolean): void {
+    const h = this.h;
+    if (h.closed) {
+      // As a closed kernel handle: nothing goes anywhere (the slot may belong to another connection by now).
+      cb(errnoException('EBADF', 'write'));
+      return;
+    }
+    let total = 0;
+    for (const b of bufs) total += b.byteLength;
+    h.bytesWritten += total;
+    if (h.ch.peerClosed()) {
+      // The peer will never read this. TCP takes the first write if it fits
+      // (the peer answers it with a reset), later writes fail with EPIPE; the
+      // reset shows up on reading only while we still read.
+      if (!this.wroteToClosed && total <= h.ch.writable()) {
+        this.wroteToClosed = true;
+        cb();
+        if (!eof) setImmediate(() => h.fail('ECONNRESET', 'read'));
+      } else {
+        this.wroteToClosed = true;
+        cb(errnoException('EPIPE', 'write'));
+      }
+      return;
+    }
+    if (this.queue.length === 0) {
+      let n: number;
+      try {
+        n = h.ch.write(bufs);
+      } catch (e) {
+        cb(e as Error);
+        return;
+      }
+      if (n === total) {
+        cb();
+        return;
+      }
+      bufs = advance(bufs, n);
+      total -= n;
+    }
+    this.queue.push({ bufs, cb });
+    h.writeQueueSize += total;
+    h.updateActive();
+    if (this.queue.length === 1) this.waitForRoom();
+  }
+
+  private waitForRoom(): void {
+    // Say we wait, then look again: room may have appeared in between.
+    try {
+      if (!this.h.ch.sleepWrite()) this.flush();
+    } catch (e) {
+      this.h.corrupt(e as Error);
+    }
+  }
+
+  /** Moves what waits into the ring, as far as it has room. */
+  flush(): void {
+    const h = this.h;
+    while (this.queue.length > 0 && !h.closed) {
+      const w = this.queue[0];
+      let n: number;
+      try {
+        n = h.ch.write(w.bufs);
+      } catch (e) {
+        this.queue.shift();
+        w.cb(e as Error);
+        return;
+      }
+      if (n > 0) {
+        h.writeQueueSize -= n;
+        w.bufs = advance(w.bufs, n);
+        h.socket?._unrefTimer();
+      }
+      if (w.bufs.length > 0) {
+        if (h.ch.sleepWrite()) return;
+        continue;
+      }
+      this.queue.shift();
+      h.updateActive();
+      w.cb();
+    }
+  }
+
+  /** The handle closed: what waits is called back on a later turn (cancelled, as libuv does), then `cb`. */
+  cancel(cb?: () => void): void {
+    const dropped = this.queue;
+    this.queue = [];
+    this.h.writeQueueSize = 0;
+    setImmediate(() => {
+      for (const w of dropped) w.cb(cancelled());
+      if (cb) cb();
+    });
+  }
+}
+
+/** Drops the first `n` bytes of a list of chunks. */
+function advance(bufs: Uint8Array[], n: number): Uint8Array[] {
+  let i = 0;
+  while (i < bufs.length && n >= bufs[i].byteLength) {
+    n -= bufs[i].byteLength;
+    i++;
+  }
+  const rest = bufs.slice(i);
+  if (n > 0 && rest.length > 0) rest[0] = rest[0].subarray(n);
+  return rest;
+}

@@ -1,0 +1,87 @@
+/**
+ * QEMU's ivshmem-server protocol (docs/specs/ivshmem-spec.rst), as the daemon
+ * speaks it to every member. Each message is a little-endian int64 with at
+ * most one fd in SCM_RIGHTS. A newcomer gets:
+ *   1. 0 (protocol version)
+ *   2. its ID
+ *   3. -1 with the shared-memory fd
+ *      (meanwhile every other member gets the new ID once per vector, each
+ *      with one of the newcomer's eventfds)
+ *   4. for every other member, its ID once per vector, each with that
+ *      member's eventfd
+ *   5. its own ID once per vector, each with its own eventfd (its interrupt
+ *      setup)
+ * Later: another member's ID with an fd (it joined) or without (it left).
+ * Members send nothing; what they send is read and dropped; EOF means they left.
+ */
+import fs from 'node:fs';
+import { debug } from '../log';
+import type { NativePoller } from '../shm/native';
+import { errCode } from '../sys';
+import type { Outbox } from './outbox';
+
+/** The protocol version sent first on every connection. */
+export const PROTOCOL_VERSION = 0;
+
+/** One member as the daemon knows it. */
+export interface Member {
+  id: number;
+  gen: number;
+  pid: number;
+  sock: number;
+  /** Its eventfds, one per vector: how the others ring it. */
+  efds: number[];
+  poller: NativePoller | null;
+  outbox: Outbox;
+  gone: boolean;
+}
+
+export type Send = (to: Member, value: number, fd: number, ref: number) => void;
+
+/**
+ * The handshake for newcomer `c`, and its announcement to `others` first, so
+ * that by the time it has its own interrupt setup every other member has its
+ * doorbells queued.
+ */
+export function welcome(c: Member, others: Member[], memfd: number, vectors: number, send: Send): void {
+  send(c, PROTOCOL_VERSION, -1, -1);
+  send(c, c.id, -1, -1);
+  send(c, -1, memfd, -1);
+  for (const o of others) for (let v = 0; v < vectors; v++) send(o, c.id, c.efds[v], c.id);
+  for (const o of others) for (let v = 0; v < vectors; v++) send(c, o.id, o.efds[v], o.id);
+  for (let v = 0; v < vectors; v++) send(c, c.id, c.efds[v], c.id);
+}
+
+/**
+ * Tells `others` that `c` left. Doorbells of the leaver still waiting in
+ * another member's queue are dropped (its fds are closed next); a member that
+ * never heard of the leaver is not told it left.
+ */
+export function farewell(c: Member, others: Member[], vectors: number, send: Send): void {
+  for (const o of others) {
+    const dropped = o.outbox.dropDoorbellsOf(c.id);
+    if (dropped < vectors) send(o, c.id, -1, -1);
+  }
+}
+
+const scratch = Buffer.alloc(4096);
+
+/**
+ * Reads and drops what a member sent (plain reads: a stray partial message
+ * must not make us wait for the rest, and fds passed along with it are
+ * released by the kernel). 'closed' on EOF or a broken socket.
+ */
+export function discardInput(sock: number, id: number): 'open' | 'closed' {
+  for (let k = 0; k < 16; k++) {
+    let got: number;
+    try {
+      got = fs.readSync(sock, scratch, 0, scratch.length, null);
+    } catch (e) {
+      const code = errCode(e);
+      return code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR' ? 'open' : 'closed';
+    }
+    if (got === 0) return 'closed';
+    debug('peer %d sent %d bytes (ignored)', id, got);
+  }
+  return 'open';
+}

@@ -1,0 +1,165 @@
+/**
+ * Whom to ring, and how. A host process holds an eventfd per vector of every
+ * other peer (the daemon hands them out, and news of peers joining and
+ * leaving, on our socket to it); a guest process rings anyone through BAR0
+ * of the guest's device. A peer rung for a slot gets the slot's bit in its
+ * pending bitmap; a doorbell is rung only on that bit's 0 -> 1 edge, and not
+ * at all while the peer busy-polls.
+ */
+import EventEmitter from 'eventemitter3';
+import { debug } from '../log';
+import type { GuestLink } from '../guest/link';
+import * as Lay from './layout';
+import { closeQuiet, native, NativePoller } from './native';
+import * as Peers from './peers';
+
+export interface DoorbellEvents {
+  /** A peer joined (its doorbells arrived). */
+  'peer-joined': (id: number) => void;
+  /** A peer left the domain. */
+  'peer-left': (id: number) => void;
+  /** The daemon went away: no news any more, no new connections. */
+  orphaned: () => void;
+}
+
+export class Doorbells extends EventEmitter<DoorbellEvents> {
+  private readonly peerFds = new Map<number, number[]>();
+  /** The generation of the peer each entry of peerFds belongs to: an id handed out again has new fds. */
+  private readonly peerGens = new Map<number, number>();
+  private readonly ctl: NativePoller | undefined;
+  private orphaned = false;
+
+  constructor(
+    private readonly i32: Int32Array,
+    private readonly g: Lay.Geometry,
+    private readonly id: number,
+    private readonly ctlFd: number,
+    private readonly ownFds: number[],
+    peerFds: Map<number, number[]>,
+    private readonly guest: GuestLink | undefined,
+  ) {
+    super();
+    for (const [k, v] of peerFds) {
+      this.peerFds.set(k, v);
+      this.peerGens.set(k, Peers.genOf(i32, g, k));
+    }
+    if (ctlFd >= 0) {
+      this.ctl = new (native().Poller)(ctlFd, () => this.readControl(true), false);
+      this.ctl.unref();
+    }
+  }
+
+  /** The eventfd that rings us: our own vector 0, or the guest's MSI-X vector the agent gave us. */
+  get ownFd(): number {
+    return this.guest ? this.guest.irqFd : this.ownFds[0];
+  }
+
+  /** Rings ourselves (work queued for a later turn). */
+  ringSelf(): void {
+    native().notify(this.ownFd);
+  }
+
+  /**
+   * Rings `peer`'s doorbell for `slot`, unless that bit is still pending (the
+   * peer has yet to look, and will see this too). `peerGen`: the generation
+   * the caller knows the peer by; a peer that is not that one any more (gone,
+   * its id handed out again) is left alone: no bit is set in the bitmap of
+   * whoever holds the id now. `force` rings even when the bit was set
+   * (connection setup, which is rare, never waits on a bit left behind).
+   */
+  notify(peer: number, slot: number, peerGen?: number, force = false): void {
+    if (peer < 0 || peer >= this.g.maxPeers) return;
+    if (peerGen !== undefined && Peers.genOf(this.i32, this.g, peer) !== peerGen) return;
+    const idx = (Lay.pendingOffset(this.g, peer) >> 2) + (slot >> 5);
+    const mask = 1 << (slot & 31);
+    const old = Atomics.or(this.i32, idx, mask);
+    if ((old & mask) !== 0 && !force) return;
+    // A peer that busy-polls sees the bit by itself.
+    if (Peers.isPolling(this.i32, this.g, peer)) return;
+    // A process in a guest is rung as one of the guest's vectors (P.ROUTE).
+    const [via, vector] = Peers.routeOf(this.i32, this.g, peer);
+    if (this.guest) {
+      this.guest.ring(via, vector);
+      return;
+    }
+    if (via === this.id) {
+      native().notify(this.ownFds[0]);
+      return;
+    }
+    this.ringPeer(via, vector, 0);
+  }
+
+  /**
+   * Rings `peer`'s vector 0 if the eventfd we hold is that peer's: after an id
+   * was handed out again, the old holder's fd may still be here with the
+   * daemon's news of the change unread in our socket, so read it first.
+   */
+  private ringPeer(peer: number, vector: number, attempt: number): void {
+    const gen = Peers.genOf(this.i32, this.g, peer);
+    if (this.peerGens.get(peer) !== gen) this.readControl(false);
+    const fd = this.peerGens.get(peer) === gen ? this.peerFds.get(peer)?.[vector] : undefined;
+    if (fd !== undefined) {
+      native().notify(fd);
+      return;
+    }
+    // Not announced to us yet (the daemon is behind): try again shortly, for a while.
+    if (attempt < 200 && !this.orphaned) setTimeout(() => this.ringPeer(peer, vector, attempt + 1), 5).unref();
+  }
+
+
+  /**
+   * Reads the daemon's messages. News of peers that left is acted on now when
+   * `dispatch` (the socket's own callback), else on the next tick (we were
+   * called from the middle of something else).
+   */
+  private readControl(dispatch: boolean): void {
+    const N = native();
+    for (;;) {
+      let m: [number, number] | null | false;
+      try {
+        m = N.recvMsg(this.ctlFd);
+      } catch {
+        m = false;
+      }
+      if (m === null) return;
+      if (m === false) {
+        this.orphan();
+        return;
+      }
+      const [id, fd] = m;
+      if (fd >= 0) {
+        if (id === this.id) {
+          N.close(fd); // more vectors than the header said; we only poll the first
+          continue;
+        }
+        let list = this.peerFds.get(id);
+        if (!list) {
+          this.peerFds.set(id, (list = []));
+          this.peerGens.set(id, Peers.genOf(this.i32, this.g, id));
+        }
+        list.push(fd);
+        if (list.length === 1) this.emit('peer-joined', id);
+      } else {
+        const list = this.peerFds.get(id);
+        if (list) for (const f of list) N.close(f);
+        this.peerFds.delete(id);
+        this.peerGens.delete(id);
+        debug('peer %d left the domain', id);
+        const left = (): void => {
+          this.emit('peer-left', id);
+        };
+        if (dispatch) left();
+        else process.nextTick(left);
+      }
+    }
+  }
+
+  private orphan(): void {
+    if (this.orphaned) return;
+    this.orphaned = true;
+    debug('the zivm daemon went away: no new shared-memory connections in this domain');
+    this.ctl?.close();
+    closeQuiet(this.ctlFd);
+    this.emit('orphaned');
+  }
+}
