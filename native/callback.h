@@ -17,9 +17,10 @@ constexpr int kMaxRounds = 64;
 
 // Calls fn(arg, round) with round = 0, 1, ... while it returns true, at most
 // kMaxRounds times. If it returns a function instead, that function is called
-// with no arguments outside any callback scope (as libuv hands a read to a
-// native stream consumer: whatever that consumer calls into JavaScript is then
-// a callback of its own), and the rounds go on. An exception goes to the
+// with no arguments in a callback scope of its own, and if it returns [fn],
+// fn is called outside any callback scope (a read handed to a native stream
+// consumer: then each callback the consumer makes into JavaScript is one of
+// its own, as when libuv hands it a read); the rounds go on. An exception goes to the
 // process as an uncaught exception (as for any libuv callback) and ends the
 // rounds.
 void CallRounds(napi_env env, napi_async_context ctx, napi_value recv, napi_value fn, napi_value arg);

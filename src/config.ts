@@ -10,8 +10,8 @@ type Env = NodeJS.ProcessEnv;
 
 /** ZIVM: `off` (or `0`, `false`, `tcp`) routes everything through plain node:net. */
 export function zivmOff(env: Env = process.env): boolean {
-  const v = (env.ZIVM ?? '').toLowerCase();
-  return v === 'off' || v === '0' || v === 'false' || v === 'tcp';
+  const value = (env.ZIVM ?? '').toLowerCase();
+  return value === 'off' || value === '0' || value === 'false' || value === 'tcp';
 }
 
 function uid(): number {
@@ -64,20 +64,20 @@ export function parseSize(text: string | number): number {
     if (!Number.isSafeInteger(text) || text < 0) throw new RangeError(`invalid size: ${text}`);
     return text;
   }
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
-  if (!m) throw new RangeError(`invalid size: ${JSON.stringify(text)} (try 512K, 256M, 1G)`);
-  const bytes = Number(m[1]) * UNITS[m[2].toLowerCase()];
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!match) throw new RangeError(`invalid size: ${JSON.stringify(text)} (try 512K, 256M, 1G)`);
+  const bytes = Number(match[1]) * UNITS[match[2].toLowerCase()];
   if (!Number.isSafeInteger(bytes)) throw new RangeError(`invalid size: ${JSON.stringify(text)} (not a whole number of bytes)`);
   return bytes;
 }
 
 function sizeFrom(env: Env, name: 'ZIVM_SIZE' | 'ZIVM_RING', fallback: number): number {
-  const v = env[name];
-  if (v === undefined || v === '') return fallback;
+  const value = env[name];
+  if (value === undefined || value === '') return fallback;
   try {
-    return parseSize(v);
-  } catch (e) {
-    throw new RangeError(`${name}: ${(e as Error).message}`);
+    return parseSize(value);
+  } catch (err) {
+    throw new RangeError(`${name}: ${(err as Error).message}`);
   }
 }
 
@@ -93,17 +93,17 @@ export function ringSize(env: Env = process.env): number {
 
 /** ZIVM_IDLE_MS: an auto-started daemon exits this long after its last peer. */
 export function autoIdleMs(env: Env = process.env): number {
-  const v = env.ZIVM_IDLE_MS;
-  if (v !== undefined && v !== '') {
-    const n = Number(v);
-    if (Number.isFinite(n) && n >= 0) return n;
+  const value = env.ZIVM_IDLE_MS;
+  if (value !== undefined && value !== '') {
+    const count = Number(value);
+    if (Number.isFinite(count) && count >= 0) return count;
   }
   return DEFAULT_AUTO_IDLE_MS;
 }
 
-function micros(v: string | undefined, fallback: number): number {
-  const n = Number(v);
-  return v !== undefined && v !== '' && Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), 10_000_000) : fallback;
+function micros(value: string | undefined, fallback: number): number {
+  const count = Number(value);
+  return value !== undefined && value !== '' && Number.isFinite(count) && count >= 0 ? Math.min(Math.floor(count), 10_000_000) : fallback;
 }
 
 /**
@@ -123,9 +123,9 @@ export function spinTimes(guest: boolean, env: Env = process.env): { slice: numb
  */
 export function guestSetting(env: Env = process.env): { agent: string } | { pci: string } | 'off' | 'auto' | 'unset' {
   if (env.ZIVM_GUEST_AGENT) return { agent: path.resolve(env.ZIVM_GUEST_AGENT) };
-  const v = env.ZIVM_GUEST_PCI;
-  if (v === 'off') return 'off';
-  if (!v) return 'unset';
-  if (v === 'auto') return 'auto';
-  return { pci: v };
+  const value = env.ZIVM_GUEST_PCI;
+  if (value === 'off') return 'off';
+  if (!value) return 'unset';
+  if (value === 'auto') return 'auto';
+  return { pci: value };
 }

@@ -21,12 +21,12 @@ export interface ErrnoError extends Error {
 
 /** `${syscall} ${code}` with a negative errno, as Node builds them from libuv. */
 export function errnoException(code: string, syscall: string): ErrnoError {
-  const n = (os.constants.errno as Record<string, number>)[code] ?? 0;
-  const e = new Error(`${syscall} ${code}`) as ErrnoError;
-  e.errno = -n;
-  e.code = code;
-  e.syscall = syscall;
-  return e;
+  const count = (os.constants.errno as Record<string, number>)[code] ?? 0;
+  const err = new Error(`${syscall} ${code}`) as ErrnoError;
+  err.errno = -count;
+  err.code = code;
+  err.syscall = syscall;
+  return err;
 }
 
 /** A failure of zivm itself (not of the operating system): `code` starts with ERR_ZIVM_. */
@@ -123,6 +123,6 @@ const byCode: Record<string, new (message: string) => ZivmError> = {
 
 /** The error for `code`: its own class where there is one. The native addon makes its errors with this. */
 export function makeZivmError(code: string, message: string): ZivmError {
-  const C = byCode[code];
-  return C ? new C(message) : new ZivmError(code, message);
+  const item = byCode[code];
+  return item ? new item(message) : new ZivmError(code, message);
 }

@@ -4,9 +4,11 @@
  */
 import type net from 'node:net';
 import { patchTls } from './net/tls';
+import { guardIpcSend } from './net/ipc';
 import type { Socket, Transport } from './net/socket';
 
 patchTls();
+guardIpcSend();
 
 export * from 'node:net';
 export { Socket, Socket as Stream } from './net/socket';

@@ -14,6 +14,7 @@ import { Socket } from './net/socket';
 import { Server } from './net/server';
 import { connect, createConnection, createServer } from './net/connect';
 import { patchTls } from './net/tls';
+import { guardIpcSend } from './net/ipc';
 
 const target = net as unknown as Record<string | symbol, unknown>;
 
@@ -26,6 +27,7 @@ if (!zivmOff() && internals.available && !target[kNetPatched]) {
   target.createConnection = createConnection;
   target.createServer = createServer;
   patchTls();
+  guardIpcSend();
   syncBuiltinESMExports();
   debug('node:net patched by zivm/register');
 }

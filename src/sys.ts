@@ -11,14 +11,14 @@ export function sleepSync(ms: number): void {
 }
 
 /** The `code` of an error from Node or the addon (ENOENT, EAGAIN...), if any. */
-export function errCode(e: unknown): string | undefined {
-  return (e as NodeJS.ErrnoException | undefined)?.code;
+export function errCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
 /** Unlinks `p`; a file that is already gone is fine. */
-export function unlinkQuiet(p: string): void {
+export function unlinkQuiet(file: string): void {
   try {
-    fs.unlinkSync(p);
+    fs.unlinkSync(file);
   } catch {
     // Gone already, or never made: nothing to undo.
   }

@@ -26,7 +26,7 @@ async function pair(): Promise<{ server: net.Server; client: zivm.Socket; peer: 
 function ringHeader(s: net.Socket, which: 'c2s' | 's2c'): number {
   const h = (s as unknown as Any)._handle as ShmHandle;
   const d = currentDomain()!;
-  const r = Lay.ringOffsets(d.g, h.ch.slot);
+  const r = Lay.ringOffsets(d.geo, h.ch.slot);
   return which === 'c2s' ? r.c2sHdr : r.s2cHdr;
 }
 
@@ -66,7 +66,7 @@ describe('corrupted shared memory', function () {
     const { server, client, peer } = await pair();
     const d = currentDomain()!;
     const slot = ((client as unknown as Any)._handle as ShmHandle).ch.slot;
-    Atomics.store(d.i32, Lay.slotOffset(d.g, slot) >> 2, -1);
+    Atomics.store(d.i32, Lay.slotOffset(d.geo, slot) >> 2, -1);
     client.destroy();
     peer.destroy();
     const again = await pair();
@@ -78,6 +78,6 @@ describe('corrupted shared memory', function () {
     await new Promise((r) => again.server.close(r));
     await new Promise((r) => server.close(r));
     // Nobody frees a slot whose state is garbage: give it back for the tests after this one.
-    Atomics.store(d.i32, Lay.slotOffset(d.g, slot) >> 2, Lay.makeState(1, Lay.SLOT_FREE));
+    Atomics.store(d.i32, Lay.slotOffset(d.geo, slot) >> 2, Lay.makeState(1, Lay.SLOT_FREE));
   });
 });

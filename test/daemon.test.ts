@@ -9,17 +9,17 @@ import {
   F_CLOSED,
   F_DEAD,
   F_FIN,
-  L,
+  LISTENER,
   LST_ACTIVE,
   LST_CLAIMED,
   LST_FREE,
-  P,
+  PEER,
   PEER_ALIVE,
   PEER_DEAD,
   PEER_FREE,
   PEER_JOINING,
   PEER_KIND_GUEST_PROCESS,
-  S,
+  SLOT,
   SLOT_CLAIMED,
   SLOT_CONNECTING,
   SLOT_ESTABLISHED,
@@ -106,9 +106,9 @@ describe('daemon', function () {
         expect(g.vectors).to.equal(1);
         expect(daemonPid).to.equal(s.child.pid);
         const pw = peerOffset(g, 0) >> 2;
-        expect(Atomics.load(i32, pw + P.STATE)).to.equal(PEER_JOINING);
-        expect(i32[pw + P.PID]).to.equal(process.pid);
-        expect(i32[pw + P.GEN]).to.be.at.least(1);
+        expect(Atomics.load(i32, pw + PEER.STATE)).to.equal(PEER_JOINING);
+        expect(i32[pw + PEER.PID]).to.equal(process.pid);
+        expect(i32[pw + PEER.GEN]).to.be.at.least(1);
       } finally {
         region.close();
       }
@@ -187,7 +187,7 @@ describe('daemon', function () {
       expect([...hc.peers.keys()]).to.deep.equal([0, 1]);
       const { region, i32, g } = mapRegion(ha.shmFd);
       try {
-        const gen1 = i32[(peerOffset(g, 1) >> 2) + P.GEN];
+        const gen1 = i32[(peerOffset(g, 1) >> 2) + PEER.GEN];
         b.close();
         a.close();
         const gone = c.take(2).sort((x, y) => x[0] - y[0]);
@@ -197,14 +197,14 @@ describe('daemon', function () {
         ]);
         const pw1 = peerOffset(g, 1) >> 2;
         // leaves are announced first, then the region is cleaned
-        await waitFor(() => Atomics.load(i32, pw1 + P.STATE) === PEER_FREE, 3000, 'the entry to be freed');
-        expect(i32[pw1 + P.GEN]).to.equal(gen1);
+        await waitFor(() => Atomics.load(i32, pw1 + PEER.STATE) === PEER_FREE, 3000, 'the entry to be freed');
+        expect(i32[pw1 + PEER.GEN]).to.equal(gen1);
         const d = client(s.socket);
         expect(d.handshake(1).id).to.equal(0);
         const e = client(s.socket);
         const he = e.handshake(1);
         expect(he.id).to.equal(1);
-        expect(i32[pw1 + P.GEN]).to.equal(gen1 + 1);
+        expect(i32[pw1 + PEER.GEN]).to.equal(gen1 + 1);
         expect([...he.peers.keys()]).to.deep.equal([0, 2]);
       } finally {
         region.close();
@@ -243,16 +243,16 @@ describe('daemon', function () {
       const SV = 2;
       const SG = 3;
       const peer = (id: number, state: number, gen: number): void => {
-        i32[(peerOffset(g, id) >> 2) + P.STATE] = state;
-        i32[(peerOffset(g, id) >> 2) + P.GEN] = gen;
+        i32[(peerOffset(g, id) >> 2) + PEER.STATE] = state;
+        i32[(peerOffset(g, id) >> 2) + PEER.GEN] = gen;
       };
       peer(D, PEER_ALIVE, DG);
       peer(SV, PEER_ALIVE, SG);
       const lst = (i: number, state: number, owner: number, ownerGen: number): number => {
         const w = listenerOffset(g, i) >> 2;
-        i32[w + L.STATE] = state;
-        i32[w + L.OWNER] = owner;
-        i32[w + L.OWNER_GEN] = ownerGen;
+        i32[w + LISTENER.STATE] = state;
+        i32[w + LISTENER.OWNER] = owner;
+        i32[w + LISTENER.OWNER_GEN] = ownerGen;
         return w;
       };
       const l0 = lst(0, makeState(2, LST_ACTIVE), D, DG);
@@ -261,13 +261,13 @@ describe('daemon', function () {
       const l3 = lst(3, makeState(0, LST_CLAIMED), D, DG);
       const slot = (i: number, state: number, c: number, cg: number, sv: number, sg: number, cf = 0, sf = 0): number => {
         const w = slotOffset(g, i) >> 2;
-        i32[w + S.STATE] = state;
-        i32[w + S.CLIENT] = c;
-        i32[w + S.CLIENT_GEN] = cg;
-        i32[w + S.SERVER] = sv;
-        i32[w + S.SERVER_GEN] = sg;
-        i32[w + S.CLIENT_FLAGS] = cf;
-        i32[w + S.SERVER_FLAGS] = sf;
+        i32[w + SLOT.STATE] = state;
+        i32[w + SLOT.CLIENT] = c;
+        i32[w + SLOT.CLIENT_GEN] = cg;
+        i32[w + SLOT.SERVER] = sv;
+        i32[w + SLOT.SERVER_GEN] = sg;
+        i32[w + SLOT.CLIENT_FLAGS] = cf;
+        i32[w + SLOT.SERVER_FLAGS] = sf;
         return w;
       };
       const s0 = slot(0, makeState(4, SLOT_CLAIMED), D, DG, 0, 0); // no server yet: nobody to wake
@@ -290,46 +290,46 @@ describe('daemon', function () {
       Peers.reap(i32, g, D, DG, (p) => woken.push(p));
 
       // listeners
-      expect(i32[l0 + L.STATE]).to.equal(makeState(3, LST_FREE));
-      expect(i32[l1 + L.STATE]).to.equal(makeState(2, LST_ACTIVE));
-      expect(i32[l2 + L.STATE]).to.equal(makeState(7, LST_ACTIVE));
-      expect(i32[l3 + L.STATE]).to.equal(makeState(1, LST_FREE));
+      expect(i32[l0 + LISTENER.STATE]).to.equal(makeState(3, LST_FREE));
+      expect(i32[l1 + LISTENER.STATE]).to.equal(makeState(2, LST_ACTIVE));
+      expect(i32[l2 + LISTENER.STATE]).to.equal(makeState(7, LST_ACTIVE));
+      expect(i32[l3 + LISTENER.STATE]).to.equal(makeState(1, LST_FREE));
       // slots
       const DC = F_DEAD | F_CLOSED;
-      expect(i32[s0 + S.STATE]).to.equal(makeState(5, SLOT_FREE));
-      expect(i32[s0 + S.CLIENT_FLAGS]).to.equal(DC);
-      expect(i32[s1 + S.STATE]).to.equal(makeState(3, SLOT_FREE));
-      expect(i32[s1 + S.CLIENT_FLAGS]).to.equal(DC);
-      expect(i32[s1 + S.SERVER_FLAGS]).to.equal(0);
-      expect(i32[s2 + S.STATE]).to.equal(makeState(6, SLOT_REFUSED));
-      expect(i32[s2 + S.SERVER_FLAGS]).to.equal(DC);
-      expect(i32[s2 + S.CLIENT_FLAGS]).to.equal(0);
-      expect(i32[s3 + S.STATE]).to.equal(makeState(1, SLOT_ESTABLISHED));
-      expect(i32[s3 + S.CLIENT_FLAGS]).to.equal(DC);
-      expect(i32[s4 + S.STATE]).to.equal(makeState(10, SLOT_FREE));
-      expect(i32[s4 + S.SERVER_FLAGS]).to.equal(DC);
-      expect(i32[s4 + S.CLIENT_FLAGS]).to.equal(F_CLOSED | F_FIN);
-      expect(i32[s5 + S.STATE]).to.equal(makeState(3, SLOT_ESTABLISHED));
-      expect(i32[s5 + S.CLIENT_FLAGS]).to.equal(0);
-      expect(i32[s6 + S.STATE]).to.equal(makeState(8, SLOT_FREE));
-      expect(i32[s6 + S.CLIENT_FLAGS]).to.equal(0);
-      expect(i32[s7 + S.STATE]).to.equal(makeState(2, SLOT_REFUSED));
-      expect(i32[s7 + S.SERVER_FLAGS]).to.equal(DC);
-      expect(i32[s8 + S.STATE]).to.equal(makeState(6, SLOT_FREE));
-      expect(i32[s8 + S.CLIENT_FLAGS]).to.equal(DC);
-      expect(i32[s8 + S.SERVER_FLAGS]).to.equal(DC);
-      expect(i32[s33 + S.STATE]).to.equal(makeState(1, SLOT_ESTABLISHED));
-      expect(i32[s33 + S.CLIENT_FLAGS]).to.equal(DC);
-      expect(i32[s33 + S.SERVER_FLAGS]).to.equal(F_FIN);
+      expect(i32[s0 + SLOT.STATE]).to.equal(makeState(5, SLOT_FREE));
+      expect(i32[s0 + SLOT.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s1 + SLOT.STATE]).to.equal(makeState(3, SLOT_FREE));
+      expect(i32[s1 + SLOT.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s1 + SLOT.SERVER_FLAGS]).to.equal(0);
+      expect(i32[s2 + SLOT.STATE]).to.equal(makeState(6, SLOT_REFUSED));
+      expect(i32[s2 + SLOT.SERVER_FLAGS]).to.equal(DC);
+      expect(i32[s2 + SLOT.CLIENT_FLAGS]).to.equal(0);
+      expect(i32[s3 + SLOT.STATE]).to.equal(makeState(1, SLOT_ESTABLISHED));
+      expect(i32[s3 + SLOT.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s4 + SLOT.STATE]).to.equal(makeState(10, SLOT_FREE));
+      expect(i32[s4 + SLOT.SERVER_FLAGS]).to.equal(DC);
+      expect(i32[s4 + SLOT.CLIENT_FLAGS]).to.equal(F_CLOSED | F_FIN);
+      expect(i32[s5 + SLOT.STATE]).to.equal(makeState(3, SLOT_ESTABLISHED));
+      expect(i32[s5 + SLOT.CLIENT_FLAGS]).to.equal(0);
+      expect(i32[s6 + SLOT.STATE]).to.equal(makeState(8, SLOT_FREE));
+      expect(i32[s6 + SLOT.CLIENT_FLAGS]).to.equal(0);
+      expect(i32[s7 + SLOT.STATE]).to.equal(makeState(2, SLOT_REFUSED));
+      expect(i32[s7 + SLOT.SERVER_FLAGS]).to.equal(DC);
+      expect(i32[s8 + SLOT.STATE]).to.equal(makeState(6, SLOT_FREE));
+      expect(i32[s8 + SLOT.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s8 + SLOT.SERVER_FLAGS]).to.equal(DC);
+      expect(i32[s33 + SLOT.STATE]).to.equal(makeState(1, SLOT_ESTABLISHED));
+      expect(i32[s33 + SLOT.CLIENT_FLAGS]).to.equal(DC);
+      expect(i32[s33 + SLOT.SERVER_FLAGS]).to.equal(F_FIN);
       // the survivor: pending bits for slots 1, 2, 3, 4, 7 and 33; woken once per newly set bit
       expect(i32[pendS] >>> 0).to.equal(((1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 7)) >>> 0);
       expect(i32[pendS + 1]).to.equal(1 << 1);
       expect(woken).to.deep.equal([SV, SV, SV, SV, SV]);
       // the dead peer: bitmap cleared, entry free, generation kept
       for (let k = 0; k < g.pendingStride >> 2; k++) expect(i32[pendD + k]).to.equal(0);
-      expect(i32[(peerOffset(g, D) >> 2) + P.STATE]).to.equal(PEER_FREE);
-      expect(i32[(peerOffset(g, D) >> 2) + P.GEN]).to.equal(DG);
-      expect(i32[(peerOffset(g, SV) >> 2) + P.STATE]).to.equal(PEER_ALIVE);
+      expect(i32[(peerOffset(g, D) >> 2) + PEER.STATE]).to.equal(PEER_FREE);
+      expect(i32[(peerOffset(g, D) >> 2) + PEER.GEN]).to.equal(DG);
+      expect(i32[(peerOffset(g, SV) >> 2) + PEER.STATE]).to.equal(PEER_ALIVE);
       expect(PEER_DEAD).to.not.equal(PEER_FREE);
     });
 
@@ -342,27 +342,27 @@ describe('daemon', function () {
       a.take(1); // b joined
       const { region, i32, g } = mapRegion(ha.shmFd);
       try {
-        const gen = (id: number): number => i32[(peerOffset(g, id) >> 2) + P.GEN];
+        const gen = (id: number): number => i32[(peerOffset(g, id) >> 2) + PEER.GEN];
         const w = slotOffset(g, 0) >> 2;
-        i32[w + S.CLIENT] = hb.id;
-        i32[w + S.CLIENT_GEN] = gen(hb.id);
-        i32[w + S.SERVER] = ha.id;
-        i32[w + S.SERVER_GEN] = gen(ha.id);
-        Atomics.store(i32, w + S.STATE, makeState(0, SLOT_ESTABLISHED));
+        i32[w + SLOT.CLIENT] = hb.id;
+        i32[w + SLOT.CLIENT_GEN] = gen(hb.id);
+        i32[w + SLOT.SERVER] = ha.id;
+        i32[w + SLOT.SERVER_GEN] = gen(ha.id);
+        Atomics.store(i32, w + SLOT.STATE, makeState(0, SLOT_ESTABLISHED));
         const lw = listenerOffset(g, 0) >> 2;
-        i32[lw + L.OWNER] = hb.id;
-        i32[lw + L.OWNER_GEN] = gen(hb.id);
-        Atomics.store(i32, lw + L.STATE, makeState(0, LST_ACTIVE));
+        i32[lw + LISTENER.OWNER] = hb.id;
+        i32[lw + LISTENER.OWNER_GEN] = gen(hb.id);
+        Atomics.store(i32, lw + LISTENER.STATE, makeState(0, LST_ACTIVE));
         native().drain(ha.own[0]);
         b.close();
         expect(a.next()).to.deep.equal([hb.id, -1]);
         // the daemon tells the others first, then cleans up and rings
         expect(native().waitReadable(ha.own[0], 3000)).to.equal(true);
         expect(native().drain(ha.own[0])).to.be.at.least(1);
-        expect(i32[w + S.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
-        expect(Atomics.load(i32, w + S.STATE)).to.equal(makeState(0, SLOT_ESTABLISHED));
+        expect(i32[w + SLOT.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
+        expect(Atomics.load(i32, w + SLOT.STATE)).to.equal(makeState(0, SLOT_ESTABLISHED));
         expect(Atomics.load(i32, pendingOffset(g, ha.id) >> 2) & 1).to.equal(1);
-        expect(Atomics.load(i32, lw + L.STATE)).to.equal(makeState(1, LST_FREE));
+        expect(Atomics.load(i32, lw + LISTENER.STATE)).to.equal(makeState(1, LST_FREE));
       } finally {
         region.close();
       }
@@ -379,11 +379,11 @@ describe('daemon', function () {
         // What an in-guest agent does: claim an entry by CAS, fill it in, route it through the guest's vector.
         const claim = (id: number, via: number, vector: number): number => {
           const pw = peerOffset(g, id) >> 2;
-          expect(Atomics.compareExchange(i32, pw + P.STATE, PEER_FREE, PEER_JOINING)).to.equal(PEER_FREE);
-          i32[pw + P.GEN] = 7;
-          i32[pw + P.KIND] = PEER_KIND_GUEST_PROCESS;
-          i32[pw + P.ROUTE] = makeRoute(via, vector);
-          Atomics.store(i32, pw + P.STATE, PEER_ALIVE);
+          expect(Atomics.compareExchange(i32, pw + PEER.STATE, PEER_FREE, PEER_JOINING)).to.equal(PEER_FREE);
+          i32[pw + PEER.GEN] = 7;
+          i32[pw + PEER.KIND] = PEER_KIND_GUEST_PROCESS;
+          i32[pw + PEER.ROUTE] = makeRoute(via, vector);
+          Atomics.store(i32, pw + PEER.STATE, PEER_ALIVE);
           return 7;
         };
         const x = 2;
@@ -396,21 +396,21 @@ describe('daemon', function () {
         c.close();
         a.take(3); // c's two doorbells and its leave
         const w = slotOffset(g, 0) >> 2;
-        i32[w + S.CLIENT] = x;
-        i32[w + S.CLIENT_GEN] = genX;
-        i32[w + S.SERVER] = y;
-        i32[w + S.SERVER_GEN] = genY;
-        Atomics.store(i32, w + S.STATE, makeState(0, SLOT_ESTABLISHED));
+        i32[w + SLOT.CLIENT] = x;
+        i32[w + SLOT.CLIENT_GEN] = genX;
+        i32[w + SLOT.SERVER] = y;
+        i32[w + SLOT.SERVER_GEN] = genY;
+        Atomics.store(i32, w + SLOT.STATE, makeState(0, SLOT_ESTABLISHED));
         for (const fd of ha.own) native().drain(fd);
         b.close();
         // The guest's process is reaped with it, and its peer is woken on the vector its route names.
         expect(native().waitReadable(ha.own[1], 3000)).to.equal(true);
         expect(native().drain(ha.own[1])).to.be.at.least(1);
         expect(native().drain(ha.own[0])).to.equal(0);
-        expect(i32[w + S.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
+        expect(i32[w + SLOT.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
         expect(Atomics.load(i32, pendingOffset(g, y) >> 2) & 1).to.equal(1);
-        await waitFor(() => Atomics.load(i32, (peerOffset(g, x) >> 2) + P.STATE) === PEER_FREE, 3000, "the guest process's entry to be freed");
-        expect(Atomics.load(i32, (peerOffset(g, y) >> 2) + P.STATE)).to.equal(PEER_ALIVE);
+        await waitFor(() => Atomics.load(i32, (peerOffset(g, x) >> 2) + PEER.STATE) === PEER_FREE, 3000, "the guest process's entry to be freed");
+        expect(Atomics.load(i32, (peerOffset(g, y) >> 2) + PEER.STATE)).to.equal(PEER_ALIVE);
         await waitFor(() => /peer 2 left \(a process of guest peer 1\)/.test(s.out.stderr), 3000, 'the log line');
       } finally {
         region.close();

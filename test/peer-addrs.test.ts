@@ -17,17 +17,17 @@ function region(): { i32: Int32Array; g: Lay.Geometry } {
   const g = Lay.computeGeometry({ size: 1 << 20, ringSize: 4096, vectors: 1, maxPeers: 8, maxListeners: 8 });
   const i32 = new Int32Array(new ArrayBuffer(g.size));
   Lay.writeHeader(i32, g, 1, 42);
-  Atomics.store(i32, Lay.H.STATE, Lay.REGION_STATE_READY);
+  Atomics.store(i32, Lay.HEADER.STATE, Lay.REGION_STATE_READY);
   return { i32, g };
 }
 
 /** A stand-in domain: peer `id` of `node`, alive, publishing `addrs`. */
 function peer(r: { i32: Int32Array; g: Lay.Geometry }, id: number, node: number, kind: number, addrs: string[], guest = false): Domain {
   const p = Lay.peerOffset(r.g, id) >> 2;
-  Atomics.store(r.i32, p + Lay.P.GEN, 7);
-  Atomics.store(r.i32, p + Lay.P.KIND, kind);
+  Atomics.store(r.i32, p + Lay.PEER.GEN, 7);
+  Atomics.store(r.i32, p + Lay.PEER.KIND, kind);
   publishAddrs(r.i32, r.g, id, addrs.map(A));
-  Atomics.store(r.i32, p + Lay.P.STATE, Lay.PEER_ALIVE);
+  Atomics.store(r.i32, p + Lay.PEER.STATE, Lay.PEER_ALIVE);
   return {
     id,
     gen: 7,
@@ -36,13 +36,13 @@ function peer(r: { i32: Int32Array; g: Lay.Geometry }, id: number, node: number,
     g: r.g,
     guest: guest ? {} : undefined,
     peerAlive: (pid: number, gen: number) =>
-      Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.P.STATE) === Lay.PEER_ALIVE && Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.P.GEN) === gen,
+      Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE && Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.PEER.GEN) === gen,
   } as unknown as Domain;
 }
 
 describe('peer addresses: publishing and cross-node lookup', () => {
   it('the address words sit in the reserved part of the 128-byte peer entry', () => {
-    expect(Lay.PEER_ADDRS.ADDR_COUNTS).to.be.greaterThan(Math.max(...Object.values(Lay.P)));
+    expect(Lay.PEER_ADDRS.ADDR_COUNTS).to.be.greaterThan(Math.max(...Object.values(Lay.PEER)));
     expect(Lay.PEER_ADDRS.ADDR_V4 + Lay.ADDR_MAX_V4).to.be.at.most(Lay.PEER_ADDRS.ADDR_V6);
     expect((Lay.PEER_ADDRS.ADDR_V6 + 4 * Lay.ADDR_MAX_V6) * 4).to.be.at.most(Lay.PEER_SIZE);
   });
@@ -87,7 +87,7 @@ describe('peer addresses: publishing and cross-node lookup', () => {
     expect(find(host, A('10.77.2.2'), 90)?.owner).to.equal(1);
     expect(find(host, A('10.77.3.3'), 91), 'another network namespace of the host: TCP, as before').to.equal(undefined);
     // The guest dies: its entry is no longer alive.
-    Atomics.store(r.i32, (Lay.peerOffset(r.g, 1) >> 2) + Lay.P.STATE, Lay.PEER_DEAD);
+    Atomics.store(r.i32, (Lay.peerOffset(r.g, 1) >> 2) + Lay.PEER.STATE, Lay.PEER_DEAD);
     expect(find(host, A('10.77.2.2'), 90)).to.equal(undefined);
   });
   it('a peer publishes addresses that appear after it joined (an interface that comes up later), within about a second', async function () {

@@ -37,8 +37,8 @@ function usedSlots(): number {
   const d = currentDomain();
   if (!d) return 0;
   let n = 0;
-  for (let i = 0; i < d.g.nslots; i++) {
-    const w = Atomics.load(d.i32, (Lay.slotOffset(d.g, i) >> 2) + Lay.S.STATE);
+  for (let i = 0; i < d.geo.nslots; i++) {
+    const w = Atomics.load(d.i32, (Lay.slotOffset(d.geo, i) >> 2) + Lay.SLOT.STATE);
     if (Lay.stateOf(w) !== Lay.SLOT_FREE) n++;
   }
   return n;

@@ -21,8 +21,8 @@ export const benchCommand: Command = {
     const child = spawn(process.execPath, [RUNNER, ...args], { stdio: 'inherit' });
     return new Promise<number>((resolve) => {
       child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
-      child.on('error', (e) => {
-        process.stderr.write(`zivm bench: ${e.message}\n`);
+      child.on('error', (err) => {
+        process.stderr.write(`zivm bench: ${err.message}\n`);
         resolve(1);
       });
     });

@@ -19,19 +19,19 @@ type Options = NonNullable<ParseArgsConfig['options']>;
  */
 export function parse<O extends Options>(args: string[], options: O): { values: Record<keyof O | 'help', string | boolean | undefined>; positionals: string[] } {
   try {
-    const r = parseArgs({ args, options: { ...options, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
-    return { values: r.values as unknown as Record<keyof O | 'help', string | boolean | undefined>, positionals: r.positionals };
-  } catch (e) {
-    throw new UsageError((e as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
+    const res = parseArgs({ args, options: { ...options, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
+    return { values: res.values as unknown as Record<keyof O | 'help', string | boolean | undefined>, positionals: res.positionals };
+  } catch (err) {
+    throw new UsageError((err as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
   }
 }
 
 /** A whole number from `min` to `max`, or `fallback` when the option is absent. */
-export function intOption(v: string | boolean | undefined, name: string, min: number, max: number, fallback: number): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (typeof v !== 'string' || !/^\d+$/.test(v.trim()) || n < min || n > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
-  return n;
+export function intOption(value: string | boolean | undefined, name: string, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  const count = Number(value);
+  if (typeof value !== 'string' || !/^\d+$/.test(value.trim()) || count < min || count > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
+  return count;
 }
 
 /** No positional arguments beyond the first `max`. */

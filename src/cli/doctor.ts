@@ -77,11 +77,11 @@ function libc(): string {
 
 /** Splits HOST:PORT ([v6]:PORT too). */
 export function parseTarget(text: string): { host: string; port: number } | undefined {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text) ?? /^()(\d+)$/.exec(text);
-  if (!m) return undefined;
-  const port = Number(m[2]);
+  const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text) ?? /^()(\d+)$/.exec(text);
+  if (!match) return undefined;
+  const port = Number(match[2]);
   if (!Number.isInteger(port) || port < 1 || port > 65535) return undefined;
-  return { host: m[1] || 'localhost', port };
+  return { host: match[1] || 'localhost', port };
 }
 
 export async function diagnose(target?: { host: string; port: number }): Promise<DoctorReport> {
@@ -102,8 +102,8 @@ export async function diagnose(target?: { host: string; port: number }): Promise
     native();
     addon.loaded = true;
     add('addon', 'ok', where);
-  } catch (e) {
-    add('addon', 'fail', `${(e as Error).message}`);
+  } catch (err) {
+    add('addon', 'fail', `${(err as Error).message}`);
   }
 
   if (internals.available) add('node:net', 'ok', `internals of Node ${process.version} as zivm expects`);
@@ -113,8 +113,8 @@ export async function diagnose(target?: { host: string; port: number }): Promise
   let agent: { socket: string; pci: string } | null = null;
   try {
     agent = guestAgentFromEnv();
-  } catch (e) {
-    add('guest', 'fail', (e as Error).message);
+  } catch (err) {
+    add('guest', 'fail', (err as Error).message);
   }
   if (agent) {
     add('guest', 'info', `a VM guest process: joins through the guest agent at ${agent.socket} (device ${agent.pci})`);
@@ -122,10 +122,10 @@ export async function diagnose(target?: { host: string; port: number }): Promise
     try {
       checkDir(path.dirname(sock));
       add('folder', 'ok', `${path.dirname(sock)}: private to this user`);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') add('folder', 'info', `${path.dirname(sock)} does not exist yet (the first zivm server makes it)`);
-      else add('folder', 'fail', (e as Error).message);
+      else add('folder', 'fail', (err as Error).message);
     }
   }
 
@@ -133,13 +133,13 @@ export async function diagnose(target?: { host: string; port: number }): Promise
   if (usable) {
     domain = getDomain(false);
     if (domain) {
-      const s = snapshot(domain.i32, domain.g);
-      const others = s.peers.filter((p) => p.id !== domain!.id);
+      const snap = snapshot(domain.i32, domain.geo);
+      const others = snap.peers.filter((peer) => peer.id !== domain!.id);
       add(
         'daemon',
         'ok',
-        `${agent ? agent.socket : sock}: daemon pid ${s.daemonPid}, region ${Math.round(s.size / 2 ** 20)} MiB, ${s.slots} connection slots, ` +
-          `${others.length} other peer(s), ${s.listeners.length} listener(s), ${s.connections.length} connection(s)`,
+        `${agent ? agent.socket : sock}: daemon pid ${snap.daemonPid}, region ${Math.round(snap.size / 2 ** 20)} MiB, ${snap.slots} connection slots, ` +
+          `${others.length} other peer(s), ${snap.listeners.length} listener(s), ${snap.connections.length} connection(s)`,
       );
     } else {
       if (lastJoinError instanceof ZivmNoDaemonError && !agent) {
@@ -164,9 +164,9 @@ export async function diagnose(target?: { host: string; port: number }): Promise
     let addrs: { address: string; family: number }[];
     try {
       addrs = await dns.lookup(target.host, { all: true });
-    } catch (e) {
+    } catch (err) {
       addrs = [];
-      routes.push({ address: target.host, port: target.port, transport: 'tcp', reason: `cannot resolve ${target.host}: ${(e as Error).message}` });
+      routes.push({ address: target.host, port: target.port, transport: 'tcp', reason: `cannot resolve ${target.host}: ${(err as Error).message}` });
     }
     for (const { address } of addrs) {
       const route = (transport: 'shm' | 'tcp', reason: string): void => {
@@ -176,30 +176,30 @@ export async function diagnose(target?: { host: string; port: number }): Promise
         route('tcp', !usable ? 'shared memory cannot be used here (see above)' : 'no zivm domain here, so no zivm server listens on this host');
         continue;
       }
-      const a = parseAddr(address);
-      const l = a && find(domain, a, target.port);
-      if (!l) {
+      const addr = parseAddr(address);
+      const listener = addr && find(domain, addr, target.port);
+      if (!listener) {
         route('tcp', `no zivm server listens on ${address}:${target.port} (a plain server, another host, or nobody)`);
         continue;
       }
-      const owner = snapshot(domain.i32, domain.g).peers.find((p) => p.id === l.owner);
-      route('shm', `zivm listener of peer ${l.owner}${owner ? ` (pid ${owner.pid})` : ''}`);
+      const owner = snapshot(domain.i32, domain.geo).peers.find((peer) => peer.id === listener.owner);
+      route('shm', `zivm listener of peer ${listener.owner}${owner ? ` (pid ${owner.pid})` : ''}`);
     }
   }
 
   return { version: packageVersion(), node: process.version, platform: `${process.platform}-${process.arch}, ${libc()}`, checks, addon, usable, routes };
 }
 
-export function formatReport(r: DoctorReport): string {
-  const width = Math.max(...r.checks.map((c) => c.name.length));
-  let out = `zivm ${r.version} on Node ${r.node}, ${r.platform}\n\n`;
-  for (const c of r.checks) out += `  ${c.name.padEnd(width)}  ${c.status.padEnd(4)}  ${c.detail}\n`;
-  out += r.usable
+export function formatReport(res: DoctorReport): string {
+  const width = Math.max(...res.checks.map((check) => check.name.length));
+  let out = `zivm ${res.version} on Node ${res.node}, ${res.platform}\n\n`;
+  for (const check of res.checks) out += `  ${check.name.padEnd(width)}  ${check.status.padEnd(4)}  ${check.detail}\n`;
+  out += res.usable
     ? '\nShared memory can be used: connections from here to a zivm server on this host go over shared memory.\n'
     : '\nShared memory cannot be used here: every connection goes over TCP (see above).\n';
-  if (r.routes) {
+  if (res.routes) {
     out += '\n';
-    for (const x of r.routes) out += `  ${x.address.includes(':') ? `[${x.address}]` : x.address}:${x.port}  ${x.transport}  ${x.reason}\n`;
+    for (const elem of res.routes) out += `  ${elem.address.includes(':') ? `[${elem.address}]` : elem.address}:${elem.port}  ${elem.transport}  ${elem.reason}\n`;
   }
   out +=
     '\nAlways over TCP: TLS sockets, servers that are not zivm servers (or started before the hook), other hosts;\n' +
@@ -208,9 +208,9 @@ export function formatReport(r: DoctorReport): string {
 }
 
 export async function runDoctor(opts: { target?: { host: string; port: number }; json?: boolean }): Promise<number> {
-  const r = await diagnose(opts.target);
-  process.stdout.write(opts.json ? JSON.stringify(r, null, 2) + '\n' : formatReport(r));
-  return r.usable ? 0 : 1;
+  const res = await diagnose(opts.target);
+  process.stdout.write(opts.json ? JSON.stringify(res, null, 2) + '\n' : formatReport(res));
+  return res.usable ? 0 : 1;
 }
 
 export const doctorCommand: Command = {

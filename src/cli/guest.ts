@@ -42,10 +42,10 @@ function agentPid(pci: string): number | undefined {
   return undefined;
 }
 
-function modeOption(v: string | boolean | undefined): number {
-  if (v === undefined) return 0o600;
-  if (typeof v !== 'string' || !/^0?[0-7]{3}$/.test(v)) throw new UsageError('--mode must be an octal mode such as 600 or 666');
-  return parseInt(v, 8);
+function modeOption(value: string | boolean | undefined): number {
+  if (value === undefined) return 0o600;
+  if (typeof value !== 'string' || !/^0?[0-7]{3}$/.test(value)) throw new UsageError('--mode must be an octal mode such as 600 or 666');
+  return parseInt(value, 8);
 }
 
 export const guestCommand: Command = {
@@ -63,9 +63,9 @@ export const guestCommand: Command = {
     const devs = ivshmemDevices();
     if (sub === 'list') {
       if (dev) throw new UsageError(`unexpected argument ${dev}`);
-      for (const d of devs) {
-        const pid = agentPid(d);
-        process.stdout.write(`${d} ${pciDriver(d) ?? '(no driver)'}${pid ? ` agent pid ${pid} at ${agentSocketPath(d)}` : ''}\n`);
+      for (const chunk of devs) {
+        const pid = agentPid(chunk);
+        process.stdout.write(`${chunk} ${pciDriver(chunk) ?? '(no driver)'}${pid ? ` agent pid ${pid} at ${agentSocketPath(chunk)}` : ''}\n`);
       }
       return 0;
     }
@@ -82,7 +82,7 @@ export const guestCommand: Command = {
         return 1;
       }
       process.kill(pid, 'SIGTERM');
-      for (let i = 0; i < 100 && agentPid(pci); i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 100 && agentPid(pci); i++) await new Promise((resolve) => setTimeout(resolve, 50));
       process.stdout.write(`agent of ${pci} stopped\n`);
       return 0;
     }
@@ -91,8 +91,8 @@ export const guestCommand: Command = {
       let agent: GuestAgent;
       try {
         agent = GuestAgent.start(pci, { mode, log });
-      } catch (e) {
-        log((e as Error).message);
+      } catch (err) {
+        log((err as Error).message);
         return 1;
       }
       const pidFile = `${agent.socket}.pid`;
@@ -120,8 +120,8 @@ export const guestCommand: Command = {
     let node: string;
     try {
       node = bindVfio(pci);
-    } catch (e) {
-      process.stderr.write(`zivm guest: ${(e as Error).message}\n`);
+    } catch (err) {
+      process.stderr.write(`zivm guest: ${(err as Error).message}\n`);
       return 1;
     }
     process.stdout.write(`${pci} bound to vfio-pci (${node})\n`);
@@ -149,8 +149,8 @@ async function startAgent(pci: string, mode: string | undefined): Promise<number
   const ok = await new Promise<boolean>((resolve) => {
     let buf = '';
     const timer = setTimeout(() => resolve(false), 20000);
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buf += chunk;
       if (buf.includes('ready ')) {
         clearTimeout(timer);
         resolve(true);

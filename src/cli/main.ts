@@ -23,9 +23,9 @@ export const COMMANDS: Record<string, Command> = {
 };
 
 function version(): string {
-  for (const p of [path.join(__dirname, '..', '..', '..', 'package.json'), path.join(__dirname, '..', '..', 'package.json')]) {
+  for (const file of [path.join(__dirname, '..', '..', '..', 'package.json'), path.join(__dirname, '..', '..', 'package.json')]) {
     try {
-      const pkg = JSON.parse(fs.readFileSync(p, 'utf8')) as { name?: string; version?: string };
+      const pkg = JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: string; version?: string };
       if (pkg.name === 'zivm' && pkg.version) return pkg.version;
     } catch {
       // Not at this path (a checkout and a packed install differ): try the next.
@@ -36,7 +36,7 @@ function version(): string {
 
 function mainUsage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
-  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  const lines = Object.entries(COMMANDS).map(([name, cmd]) => `  ${name.padEnd(width)}  ${cmd.summary}`);
   return `usage: zivm <command> [options]
 
 commands:
@@ -68,20 +68,20 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     return await command.run(args);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`zivm ${cmd}: ${e.message}\n\n${command.usage}`);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`zivm ${cmd}: ${err.message}\n\n${command.usage}`);
       return 2;
     }
-    throw e;
+    throw err;
   }
 }
 
 if (require.main === module) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
-    (e: unknown) => {
-      process.stderr.write(`zivm: ${(e as Error)?.stack ?? String(e)}\n`);
+    (err: unknown) => {
+      process.stderr.write(`zivm: ${(err as Error)?.stack ?? String(err)}\n`);
       process.exit(1);
     },
   );

@@ -7,12 +7,12 @@ import { Command, intOption, noMore, parse } from './command';
 import { bytesText } from './format';
 
 /** A size option (512K, 256M...), else `fallback()` (which reads the environment). */
-function sizeOption(v: string | boolean | undefined, name: string, fallback: () => number): number {
+function sizeOption(value: string | boolean | undefined, name: string, fallback: () => number): number {
   try {
-    if (v === undefined || v === '') return fallback();
-    return parseSize(String(v));
-  } catch (e) {
-    throw new UsageError(`--${name}: ${(e as Error).message}`);
+    if (value === undefined || value === '') return fallback();
+    return parseSize(String(value));
+  } catch (err) {
+    throw new UsageError(`--${name}: ${(err as Error).message}`);
   }
 }
 
@@ -68,23 +68,23 @@ export const serverCommand: Command = {
     const maxListeners = intOption(opts['max-listeners'], 'max-listeners', 1, 65536, DEFAULT_MAX_LISTENERS);
     let idleMs = auto ? autoIdleMs(env) : Infinity;
     if (opts['idle-exit'] !== undefined) {
-      const s = Number(opts['idle-exit']);
-      if (typeof opts['idle-exit'] !== 'string' || opts['idle-exit'].trim() === '' || !Number.isFinite(s) || s < 0)
+      const slotWord = Number(opts['idle-exit']);
+      if (typeof opts['idle-exit'] !== 'string' || opts['idle-exit'].trim() === '' || !Number.isFinite(slotWord) || slotWord < 0)
         throw new UsageError('--idle-exit must be a number of seconds >= 0');
-      idleMs = s * 1000;
+      idleMs = slotWord * 1000;
     }
-    let g;
+    let geo;
     try {
-      g = computeGeometry({ size, ringSize, vectors, maxPeers, maxListeners });
-    } catch (e) {
-      throw new UsageError((e as Error).message);
+      geo = computeGeometry({ size, ringSize, vectors, maxPeers, maxListeners });
+    } catch (err) {
+      throw new UsageError((err as Error).message);
     }
     const verbose = !!opts.verbose && !auto;
-    return runDaemon({ socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose }, (d) => {
+    return runDaemon({ socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose }, (daemon) => {
       if (!auto) {
         process.stdout.write(
-          `zivm server listening on ${d.socketPath} (size ${bytesText(g.size)}, ${g.nslots} slots, ring ${bytesText(g.ringSize)}, ` +
-            `${g.vectors} vector${g.vectors === 1 ? '' : 's'})\n`,
+          `zivm server listening on ${daemon.socketPath} (size ${bytesText(geo.size)}, ${geo.nslots} slots, ring ${bytesText(geo.ringSize)}, ` +
+            `${geo.vectors} vector${geo.vectors === 1 ? '' : 's'})\n`,
         );
       }
     });

@@ -18,30 +18,30 @@ options:
   --json          one JSON document instead of tables
 `;
 
-export function formatSnapshot(sock: string, s: DomainSnapshot, self: number): string {
-  const pidOf = new Map(s.peers.map((p) => [p.id, p.pid]));
-  let out = `domain ${sock}: region ${sizeText(s.size)}, ${s.slots} slots of ${sizeText(s.ringSize)} rings, ${s.vectors} vector(s), daemon pid ${s.daemonPid}\n\n`;
-  const peers = s.peers.filter((p) => p.id !== self);
+export function formatSnapshot(sock: string, snap: DomainSnapshot, self: number): string {
+  const pidOf = new Map(snap.peers.map((peer) => [peer.id, peer.pid]));
+  let out = `domain ${sock}: region ${sizeText(snap.size)}, ${snap.slots} slots of ${sizeText(snap.ringSize)} rings, ${snap.vectors} vector(s), daemon pid ${snap.daemonPid}\n\n`;
+  const peers = snap.peers.filter((peer) => peer.id !== self);
   out += `PEERS (${peers.length})\n`;
-  out += table([['ID', 'PID', 'KIND', 'NODE', 'STATE'], ...peers.map((p) => [String(p.id), String(p.pid), p.kind, String(p.node), p.state])]);
-  out += `\nLISTENERS (${s.listeners.length})\n`;
+  out += table([['ID', 'PID', 'KIND', 'NODE', 'STATE'], ...peers.map((peer) => [String(peer.id), String(peer.pid), peer.kind, String(peer.node), peer.state])]);
+  out += `\nLISTENERS (${snap.listeners.length})\n`;
   out += table([
     ['ADDRESS', 'PORT', 'PEER', 'PID', 'NODE'],
-    ...s.listeners.map((l) => [l.address + (l.ipv6Only ? ' (v6only)' : ''), String(l.port), String(l.owner), String(pidOf.get(l.owner) ?? '?'), String(l.node)]),
+    ...snap.listeners.map((listener) => [listener.address + (listener.ipv6Only ? ' (v6only)' : ''), String(listener.port), String(listener.owner), String(pidOf.get(listener.owner) ?? '?'), String(listener.node)]),
   ]);
-  out += `\nCONNECTIONS (${s.connections.length})\n`;
-  const ep = (e: { peer: number; address: string; port: number }): string =>
-    `${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port} (peer ${e.peer}, pid ${pidOf.get(e.peer) ?? '?'})`;
+  out += `\nCONNECTIONS (${snap.connections.length})\n`;
+  const ep = (fields: { peer: number; address: string; port: number }): string =>
+    `${fields.address.includes(':') ? `[${fields.address}]` : fields.address}:${fields.port} (peer ${fields.peer}, pid ${pidOf.get(fields.peer) ?? '?'})`;
   out += table([
     ['SLOT', 'STATE', 'CLIENT', 'SERVER', 'TO-SERVER', 'TO-CLIENT', 'UNREAD'],
-    ...s.connections.map((c) => [
-      String(c.slot),
-      c.state,
-      ep(c.client),
-      ep(c.server),
-      String(c.bytesToServer),
-      String(c.bytesToClient),
-      `${c.unreadByServer}/${c.unreadByClient}`,
+    ...snap.connections.map((item) => [
+      String(item.slot),
+      item.state,
+      ep(item.client),
+      ep(item.server),
+      String(item.bytesToServer),
+      String(item.bytesToClient),
+      `${item.unreadByServer}/${item.unreadByClient}`,
     ]),
   ]);
   return out;
@@ -49,17 +49,17 @@ export function formatSnapshot(sock: string, s: DomainSnapshot, self: number): s
 
 export function runStat(opts: { socket?: string; json?: boolean }): number {
   const sock = opts.socket ?? socketPath();
-  let d: Domain;
+  let domain: Domain;
   try {
-    d = joinHost({ autostart: false, socketPath: sock });
-  } catch (e) {
-    process.stderr.write(`zivm stat: no domain at ${sock}: ${(e as Error).message}\n`);
+    domain = joinHost({ autostart: false, socketPath: sock });
+  } catch (err) {
+    process.stderr.write(`zivm stat: no domain at ${sock}: ${(err as Error).message}\n`);
     return 1;
   }
-  const s = snapshot(d.i32, d.g);
-  s.peers = s.peers.filter((p) => p.id !== d.id);
-  if (opts.json) process.stdout.write(JSON.stringify({ socket: sock, ...s }, null, 2) + '\n');
-  else process.stdout.write(formatSnapshot(sock, s, d.id));
+  const snap = snapshot(domain.i32, domain.geo);
+  snap.peers = snap.peers.filter((peer) => peer.id !== domain.id);
+  if (opts.json) process.stdout.write(JSON.stringify({ socket: sock, ...snap }, null, 2) + '\n');
+  else process.stdout.write(formatSnapshot(sock, snap, domain.id));
   return 0;
 }
 

@@ -53,7 +53,7 @@ export interface AgentOptions {
 export class GuestAgent {
   readonly dev: GuestDevice;
   readonly socket: string;
-  readonly g: Lay.Geometry;
+  readonly geo: Lay.Geometry;
   private readonly i32: Int32Array;
   private readonly listenFd: number;
   private readonly acceptPoller: NativePoller;
@@ -64,20 +64,20 @@ export class GuestAgent {
   private readonly adopted = new Map<number, { gen: number; pid: number }>();
   private readonly adoptTimer: NodeJS.Timeout;
 
-  private constructor(dev: GuestDevice, socket: string, listenFd: number, g: Lay.Geometry, log: (line: string) => void) {
+  private constructor(dev: GuestDevice, socket: string, listenFd: number, geo: Lay.Geometry, log: (line: string) => void) {
     this.dev = dev;
     this.socket = socket;
     this.listenFd = listenFd;
-    this.g = g;
+    this.geo = geo;
     this.i32 = new Int32Array(dev.region.buffer);
     this.log = log;
     this.acceptPoller = new (native().Poller)(listenFd, () => this.onAccept(), false);
     // Processes that joined through an agent before us: reaped once their pid is gone.
-    for (let id = 0; id < Math.min(g.maxPeers, 0x10000); id++) {
-      if (Peers.kindOf(this.i32, g, id) !== 'guest-process' || Peers.isFree(this.i32, g, id)) continue;
-      if (Peers.routeOf(this.i32, g, id)[0] !== dev.ivPosition) continue;
-      const pid = Peers.pidOf(this.i32, g, id);
-      this.adopted.set(id, { gen: Peers.genOf(this.i32, g, id), pid });
+    for (let id = 0; id < Math.min(geo.maxPeers, 0x10000); id++) {
+      if (Peers.kindOf(this.i32, geo, id) !== 'guest-process' || Peers.isFree(this.i32, geo, id)) continue;
+      if (Peers.routeOf(this.i32, geo, id)[0] !== dev.ivPosition) continue;
+      const pid = Peers.pidOf(this.i32, geo, id);
+      this.adopted.set(id, { gen: Peers.genOf(this.i32, geo, id), pid });
       log(`peer ${id} (pid ${pid}) joined through an earlier agent: watching it`);
     }
     this.adoptTimer = setInterval(() => this.checkAdopted(), 500);
@@ -86,68 +86,68 @@ export class GuestAgent {
 
   /** Reaps adopted entries whose process has gone (or whose pid was never known). */
   private checkAdopted(): void {
-    for (const [id, a] of this.adopted) {
-      if (Peers.genOf(this.i32, this.g, id) !== a.gen || Peers.isFree(this.i32, this.g, id)) {
+    for (const [id, lhs] of this.adopted) {
+      if (Peers.genOf(this.i32, this.geo, id) !== lhs.gen || Peers.isFree(this.i32, this.geo, id)) {
         this.adopted.delete(id);
         continue;
       }
-      let alive = a.pid > 0;
+      let alive = lhs.pid > 0;
       if (alive) {
         try {
-          process.kill(a.pid, 0);
-        } catch (e) {
-          alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+          process.kill(lhs.pid, 0);
+        } catch (err) {
+          alive = (err as NodeJS.ErrnoException).code === 'EPERM';
         }
       }
       if (alive) continue;
       this.adopted.delete(id);
-      Peers.reap(this.i32, this.g, id, a.gen, (peer) => this.wake(peer));
-      this.log(`peer ${id} left (pid ${a.pid}, joined through an earlier agent)`);
+      Peers.reap(this.i32, this.geo, id, lhs.gen, (peer) => this.wake(peer));
+      this.log(`peer ${id} left (pid ${lhs.pid}, joined through an earlier agent)`);
     }
   }
 
   /** Opens the device, announces the guest in its peer entry and listens. Throws ERR_ZIVM_GUEST. */
   static start(pci: string, opts: AgentOptions = {}): GuestAgent {
-    const N = native();
+    const addon = native();
     const socket = opts.socket ?? agentSocketPath(pci);
     const log = opts.log ?? (() => undefined);
     const dev = GuestDevice.open(pci);
     let listenFd = -1;
     try {
       const i32 = new Int32Array(dev.region.buffer);
-      const g = Lay.readHeader(i32, dev.region.size);
+      const geo = Lay.readHeader(i32, dev.region.size);
       const id = dev.ivPosition;
-      if (id >= g.maxPeers) throw new ZivmGuestError(`peer id ${id} (IVPosition) is outside the region's peer table`);
-      if (!Peers.inUse(i32, g, id)) throw new ZivmGuestError(`peer entry ${id} is not handed out by the daemon`);
+      if (id >= geo.maxPeers) throw new ZivmGuestError(`peer id ${id} (IVPosition) is outside the region's peer table`);
+      if (!Peers.inUse(i32, geo, id)) throw new ZivmGuestError(`peer entry ${id} is not handed out by the daemon`);
       // The guest's own entry (QEMU's pid stays: the one the host can act on) says which node it is.
-      Peers.announce(i32, g, id, { kind: 'guest', node: guestNodeId(id, i32), route: 0 });
-      publishAddrs(i32, g, id, publishableAddrs());
-      Peers.goAlive(i32, g, id);
+      Peers.announce(i32, geo, id, { kind: 'guest', node: guestNodeId(id, i32), route: 0 });
+      publishAddrs(i32, geo, id, publishableAddrs());
+      Peers.goAlive(i32, geo, id);
 
       fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o755 });
       if (fs.existsSync(socket)) {
         // A live agent answers; a stale socket file does not.
         let live = false;
         try {
-          N.close(N.unixConnect(socket));
+          addon.close(addon.unixConnect(socket));
           live = true;
         } catch {
           fs.rmSync(socket, { force: true });
         }
         if (live) throw new ZivmGuestError(`an agent already serves ${pci} at ${socket}`);
       }
-      listenFd = N.unixListen(socket, 64);
+      listenFd = addon.unixListen(socket, 64);
       fs.chmodSync(socket, opts.mode ?? 0o600);
-      const a = new GuestAgent(dev, socket, listenFd, g, log);
-      log(`agent for ${pci}: guest peer ${id}, ${dev.irqFds.length} vectors, ${g.nslots} slots, socket ${socket}`);
-      return a;
-    } catch (e) {
+      const first = new GuestAgent(dev, socket, listenFd, geo, log);
+      log(`agent for ${pci}: guest peer ${id}, ${dev.irqFds.length} vectors, ${geo.nslots} slots, socket ${socket}`);
+      return first;
+    } catch (err) {
       if (listenFd >= 0) {
-        N.close(listenFd);
+        addon.close(listenFd);
         fs.rmSync(socket, { force: true });
       }
       dev.close();
-      throw e;
+      throw err;
     }
   }
 
@@ -157,22 +157,22 @@ export class GuestAgent {
   }
 
   private onAccept(): void {
-    const N = native();
+    const addon = native();
     for (;;) {
       let fd: number;
       try {
-        fd = N.unixAccept(this.listenFd);
-      } catch (e) {
-        this.log(`accept: ${(e as Error).message}`);
+        fd = addon.unixAccept(this.listenFd);
+      } catch (err) {
+        this.log(`accept: ${(err as Error).message}`);
         return;
       }
       if (fd < 0) return;
       try {
         this.admit(fd);
-      } catch (e) {
-        this.log(`cannot admit a process: ${(e as Error).message}`);
+      } catch (err) {
+        this.log(`cannot admit a process: ${(err as Error).message}`);
         try {
-          N.close(fd);
+          addon.close(fd);
         } catch {
           /* closed */
         }
@@ -181,95 +181,95 @@ export class GuestAgent {
   }
 
   private admit(fd: number): void {
-    const N = native();
-    const { i32, g, dev } = this;
+    const addon = native();
+    const { i32, geo, dev } = this;
     let pid = 0;
     try {
-      pid = N.peerCred(fd).pid;
+      pid = addon.peerCred(fd).pid;
     } catch {
       /* unknown */
     }
-    const used = new Set([...this.members.values()].map((m) => m.vector));
-    for (const id of this.adopted.keys()) used.add(Peers.routeOf(i32, g, id)[1]);
+    const used = new Set([...this.members.values()].map((other) => other.vector));
+    for (const id of this.adopted.keys()) used.add(Peers.routeOf(i32, geo, id)[1]);
     let vector = -1;
-    for (let v = 0; v < dev.irqFds.length; v++) {
-      if (!used.has(v)) {
-        vector = v;
+    for (let value = 0; value < dev.irqFds.length; value++) {
+      if (!used.has(value)) {
+        vector = value;
         break;
       }
     }
-    const id = vector >= 0 ? Peers.claim(i32, g, 'top') : -1;
+    const id = vector >= 0 ? Peers.claim(i32, geo, 'top') : -1;
     if (id < 0) {
       this.log(`refused pid ${pid}: ${vector < 0 ? `all ${dev.irqFds.length} vectors are taken` : 'the peer table is full'}`);
-      N.sendMsg(fd, -ENOSPC, -1);
-      N.close(fd);
+      addon.sendMsg(fd, -ENOSPC, -1);
+      addon.close(fd);
       return;
     }
-    const gen = Peers.admit(i32, g, id, {
+    const gen = Peers.admit(i32, geo, id, {
       pid,
       kind: 'guest-process',
-      node: Peers.nodeOf(i32, g, dev.ivPosition),
+      node: Peers.nodeOf(i32, geo, dev.ivPosition),
       route: Lay.makeRoute(dev.ivPosition, vector),
     });
-    N.drain(dev.irqFds[vector]);
+    addon.drain(dev.irqFds[vector]);
     try {
-      N.sendMsg(fd, AGENT_PROTOCOL, -1);
-      N.sendMsg(fd, id, -1);
-      N.sendMsg(fd, gen, -1);
-      N.sendMsg(fd, vector, dev.irqFds[vector]);
-      N.sendMsg(fd, dev.ivPosition, dev.deviceFd);
-      N.sendMsg(fd, dev.bar0Offset, -1);
-      N.sendMsg(fd, dev.bar2Offset, -1);
-      N.sendMsg(fd, dev.region.size, -1);
-    } catch (e) {
-      Peers.reap(i32, g, id, gen, (peer) => this.wake(peer));
-      throw e;
+      addon.sendMsg(fd, AGENT_PROTOCOL, -1);
+      addon.sendMsg(fd, id, -1);
+      addon.sendMsg(fd, gen, -1);
+      addon.sendMsg(fd, vector, dev.irqFds[vector]);
+      addon.sendMsg(fd, dev.ivPosition, dev.deviceFd);
+      addon.sendMsg(fd, dev.bar0Offset, -1);
+      addon.sendMsg(fd, dev.bar2Offset, -1);
+      addon.sendMsg(fd, dev.region.size, -1);
+    } catch (err) {
+      Peers.reap(i32, geo, id, gen, (peer) => this.wake(peer));
+      throw err;
     }
-    const m: Member = { fd, id, gen, vector, pid, poller: undefined as unknown as NativePoller };
-    m.poller = new (N.Poller)(fd, () => this.onMember(m), false);
-    this.members.set(id, m);
+    const member: Member = { fd, id, gen, vector, pid, poller: undefined as unknown as NativePoller };
+    member.poller = new (addon.Poller)(fd, () => this.onMember(member), false);
+    this.members.set(id, member);
     this.log(`peer ${id} joined (pid ${pid}, vector ${vector})`);
   }
 
   /** A member's socket is readable: it closed (nothing else is expected from it). */
-  private onMember(m: Member): void {
-    const N = native();
+  private onMember(member: Member): void {
+    const addon = native();
     for (;;) {
-      let r: [number, number] | null | false;
+      let res: [number, number] | null | false;
       try {
-        r = N.recvMsg(m.fd);
+        res = addon.recvMsg(member.fd);
       } catch {
-        r = false;
+        res = false;
       }
-      if (r === null) return;
-      if (r === false) break;
-      if (r[1] >= 0) N.close(r[1]);
+      if (res === null) return;
+      if (res === false) break;
+      if (res[1] >= 0) addon.close(res[1]);
     }
-    this.leave(m);
+    this.leave(member);
   }
 
-  private leave(m: Member): void {
-    const N = native();
-    if (!this.members.delete(m.id)) return;
-    m.poller.close();
+  private leave(member: Member): void {
+    const addon = native();
+    if (!this.members.delete(member.id)) return;
+    member.poller.close();
     try {
-      N.close(m.fd);
+      addon.close(member.fd);
     } catch {
       /* closed */
     }
-    if (Peers.genOf(this.i32, this.g, m.id) === m.gen && !Peers.isFree(this.i32, this.g, m.id)) {
-      Peers.reap(this.i32, this.g, m.id, m.gen, (peer) => this.wake(peer));
+    if (Peers.genOf(this.i32, this.geo, member.id) === member.gen && !Peers.isFree(this.i32, this.geo, member.id)) {
+      Peers.reap(this.i32, this.geo, member.id, member.gen, (peer) => this.wake(peer));
     }
-    N.drain(this.dev.irqFds[m.vector]);
-    this.log(`peer ${m.id} left (pid ${m.pid})`);
+    addon.drain(this.dev.irqFds[member.vector]);
+    this.log(`peer ${member.id} left (pid ${member.pid})`);
   }
 
   private wake(peer: number): void {
-    const [via, vector] = Peers.routeOf(this.i32, this.g, peer);
+    const [via, vector] = Peers.routeOf(this.i32, this.geo, peer);
     try {
       this.dev.ring(via, vector);
-    } catch (e) {
-      this.log(`wake of peer ${peer} failed: ${(e as Error).message}`);
+    } catch (err) {
+      this.log(`wake of peer ${peer} failed: ${(err as Error).message}`);
     }
   }
 
@@ -278,10 +278,10 @@ export class GuestAgent {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.adoptTimer);
-    for (const m of [...this.members.values()]) this.leave(m);
+    for (const member of [...this.members.values()]) this.leave(member);
     this.acceptPoller.close();
-    const N = native();
-    N.close(this.listenFd);
+    const addon = native();
+    addon.close(this.listenFd);
     fs.rmSync(this.socket, { force: true });
     this.dev.close();
   }

@@ -95,39 +95,39 @@ export class GuestDevice {
 
   /** Opens `pci` (bound to vfio-pci). Throws with code ERR_ZIVM_GUEST on any failure. */
   static open(pci: string): GuestDevice {
-    const N = native();
+    const addon = native();
     let dev: VfioDevice;
     try {
-      dev = N.vfioOpen(pci);
-    } catch (e) {
-      throw new ZivmGuestError(`cannot open ivshmem device ${pci} through VFIO (bound to ${pciDriver(pci) ?? 'no driver'}): ${(e as Error).message}`);
+      dev = addon.vfioOpen(pci);
+    } catch (err) {
+      throw new ZivmGuestError(`cannot open ivshmem device ${pci} through VFIO (bound to ${pciDriver(pci) ?? 'no driver'}): ${(err as Error).message}`);
     }
     let region: NativeRegion | undefined;
     const irqFds: number[] = [];
     try {
       const reg = (index: number) => {
-        const r = dev.regions.find((x) => x.index === index);
-        if (!r || r.size === 0) throw new ZivmGuestError(`ivshmem device ${pci} has no VFIO region ${index}`);
-        return r;
+        const res = dev.regions.find((elem) => elem.index === index);
+        if (!res || res.size === 0) throw new ZivmGuestError(`ivshmem device ${pci} has no VFIO region ${index}`);
+        return res;
       };
       const bar0 = reg(VFIO.BAR0);
       const bar2 = reg(VFIO.BAR2);
       const cfg = reg(VFIO.CONFIG);
-      const msix = dev.irqs.find((q) => q.index === VFIO.MSIX);
+      const msix = dev.irqs.find((irq) => irq.index === VFIO.MSIX);
       if (!msix || msix.count < 1) throw new ZivmGuestError(`ivshmem device ${pci} has no MSI-X vectors (QEMU's ivshmem-doorbell with msi=on is needed)`);
-      N.vfioEnableBusMaster(dev.deviceFd, cfg.offset);
-      const ivPosition = N.bar0Read32(dev.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
+      addon.vfioEnableBusMaster(dev.deviceFd, cfg.offset);
+      const ivPosition = addon.bar0Read32(dev.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
       if (ivPosition < 0 || ivPosition > 0xffff) throw new ZivmGuestError(`ivshmem device ${pci} has no peer id yet (IVPosition ${ivPosition})`);
-      region = new (N.Region)(dev.deviceFd, bar2.size, bar2.offset);
-      for (let v = 0; v < Math.min(msix.count, 0x3fff); v++) irqFds.push(N.eventfd());
-      N.vfioSetMsix(dev.deviceFd, irqFds);
-      for (const fd of irqFds) N.drain(fd); // what QEMU had pending fires on unmask; later stale ones are harmless
+      region = new (addon.Region)(dev.deviceFd, bar2.size, bar2.offset);
+      for (let value = 0; value < Math.min(msix.count, 0x3fff); value++) irqFds.push(addon.eventfd());
+      addon.vfioSetMsix(dev.deviceFd, irqFds);
+      for (const fd of irqFds) addon.drain(fd); // what QEMU had pending fires on unmask; later stale ones are harmless
       return new GuestDevice(pci, dev, bar0.offset, bar2.offset, region, ivPosition, irqFds);
-    } catch (e) {
+    } catch (err) {
       region?.close();
-      for (const fd of irqFds) N.close(fd);
-      N.vfioClose(dev);
-      throw e;
+      for (const fd of irqFds) addon.close(fd);
+      addon.vfioClose(dev);
+      throw err;
     }
   }
 
@@ -140,15 +140,15 @@ export class GuestDevice {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    const N = native();
+    const addon = native();
     try {
-      N.vfioSetMsix(this.dev.deviceFd, []);
+      addon.vfioSetMsix(this.dev.deviceFd, []);
     } catch {
       /* closing anyway */
     }
     this.region.close();
-    for (const fd of this.irqFds) N.close(fd);
-    N.vfioClose(this.dev);
+    for (const fd of this.irqFds) addon.close(fd);
+    addon.vfioClose(this.dev);
   }
 }
 

@@ -15,7 +15,7 @@ export const ENOSPC = 28;
 
 /** A guest's node id: above every host one (bit 50, the IVPosition, and the region's nonce in the low 32 bits). */
 export function guestNodeId(ivPosition: number, i32: Int32Array): number {
-  const nonce = i32[Lay.H.NONCE] >>> 0;
+  const nonce = i32[Lay.HEADER.NONCE] >>> 0;
   return (0x40000 + (ivPosition & 0xffff)) * 0x100000000 + nonce;
 }
 
@@ -47,10 +47,10 @@ export class GuestLink {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    const N = native();
+    const addon = native();
     this.region.close();
-    N.close(this.irqFd);
-    N.close(this.deviceFd);
+    addon.close(this.irqFd);
+    addon.close(this.deviceFd);
   }
 }
 
@@ -71,8 +71,8 @@ export function agentSockets(): string[] {
     return [];
   }
   return names
-    .map((n) => /^guest-(.+)\.sock$/.exec(n)?.[1])
-    .filter((x): x is string => !!x)
+    .map((name) => /^guest-(.+)\.sock$/.exec(name)?.[1])
+    .filter((elem): elem is string => !!elem)
     .sort();
 }
 
@@ -85,13 +85,13 @@ export function agentSockets(): string[] {
  * or throws ZivmGuestError when the setting names nothing usable.
  */
 export function guestAgentFromEnv(env: NodeJS.ProcessEnv = process.env): { socket: string; pci: string } | null {
-  const v = guestSetting(env);
-  if (v === 'off') return null;
-  if (typeof v === 'object' && 'agent' in v) return { socket: v.agent, pci: /guest-(.+)\.sock$/.exec(v.agent)?.[1] ?? '' };
-  if (typeof v === 'object') return { socket: agentSocketPath(v.pci), pci: v.pci };
+  const value = guestSetting(env);
+  if (value === 'off') return null;
+  if (typeof value === 'object' && 'agent' in value) return { socket: value.agent, pci: /guest-(.+)\.sock$/.exec(value.agent)?.[1] ?? '' };
+  if (typeof value === 'object') return { socket: agentSocketPath(value.pci), pci: value.pci };
   const found = agentSockets();
   if (found.length === 1) return { socket: agentSocketPath(found[0]), pci: found[0] };
-  if (v === 'unset') return null;
+  if (value === 'unset') return null;
   throw new ZivmGuestError(
     found.length
       ? `ZIVM_GUEST_PCI=auto: ${found.length} guest agents (${found.join(', ')}): name one`
@@ -107,27 +107,27 @@ const JOIN_TIMEOUT_MS = 5000;
  * open while we are a member. Throws ERR_ZIVM_GUEST.
  */
 export function joinAgent(socket: string, pci: string): { id: number; gen: number; link: GuestLink; fd: number } {
-  const N = native();
+  const addon = native();
   let fd: number;
   try {
-    fd = N.unixConnect(socket);
-  } catch (e) {
-    throw new ZivmGuestError(`cannot reach the zivm guest agent at ${socket} (${(e as Error).message}): run \`zivm guest setup\` as root`);
+    fd = addon.unixConnect(socket);
+  } catch (err) {
+    throw new ZivmGuestError(`cannot reach the zivm guest agent at ${socket} (${(err as Error).message}): run \`zivm guest setup\` as root`);
   }
   const opened: number[] = [];
   try {
     const deadline = Date.now() + JOIN_TIMEOUT_MS;
     const next = (): [number, number] => {
       for (;;) {
-        const m = N.recvMsg(fd);
-        if (m === false) throw new ZivmGuestError('the zivm guest agent closed the connection while we joined');
-        if (m !== null) {
-          if (m[1] >= 0) opened.push(m[1]);
-          return m;
+        const msg = addon.recvMsg(fd);
+        if (msg === false) throw new ZivmGuestError('the zivm guest agent closed the connection while we joined');
+        if (msg !== null) {
+          if (msg[1] >= 0) opened.push(msg[1]);
+          return msg;
         }
         const left = deadline - Date.now();
         if (left <= 0) throw new ZivmGuestError('the zivm guest agent did not answer in time');
-        N.waitReadable(fd, left);
+        addon.waitReadable(fd, left);
       }
     };
     const [version] = next();
@@ -141,17 +141,17 @@ export function joinAgent(socket: string, pci: string): { id: number; gen: numbe
     const [bar2Offset] = next();
     const [size] = next();
     if (irqFd < 0 || deviceFd < 0) throw new ZivmGuestError('the zivm guest agent did not pass its file descriptors');
-    const region = new (N.Region)(deviceFd, size, bar2Offset);
+    const region = new (addon.Region)(deviceFd, size, bar2Offset);
     return { id, gen, fd, link: new GuestLink(pci, ivPosition, vector, irqFd, region, deviceFd, bar0Offset) };
-  } catch (e) {
-    for (const f of opened) {
+  } catch (err) {
+    for (const each of opened) {
       try {
-        N.close(f);
+        addon.close(each);
       } catch {
         /* closed */
       }
     }
-    N.close(fd);
-    throw e;
+    addon.close(fd);
+    throw err;
   }
 }

@@ -25,7 +25,7 @@ import { kTransport } from '../symbols';
 import type { HandleCore, SocketLike } from './core';
 import { internals } from './internals';
 import { NativeReads, Reader } from './reader';
-import { jsStreamClass } from './streambase';
+import { boundToHttp2Session, jsStreamClass } from './streambase';
 import { Writer } from './writer';
 
 interface ShutdownReq {
@@ -122,7 +122,7 @@ export class ShmHandle extends Base implements HandleCore {
     this.updateActive();
     // A listener of this process takes the request on the loop's next look
     // (as its listening socket would be looked at), before this completes.
-    if (this.ch.peer === this.ch.d.id) this.ch.again();
+    if (this.ch.peer === this.ch.domain.id) this.ch.again();
     else process.nextTick(() => this.onChange());
   }
 
@@ -181,11 +181,11 @@ export class ShmHandle extends Base implements HandleCore {
   private onChange(): void {
     try {
       this.react();
-    } catch (e) {
+    } catch (err) {
       // The ring's errors (shared memory that makes no sense) fail this socket;
       // anything else was thrown by the application's listeners: theirs, as in net.
-      if (!(e instanceof ZivmError)) throw e;
-      this.corrupt(e as Error);
+      if (!(err instanceof ZivmError)) throw err;
+      this.corrupt(err as Error);
     }
   }
 
@@ -206,8 +206,8 @@ export class ShmHandle extends Base implements HandleCore {
   }
 
   /** Reads go through the native stream from the start (a native consumer will take it). */
-  useNativeReads(): void {
-    if (JSStream) this.reader.native = true;
+  useNativeReads(http2: boolean): void {
+    if (JSStream) this.reader.useNative(http2, this.ch.side === 'server');
   }
 
   fail(code: string, syscall: string): void {
@@ -216,11 +216,11 @@ export class ShmHandle extends Base implements HandleCore {
     sock.destroy(errnoException(code, syscall));
   }
 
-  corrupt(e: Error): void {
-    debug('slot %d: %s', this.ch.slot, e.message);
+  corrupt(err: Error): void {
+    debug('slot %d: %s', this.ch.slot, err.message);
     const sock = this.socket;
     if (!sock || sock.destroyed || this.closed) return;
-    sock.destroy(e);
+    sock.destroy(err);
   }
 
   // -- the handle interface node:net uses ---------------------------------------
@@ -317,18 +317,18 @@ export class ShmHandle extends Base implements HandleCore {
   }
 
   getsockname(out: Record<string, unknown>): number {
-    const e = this.ch.endpoints();
-    out.address = formatAddr(e.local);
-    out.family = e.local.family === 6 ? 'IPv6' : 'IPv4';
-    out.port = e.localPort;
+    const ends = this.ch.endpoints();
+    out.address = formatAddr(ends.local);
+    out.family = ends.local.family === 6 ? 'IPv6' : 'IPv4';
+    out.port = ends.localPort;
     return 0;
   }
 
   getpeername(out: Record<string, unknown>): number {
-    const e = this.ch.endpoints();
-    out.address = formatAddr(e.remote);
-    out.family = e.remote.family === 6 ? 'IPv6' : 'IPv4';
-    out.port = e.remotePort;
+    const ends = this.ch.endpoints();
+    out.address = formatAddr(ends.remote);
+    out.family = ends.remote.family === 6 ? 'IPv6' : 'IPv4';
+    out.port = ends.remotePort;
     return 0;
   }
 
@@ -347,9 +347,19 @@ export class ShmHandle extends Base implements HandleCore {
    * a stream: from then on reads go through the native stream, where they
    * would be.
    */
+  /** node:http's server marks the handle its HTTP parser takes: the parser's reads are handed over bare (see Reader). */
+  set _consumed(taken: boolean) {
+    this.reader.bare = taken;
+  }
+
+  get _consumed(): boolean {
+    return this.reader.bare;
+  }
+
   get isStreamBase(): boolean {
     if (!JSStream) return false;
-    this.reader.native = true;
+    const sock = this.socket;
+    this.useNativeReads(sock !== undefined && boundToHttp2Session(sock));
     return true;
   }
 
@@ -393,7 +403,7 @@ export class ShmHandle extends Base implements HandleCore {
     const want = this.refd && !this.closed && (this.reading || this.writer.pending || this.held !== null);
     if (want === this.active) return;
     this.active = want;
-    if (want) this.ch.d.ref();
-    else this.ch.d.unref();
+    if (want) this.ch.domain.ref();
+    else this.ch.domain.unref();
   }
 }

@@ -17,7 +17,7 @@ export interface Internals {
 }
 
 function find(obj: object, description: string): symbol | undefined {
-  return Object.getOwnPropertySymbols(obj).find((s) => s.description === description);
+  return Object.getOwnPropertySymbols(obj).find((sym) => sym.description === description);
 }
 
 function probe(): Internals {
@@ -31,18 +31,18 @@ function probe(): Internals {
       readStop: () => 0,
       close: (cb?: () => void) => cb && setImmediate(cb),
     };
-    const s = new net.Socket({ handle, manualStart: true } as net.SocketConstructorOpts);
+    const sock = new net.Socket({ handle, manualStart: true } as net.SocketConstructorOpts);
     const owner = find(handle, 'owner_symbol');
-    const kBuffer = find(s, 'kBuffer');
-    const kLastWriteQueueSize = find(s, 'lastWriteQueueSize');
-    s.destroy();
-    if (!owner || !kBuffer || !kLastWriteQueueSize || (handle as { [k: symbol]: unknown })[owner] !== s || typeof net._normalizeArgs !== 'function') {
+    const kBuffer = find(sock, 'kBuffer');
+    const kLastWriteQueueSize = find(sock, 'lastWriteQueueSize');
+    sock.destroy();
+    if (!owner || !kBuffer || !kLastWriteQueueSize || (handle as { [k: symbol]: unknown })[owner] !== sock || typeof net._normalizeArgs !== 'function') {
       debug('this Node.js has changed node:net internals: shared memory disabled');
       return none;
     }
     return { available: true, owner, kBuffer, kLastWriteQueueSize };
-  } catch (e) {
-    debug('probing node:net failed (%s): shared memory disabled', (e as Error).message);
+  } catch (err) {
+    debug('probing node:net failed (%s): shared memory disabled', (err as Error).message);
     return none;
   }
 }
@@ -52,5 +52,5 @@ export const internals: Internals = probe();
 declare module 'node:net' {
   // Exported by node:net, not typed by @types/node.
   // eslint-disable-next-line @typescript-eslint/no-unused-vars
-  function _normalizeArgs(args: unknown[]): [Record<string, unknown>, ((...a: unknown[]) => void) | null];
+  function _normalizeArgs(args: unknown[]): [Record<string, unknown>, ((...rest: unknown[]) => void) | null];
 }

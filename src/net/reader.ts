@@ -29,9 +29,21 @@ export class Reader {
    * as a kernel socket, reads then give what is left and the end, not an error.
    */
   private resetUnseen = false;
-  /** The read waiting to be handed to the native stream: a chunk, null for the end, undefined for none. */
-  private feeding: Buffer | null | undefined = undefined;
-  /** Hands the waiting read to the native stream; called by the domain from outside JavaScript. */
+  /** What waits to be handed to the native stream, in order: chunks, and null for the end. */
+  private pieces: (Buffer | null)[] = [];
+  /** The domain has us in its list of reads to hand over. */
+  private queued = false;
+  /** Reads for an HTTP/2 session are cut after frames whose events the application sees (see Http2Frames). */
+  private frames: Http2Frames | undefined;
+  /**
+   * Reads go to the HTTP parser, handed over outside any callback scope: its
+   * callbacks into JavaScript are then callbacks of their own, as over a
+   * kernel socket. Other consumers (HTTP/2, TLS) get them in a callback
+   * scope: an exception thrown in what they call is then the process's, as it
+   * must be.
+   */
+  bare = false;
+  /** Hands the next piece to the native stream; called by the domain. */
   readonly feed = (): void => this.feedNow();
 
   constructor(
@@ -46,45 +58,49 @@ export class Reader {
    * the next one, or 'end'. Returns true if it delivered a chunk.
    */
   pump(): boolean {
-    const h = this.h;
-    const ch = h.ch;
-    if (!h.reading || h.closed || this.eof || this.feeding !== undefined) return false;
+    const handle = this.h;
+    const ch = handle.ch;
+    if (!handle.reading || handle.closed || this.eof) return false;
+    if (this.pieces.length > 0) {
+      this.requestFeed();
+      return false;
+    }
     // Looked at before the ring: a FIN seen now means every byte before it is in the ring.
     const peer = ch.peerEnd();
     if (peer === 'reset' && !this.resetUnseen) {
-      h.fail('ECONNRESET', 'read');
+      handle.fail('ECONNRESET', 'read');
       return false;
     }
     let buf: Buffer | null;
     try {
       buf = ch.read(READ_CHUNK);
-    } catch (e) {
-      h.corrupt(e as Error);
+    } catch (err) {
+      handle.corrupt(err as Error);
       return false;
     }
-    const sock = h.socket;
+    const sock = handle.socket;
     if (!sock) return false;
     if (buf !== null) {
-      h.bytesRead += buf.length;
+      handle.bytesRead += buf.length;
       sock._unrefTimer();
       if (this.native) {
         this.handOver(buf);
         return true;
       }
       if (!sock.push(buf)) {
-        h.reading = false;
-        h.updateActive();
+        handle.reading = false;
+        handle.updateActive();
         return true;
       }
-      if (h.closed || !h.reading) return true;
+      if (handle.closed || !handle.reading) return true;
       // More, or news of the peer: on the next turn. Else sleep until rung.
       if (ch.peerEnd() !== 'open' || !ch.sleepRead()) ch.again();
       return true;
     }
     if (peer === 'fin' || this.resetUnseen || (peer === 'gone' && this.peerDied() === 'fin')) {
       this.eof = true;
-      h.reading = false;
-      h.updateActive();
+      handle.reading = false;
+      handle.updateActive();
       sock._unrefTimer();
       if (this.native) {
         this.handOver(null);
@@ -95,32 +111,61 @@ export class Reader {
       return false;
     }
     if (peer === 'gone') {
-      h.fail('ECONNRESET', 'read');
+      handle.fail('ECONNRESET', 'read');
       return false;
     }
     if (!ch.sleepRead()) ch.again();
     return false;
   }
 
-  /** Queues a read (or the end) for the native stream: the domain hands it over from outside JavaScript. */
+  /**
+   * The handle goes to a native consumer. An HTTP/2 session gets its reads
+   * cut after the frames that make events (headers, settings, resets,
+   * goaway), each piece in a callback scope of its own: what its callbacks
+   * queue (the 'stream' event is emitted on nextTick) runs before the frames
+   * that follow, as it runs between the JavaScript callbacks of a session on
+   * a kernel socket. `server`: this end receives the client's preface first.
+   */
+  useNative(http2: boolean, server: boolean): void {
+    this.native = true;
+    if (http2 && !this.frames) this.frames = new Http2Frames(server);
+  }
+
+  /** Queues a read (or the end, null) for the native stream. */
   private handOver(buf: Buffer | null): void {
-    this.feeding = buf;
-    this.h.ch.d.feed(this);
+    if (buf !== null && this.frames) this.pieces.push(...this.frames.split(buf));
+    else this.pieces.push(buf);
+    this.requestFeed();
+  }
+
+  private requestFeed(): void {
+    if (this.queued) return;
+    this.queued = true;
+    this.h.ch.domain.feed(this);
   }
 
   private feedNow(): void {
-    const buf = this.feeding;
-    if (buf === undefined || !this.stream) return;
-    this.feeding = undefined;
-    const h = this.h;
-    if (h.closed) return;
-    if (buf === null) {
+    this.queued = false;
+    const handle = this.h;
+    if (!this.stream || handle.closed) {
+      this.pieces = [];
+      return;
+    }
+    const piece = this.pieces[0];
+    if (piece === undefined) return;
+    // The consumer stopped reading (onreadstop): the rest waits for readStart.
+    if (piece !== null && !handle.reading) return;
+    this.pieces.shift();
+    if (piece === null) {
       this.stream.emitEOF();
       return;
     }
-    this.stream.readBuffer(buf);
-    // The consumer stops us (onreadstop) from inside readBuffer when it has enough.
-    if (h.reading && !h.closed && (h.ch.peerEnd() !== 'open' || !h.ch.sleepRead())) h.ch.again();
+    this.stream.readBuffer(piece);
+    if (this.pieces.length > 0) {
+      if (handle.reading) this.requestFeed();
+      return;
+    }
+    if (handle.reading && !handle.closed && (handle.ch.peerEnd() !== 'open' || !handle.ch.sleepRead())) handle.ch.again();
   }
 
   /** How a dead peer looks to us: TCP resets if it died with our bytes unread, else it sent a FIN. */
@@ -133,23 +178,84 @@ export class Reader {
    * closed peer with writes waiting (`writesWaiting`).
    */
   checkPeer(writesWaiting: boolean): void {
-    const h = this.h;
+    const handle = this.h;
     if (this.resetUnseen) {
-      if (writesWaiting) h.fail('ECONNRESET', 'write');
+      if (writesWaiting) handle.fail('ECONNRESET', 'write');
       return;
     }
-    let reset = h.ch.peerEnd() === 'reset';
-    if (!reset && h.ch.peerDied() && !this.peerDeathSeen) {
+    let reset = handle.ch.peerEnd() === 'reset';
+    if (!reset && handle.ch.peerDied() && !this.peerDeathSeen) {
       this.peerDeathSeen = true;
       reset = this.peerDied() === 'rst';
     }
     if (reset) {
       // Not reading and nothing to write: nobody looks at the socket, as a paused kernel socket.
-      if (!h.reading && !writesWaiting) this.resetUnseen = true;
-      else h.fail('ECONNRESET', h.reading ? 'read' : 'write');
+      if (!handle.reading && !writesWaiting) this.resetUnseen = true;
+      else handle.fail('ECONNRESET', handle.reading ? 'read' : 'write');
       return;
     }
     // Nobody will ever read what is waiting.
-    if (writesWaiting && h.ch.peerClosed()) h.fail('ECONNRESET', 'write');
+    if (writesWaiting && handle.ch.peerClosed()) handle.fail('ECONNRESET', 'write');
   }
 }
+
+/**
+ * Cuts an HTTP/2 byte stream at frame boundaries (a frame: a 9-byte header
+ * whose first 3 bytes are the payload's length, then the payload), after the
+ * client's 24-byte connection preface on the server's side. It only decides
+ * where reads are cut; what the bytes mean is the session's business.
+ */
+export class Http2Frames {
+  /** Bytes of the client's preface still to come. */
+  private preface: number;
+  /** Bytes of the current frame's payload still to come. */
+  private left = 0;
+  private readonly header = Buffer.alloc(9);
+  private headerHave = 0;
+
+  constructor(server: boolean) {
+    this.preface = server ? 24 : 0;
+  }
+
+  /**
+   * `buf` in pieces, each ending where the preface or a frame that makes
+   * events ends (data, window updates, pings and priorities stay with what
+   * follows them, as in one read of a kernel socket); the last piece may end
+   * mid-frame.
+   */
+  split(buf: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    let start = 0;
+    let pos = 0;
+    while (pos < buf.length || this.headerHave === 9) {
+      if (this.preface > 0) {
+        const take = Math.min(this.preface, buf.length - pos);
+        pos += take;
+        this.preface -= take;
+        if (this.preface > 0) break;
+        if (pos > start) out.push(buf.subarray(start, pos));
+        start = pos;
+        continue;
+      } else if (this.left > 0 || this.headerHave === 9) {
+        const take = Math.min(this.left, buf.length - pos);
+        pos += take;
+        this.left -= take;
+        if (this.left > 0) break;
+        this.headerHave = 0;
+        if (!CUT_AFTER.has(this.header[3])) continue;
+      } else {
+        this.header[this.headerHave++] = buf[pos++];
+        if (this.headerHave < 9) continue;
+        this.left = (this.header[0] << 16) | (this.header[1] << 8) | this.header[2];
+        continue;
+      }
+      if (pos > start) out.push(buf.subarray(start, pos));
+      start = pos;
+    }
+    if (start < buf.length) out.push(buf.subarray(start));
+    return out;
+  }
+}
+
+/** HTTP/2 frame types after which a read is cut: HEADERS, RST_STREAM, SETTINGS, PUSH_PROMISE, GOAWAY, CONTINUATION. */
+const CUT_AFTER = new Set([0x1, 0x3, 0x4, 0x5, 0x7, 0x9]);

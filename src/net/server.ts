@@ -22,7 +22,7 @@ import { getSystemErrorName } from 'node:util';
 import { track, trackServer } from './stats';
 
 const NetServer = net.Server;
-const base = NetServer.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+const base = NetServer.prototype as unknown as Record<string, (...args: unknown[]) => unknown>;
 const serverSocketChannel = dc.channel('net.server.socket');
 type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -58,6 +58,12 @@ const UV_TCP_IPV6ONLY = 1;
   if (!this._handle || this[kListener] || zivmOff() || !internals.available) return;
   // A TLS server wraps each connection's kernel handle: it stays on TCP.
   if (this instanceof (require('node:tls') as typeof import('node:tls')).Server) return;
+  // A server that accepts its connections paused may hand them to other
+  // processes (what pauseOnConnect is for): only kernel connections can go.
+  if (this.pauseOnConnect) {
+    debug('pauseOnConnect: connections may be handed to other processes: served over TCP only');
+    return;
+  }
   // node:cluster's round robin: the primary's server only holds the port, its
   // connections go to the workers, whose servers register instead.
   if (roundRobinPrimary(this)) {
@@ -81,7 +87,7 @@ const UV_TCP_IPV6ONLY = 1;
  * and its listening handle is taken away once it listens.
  */
 function roundRobinPrimary(server: Any): boolean {
-  const listeners = server.listeners('connection') as ((...a: unknown[]) => unknown)[];
+  const listeners = server.listeners('connection') as ((...args: unknown[]) => unknown)[];
   if (listeners.length !== 1 || listeners[0].name !== 'fail') return false;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const cluster = require('node:cluster') as unknown as { isPrimary: boolean; schedulingPolicy: number; SCHED_RR: number };
@@ -97,20 +103,20 @@ function registerShm(server: Any, backlog: number, flags: number): void {
     return;
   }
   if (!address || typeof address !== 'object') return; // a pipe
-  const a = parseAddr(address.address);
-  if (!a) return;
-  const d = getDomain(true);
-  if (!d) return;
-  d.refreshAddrs(); // the addresses peers on other nodes will look for now
-  const r = register(d, { addr: a, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog });
-  if (!r) {
+  const addr = parseAddr(address.address);
+  if (!addr) return;
+  const domain = getDomain(true);
+  if (!domain) return;
+  domain.refreshAddrs(); // the addresses peers on other nodes will look for now
+  const res = register(domain, { addr: addr, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog });
+  if (!res) {
     debug('listener table of the region is full: %s:%d is served over TCP only', address.address, address.port);
     return;
   }
-  const reg: Registration = { d, index: r.index, word: r.word };
+  const reg: Registration = { d: domain, index: res.index, word: res.word };
   server[kListener] = reg;
-  d.acceptors.set(r.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
-  debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, r.index);
+  domain.acceptors.set(res.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
+  debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, res.index);
 }
 
 function unregisterShm(server: Any): void {
@@ -144,12 +150,12 @@ function incoming(server: Any, reg: Registration, slot: number, word: number): v
   }
   const ch = Channel.accept(reg.d, slot, word);
   if (!ch) return;
-  const h = new ShmHandle(ch);
+  const handle = new ShmHandle(ch);
   // Through the listening handle's onconnection, as a kernel connection arrives:
   // code that wraps it (to watch or adjust accepted handles) sees this one too.
   const onconnection = server._handle.onconnection;
-  if (typeof onconnection === 'function') onconnection.call(server._handle, 0, h);
-  else deliver(server, h, 'shm');
+  if (typeof onconnection === 'function') onconnection.call(server._handle, 0, handle);
+  else deliver(server, handle, 'shm');
 }
 
 interface AcceptedHandle {
@@ -159,12 +165,12 @@ interface AcceptedHandle {
 }
 
 /** Hands an accepted connection (shared memory or kernel) to the server, as net's onconnection does. */
-function deliver(server: Any, h: AcceptedHandle, transport: 'shm' | 'tcp'): void {
+function deliver(server: Any, handle: AcceptedHandle, transport: 'shm' | 'tcp'): void {
   if (server.maxConnections && server._connections >= server.maxConnections) {
     const local: Any = {};
     const remote: Any = {};
-    h.getsockname?.(local);
-    h.getpeername?.(remote);
+    handle.getsockname?.(local);
+    handle.getpeername?.(remote);
     server.emit('drop', {
       localAddress: local.address,
       localPort: local.port,
@@ -173,11 +179,11 @@ function deliver(server: Any, h: AcceptedHandle, transport: 'shm' | 'tcp'): void
       remotePort: remote.port,
       remoteFamily: remote.family,
     });
-    h.close();
+    handle.close();
     return;
   }
   const socket = acceptedSocket(
-    h as never,
+    handle as never,
     {
       allowHalfOpen: server.allowHalfOpen,
       pauseOnCreate: server.pauseOnConnect,

@@ -7,6 +7,7 @@
 import net from 'node:net';
 import dns from 'node:dns';
 import { ShmHandle, TcpLike, nativeStreams } from './handle';
+import { boundToHttp2Session } from './streambase';
 import { internals } from './internals';
 import { chose } from './debug';
 import { zivmOff } from '../config';
@@ -14,11 +15,11 @@ import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsWrapped, kT
 import { track } from './stats';
 import { getDomain, lastJoinError } from '../shm/join';
 import { Channel } from '../shm/channel';
-import { find, listensOnPort } from '../shm/directory';
+import { find } from '../shm/directory';
 import { parseAddr } from '../shm/addrs';
 
 const NetSocket = net.Socket;
-const base = NetSocket.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+const base = NetSocket.prototype as unknown as Record<string, (...args: unknown[]) => unknown>;
 export type Transport = 'shm' | 'tcp' | 'pipe';
 
 export interface Socket extends net.Socket {
@@ -49,11 +50,11 @@ Object.defineProperty(Socket.prototype, 'transport', {
   configurable: true,
   enumerable: false,
   get(this: Any): Transport | undefined {
-    const h = this._handle;
-    if (h instanceof ShmHandle) return 'shm';
+    const holder = this._handle;
+    if (holder instanceof ShmHandle) return 'shm';
     if (this[kTransport]) return this[kTransport];
-    if (!h) return undefined;
-    return h.constructor?.name === 'Pipe' ? 'pipe' : 'tcp';
+    if (!holder) return undefined;
+    return holder.constructor?.name === 'Pipe' ? 'pipe' : 'tcp';
   },
 });
 
@@ -74,8 +75,8 @@ Object.defineProperty(Socket.prototype, 'transport', {
     this[kTransport] = options.path != null ? 'pipe' : 'tcp';
     return base.connect.call(this, normalized);
   }
-  const d = getDomain(false);
-  if (!d) {
+  const domain = getDomain(false);
+  if (!domain) {
     this[kTransport] = 'tcp';
     chose(this, 'tcp', `no zivm domain here${lastJoinError ? ` (${lastJoinError.message})` : ''}`, options.host as string, options.port as number);
     return base.connect.call(this, normalized);
@@ -91,7 +92,7 @@ Object.defineProperty(Socket.prototype, 'transport', {
   if (userLookup === undefined || userLookup === null || typeof userLookup === 'function') {
     opts.lookup = interceptingLookup(this, (userLookup ?? dns.lookup) as LookupFn);
   }
-  base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((x) => x !== undefined)));
+  base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((elem) => elem !== undefined)));
   intercept(this);
   return this;
 };
@@ -118,9 +119,9 @@ if (kReinitializeHandle) {
     configurable: true,
     writable: true,
     value: function (this: Any, handle: unknown) {
-      const r = reinit.call(this, handle);
+      const res = reinit.call(this, handle);
       if (this[kTryShm]) intercept(this);
-      return r;
+      return res;
     },
   });
 }
@@ -134,13 +135,13 @@ function intercept(socket: Any): void {
   if (!tcp || tcp instanceof ShmHandle || tcp[kIntercepted]) return;
   tcp[kIntercepted] = true;
   guardNativeConsumers(socket, tcp);
-  const t = tcp as unknown as Record<string, ConnectFn>;
-  const c4 = t.connect;
-  const c6 = t.connect6;
-  t.connect = function (req, address, port) {
+  const target = tcp as unknown as Record<string, ConnectFn>;
+  const c4 = target.connect;
+  const c6 = target.connect6;
+  target.connect = function (req, address, port) {
     return tryShm(socket, tcp, req, address, port, c4);
   };
-  t.connect6 = function (req, address, port) {
+  target.connect6 = function (req, address, port) {
     return tryShm(socket, tcp, req, address, port, c6);
   };
 }
@@ -149,16 +150,13 @@ function intercept(socket: Any): void {
  * Native stream consumers (HTTP/2's session, the HTTP parser, TLS) look at
  * `_handle.isStreamBase` before they take the C++ stream under a socket. A
  * socket still choosing its transport may yet swap its kernel handle for a
- * shared-memory one, so the kernel handle answers, while the choice is
+ * shared-memory one, so the kernel handle says yes, and, while the choice is
  * pending:
- *  - to TLS (which takes it at once): yes, and the connection stays on it;
- *  - to HTTP/2 (which takes the socket's handle only once connected): yes,
- *    and a shared-memory handle, itself a native stream, reads as one;
- *  - to the HTTP parser: yes; it marks the handle it takes (`_consumed`),
- *    and the connection stays on it;
- *  - to anyone else, if a co-resident listener is possible: no, and the
- *    consumer wraps the socket in Node's JS stream adapter, which works over
- *    either transport; otherwise yes, and the connection stays on TCP.
+ *  - for HTTP/2, which takes the socket's handle only once connected, notes
+ *    it: a shared-memory handle, itself a native stream, reads as HTTP/2
+ *    needs (see Reader);
+ *  - for anyone else (TLS, the HTTP parser: they take the kernel handle at
+ *    once), marks the handle: the connection stays on it (TCP).
  */
 function guardNativeConsumers(socket: Any, tcp: TcpLike): void {
   const proto = Object.getPrototypeOf(tcp) as object;
@@ -166,26 +164,13 @@ function guardNativeConsumers(socket: Any, tcp: TcpLike): void {
     configurable: true,
     enumerable: true,
     get(): unknown {
-      const native = Reflect.get(proto, 'isStreamBase', tcp);
-      if (!native || socket._handle !== tcp || !socket[kTryShm] || socket[kTransport] !== undefined || tcp[kTlsWrapped]) return native;
-      if (nativeStreams && boundToHttp2Session(socket)) {
-        socket[kNativeReads] = true;
-        return native;
-      }
-      const d = getDomain(false);
-      if (d && listensOnPort(d, socket[kDialPort])) return false;
-      tcp[kNativeConsumed] = true;
+      const native: unknown = Reflect.get(proto, 'isStreamBase', tcp);
+      if (!native || socket._handle !== tcp || !socket[kTryShm] || socket[kTransport] !== undefined) return native;
+      if (nativeStreams && boundToHttp2Session(socket)) socket[kNativeReads] = true;
+      else tcp[kNativeConsumed] = true;
       return native;
     },
   });
-}
-
-/** HTTP/2 marks a socket it builds a session on (a symbol of its own) before it asks. */
-function boundToHttp2Session(socket: object): boolean {
-  for (const k of Object.getOwnPropertySymbols(socket)) {
-    if (k.description === 'kBoundSession' && (socket as Any)[k] !== undefined) return true;
-  }
-  return false;
 }
 
 function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: number, connect: ConnectFn): number {
@@ -194,15 +179,15 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
     chose(socket, 'tcp', reason, address, port);
     return connect.call(tcp, req, address, port);
   };
-  const d = getDomain(false);
-  if (!d) return tcpPath('no zivm domain here');
+  const domain = getDomain(false);
+  if (!domain) return tcpPath('no zivm domain here');
   if (socket._handle !== tcp) return tcpPath('socket changed handle');
   if ((tcp as unknown as Any)[kTlsWrapped]) return tcpPath('TLS wraps the kernel handle');
   if (tcp[kNativeConsumed] || (tcp as Any)._consumed) return tcpPath('a native stream consumer took the kernel handle');
-  const a = parseAddr(address);
-  if (!a) return tcpPath('unparsable address');
-  const l = find(d, a, port);
-  if (!l) return tcpPath(`no co-resident listener for ${address}:${port}`);
+  const addr = parseAddr(address);
+  if (!addr) return tcpPath('unparsable address');
+  const listener = find(domain, addr, port);
+  if (!listener) return tcpPath(`no co-resident listener for ${address}:${port}`);
   const local = typeof req.localAddress === 'string' ? parseAddr(req.localAddress) : undefined;
   // A socket bound to a port (localPort) has it reserved in the kernel: the connection keeps it.
   let localPort = 0;
@@ -212,29 +197,29 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
   }
   let ch: Channel | undefined;
   try {
-    ch = Channel.connect(d, l, a, port, local, localPort);
-  } catch (e) {
-    return tcpPath(`shared memory failed: ${(e as Error).message}`);
+    ch = Channel.connect(domain, listener, addr, port, local, localPort);
+  } catch (err) {
+    return tcpPath(`shared memory failed: ${(err as Error).message}`);
   }
   if (!ch) return tcpPath('every connection slot of the region is taken');
-  const h = new ShmHandle(ch);
-  if (socket[kNativeReads]) h.useNativeReads();
-  h[internals.owner] = socket;
-  (h as unknown as { onread: unknown }).onread = tcp.onread;
+  const handle = new ShmHandle(ch);
+  if (socket[kNativeReads]) handle.useNativeReads(true);
+  handle[internals.owner] = socket;
+  (handle as unknown as { onread: unknown }).onread = tcp.onread;
   // Options net applies to the handle once connected go to this one: so do overrides put on the kernel handle before.
   for (const name of ['setKeepAlive', 'setNoDelay'] as const) {
-    if (Object.prototype.hasOwnProperty.call(tcp, name)) (h as unknown as Any)[name] = (tcp as unknown as Any)[name];
+    if (Object.prototype.hasOwnProperty.call(tcp, name)) (handle as unknown as Any)[name] = (tcp as unknown as Any)[name];
   }
-  socket._handle = h;
+  socket._handle = handle;
   socket[kTransport] = 'shm';
-  chose(socket, 'shm', `listener of peer ${l.owner} in slot ${ch.slot}`, address, port);
-  h.beginConnect({ req: req as never, tcp, connect });
+  chose(socket, 'shm', `listener of peer ${listener.owner} in slot ${ch.slot}`, address, port);
+  handle.beginConnect({ req: req as never, tcp, connect });
   return 0;
 }
 
 (Socket.prototype as Any)._writeGeneric = function _writeGeneric(this: Any, writev: boolean, data: Any, encoding: BufferEncoding, cb: (err?: Error | null) => void) {
-  const h = this._handle;
-  if (this.connecting || !(h instanceof ShmHandle)) return base._writeGeneric.call(this, writev, data, encoding, cb);
+  const holder = this._handle;
+  if (this.connecting || !(holder instanceof ShmHandle)) return base._writeGeneric.call(this, writev, data, encoding, cb);
   this._pendingData = null;
   this._pendingEncoding = '';
   this._unrefTimer();
@@ -243,13 +228,13 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
     const list = data as { chunk: string | Uint8Array; encoding: BufferEncoding }[];
     bufs = new Array(list.length);
     for (let i = 0; i < list.length; i++) {
-      const c = list[i].chunk;
-      bufs[i] = typeof c === 'string' ? Buffer.from(c, list[i].encoding) : c;
+      const item = list[i].chunk;
+      bufs[i] = typeof item === 'string' ? Buffer.from(item, list[i].encoding) : item;
     }
   } else {
     bufs = [typeof data === 'string' ? Buffer.from(data, encoding) : (data as unknown as Uint8Array)];
   }
-  h.writeBuffers(bufs, cb);
+  holder.writeBuffers(bufs, cb);
 };
 
 (Socket.prototype as Any).resetAndDestroy = function resetAndDestroy(this: Any) {
@@ -260,9 +245,9 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
 };
 
 /** Builds the socket for a connection accepted over shared memory. */
-export function acceptedSocket(h: ShmHandle, options: net.SocketConstructorOpts & Any, transport: Transport): Socket {
-  const s = new Socket({ ...options, handle: h } as net.SocketConstructorOpts) as unknown as Any;
-  s[kTransport] = transport;
-  return s as unknown as Socket;
+export function acceptedSocket(handle: ShmHandle, options: net.SocketConstructorOpts & Any, transport: Transport): Socket {
+  const subject = new Socket({ ...options, handle: handle } as net.SocketConstructorOpts) as unknown as Any;
+  subject[kTransport] = transport;
+  return subject as unknown as Socket;
 }
 

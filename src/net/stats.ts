@@ -22,29 +22,29 @@ let pruneServersAt = 64;
 const counts = { shm: 0, tcp: 0, reasons: new Map<string, number>() };
 
 function prune<T extends object>(refs: Set<WeakRef<T>>, gone: (o: T) => boolean): void {
-  for (const r of refs) {
-    const o = r.deref();
-    if (o === undefined || gone(o)) refs.delete(r);
+  for (const ref of refs) {
+    const out = ref.deref();
+    if (out === undefined || gone(out)) refs.delete(ref);
   }
 }
 
-const socketGone = (s: net.Socket): boolean => s.destroyed;
-const serverGone = (s: net.Server): boolean => !s.listening;
+const socketGone = (sock: net.Socket): boolean => sock.destroyed;
+const serverGone = (srv: net.Server): boolean => !srv.listening;
 
-export function track(s: net.Socket): void {
-  if (tracked.has(s)) return;
-  tracked.add(s);
-  socketRefs.add(new WeakRef(s));
+export function track(sock: net.Socket): void {
+  if (tracked.has(sock)) return;
+  tracked.add(sock);
+  socketRefs.add(new WeakRef(sock));
   if (socketRefs.size >= pruneSocketsAt) {
     prune(socketRefs, socketGone);
     pruneSocketsAt = Math.max(1024, socketRefs.size * 2);
   }
 }
 
-export function trackServer(s: net.Server): void {
-  if (tracked.has(s)) return;
-  tracked.add(s);
-  serverRefs.add(new WeakRef(s));
+export function trackServer(srv: net.Server): void {
+  if (tracked.has(srv)) return;
+  tracked.add(srv);
+  serverRefs.add(new WeakRef(srv));
   if (serverRefs.size >= pruneServersAt) {
     prune(serverRefs, serverGone);
     pruneServersAt = Math.max(64, serverRefs.size * 2);
@@ -83,35 +83,35 @@ export interface Stats {
 }
 
 export function stats(): Stats {
-  const d = currentDomain();
+  const domain = currentDomain();
   prune(socketRefs, socketGone);
   prune(serverRefs, serverGone);
   const sockets: SocketStats[] = [];
-  for (const r of socketRefs) {
-    const s = r.deref();
-    if (!s) continue;
+  for (const ref of socketRefs) {
+    const sock = ref.deref();
+    if (!sock) continue;
     sockets.push({
-      transport: (s as unknown as { transport?: string }).transport,
-      localAddress: s.localAddress,
-      localPort: s.localPort,
-      remoteAddress: s.remoteAddress,
-      remotePort: s.remotePort,
-      bytesRead: s.bytesRead,
-      bytesWritten: s.bytesWritten ?? 0,
-      state: s.readyState,
+      transport: (sock as unknown as { transport?: string }).transport,
+      localAddress: sock.localAddress,
+      localPort: sock.localPort,
+      remoteAddress: sock.remoteAddress,
+      remotePort: sock.remotePort,
+      bytesRead: sock.bytesRead,
+      bytesWritten: sock.bytesWritten ?? 0,
+      state: sock.readyState,
     });
   }
-  const servers = [...serverRefs].flatMap((r) => (r.deref() ? [r.deref()!] : [])).map((srv) => ({
+  const servers = [...serverRefs].flatMap((ref) => (ref.deref() ? [ref.deref()!] : [])).map((srv) => ({
     address: srv.address(),
     connections: (srv as unknown as { _connections: number })._connections,
     shm: Boolean((srv as unknown as Record<symbol, unknown>)[kListener]),
   }));
   return {
     pid: process.pid,
-    peer: d ? { id: d.id, gen: d.gen, node: d.nodeId } : undefined,
+    peer: domain ? { id: domain.id, gen: domain.gen, node: domain.nodeId } : undefined,
     connections: { shm: counts.shm, tcp: counts.tcp, tcpReasons: Object.fromEntries(counts.reasons) },
     sockets,
     servers,
-    domain: d ? snapshot(d.i32, d.g) : undefined,
+    domain: domain ? snapshot(domain.i32, domain.geo) : undefined,
   };
 }

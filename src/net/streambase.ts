@@ -22,7 +22,7 @@ export interface JSStreamInstance {
 export type JSStreamClass = new () => JSStreamInstance;
 
 /** Node's JS stream adapter (the class of `new tls.TLSSocket(duplex)._handle._parentWrap`). */
-export type AdapterClass = new (stream: unknown) => Record<string | symbol, unknown> & { _handle: unknown; destroy(): void };
+export type AdapterClass = new (stream: unknown) => Record<string | symbol, unknown> & { _handle: unknown; destroy(): void; on(ev: string, fn: (...args: unknown[]) => void): unknown };
 
 function dummy(): Duplex {
   return new Duplex({
@@ -55,8 +55,8 @@ function find(): { adapter?: AdapterClass; jsStream?: JSStreamClass } {
     } else {
       debug('this Node.js has no JSStream: native stream consumers get shared-memory sockets through the JS stream adapter');
     }
-  } catch (e) {
-    debug('looking for Node.js stream classes failed: %s', (e as Error).message);
+  } catch (err) {
+    debug('looking for Node.js stream classes failed: %s', (err as Error).message);
   }
   return found;
 }
@@ -68,7 +68,24 @@ export function jsStreamClass(): JSStreamClass | undefined {
 
 /** Node's JS stream adapter class. Throws if this Node.js has none. */
 export function streamAdapter(): AdapterClass {
-  const a = find().adapter;
-  if (!a) throw new Error('node:tls has no JS stream adapter here');
-  return a;
+  const first = find().adapter;
+  if (!first) throw new Error('node:tls has no JS stream adapter here');
+  return first;
+}
+
+/**
+ * Whether an HTTP/2 session is being built on `socket`: Http2Session marks
+ * the socket before it asks whether its handle is a native stream. The mark
+ * is a symbol of its own (kBoundSession); Node 20 imports that symbol from a
+ * module that does not export it, so there the session sits at
+ * socket['undefined'].
+ */
+export function boundToHttp2Session(socket: object): boolean {
+  const own = socket as Record<string | symbol, unknown>;
+  const misplaced = Object.prototype.hasOwnProperty.call(own, 'undefined') ? own['undefined'] : undefined;
+  if (misplaced !== null && typeof misplaced === 'object' && /Http2Session$/.test((misplaced as { constructor?: { name?: string } }).constructor?.name ?? '')) return true;
+  for (const key of Object.getOwnPropertySymbols(socket)) {
+    if (key.description === 'kBoundSession' && own[key] !== undefined) return true;
+  }
+  return false;
 }

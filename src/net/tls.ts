@@ -28,8 +28,10 @@ export function patchTls(): void {
     if (handle instanceof ShmHandle && !nativeStreams) {
       debug('TLS over a shared-memory socket: through the JS stream adapter');
       const Adapter = streamAdapter();
-      const w = new Adapter(wrap);
-      return original.call(this, w, w._handle, active);
+      const adapter = new Adapter(wrap);
+      // node:tls listens for errors on the socket it was given (wrap); the adapter re-emits them: not without a listener.
+      adapter.on('error', () => undefined);
+      return original.call(this, adapter, adapter._handle, active);
     }
     // A socket still connecting hands TLS its kernel handle: that connection stays on TCP.
     if (handle && typeof handle === 'object') (handle as Any)[kTlsWrapped] = true;

@@ -42,23 +42,24 @@ export class Writer {
    * the peer answers a late write with is then not read any more).
    */
   write(bufs: Uint8Array[], cb: (err?: Error | null) => void, eof: boolean): void {
-    const h = this.h;
-    if (h.closed) {
+    const handle = this.h;
+    if (handle.closed) {
       // As a closed kernel handle: nothing goes anywhere (the slot may belong to another connection by now).
       cb(errnoException('EBADF', 'write'));
       return;
     }
     let total = 0;
-    for (const b of bufs) total += b.byteLength;
-    h.bytesWritten += total;
-    if (h.ch.peerClosed()) {
+    for (const buf of bufs) total += buf.byteLength;
+    handle.bytesWritten += total;
+    if (handle.ch.peerClosed()) {
       // The peer will never read this. TCP takes the first write if it fits
       // (the peer answers it with a reset), later writes fail with EPIPE; the
       // reset shows up on reading only while we still read.
-      if (!this.wroteToClosed && total <= h.ch.writable()) {
+      if (!this.wroteToClosed && total <= handle.ch.writable()) {
         this.wroteToClosed = true;
         cb();
-        if (!eof) setImmediate(() => h.fail('ECONNRESET', 'read'));
+        // A peer that closed in order sent its FIN before the reset: reads end with it, as over TCP.
+        if (!eof && handle.ch.peerEnd() !== 'fin') setImmediate(() => handle.fail('ECONNRESET', 'read'));
       } else {
         this.wroteToClosed = true;
         cb(errnoException('EPIPE', 'write'));
@@ -66,23 +67,23 @@ export class Writer {
       return;
     }
     if (this.queue.length === 0) {
-      let n: number;
+      let count: number;
       try {
-        n = h.ch.write(bufs);
-      } catch (e) {
-        cb(e as Error);
+        count = handle.ch.write(bufs);
+      } catch (err) {
+        cb(err as Error);
         return;
       }
-      if (n === total) {
+      if (count === total) {
         cb();
         return;
       }
-      bufs = advance(bufs, n);
-      total -= n;
+      bufs = advance(bufs, count);
+      total -= count;
     }
     this.queue.push({ bufs, cb });
-    h.writeQueueSize += total;
-    h.updateActive();
+    handle.writeQueueSize += total;
+    handle.updateActive();
     if (this.queue.length === 1) this.waitForRoom();
   }
 
@@ -90,36 +91,36 @@ export class Writer {
     // Say we wait, then look again: room may have appeared in between.
     try {
       if (!this.h.ch.sleepWrite()) this.flush();
-    } catch (e) {
-      this.h.corrupt(e as Error);
+    } catch (err) {
+      this.h.corrupt(err as Error);
     }
   }
 
   /** Moves what waits into the ring, as far as it has room. */
   flush(): void {
-    const h = this.h;
-    while (this.queue.length > 0 && !h.closed) {
-      const w = this.queue[0];
-      let n: number;
+    const handle = this.h;
+    while (this.queue.length > 0 && !handle.closed) {
+      const pending = this.queue[0];
+      let count: number;
       try {
-        n = h.ch.write(w.bufs);
-      } catch (e) {
+        count = handle.ch.write(pending.bufs);
+      } catch (err) {
         this.queue.shift();
-        w.cb(e as Error);
+        pending.cb(err as Error);
         return;
       }
-      if (n > 0) {
-        h.writeQueueSize -= n;
-        w.bufs = advance(w.bufs, n);
-        h.socket?._unrefTimer();
+      if (count > 0) {
+        handle.writeQueueSize -= count;
+        pending.bufs = advance(pending.bufs, count);
+        handle.socket?._unrefTimer();
       }
-      if (w.bufs.length > 0) {
-        if (h.ch.sleepWrite()) return;
+      if (pending.bufs.length > 0) {
+        if (handle.ch.sleepWrite()) return;
         continue;
       }
       this.queue.shift();
-      h.updateActive();
-      w.cb();
+      handle.updateActive();
+      pending.cb();
     }
   }
 
@@ -129,20 +130,20 @@ export class Writer {
     this.queue = [];
     this.h.writeQueueSize = 0;
     setImmediate(() => {
-      for (const w of dropped) w.cb(cancelled());
+      for (const pending of dropped) pending.cb(cancelled());
       if (cb) cb();
     });
   }
 }
 
 /** Drops the first `n` bytes of a list of chunks. */
-function advance(bufs: Uint8Array[], n: number): Uint8Array[] {
+function advance(bufs: Uint8Array[], count: number): Uint8Array[] {
   let i = 0;
-  while (i < bufs.length && n >= bufs[i].byteLength) {
-    n -= bufs[i].byteLength;
+  while (i < bufs.length && count >= bufs[i].byteLength) {
+    count -= bufs[i].byteLength;
     i++;
   }
   const rest = bufs.slice(i);
-  if (n > 0 && rest.length > 0) rest[0] = rest[0].subarray(n);
+  if (count > 0 && rest.length > 0) rest[0] = rest[0].subarray(count);
   return rest;
 }

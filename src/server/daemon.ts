@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
 import { debug } from '../log';
-import { Geometry, H, REGION_STATE_READY, computeGeometry, writeHeader } from '../shm/layout';
+import { Geometry, HEADER, REGION_STATE_READY, computeGeometry, writeHeader } from '../shm/layout';
 import { Native, NativePoller, NativeRegion, closeQuiet, native } from '../shm/native';
 import * as Peers from '../shm/peers';
 import { errCode, myUid, rmdirQuiet, unlinkQuiet } from '../sys';
@@ -62,7 +62,7 @@ export class Daemon extends EventEmitter {
   readonly auto: boolean;
   readonly verbose: boolean;
 
-  private n: Native | null = null;
+  private addon: Native | null = null;
   private readonly hold: DaemonLock;
   private memfd = -1;
   private region: NativeRegion | null = null;
@@ -115,23 +115,23 @@ export class Daemon extends EventEmitter {
   start(): boolean {
     if (this.started) throw new Error('daemon already started');
     this.started = true;
-    const n = (this.n = native());
-    if (!this.hold.take(n, this.auto)) {
+    const addon = (this.addon = native());
+    if (!this.hold.take(addon, this.auto)) {
       this.closed = true;
       return false;
     }
     try {
-      const g = this.geometry;
-      this.memfd = n.memfdCreate('zivm', g.size);
-      this.region = new n.Region(this.memfd, g.size);
+      const geo = this.geometry;
+      this.memfd = addon.memfdCreate('zivm', geo.size);
+      this.region = new addon.Region(this.memfd, geo.size);
       this.i32 = new Int32Array(this.region.buffer);
-      writeHeader(this.i32, g, process.pid, crypto.randomBytes(4).readInt32LE(0));
-      Atomics.store(this.i32, H.STATE, REGION_STATE_READY);
+      writeHeader(this.i32, geo, process.pid, crypto.randomBytes(4).readInt32LE(0));
+      Atomics.store(this.i32, HEADER.STATE, REGION_STATE_READY);
 
       this.listen();
-    } catch (e) {
+    } catch (err) {
       this.close();
-      throw e;
+      throw err;
     }
     // Started for a client that may never come; give the one that started us time to connect, though.
     if (this.auto) this.armIdle(Math.max(this.idleMs, AUTO_START_GRACE_MS));
@@ -143,21 +143,21 @@ export class Daemon extends EventEmitter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    const n = this.n;
+    const addon = this.addon;
     if (this.idleTimer) clearTimeout(this.idleTimer);
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.idleTimer = this.flushTimer = null;
     if (this.listenPoller) this.listenPoller.close();
     this.listenPoller = null;
-    if (this.listenFd >= 0 && n) {
+    if (this.listenFd >= 0 && addon) {
       // Unlink first so nobody new can reach us, then turn away whoever got in meanwhile.
       unlinkQuiet(this.socketPath);
-      const late = turnAway(n, this.listenFd);
+      const late = turnAway(addon, this.listenFd);
       if (late) debug('turned away %d connection(s) that came in while closing', late);
       this.listenFd = -1;
     }
     this.hold.release();
-    for (const c of this.clients.values()) this.release(c);
+    for (const member of this.clients.values()) this.release(member);
     this.clients.clear();
     this.doomed.clear();
     if (this.region) this.region.close();
@@ -171,9 +171,9 @@ export class Daemon extends EventEmitter {
 
   /** Listens on the socket path (owner-only from the start), watched by a poller. */
   private listen(): void {
-    const n = this.n!;
-    this.listenFd = listenOn(n, this.socketPath);
-    this.listenPoller = new n.Poller(this.listenFd, (status) => this.onAcceptable(status), false);
+    const addon = this.addon!;
+    this.listenFd = listenOn(addon, this.socketPath);
+    this.listenPoller = new addon.Poller(this.listenFd, (status) => this.onAcceptable(status), false);
   }
 
   // ---- peers ------------------------------------------------------------
@@ -181,19 +181,19 @@ export class Daemon extends EventEmitter {
   private onAcceptable(status: number): void {
     if (this.closed) return;
     if (status < 0) debug('listen poll error %d', status);
-    acceptEach(this.n!, this.listenFd, 256, (fd) => this.admit(fd));
+    acceptEach(this.addon!, this.listenFd, 256, (fd) => this.admit(fd));
     this.settle();
   }
 
   private admit(fd: number): void {
-    const n = this.n!;
-    const g = this.geometry;
+    const addon = this.addon!;
+    const geo = this.geometry;
     const i32 = this.i32!;
     let cred: { pid: number; uid: number; gid: number };
     try {
-      cred = n.peerCred(fd);
-    } catch (e) {
-      debug('peer credentials unavailable: %s', (e as Error).message);
+      cred = addon.peerCred(fd);
+    } catch (err) {
+      debug('peer credentials unavailable: %s', (err as Error).message);
       closeQuiet(fd);
       return;
     }
@@ -204,56 +204,56 @@ export class Daemon extends EventEmitter {
       return;
     }
     // Claimed with a CAS: a guest's agent claims entries for its processes from the top of the table.
-    const id = Peers.claim(i32, g, 'bottom', (k) => this.clients.has(k));
+    const id = Peers.claim(i32, geo, 'bottom', (k) => this.clients.has(k));
     if (id < 0) {
-      this.log(`refused pid ${cred.pid}: all ${g.maxPeers} peer ids are taken`);
+      this.log(`refused pid ${cred.pid}: all ${geo.maxPeers} peer ids are taken`);
       closeQuiet(fd);
       return;
     }
     const efds: number[] = [];
     try {
-      for (let v = 0; v < this.vectors; v++) efds.push(n.eventfd());
-    } catch (e) {
-      Peers.unclaim(i32, g, id);
-      this.log(`refused pid ${cred.pid}: ${(e as Error).message}`);
-      for (const e2 of efds) closeQuiet(e2);
+      for (let value = 0; value < this.vectors; value++) efds.push(addon.eventfd());
+    } catch (err) {
+      Peers.unclaim(i32, geo, id);
+      this.log(`refused pid ${cred.pid}: ${(err as Error).message}`);
+      for (const efd of efds) closeQuiet(efd);
       closeQuiet(fd);
       return;
     }
-    const gen = Peers.admit(i32, g, id, { pid: cred.pid });
+    const gen = Peers.admit(i32, geo, id, { pid: cred.pid });
 
-    const c: Client = { id, gen, pid: cred.pid, sock: fd, efds, poller: null, outbox: new Outbox(n, fd), gone: false };
-    const others = [...this.clients.values()].sort((a, b) => a.id - b.id);
-    this.clients.set(id, c);
+    const member: Client = { id, gen, pid: cred.pid, sock: fd, efds, poller: null, outbox: new Outbox(addon, fd), gone: false };
+    const others = [...this.clients.values()].sort((first, second) => first.id - second.id);
+    this.clients.set(id, member);
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = null;
     try {
-      c.poller = new n.Poller(fd, (status) => this.onClientReadable(c, status), false);
-    } catch (e) {
-      this.log(`cannot watch peer ${id}: ${(e as Error).message}`);
-      this.doomed.add(c);
+      member.poller = new addon.Poller(fd, (status) => this.onClientReadable(member, status), false);
+    } catch (err) {
+      this.log(`cannot watch peer ${id}: ${(err as Error).message}`);
+      this.doomed.add(member);
       return;
     }
 
-    welcome(c, others, this.memfd, this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
+    welcome(member, others, this.memfd, this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
     this.log(`peer ${id} joined (pid ${cred.pid}, gen ${gen})`);
     this.emit('join', id, cred.pid);
   }
 
-  private onClientReadable(c: Client, status: number): void {
-    if (c.gone || this.closed) return;
-    if (status < 0 || discardInput(c.sock, c.id) === 'closed') this.doomed.add(c);
+  private onClientReadable(member: Client, status: number): void {
+    if (member.gone || this.closed) return;
+    if (status < 0 || discardInput(member.sock, member.id) === 'closed') this.doomed.add(member);
     this.settle();
   }
 
   /** Sends or queues one protocol message; a broken socket dooms the member. */
-  private send(c: Client, value: number, fd: number, ref: number): void {
-    if (c.gone || this.doomed.has(c)) return;
-    const r = c.outbox.send(value, fd, ref);
-    if (r === 'broken') {
-      debug('send to peer %d failed', c.id);
-      this.doomed.add(c);
-    } else if (r === 'queued') this.armFlush();
+  private send(member: Client, value: number, fd: number, ref: number): void {
+    if (member.gone || this.doomed.has(member)) return;
+    const res = member.outbox.send(value, fd, ref);
+    if (res === 'broken') {
+      debug('send to peer %d failed', member.id);
+      this.doomed.add(member);
+    } else if (res === 'queued') this.armFlush();
   }
 
   private armFlush(): void {
@@ -268,14 +268,14 @@ export class Daemon extends EventEmitter {
     if (this.closed) return;
     let pending = false;
     const now = Date.now();
-    for (const c of this.clients.values()) {
-      if (c.gone || this.doomed.has(c) || c.outbox.empty) continue;
-      const r = c.outbox.flush(now);
-      if (r === 'pending') pending = true;
-      else if (r === 'broken') this.doomed.add(c);
-      else if (r === 'stalled') {
-        this.log(`peer ${c.id} does not read its socket: dropping it`);
-        this.doomed.add(c);
+    for (const member of this.clients.values()) {
+      if (member.gone || this.doomed.has(member) || member.outbox.empty) continue;
+      const res = member.outbox.flush(now);
+      if (res === 'pending') pending = true;
+      else if (res === 'broken') this.doomed.add(member);
+      else if (res === 'stalled') {
+        this.log(`peer ${member.id} does not read its socket: dropping it`);
+        this.doomed.add(member);
       }
     }
     if (pending) this.armFlush();
@@ -285,55 +285,55 @@ export class Daemon extends EventEmitter {
   /** Disconnects every doomed client (which may doom others whose sockets broke). */
   private settle(): void {
     while (this.doomed.size && !this.closed) {
-      const c: Client = this.doomed.values().next().value!;
-      this.doomed.delete(c);
-      if (!c.gone) this.disconnect(c);
+      const member: Client = this.doomed.values().next().value!;
+      this.doomed.delete(member);
+      if (!member.gone) this.disconnect(member);
     }
   }
 
-  private disconnect(c: Client): void {
-    const n = this.n!;
-    c.gone = true;
-    this.clients.delete(c.id);
-    if (c.poller) c.poller.close();
-    c.poller = null;
-    closeQuiet(c.sock);
-    c.outbox.clear();
-    farewell(c, [...this.clients.values()].sort((a, b) => a.id - b.id), this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
-    for (const e of c.efds) closeQuiet(e);
-    c.efds = [];
+  private disconnect(member: Client): void {
+    const addon = this.addon!;
+    member.gone = true;
+    this.clients.delete(member.id);
+    if (member.poller) member.poller.close();
+    member.poller = null;
+    closeQuiet(member.sock);
+    member.outbox.clear();
+    farewell(member, [...this.clients.values()].sort((first, second) => first.id - second.id), this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
+    for (const end of member.efds) closeQuiet(end);
+    member.efds = [];
     if (this.i32) {
       const i32 = this.i32;
-      const g = this.geometry;
+      const geo = this.geometry;
       // Rung through the eventfds of the member the peer's route names.
       const wake = (peer: number): void => {
-        const [via, vector] = Peers.routeOf(i32, g, peer);
-        const s = this.clients.get(via);
-        if (!s || vector >= s.efds.length) return;
+        const [via, vector] = Peers.routeOf(i32, geo, peer);
+        const subject = this.clients.get(via);
+        if (!subject || vector >= subject.efds.length) return;
         try {
-          n.notify(s.efds[vector]);
-        } catch (e) {
-          debug('wake of peer %d failed: %s', peer, (e as Error).message);
+          addon.notify(subject.efds[vector]);
+        } catch (err) {
+          debug('wake of peer %d failed: %s', peer, (err as Error).message);
         }
       };
       // The processes of a guest that left went with it.
-      for (const id of Peers.reapGuest(i32, g, c.id, c.gen, wake)) this.log(`peer ${id} left (a process of guest peer ${c.id})`);
+      for (const id of Peers.reapGuest(i32, geo, member.id, member.gen, wake)) this.log(`peer ${id} left (a process of guest peer ${member.id})`);
     }
-    this.log(`peer ${c.id} left (pid ${c.pid})`);
-    this.emit('leave', c.id);
+    this.log(`peer ${member.id} left (pid ${member.pid})`);
+    this.emit('leave', member.id);
     if (this.clients.size === 0) this.armIdle();
   }
 
   /** Closes a client's fds without telling anyone (shutdown). */
-  private release(c: Client): void {
-    const n = this.n!;
-    c.gone = true;
-    if (c.poller) c.poller.close();
-    c.poller = null;
-    closeQuiet(c.sock);
-    for (const e of c.efds) closeQuiet(e);
-    c.efds = [];
-    c.outbox.clear();
+  private release(member: Client): void {
+    const addon = this.addon!;
+    member.gone = true;
+    if (member.poller) member.poller.close();
+    member.poller = null;
+    closeQuiet(member.sock);
+    for (const end of member.efds) closeQuiet(end);
+    member.efds = [];
+    member.outbox.clear();
   }
 
   // ---- idle exit ----------------------------------------------------------
@@ -356,7 +356,7 @@ export class Daemon extends EventEmitter {
     this.onAcceptable(0); // someone may be waiting in the backlog: they win
     if (this.clients.size || this.closed) return;
     unlinkQuiet(this.socketPath); // from now on nobody new reaches this listening socket...
-    const late = acceptEach(this.n!, this.listenFd, Infinity, (fd) => this.admit(fd)); // ...so once this backlog is empty, it stays empty
+    const late = acceptEach(this.addon!, this.listenFd, Infinity, (fd) => this.admit(fd)); // ...so once this backlog is empty, it stays empty
     if (late === 0) {
       this.log(`idle for ${ms} ms: exiting`, false);
       this.close();
@@ -365,8 +365,8 @@ export class Daemon extends EventEmitter {
     debug('%d client(s) came in while leaving: staying', late);
     try {
       this.relisten();
-    } catch (e) {
-      this.log(`cannot listen on ${this.socketPath} again: ${(e as Error).message}`);
+    } catch (err) {
+      this.log(`cannot listen on ${this.socketPath} again: ${(err as Error).message}`);
       this.close();
       return;
     }

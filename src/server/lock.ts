@@ -32,7 +32,7 @@ export class DaemonLock {
    * could not connect: the holder may be starting (no socket yet) or leaving
    * (socket already gone), so it waits a little for it to serve or to go.
    */
-  take(n: Native, auto: boolean): boolean {
+  take(addon: Native, auto: boolean): boolean {
     const dir = path.dirname(this.socketPath);
     const deadline = Date.now() + AUTO_LOCK_WAIT_MS;
     const flags = fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
@@ -41,13 +41,13 @@ export class DaemonLock {
       let fd: number;
       try {
         fd = fs.openSync(this.lockPath, flags, 0o600);
-      } catch (e) {
-        if (errCode(e) === 'ENOENT') continue; // the folder went away under us (a daemon leaving): again
-        throw e;
+      } catch (err) {
+        if (errCode(err) === 'ENOENT') continue; // the folder went away under us (a daemon leaving): again
+        throw err;
       }
       let kept = false;
       try {
-        if (n.tryLock(fd)) {
+        if (addon.tryLock(fd)) {
           // A daemon that is leaving unlinks the lock while holding it: ours must still be the one at the path.
           if (sameFile(fd, this.lockPath)) {
             this.fd = fd;
@@ -85,21 +85,21 @@ export class DaemonLock {
   }
 }
 
-function sameFile(fd: number, p: string): boolean {
-  const a = fs.fstatSync(fd);
-  let b: fs.Stats;
+function sameFile(fd: number, file: string): boolean {
+  const first = fs.fstatSync(fd);
+  let second: fs.Stats;
   try {
-    b = fs.statSync(p);
+    second = fs.statSync(file);
   } catch {
     return false;
   }
-  return a.ino === b.ino && a.dev === b.dev;
+  return first.ino === second.ino && first.dev === second.dev;
 }
 
 /** Whether a socket sits at `p` (its daemon holds the lock: it serves or is about to). */
-function socketServed(p: string): boolean {
+function socketServed(file: string): boolean {
   try {
-    return fs.lstatSync(p).isSocket();
+    return fs.lstatSync(file).isSocket();
   } catch {
     return false;
   }
@@ -111,18 +111,18 @@ function socketServed(p: string): boolean {
  * there by a daemon that died is replaced (we hold the lock); anything else
  * there is an error (EEXIST).
  */
-export function listenOn(n: Native, socketPath: string, backlog = 128): number {
+export function listenOn(addon: Native, socketPath: string, backlog = 128): number {
   let st: fs.Stats | undefined;
   try {
     st = fs.lstatSync(socketPath);
-  } catch (e) {
-    if (errCode(e) !== 'ENOENT') throw e;
+  } catch (err) {
+    if (errCode(err) !== 'ENOENT') throw err;
   }
   if (st && !st.isSocket()) throw Object.assign(new Error(`zivm: ${socketPath} exists and is not a socket`), { code: 'EEXIST' });
   if (st) fs.unlinkSync(socketPath);
   const old = process.umask(0o177);
   try {
-    return n.unixListen(socketPath, backlog);
+    return addon.unixListen(socketPath, backlog);
   } finally {
     process.umask(old);
   }
@@ -133,26 +133,26 @@ export function listenOn(n: Native, socketPath: string, backlog = 128): number {
  * backlog (the socket file is gone already: nobody new can come). Returns how
  * many were turned away.
  */
-export function turnAway(n: Native, fd: number): number {
-  const late = acceptEach(n, fd, Infinity, closeQuiet);
+export function turnAway(addon: Native, fd: number): number {
+  const late = acceptEach(addon, fd, Infinity, closeQuiet);
   closeQuiet(fd);
   return late;
 }
 
 /** Accepts up to `max` connections waiting on listening socket `fd`, each handed to `onFd`; returns how many. */
-export function acceptEach(n: Native, fd: number, max: number, onFd: (fd: number) => void): number {
+export function acceptEach(addon: Native, fd: number, max: number, onFd: (fd: number) => void): number {
   let count = 0;
   while (count < max) {
-    let c: number;
+    let conn: number;
     try {
-      c = n.unixAccept(fd);
-    } catch (e) {
-      debug('accept failed: %s', (e as Error).message);
+      conn = addon.unixAccept(fd);
+    } catch (err) {
+      debug('accept failed: %s', (err as Error).message);
       break;
     }
-    if (c < 0) break;
+    if (conn < 0) break;
     count++;
-    onFd(c);
+    onFd(conn);
   }
   return count;
 }

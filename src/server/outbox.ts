@@ -34,8 +34,8 @@ export class Outbox {
   /** Sends now, or queues behind what waits already. 'broken': the socket failed. */
   send(value: number, fd: number, ref: number): SendResult {
     if (this.queue.length === 0) {
-      const r = this.trySend(value, fd);
-      if (r !== 'full') return r;
+      const res = this.trySend(value, fd);
+      if (res !== 'full') return res;
       this.blockedSince = Date.now();
     }
     this.queue.push({ value, fd, ref });
@@ -48,10 +48,10 @@ export class Outbox {
    */
   flush(now: number): 'done' | 'pending' | 'stalled' | 'broken' {
     while (this.queue.length) {
-      const m = this.queue[0];
-      const r = this.trySend(m.value, m.fd);
-      if (r === 'broken') return 'broken';
-      if (r === 'full') return now - this.blockedSince > SEND_STALL_MS ? 'stalled' : 'pending';
+      const msg = this.queue[0];
+      const res = this.trySend(msg.value, msg.fd);
+      if (res === 'broken') return 'broken';
+      if (res === 'full') return now - this.blockedSince > SEND_STALL_MS ? 'stalled' : 'pending';
       this.queue.shift();
       this.blockedSince = now;
     }
@@ -61,7 +61,7 @@ export class Outbox {
   /** Drops the queued doorbells (messages with an fd) of peer `ref`; returns how many. */
   dropDoorbellsOf(ref: number): number {
     const before = this.queue.length;
-    this.queue = this.queue.filter((m) => !(m.ref === ref && m.fd >= 0));
+    this.queue = this.queue.filter((msg) => !(msg.ref === ref && msg.fd >= 0));
     return before - this.queue.length;
   }
 
@@ -73,8 +73,8 @@ export class Outbox {
     try {
       this.n.sendMsg(this.sock, value, fd);
       return 'sent';
-    } catch (e) {
-      const code = errCode(e);
+    } catch (err) {
+      const code = errCode(err);
       if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'ENOBUFS') return 'full';
       return 'broken';
     }

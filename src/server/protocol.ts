@@ -43,13 +43,13 @@ export type Send = (to: Member, value: number, fd: number, ref: number) => void;
  * that by the time it has its own interrupt setup every other member has its
  * doorbells queued.
  */
-export function welcome(c: Member, others: Member[], memfd: number, vectors: number, send: Send): void {
-  send(c, PROTOCOL_VERSION, -1, -1);
-  send(c, c.id, -1, -1);
-  send(c, -1, memfd, -1);
-  for (const o of others) for (let v = 0; v < vectors; v++) send(o, c.id, c.efds[v], c.id);
-  for (const o of others) for (let v = 0; v < vectors; v++) send(c, o.id, o.efds[v], o.id);
-  for (let v = 0; v < vectors; v++) send(c, c.id, c.efds[v], c.id);
+export function welcome(member: Member, others: Member[], memfd: number, vectors: number, send: Send): void {
+  send(member, PROTOCOL_VERSION, -1, -1);
+  send(member, member.id, -1, -1);
+  send(member, -1, memfd, -1);
+  for (const other of others) for (let value = 0; value < vectors; value++) send(other, member.id, member.efds[value], member.id);
+  for (const other of others) for (let value = 0; value < vectors; value++) send(member, other.id, other.efds[value], other.id);
+  for (let value = 0; value < vectors; value++) send(member, member.id, member.efds[value], member.id);
 }
 
 /**
@@ -57,10 +57,10 @@ export function welcome(c: Member, others: Member[], memfd: number, vectors: num
  * another member's queue are dropped (its fds are closed next); a member that
  * never heard of the leaver is not told it left.
  */
-export function farewell(c: Member, others: Member[], vectors: number, send: Send): void {
-  for (const o of others) {
-    const dropped = o.outbox.dropDoorbellsOf(c.id);
-    if (dropped < vectors) send(o, c.id, -1, -1);
+export function farewell(member: Member, others: Member[], vectors: number, send: Send): void {
+  for (const other of others) {
+    const dropped = other.outbox.dropDoorbellsOf(member.id);
+    if (dropped < vectors) send(other, member.id, -1, -1);
   }
 }
 
@@ -76,8 +76,8 @@ export function discardInput(sock: number, id: number): 'open' | 'closed' {
     let got: number;
     try {
       got = fs.readSync(sock, scratch, 0, scratch.length, null);
-    } catch (e) {
-      const code = errCode(e);
+    } catch (err) {
+      const code = errCode(err);
       return code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR' ? 'open' : 'closed';
     }
     if (got === 0) return 'closed';

@@ -10,34 +10,34 @@ import { Daemon, DaemonOptions } from './daemon';
  * `onReady` runs once the socket accepts connections.
  */
 export function runDaemon(opts: DaemonOptions, onReady?: (d: Daemon) => void): Promise<number> {
-  let d: Daemon;
+  let daemon: Daemon;
   try {
-    d = new Daemon(opts);
-    if (!d.start()) {
+    daemon = new Daemon(opts);
+    if (!daemon.start()) {
       if (!opts.auto) process.stderr.write(`zivm: a daemon already serves ${path.resolve(opts.socketPath)}\n`);
       return Promise.resolve(opts.auto ? 0 : 1);
     }
-  } catch (e) {
-    process.stderr.write(`${prefixed((e as Error).message)}\n`);
+  } catch (err) {
+    process.stderr.write(`${prefixed((err as Error).message)}\n`);
     return Promise.resolve(1);
   }
   return new Promise<number>((resolve) => {
     let code = 0;
-    const stop = (): void => d.close();
-    const crash = (e: unknown): void => {
-      process.stderr.write(`${prefixed(`daemon failed: ${(e as Error)?.stack ?? String(e)}`)}\n`);
+    const stop = (): void => daemon.close();
+    const crash = (err: unknown): void => {
+      process.stderr.write(`${prefixed(`daemon failed: ${(err as Error)?.stack ?? String(err)}`)}\n`);
       code = 1;
-      d.close();
+      daemon.close();
     };
     const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
-    for (const s of signals) process.on(s, stop);
+    for (const sig of signals) process.on(sig, stop);
     process.on('uncaughtException', crash);
-    d.once('close', () => {
-      for (const s of signals) process.off(s, stop);
+    daemon.once('close', () => {
+      for (const sig of signals) process.off(sig, stop);
       process.off('uncaughtException', crash);
       resolve(code);
     });
-    if (onReady) onReady(d);
+    if (onReady) onReady(daemon);
   });
 }
 

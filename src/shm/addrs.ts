@@ -14,61 +14,61 @@ export interface Addr {
 }
 
 export function parseAddr(address: string): Addr | undefined {
-  const v = net.isIP(address);
-  if (v === 4) {
-    const b = new Uint8Array(16);
+  const version = net.isIP(address);
+  if (version === 4) {
+    const bytes = new Uint8Array(16);
     const parts = address.split('.');
-    for (let i = 0; i < 4; i++) b[i] = Number(parts[i]);
-    return { family: 4, bytes: b };
+    for (let i = 0; i < 4; i++) bytes[i] = Number(parts[i]);
+    return { family: 4, bytes };
   }
-  if (v !== 6) return undefined;
-  let s = address;
-  const pct = s.indexOf('%');
-  if (pct >= 0) s = s.slice(0, pct);
-  const b = new Uint8Array(16);
+  if (version !== 6) return undefined;
+  let str = address;
+  const pct = str.indexOf('%');
+  if (pct >= 0) str = str.slice(0, pct);
+  const buf = new Uint8Array(16);
   // An embedded IPv4 tail becomes two groups.
-  const lastColon = s.lastIndexOf(':');
-  const tail = s.slice(lastColon + 1);
+  const lastColon = str.lastIndexOf(':');
+  const tail = str.slice(lastColon + 1);
   if (tail.includes('.')) {
-    const p = tail.split('.').map(Number);
-    s = s.slice(0, lastColon + 1) + ((p[0] << 8) | p[1]).toString(16) + ':' + ((p[2] << 8) | p[3]).toString(16);
+    const parts = tail.split('.').map(Number);
+    str = str.slice(0, lastColon + 1) + ((parts[0] << 8) | parts[1]).toString(16) + ':' + ((parts[2] << 8) | parts[3]).toString(16);
   }
-  const [head, rest] = s.split('::');
+  const [head, rest] = str.split('::');
   const hs = head ? head.split(':') : [];
   const ts = rest !== undefined && rest !== '' ? rest.split(':') : [];
-  const groups: number[] = [...hs.map((x) => parseInt(x, 16))];
+  const groups: number[] = [...hs.map((str) => parseInt(str, 16))];
   if (rest !== undefined) for (let i = hs.length + ts.length; i < 8; i++) groups.push(0);
-  groups.push(...ts.map((x) => parseInt(x, 16)));
+  groups.push(...ts.map((str) => parseInt(str, 16)));
   for (let i = 0; i < 8; i++) {
-    b[i * 2] = (groups[i] >> 8) & 0xff;
-    b[i * 2 + 1] = groups[i] & 0xff;
+    buf[i * 2] = (groups[i] >> 8) & 0xff;
+    buf[i * 2 + 1] = groups[i] & 0xff;
   }
   // IPv4-mapped (::ffff:a.b.c.d) is the IPv4 address.
-  if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
-    const m = new Uint8Array(16);
-    m.set(b.subarray(12, 16), 0);
-    return { family: 4, bytes: m };
+  if (buf.subarray(0, 10).every((val) => val === 0) && buf[10] === 0xff && buf[11] === 0xff) {
+    const msg = new Uint8Array(16);
+    msg.set(buf.subarray(12, 16), 0);
+    return { family: 4, bytes: msg };
   }
-  return { family: 6, bytes: b };
+  return { family: 6, bytes: buf };
 }
 
 /** An IPv4 address as the IPv4-mapped IPv6 address a dual-stack socket sees. */
-export function mapV4(a: Addr): Addr {
-  if (a.family === 6) return a;
+export function mapV4(addr: Addr): Addr {
+  if (addr.family === 6) return addr;
   const bytes = new Uint8Array(16);
   bytes[10] = 0xff;
   bytes[11] = 0xff;
-  bytes.set(a.bytes.subarray(0, 4), 12);
+  bytes.set(addr.bytes.subarray(0, 4), 12);
   return { family: 6, bytes };
 }
 
-export function formatAddr(a: Addr): string {
-  if (a.family === 4) return `${a.bytes[0]}.${a.bytes[1]}.${a.bytes[2]}.${a.bytes[3]}`;
-  if (a.bytes.subarray(0, 10).every((x) => x === 0) && a.bytes[10] === 0xff && a.bytes[11] === 0xff) {
-    return `::ffff:${a.bytes[12]}.${a.bytes[13]}.${a.bytes[14]}.${a.bytes[15]}`;
+export function formatAddr(addr: Addr): string {
+  if (addr.family === 4) return `${addr.bytes[0]}.${addr.bytes[1]}.${addr.bytes[2]}.${addr.bytes[3]}`;
+  if (addr.bytes.subarray(0, 10).every((val) => val === 0) && addr.bytes[10] === 0xff && addr.bytes[11] === 0xff) {
+    return `::ffff:${addr.bytes[12]}.${addr.bytes[13]}.${addr.bytes[14]}.${addr.bytes[15]}`;
   }
   const groups: string[] = [];
-  for (let i = 0; i < 8; i++) groups.push(((a.bytes[i * 2] << 8) | a.bytes[i * 2 + 1]).toString(16));
+  for (let i = 0; i < 8; i++) groups.push(((addr.bytes[i * 2] << 8) | addr.bytes[i * 2 + 1]).toString(16));
   // Compress the longest run of zero groups, as the kernel and Node print it.
   let best = -1;
   let bestLen = 0;
@@ -89,18 +89,18 @@ export function formatAddr(a: Addr): string {
   return groups.slice(0, best).join(':') + '::' + groups.slice(best + bestLen).join(':');
 }
 
-export function isUnspecified(a: Addr): boolean {
-  return a.bytes.every((x) => x === 0);
+export function isUnspecified(addr: Addr): boolean {
+  return addr.bytes.every((val) => val === 0);
 }
 
-export function isLoopback(a: Addr): boolean {
-  if (a.family === 4) return a.bytes[0] === 127;
-  for (let i = 0; i < 15; i++) if (a.bytes[i] !== 0) return false;
-  return a.bytes[15] === 1;
+export function isLoopback(addr: Addr): boolean {
+  if (addr.family === 4) return addr.bytes[0] === 127;
+  for (let i = 0; i < 15; i++) if (addr.bytes[i] !== 0) return false;
+  return addr.bytes[15] === 1;
 }
 
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  for (let i = 0; i < 16; i++) if (a[i] !== b[i]) return false;
+export function sameBytes(first: Uint8Array, buf: Uint8Array): boolean {
+  for (let i = 0; i < 16; i++) if (first[i] !== buf[i]) return false;
   return true;
 }
 
@@ -113,8 +113,8 @@ function ownAddrs(): Addr[] {
   const addrs: Addr[] = [];
   for (const list of Object.values(os.networkInterfaces())) {
     for (const i of list ?? []) {
-      const a = parseAddr(i.address);
-      if (a) addrs.push(a);
+      const addr = parseAddr(i.address);
+      if (addr) addrs.push(addr);
     }
   }
   ifCache = { at: now, addrs };
@@ -126,14 +126,14 @@ function ownAddrs(): Addr[] {
  * address (Linux connects it to the local host) and the node's own
  * interface addresses do.
  */
-export function isOwnAddress(a: Addr): boolean {
-  if (isLoopback(a) || isUnspecified(a)) return true;
-  return ownAddrs().some((o) => o.family === a.family && sameBytes(o.bytes, a.bytes));
+export function isOwnAddress(addr: Addr): boolean {
+  if (isLoopback(addr) || isUnspecified(addr)) return true;
+  return ownAddrs().some((out) => out.family === addr.family && sameBytes(out.bytes, addr.bytes));
 }
 
 /** IPv6 link-local (fe80::/10): scoped to one link, never published. */
-function isLinkLocal6(a: Addr): boolean {
-  return a.family === 6 && a.bytes[0] === 0xfe && (a.bytes[1] & 0xc0) === 0x80;
+function isLinkLocal6(addr: Addr): boolean {
+  return addr.family === 6 && addr.bytes[0] === 0xfe && (addr.bytes[1] & 0xc0) === 0x80;
 }
 
 /**
@@ -144,44 +144,44 @@ function isLinkLocal6(a: Addr): boolean {
 export function publishableAddrs(): Addr[] {
   const v4: Addr[] = [];
   const v6: Addr[] = [];
-  for (const a of ownAddrs()) {
-    if (isLoopback(a) || isUnspecified(a) || isLinkLocal6(a)) continue;
-    const list = a.family === 4 ? v4 : v6;
-    if (!list.some((o) => sameBytes(o.bytes, a.bytes))) list.push(a);
+  for (const addr of ownAddrs()) {
+    if (isLoopback(addr) || isUnspecified(addr) || isLinkLocal6(addr)) continue;
+    const list = addr.family === 4 ? v4 : v6;
+    if (!list.some((out) => sameBytes(out.bytes, addr.bytes))) list.push(addr);
   }
   return [...v4.slice(0, Lay.ADDR_MAX_V4), ...v6.slice(0, Lay.ADDR_MAX_V6)];
 }
 
 /** Writes `addrs` into peer `id`'s entry (the peer itself, before it goes PEER_ALIVE). */
-export function publishAddrs(i32: Int32Array, g: Lay.Geometry, id: number, addrs: Addr[]): void {
-  const p = Lay.peerOffset(g, id) >> 2;
-  Atomics.store(i32, p + Lay.PEER_ADDRS.ADDR_COUNTS, 0);
+export function publishAddrs(i32: Int32Array, geo: Lay.Geometry, id: number, addrs: Addr[]): void {
+  const entry = Lay.peerOffset(geo, id) >> 2;
+  Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS, 0);
   let n4 = 0;
   let n6 = 0;
-  for (const a of addrs) {
-    if (a.family === 4 && n4 < Lay.ADDR_MAX_V4) {
-      const dv = new DataView(a.bytes.buffer, a.bytes.byteOffset, 4);
-      Atomics.store(i32, p + Lay.PEER_ADDRS.ADDR_V4 + n4++, dv.getInt32(0, true));
-    } else if (a.family === 6 && n6 < Lay.ADDR_MAX_V6) {
-      writeAddr(i32, p + Lay.PEER_ADDRS.ADDR_V6 + 4 * n6++, a.bytes);
+  for (const addr of addrs) {
+    if (addr.family === 4 && n4 < Lay.ADDR_MAX_V4) {
+      const dv = new DataView(addr.bytes.buffer, addr.bytes.byteOffset, 4);
+      Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_V4 + n4++, dv.getInt32(0, true));
+    } else if (addr.family === 6 && n6 < Lay.ADDR_MAX_V6) {
+      writeAddr(i32, entry + Lay.PEER_ADDRS.ADDR_V6 + 4 * n6++, addr.bytes);
     }
   }
-  Atomics.store(i32, p + Lay.PEER_ADDRS.ADDR_COUNTS, n4 | (n6 << 8));
+  Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS, n4 | (n6 << 8));
 }
 
 /** The addresses peer `id` published (read it only while it is alive). */
-export function publishedAddrs(i32: Int32Array, g: Lay.Geometry, id: number): Addr[] {
-  const p = Lay.peerOffset(g, id) >> 2;
-  const c = Atomics.load(i32, p + Lay.PEER_ADDRS.ADDR_COUNTS);
-  const n4 = Math.min(c & 0xff, Lay.ADDR_MAX_V4);
-  const n6 = Math.min((c >> 8) & 0xff, Lay.ADDR_MAX_V6);
+export function publishedAddrs(i32: Int32Array, geo: Lay.Geometry, id: number): Addr[] {
+  const entry = Lay.peerOffset(geo, id) >> 2;
+  const count = Atomics.load(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS);
+  const n4 = Math.min(count & 0xff, Lay.ADDR_MAX_V4);
+  const n6 = Math.min((count >> 8) & 0xff, Lay.ADDR_MAX_V6);
   const out: Addr[] = [];
   for (let i = 0; i < n4; i++) {
     const bytes = new Uint8Array(16);
-    new DataView(bytes.buffer).setInt32(0, Atomics.load(i32, p + Lay.PEER_ADDRS.ADDR_V4 + i), true);
+    new DataView(bytes.buffer).setInt32(0, Atomics.load(i32, entry + Lay.PEER_ADDRS.ADDR_V4 + i), true);
     out.push({ family: 4, bytes });
   }
-  for (let i = 0; i < n6; i++) out.push(readAddr(i32, p + Lay.PEER_ADDRS.ADDR_V6 + 4 * i, 6));
+  for (let i = 0; i < n6; i++) out.push(readAddr(i32, entry + Lay.PEER_ADDRS.ADDR_V6 + 4 * i, 6));
   return out;
 }
 

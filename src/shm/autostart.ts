@@ -63,7 +63,7 @@ export function connectDaemon(opts: ConnectOptions = {}): number {
   const sock = path.resolve(opts.socketPath ?? socketPath(env));
   const autostart = (opts.autostart ?? true) && autostartAllowed(env);
   const timeoutMs = opts.timeoutMs ?? 5000;
-  const n = native();
+  const addon = native();
   const dir = path.dirname(sock);
   const start = Date.now();
   let spawnedAt = -1;
@@ -73,17 +73,17 @@ export function connectDaemon(opts: ConnectOptions = {}): number {
     // Someone able to write into the folder could have put their own socket there.
     try {
       checkDir(dir);
-    } catch (e) {
-      if (errCode(e) !== 'ENOENT') throw e;
+    } catch (err) {
+      if (errCode(err) !== 'ENOENT') throw err;
     }
     try {
-      return n.unixConnect(sock);
-    } catch (e) {
-      lastErr = e;
-      const code = errCode(e);
+      return addon.unixConnect(sock);
+    } catch (err) {
+      lastErr = err;
+      const code = errCode(err);
       const retryable = code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EAGAIN';
-      if (!retryable) throw noDaemon(sock, (e as Error).message, e);
-      if (!autostart) throw noDaemon(sock, `${(e as Error).message} (autostart is off)`, e);
+      if (!retryable) throw noDaemon(sock, (err as Error).message, err);
+      if (!autostart) throw noDaemon(sock, `${(err as Error).message} (autostart is off)`, err);
     }
     const now = Date.now();
     if (now - start >= timeoutMs) break;

@@ -37,7 +37,7 @@ export interface Endpoints {
 }
 
 export class Channel implements SlotHandler {
-  readonly d: Domain;
+  readonly domain: Domain;
   readonly slot: number;
   /** The slot's state word while we hold it: its generation identifies the connection. */
   readonly gen: number;
@@ -59,96 +59,96 @@ export class Channel implements SlotHandler {
   private readonly rxWriterSleeping: number;
   private released = false;
 
-  private constructor(d: Domain, slot: number, gen: number, side: Side, peer: number, peerGen: number) {
-    this.d = d;
+  private constructor(domain: Domain, slot: number, gen: number, side: Side, peer: number, peerGen: number) {
+    this.domain = domain;
     this.slot = slot;
     this.gen = gen;
     this.side = side;
     this.peer = peer;
     this.peerGen = peerGen;
-    const N = native();
-    const r = Lay.ringOffsets(d.g, slot);
+    const addon = native();
+    const res = Lay.ringOffsets(domain.geo, slot);
     const client = side === 'client';
-    const txHdr = client ? r.c2sHdr : r.s2cHdr;
-    const rxHdr = client ? r.s2cHdr : r.c2sHdr;
-    this.tx = new N.Ring(d.region, txHdr, client ? r.c2sData : r.s2cData, d.g.ringSize, true);
-    this.rx = new N.Ring(d.region, rxHdr, client ? r.s2cData : r.c2sData, d.g.ringSize, false);
-    this.base = Lay.slotOffset(d.g, slot) >> 2;
-    this.myFlags = this.base + (client ? Lay.S.CLIENT_FLAGS : Lay.S.SERVER_FLAGS);
-    this.theirFlags = this.base + (client ? Lay.S.SERVER_FLAGS : Lay.S.CLIENT_FLAGS);
+    const txHdr = client ? res.c2sHdr : res.s2cHdr;
+    const rxHdr = client ? res.s2cHdr : res.c2sHdr;
+    this.tx = new addon.Ring(domain.region, txHdr, client ? res.c2sData : res.s2cData, domain.geo.ringSize, true);
+    this.rx = new addon.Ring(domain.region, rxHdr, client ? res.s2cData : res.c2sData, domain.geo.ringSize, false);
+    this.base = Lay.slotOffset(domain.geo, slot) >> 2;
+    this.myFlags = this.base + (client ? Lay.SLOT.CLIENT_FLAGS : Lay.SLOT.SERVER_FLAGS);
+    this.theirFlags = this.base + (client ? Lay.SLOT.SERVER_FLAGS : Lay.SLOT.CLIENT_FLAGS);
     this.txReaderSleeping = (txHdr + Lay.RING_READER_SLEEPING) >> 2;
     this.txWriterSleeping = (txHdr + Lay.RING_WRITER_SLEEPING) >> 2;
     this.rxReaderSleeping = (rxHdr + Lay.RING_READER_SLEEPING) >> 2;
     this.rxWriterSleeping = (rxHdr + Lay.RING_WRITER_SLEEPING) >> 2;
-    d.attach(slot, side === 'server', this);
+    domain.attach(slot, side === 'server', this);
   }
 
   /**
    * Client side: claims a free slot for a connection to listener `l`, and asks
    * its owner to accept. Returns undefined when every slot is taken.
    */
-  static connect(d: Domain, l: Found, remote: Addr, remotePort: number, local: Addr | undefined, localPort = 0): Channel | undefined {
-    const { i32, g } = d;
+  static connect(domain: Domain, listener: Found, remote: Addr, remotePort: number, local: Addr | undefined, localPort = 0): Channel | undefined {
+    const { i32, geo } = domain;
     // The client's address as the server sees it: on one node, the source the
     // kernel would pick (127.0.0.1 for all of 127/8, else the dialled address
     // itself); across nodes, one its own node published. A port the socket
     // was bound to (localPort) is kept; otherwise an ephemeral one is made up.
-    const localAddr = local ?? (l.sameNode ? sourceFor(remote) : publishedAddrs(i32, g, d.id).find((a) => a.family === remote.family) ?? remote);
-    const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.H.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
+    const localAddr = local ?? (listener.sameNode ? sourceFor(remote) : publishedAddrs(i32, geo, domain.id).find((addr) => addr.family === remote.family) ?? remote);
+    const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.HEADER.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
     let ch: Channel | undefined;
-    const r = Slot.request(
+    const res = Slot.request(
       i32,
-      g,
+      geo,
       {
-        client: d.id,
-        clientGen: d.gen,
-        server: l.owner,
-        serverGen: l.ownerGen,
-        listener: l.index,
-        listenerWord: l.word,
+        client: domain.id,
+        clientGen: domain.gen,
+        server: listener.owner,
+        serverGen: listener.ownerGen,
+        listener: listener.index,
+        listenerWord: listener.word,
         family: remote.family,
         clientAddr: localAddr.bytes,
         clientPort: port,
         serverAddr: remote.bytes,
         serverPort: remotePort,
-        mapped: l.family === 6 && remote.family === 4,
+        mapped: listener.family === 6 && remote.family === 4,
       },
-      (slot, gen) => (ch = new Channel(d, slot, gen, 'client', l.owner, l.ownerGen)),
+      (slot, gen) => (ch = new Channel(domain, slot, gen, 'client', listener.owner, listener.ownerGen)),
     );
-    if (!r || !ch) return undefined;
-    d.notify(l.owner, r.slot, l.ownerGen, true);
+    if (!res || !ch) return undefined;
+    domain.notify(listener.owner, res.slot, listener.ownerGen, true);
     return ch;
   }
 
   /** Server side: accepts the connection waiting in `slot`. Undefined if the client gave up meanwhile. */
-  static accept(d: Domain, slot: number, word: number): Channel | undefined {
-    const [client, clientGen] = Slot.requester(d.i32, d.g, slot);
-    const ch = new Channel(d, slot, Lay.genOf(word), 'server', client, clientGen);
-    if (!Slot.accept(d.i32, d.g, slot, word)) {
-      d.detach(slot, true, ch);
+  static accept(domain: Domain, slot: number, word: number): Channel | undefined {
+    const [client, clientGen] = Slot.requester(domain.i32, domain.geo, slot);
+    const ch = new Channel(domain, slot, Lay.genOf(word), 'server', client, clientGen);
+    if (!Slot.accept(domain.i32, domain.geo, slot, word)) {
+      domain.detach(slot, true, ch);
       ch.released = true;
       return undefined;
     }
-    d.notify(client, slot, clientGen, true);
+    domain.notify(client, slot, clientGen, true);
     return ch;
   }
 
   /** Server side: turns the connection in `slot` away (its client falls back to TCP). */
-  static refuse(d: Domain, slot: number, word: number): void {
-    Slot.refuse(d.i32, d.g, slot, word, (client, gen) => d.notify(client, slot, gen, true));
+  static refuse(domain: Domain, slot: number, word: number): void {
+    Slot.refuse(domain.i32, domain.geo, slot, word, (client, gen) => domain.notify(client, slot, gen, true));
   }
 
   endpoints(): Endpoints {
-    const i32 = this.d.i32;
-    const fam = Atomics.load(i32, this.base + Lay.S.FAMILY) === 6 ? 6 : 4;
-    const c = readAddr(i32, this.base + Lay.S.CLIENT_ADDR, fam);
-    const cp = Atomics.load(i32, this.base + Lay.S.CLIENT_PORT);
-    const sv = readAddr(i32, this.base + Lay.S.SERVER_ADDR, fam);
-    const sp = Atomics.load(i32, this.base + Lay.S.SERVER_PORT);
-    if (this.side === 'client') return { family: fam, local: c, localPort: cp, remote: sv, remotePort: sp };
+    const i32 = this.domain.i32;
+    const fam = Atomics.load(i32, this.base + Lay.SLOT.FAMILY) === 6 ? 6 : 4;
+    const item = readAddr(i32, this.base + Lay.SLOT.CLIENT_ADDR, fam);
+    const cp = Atomics.load(i32, this.base + Lay.SLOT.CLIENT_PORT);
+    const sv = readAddr(i32, this.base + Lay.SLOT.SERVER_ADDR, fam);
+    const sp = Atomics.load(i32, this.base + Lay.SLOT.SERVER_PORT);
+    if (this.side === 'client') return { family: fam, local: item, localPort: cp, remote: sv, remotePort: sp };
     // A dual-stack listener sees an IPv4 client at IPv4-mapped addresses, as the kernel shows them.
-    if (Atomics.load(i32, this.base + Lay.S.MAPPED) === 1) return { family: 6, local: mapV4(sv), localPort: sp, remote: mapV4(c), remotePort: cp };
-    return { family: fam, local: sv, localPort: sp, remote: c, remotePort: cp };
+    if (Atomics.load(i32, this.base + Lay.SLOT.MAPPED) === 1) return { family: 6, local: mapV4(sv), localPort: sp, remote: mapV4(item), remotePort: cp };
+    return { family: fam, local: sv, localPort: sp, remote: item, remotePort: cp };
   }
 
   // -- data -------------------------------------------------------------------
@@ -157,24 +157,24 @@ export class Channel implements SlotHandler {
   write(chunks: Uint8Array[]): number {
     // A released slot may already carry another connection.
     if (this.released) throw errnoException('EBADF', 'write');
-    const n = chunks.length === 1 ? this.tx.write(chunks[0]) : this.tx.writev(chunks);
-    if (n > 0) {
+    const count = chunks.length === 1 ? this.tx.write(chunks[0]) : this.tx.writev(chunks);
+    if (count > 0) {
       this.wakeIf(this.txReaderSleeping);
-      this.d.kick(); // an answer is likely: look for it before sleeping
+      this.domain.kick(); // an answer is likely: look for it before sleeping
     }
-    return n;
+    return count;
   }
 
   /** Reads up to `max` bytes, or null if none. Rings the writer if it was waiting for room. */
   read(max: number): Buffer | null {
     if (this.released) return null;
-    const b = this.rx.read(max);
+    const buf = this.rx.read(max);
     // A writer waiting for room is woken once half the ring is free, not for
     // every chunk: both sides then move big batches per wakeup.
-    if (b !== null && Atomics.load(this.d.i32, this.rxWriterSleeping) !== 0 && this.rx.available() <= this.rx.capacity >>> 1) {
+    if (buf !== null && Atomics.load(this.domain.i32, this.rxWriterSleeping) !== 0 && this.rx.available() <= this.rx.capacity >>> 1) {
       this.wakeIf(this.rxWriterSleeping);
     }
-    return b;
+    return buf;
   }
 
   /**
@@ -182,13 +182,13 @@ export class Channel implements SlotHandler {
    * meanwhile (do not wait: read again).
    */
   sleepRead(): boolean {
-    Atomics.store(this.d.i32, this.rxReaderSleeping, 1);
+    Atomics.store(this.domain.i32, this.rxReaderSleeping, 1);
     return this.rx.available() === 0;
   }
 
   /** Announces that this end waits for room in its tx ring. Returns false if room appeared meanwhile. */
   sleepWrite(): boolean {
-    Atomics.store(this.d.i32, this.txWriterSleeping, 1);
+    Atomics.store(this.domain.i32, this.txWriterSleeping, 1);
     return this.tx.free() === 0;
   }
 
@@ -203,23 +203,23 @@ export class Channel implements SlotHandler {
   }
 
   private wakeIf(flagIdx: number): void {
-    const i32 = this.d.i32;
-    if (Atomics.load(i32, flagIdx) !== 0 && Atomics.exchange(i32, flagIdx, 0) !== 0) this.d.notify(this.peer, this.slot, this.peerGen);
+    const i32 = this.domain.i32;
+    if (Atomics.load(i32, flagIdx) !== 0 && Atomics.exchange(i32, flagIdx, 0) !== 0) this.domain.notify(this.peer, this.slot, this.peerGen);
   }
 
   /** Asks the domain for another unit of work for this end, on a later call from the event loop. */
   again(): void {
-    if (!this.released) this.d.again(this.slot, this.side === 'server');
+    if (!this.released) this.domain.again(this.slot, this.side === 'server');
   }
 
   // -- the other end, in words ---------------------------------------------------
 
   /** What the other end did, looked at once (read it before the ring: a 'fin' then means every byte is in). */
   peerEnd(): PeerEnd {
-    const f = this.peerFlags();
-    if (f & Lay.F_RST) return 'reset';
-    if (f & Lay.F_FIN) return 'fin';
-    if (f & Lay.F_DEAD || this.peerGone) return 'gone';
+    const fd = this.peerFlags();
+    if (fd & Lay.F_RST) return 'reset';
+    if (fd & Lay.F_FIN) return 'fin';
+    if (fd & Lay.F_DEAD || this.peerGone) return 'gone';
     return 'open';
   }
 
@@ -235,7 +235,7 @@ export class Channel implements SlotHandler {
 
   /** Where our connection request stands. */
   request(): RequestState {
-    const st = Slot.stateOf(this.d.i32, this.d.g, this.slot, this.gen);
+    const st = Slot.stateOf(this.domain.i32, this.domain.geo, this.slot, this.gen);
     if (st === 'lost' || st === 'free') return 'lost';
     if (st === 'established') return 'accepted';
     if (st === 'refused') return 'refused';
@@ -254,28 +254,28 @@ export class Channel implements SlotHandler {
   close(how: Slot.CloseHow, keepRequest = false): void {
     if (this.released) return;
     this.released = true;
-    this.d.detach(this.slot, this.side === 'server', this);
+    this.domain.detach(this.slot, this.side === 'server', this);
     // keepRequest: a connection already reported connected that the server has yet to
     // accept keeps its slot (what was written, and the FIN, reach the server as over
     // TCP); the server frees it after accepting, or when refusing.
-    if (Slot.letGo(this.d.i32, this.d.g, this.slot, this.gen, this.side === 'client', how, keepRequest)) this.d.notify(this.peer, this.slot, this.peerGen);
+    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest)) this.domain.notify(this.peer, this.slot, this.peerGen);
   }
 
   // -- flags ------------------------------------------------------------------
 
   peerFlags(): number {
-    return Atomics.load(this.d.i32, this.theirFlags);
+    return Atomics.load(this.domain.i32, this.theirFlags);
   }
 
   myFlagsNow(): number {
-    return Atomics.load(this.d.i32, this.myFlags);
+    return Atomics.load(this.domain.i32, this.myFlags);
   }
 
   /** Sets flag bits on our side and tells the peer. */
   signal(bits: number): void {
     if (this.released) return;
-    Atomics.or(this.d.i32, this.myFlags, bits);
-    this.d.notify(this.peer, this.slot, this.peerGen);
+    Atomics.or(this.domain.i32, this.myFlags, bits);
+    this.domain.notify(this.peer, this.slot, this.peerGen);
   }
 
   get isReleased(): boolean {
@@ -295,7 +295,7 @@ export class Channel implements SlotHandler {
   }
 
   onPeerLeft(): void {
-    if (!this.d.peerAlive(this.peer, this.peerGen)) {
+    if (!this.domain.peerAlive(this.peer, this.peerGen)) {
       this.peerGone = true;
       this.again();
     }
@@ -307,9 +307,9 @@ function noop(): void {}
 /** The source address Linux picks for a connection to `remote` on this node. */
 function sourceFor(remote: Addr): Addr {
   if (remote.family === 4 && remote.bytes[0] === 127) {
-    const b = new Uint8Array(16);
-    b.set([127, 0, 0, 1]);
-    return { family: 4, bytes: b };
+    const buf = new Uint8Array(16);
+    buf.set([127, 0, 0, 1]);
+    return { family: 4, bytes: buf };
   }
   return remote;
 }

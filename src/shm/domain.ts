@@ -29,6 +29,13 @@ export interface SlotHandler {
 /** A read waiting for a native stream: `feed()` hands it over. */
 export interface Feedable {
   readonly feed: () => void;
+  /**
+   * Hand it over outside any callback scope, as libuv hands a read to a
+   * native consumer: each JavaScript callback the consumer makes is then a
+   * callback of its own. Else in a callback scope of its own, as a read
+   * callback.
+   */
+  readonly bare: boolean;
 }
 
 /** What a registered listener offers the domain: a new connection arrived in `slot`. */
@@ -50,10 +57,15 @@ function netNodeId(): number {
   }
 }
 
+/** What the event loop's caller makes of a read to hand over (see native/callback.h): [fn] outside any scope, fn in one. */
+function handOver(fed: Feedable): (() => void) | [() => void] {
+  return fed.bare ? [fed.feed] : fed.feed;
+}
+
 export class Domain {
   readonly id: number;
   readonly gen: number;
-  readonly g: Lay.Geometry;
+  readonly geo: Lay.Geometry;
   readonly i32: Int32Array;
   readonly region: NativeRegion;
   readonly nodeId: number;
@@ -85,44 +97,44 @@ export class Domain {
     ctlFd: number,
     id: number,
     region: NativeRegion,
-    g: Lay.Geometry,
+    geo: Lay.Geometry,
     ownFds: number[],
     peerFds: Map<number, number[]>,
     guest?: GuestLink,
   ) {
     this.guest = guest;
-    const N = native();
+    const addon = native();
     this.id = id;
     this.region = region;
-    this.g = g;
+    this.geo = geo;
     this.i32 = new Int32Array(region.buffer);
-    this.bells = new Doorbells(this.i32, g, id, ctlFd, ownFds, peerFds, guest);
+    this.bells = new Doorbells(this.i32, geo, id, ctlFd, ownFds, peerFds, guest);
     this.bells.on('peer-left', (peer) => this.onPeerLeft(peer));
     this.bells.on('orphaned', () => this.orphan());
-    this.handlers = new Array(g.nslots * 2);
+    this.handlers = new Array(geo.nslots * 2);
     this.nodeId = guest ? guestNodeId(guest.ivPosition, this.i32) : netNodeId();
-    this.pendingBase = Lay.pendingOffset(g, id) >> 2;
-    this.pendingWords = g.pendingStride >> 2;
+    this.pendingBase = Lay.pendingOffset(geo, id) >> 2;
+    this.pendingWords = geo.pendingStride >> 2;
 
-    this.gen = Peers.genOf(this.i32, g, id);
+    this.gen = Peers.genOf(this.i32, geo, id);
     // A guest process's entry was filled in by the guest's agent (its pid in the guest, its route).
-    Peers.announce(this.i32, g, id, { kind: guest ? 'guest-process' : 'process', node: this.nodeId, pid: guest ? undefined : process.pid });
+    Peers.announce(this.i32, geo, id, { kind: guest ? 'guest-process' : 'process', node: this.nodeId, pid: guest ? undefined : process.pid });
     this.refreshAddrs();
-    Peers.goAlive(this.i32, g, id);
+    Peers.goAlive(this.i32, geo, id);
     // Interfaces come up (a tap gets its carrier) and addresses change after we joined.
     this.addrTimer = setInterval(() => this.refreshAddrs(), ADDR_REFRESH_MS);
     this.addrTimer.unref();
 
     const { slice, hot } = spinTimes(!!guest);
     if (hot > 0) {
-      this.spinner = new N.Spinner(region, Lay.pendingOffset(g, id), this.pendingWords, Peers.pollingWordOf(g, id) << 2, (st: number, round: number) => this.onDoorbell(st, round));
+      this.spinner = new addon.Spinner(region, Lay.pendingOffset(geo, id), this.pendingWords, Peers.pollingWordOf(geo, id) << 2, (st: number, round: number) => this.onDoorbell(st, round));
       this.spinner.setTimes(slice, hot);
       this.spinState = this.spinner.state;
     } else {
       this.spinState = new Int32Array(1);
     }
-    this.runq = new RunQueue(g.nslots * 2);
-    this.bell = new N.Poller(this.bells.ownFd, (st, round) => this.onDoorbell(st, round), true);
+    this.runq = new RunQueue(geo.nslots * 2);
+    this.bell = new addon.Poller(this.bells.ownFd, (st, round) => this.onDoorbell(st, round), true);
     this.bell.unref();
     // Bits someone set for this id's previous holder would hide our first
     // doorbells (a set bit is not rung again): look at them once.
@@ -138,7 +150,7 @@ export class Domain {
     const key = addrs.map(formatAddr).join(',');
     if (key === this.published) return;
     this.published = key;
-    publishAddrs(this.i32, this.g, this.id, addrs);
+    publishAddrs(this.i32, this.geo, this.id, addrs);
   }
 
   /** Traffic happened: keep busy-polling a little before sleeping. */
@@ -148,17 +160,17 @@ export class Domain {
 
   /** Is peer `id` of generation `gen` a member right now? */
   peerAlive(id: number, gen: number): boolean {
-    return Peers.alive(this.i32, this.g, id, gen);
+    return Peers.alive(this.i32, this.geo, id, gen);
   }
 
   /** Routes events of `slot` to `h`; a slot has a client end and a server end (both may be in this process). */
-  attach(slot: number, server: boolean, h: SlotHandler): void {
-    this.handlers[slot * 2 + (server ? 1 : 0)] = h;
+  attach(slot: number, server: boolean, handle: SlotHandler): void {
+    this.handlers[slot * 2 + (server ? 1 : 0)] = handle;
   }
 
-  detach(slot: number, server: boolean, h: SlotHandler): void {
+  detach(slot: number, server: boolean, handle: SlotHandler): void {
     const i = slot * 2 + (server ? 1 : 0);
-    if (this.handlers[i] === h) this.handlers[i] = undefined;
+    if (this.handlers[i] === handle) this.handlers[i] = undefined;
   }
 
   /** Keeps the event loop alive while at least one ref is held. */
@@ -180,23 +192,23 @@ export class Domain {
    * kernel sockets. `round` counts the calls of this turn of the loop: past
    * MAX_ROUNDS the rest waits for the next turn (we ring ourselves).
    */
-  private onDoorbell(_status?: number, round = 0): boolean | (() => void) {
+  private onDoorbell(_status?: number, round = 0): boolean | (() => void) | [() => void] {
     this.selfRung = false;
     // A read for a native stream: the caller hands it over from outside JavaScript.
     const fed = this.feeds.shift();
-    if (fed) return fed.feed;
+    if (fed) return handOver(fed);
     this.harvest();
     const entry = this.runq.shift();
     if (entry < 0) return false;
     try {
       this.dispatch(entry);
-    } catch (e) {
+    } catch (err) {
       // An application listener threw (it reaches the process as in net): the
       // entries still queued are looked at on the next turn.
       if (this.runq.length > 0 || this.feeds.length > 0) this.ringSelf();
-      throw e;
+      throw err;
     }
-    if (this.feeds.length > 0) return this.feeds.shift()!.feed;
+    if (this.feeds.length > 0) return handOver(this.feeds.shift()!);
     if (this.runq.length === 0) return false;
     if (round + 1 < MAX_ROUNDS) return true;
     this.ringSelf();
@@ -208,8 +220,8 @@ export class Domain {
    * the event loop's own call, outside any JavaScript, so that the native
    * consumer's callbacks into JavaScript run as they do for a kernel socket.
    */
-  feed(f: Feedable): void {
-    this.feeds.push(f);
+  feed(fed: Feedable): void {
+    this.feeds.push(fed);
     if (!this.inDispatch) this.ringSelf();
   }
 
@@ -217,14 +229,14 @@ export class Domain {
   private harvest(): void {
     const i32 = this.i32;
     const base = this.pendingBase;
-    for (let w = 0; w < this.pendingWords; w++) {
-      if (Atomics.load(i32, base + w) === 0) continue;
-      let bits = Atomics.exchange(i32, base + w, 0);
+    for (let word = 0; word < this.pendingWords; word++) {
+      if (Atomics.load(i32, base + word) === 0) continue;
+      let bits = Atomics.exchange(i32, base + word, 0);
       while (bits !== 0) {
-        const b = 31 - Math.clz32(bits);
-        bits &= ~(1 << b);
-        const slot = (w << 5) + b;
-        if (slot >= this.g.nslots) continue;
+        const rhs = 31 - Math.clz32(bits);
+        bits &= ~(1 << rhs);
+        const slot = (word << 5) + rhs;
+        if (slot >= this.geo.nslots) continue;
         if (this.handlers[slot * 2]) this.runq.push(slot * 2);
         // A connection request goes first, as a listening socket is looked at
         // before its client's connect completes (in this process, that is).
@@ -237,9 +249,9 @@ export class Domain {
   /** The connection requests waiting for listener `index` of ours: [slot, state word] each. */
   requestsFor(index: number): [number, number][] {
     const out: [number, number][] = [];
-    for (let slot = 0; slot < this.g.nslots; slot++) {
+    for (let slot = 0; slot < this.geo.nslots; slot++) {
       if (this.handlers[slot * 2 + 1]) continue;
-      const req = Slot.pendingRequest(this.i32, this.g, slot, this.id, this.gen);
+      const req = Slot.pendingRequest(this.i32, this.geo, slot, this.id, this.gen);
       if (req && req.listener === index) out.push([slot, req.word]);
     }
     return out;
@@ -247,7 +259,7 @@ export class Domain {
 
   /** Is there a connection request for us in `slot` (no server end here yet)? */
   private requestFor(slot: number): boolean {
-    return Slot.pendingRequest(this.i32, this.g, slot, this.id) !== undefined;
+    return Slot.pendingRequest(this.i32, this.geo, slot, this.id) !== undefined;
   }
 
   /**
@@ -275,21 +287,21 @@ export class Domain {
     this.inDispatch = true;
     try {
       const slot = entry >> 1;
-      const h = this.handlers[entry];
-      if (h) {
-        h.onEvent();
+      const handle = this.handlers[entry];
+      if (handle) {
+        handle.onEvent();
         return;
       }
       if ((entry & 1) === 0) return;
-      const req = Slot.pendingRequest(this.i32, this.g, slot, this.id, this.gen);
+      const req = Slot.pendingRequest(this.i32, this.geo, slot, this.id, this.gen);
       if (!req) return;
-      const l = this.acceptors.get(req.listener);
-      if (l) {
-        l.onIncoming(slot, req.word);
+      const listener = this.acceptors.get(req.listener);
+      if (listener) {
+        listener.onIncoming(slot, req.word);
         return;
       }
       // Nobody listens there any more: refuse (a client not yet told it is connected falls back to TCP; one that was, sees a reset).
-      Slot.refuse(this.i32, this.g, slot, req.word, (client, gen) => this.notify(client, slot, gen, true));
+      Slot.refuse(this.i32, this.geo, slot, req.word, (client, gen) => this.notify(client, slot, gen, true));
     } finally {
       this.inDispatch = false;
     }
@@ -302,10 +314,10 @@ export class Domain {
    */
   private leaveGuest(): void {
     debug('the zivm guest agent went away: leaving the domain, ending our shared-memory connections');
-    for (const h of this.handlers) h?.onLeaving();
+    for (const handle of this.handlers) handle?.onLeaving();
     const link = this.guest!;
-    Peers.reap(this.i32, this.g, this.id, this.gen, (peer) => {
-      const [via, vector] = Peers.routeOf(this.i32, this.g, peer);
+    Peers.reap(this.i32, this.geo, this.id, this.gen, (peer) => {
+      const [via, vector] = Peers.routeOf(this.i32, this.geo, peer);
       try {
         link.ring(via, vector);
       } catch {
@@ -317,9 +329,9 @@ export class Domain {
   private onPeerLeft(id: number): void {
     const i32 = this.i32;
     for (let i = 0; i < this.handlers.length; i++) {
-      const h = this.handlers[i];
-      if (!h) continue;
-      if (Slot.involves(i32, this.g, i >> 1, id)) h.onPeerLeft();
+      const handle = this.handlers[i];
+      if (!handle) continue;
+      if (Slot.involves(i32, this.geo, i >> 1, id)) handle.onPeerLeft();
     }
   }
 

@@ -39,8 +39,8 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
     private readonly guest: GuestLink | undefined,
   ) {
     super();
-    for (const [k, v] of peerFds) {
-      this.peerFds.set(k, v);
+    for (const [k, values] of peerFds) {
+      this.peerFds.set(k, values);
       this.peerGens.set(k, Peers.genOf(i32, g, k));
     }
     if (ctlFd >= 0) {
@@ -113,23 +113,23 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
    * called from the middle of something else).
    */
   private readControl(dispatch: boolean): void {
-    const N = native();
+    const addon = native();
     for (;;) {
-      let m: [number, number] | null | false;
+      let msg: [number, number] | null | false;
       try {
-        m = N.recvMsg(this.ctlFd);
+        msg = addon.recvMsg(this.ctlFd);
       } catch {
-        m = false;
+        msg = false;
       }
-      if (m === null) return;
-      if (m === false) {
+      if (msg === null) return;
+      if (msg === false) {
         this.orphan();
         return;
       }
-      const [id, fd] = m;
+      const [id, fd] = msg;
       if (fd >= 0) {
         if (id === this.id) {
-          N.close(fd); // more vectors than the header said; we only poll the first
+          addon.close(fd); // more vectors than the header said; we only poll the first
           continue;
         }
         let list = this.peerFds.get(id);
@@ -141,7 +141,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
         if (list.length === 1) this.emit('peer-joined', id);
       } else {
         const list = this.peerFds.get(id);
-        if (list) for (const f of list) N.close(f);
+        if (list) for (const peerFd of list) addon.close(peerFd);
         this.peerFds.delete(id);
         this.peerGens.delete(id);
         debug('peer %d left the domain', id);

@@ -71,59 +71,59 @@ function end(flags: number, peer: number, addr: string, port: number): Connectio
   return { peer, address: addr, port, finished: (flags & Lay.F_FIN) !== 0, closed: (flags & Lay.F_CLOSED) !== 0, dead: (flags & Lay.F_DEAD) !== 0 };
 }
 
-export function snapshot(i32: Int32Array, g: Lay.Geometry): DomainSnapshot {
+export function snapshot(i32: Int32Array, geo: Lay.Geometry): DomainSnapshot {
   const peers: PeerInfo[] = [];
-  for (let id = 0; id < g.maxPeers; id++) {
-    const p = Lay.peerOffset(g, id) >> 2;
-    const st = Atomics.load(i32, p + Lay.P.STATE);
+  for (let id = 0; id < geo.maxPeers; id++) {
+    const entry = Lay.peerOffset(geo, id) >> 2;
+    const st = Atomics.load(i32, entry + Lay.PEER.STATE);
     if (st === Lay.PEER_FREE) continue;
-    const kind = Atomics.load(i32, p + Lay.P.KIND);
+    const kind = Atomics.load(i32, entry + Lay.PEER.KIND);
     peers.push({
       id,
-      gen: Atomics.load(i32, p + Lay.P.GEN),
-      pid: Atomics.load(i32, p + Lay.P.PID),
+      gen: Atomics.load(i32, entry + Lay.PEER.GEN),
+      pid: Atomics.load(i32, entry + Lay.PEER.PID),
       kind: kind === Lay.PEER_KIND_PROCESS ? 'process' : kind === Lay.PEER_KIND_GUEST ? 'guest' : kind === Lay.PEER_KIND_GUEST_PROCESS ? 'guest-process' : 'unknown',
-      node: node(i32, p + Lay.P.NODE_LO),
+      node: node(i32, entry + Lay.PEER.NODE_LO),
       state: PEER_STATES[st] ?? 'dead',
     });
   }
   const listeners: ListenerInfo[] = [];
-  for (let i = 0; i < g.maxListeners; i++) {
-    const l = Lay.listenerOffset(g, i) >> 2;
-    if (Lay.stateOf(Atomics.load(i32, l + Lay.L.STATE)) !== Lay.LST_ACTIVE) continue;
-    const fam = Atomics.load(i32, l + Lay.L.FAMILY);
-    const flags = Atomics.load(i32, l + Lay.L.FLAGS);
+  for (let i = 0; i < geo.maxListeners; i++) {
+    const lw = Lay.listenerOffset(geo, i) >> 2;
+    if (Lay.stateOf(Atomics.load(i32, lw + Lay.LISTENER.STATE)) !== Lay.LST_ACTIVE) continue;
+    const fam = Atomics.load(i32, lw + Lay.LISTENER.FAMILY);
+    const flags = Atomics.load(i32, lw + Lay.LISTENER.FLAGS);
     listeners.push({
       index: i,
-      owner: Atomics.load(i32, l + Lay.L.OWNER),
-      address: formatAddr(readAddr(i32, l + Lay.L.ADDR, fam)),
+      owner: Atomics.load(i32, lw + Lay.LISTENER.OWNER),
+      address: formatAddr(readAddr(i32, lw + Lay.LISTENER.ADDR, fam)),
       family: fam === 6 ? 'IPv6' : 'IPv4',
-      port: Atomics.load(i32, l + Lay.L.PORT),
-      node: node(i32, l + Lay.L.NODE_LO),
+      port: Atomics.load(i32, lw + Lay.LISTENER.PORT),
+      node: node(i32, lw + Lay.LISTENER.NODE_LO),
       ipv6Only: (flags & Lay.LFLAG_IPV6ONLY) !== 0,
     });
   }
   const connections: ConnectionInfo[] = [];
-  for (let slot = 0; slot < g.nslots; slot++) {
-    const s = Lay.slotOffset(g, slot) >> 2;
-    const st = Lay.stateOf(Atomics.load(i32, s + Lay.S.STATE));
+  for (let slot = 0; slot < geo.nslots; slot++) {
+    const slotWord = Lay.slotOffset(geo, slot) >> 2;
+    const st = Lay.stateOf(Atomics.load(i32, slotWord + Lay.SLOT.STATE));
     if (st === Lay.SLOT_FREE) continue;
-    const fam = Atomics.load(i32, s + Lay.S.FAMILY) === 6 ? 6 : 4;
-    const cf = Atomics.load(i32, s + Lay.S.CLIENT_FLAGS);
-    const sf = Atomics.load(i32, s + Lay.S.SERVER_FLAGS);
-    const r = Lay.ringOffsets(g, slot);
-    const c2sHead = u64(i32, r.c2sHdr + Lay.RING_HEAD);
-    const c2sTail = u64(i32, r.c2sHdr + Lay.RING_TAIL);
-    const s2cHead = u64(i32, r.s2cHdr + Lay.RING_HEAD);
-    const s2cTail = u64(i32, r.s2cHdr + Lay.RING_TAIL);
+    const fam = Atomics.load(i32, slotWord + Lay.SLOT.FAMILY) === 6 ? 6 : 4;
+    const cf = Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_FLAGS);
+    const sf = Atomics.load(i32, slotWord + Lay.SLOT.SERVER_FLAGS);
+    const res = Lay.ringOffsets(geo, slot);
+    const c2sHead = u64(i32, res.c2sHdr + Lay.RING_HEAD);
+    const c2sTail = u64(i32, res.c2sHdr + Lay.RING_TAIL);
+    const s2cHead = u64(i32, res.s2cHdr + Lay.RING_HEAD);
+    const s2cTail = u64(i32, res.s2cHdr + Lay.RING_TAIL);
     let state = SLOT_STATES[st] ?? 'connecting';
     if (state === 'established' && (cf & Lay.F_CLOSED || sf & Lay.F_CLOSED)) state = 'closing';
     connections.push({
       slot,
       state,
       family: fam === 6 ? 'IPv6' : 'IPv4',
-      client: end(cf, Atomics.load(i32, s + Lay.S.CLIENT), formatAddr(readAddr(i32, s + Lay.S.CLIENT_ADDR, fam)), Atomics.load(i32, s + Lay.S.CLIENT_PORT)),
-      server: end(sf, Atomics.load(i32, s + Lay.S.SERVER), formatAddr(readAddr(i32, s + Lay.S.SERVER_ADDR, fam)), Atomics.load(i32, s + Lay.S.SERVER_PORT)),
+      client: end(cf, Atomics.load(i32, slotWord + Lay.SLOT.CLIENT), formatAddr(readAddr(i32, slotWord + Lay.SLOT.CLIENT_ADDR, fam)), Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_PORT)),
+      server: end(sf, Atomics.load(i32, slotWord + Lay.SLOT.SERVER), formatAddr(readAddr(i32, slotWord + Lay.SLOT.SERVER_ADDR, fam)), Atomics.load(i32, slotWord + Lay.SLOT.SERVER_PORT)),
       bytesToServer: c2sHead,
       bytesToClient: s2cHead,
       unreadByServer: Math.max(0, c2sHead - c2sTail),
@@ -131,11 +131,11 @@ export function snapshot(i32: Int32Array, g: Lay.Geometry): DomainSnapshot {
     });
   }
   return {
-    size: g.size,
-    slots: g.nslots,
-    ringSize: g.ringSize,
-    vectors: g.vectors,
-    daemonPid: Atomics.load(i32, Lay.H.DAEMON_PID),
+    size: geo.size,
+    slots: geo.nslots,
+    ringSize: geo.ringSize,
+    vectors: geo.vectors,
+    daemonPid: Atomics.load(i32, Lay.HEADER.DAEMON_PID),
     peers,
     listeners,
     connections,

@@ -29,19 +29,19 @@ const JOIN_TIMEOUT_MS = 5000;
 export function joinGuest(socket: string, pci: string): Domain {
   const { id, gen, link, fd } = joinAgent(socket, pci);
   try {
-    const g = Lay.readHeader(new Int32Array(link.region.buffer), link.region.size);
-    if (id >= g.maxPeers) throw new ZivmProtocolError(`peer id ${id} is outside the region's peer table`);
+    const geo = Lay.readHeader(new Int32Array(link.region.buffer), link.region.size);
+    if (id >= geo.maxPeers) throw new ZivmProtocolError(`peer id ${id} is outside the region's peer table`);
     const i32 = new Int32Array(link.region.buffer);
-    if (Peers.genOf(i32, g, id) !== gen || !Peers.inUse(i32, g, id) || Peers.alive(i32, g, id, gen)) {
+    if (Peers.genOf(i32, geo, id) !== gen || !Peers.inUse(i32, geo, id) || Peers.alive(i32, geo, id, gen)) {
       throw new ZivmProtocolError(`peer entry ${id} is not the one the agent handed out`);
     }
-    const d = new Domain(fd, id, link.region, g, [], new Map(), link);
-    debug('joined domain as peer %d (gen %d) of guest peer %d, vector %d, through %s: %d slots of %d-byte rings', id, d.gen, link.ivPosition, link.vector, socket, g.nslots, g.ringSize);
-    return d;
-  } catch (e) {
+    const domain = new Domain(fd, id, link.region, geo, [], new Map(), link);
+    debug('joined domain as peer %d (gen %d) of guest peer %d, vector %d, through %s: %d slots of %d-byte rings', id, domain.gen, link.ivPosition, link.vector, socket, geo.nslots, geo.ringSize);
+    return domain;
+  } catch (err) {
     link.close();
     native().close(fd);
-    throw e;
+    throw err;
   }
 }
 
@@ -50,7 +50,7 @@ export function joinGuest(socket: string, pci: string): Domain {
  * Throws on any failure; the caller decides to fall back.
  */
 export function joinHost(opts: { autostart: boolean; socketPath?: string }): Domain {
-  const N = native();
+  const addon = native();
   const fd = connectDaemon({ autostart: opts.autostart, socketPath: opts.socketPath });
   const opened: number[] = [];
   let region: NativeRegion | undefined;
@@ -58,15 +58,15 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
     const deadline = Date.now() + JOIN_TIMEOUT_MS;
     const next = (): [number, number] => {
       for (;;) {
-        const m = N.recvMsg(fd);
-        if (m === false) throw new ZivmProtocolError('the zivm daemon closed the connection while we joined');
-        if (m !== null) {
-          if (m[1] >= 0) opened.push(m[1]);
-          return m;
+        const msg = addon.recvMsg(fd);
+        if (msg === false) throw new ZivmProtocolError('the zivm daemon closed the connection while we joined');
+        if (msg !== null) {
+          if (msg[1] >= 0) opened.push(msg[1]);
+          return msg;
         }
         const left = deadline - Date.now();
         if (left <= 0) throw new ZivmProtocolError('the zivm daemon did not answer in time');
-        N.waitReadable(fd, left);
+        addon.waitReadable(fd, left);
       }
     };
     const [version, vfd] = next();
@@ -75,19 +75,19 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
     if (id < 0 || idfd >= 0) throw new ZivmProtocolError(`bad peer id ${id} from the zivm daemon`);
     const [minus1, shmFd] = next();
     if (minus1 !== -1 || shmFd < 0) throw new ZivmProtocolError('the zivm daemon did not send the shared memory');
-    const size = N.fdSize(shmFd);
-    region = new N.Region(shmFd, size);
-    N.close(shmFd);
+    const size = addon.fdSize(shmFd);
+    region = new addon.Region(shmFd, size);
+    addon.close(shmFd);
     opened.splice(opened.indexOf(shmFd), 1);
-    const g = Lay.readHeader(new Int32Array(region.buffer), size);
-    if (id >= g.maxPeers) throw new ZivmProtocolError(`peer id ${id} is outside the region's peer table`);
+    const geo = Lay.readHeader(new Int32Array(region.buffer), size);
+    if (id >= geo.maxPeers) throw new ZivmProtocolError(`peer id ${id} is outside the region's peer table`);
     const own: number[] = [];
     const peers = new Map<number, number[]>();
-    while (own.length < g.vectors) {
+    while (own.length < geo.vectors) {
       const [pid, pfd] = next();
       if (pfd < 0) {
         const old = peers.get(pid);
-        if (old) for (const f of old) N.close(f);
+        if (old) for (const peerFd of old) addon.close(peerFd);
         peers.delete(pid);
       } else if (pid === id) {
         own.push(pfd);
@@ -97,20 +97,20 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
         list.push(pfd);
       }
     }
-    const d = new Domain(fd, id, region, g, own, peers);
-    debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, d.gen, g.nslots, g.ringSize);
-    return d;
-  } catch (e) {
-    for (const f of opened) {
+    const domain = new Domain(fd, id, region, geo, own, peers);
+    debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, domain.gen, geo.nslots, geo.ringSize);
+    return domain;
+  } catch (err) {
+    for (const peerFd of opened) {
       try {
-        N.close(f);
+        addon.close(peerFd);
       } catch {
         /* already closed */
       }
     }
     region?.close();
-    N.close(fd);
-    throw e;
+    addon.close(fd);
+    throw err;
   }
 }
 
@@ -138,14 +138,14 @@ export function getDomain(autostart: boolean): Domain | undefined {
     lastJoinError = undefined;
     lastFailure = 0;
     return current;
-  } catch (e) {
-    lastJoinError = e as Error;
+  } catch (err) {
+    lastJoinError = err as Error;
     // A missing daemon is normal for a client; anything else is worth a pause.
-    if (!(e instanceof ZivmNoDaemonError && !autostart)) {
+    if (!(err instanceof ZivmNoDaemonError && !autostart)) {
       lastFailure = now;
       lastFailureAutostart = autostart;
     }
-    debug('cannot use shared memory: %s', (e as Error).message);
+    debug('cannot use shared memory: %s', (err as Error).message);
     return undefined;
   }
 }

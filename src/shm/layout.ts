@@ -43,7 +43,7 @@ export const HEADER_SIZE = 4096;
 export const PAGE = 4096;
 
 /** Region header word indexes (Int32Array index = byte offset / 4). */
-export const H = {
+export const HEADER = {
   MAGIC0: 0,
   MAGIC1: 1,
   VERSION: 2,
@@ -72,7 +72,7 @@ export const REGION_STATE_READY = 1;
 
 /** Peer entry: 128 bytes. Word indexes relative to the entry. */
 export const PEER_SIZE = 128;
-export const P = {
+export const PEER = {
   STATE: 0, // PEER_*
   GEN: 1, // bumped by the daemon each time the id is handed out
   PID: 2,
@@ -114,15 +114,15 @@ export function makeRoute(via: number, vector: number): number {
 }
 
 /** Which doorbell rings `peer`: [peer id whose eventfds it is, vector]. */
-export function routeOf(i32: Int32Array, g: Geometry, peer: number): [number, number] {
-  const r = Atomics.load(i32, (peerOffset(g, peer) >> 2) + P.ROUTE);
-  if ((r & ROUTE_VIA) === 0) return [peer, 0];
-  return [r & 0xffff, (r >>> 16) & 0x3fff];
+export function routeOf(i32: Int32Array, geo: Geometry, peer: number): [number, number] {
+  const res = Atomics.load(i32, (peerOffset(geo, peer) >> 2) + PEER.ROUTE);
+  if ((res & ROUTE_VIA) === 0) return [peer, 0];
+  return [res & 0xffff, (res >>> 16) & 0x3fff];
 }
 
 /** Listener entry: 64 bytes. */
 export const LISTENER_SIZE = 64;
-export const L = {
+export const LISTENER = {
   STATE: 0, // (gen << 8) | LST_*
   OWNER: 1,
   OWNER_GEN: 2,
@@ -143,7 +143,7 @@ export const LFLAG_IPV6ONLY = 1;
 export const LFLAG_WILDCARD = 2;
 
 /** Slot header: word indexes relative to the slot start. */
-export const S = {
+export const SLOT = {
   STATE: 0, // (gen << 8) | SLOT_*
   CLIENT: 1,
   CLIENT_GEN: 2,
@@ -208,8 +208,8 @@ export interface Geometry {
   slotsOff: number;
 }
 
-function alignUp(n: number, a: number): number {
-  return Math.ceil(n / a) * a;
+function alignUp(count: number, lhs: number): number {
+  return Math.ceil(count / lhs) * lhs;
 }
 
 export const MIN_RING = 4096;
@@ -258,28 +258,28 @@ export function computeGeometry(opts: {
 }
 
 /** Writes a fresh header (state INIT). The caller sets STATE to READY last. */
-export function writeHeader(i32: Int32Array, g: Geometry, daemonPid: number, nonce: number): void {
-  i32[H.MAGIC0] = MAGIC0;
-  i32[H.MAGIC1] = MAGIC1;
-  i32[H.VERSION] = VERSION;
-  i32[H.HEADER_SIZE] = HEADER_SIZE;
-  i32[H.VECTORS] = g.vectors;
-  i32[H.MAX_PEERS] = g.maxPeers;
-  i32[H.MAX_LISTENERS] = g.maxListeners;
-  i32[H.NSLOTS] = g.nslots;
-  i32[H.RING_SIZE] = g.ringSize;
-  i32[H.SLOT_STRIDE] = g.slotStride;
-  i32[H.PORT_COUNTER] = 0;
-  i32[H.SIZE_LO] = g.size % 0x100000000 | 0;
-  i32[H.SIZE_HI] = Math.floor(g.size / 0x100000000);
-  i32[H.PEERS_OFF] = g.peersOff;
-  i32[H.LISTENERS_OFF] = g.listenersOff;
-  i32[H.PENDING_OFF] = g.pendingOff;
-  i32[H.PENDING_STRIDE] = g.pendingStride;
-  i32[H.SLOTS_OFF] = g.slotsOff;
-  i32[H.DAEMON_PID] = daemonPid;
-  i32[H.NONCE] = nonce | 0;
-  Atomics.store(i32, H.STATE, REGION_STATE_INIT);
+export function writeHeader(i32: Int32Array, geo: Geometry, daemonPid: number, nonce: number): void {
+  i32[HEADER.MAGIC0] = MAGIC0;
+  i32[HEADER.MAGIC1] = MAGIC1;
+  i32[HEADER.VERSION] = VERSION;
+  i32[HEADER.HEADER_SIZE] = HEADER_SIZE;
+  i32[HEADER.VECTORS] = geo.vectors;
+  i32[HEADER.MAX_PEERS] = geo.maxPeers;
+  i32[HEADER.MAX_LISTENERS] = geo.maxListeners;
+  i32[HEADER.NSLOTS] = geo.nslots;
+  i32[HEADER.RING_SIZE] = geo.ringSize;
+  i32[HEADER.SLOT_STRIDE] = geo.slotStride;
+  i32[HEADER.PORT_COUNTER] = 0;
+  i32[HEADER.SIZE_LO] = geo.size % 0x100000000 | 0;
+  i32[HEADER.SIZE_HI] = Math.floor(geo.size / 0x100000000);
+  i32[HEADER.PEERS_OFF] = geo.peersOff;
+  i32[HEADER.LISTENERS_OFF] = geo.listenersOff;
+  i32[HEADER.PENDING_OFF] = geo.pendingOff;
+  i32[HEADER.PENDING_STRIDE] = geo.pendingStride;
+  i32[HEADER.SLOTS_OFF] = geo.slotsOff;
+  i32[HEADER.DAEMON_PID] = daemonPid;
+  i32[HEADER.NONCE] = nonce | 0;
+  Atomics.store(i32, HEADER.STATE, REGION_STATE_INIT);
 }
 
 
@@ -289,62 +289,62 @@ export function writeHeader(i32: Int32Array, g: Geometry, daemonPid: number, non
  */
 export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
   if (i32.length < HEADER_SIZE / 4) throw new ZivmBadRegionError(`region of ${mappedSize} bytes is smaller than its header`);
-  if ((i32[H.MAGIC0] >>> 0) !== MAGIC0 || (i32[H.MAGIC1] >>> 0) !== MAGIC1)
+  if ((i32[HEADER.MAGIC0] >>> 0) !== MAGIC0 || (i32[HEADER.MAGIC1] >>> 0) !== MAGIC1)
     throw new ZivmBadRegionError('shared region has no zivm header (bad magic)');
-  const version = i32[H.VERSION];
+  const version = i32[HEADER.VERSION];
   if (version !== VERSION)
     throw new ZivmVersionMismatchError(`shared region has layout version ${version}, this zivm speaks ${VERSION}`);
-  if (Atomics.load(i32, H.STATE) !== REGION_STATE_READY) throw new ZivmBadRegionError('shared region is not initialised');
-  const size = (i32[H.SIZE_HI] >>> 0) * 0x100000000 + (i32[H.SIZE_LO] >>> 0);
-  const g: Geometry = {
+  if (Atomics.load(i32, HEADER.STATE) !== REGION_STATE_READY) throw new ZivmBadRegionError('shared region is not initialised');
+  const size = (i32[HEADER.SIZE_HI] >>> 0) * 0x100000000 + (i32[HEADER.SIZE_LO] >>> 0);
+  const geo: Geometry = {
     size,
-    vectors: i32[H.VECTORS],
-    maxPeers: i32[H.MAX_PEERS],
-    maxListeners: i32[H.MAX_LISTENERS],
-    nslots: i32[H.NSLOTS],
-    ringSize: i32[H.RING_SIZE],
-    slotStride: i32[H.SLOT_STRIDE],
-    peersOff: i32[H.PEERS_OFF],
-    listenersOff: i32[H.LISTENERS_OFF],
-    pendingOff: i32[H.PENDING_OFF],
-    pendingStride: i32[H.PENDING_STRIDE],
-    slotsOff: i32[H.SLOTS_OFF],
+    vectors: i32[HEADER.VECTORS],
+    maxPeers: i32[HEADER.MAX_PEERS],
+    maxListeners: i32[HEADER.MAX_LISTENERS],
+    nslots: i32[HEADER.NSLOTS],
+    ringSize: i32[HEADER.RING_SIZE],
+    slotStride: i32[HEADER.SLOT_STRIDE],
+    peersOff: i32[HEADER.PEERS_OFF],
+    listenersOff: i32[HEADER.LISTENERS_OFF],
+    pendingOff: i32[HEADER.PENDING_OFF],
+    pendingStride: i32[HEADER.PENDING_STRIDE],
+    slotsOff: i32[HEADER.SLOTS_OFF],
   };
   // Recompute from the primary numbers and insist on the same answer: a header
   // that disagrees with itself is corrupt, whatever its magic says.
   let expect: Geometry;
   try {
-    expect = computeGeometry({ size, ringSize: g.ringSize, vectors: g.vectors, maxPeers: g.maxPeers, maxListeners: g.maxListeners, maxSlots: g.nslots });
-  } catch (e) {
-    throw new ZivmBadRegionError(`shared region header is inconsistent: ${(e as Error).message}`);
+    expect = computeGeometry({ size, ringSize: geo.ringSize, vectors: geo.vectors, maxPeers: geo.maxPeers, maxListeners: geo.maxListeners, maxSlots: geo.nslots });
+  } catch (err) {
+    throw new ZivmBadRegionError(`shared region header is inconsistent: ${(err as Error).message}`);
   }
   for (const k of Object.keys(expect) as (keyof Geometry)[]) {
-    if (expect[k] !== g[k]) throw new ZivmBadRegionError(`shared region header is inconsistent (${k})`);
+    if (expect[k] !== geo[k]) throw new ZivmBadRegionError(`shared region header is inconsistent (${k})`);
   }
   if (size > mappedSize) throw new ZivmBadRegionError(`shared region header says ${size} bytes, ${mappedSize} are mapped`);
-  return g;
+  return geo;
 }
 
 /** Byte offsets derived from a geometry. */
-export function peerOffset(g: Geometry, id: number): number {
-  return g.peersOff + id * PEER_SIZE;
+export function peerOffset(geo: Geometry, id: number): number {
+  return geo.peersOff + id * PEER_SIZE;
 }
-export function listenerOffset(g: Geometry, i: number): number {
-  return g.listenersOff + i * LISTENER_SIZE;
+export function listenerOffset(geo: Geometry, i: number): number {
+  return geo.listenersOff + i * LISTENER_SIZE;
 }
-export function pendingOffset(g: Geometry, peer: number): number {
-  return g.pendingOff + peer * g.pendingStride;
+export function pendingOffset(geo: Geometry, peer: number): number {
+  return geo.pendingOff + peer * geo.pendingStride;
 }
-export function slotOffset(g: Geometry, i: number): number {
-  return g.slotsOff + i * g.slotStride;
+export function slotOffset(geo: Geometry, i: number): number {
+  return geo.slotsOff + i * geo.slotStride;
 }
 /** Ring offsets of a slot: c2s = client→server, s2c = server→client. */
-export function ringOffsets(g: Geometry, slot: number): { c2sHdr: number; s2cHdr: number; c2sData: number; s2cData: number } {
-  const base = slotOffset(g, slot);
+export function ringOffsets(geo: Geometry, slot: number): { c2sHdr: number; s2cHdr: number; c2sData: number; s2cData: number } {
+  const base = slotOffset(geo, slot);
   return {
     c2sHdr: base + RING_C2S_HDR,
     s2cHdr: base + RING_S2C_HDR,
     c2sData: base + SLOT_HEADER_SIZE,
-    s2cData: base + SLOT_HEADER_SIZE + g.ringSize,
+    s2cData: base + SLOT_HEADER_SIZE + geo.ringSize,
   };
 }

@@ -234,8 +234,8 @@ export function addonSource(): AddonSource {
     const file = nodeGypBuild.resolve(PACKAGE_ROOT);
     const rel = path.relative(PACKAGE_ROOT, file);
     return { file, kind: rel.split(path.sep)[0] === 'prebuilds' ? 'prebuild' : 'build' };
-  } catch (e) {
-    return { error: (e as Error).message.trim() };
+  } catch (err) {
+    return { error: (err as Error).message.trim() };
   }
 }
 
@@ -256,8 +256,8 @@ export function native(): Native {
       addon.setErrorFactory(makeZivmError);
       cached = addon;
       return cached;
-    } catch (e) {
-      why = `${src.file}: ${(e as Error).message}`;
+    } catch (err) {
+      why = `${src.file}: ${(err as Error).message}`;
     }
   } else {
     why = `no build and no prebuilt binary for ${process.platform}-${process.arch} here (${src.error?.split('\n')[0]})`;

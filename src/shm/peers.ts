@@ -22,8 +22,8 @@ const KINDS: Record<PeerKind, number> = {
   'guest-process': Lay.PEER_KIND_GUEST_PROCESS,
 };
 
-function word(g: Lay.Geometry, id: number): number {
-  return Lay.peerOffset(g, id) >> 2;
+function word(geo: Lay.Geometry, id: number): number {
+  return Lay.peerOffset(geo, id) >> 2;
 }
 
 /**
@@ -31,19 +31,19 @@ function word(g: Lay.Geometry, id: number): number {
  * the daemon's way) or the highest (`'top'`, a guest agent's). Ids listed in
  * `skip` are passed over. Returns the id, or -1 when the table is full.
  */
-export function claim(i32: Int32Array, g: Lay.Geometry, from: 'bottom' | 'top', skip?: (id: number) => boolean): number {
-  const n = Math.min(g.maxPeers, 0x10000);
-  for (let k = 0; k < n; k++) {
-    const id = from === 'bottom' ? k : n - 1 - k;
+export function claim(i32: Int32Array, geo: Lay.Geometry, from: 'bottom' | 'top', skip?: (id: number) => boolean): number {
+  const count = Math.min(geo.maxPeers, 0x10000);
+  for (let k = 0; k < count; k++) {
+    const id = from === 'bottom' ? k : count - 1 - k;
     if (skip?.(id)) continue;
-    if (Atomics.compareExchange(i32, word(g, id) + Lay.P.STATE, Lay.PEER_FREE, Lay.PEER_JOINING) === Lay.PEER_FREE) return id;
+    if (Atomics.compareExchange(i32, word(geo, id) + Lay.PEER.STATE, Lay.PEER_FREE, Lay.PEER_JOINING) === Lay.PEER_FREE) return id;
   }
   return -1;
 }
 
 /** Gives a claimed entry back unused. */
-export function unclaim(i32: Int32Array, g: Lay.Geometry, id: number): void {
-  Atomics.store(i32, word(g, id) + Lay.P.STATE, Lay.PEER_FREE);
+export function unclaim(i32: Int32Array, geo: Lay.Geometry, id: number): void {
+  Atomics.store(i32, word(geo, id) + Lay.PEER.STATE, Lay.PEER_FREE);
 }
 
 /**
@@ -51,101 +51,101 @@ export function unclaim(i32: Int32Array, g: Lay.Geometry, id: number): void {
  * stays (addresses, route, pending bits: a late doorbell for the previous
  * holder could have left one), and the generation moves on. Returns it.
  */
-export function admit(i32: Int32Array, g: Lay.Geometry, id: number, e: { pid: number; kind?: PeerKind; route?: number; node?: number }): number {
-  const p = word(g, id);
-  let gen = (Atomics.load(i32, p + Lay.P.GEN) + 1) | 0;
+export function admit(i32: Int32Array, geo: Lay.Geometry, id: number, fields: { pid: number; kind?: PeerKind; route?: number; node?: number }): number {
+  const entry = word(geo, id);
+  let gen = (Atomics.load(i32, entry + Lay.PEER.GEN) + 1) | 0;
   if (gen === 0) gen = 1;
-  Atomics.store(i32, p + Lay.P.KIND, e.kind ? KINDS[e.kind] : 0);
-  setNode(i32, g, id, e.node ?? 0);
-  Atomics.store(i32, p + Lay.P.ROUTE, e.route ?? 0);
-  Atomics.store(i32, p + Lay.P.POLLING, 0);
-  Atomics.store(i32, p + Lay.P.PID, e.pid);
-  Atomics.store(i32, p + Lay.PEER_ADDRS.ADDR_COUNTS, 0);
-  clearPending(i32, g, id);
-  Atomics.store(i32, p + Lay.P.GEN, gen);
-  Atomics.store(i32, p + Lay.P.STATE, Lay.PEER_JOINING);
+  Atomics.store(i32, entry + Lay.PEER.KIND, fields.kind ? KINDS[fields.kind] : 0);
+  setNode(i32, geo, id, fields.node ?? 0);
+  Atomics.store(i32, entry + Lay.PEER.ROUTE, fields.route ?? 0);
+  Atomics.store(i32, entry + Lay.PEER.POLLING, 0);
+  Atomics.store(i32, entry + Lay.PEER.PID, fields.pid);
+  Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS, 0);
+  clearPending(i32, geo, id);
+  Atomics.store(i32, entry + Lay.PEER.GEN, gen);
+  Atomics.store(i32, entry + Lay.PEER.STATE, Lay.PEER_JOINING);
   return gen;
 }
 
 /** The member announces itself: what it is and which node it is on, then ALIVE. */
-export function announce(i32: Int32Array, g: Lay.Geometry, id: number, e: { kind: PeerKind; node: number; pid?: number; route?: number }): void {
-  const p = word(g, id);
-  if (e.pid !== undefined) Atomics.store(i32, p + Lay.P.PID, e.pid);
-  Atomics.store(i32, p + Lay.P.KIND, KINDS[e.kind]);
-  setNode(i32, g, id, e.node);
-  if (e.route !== undefined) Atomics.store(i32, p + Lay.P.ROUTE, e.route);
-  Atomics.store(i32, p + Lay.P.POLLING, 0);
+export function announce(i32: Int32Array, geo: Lay.Geometry, id: number, fields: { kind: PeerKind; node: number; pid?: number; route?: number }): void {
+  const entry = word(geo, id);
+  if (fields.pid !== undefined) Atomics.store(i32, entry + Lay.PEER.PID, fields.pid);
+  Atomics.store(i32, entry + Lay.PEER.KIND, KINDS[fields.kind]);
+  setNode(i32, geo, id, fields.node);
+  if (fields.route !== undefined) Atomics.store(i32, entry + Lay.PEER.ROUTE, fields.route);
+  Atomics.store(i32, entry + Lay.PEER.POLLING, 0);
 }
 
 /** The entry goes ALIVE (its addresses, if any, are published by then). */
-export function goAlive(i32: Int32Array, g: Lay.Geometry, id: number): void {
-  Atomics.store(i32, word(g, id) + Lay.P.STATE, Lay.PEER_ALIVE);
+export function goAlive(i32: Int32Array, geo: Lay.Geometry, id: number): void {
+  Atomics.store(i32, word(geo, id) + Lay.PEER.STATE, Lay.PEER_ALIVE);
 }
 
-function setNode(i32: Int32Array, g: Lay.Geometry, id: number, node: number): void {
-  const p = word(g, id);
-  Atomics.store(i32, p + Lay.P.NODE_LO, node % 0x100000000 | 0);
-  Atomics.store(i32, p + Lay.P.NODE_HI, Math.floor(node / 0x100000000) | 0);
+function setNode(i32: Int32Array, geo: Lay.Geometry, id: number, node: number): void {
+  const entry = word(geo, id);
+  Atomics.store(i32, entry + Lay.PEER.NODE_LO, node % 0x100000000 | 0);
+  Atomics.store(i32, entry + Lay.PEER.NODE_HI, Math.floor(node / 0x100000000) | 0);
 }
 
-export function genOf(i32: Int32Array, g: Lay.Geometry, id: number): number {
-  return Atomics.load(i32, word(g, id) + Lay.P.GEN);
+export function genOf(i32: Int32Array, geo: Lay.Geometry, id: number): number {
+  return Atomics.load(i32, word(geo, id) + Lay.PEER.GEN);
 }
 
-export function pidOf(i32: Int32Array, g: Lay.Geometry, id: number): number {
-  return Atomics.load(i32, word(g, id) + Lay.P.PID);
+export function pidOf(i32: Int32Array, geo: Lay.Geometry, id: number): number {
+  return Atomics.load(i32, word(geo, id) + Lay.PEER.PID);
 }
 
-export function kindOf(i32: Int32Array, g: Lay.Geometry, id: number): PeerKind | undefined {
-  const k = Atomics.load(i32, word(g, id) + Lay.P.KIND);
-  return (Object.keys(KINDS) as PeerKind[]).find((n) => KINDS[n] === k);
+export function kindOf(i32: Int32Array, geo: Lay.Geometry, id: number): PeerKind | undefined {
+  const k = Atomics.load(i32, word(geo, id) + Lay.PEER.KIND);
+  return (Object.keys(KINDS) as PeerKind[]).find((kind) => KINDS[kind] === k);
 }
 
 /** The node id the member announced. */
-export function nodeOf(i32: Int32Array, g: Lay.Geometry, id: number): number {
-  const p = word(g, id);
-  return (Atomics.load(i32, p + Lay.P.NODE_HI) >>> 0) * 0x100000000 + (Atomics.load(i32, p + Lay.P.NODE_LO) >>> 0);
+export function nodeOf(i32: Int32Array, geo: Lay.Geometry, id: number): number {
+  const entry = word(geo, id);
+  return (Atomics.load(i32, entry + Lay.PEER.NODE_HI) >>> 0) * 0x100000000 + (Atomics.load(i32, entry + Lay.PEER.NODE_LO) >>> 0);
 }
 
 /** Whether the entry is handed out (JOINING or ALIVE, not FREE or DEAD). */
-export function inUse(i32: Int32Array, g: Lay.Geometry, id: number): boolean {
-  const st = Atomics.load(i32, word(g, id) + Lay.P.STATE);
+export function inUse(i32: Int32Array, geo: Lay.Geometry, id: number): boolean {
+  const st = Atomics.load(i32, word(geo, id) + Lay.PEER.STATE);
   return st === Lay.PEER_ALIVE || st === Lay.PEER_JOINING;
 }
 
 /** Whether `id` is FREE. */
-export function isFree(i32: Int32Array, g: Lay.Geometry, id: number): boolean {
-  return Atomics.load(i32, word(g, id) + Lay.P.STATE) === Lay.PEER_FREE;
+export function isFree(i32: Int32Array, geo: Lay.Geometry, id: number): boolean {
+  return Atomics.load(i32, word(geo, id) + Lay.PEER.STATE) === Lay.PEER_FREE;
 }
 
 /** Is peer `id` of generation `gen` a member right now? */
-export function alive(i32: Int32Array, g: Lay.Geometry, id: number, gen: number): boolean {
-  if (id < 0 || id >= g.maxPeers) return false;
-  const p = word(g, id);
-  return Atomics.load(i32, p + Lay.P.GEN) === gen && Atomics.load(i32, p + Lay.P.STATE) === Lay.PEER_ALIVE;
+export function alive(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number): boolean {
+  if (id < 0 || id >= geo.maxPeers) return false;
+  const entry = word(geo, id);
+  return Atomics.load(i32, entry + Lay.PEER.GEN) === gen && Atomics.load(i32, entry + Lay.PEER.STATE) === Lay.PEER_ALIVE;
 }
 
 /** Is peer `id` of generation `gen` handed out (joining or alive)? */
-export function present(i32: Int32Array, g: Lay.Geometry, id: number, gen: number): boolean {
-  if (id < 0 || id >= g.maxPeers) return false;
-  return Atomics.load(i32, word(g, id) + Lay.P.GEN) === gen && inUse(i32, g, id);
+export function present(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number): boolean {
+  if (id < 0 || id >= geo.maxPeers) return false;
+  return Atomics.load(i32, word(geo, id) + Lay.PEER.GEN) === gen && inUse(i32, geo, id);
 }
 
 /** The member says it busy-polls its pending bitmap (producers then skip its doorbell). */
-export function pollingWordOf(g: Lay.Geometry, id: number): number {
-  return word(g, id) + Lay.P.POLLING;
+export function pollingWordOf(geo: Lay.Geometry, id: number): number {
+  return word(geo, id) + Lay.PEER.POLLING;
 }
 
-export function isPolling(i32: Int32Array, g: Lay.Geometry, id: number): boolean {
-  return Atomics.load(i32, word(g, id) + Lay.P.POLLING) !== 0;
+export function isPolling(i32: Int32Array, geo: Lay.Geometry, id: number): boolean {
+  return Atomics.load(i32, word(geo, id) + Lay.PEER.POLLING) !== 0;
 }
 
 /** Which doorbell rings `peer`: [peer id whose eventfds it is, vector]. */
 export const routeOf = Lay.routeOf;
 
-function clearPending(i32: Int32Array, g: Lay.Geometry, id: number): void {
-  const pend = Lay.pendingOffset(g, id) >> 2;
-  for (let k = 0; k < g.pendingStride >> 2; k++) Atomics.store(i32, pend + k, 0);
+function clearPending(i32: Int32Array, geo: Lay.Geometry, id: number): void {
+  const pend = Lay.pendingOffset(geo, id) >> 2;
+  for (let k = 0; k < geo.pendingStride >> 2; k++) Atomics.store(i32, pend + k, 0);
 }
 
 /**
@@ -154,32 +154,32 @@ function clearPending(i32: Int32Array, g: Lay.Geometry, id: number): void {
  * (see Slot.reapSide: the survivors are flagged and woken through `wake`);
  * its pending bits are cleared and the entry goes FREE (GEN kept).
  */
-export function reap(i32: Int32Array, g: Lay.Geometry, id: number, gen: number, wake: (peer: number) => void): void {
-  const pw = word(g, id);
-  Atomics.store(i32, pw + Lay.P.STATE, Lay.PEER_DEAD);
+export function reap(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number, wake: (peer: number) => void): void {
+  const pw = word(geo, id);
+  Atomics.store(i32, pw + Lay.PEER.STATE, Lay.PEER_DEAD);
 
-  for (let i = 0; i < g.maxListeners; i++) {
-    const w = Lay.listenerOffset(g, i) >> 2;
+  for (let i = 0; i < geo.maxListeners; i++) {
+    const lsnWord = Lay.listenerOffset(geo, i) >> 2;
     for (let tries = 0; tries < 1000; tries++) {
-      const st = Atomics.load(i32, w + Lay.L.STATE);
+      const st = Atomics.load(i32, lsnWord + Lay.LISTENER.STATE);
       if (Lay.stateOf(st) === Lay.LST_FREE) break;
-      if (Atomics.load(i32, w + Lay.L.OWNER) !== id || Atomics.load(i32, w + Lay.L.OWNER_GEN) !== gen) break;
-      if (Atomics.compareExchange(i32, w + Lay.L.STATE, st, Lay.makeState(Lay.genOf(st) + 1, Lay.LST_FREE)) === st) break;
+      if (Atomics.load(i32, lsnWord + Lay.LISTENER.OWNER) !== id || Atomics.load(i32, lsnWord + Lay.LISTENER.OWNER_GEN) !== gen) break;
+      if (Atomics.compareExchange(i32, lsnWord + Lay.LISTENER.STATE, st, Lay.makeState(Lay.genOf(st) + 1, Lay.LST_FREE)) === st) break;
     }
   }
 
-  const present_ = (peer: number, peerGen: number): boolean => present(i32, g, peer, peerGen);
-  for (let i = 0; i < g.nslots; i++) {
+  const present_ = (peer: number, peerGen: number): boolean => present(i32, geo, peer, peerGen);
+  for (let i = 0; i < geo.nslots; i++) {
     // A slot that changes while we read its owners is read again (bounded: a dead peer's slots settle fast).
-    for (let attempts = 0; attempts < 1000 && !Slot.reapSide(i32, g, i, id, gen, wake, present_); attempts++) {
+    for (let attempts = 0; attempts < 1000 && !Slot.reapSide(i32, geo, i, id, gen, wake, present_); attempts++) {
       // examine it again
     }
   }
 
-  clearPending(i32, g, id);
+  clearPending(i32, geo, id);
   // A peer killed while busy-polling leaves POLLING set: its successor must be rung.
-  Atomics.store(i32, pw + Lay.P.POLLING, 0);
-  Atomics.store(i32, pw + Lay.P.STATE, Lay.PEER_FREE);
+  Atomics.store(i32, pw + Lay.PEER.POLLING, 0);
+  Atomics.store(i32, pw + Lay.PEER.STATE, Lay.PEER_FREE);
 }
 
 /**
@@ -187,14 +187,14 @@ export function reap(i32: Int32Array, g: Lay.Geometry, id: number, gen: number, 
  * guest (entries routed through its doorbells): they went with it. Returns
  * the ids of the processes reaped.
  */
-export function reapGuest(i32: Int32Array, g: Lay.Geometry, id: number, gen: number, wake: (peer: number) => void): number[] {
+export function reapGuest(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number, wake: (peer: number) => void): number[] {
   const procs: number[] = [];
-  for (let p = 0; p < g.maxPeers; p++) {
-    if (p === id || kindOf(i32, g, p) !== 'guest-process' || isFree(i32, g, p)) continue;
-    if (routeOf(i32, g, p)[0] !== id) continue;
-    reap(i32, g, p, genOf(i32, g, p), wake);
-    procs.push(p);
+  for (let entry = 0; entry < geo.maxPeers; entry++) {
+    if (entry === id || kindOf(i32, geo, entry) !== 'guest-process' || isFree(i32, geo, entry)) continue;
+    if (routeOf(i32, geo, entry)[0] !== id) continue;
+    reap(i32, geo, entry, genOf(i32, geo, entry), wake);
+    procs.push(entry);
   }
-  reap(i32, g, id, gen, wake);
+  reap(i32, geo, id, gen, wake);
   return procs;
 }

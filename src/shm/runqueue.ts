@@ -2,31 +2,31 @@
 
 /** A FIFO of small integers below `size`, each queued at most once. */
 export class RunQueue {
-  private readonly q: Int32Array;
+  private readonly queue: Int32Array;
   private readonly queued: Uint8Array;
   private head = 0;
   length = 0;
 
   constructor(size: number) {
-    this.q = new Int32Array(size);
+    this.queue = new Int32Array(size);
     this.queued = new Uint8Array(size);
   }
 
   /** Queues `v`; false if it was queued already. */
-  push(v: number): boolean {
-    if (v < 0 || v >= this.q.length || this.queued[v]) return false;
-    this.queued[v] = 1;
-    this.q[(this.head + this.length) % this.q.length] = v;
+  push(value: number): boolean {
+    if (value < 0 || value >= this.queue.length || this.queued[value]) return false;
+    this.queued[value] = 1;
+    this.queue[(this.head + this.length) % this.queue.length] = value;
     this.length++;
     return true;
   }
 
   /** Queues `v` first; false if it was queued already. */
-  unshift(v: number): boolean {
-    if (v < 0 || v >= this.q.length || this.queued[v]) return false;
-    this.queued[v] = 1;
-    this.head = (this.head + this.q.length - 1) % this.q.length;
-    this.q[this.head] = v;
+  unshift(value: number): boolean {
+    if (value < 0 || value >= this.queue.length || this.queued[value]) return false;
+    this.queued[value] = 1;
+    this.head = (this.head + this.queue.length - 1) % this.queue.length;
+    this.queue[this.head] = value;
     this.length++;
     return true;
   }
@@ -34,11 +34,11 @@ export class RunQueue {
   /** The first entry, or -1. */
   shift(): number {
     if (this.length === 0) return -1;
-    const v = this.q[this.head];
-    this.head = (this.head + 1) % this.q.length;
+    const value = this.queue[this.head];
+    this.head = (this.head + 1) % this.queue.length;
     this.length--;
-    this.queued[v] = 0;
-    return v;
+    this.queued[value] = 0;
+    return value;
   }
 }
 

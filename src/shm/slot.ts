@@ -32,8 +32,8 @@ export function stateName(word: number): SlotState {
 }
 
 /** Word index of slot `slot`'s header. */
-export function base(g: Lay.Geometry, slot: number): number {
-  return Lay.slotOffset(g, slot) >> 2;
+export function base(geo: Lay.Geometry, slot: number): number {
+  return Lay.slotOffset(geo, slot) >> 2;
 }
 
 /** What goes with a request: who asks whom, through which listener, and the two endpoints. */
@@ -64,33 +64,33 @@ function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
  * `prepare(slot)` runs while the slot is ours alone, before the request is
  * published (the caller attaches itself there).
  */
-export function request(i32: Int32Array, g: Lay.Geometry, r: Request, prepare: (slot: number, gen: number) => void): { slot: number; gen: number } | undefined {
-  for (let slot = 0; slot < g.nslots; slot++) {
-    const s = base(g, slot);
-    const w = Atomics.load(i32, s + Lay.S.STATE);
-    if (Lay.stateOf(w) !== Lay.SLOT_FREE) continue;
-    const gen = (Lay.genOf(w) + 1) & 0xffffff;
-    if (Atomics.compareExchange(i32, s + Lay.S.STATE, w, Lay.makeState(gen, Lay.SLOT_CLAIMED)) !== w) continue;
+export function request(i32: Int32Array, geo: Lay.Geometry, req: Request, prepare: (slot: number, gen: number) => void): { slot: number; gen: number } | undefined {
+  for (let slot = 0; slot < geo.nslots; slot++) {
+    const slotWord = base(geo, slot);
+    const word = Atomics.load(i32, slotWord + Lay.SLOT.STATE);
+    if (Lay.stateOf(word) !== Lay.SLOT_FREE) continue;
+    const gen = (Lay.genOf(word) + 1) & 0xffffff;
+    if (Atomics.compareExchange(i32, slotWord + Lay.SLOT.STATE, word, Lay.makeState(gen, Lay.SLOT_CLAIMED)) !== word) continue;
     // Ours alone until published as CONNECTING.
-    new Uint8Array(i32.buffer, Lay.slotOffset(g, slot) + 4, Lay.SLOT_HEADER_SIZE - 4).fill(0);
-    Atomics.store(i32, s + Lay.S.CLIENT, r.client);
-    Atomics.store(i32, s + Lay.S.CLIENT_GEN, r.clientGen);
-    Atomics.store(i32, s + Lay.S.SERVER, r.server);
-    Atomics.store(i32, s + Lay.S.SERVER_GEN, r.serverGen);
-    Atomics.store(i32, s + Lay.S.LISTENER, r.listener);
-    Atomics.store(i32, s + Lay.S.LISTENER_STATE, r.listenerWord);
-    Atomics.store(i32, s + Lay.S.FAMILY, r.family);
-    writeBytes(i32, s + Lay.S.CLIENT_ADDR, r.clientAddr);
-    Atomics.store(i32, s + Lay.S.CLIENT_PORT, r.clientPort);
-    writeBytes(i32, s + Lay.S.SERVER_ADDR, r.serverAddr);
-    Atomics.store(i32, s + Lay.S.SERVER_PORT, r.serverPort);
-    Atomics.store(i32, s + Lay.S.MAPPED, r.mapped ? 1 : 0);
+    new Uint8Array(i32.buffer, Lay.slotOffset(geo, slot) + 4, Lay.SLOT_HEADER_SIZE - 4).fill(0);
+    Atomics.store(i32, slotWord + Lay.SLOT.CLIENT, req.client);
+    Atomics.store(i32, slotWord + Lay.SLOT.CLIENT_GEN, req.clientGen);
+    Atomics.store(i32, slotWord + Lay.SLOT.SERVER, req.server);
+    Atomics.store(i32, slotWord + Lay.SLOT.SERVER_GEN, req.serverGen);
+    Atomics.store(i32, slotWord + Lay.SLOT.LISTENER, req.listener);
+    Atomics.store(i32, slotWord + Lay.SLOT.LISTENER_STATE, req.listenerWord);
+    Atomics.store(i32, slotWord + Lay.SLOT.FAMILY, req.family);
+    writeBytes(i32, slotWord + Lay.SLOT.CLIENT_ADDR, req.clientAddr);
+    Atomics.store(i32, slotWord + Lay.SLOT.CLIENT_PORT, req.clientPort);
+    writeBytes(i32, slotWord + Lay.SLOT.SERVER_ADDR, req.serverAddr);
+    Atomics.store(i32, slotWord + Lay.SLOT.SERVER_PORT, req.serverPort);
+    Atomics.store(i32, slotWord + Lay.SLOT.MAPPED, req.mapped ? 1 : 0);
     // Both readers start asleep: the first byte each way rings the doorbell.
-    const rings = Lay.ringOffsets(g, slot);
+    const rings = Lay.ringOffsets(geo, slot);
     Atomics.store(i32, (rings.c2sHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
     Atomics.store(i32, (rings.s2cHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
     prepare(slot, gen);
-    Atomics.store(i32, s + Lay.S.STATE, Lay.makeState(gen, Lay.SLOT_CONNECTING));
+    Atomics.store(i32, slotWord + Lay.SLOT.STATE, Lay.makeState(gen, Lay.SLOT_CONNECTING));
     return { slot, gen };
   }
   return undefined;
@@ -100,31 +100,31 @@ export function request(i32: Int32Array, g: Lay.Geometry, r: Request, prepare: (
  * The request waiting in `slot` for peer `id` (generation `gen`): its state
  * word and listener index, or undefined if there is none for it.
  */
-export function pendingRequest(i32: Int32Array, g: Lay.Geometry, slot: number, id: number, gen?: number): { word: number; listener: number } | undefined {
-  const s = base(g, slot);
-  const word = Atomics.load(i32, s + Lay.S.STATE);
+export function pendingRequest(i32: Int32Array, geo: Lay.Geometry, slot: number, id: number, gen?: number): { word: number; listener: number } | undefined {
+  const slotWord = base(geo, slot);
+  const word = Atomics.load(i32, slotWord + Lay.SLOT.STATE);
   if (Lay.stateOf(word) !== Lay.SLOT_CONNECTING) return undefined;
-  if (Atomics.load(i32, s + Lay.S.SERVER) !== id) return undefined;
-  if (gen !== undefined && Atomics.load(i32, s + Lay.S.SERVER_GEN) !== gen) return undefined;
-  return { word, listener: Atomics.load(i32, s + Lay.S.LISTENER) };
+  if (Atomics.load(i32, slotWord + Lay.SLOT.SERVER) !== id) return undefined;
+  if (gen !== undefined && Atomics.load(i32, slotWord + Lay.SLOT.SERVER_GEN) !== gen) return undefined;
+  return { word, listener: Atomics.load(i32, slotWord + Lay.SLOT.LISTENER) };
 }
 
 /** The requester of the request in `slot`: [peer id, generation]. */
-export function requester(i32: Int32Array, g: Lay.Geometry, slot: number): [number, number] {
-  const s = base(g, slot);
-  return [Atomics.load(i32, s + Lay.S.CLIENT), Atomics.load(i32, s + Lay.S.CLIENT_GEN)];
+export function requester(i32: Int32Array, geo: Lay.Geometry, slot: number): [number, number] {
+  const slotWord = base(geo, slot);
+  return [Atomics.load(i32, slotWord + Lay.SLOT.CLIENT), Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_GEN)];
 }
 
 /** Whether peer `id` is either side of `slot`. */
-export function involves(i32: Int32Array, g: Lay.Geometry, slot: number, id: number): boolean {
-  const s = base(g, slot);
-  return Atomics.load(i32, s + Lay.S.CLIENT) === id || Atomics.load(i32, s + Lay.S.SERVER) === id;
+export function involves(i32: Int32Array, geo: Lay.Geometry, slot: number, id: number): boolean {
+  const slotWord = base(geo, slot);
+  return Atomics.load(i32, slotWord + Lay.SLOT.CLIENT) === id || Atomics.load(i32, slotWord + Lay.SLOT.SERVER) === id;
 }
 
 /** Server: takes the request (state `word`). False if its client withdrew it meanwhile. */
-export function accept(i32: Int32Array, g: Lay.Geometry, slot: number, word: number): boolean {
-  const s = base(g, slot);
-  return Atomics.compareExchange(i32, s + Lay.S.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_ESTABLISHED)) === word;
+export function accept(i32: Int32Array, geo: Lay.Geometry, slot: number, word: number): boolean {
+  const slotWord = base(geo, slot);
+  return Atomics.compareExchange(i32, slotWord + Lay.SLOT.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_ESTABLISHED)) === word;
 }
 
 /**
@@ -132,27 +132,27 @@ export function accept(i32: Int32Array, g: Lay.Geometry, slot: number, word: num
  * gone already (it closed after being told it was connected) leaves the slot
  * to us: it is freed. Otherwise `tell` the client.
  */
-export function refuse(i32: Int32Array, g: Lay.Geometry, slot: number, word: number, tell: (client: number, gen: number) => void): void {
-  const s = base(g, slot);
+export function refuse(i32: Int32Array, geo: Lay.Geometry, slot: number, word: number, tell: (client: number, gen: number) => void): void {
+  const slotWord = base(geo, slot);
   const refused = Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED);
-  if (Atomics.compareExchange(i32, s + Lay.S.STATE, word, refused) !== word) return;
-  if (Atomics.load(i32, s + Lay.S.CLIENT_FLAGS) & Lay.F_CLOSED) {
-    Atomics.compareExchange(i32, s + Lay.S.STATE, refused, Lay.makeState(Lay.genOf(word) + 1, Lay.SLOT_FREE));
+  if (Atomics.compareExchange(i32, slotWord + Lay.SLOT.STATE, word, refused) !== word) return;
+  if (Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_FLAGS) & Lay.F_CLOSED) {
+    Atomics.compareExchange(i32, slotWord + Lay.SLOT.STATE, refused, Lay.makeState(Lay.genOf(word) + 1, Lay.SLOT_FREE));
     return;
   }
-  tell(Atomics.load(i32, s + Lay.S.CLIENT), Atomics.load(i32, s + Lay.S.CLIENT_GEN));
+  tell(Atomics.load(i32, slotWord + Lay.SLOT.CLIENT), Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_GEN));
 }
 
 /** The state of connection `gen` in `slot`, or 'lost' if the slot no longer carries it. */
-export function stateOf(i32: Int32Array, g: Lay.Geometry, slot: number, gen: number): SlotState | 'lost' {
-  const w = Atomics.load(i32, base(g, slot) + Lay.S.STATE);
-  return Lay.genOf(w) === gen ? stateName(w) : 'lost';
+export function stateOf(i32: Int32Array, geo: Lay.Geometry, slot: number, gen: number): SlotState | 'lost' {
+  const word = Atomics.load(i32, base(geo, slot) + Lay.SLOT.STATE);
+  return Lay.genOf(word) === gen ? stateName(word) : 'lost';
 }
 
 /** Flag word indexes of the two sides of `slot`: [ours, theirs]. */
-export function flagWords(g: Lay.Geometry, slot: number, client: boolean): [number, number] {
-  const s = base(g, slot);
-  return client ? [s + Lay.S.CLIENT_FLAGS, s + Lay.S.SERVER_FLAGS] : [s + Lay.S.SERVER_FLAGS, s + Lay.S.CLIENT_FLAGS];
+export function flagWords(geo: Lay.Geometry, slot: number, client: boolean): [number, number] {
+  const slotWord = base(geo, slot);
+  return client ? [slotWord + Lay.SLOT.CLIENT_FLAGS, slotWord + Lay.SLOT.SERVER_FLAGS] : [slotWord + Lay.SLOT.SERVER_FLAGS, slotWord + Lay.SLOT.CLIENT_FLAGS];
 }
 
 export type CloseHow = 'fin' | 'reset';
@@ -166,20 +166,20 @@ export type CloseHow = 'fin' | 'reset';
  * - otherwise the side's flags get `how` and CLOSED, and whichever side lets go
  *   last frees the slot.
  */
-export function letGo(i32: Int32Array, g: Lay.Geometry, slot: number, gen: number, client: boolean, how: CloseHow, keepRequest: boolean): boolean {
-  const s = base(g, slot) + Lay.S.STATE;
-  const w = Atomics.load(i32, s);
-  if (Lay.genOf(w) !== gen) return false; // freed already (the peer died and was reaped)
-  const st = Lay.stateOf(w);
+export function letGo(i32: Int32Array, geo: Lay.Geometry, slot: number, gen: number, client: boolean, how: CloseHow, keepRequest: boolean): boolean {
+  const slotWord = base(geo, slot) + Lay.SLOT.STATE;
+  const word = Atomics.load(i32, slotWord);
+  if (Lay.genOf(word) !== gen) return false; // freed already (the peer died and was reaped)
+  const st = Lay.stateOf(word);
   if (client && (st === Lay.SLOT_CLAIMED || st === Lay.SLOT_REFUSED || (st === Lay.SLOT_CONNECTING && !keepRequest))) {
     // Still a request: take it back. If the server accepts meanwhile the CAS fails and we close normally.
-    if (Atomics.compareExchange(i32, s, w, Lay.makeState(gen + 1, Lay.SLOT_FREE)) === w) return false;
+    if (Atomics.compareExchange(i32, slotWord, word, Lay.makeState(gen + 1, Lay.SLOT_FREE)) === word) return false;
   }
-  const [mine, theirs] = flagWords(g, slot, client);
+  const [mine, theirs] = flagWords(geo, slot, client);
   Atomics.or(i32, mine, (how === 'fin' ? Lay.F_FIN : Lay.F_RST) | Lay.F_CLOSED);
   if (Atomics.load(i32, theirs) & Lay.F_CLOSED) {
-    const now = Atomics.load(i32, s);
-    if (Lay.genOf(now) === gen && Lay.stateOf(now) !== Lay.SLOT_FREE) Atomics.compareExchange(i32, s, now, Lay.makeState(gen + 1, Lay.SLOT_FREE));
+    const now = Atomics.load(i32, slotWord);
+    if (Lay.genOf(now) === gen && Lay.stateOf(now) !== Lay.SLOT_FREE) Atomics.compareExchange(i32, slotWord, now, Lay.makeState(gen + 1, Lay.SLOT_FREE));
     return false;
   }
   return true;
@@ -194,33 +194,33 @@ export function letGo(i32: Int32Array, g: Lay.Geometry, slot: number, gen: numbe
  * clear. Returns false when the slot changed while being examined (examine it
  * again).
  */
-export function reapSide(i32: Int32Array, g: Lay.Geometry, slot: number, id: number, gen: number, wake: (peer: number) => void, alive: (peer: number, gen: number) => boolean): boolean {
-  const w = base(g, slot);
-  let st = Atomics.load(i32, w + Lay.S.STATE);
+export function reapSide(i32: Int32Array, geo: Lay.Geometry, slot: number, id: number, gen: number, wake: (peer: number) => void, alive: (peer: number, gen: number) => boolean): boolean {
+  const word = base(geo, slot);
+  let st = Atomics.load(i32, word + Lay.SLOT.STATE);
   if (Lay.stateOf(st) === Lay.SLOT_FREE) return true;
-  const client = Atomics.load(i32, w + Lay.S.CLIENT);
-  const clientGen = Atomics.load(i32, w + Lay.S.CLIENT_GEN);
-  const server = Atomics.load(i32, w + Lay.S.SERVER);
-  const serverGen = Atomics.load(i32, w + Lay.S.SERVER_GEN);
+  const client = Atomics.load(i32, word + Lay.SLOT.CLIENT);
+  const clientGen = Atomics.load(i32, word + Lay.SLOT.CLIENT_GEN);
+  const server = Atomics.load(i32, word + Lay.SLOT.SERVER);
+  const serverGen = Atomics.load(i32, word + Lay.SLOT.SERVER_GEN);
   const isClient = client === id && clientGen === gen;
   const isServer = server === id && serverGen === gen;
   if (!isClient && !isServer) return true;
   // Act only on the state the owners were read against (the slot may have been recycled meanwhile).
-  if (Atomics.load(i32, w + Lay.S.STATE) !== st) return false;
-  if (isClient) Atomics.or(i32, w + Lay.S.CLIENT_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
-  if (isServer) Atomics.or(i32, w + Lay.S.SERVER_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
+  if (Atomics.load(i32, word + Lay.SLOT.STATE) !== st) return false;
+  if (isClient) Atomics.or(i32, word + Lay.SLOT.CLIENT_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
+  if (isServer) Atomics.or(i32, word + Lay.SLOT.SERVER_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
   const gen0 = Lay.genOf(st);
   for (let tries = 0; tries < 1000; tries++) {
-    const s = Lay.stateOf(st);
-    if (s === Lay.SLOT_FREE || Lay.genOf(st) !== gen0) break; // freed, or freed and reused: not ours any more
+    const slotWord = Lay.stateOf(st);
+    if (slotWord === Lay.SLOT_FREE || Lay.genOf(st) !== gen0) break; // freed, or freed and reused: not ours any more
     let next: number | undefined;
-    if ((s === Lay.SLOT_CLAIMED || s === Lay.SLOT_CONNECTING) && isClient) next = Lay.makeState(gen0 + 1, Lay.SLOT_FREE);
-    else if (s === Lay.SLOT_CONNECTING && isServer) {
+    if ((slotWord === Lay.SLOT_CLAIMED || slotWord === Lay.SLOT_CONNECTING) && isClient) next = Lay.makeState(gen0 + 1, Lay.SLOT_FREE);
+    else if (slotWord === Lay.SLOT_CONNECTING && isServer) {
       // Refused; a client already gone (closed after being told it was connected) leaves the slot to be freed.
-      next = Atomics.load(i32, w + Lay.S.CLIENT_FLAGS) & Lay.F_CLOSED ? Lay.makeState(gen0 + 1, Lay.SLOT_FREE) : Lay.makeState(gen0, Lay.SLOT_REFUSED);
-    } else if (Atomics.load(i32, w + (isClient ? Lay.S.SERVER_FLAGS : Lay.S.CLIENT_FLAGS)) & Lay.F_CLOSED) next = Lay.makeState(gen0 + 1, Lay.SLOT_FREE);
+      next = Atomics.load(i32, word + Lay.SLOT.CLIENT_FLAGS) & Lay.F_CLOSED ? Lay.makeState(gen0 + 1, Lay.SLOT_FREE) : Lay.makeState(gen0, Lay.SLOT_REFUSED);
+    } else if (Atomics.load(i32, word + (isClient ? Lay.SLOT.SERVER_FLAGS : Lay.SLOT.CLIENT_FLAGS)) & Lay.F_CLOSED) next = Lay.makeState(gen0 + 1, Lay.SLOT_FREE);
     if (next === undefined) break;
-    const seen = Atomics.compareExchange(i32, w + Lay.S.STATE, st, next);
+    const seen = Atomics.compareExchange(i32, word + Lay.SLOT.STATE, st, next);
     if (seen === st) break;
     st = seen;
   }
@@ -228,9 +228,9 @@ export function reapSide(i32: Int32Array, g: Lay.Geometry, slot: number, id: num
   if (isClient && isServer) return true;
   const other = isClient ? server : client;
   const otherGen = isClient ? serverGen : clientGen;
-  if (other < 0 || other >= g.maxPeers || other === id || !alive(other, otherGen)) return true;
+  if (other < 0 || other >= geo.maxPeers || other === id || !alive(other, otherGen)) return true;
   const bit = 1 << (slot & 31);
-  const old = Atomics.or(i32, (Lay.pendingOffset(g, other) >> 2) + (slot >> 5), bit);
+  const old = Atomics.or(i32, (Lay.pendingOffset(geo, other) >> 2) + (slot >> 5), bit);
   if ((old & bit) === 0) wake(other);
   return true;
 }

@@ -32,14 +32,14 @@ export function ensureDir(dir: string): boolean {
   try {
     fs.mkdirSync(dir, { mode: 0o700 });
     created = true;
-  } catch (e) {
-    const code = errCode(e);
+  } catch (err) {
+    const code = errCode(err);
     if (code === 'ENOENT') {
       fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 });
       process.umask(old);
       return ensureDir(dir);
     }
-    if (code !== 'EEXIST') throw e;
+    if (code !== 'EEXIST') throw err;
   } finally {
     process.umask(old);
   }

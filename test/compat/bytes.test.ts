@@ -41,7 +41,7 @@ forEachImpl((impl) => {
     });
 
     it('bufferSize equals writableLength', async function () {
-      const { client } = await pair(impl, { server: { pauseOnConnect: true } });
+      const { client } = await pair(impl, { paused: true });
       client.write(Buffer.alloc(8 * 1024 * 1024));
       expect(client.bufferSize).to.equal(client.writableLength);
       expect(client.bufferSize).to.be.greaterThan(0);

@@ -65,7 +65,7 @@ forEachImpl((impl) => {
     });
 
     it('destroying a socket with unread incoming data resets the connection (peer gets ECONNRESET)', async function () {
-      const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
+      const { client, peer } = await pair(impl, { paused: true });
       client.resume();
       await new Promise<void>((resolve) => client.write('x'.repeat(1000), () => resolve()));
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -76,7 +76,7 @@ forEachImpl((impl) => {
     });
 
     it("end() with 16 MiB still queued to a paused peer: 'finish' only after the peer resumes, all bytes then 'end'", async function () {
-      const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
+      const { client, peer } = await pair(impl, { paused: true });
       const events: string[] = [];
       client.on('finish', () => events.push('finish'));
       const data = Buffer.alloc(16 * 1024 * 1024, 5);

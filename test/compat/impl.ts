@@ -40,6 +40,8 @@ export interface Impl {
   socket(options?: nodeNet.SocketConstructorOpts): nodeNet.Socket;
   /** For zivm: each socket must be carried over shared memory. No-op for node:net. */
   expectShm(...sockets: nodeNet.Socket[]): void;
+  /** For zivm: each socket must be carried over `transport`. No-op for node:net. */
+  expectTransport(transport: 'shm' | 'tcp', ...sockets: nodeNet.Socket[]): void;
 }
 
 // -- cleanup --------------------------------------------------------------------
@@ -110,9 +112,12 @@ function makeImpl(name: 'node:net' | 'zivm', net: NetModule, requireId: string):
       trackSocket((net.connect as (...a: unknown[]) => nodeNet.Socket)(...args))) as NetModule['connect'],
     socket: (options?: nodeNet.SocketConstructorOpts) => trackSocket(new net.Socket(options)),
     expectShm(...sockets: nodeNet.Socket[]) {
+      this.expectTransport('shm', ...sockets);
+    },
+    expectTransport(transport: 'shm' | 'tcp', ...sockets: nodeNet.Socket[]) {
       if (!isZivm) return;
       for (const s of sockets) {
-        expect((s as nodeNet.Socket & { transport?: string }).transport, 'zivm transport').to.equal('shm');
+        expect((s as nodeNet.Socket & { transport?: string }).transport, 'zivm transport').to.equal(transport);
       }
     },
   };
@@ -210,6 +215,8 @@ export interface PairOptions {
   host?: string;
   /** Called with the accepted socket in the 'connection' event, before anything else sees it. */
   onConnection?: (s: nodeNet.Socket) => void;
+  /** The accepted socket is paused in its 'connection' event (it reads nothing until resume()). */
+  paused?: boolean;
 }
 
 /**
@@ -221,6 +228,7 @@ export async function pair(impl: Impl, opts: PairOptions = {}): Promise<Pair> {
   const server = impl.createServer(opts.server ?? {});
   const accepted = new Promise<nodeNet.Socket>((resolve) =>
     server.once('connection', (s: nodeNet.Socket) => {
+      if (opts.paused) s.pause();
       opts.onConnection?.(s);
       resolve(s);
     }),
@@ -228,7 +236,9 @@ export async function pair(impl: Impl, opts: PairOptions = {}): Promise<Pair> {
   const port = await listen(server, host);
   const client = impl.connect({ port, host, ...opts.client } as nodeNet.TcpNetConnectOpts);
   const [peer] = await Promise.all([accepted, once(client, 'connect')]);
-  impl.expectShm(client, peer);
+  // A pauseOnConnect server may hand its connections to other processes: zivm keeps it on TCP.
+  if (opts.server?.pauseOnConnect) impl.expectTransport('tcp', client, peer);
+  else impl.expectShm(client, peer);
   return { server, port, client, peer };
 }
 

@@ -22,7 +22,7 @@ function describeErr(e: unknown): string {
 
 /** A write in progress (16 MiB to a paused peer) and one queued behind it, then `how` ends the socket. */
 async function writeCutShort(impl: Impl, how: 'destroy()' | 'destroy(err)' | 'resetAndDestroy()'): Promise<CutShort> {
-  const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
+  const { client, peer } = await pair(impl, { paused: true });
   peer.on('error', () => {});
   const errors: string[] = [];
   const order: string[] = [];

@@ -11,7 +11,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Geometry, H, readHeader } from '../../src/shm/layout';
+import { Geometry, HEADER, readHeader } from '../../src/shm/layout';
 import { NativeRegion, native } from '../../src/shm/native';
 
 /** Repository root (this file runs as dist/test/helpers/daemon-client.js). */
@@ -134,7 +134,7 @@ export function mapRegion(fd: number): { region: NativeRegion; i32: Int32Array; 
   const region = new n.Region(fd, size);
   const i32 = new Int32Array(region.buffer);
   const g = readHeader(i32, size);
-  return { region, i32, g, daemonPid: i32[H.DAEMON_PID] };
+  return { region, i32, g, daemonPid: i32[HEADER.DAEMON_PID] };
 }
 
 // ---- processes ----------------------------------------------------------------

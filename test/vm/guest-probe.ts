@@ -24,7 +24,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { H, readHeader } from '../../src/shm/layout';
+import { HEADER, readHeader } from '../../src/shm/layout';
 import { IVSHMEM, NativePoller, NativeRegion, VFIO, VfioDevice, native } from '../../src/shm/native';
 import * as X from './exchange';
 
@@ -131,10 +131,10 @@ async function main(argv: string[]): Promise<number> {
   const u8 = new Uint8Array(bar2.region.buffer);
   const g = readHeader(i32, bar2.region.size);
   report('header', {
-    magic: [(i32[H.MAGIC0] >>> 0).toString(16), (i32[H.MAGIC1] >>> 0).toString(16)],
-    version: i32[H.VERSION],
-    nonce: i32[H.NONCE] >>> 0,
-    daemonPid: i32[H.DAEMON_PID],
+    magic: [(i32[HEADER.MAGIC0] >>> 0).toString(16), (i32[HEADER.MAGIC1] >>> 0).toString(16)],
+    version: i32[HEADER.VERSION],
+    nonce: i32[HEADER.NONCE] >>> 0,
+    daemonPid: i32[HEADER.DAEMON_PID],
     size: g.size,
     vectors: g.vectors,
     nslots: g.nslots,
@@ -174,7 +174,7 @@ async function main(argv: string[]): Promise<number> {
 
   const mine = X.pattern(seed);
   s8.set(mine, X.GUEST_BLOCK);
-  X.writeMsg(s8, X.GUEST_MSG, `guest->host ivposition=${ivPosition} nonce=${i32[H.NONCE] >>> 0} seed=${seed}`);
+  X.writeMsg(s8, X.GUEST_MSG, `guest->host ivposition=${ivPosition} nonce=${i32[HEADER.NONCE] >>> 0} seed=${seed}`);
   Atomics.store(w, X.W_GUEST, X.GUEST_WROTE);
   // Ring the host peer: vector v, v+1 times.
   const rung: number[] = [];
@@ -291,8 +291,8 @@ async function vfioInterrupts(
     // BAR2, the region, mapped through the device fd.
     region = new n.Region(d.deviceFd, bar2.size, bar2.offset);
     const i32 = new Int32Array(region.buffer);
-    res.magic = [(i32[H.MAGIC0] >>> 0).toString(16), (i32[H.MAGIC1] >>> 0).toString(16)];
-    res.nonce = i32[H.NONCE] >>> 0;
+    res.magic = [(i32[HEADER.MAGIC0] >>> 0).toString(16), (i32[HEADER.MAGIC1] >>> 0).toString(16)];
+    res.nonce = i32[HEADER.NONCE] >>> 0;
     const g = readHeader(i32, region.size);
     res.vectors = g.vectors;
     const w = new Int32Array(region.buffer, scratch, 2);

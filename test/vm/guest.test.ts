@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { H, P, PEER_FREE, PEER_JOINING, peerOffset } from '../../src/shm/layout';
+import { HEADER, PEER, PEER_FREE, PEER_JOINING, peerOffset } from '../../src/shm/layout';
 import { native } from '../../src/shm/native';
 import { Handshake, RawClient, ServerProc, mapRegion, startServer } from '../helpers/daemon-client';
 import * as X from './exchange';
@@ -89,8 +89,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     const n = native();
     const { region, i32, g } = mapRegion(hs.shmFd);
     const u8 = new Uint8Array(region.buffer);
-    host.nonce = i32[H.NONCE] >>> 0;
-    host.daemonPid = i32[H.DAEMON_PID];
+    host.nonce = i32[HEADER.NONCE] >>> 0;
+    host.daemonPid = i32[HEADER.DAEMON_PID];
     host.seed = crypto.randomBytes(4).readUInt32LE(0) || 1;
     host.guestSeed = crypto.randomBytes(4).readUInt32LE(0) || 2;
 
@@ -147,7 +147,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
       }
       if (host.joinedId >= 0 && !host.left) {
         const pw = peerOffset(g, host.joinedId) >> 2;
-        host.peerWhileRunning = { state: Atomics.load(i32, pw + P.STATE), pid: Atomics.load(i32, pw + P.PID) };
+        host.peerWhileRunning = { state: Atomics.load(i32, pw + PEER.STATE), pid: Atomics.load(i32, pw + PEER.PID) };
       }
       if (!replied && Atomics.load(w, X.W_GUEST) >= X.GUEST_WROTE) {
         replied = true;
@@ -180,7 +180,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     clearInterval(timer);
     poll();
     for (const p of pollers) p.close();
-    if (host.joinedId >= 0) host.peerAfter = { state: Atomics.load(i32, (peerOffset(g, host.joinedId) >> 2) + P.STATE) };
+    if (host.joinedId >= 0) host.peerAfter = { state: Atomics.load(i32, (peerOffset(g, host.joinedId) >> 2) + PEER.STATE) };
     probe = parseProbe(result.output);
     region.close();
     timings.total = Date.now() - t0;
