@@ -8,7 +8,7 @@
  * with ZIVM=off.
  */
 import { expect } from 'chai';
-import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
+import { startApp, event, settle, killAll, loBytes, report, quietest, linesOf, Mode, MiB } from './harness';
 
 async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: number }> {
   const server = startApp('grpc-server.js', [], mode);
@@ -46,8 +46,10 @@ async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: n
   expect(peer).to.match(/^127\.0\.0\.1:\d+$/);
   for (const c of calls) expect(c.peer, `peer of ${c.method}`).to.equal(peer);
 
-  // Cancelled before the server finished: the expired call and the cancelled download, nothing else.
-  const cancelled = server.lines.filter((l) => l.event === 'cancelled').map((l) => l.method);
+  // Cancelled before the server finished: the expired call and the cancelled download, nothing
+  // else. The server may learn of the reset after the client has made its last call.
+  await linesOf(server, 'stopped', 1);
+  const cancelled = (await linesOf(server, 'cancelled', 2)).map((l) => l.method);
   expect(cancelled).to.deep.equal(['Stall', 'Download']);
   const stopped = server.lines.filter((l) => l.event === 'stopped');
   expect(stopped).to.have.length(1);

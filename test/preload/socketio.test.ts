@@ -8,7 +8,7 @@
  * ZIVM=off.
  */
 import { expect } from 'chai';
-import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
+import { startApp, event, settle, killAll, loBytes, report, quietest, linesOf, Mode, MiB } from './harness';
 
 const N = 2000;
 
@@ -19,7 +19,7 @@ async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: n
   const lo0 = loBytes();
   const client = startApp('sio-client.js', [port, N], mode);
   const done = await event(client, 'done', 60000);
-  const bGone = await server.next((l) => l.event === 'disconnect' && l.name === 'b', 10000);
+  const gone = await linesOf(server, 'disconnect', 2, 10000);
   const lo = loBytes() - lo0;
   const ms = Date.now() - t0;
 
@@ -36,9 +36,7 @@ async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: n
   ]);
 
   // The server's side of the two disconnects.
-  const aGone = server.lines.find((l) => l.event === 'disconnect' && l.name === 'a');
-  expect(aGone?.reason).to.equal('client namespace disconnect');
-  expect(bGone.reason).to.equal('server namespace disconnect');
+  expect(Object.fromEntries(gone.map((l) => [l.name, l.reason]))).to.deep.equal({ a: 'client namespace disconnect', b: 'server namespace disconnect' });
   expect(server.lines.filter((l) => l.event === 'socket').map((l) => l.transport)).to.deep.equal(['websocket', 'websocket']);
 
   // Two connections (no polling), the same transport on both ends.
