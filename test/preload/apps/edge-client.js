@@ -82,9 +82,9 @@ const scenarios = {
 
   async serverclose() {
     // Requests one after the other on a keep-alive agent (one socket): each sent as soon as the
-    // previous response has ended, or 5 ms later (by when a FIN that followed it has come in).
+    // previous response has ended, or 10 ms later (by when a FIN that followed it has come in).
     const outcome = {};
-    for (const [p, pause] of [['/header', 0], ['/end', 0], ['/end', 5]]) {
+    for (const [p, pause] of [['/header', 0], ['/end', 0], ['/end', 10]]) {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
       const seen = new Set();
       const errors = {};
