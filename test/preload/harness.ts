@@ -151,6 +151,24 @@ export async function event(app: App, ev: string, ms = 30000): Promise<Json> {
   return v;
 }
 
+/**
+ * Waits until the program has printed at least `n` lines with `event` equal to
+ * `ev` (lines from another process of its own, a cluster worker say, can come
+ * after the line that says the work is done), and returns them. Does not move
+ * the cursor of next() and event().
+ */
+export async function linesOf(app: App, ev: string, n: number, ms = 15000): Promise<Json[]> {
+  const t0 = Date.now();
+  for (;;) {
+    const got = app.lines.filter((l) => l.event === ev);
+    if (got.length >= n) return got;
+    if (Date.now() - t0 > ms || app.proc.exitCode !== null || app.proc.signalCode !== null) {
+      throw new Error(`${app.name}: ${got.length} of ${n} '${ev}' lines within ${ms} ms; stderr:\n${app.stderr().slice(-4000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Waits for the program to exit; a clean exit is code 0. */
 export async function exitOf(app: App, ms = 20000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   let t: NodeJS.Timeout | undefined;

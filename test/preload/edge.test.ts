@@ -1,0 +1,124 @@
+/**
+ * HTTP edge cases that must come out exactly as over TCP: each scenario runs
+ * as two programs (edge-server.js, edge-client.js) with plain node, then with
+ * the preload hook, and what the programs observed must be the same; with the
+ * hook, every connection between the two is over shared memory on both ends.
+ */
+import { expect } from 'chai';
+import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+interface Run {
+  lo: number;
+  outcome: Json;
+  uncaught: string[];
+  client: (string | null)[];
+  server: Json[];
+}
+
+async function run(scenario: string, mode: Mode): Promise<Run> {
+  const server = startApp('edge-server.js', [scenario], mode);
+  const ready = await event(server, 'listening', 15000);
+  const lo0 = loBytes();
+  const client = startApp('edge-client.js', [scenario, ready.port, ready.target ?? ''], mode);
+  const r = await event(client, 'outcome', 60000);
+  const lo = loBytes() - lo0;
+  await settle(client);
+  // The server is still there, whatever it went through.
+  expect(server.proc.exitCode, 'server exit code while running').to.equal(null);
+  server.proc.kill('SIGTERM');
+  await server.exited;
+  return { lo, outcome: r.outcome, uncaught: r.uncaught, client: r.sockets.map((s: Json) => s.transport), server: server.lines };
+}
+
+/** Plain node first, then the hook (retried if another program's traffic got into the loopback counters). */
+async function both(scenario: string, limit: (r: Run) => number): Promise<{ plain: Run; hooked: Run & { runs: number[] } }> {
+  const plain = await run(scenario, 'plain');
+  const hooked = await quietest(() => run(scenario, 'require'), limit);
+  report(`edge ${scenario}`, hooked.lo, plain.lo);
+  return { plain, hooked };
+}
+
+/** Transports of the connections the server accepted, by its name for them. */
+function accepted(r: Run): Record<string, (string | null)[]> {
+  const by: Record<string, (string | null)[]> = {};
+  for (const l of r.server.filter((x) => x.event === 'connection')) (by[l.server] ??= []).push(l.transport);
+  return by;
+}
+
+/** Plain: no transport anywhere; hooked: shared memory on every connection between the two programs. */
+function expectTransports(plain: Run, hooked: Run, servers: string[]): void {
+  expect(plain.client.every((t) => t === null), 'plain client connections').to.equal(true);
+  expect(hooked.client.length, 'client connections with the hook').to.equal(plain.client.length);
+  expect(hooked.client.every((t) => t === 'shm'), `client connections with the hook: ${hooked.client}`).to.equal(true);
+  const p = accepted(plain);
+  const h = accepted(hooked);
+  for (const name of servers) {
+    expect(h[name]?.length, `${name} connections with the hook`).to.equal(p[name]?.length);
+    expect(p[name].every((t) => t === null), `plain ${name} connections`).to.equal(true);
+    expect(h[name].every((t) => t === 'shm'), `${name} connections with the hook: ${h[name]}`).to.equal(true);
+  }
+}
+
+describe('preload: HTTP edge cases come out as over TCP', function () {
+  this.timeout(90000);
+  afterEach(killAll);
+
+  it('(a) a raw client that writes a whole request and half-closes at once gets the complete response', async () => {
+    const { plain, hooked } = await both('halfclose', () => 64 * 1024);
+    expect(plain.outcome.get.intact, 'GET body, plain').to.equal(true);
+    expect(plain.outcome.post.intact, 'POST hash, plain').to.equal(true);
+    expect(hooked.outcome).to.deep.equal(plain.outcome);
+    expect(hooked.uncaught).to.deep.equal(plain.uncaught);
+    expectTransports(plain, hooked, ['http']);
+    expect(hooked.lo, `loopback bytes with the hook (runs: ${hooked.runs})`).to.be.below(64 * 1024);
+    expect(plain.lo, 'loopback bytes, plain').to.be.above(MiB);
+  });
+
+  it('(b) a keep-alive agent whose server closes after each response: the same requests succeed and fail as over TCP', async () => {
+    const { plain, hooked } = await both('serverclose', () => 16 * 1024);
+    console.log(`        (plain: ${JSON.stringify(plain.outcome)})`);
+    // 'Connection: close': a new connection per request, none fails.
+    expect(plain.outcome['/header']).to.deep.equal({ ok: 50, errors: {}, connections: 50 });
+    // res.end() then req.socket.end(), the next request sent 10 ms after a response: none fails.
+    expect(plain.outcome['/end after 10 ms']).to.deep.equal({ ok: 50, errors: {}, connections: 50 });
+    // ... and sent at once: whatever node does over TCP, the same.
+    expect(hooked.outcome).to.deep.equal(plain.outcome);
+    expect(hooked.uncaught).to.deep.equal(plain.uncaught);
+    expectTransports(plain, hooked, ['http']);
+    expect(hooked.lo, `loopback bytes with the hook (runs: ${hooked.runs})`).to.be.below(16 * 1024);
+    expect(plain.lo, 'loopback bytes, plain').to.be.above(100 * 1024);
+  });
+
+  it('(d) an HTTP/2 client that ignores flow control: the server still responds, the stream then fails with NGHTTP2_FLOW_CONTROL_ERROR', async () => {
+    const { plain, hooked } = await both('h2flow', () => 4096);
+    const server = (r: Run): Json[] => r.server.filter((l) => ['stream', 'stream-error', 'stream-closed', 'session-error', 'uncaught'].includes(l.event));
+    expect(server(plain)).to.deep.equal([
+      { event: 'stream', respond: 'ok' },
+      { event: 'stream-error', code: 'ERR_HTTP2_STREAM_ERROR', message: 'Stream closed with error code NGHTTP2_FLOW_CONTROL_ERROR' },
+      { event: 'stream-closed', rstCode: 3 },
+    ]);
+    expect(plain.outcome.frames.at(-1)).to.deep.equal({ type: 'RST_STREAM', stream: 1, code: 'FLOW_CONTROL_ERROR' });
+    expect(server(hooked)).to.deep.equal(server(plain));
+    expect(hooked.outcome).to.deep.equal(plain.outcome);
+    expect(hooked.uncaught).to.deep.equal(plain.uncaught);
+    expectTransports(plain, hooked, ['http2']);
+    expect(hooked.lo, `loopback bytes with the hook (runs: ${hooked.runs})`).to.be.below(4096);
+    expect(plain.lo, 'loopback bytes, plain').to.be.above(300);
+  });
+
+  it('(e) a handler that pauses a POST body and never reads it: the response arrives, the connection is kept or closed as over TCP', async () => {
+    const { plain, hooked } = await both('pausedbody', () => 64 * 1024);
+    console.log(`        (plain: ${JSON.stringify(plain.outcome)})`);
+    for (const [size, r] of Object.entries(plain.outcome as Record<string, Json>)) {
+      expect([r.status, r.body], `response to a ${size} B body, plain`).to.deep.equal([200, 'done']);
+      expect(r.next.intact, `the next request after a ${size} B body, plain`).to.equal(true);
+    }
+    expect(hooked.outcome).to.deep.equal(plain.outcome);
+    expect(hooked.uncaught).to.deep.equal(plain.uncaught);
+    expectTransports(plain, hooked, ['http']);
+    expect(hooked.lo, `loopback bytes with the hook (runs: ${hooked.runs})`).to.be.below(64 * 1024);
+    expect(plain.lo, 'loopback bytes, plain').to.be.above(9 * MiB);
+  });
+});

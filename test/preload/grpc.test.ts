@@ -1,0 +1,76 @@
+/**
+ * @grpc/grpc-js: a server and a client as separate programs under the
+ * preload hook, on one channel: unary, server, client and bidi streaming
+ * calls with payloads of up to 3 MiB checked by sha256, a deadline that
+ * expires, and a download the client cancels mid-stream (RST_STREAM, which
+ * the server sees as a cancellation). The one connection is over shared
+ * memory on both ends with the hook (loopback counters still), and over TCP
+ * with ZIVM=off.
+ */
+import { expect } from 'chai';
+import { startApp, event, settle, killAll, loBytes, report, quietest, linesOf, Mode, MiB } from './harness';
+
+async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: number }> {
+  const server = startApp('grpc-server.js', [], mode);
+  const { port } = await event(server, 'listening', 15000);
+  const t0 = Date.now();
+  const lo0 = loBytes();
+  const client = startApp('grpc-client.js', [port], mode);
+  const done = await event(client, 'done', 60000);
+  const lo = loBytes() - lo0;
+  const ms = Date.now() - t0;
+
+  for (const r of done.results) expect(r.ok, JSON.stringify(r)).to.equal(true);
+  expect(done.results.map((r: { name: string }) => r.name)).to.include.members([
+    'unary 3145728 B',
+    'server streaming 8 x 1310720 B',
+    'client streaming',
+    'bidi streaming 300 messages',
+    'deadline expires',
+    'client cancels mid-stream',
+    'unary after the deadline and the cancellation',
+  ]);
+
+  // One connection, the same on both ends.
+  const want = mode === 'off' ? null : 'shm';
+  expect(done.sockets, 'client connections').to.deep.equal([{ transport: want }]);
+  const conns = server.lines.filter((l) => l.event === 'connection');
+  expect(conns.map((c) => c.transport), 'server connections').to.deep.equal([want]);
+  if (mode === 'off') expect(done.decisions, 'zivm decisions with ZIVM=off').to.deep.equal([]);
+  else expect(done.decisions.map((d: { transport: string }) => d.transport)).to.deep.equal(['shm']);
+
+  // The server saw each call from the client's address and port.
+  const calls = server.lines.filter((l) => l.event === 'call');
+  expect(calls.length).to.be.at.least(10);
+  const peer = `${conns[0].remoteAddress}:${conns[0].remotePort}`;
+  expect(peer).to.match(/^127\.0\.0\.1:\d+$/);
+  for (const c of calls) expect(c.peer, `peer of ${c.method}`).to.equal(peer);
+
+  // Cancelled before the server finished: the expired call and the cancelled download, nothing
+  // else. The server may learn of the reset after the client has made its last call.
+  await linesOf(server, 'stopped', 1);
+  const cancelled = (await linesOf(server, 'cancelled', 2)).map((l) => l.method);
+  expect(cancelled).to.deep.equal(['Stall', 'Download']);
+  const stopped = server.lines.filter((l) => l.event === 'stopped');
+  expect(stopped).to.have.length(1);
+  expect(stopped[0].sent, 'chunks the server sent before the cancellation reached it').to.be.at.least(5);
+
+  await settle(client);
+  server.proc.kill('SIGTERM');
+  await settle(server);
+  return { lo, volume: done.volume, ms };
+}
+
+describe('preload: @grpc/grpc-js server and client', function () {
+  this.timeout(90000);
+  afterEach(killAll);
+
+  it('unary and streaming calls arrive intact, a deadline expires, a cancelled stream reaches the server, one shared-memory connection', async () => {
+    const w = await quietest(() => scenario('require'), () => MiB);
+    const o = await scenario('off');
+    report('grpc', w.lo, o.lo);
+    console.log(`        (${w.volume} payload bytes; ${w.ms} ms with the hook, ${o.ms} ms without)`);
+    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
+    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(o.volume);
+  });
+});

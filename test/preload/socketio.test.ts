@@ -1,0 +1,66 @@
+/**
+ * socket.io and socket.io-client with the websocket transport only, as
+ * separate programs under the preload hook: an event with an ack, binary
+ * payloads of up to 4 MiB both ways checked by sha256, thousands of messages
+ * in order each way, and the disconnect reasons of both ends for a
+ * client-side and a server-side disconnect. Both connections over shared
+ * memory on both ends with the hook (loopback counters still), over TCP with
+ * ZIVM=off.
+ */
+import { expect } from 'chai';
+import { startApp, event, settle, killAll, loBytes, report, quietest, linesOf, Mode, MiB } from './harness';
+
+const N = 2000;
+
+async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: number }> {
+  const server = startApp('sio-server.js', [], mode);
+  const { port } = await event(server, 'listening', 15000);
+  const t0 = Date.now();
+  const lo0 = loBytes();
+  const client = startApp('sio-client.js', [port, N], mode);
+  const done = await event(client, 'done', 60000);
+  const gone = await linesOf(server, 'disconnect', 2, 10000);
+  const lo = loBytes() - lo0;
+  const ms = Date.now() - t0;
+
+  for (const r of done.results) expect(r.ok, JSON.stringify(r)).to.equal(true);
+  expect(done.results.map((r: { name: string }) => r.name)).to.include.members([
+    'websocket transport',
+    'event with an ack',
+    `binary ${4 * MiB} B to the server`,
+    `binary ${4 * MiB} B from the server`,
+    `${N} messages to the server in order`,
+    `${N} messages from the server in order`,
+    'client-side disconnect reason',
+    'server-side disconnect reason',
+  ]);
+
+  // The server's side of the two disconnects.
+  expect(Object.fromEntries(gone.map((l) => [l.name, l.reason]))).to.deep.equal({ a: 'client namespace disconnect', b: 'server namespace disconnect' });
+  expect(server.lines.filter((l) => l.event === 'socket').map((l) => l.transport)).to.deep.equal(['websocket', 'websocket']);
+
+  // Two connections (no polling), the same transport on both ends.
+  const want = mode === 'off' ? null : 'shm';
+  expect(done.sockets, 'client connections').to.deep.equal([{ transport: want }, { transport: want }]);
+  const conns = server.lines.filter((l) => l.event === 'connection');
+  expect(conns.map((c) => c.transport), 'server connections').to.deep.equal([want, want]);
+
+  await settle(client);
+  server.proc.kill('SIGTERM');
+  await settle(server);
+  return { lo, volume: done.volume, ms };
+}
+
+describe('preload: socket.io server and client over websocket', function () {
+  this.timeout(90000);
+  afterEach(killAll);
+
+  it(`acks, binary payloads, ${N} messages in order each way and disconnect reasons, over shared memory on both ends`, async () => {
+    const w = await quietest(() => scenario('require'), () => MiB);
+    const o = await scenario('off');
+    report('socket.io', w.lo, o.lo);
+    console.log(`        (${w.volume} payload bytes; ${w.ms} ms with the hook, ${o.ms} ms without)`);
+    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
+    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(o.volume);
+  });
+});
