@@ -33,9 +33,9 @@ async function run(scenario: string, mode: Mode): Promise<Run> {
 }
 
 /** Plain node first, then the hook (retried if another program's traffic got into the loopback counters). */
-async function both(scenario: string, limit: (r: Run) => number): Promise<{ plain: Run; hooked: Run & { runs: number[] } }> {
+async function both(scenario: string, limit: (r: Run, plain: Run) => number): Promise<{ plain: Run; hooked: Run & { runs: number[] } }> {
   const plain = await run(scenario, 'plain');
-  const hooked = await quietest(() => run(scenario, 'require'), limit);
+  const hooked = await quietest(() => run(scenario, 'require'), (r) => limit(r, plain));
   report(`edge ${scenario}`, hooked.lo, plain.lo);
   return { plain, hooked };
 }
@@ -91,6 +91,23 @@ describe('preload: HTTP edge cases come out as over TCP', function () {
     expect(plain.lo, 'loopback bytes, plain').to.be.above(100 * 1024);
   });
 
+  it('(c) TLS through an HTTP CONNECT tunnel whose proxy destroys the client socket when the target ends: 10 responses intact, no uncaught exception', async () => {
+    // The proxy's leg to the https server is TCP either way (a TLS server): the loopback counters see it with the hook too.
+    const { plain, hooked } = await both('connect', (_r, p) => 0.75 * p.lo);
+    const runs = (r: Run): Json[] => r.outcome.runs.map((x: Json) => ({ connect: x.connect, head: x.head, status: x.status, intact: x.intact, first: x.events[0], last: x.events.at(-1) }));
+    const after = (r: Run): string[] => r.outcome.runs.flatMap((x: Json) => x.events.filter((e: string) => / error /.test(e)));
+    console.log(`        (errors after the response, plain: ${JSON.stringify(after(plain))}; with the hook: ${JSON.stringify(after(hooked))})`);
+    expect(runs(plain)).to.deep.equal(Array(10).fill({ connect: 200, head: 0, status: 200, intact: true, first: 'response end', last: 'request close' }));
+    expect(plain.uncaught, 'uncaught exceptions, plain').to.deep.equal([]);
+    expect(hooked.uncaught, 'uncaught exceptions with the hook').to.deep.equal([]);
+    expect(runs(hooked)).to.deep.equal(runs(plain));
+    expect(hooked.server.filter((l) => l.event === 'uncaught'), 'uncaught exceptions in the proxy').to.deep.equal([]);
+    // client -> proxy over shared memory on both ends; proxy -> https server over TCP.
+    expectTransports(plain, hooked, ['proxy']);
+    expect(hooked.server.filter((l) => l.event === 'upstream').map((l) => l.transport)).to.deep.equal(Array(10).fill('tcp'));
+    expect(hooked.lo, 'loopback bytes with the hook: the TLS leg only').to.be.above(10 * 65536).and.below(0.75 * plain.lo);
+  });
+
   it('(d) an HTTP/2 client that ignores flow control: the server still responds, the stream then fails with NGHTTP2_FLOW_CONTROL_ERROR', async () => {
     const { plain, hooked } = await both('h2flow', () => 4096);
     const server = (r: Run): Json[] => r.server.filter((l) => ['stream', 'stream-error', 'stream-closed', 'session-error', 'uncaught'].includes(l.event));
@@ -120,5 +137,12 @@ describe('preload: HTTP edge cases come out as over TCP', function () {
     expectTransports(plain, hooked, ['http']);
     expect(hooked.lo, `loopback bytes with the hook (runs: ${hooked.runs})`).to.be.below(64 * 1024);
     expect(plain.lo, 'loopback bytes, plain').to.be.above(9 * MiB);
+  });
+
+  it('(f) a request written after the server answered with Connection: close and closed: the client reads the response and the end, no reset', async () => {
+    const { plain, hooked } = await both('latewrite', () => 4096);
+    expect(plain.outcome).to.deep.equal({ response: 'HTTP/1.1 200 OK', body: 'only one', events: ['second write ok', 'end'] });
+    expect(hooked.outcome).to.deep.equal(plain.outcome);
+    expectTransports(plain, hooked, ['http']);
   });
 });

@@ -69,4 +69,18 @@ describe('preload: node:http2 (h2c) server and client', function () {
     expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
     expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(o.volume);
   });
+
+  it('a request made as the session closes is refused and the session closes, whichever way the session was made', async () => {
+    for (const mode of ['off', 'require'] as const) {
+      const server = startApp('h2-server.js', [], mode);
+      const { port } = await event(server, 'listening', 15000);
+      const client = startApp('h2-client.js', [port, '1', 'refused'], mode);
+      const done = await event(client, 'done', 20000);
+      for (const r of done.results) expect(r.ok, `${mode}: ${JSON.stringify(r)}`).to.equal(true);
+      expect(done.results).to.have.length(3);
+      expect(done.sockets.map((x: { transport: unknown }) => x.transport)).to.deep.equal(Array(3).fill(mode === 'off' ? null : 'shm'));
+      await settle(client);
+      server.proc.kill('SIGTERM');
+    }
+  });
 });

@@ -197,7 +197,35 @@ async function resets() {
     /^ERR_HTTP2_(GOAWAY|INVALID)_SESSION$/.test(goaway.after) && goaway.events.length === 3 && goaway.events.includes('response') && goaway.events.includes('goaway') && goaway.events[2] === 'session close', goaway);
 }
 
+// A request made in the same tick as session.close() is refused (REFUSED_STREAM)
+// and the session closes, on a session made each of the three ways.
+async function refused() {
+  const make = {
+    url: () => http2.connect(url),
+    'connecting socket': () => http2.connect(url, { createConnection: connectingSocket }),
+    'connected socket': async () => {
+      const sock = await connectedSocket();
+      return http2.connect(url, { createConnection: () => sock });
+    },
+  };
+  for (const [name, mk] of Object.entries(make)) {
+    const session = await mk();
+    const first = await request(session, { ':path': '/bytes/1024' });
+    const r = await new Promise((resolve) => {
+      const req = session.request({ ':path': '/bytes/1024' });
+      req.on('error', (e) => resolve({ code: e.code, message: e.message }));
+      req.on('end', () => resolve({ code: 'none' }));
+      req.resume();
+      session.close();
+    });
+    await new Promise((resolve) => (session.destroyed && session.closed ? setImmediate(resolve) : session.once('close', resolve)));
+    check(`${name}: request refused by a closing session`, !first.err && r.code === 'ERR_HTTP2_STREAM_ERROR' && /REFUSED_STREAM/.test(r.message), r);
+  }
+  out({ event: 'done', results, sockets });
+}
+
 async function main() {
+  if (process.argv[4] === 'refused') return refused();
   const sessions = [];
   sessions.push(await transfers('url', http2.connect(url)));
   sessions.push(await transfers('connecting socket', http2.connect(url, { createConnection: connectingSocket })));
