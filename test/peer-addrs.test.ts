@@ -33,7 +33,7 @@ function peer(r: { i32: Int32Array; g: Lay.Geometry }, id: number, node: number,
     gen: 7,
     nodeId: node,
     i32: r.i32,
-    g: r.g,
+    geo: r.g,
     guest: guest ? {} : undefined,
     peerAlive: (pid: number, gen: number) =>
       Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE && Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.PEER.GEN) === gen,
@@ -100,7 +100,7 @@ describe('peer addresses: publishing and cross-node lookup', () => {
       const { publishedAddrs, formatAddr } = require(${JSON.stringify(path.join(src, 'shm', 'addrs'))});
       const d = getDomain(true);
       if (!d) throw new Error('no domain');
-      const now = () => publishedAddrs(d.i32, d.g, d.id).map(formatAddr);
+      const now = () => publishedAddrs(d.i32, d.geo, d.id).map(formatAddr);
       const before = now();
       execFileSync('ip', ['addr', 'add', '10.66.0.1/32', 'dev', 'lo']);
       const t0 = Date.now();

@@ -65,7 +65,7 @@ forEachImpl((impl) => {
     });
 
     it('destroying a socket with unread incoming data resets the connection (peer gets ECONNRESET)', async function () {
-      const { client, peer } = await pair(impl, { paused: true });
+      const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
       client.resume();
       await new Promise<void>((resolve) => client.write('x'.repeat(1000), () => resolve()));
       await new Promise((resolve) => setTimeout(resolve, 20));

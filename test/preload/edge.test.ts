@@ -94,10 +94,13 @@ describe('preload: HTTP edge cases come out as over TCP', function () {
   it('(c) TLS through an HTTP CONNECT tunnel whose proxy destroys the client socket when the target ends: 10 responses intact, no uncaught exception', async () => {
     // The proxy's leg to the https server is TCP either way (a TLS server): the loopback counters see it with the hook too.
     const { plain, hooked } = await both('connect', (_r, p) => 0.75 * p.lo);
-    const runs = (r: Run): Json[] => r.outcome.runs.map((x: Json) => ({ connect: x.connect, head: x.head, status: x.status, intact: x.intact, first: x.events[0], last: x.events.at(-1) }));
+    // What follows the response depends on timing, over TCP as well: the proxy may destroy the client's
+    // socket with its TLS close_notify still unread (a reset), as Node's own test of this case allows.
+    const runs = (r: Run): Json[] => r.outcome.runs.map((x: Json) => ({ connect: x.connect, head: x.head, status: x.status, intact: x.intact, first: x.events[0] }));
     const after = (r: Run): string[] => r.outcome.runs.flatMap((x: Json) => x.events.filter((e: string) => / error /.test(e)));
     console.log(`        (errors after the response, plain: ${JSON.stringify(after(plain))}; with the hook: ${JSON.stringify(after(hooked))})`);
-    expect(runs(plain)).to.deep.equal(Array(10).fill({ connect: 200, head: 0, status: 200, intact: true, first: 'response end', last: 'request close' }));
+    for (const e of [...after(plain), ...after(hooked)]) expect(e, 'an error after the response').to.match(/ECONNRESET|EPIPE/);
+    expect(runs(plain)).to.deep.equal(Array(10).fill({ connect: 200, head: 0, status: 200, intact: true, first: 'response end' }));
     expect(plain.uncaught, 'uncaught exceptions, plain').to.deep.equal([]);
     expect(hooked.uncaught, 'uncaught exceptions with the hook').to.deep.equal([]);
     expect(runs(hooked)).to.deep.equal(runs(plain));

@@ -108,7 +108,7 @@ function setup(addr: string): void {
     setupPci: pci,
     id: d.id,
     guest: !!d.guest,
-    published: (publishedAddrs(d.i32, d.g, d.id) as Any[]).map(formatAddr),
+    published: (publishedAddrs(d.i32, d.geo, d.id) as Any[]).map(formatAddr),
     ms: Date.now() - t0,
   });
 }
