@@ -26,7 +26,7 @@ import { Json, Summary, fmt, sizeLabel, summarize } from './common';
 
 // test/vm is in a checkout only: loaded in main(), after checking it is there.
 type Qemu = typeof import('../test/vm/qemu');
-type DaemonClient = typeof import('../test/helpers/daemon-client');
+type DaemonClient = typeof import('../tools/kit/daemon');
 
 /** Repository root (this file runs as dist/bench/vm.js). */
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -150,7 +150,7 @@ async function main(argv: string[]): Promise<number> {
   }
   /* eslint-disable @typescript-eslint/no-require-imports */
   const { ensureGuestImage, pairDone, startLinkedPair } = require(path.join(ROOT, 'dist', 'test', 'vm', 'qemu.js')) as Qemu;
-  const { startServer } = require(path.join(ROOT, 'dist', 'test', 'helpers', 'daemon-client.js')) as DaemonClient;
+  const { startServer } = require(path.join(ROOT, 'dist', 'tools', 'kit', 'daemon.js')) as DaemonClient;
   const peer = require(PEER) as typeof import('../test/vm/pair-peer');
   const { consoleEvents } = require(path.join(ROOT, 'dist', 'test', 'vm', 'harness.js')) as typeof import('../test/vm/harness');
   /** Collects the `ZIVM-PAIR {json}` lines of a console; `on` sees each. */

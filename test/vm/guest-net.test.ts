@@ -18,7 +18,7 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ServerProc, startServer } from '../helpers/daemon-client';
+import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { GUEST_ADDR, HOST_ADDR } from './net-peer';
 import { Ev, NsPeer, consoleEvents, spawnNsPeer } from './harness';
 import { GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';

@@ -15,7 +15,7 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ServerProc, startServer } from '../helpers/daemon-client';
+import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { PAIR_ADDRS, PREFIX } from './pair-peer';
 import { Guest, GuestResult, ROOT, ensureGuestImage, pairDone, startLinkedPair } from './qemu';
 import { Ev, consoleEvents } from './harness';

@@ -16,7 +16,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { H, P, PEER_FREE, PEER_JOINING, peerOffset } from '../../src/shm/layout';
 import { native } from '../../src/shm/native';
-import { Handshake, RawClient, ServerProc, mapRegion, startServer } from '../helpers/daemon-client';
+import { ServerProc, startServer } from '../../tools/kit/daemon';
+import { Handshake, RawClient, mapRegion } from '../helpers/daemon-client';
 import * as X from './exchange';
 import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';
 
