@@ -4,7 +4,6 @@
  * close; the next starts on the client's 'close'.
  */
 import {
-  CommandBus,
   Json,
   RunSettings,
   Scenario,
@@ -12,18 +11,16 @@ import {
   TrialOutcome,
   TransportTally,
   childMain,
-  clientEnv,
   connectTo,
   cpuSince,
-  listen,
+  echoServer,
   netFor,
   now,
+  pairedTrial,
   say,
-  startChild,
-  startServer,
+  serverReport,
   transportOf,
   watchdog,
-  withChildren,
   zivmStats,
 } from './common';
 
@@ -37,34 +34,17 @@ export const scenario: Scenario = {
     `sequential connections from one client process: connect, 1 byte each way, client end(), next one on 'close'; ` +
     `${WARMUP_S} s of warm-up connections, then as many as fit in ${s.duration} s; connections per second`,
   metrics: () => [{ key: 'rate', label: 'connect + 1 B each way + close', unit: 'conn/s', better: 'higher' }],
-  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
-    const { server, ep } = await startServer(NAME, t, s);
-    const client = startChild(NAME, 'client', t, { ep, duration: s.duration }, clientEnv(t, s));
-    return withChildren([server, client], async () => {
+  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, t, s, { client: { duration: s.duration } }, async (server, client) => {
       const r = await client.expect('result', 15000 + s.duration * 4000);
-      server.send({ cmd: 'report' });
-      const sr = await server.expect('report');
+      const sr = await serverReport(server);
       return {
         metrics: { rate: r.count / r.seconds },
         seen: { client: r.seen, server: sr.seen },
         detail: { connections: r.count, seconds: r.seconds, clientCpuSeconds: r.cpu, zivm: r.zivm },
       };
-    });
-  },
+    }),
 };
-
-function server(t: TransportKey, params: Json, bus: CommandBus): void {
-  const net = netFor(t);
-  const seen = new TransportTally();
-  const srv = net.createServer((sock) => {
-    seen.add(sock);
-    sock.setNoDelay(true);
-    sock.on('data', (d) => sock.write(d));
-    sock.on('error', () => undefined);
-  });
-  listen(srv, t, params);
-  bus.on('report', () => say({ event: 'report', seen: seen.counts }));
-}
 
 function client(t: TransportKey, params: Json): void {
   const net = netFor(t);
@@ -113,4 +93,4 @@ function client(t: TransportKey, params: Json): void {
   next();
 }
 
-if (require.main === module) childMain({ server, client });
+if (require.main === module) childMain({ server: echoServer, client });

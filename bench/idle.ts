@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import {
   Child,
-  CommandBus,
+  Commands,
   Json,
   RunSettings,
   Scenario,
@@ -94,7 +94,7 @@ export const scenario: Scenario = {
   },
 };
 
-function server(t: TransportKey, params: Json, bus: CommandBus): void {
+function server(t: TransportKey, params: Json, commands: Commands): void {
   const net = netFor(t);
   let open = false;
   const srv = net.createServer((sock) => {
@@ -104,10 +104,10 @@ function server(t: TransportKey, params: Json, bus: CommandBus): void {
     sock.on('error', () => undefined);
   });
   listen(srv, t, params);
-  bus.on('check', () => say({ event: 'check', open }));
+  commands.on('check', () => say({ event: 'check', open }));
 }
 
-function client(t: TransportKey, params: Json, bus: CommandBus): void {
+function client(t: TransportKey, params: Json, commands: Commands): void {
   const net = netFor(t);
   let open = false;
   const sock = connectTo(net, params.ep);
@@ -117,7 +117,7 @@ function client(t: TransportKey, params: Json, bus: CommandBus): void {
   });
   sock.on('close', () => (open = false));
   sock.on('error', (e) => say({ event: 'error', message: `client socket: ${e.message}` }));
-  bus.on('check', () => say({ event: 'check', open }));
+  commands.on('check', () => say({ event: 'check', open }));
 }
 
 if (require.main === module) childMain({ server, client });

@@ -22,7 +22,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Json, Summary, fmt, sizeLabel, summarize } from './common';
+import { Json, Summary, summarize } from './common';
+import { fmt, sizeLabel } from './format';
 
 // test/vm is in a checkout only: loaded in main(), after checking it is there.
 type Qemu = typeof import('../test/vm/qemu');
