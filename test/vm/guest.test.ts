@@ -19,7 +19,7 @@ import { native } from '../../src/shm/native';
 import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { Handshake, RawClient, mapRegion } from '../helpers/daemon-client';
 import * as X from './exchange';
-import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';
+import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
 
 const VECTORS = 2;
 const ROUNDS = 20; // doorbell ping-pong rounds through VFIO interrupts in the guest
