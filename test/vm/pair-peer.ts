@@ -18,13 +18,12 @@
  *
  * Everything is reported as `ZIVM-PAIR {json}` lines on the console.
  */
-import crypto from 'node:crypto';
 import nodeNet from 'node:net';
 import { say } from '../../tools/kit/child';
 import { spawnNode } from '../../tools/kit/proc';
 import { sleep } from '../../tools/kit/wait';
 import { PairOptions, ctrlConnect, eth0, eth0Since, now, open, pairOptions, pairServer, pairSetup, pick, pingPong, report, sockInfo, startServers } from '../../tools/vm/pair';
-import { Any, Res, arg, block, membership, refused, runRoles, sha, zivm } from '../../tools/vm/peer';
+import { Any, Res, arg, block, bulkEcho, membership, refused, runRoles, sha, zivm } from '../../tools/vm/peer';
 
 /** Ping-pong, then a sha256-checked echo of `bytes`. */
 async function echoTest(mod: Any, host: string, port: number, tag: string, bytes: number, rounds: number): Promise<Res> {
@@ -32,25 +31,9 @@ async function echoTest(mod: Any, host: string, port: number, tag: string, bytes
   const res: Res = { tag, connectMs, ...sockInfo(s) };
   const rtt = await pingPong(s, rounds, Buffer.from('x'));
   res.rttUs = rounds ? { min: Math.round(rtt[0]), median: Math.round(pick(rtt, 0.5)), max: Math.round(rtt[rtt.length - 1]) } : null;
-  const data = block(bytes, 0x5eed);
-  const want = sha(data);
-  const h = crypto.createHash('sha256');
-  let got = 0;
   const e0 = eth0();
-  const t1 = now();
-  await new Promise<void>((resolve, reject) => {
-    s.on('data', (d: Buffer) => {
-      got += d.length;
-      h.update(d);
-    });
-    s.once('end', resolve);
-    s.once('error', reject);
-    s.end(data);
-  });
-  res.echoMs = now() - t1;
+  Object.assign(res, await bulkEcho(s, bytes));
   res.eth0 = eth0Since(e0);
-  res.bytes = got;
-  res.sha256Ok = got === bytes && h.digest('hex') === want;
   s.destroy();
   return res;
 }

@@ -199,7 +199,17 @@ export async function echoClient(host: string, port: number, bytes: number, roun
   s.off('error', onError);
   rtt.sort((a, b) => a - b);
   res.rttUs = rounds ? { min: Math.round(rtt[0]), median: Math.round(rtt[rtt.length >> 1]), max: Math.round(rtt[rtt.length - 1]) } : null;
-  // Bulk echo.
+  Object.assign(res, await bulkEcho(s, bytes));
+  s.destroy();
+  return res;
+}
+
+/**
+ * The bulk part of an echo: writes `bytes` deterministic bytes and ends, then
+ * reads what comes back until 'end'. How many bytes came back, whether their
+ * sha256 is that of what went, and how long it took.
+ */
+export async function bulkEcho(s: Any, bytes: number): Promise<{ echoMs: number; bytes: number; sha256Ok: boolean }> {
   const data = block(bytes, 0x5eed);
   const want = sha(data);
   const h = crypto.createHash('sha256');
@@ -214,11 +224,7 @@ export async function echoClient(host: string, port: number, bytes: number, roun
     s.once('error', reject);
     s.end(data);
   });
-  res.echoMs = Number(process.hrtime.bigint() - t1) / 1e6;
-  res.bytes = got;
-  res.sha256Ok = got === bytes && h.digest('hex') === want;
-  s.destroy();
-  return res;
+  return { echoMs: Number(process.hrtime.bigint() - t1) / 1e6, bytes: got, sha256Ok: got === bytes && h.digest('hex') === want };
 }
 
 /**
