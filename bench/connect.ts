@@ -3,26 +3,8 @@
  * connect, 1 byte to the server, 1 byte back, the client ends, both sides
  * close; the next starts on the client's 'close'.
  */
-import {
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  connectTo,
-  cpuSince,
-  echoServer,
-  netFor,
-  now,
-  pairedTrial,
-  say,
-  serverReport,
-  transportOf,
-  watchdog,
-  zivmStats,
-} from './common';
+import type { Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, echoServer, netFor, now, pairedTrial, say, serverReport, transportOf, watchdog, zivmStats } from './common';
 
 const NAME = 'connect';
 /** Warm-up by time: connection set-up code takes about a second to be optimised by V8, for every transport. */

@@ -11,22 +11,8 @@
 import dc from 'node:diagnostics_channel';
 import http from 'node:http';
 import type nodeNet from 'node:net';
-import {
-  Commands,
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childEnv,
-  childMain,
-  listen,
-  pairedTrial,
-  say,
-  serverReport,
-  zivmStats,
-} from './common';
+import type { Commands, Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childEnv, childMain, listen, pairedTrial, say, serverReport, zivmStats } from './common';
 
 const NAME = 'http';
 const BODY = 'hello world\n';

@@ -5,25 +5,8 @@
  * (being idle, they leave each other the cores).
  */
 import { execFileSync } from 'node:child_process';
-import {
-  Child,
-  Commands,
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  clientEnv,
-  connectTo,
-  listen,
-  netFor,
-  procTicks,
-  say,
-  startChild,
-  startServer,
-} from './common';
+import type { Child, Commands, Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, clientEnv, connectTo, listen, netFor, procTicks, say, startChild, startServer } from './common';
 
 const NAME = 'idle';
 const SETTLE_MS = 500;

@@ -3,25 +3,8 @@
  * each an echo loop of 64-byte messages with one message in flight per
  * connection. Counts echoes completed across all connections.
  */
-import {
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  connectTo,
-  cpuSince,
-  echoServer,
-  netFor,
-  now,
-  pairedTrial,
-  say,
-  serverReport,
-  watchdog,
-  zivmStats,
-} from './common';
+import type { Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, echoServer, netFor, now, pairedTrial, say, serverReport, watchdog, zivmStats } from './common';
 import type nodeNet from 'node:net';
 
 const NAME = 'many';

@@ -3,26 +3,8 @@
  * the next message when the whole echo has arrived. Round trip times are
  * taken with hrtime around each exchange, after a warm-up.
  */
-import {
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  connectTo,
-  cpuSince,
-  echoServer,
-  netFor,
-  pairedTrial,
-  quantile,
-  say,
-  serverReport,
-  transportOf,
-  watchdog,
-  zivmStats,
-} from './common';
+import type { Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, echoServer, netFor, pairedTrial, quantile, say, serverReport, transportOf, watchdog, zivmStats } from './common';
 
 const NAME = 'ping-pong';
 const SIZE = 64;

@@ -6,25 +6,8 @@
  * process.cpuUsage() in each process over its part of the transfer.
  */
 import { loBytesOrNaN } from '../tools/kit/lo';
-import {
-  Json,
-  Metric,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  connectTo,
-  cpuSince,
-  listen,
-  netFor,
-  now,
-  pairedTrial,
-  say,
-  watchdog,
-  zivmStats,
-} from './common';
+import type { Json, Metric, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, listen, netFor, now, pairedTrial, say, watchdog, zivmStats } from './common';
 import { sizeLabel } from './format';
 
 const NAME = 'pump';

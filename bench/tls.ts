@@ -12,25 +12,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import type nodeNet from 'node:net';
-import {
-  Commands,
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  connectTo,
-  cpuSince,
-  listen,
-  netFor,
-  now,
-  pairedTrial,
-  say,
-  serverReport,
-  watchdog,
-} from './common';
+import type { Commands, Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, listen, netFor, now, pairedTrial, say, serverReport, watchdog } from './common';
 
 const NAME = 'tls';
 const WARMUP_S = 0.5;
