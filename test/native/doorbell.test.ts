@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { n, NATIVE_JS, codeOf, noFdLeft } from './fixture';
+import { sleep } from '../../tools/kit/wait';
 
 describe('native addon', () => {
   noFdLeft();
@@ -33,8 +34,6 @@ describe('native addon', () => {
   });
 
   describe('Poller', () => {
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
     it('calls back on notify, having drained the eventfd first', async () => {
       const fd = n.eventfd();
       const seen: number[] = [];

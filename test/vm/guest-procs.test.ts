@@ -15,14 +15,13 @@ import { ServerProc, runCli, startServer } from '../../tools/kit/daemon';
 import { GUEST_ADDR, HOST_ADDR } from '../../tools/vm/peer';
 import { Ev, NsPeer, consoleEvents, spawnNsPeer } from '../../tools/vm/harness';
 import { GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
+import { sleep } from '../../tools/kit/wait';
 
 const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'procs-peer.js');
 const HOST_PORT = 7801;
 const GUEST_PORT = 7802;
 const BYTES = 4 << 20;
 const VECTORS = 4;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface StatPeer {
   id: number;

@@ -20,6 +20,7 @@ import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { Handshake, RawClient, mapRegion } from '../helpers/daemon-client';
 import * as X from './exchange';
 import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
+import { sleep } from '../../tools/kit/wait';
 
 const VECTORS = 2;
 const ROUNDS = 20; // doorbell ping-pong rounds through VFIO interrupts in the guest
@@ -41,8 +42,6 @@ function parseProbe(output: string): Map<string, Probe> {
   }
   return m;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 (process.env.ZIVM_VM ? describe : describe.skip)('VM: a QEMU guest in the domain (ivshmem-doorbell)', function () {
   this.timeout(300000);
