@@ -4,8 +4,9 @@
  * outlives the process that started it.
  */
 import readline from 'node:readline';
+import type { Json } from './proc';
 
-export type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type { Json };
 
 /** Prints one JSON line on stdout. */
 export function say(v: object): void {
