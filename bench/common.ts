@@ -1,16 +1,21 @@
 /**
  * Shared by the benchmark driver and its scenario processes: the four
- * transports, the child-process protocol (JSON lines on stdout, commands on
- * stdin), CPU accounting and small statistics.
+ * transports, the roles' start (JSON lines on stdout, commands on stdin,
+ * through tools/kit), the echo-server role and the paired trial, CPU
+ * accounting and small statistics.
  *
  * Every scenario file doubles as the program of its server and client
  * processes: `node dist/bench/<case>.js <role> <transport> <json params>`.
  */
-import { spawn, ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import type nodeNet from 'node:net';
+import { Commands, say } from '../tools/kit/child';
+import { Proc, spawnNode } from '../tools/kit/proc';
+import { watchdog as stallWatchdog } from '../tools/kit/wait';
+
+/** A role's side of the protocol: its lines out, the driver's commands in. */
+export { Commands, say };
 
 /** The four transports every case compares, in table order. */
 export const TRANSPORTS = ['zivm-shm', 'zivm-tcp', 'net-tcp', 'net-unix'] as const;
@@ -88,10 +93,6 @@ export class TransportTally {
   }
 }
 
-export function say(v: Json): void {
-  process.stdout.write(JSON.stringify(v) + '\n');
-}
-
 /** CPU seconds (user + system) of this process since `from` (a process.cpuUsage() value). */
 export function cpuSince(from: NodeJS.CpuUsage): number {
   const d = process.cpuUsage(from);
@@ -107,19 +108,10 @@ export const STALL_MS = 5000;
  * hung connection fails its trial quickly and says where it stood.
  */
 export function watchdog(describe: () => string, ms = STALL_MS): { poke(): void; stop(): void } {
-  let last = Date.now();
-  const timer = setInterval(() => {
-    if (Date.now() - last <= ms) return;
+  return stallWatchdog(ms, () => {
     say({ event: 'error', message: `stalled: no progress for ${ms / 1000} s (${describe()})` });
     process.exit(1);
-  }, 250);
-  timer.unref();
-  return {
-    poke: () => {
-      last = Date.now();
-    },
-    stop: () => clearInterval(timer),
-  };
+  });
 }
 
 export function now(): number {
@@ -130,41 +122,19 @@ export function now(): number {
  * Common start of a scenario process: parses argv, exits when stdin closes
  * (no child outlives the driver), and dispatches stdin command lines.
  */
-export function childMain(roles: Record<string, (t: TransportKey, params: Json, commands: CommandBus) => void>): void {
+export function childMain(roles: Record<string, (t: TransportKey, params: Json, commands: Commands) => void>): void {
   const [role, transport, raw] = process.argv.slice(2);
   const fn = roles[role];
   if (!fn || !(TRANSPORTS as readonly string[]).includes(transport)) {
     process.stderr.write(`usage: ${path.basename(process.argv[1])} <${Object.keys(roles).join('|')}> <${TRANSPORTS.join('|')}> [json]\n`);
     process.exit(2);
   }
-  const bus = new CommandBus();
+  const commands = new Commands();
   process.on('uncaughtException', (e) => {
     say({ event: 'error', message: e?.stack ?? String(e) });
     process.exit(1);
   });
-  fn(transport as TransportKey, raw ? (JSON.parse(raw) as Json) : {}, bus);
-}
-
-/** Commands from the driver, one JSON line each on stdin. */
-export class CommandBus {
-  private handlers = new Map<string, (msg: Json) => void>();
-  constructor() {
-    const rl = readline.createInterface({ input: process.stdin });
-    rl.on('line', (line) => {
-      let msg: Json;
-      try {
-        msg = JSON.parse(line) as Json;
-      } catch {
-        return;
-      }
-      this.handlers.get(String(msg.cmd))?.(msg);
-    });
-    rl.on('close', () => process.exit(0));
-  }
-  on(cmd: string, fn: (msg: Json) => void): this {
-    this.handlers.set(cmd, fn);
-    return this;
-  }
+  fn(transport as TransportKey, raw ? (JSON.parse(raw) as Json) : {}, commands);
 }
 
 /** A standard server: listens per transport and reports { event: 'listening', port | path }. */
@@ -251,116 +221,12 @@ export function childEnv(s: RunSettings, extra: { zivmOff?: boolean; preload?: b
   return env;
 }
 
-const live = new Set<ChildProcess>();
-
-/** A scenario process seen from the driver. */
-export class Child {
-  readonly proc: ChildProcess;
-  readonly name: string;
-  private queue: Json[] = [];
-  private waiters: { resolve: (v: Json) => void; reject: (e: Error) => void }[] = [];
-  private err = '';
-  private exitInfo: string | undefined;
-  readonly exited: Promise<void>;
-
-  constructor(file: string, args: string[], env: NodeJS.ProcessEnv, name: string) {
-    this.name = name;
-    this.proc = spawn(process.execPath, [file, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    live.add(this.proc);
-    this.proc.stderr!.on('data', (d: Buffer) => {
-      if (this.err.length < 20000) this.err += d.toString();
-    });
-    this.proc.stdin!.on('error', () => {
-      /* the child went away; reported by exit */
-    });
-    readline.createInterface({ input: this.proc.stdout! }).on('line', (line) => {
-      let v: Json;
-      try {
-        v = JSON.parse(line) as Json;
-      } catch {
-        return;
-      }
-      if (v.event === 'error') {
-        this.fail(new Error(`${this.name}: ${v.message}`));
-        return;
-      }
-      const w = this.waiters.shift();
-      if (w) w.resolve(v);
-      else this.queue.push(v);
-    });
-    this.exited = new Promise((resolve) => {
-      this.proc.on('exit', (code, signal) => {
-        live.delete(this.proc);
-        this.exitInfo = `${this.name} exited (${code ?? signal})${this.err.trim() ? `: ${this.err.trim().slice(-2000)}` : ''}`;
-        this.fail(new Error(this.exitInfo));
-        resolve();
-      });
-    });
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  private fail(e: Error): void {
-    for (const w of this.waiters.splice(0)) w.reject(e);
-    if (!this.exitInfo) this.exitInfo = e.message;
-  }
-
-  /** The next JSON line, within `ms`. */
-  next(ms = 30000): Promise<Json> {
-    const v = this.queue.shift();
-    if (v) return Promise.resolve(v);
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return Promise.reject(new Error(this.exitInfo ?? `${this.name} has exited`));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const i = this.waiters.indexOf(entry);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(new Error(`${this.name}: no answer within ${ms} ms${this.err.trim() ? ` (stderr: ${this.err.trim().slice(-1000)})` : ''}`));
-      }, ms);
-      const entry = {
-        resolve: (x: Json) => {
-          clearTimeout(timer);
-          resolve(x);
-        },
-        reject: (e: Error) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      };
-      this.waiters.push(entry);
-    });
-  }
-
-  /** The next line with this event (others in between are errors). */
-  async expect(event: string, ms?: number): Promise<Json> {
-    const v = await this.next(ms);
-    if (v.event !== event) throw new Error(`${this.name}: expected ${event}, got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  send(msg: Json): void {
-    if (this.proc.stdin!.writable) this.proc.stdin!.write(JSON.stringify(msg) + '\n');
-  }
-
-  /** Closes stdin (the child exits by itself), SIGKILL after `ms`. */
-  async stop(ms = 3000): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    this.proc.stdin!.end();
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), ms);
-    await this.exited;
-    clearTimeout(t);
-  }
-}
-
-/** Kills every scenario process still running (after an error or a signal). */
-export function killAll(): void {
-  for (const p of live) p.kill('SIGKILL');
-}
+/** A scenario process seen from the driver: its JSON lines, commands to it, stop(). */
+export type Child = Proc;
 
 /** Starts a scenario process: dist/bench/<scenario>.js <role> <transport> <params>. */
 export function startChild(scenario: string, role: string, t: TransportKey, params: Json, env: NodeJS.ProcessEnv): Child {
-  return new Child(path.join(__dirname, `${scenario}.js`), [role, t, JSON.stringify(params)], env, `${scenario} ${role} (${t})`);
+  return spawnNode(path.join(__dirname, `${scenario}.js`), [role, t, JSON.stringify(params)], { env, name: `${scenario} ${role} (${t})` });
 }
 
 /** The usual pair: a server for transport t, listening; its endpoint. */
@@ -399,8 +265,55 @@ export async function withChildren<T>(children: Child[], fn: () => Promise<T>): 
   }
 }
 
+/** How a case's pair of processes is started: the server's and the client's parameters and environments. */
+export interface PairSpec {
+  /** The server's parameters (it learns where to listen itself). */
+  server?: Json;
+  /** The client's parameters; `ep`, where the server listens, is added. */
+  client: Json;
+  /** Default: serverEnv(). */
+  serverEnv?: NodeJS.ProcessEnv;
+  /** Default: clientEnv(). */
+  clientEnv?: NodeJS.ProcessEnv;
+}
+
+/**
+ * One trial in a fresh pair of processes: the case's server, listening, then
+ * its client, told where; `fn` reads their lines, and both are stopped
+ * afterwards whatever happened.
+ */
+export async function pairedTrial<T>(scenario: string, t: TransportKey, s: RunSettings, spec: PairSpec, fn: (server: Child, client: Child) => Promise<T>): Promise<T> {
+  const { server, ep } = await startServer(scenario, t, s, spec.server, spec.serverEnv);
+  const client = startChild(scenario, 'client', t, { ep, ...spec.client }, spec.clientEnv ?? clientEnv(t, s));
+  return withChildren([server, client], () => fn(server, client));
+}
+
+/** Asks a server for its `report` (what it saw: transports, CPU) and waits for it. */
+export function serverReport(server: Child): Promise<Json> {
+  server.send({ cmd: 'report' });
+  return server.expect('report');
+}
+
+/**
+ * The echo-server role: echoes whatever each connection sends, with Nagle
+ * off; on `report`, the transports of its connections and its CPU seconds.
+ */
+export function echoServer(t: TransportKey, params: Json, commands: Commands): void {
+  const net = netFor(t);
+  const seen = new TransportTally();
+  const cpu0 = process.cpuUsage();
+  const srv = net.createServer((sock) => {
+    seen.add(sock);
+    sock.setNoDelay(true);
+    sock.on('data', (d) => sock.write(d));
+    sock.on('error', () => undefined);
+  });
+  listen(srv, t, params);
+  commands.on('report', () => say({ event: 'report', seen: seen.counts, cpu: cpuSince(cpu0) }));
+}
+
 // ---------------------------------------------------------------------------
-// Statistics and formatting
+// Statistics and CPU
 // ---------------------------------------------------------------------------
 
 export function quantile(sorted: ArrayLike<number>, q: number): number {
@@ -427,24 +340,6 @@ export function summarize(values: number[]): Summary {
   return { n: s.length, median: quantile(s, 0.5), min: s[0] ?? NaN, max: s[s.length - 1] ?? NaN, q1: quantile(s, 0.25), q3: quantile(s, 0.75), samples: values };
 }
 
-/** 3 significant figures, no exponent for the ranges a benchmark sees. */
-export function fmt(v: number): string {
-  if (!Number.isFinite(v)) return '-';
-  const a = Math.abs(v);
-  if (a >= 1000) return Math.round(v).toLocaleString('en-US');
-  if (a >= 100) return v.toFixed(0);
-  if (a >= 10) return v.toFixed(1);
-  if (a >= 1) return v.toFixed(2);
-  if (a === 0) return '0';
-  return v.toPrecision(2);
-}
-
-export function sizeLabel(n: number): string {
-  if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n >> 20} MiB`;
-  if (n >= 1024 && n % 1024 === 0) return `${n >> 10} KiB`;
-  return `${n} B`;
-}
-
 /** The CPU ticks (utime + stime) of a process, from /proc/<pid>/stat. */
 export function procTicks(pid: number): number {
   const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -452,20 +347,4 @@ export function procTicks(pid: number): number {
   const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
   // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
   return Number(rest[11]) + Number(rest[12]);
-}
-
-/** Bytes received plus sent on the loopback interface so far (/proc/net/dev); NaN if unreadable. */
-export function loBytes(): number {
-  try {
-    for (const line of fs.readFileSync('/proc/net/dev', 'utf8').split('\n')) {
-      const m = /^\s*lo:\s*(.*)$/.exec(line);
-      if (m) {
-        const f = m[1].trim().split(/\s+/).map(Number);
-        return f[0] + f[8];
-      }
-    }
-  } catch {
-    /* not Linux */
-  }
-  return NaN;
 }

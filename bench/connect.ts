@@ -3,29 +3,8 @@
  * connect, 1 byte to the server, 1 byte back, the client ends, both sides
  * close; the next starts on the client's 'close'.
  */
-import {
-  CommandBus,
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  clientEnv,
-  connectTo,
-  cpuSince,
-  listen,
-  netFor,
-  now,
-  say,
-  startChild,
-  startServer,
-  transportOf,
-  watchdog,
-  withChildren,
-  zivmStats,
-} from './common';
+import type { Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, echoServer, netFor, now, pairedTrial, say, serverReport, transportOf, watchdog, zivmStats } from './common';
 
 const NAME = 'connect';
 /** Warm-up by time: connection set-up code takes about a second to be optimised by V8, for every transport. */
@@ -37,34 +16,17 @@ export const scenario: Scenario = {
     `sequential connections from one client process: connect, 1 byte each way, client end(), next one on 'close'; ` +
     `${WARMUP_S} s of warm-up connections, then as many as fit in ${s.duration} s; connections per second`,
   metrics: () => [{ key: 'rate', label: 'connect + 1 B each way + close', unit: 'conn/s', better: 'higher' }],
-  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
-    const { server, ep } = await startServer(NAME, t, s);
-    const client = startChild(NAME, 'client', t, { ep, duration: s.duration }, clientEnv(t, s));
-    return withChildren([server, client], async () => {
+  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, t, s, { client: { duration: s.duration } }, async (server, client) => {
       const r = await client.expect('result', 15000 + s.duration * 4000);
-      server.send({ cmd: 'report' });
-      const sr = await server.expect('report');
+      const sr = await serverReport(server);
       return {
         metrics: { rate: r.count / r.seconds },
         seen: { client: r.seen, server: sr.seen },
         detail: { connections: r.count, seconds: r.seconds, clientCpuSeconds: r.cpu, zivm: r.zivm },
       };
-    });
-  },
+    }),
 };
-
-function server(t: TransportKey, params: Json, bus: CommandBus): void {
-  const net = netFor(t);
-  const seen = new TransportTally();
-  const srv = net.createServer((sock) => {
-    seen.add(sock);
-    sock.setNoDelay(true);
-    sock.on('data', (d) => sock.write(d));
-    sock.on('error', () => undefined);
-  });
-  listen(srv, t, params);
-  bus.on('report', () => say({ event: 'report', seen: seen.counts }));
-}
 
 function client(t: TransportKey, params: Json): void {
   const net = netFor(t);
@@ -113,4 +75,4 @@ function client(t: TransportKey, params: Json): void {
   next();
 }
 
-if (require.main === module) childMain({ server, client });
+if (require.main === module) childMain({ server: echoServer, client });

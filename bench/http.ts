@@ -11,23 +11,8 @@
 import dc from 'node:diagnostics_channel';
 import http from 'node:http';
 import type nodeNet from 'node:net';
-import {
-  CommandBus,
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childEnv,
-  childMain,
-  listen,
-  say,
-  startChild,
-  startServer,
-  withChildren,
-  zivmStats,
-} from './common';
+import type { Commands, Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childEnv, childMain, listen, pairedTrial, say, serverReport, zivmStats } from './common';
 
 const NAME = 'http';
 const BODY = 'hello world\n';
@@ -53,18 +38,14 @@ export const scenario: Scenario = {
   async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
     if (!autocannonPath()) throw new Error('autocannon is not installed (npm install -D autocannon)');
     const zivm = t.startsWith('zivm');
-    const { server, ep } = await startServer(NAME, t, s, {}, childEnv(s, { preload: zivm, zivmOff: t === 'zivm-tcp' }));
-    const client = startChild(
-      NAME,
-      'client',
-      t,
-      { ep, duration: s.duration, warmup: WARMUP, connections: s.httpConnections },
-      childEnv(s, { preload: zivm }),
-    );
-    return withChildren([server, client], async () => {
+    const spec = {
+      client: { duration: s.duration, warmup: WARMUP, connections: s.httpConnections },
+      serverEnv: childEnv(s, { preload: zivm, zivmOff: t === 'zivm-tcp' }),
+      clientEnv: childEnv(s, { preload: zivm }),
+    };
+    return pairedTrial(NAME, t, s, spec, async (server, client) => {
       const r = await client.expect('result', 15000 + s.duration * 4000);
-      server.send({ cmd: 'report' });
-      const sr = await server.expect('report');
+      const sr = await serverReport(server);
       if (r.errors || r.timeouts || r.non2xx) throw new Error(`http: ${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx responses`);
       if (!(r.requests > 0)) throw new Error('http: no request completed');
       if (zivm && (!r.zivm || !sr.hooked)) throw new Error(`http: the preload hook is not active (client ${!!r.zivm}, server ${sr.hooked})`);
@@ -77,7 +58,7 @@ export const scenario: Scenario = {
   },
 };
 
-function server(t: TransportKey, params: Json, bus: CommandBus): void {
+function server(t: TransportKey, params: Json, commands: Commands): void {
   const seen = new TransportTally();
   const srv = http.createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': BODY.length });
@@ -85,7 +66,7 @@ function server(t: TransportKey, params: Json, bus: CommandBus): void {
   });
   srv.on('connection', (sock: nodeNet.Socket) => seen.add(sock));
   listen(srv as unknown as nodeNet.Server, t, params);
-  bus.on('report', () => say({ event: 'report', seen: seen.counts, hooked: zivmStats() !== undefined }));
+  commands.on('report', () => say({ event: 'report', seen: seen.counts, hooked: zivmStats() !== undefined }));
 }
 
 interface CannonResult {

@@ -5,25 +5,8 @@
  * (being idle, they leave each other the cores).
  */
 import { execFileSync } from 'node:child_process';
-import {
-  Child,
-  CommandBus,
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  clientEnv,
-  connectTo,
-  listen,
-  netFor,
-  procTicks,
-  say,
-  startChild,
-  startServer,
-} from './common';
+import type { Child, Commands, Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, clientEnv, connectTo, listen, netFor, procTicks, say, startChild, startServer } from './common';
 
 const NAME = 'idle';
 const SETTLE_MS = 500;
@@ -94,7 +77,7 @@ export const scenario: Scenario = {
   },
 };
 
-function server(t: TransportKey, params: Json, bus: CommandBus): void {
+function server(t: TransportKey, params: Json, commands: Commands): void {
   const net = netFor(t);
   let open = false;
   const srv = net.createServer((sock) => {
@@ -104,10 +87,10 @@ function server(t: TransportKey, params: Json, bus: CommandBus): void {
     sock.on('error', () => undefined);
   });
   listen(srv, t, params);
-  bus.on('check', () => say({ event: 'check', open }));
+  commands.on('check', () => say({ event: 'check', open }));
 }
 
-function client(t: TransportKey, params: Json, bus: CommandBus): void {
+function client(t: TransportKey, params: Json, commands: Commands): void {
   const net = netFor(t);
   let open = false;
   const sock = connectTo(net, params.ep);
@@ -117,7 +100,7 @@ function client(t: TransportKey, params: Json, bus: CommandBus): void {
   });
   sock.on('close', () => (open = false));
   sock.on('error', (e) => say({ event: 'error', message: `client socket: ${e.message}` }));
-  bus.on('check', () => say({ event: 'check', open }));
+  commands.on('check', () => say({ event: 'check', open }));
 }
 
 if (require.main === module) childMain({ server, client });

@@ -3,28 +3,8 @@
  * each an echo loop of 64-byte messages with one message in flight per
  * connection. Counts echoes completed across all connections.
  */
-import {
-  CommandBus,
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  clientEnv,
-  connectTo,
-  cpuSince,
-  listen,
-  netFor,
-  now,
-  say,
-  startChild,
-  startServer,
-  watchdog,
-  withChildren,
-  zivmStats,
-} from './common';
+import type { Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, echoServer, netFor, now, pairedTrial, say, serverReport, watchdog, zivmStats } from './common';
 import type nodeNet from 'node:net';
 
 const NAME = 'many';
@@ -36,39 +16,21 @@ export const scenario: Scenario = {
     `${s.many} connections opened at once by one client process; when all are up, each runs a ${SIZE} B echo loop (one message in flight per connection); ` +
     `${warmupOf(s.duration)} s warm-up, then round trips completed across all connections in ${s.duration} s, per second`,
   metrics: (s) => [{ key: 'rate', label: `${s.many} connections, ${SIZE} B echoes`, unit: 'msg/s', better: 'higher' }],
-  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
-    const { server, ep } = await startServer(NAME, t, s);
-    const client = startChild(NAME, 'client', t, { ep, duration: s.duration, warmup: warmupOf(s.duration), count: s.many }, clientEnv(t, s));
-    return withChildren([server, client], async () => {
+  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, t, s, { client: { duration: s.duration, warmup: warmupOf(s.duration), count: s.many } }, async (server, client) => {
       const r = await client.expect('result', 15000 + s.duration * 4000);
-      server.send({ cmd: 'report' });
-      const sr = await server.expect('report');
+      const sr = await serverReport(server);
       if (r.connected !== s.many) throw new Error(`many: ${r.connected} of ${s.many} connections came up`);
       return {
         metrics: { rate: r.count / r.seconds },
         seen: { client: r.seen, server: sr.seen },
         detail: { echoes: r.count, seconds: r.seconds, connectSeconds: r.connectSeconds, clientCpuSeconds: r.cpu, serverCpuSeconds: sr.cpu, zivm: r.zivm },
       };
-    });
-  },
+    }),
 };
 
 function warmupOf(duration: number): number {
   return Math.min(0.25, duration / 4);
-}
-
-function server(t: TransportKey, params: Json, bus: CommandBus): void {
-  const net = netFor(t);
-  const seen = new TransportTally();
-  const cpu0 = process.cpuUsage();
-  const srv = net.createServer((sock) => {
-    seen.add(sock);
-    sock.setNoDelay(true);
-    sock.on('data', (d) => sock.write(d));
-    sock.on('error', () => undefined);
-  });
-  listen(srv, t, params);
-  bus.on('report', () => say({ event: 'report', seen: seen.counts, cpu: cpuSince(cpu0) }));
 }
 
 function client(t: TransportKey, params: Json): void {
@@ -130,4 +92,4 @@ function client(t: TransportKey, params: Json): void {
   }
 }
 
-if (require.main === module) childMain({ server, client });
+if (require.main === module) childMain({ server: echoServer, client });

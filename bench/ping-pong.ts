@@ -3,29 +3,8 @@
  * the next message when the whole echo has arrived. Round trip times are
  * taken with hrtime around each exchange, after a warm-up.
  */
-import {
-  CommandBus,
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  clientEnv,
-  connectTo,
-  cpuSince,
-  listen,
-  netFor,
-  quantile,
-  say,
-  startChild,
-  startServer,
-  transportOf,
-  watchdog,
-  withChildren,
-  zivmStats,
-} from './common';
+import type { Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, echoServer, netFor, pairedTrial, quantile, say, serverReport, transportOf, watchdog, zivmStats } from './common';
 
 const NAME = 'ping-pong';
 const SIZE = 64;
@@ -39,34 +18,17 @@ export const scenario: Scenario = {
     { key: 'p50', label: `${SIZE} B round trip p50`, unit: 'µs', better: 'lower' },
     { key: 'p99', label: `${SIZE} B round trip p99`, unit: 'µs', better: 'lower' },
   ],
-  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
-    const { server, ep } = await startServer(NAME, t, s);
-    const client = startChild(NAME, 'client', t, { ep, rounds: s.rounds, warmup: s.warmup }, clientEnv(t, s));
-    return withChildren([server, client], async () => {
+  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, t, s, { client: { rounds: s.rounds, warmup: s.warmup } }, async (server, client) => {
       const r = await client.expect('result', 60000 + s.rounds * 5);
-      server.send({ cmd: 'report' });
-      const sr = await server.expect('report');
+      const sr = await serverReport(server);
       return {
         metrics: { p50: r.p50, p99: r.p99 },
         seen: { client: r.seen, server: sr.seen },
         detail: { mean: r.mean, min: r.min, max: r.max, rounds: r.rounds, clientCpuSeconds: r.cpu, zivm: r.zivm },
       };
-    });
-  },
+    }),
 };
-
-function server(t: TransportKey, params: Json, bus: CommandBus): void {
-  const net = netFor(t);
-  const seen = new TransportTally();
-  const srv = net.createServer((sock) => {
-    seen.add(sock);
-    sock.setNoDelay(true);
-    sock.on('data', (d) => sock.write(d));
-    sock.on('error', () => undefined);
-  });
-  listen(srv, t, params);
-  bus.on('report', () => say({ event: 'report', seen: seen.counts }));
-}
 
 function client(t: TransportKey, params: Json): void {
   const net = netFor(t);
@@ -125,4 +87,4 @@ function client(t: TransportKey, params: Json): void {
   });
 }
 
-if (require.main === module) childMain({ server, client });
+if (require.main === module) childMain({ server: echoServer, client });

@@ -5,31 +5,10 @@
  * is the server's: bytes received between the first byte and 'end'. CPU is
  * process.cpuUsage() in each process over its part of the transfer.
  */
-import {
-  CommandBus,
-  Json,
-  Metric,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  clientEnv,
-  connectTo,
-  cpuSince,
-  listen,
-  loBytes,
-  netFor,
-  now,
-  say,
-  sizeLabel,
-  startChild,
-  startServer,
-  watchdog,
-  withChildren,
-  zivmStats,
-} from './common';
+import { loBytesOrNaN } from '../tools/kit/lo';
+import type { Json, Metric, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, listen, netFor, now, pairedTrial, say, watchdog, zivmStats } from './common';
+import { sizeLabel } from './format';
 
 const NAME = 'pump';
 
@@ -46,10 +25,8 @@ export const scenario: Scenario = {
       { key: `${n}:cpuTx`, label: `${sizeLabel(n)} writes, sender CPU`, unit: 's/GB', better: 'lower' },
       { key: `${n}:cpuRx`, label: `${sizeLabel(n)} writes, receiver CPU`, unit: 's/GB', better: 'lower' },
     ]),
-  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
-    const { server, ep } = await startServer(NAME, t, s);
-    const client = startChild(NAME, 'client', t, { ep, sizes: s.sizes, duration: s.duration }, clientEnv(t, s));
-    return withChildren([server, client], async () => {
+  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, t, s, { client: { sizes: s.sizes, duration: s.duration } }, async (server, client) => {
       const metrics: Record<string, number> = {};
       const perSize: Json[] = [];
       const seen = { client: {} as Record<string, number>, server: {} as Record<string, number> };
@@ -78,11 +55,10 @@ export const scenario: Scenario = {
       }
       const done = await client.expect('done');
       return { metrics, seen, detail: { perSize, zivm: done.zivm } };
-    });
-  },
+    }),
 };
 
-function server(t: TransportKey, params: Json, _bus: CommandBus): void {
+function server(t: TransportKey, params: Json): void {
   const net = netFor(t);
   const srv = net.createServer((sock) => {
     const transport = new TransportTally().add(sock);
@@ -134,7 +110,7 @@ function oneSize(net: ReturnType<typeof netFor>, ep: Json, size: number, duratio
     };
     sock.on('connect', () => {
       transport = new TransportTally().add(sock);
-      lo0 = loBytes();
+      lo0 = loBytesOrNaN();
       cpu0 = process.cpuUsage();
       t0 = now();
       deadline = t0 + duration;
@@ -144,7 +120,7 @@ function oneSize(net: ReturnType<typeof netFor>, ep: Json, size: number, duratio
     sock.on('close', (hadError) => {
       dog.stop();
       if (hadError) return;
-      resolve({ event: 'size-done', size, written, transport, seconds: now() - t0, cpu: cpuSince(cpu0), lo: loBytes() - lo0 });
+      resolve({ event: 'size-done', size, written, transport, seconds: now() - t0, cpu: cpuSince(cpu0), lo: loBytesOrNaN() - lo0 });
     });
     sock.on('error', (e) => {
       dog.stop();

@@ -2,7 +2,8 @@
  * The results of a run: the JSON document's shape, the text table and the
  * SVG bar chart (hand-written, no dependencies).
  */
-import { Json, Metric, Summary, TRANSPORTS, TRANSPORT_LABELS, TransportKey, fmt } from './common';
+import { Json, Metric, Summary, TRANSPORTS, TRANSPORT_LABELS, TransportKey } from './common';
+import { fmt, ratioCell, summaryCell, textTable } from './format';
 
 export interface TrialRecord {
   case: string;
@@ -77,16 +78,6 @@ export function ratios(results: MetricResult['results']): MetricResult['ratios']
   };
 }
 
-function cell(s: Summary | undefined): string {
-  if (!s || !s.n) return '-';
-  if (s.n === 1) return fmt(s.median);
-  return `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})`;
-}
-
-function ratioCell(r: number | undefined): string {
-  return r === undefined || !Number.isFinite(r) ? '-' : `${r.toFixed(2)}x`;
-}
-
 /** The text table: one row per case/metric, one column per transport, then the ratios. */
 export function table(res: Results): string {
   const head = ['case', 'metric', 'unit', ...TRANSPORTS.map((t) => SHORT[t]), 'shm/tcp', 'shm/unix'];
@@ -97,26 +88,15 @@ export function table(res: Results): string {
         c.name,
         m.label,
         `${m.unit} ${m.better === 'higher' ? '↑' : '↓'}`,
-        ...TRANSPORTS.map((t) => cell(m.results[t])),
+        ...TRANSPORTS.map((t) => summaryCell(m.results[t])),
         ratioCell(m.ratios.shmOverTcp),
         ratioCell(m.ratios.shmOverUnix),
       ]);
     }
   }
-  const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const numeric = (i: number): boolean => i >= 3;
-  const line = (r: string[]): string =>
-    r
-      .map((v, i) => (numeric(i) ? v.padStart(width[i]) : v.padEnd(width[i])))
-      .join('  ')
-      .trimEnd();
-  const out = [line(head), width.map((w) => '-'.repeat(w)).join('  ')];
-  let last = '';
-  for (const r of rows) {
-    out.push(line(r[0] === last ? ['', ...r.slice(1)] : r));
-    last = r[0];
-  }
-  return out.join('\n') + '\n';
+  // A case's name on its first row only.
+  const shown = rows.map((r, i) => (i > 0 && r[0] === rows[i - 1][0] ? ['', ...r.slice(1)] : r));
+  return textTable(head, shown, 3);
 }
 
 /** What goes under the table: how to read it, the machine, the method. */
@@ -213,7 +193,7 @@ export function svg(res: Results): string {
       }
       const yBar = y(s.median);
       out.push(
-        `<rect x="${bx}" y="${yBar.toFixed(1)}" width="${bw}" height="${(base - yBar).toFixed(1)}" fill="${COLORS[t]}"><title>${esc(`${TRANSPORT_LABELS[t]}: ${cell(s)} ${p.m.unit}`)}</title></rect>`,
+        `<rect x="${bx}" y="${yBar.toFixed(1)}" width="${bw}" height="${(base - yBar).toFixed(1)}" fill="${COLORS[t]}"><title>${esc(`${TRANSPORT_LABELS[t]}: ${summaryCell(s)} ${p.m.unit}`)}</title></rect>`,
       );
       const yMin = y(s.min);
       const yMax = y(s.max);

@@ -10,24 +10,14 @@
  * Prints a progress line per case on stderr, then the table on stdout, and
  * writes <out>/bench-<date>.json and .svg.
  */
-import { spawn, execFileSync, ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import {
-  EXPECTED,
-  RunSettings,
-  Scenario,
-  TRANSPORTS,
-  TRANSPORT_LABELS,
-  TransportKey,
-  TrialOutcome,
-  ZIVM_CLI,
-  fmt,
-  killAll,
-  summarize,
-} from './common';
+import { startServer as startDaemon, ServerProc } from '../tools/kit/daemon';
+import { killAll } from '../tools/kit/proc';
+import { EXPECTED, RunSettings, Scenario, TRANSPORTS, TRANSPORT_LABELS, TransportKey, TrialOutcome, summarize } from './common';
+import { UsageError, fmt, listOption, parseSize, positive, readOptions, stringOption } from './format';
 import { CaseResult, Machine, MetricResult, Results, TrialRecord, notes, ratios, svg, table } from './report';
 import { scenario as pingPong } from './ping-pong';
 import { scenario as pump } from './pump';
@@ -70,8 +60,6 @@ options:
   --help             this text
 `;
 
-class UsageError extends Error {}
-
 interface Options {
   settings: Omit<RunSettings, 'tmp' | 'zivmSocket' | 'daemonPid'>;
   cases: Scenario[];
@@ -93,51 +81,25 @@ function haveAutocannon(): boolean {
   }
 }
 
-function parseSize(v: string): number {
-  const m = /^\s*(\d+)\s*([kKmM]?)(?:i?[bB])?\s*$/.exec(v);
-  if (!m) throw new UsageError(`bad size ${JSON.stringify(v)} (try 64, 1K, 64K, 1M)`);
-  const n = Number(m[1]) * (m[2] ? (m[2].toLowerCase() === 'k' ? 1024 : 1 << 20) : 1);
-  if (n < 1 || n > 64 << 20) throw new UsageError(`size ${v} out of range (1 B to 64 MiB)`);
-  return n;
-}
-
-function positive(v: string, name: string, integer: boolean, max: number): number {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n <= 0 || n > max || (integer && !Number.isInteger(n))) {
-    throw new UsageError(`--${name} must be a ${integer ? 'whole ' : ''}number above 0 and at most ${max}`);
-  }
-  return n;
-}
-
 export function parseArgs(argv: string[]): Options | 'help' {
-  const raw: Record<string, string | true> = {};
-  const valued = new Set(['cases', 'transports', 'trials', 'duration', 'sizes', 'rounds', 'idle', 'out']);
-  const flags = new Set(['quick', 'no-write', 'one-daemon', 'help']);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '-h') return 'help';
-    if (!a.startsWith('--')) throw new UsageError(`unexpected argument ${a}`);
-    const eq = a.indexOf('=');
-    const name = eq < 0 ? a.slice(2) : a.slice(2, eq);
-    if (flags.has(name)) {
-      if (eq >= 0) throw new UsageError(`--${name} takes no value`);
-      raw[name] = true;
-    } else if (valued.has(name)) {
-      if (eq >= 0) raw[name] = a.slice(eq + 1);
-      else if (i + 1 < argv.length) raw[name] = argv[++i];
-      else throw new UsageError(`--${name} needs a value`);
-    } else {
-      throw new UsageError(`unknown option --${name}`);
-    }
-  }
-  if (raw.help) return 'help';
-  const quick = raw.quick === true;
-  const str = (k: string): string | undefined => (typeof raw[k] === 'string' ? (raw[k] as string) : undefined);
-  const list = (k: string): string[] | undefined =>
-    str(k)
-      ?.split(',')
-      .map((x) => x.trim())
-      .filter(Boolean);
+  const o = readOptions(argv, {
+    cases: { type: 'string' },
+    transports: { type: 'string' },
+    trials: { type: 'string' },
+    duration: { type: 'string' },
+    sizes: { type: 'string' },
+    rounds: { type: 'string' },
+    idle: { type: 'string' },
+    out: { type: 'string' },
+    quick: { type: 'boolean' },
+    'no-write': { type: 'boolean' },
+    'one-daemon': { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (o.help) return 'help';
+  const quick = o.quick === true;
+  const str = (k: string): string | undefined => stringOption(o[k]);
+  const list = (k: string): string[] | undefined => listOption(o[k]);
 
   let caseNames = list('cases') ?? SCENARIOS.map((s) => s.name);
   let leftOut: string | undefined;
@@ -167,7 +129,7 @@ export function parseArgs(argv: string[]): Options | 'help' {
       duration: str('duration') !== undefined ? positive(str('duration')!, 'duration', false, 3600) : quick ? 0.2 : 0.4,
       rounds,
       warmup: Math.max(100, Math.round(rounds / 10)),
-      sizes: list('sizes')?.map(parseSize) ?? [64, 1024, 64 * 1024, 1 << 20],
+      sizes: list('sizes')?.map((v) => parseSize(v, 'sizes', 64 << 20)) ?? [64, 1024, 64 * 1024, 1 << 20],
       idleSeconds: str('idle') !== undefined ? positive(str('idle')!, 'idle', false, 3600) : quick ? 1 : 5,
       many: 100,
       httpConnections: 10,
@@ -175,8 +137,8 @@ export function parseArgs(argv: string[]): Options | 'help' {
     cases,
     transports,
     out: path.resolve(str('out') ?? DEFAULT_OUT),
-    write: raw['no-write'] !== true,
-    oneDaemon: raw['one-daemon'] === true,
+    write: o['no-write'] !== true,
+    oneDaemon: o['one-daemon'] === true,
     leftOut,
   };
 }
@@ -225,7 +187,7 @@ function zivmVersion(): { version: string; commit?: string } {
  * region); --one-daemon keeps one for the whole run.
  */
 class Daemon {
-  private proc: ChildProcess | undefined;
+  private server: ServerProc | undefined;
   constructor(
     private readonly settings: RunSettings,
     private readonly perTrial: boolean,
@@ -235,8 +197,14 @@ class Daemon {
   async around<T>(ts: readonly TransportKey[], fn: () => Promise<T>): Promise<T> {
     if (!ts.some((t) => t.startsWith('zivm'))) return fn();
     if (!this.alive()) {
-      this.proc = await startDaemon(this.settings.zivmSocket);
-      this.settings.daemonPid = this.proc.pid;
+      // No inherited hooks or domain; --idle-exit is only a safety net should this driver die without stopping it.
+      const env = { NODE_OPTIONS: undefined, ZIVM: undefined, ZIVM_SOCKET: undefined, ZIVM_DIR: undefined };
+      try {
+        this.server = await startDaemon(this.settings.zivmSocket, ['--idle-exit', '120'], env, 10000);
+      } catch (e) {
+        throw new Error(`the zivm daemon did not start: ${(e as Error).message}`);
+      }
+      this.settings.daemonPid = this.server.child.pid;
     }
     try {
       return await fn();
@@ -246,52 +214,19 @@ class Daemon {
   }
 
   private alive(): boolean {
-    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+    return !!this.server && this.server.child.exitCode === null && this.server.child.signalCode === null;
   }
 
   kill(): void {
-    if (this.alive()) this.proc!.kill('SIGTERM');
+    if (this.alive()) this.server!.child.kill('SIGTERM');
   }
 
   async stop(): Promise<void> {
-    const proc = this.proc;
-    this.proc = undefined;
+    const server = this.server;
+    this.server = undefined;
     this.settings.daemonPid = undefined;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((r) => proc.once('exit', r));
-    proc.kill('SIGTERM');
-    const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(t);
+    if (server) await server.stop(5000);
   }
-}
-
-async function startDaemon(sock: string): Promise<ChildProcess> {
-  const env = { ...process.env };
-  for (const k of ['NODE_OPTIONS', 'ZIVM', 'ZIVM_SOCKET', 'ZIVM_DIR']) delete env[k];
-  // --idle-exit is only a safety net should this driver die without stopping it.
-  const proc = spawn(process.execPath, [ZIVM_CLI, 'server', '--socket', sock, '--idle-exit', '120'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the zivm daemon did not start within 10 s ${err}`)), 10000);
-      readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
-        if (/listening/.test(line)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      proc.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`the zivm daemon exited (${code}) ${err.trim()}`));
-      });
-    });
-  } catch (e) {
-    proc.kill('SIGKILL');
-    throw e;
-  }
-  return proc;
 }
 
 function checkSeen(t: TransportKey, o: TrialOutcome): string | undefined {
@@ -409,7 +344,7 @@ export async function main(argv: string[]): Promise<number> {
   const mach = machine();
   const daemon = new Daemon(settings, !opts.oneDaemon);
   const onSignal = (sig: NodeJS.Signals): void => {
-    killAll();
+    void killAll(); // the SIGKILLs go out at once; no waiting for the exits here
     daemon.kill();
     fs.rmSync(tmp, { recursive: true, force: true });
     process.kill(process.pid, sig);
@@ -424,7 +359,7 @@ export async function main(argv: string[]): Promise<number> {
     );
     for (const sc of opts.cases) cases.push(await runCase(sc, settings, opts.transports, daemon, errors));
   } finally {
-    killAll();
+    await killAll();
     await daemon.stop();
     fs.rmSync(tmp, { recursive: true, force: true });
     process.removeListener('SIGINT', onSignal);

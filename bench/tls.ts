@@ -12,27 +12,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import type nodeNet from 'node:net';
-import {
-  CommandBus,
-  Json,
-  RunSettings,
-  Scenario,
-  TransportKey,
-  TrialOutcome,
-  TransportTally,
-  childMain,
-  clientEnv,
-  connectTo,
-  cpuSince,
-  listen,
-  netFor,
-  now,
-  say,
-  startChild,
-  startServer,
-  watchdog,
-  withChildren,
-} from './common';
+import type { Commands, Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
+import { TransportTally, childMain, connectTo, cpuSince, listen, netFor, now, pairedTrial, say, serverReport, watchdog } from './common';
 
 const NAME = 'tls';
 const WARMUP_S = 0.5;
@@ -62,27 +43,22 @@ export const scenario: Scenario = {
     { key: 'hs', label: 'handshake + 1 B each way + close', unit: 'conn/s', better: 'higher' },
     { key: 'rate', label: '64 KiB writes over TLS', unit: 'MB/s', better: 'higher' },
   ],
-  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
-    const creds = credentials(s);
-    const { server, ep } = await startServer(NAME, t, s, creds);
-    const client = startChild(NAME, 'client', t, { ep, duration: s.duration }, clientEnv(t, s));
-    return withChildren([server, client], async () => {
+  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, t, s, { server: credentials(s), client: { duration: s.duration } }, async (server, client) => {
       const hs = await client.expect('handshakes', 20000 + s.duration * 4000);
       const bulk = await client.expect('bulk-sent', 20000 + s.duration * 4000);
       const r = await server.expect('bulk-received', 20000 + s.duration * 4000);
       if (r.bytes !== bulk.bytes) throw new Error(`tls: client wrote ${bulk.bytes} bytes, server received ${r.bytes}`);
-      server.send({ cmd: 'report' });
-      const sr = await server.expect('report');
+      const sr = await serverReport(server);
       return {
         metrics: { hs: hs.count / hs.seconds, rate: r.bytes / 1e6 / r.seconds },
         seen: { client: hs.seen, server: sr.seen },
         detail: { handshakes: hs.count, seconds: hs.seconds, clientCpuSeconds: hs.cpu, bulkBytes: r.bytes, bulkSeconds: r.seconds, receiverCpuSeconds: r.cpu },
       };
-    });
-  },
+    }),
 };
 
-function server(t: TransportKey, params: Json, bus: CommandBus): void {
+function server(t: TransportKey, params: Json, commands: Commands): void {
   const net = netFor(t);
   const seen = new TransportTally();
   const options = { isServer: true, key: fs.readFileSync(String(params.key)), cert: fs.readFileSync(String(params.cert)) };
@@ -113,7 +89,7 @@ function server(t: TransportKey, params: Json, bus: CommandBus): void {
     });
   });
   listen(srv, t, params);
-  bus.on('report', () => say({ event: 'report', seen: seen.counts }));
+  commands.on('report', () => say({ event: 'report', seen: seen.counts }));
 }
 
 function client(t: TransportKey, params: Json): void {

@@ -1,7 +1,7 @@
 /**
  * Guest <-> guest benchmark: `npm run bench:vm` (node dist/bench/vm.js).
  *
- * Boots two QEMU guests (TCG, one vCPU each; test/vm/qemu.ts) that share a
+ * Boots two QEMU guests (TCG, one vCPU each; tools/vm/qemu.ts) that share a
  * zivm domain (ivshmem-doorbell on one daemon) and a private Ethernet link
  * (virtio-net on a QEMU socket netdev over host loopback), and measures
  * between the same two guests in the same run, trials interleaved:
@@ -9,12 +9,12 @@
  *   - plain node:net TCP over the virtio-net link (zivm not involved).
  * Per trial and transport: round trips of a small message on a fresh
  * connection (median, p99, min, max) and one bulk transfer one way on
- * another (MB/s). Guest A (test/vm/pair-peer.js `bench`) is the client, guest
+ * another (MB/s). Guest A (bench/vm-peer.js `bench`) is the client, guest
  * B (`server`) the server; both report on their consoles. A trial whose
  * sockets are not what they should be (transport on both ends, bytes on eth0
  * or not) is an error and left out.
  *
- * Needs a checkout (it uses test/vm) and `npx tsc -p .` first. Prints the
+ * Needs a checkout (it uses tools/vm) and `npx tsc -p .` first. Prints the
  * table on stdout, progress on stderr, and writes JSON (--json PATH; default
  * bench/results/bench-vm-<date>.json in a checkout).
  */
@@ -22,18 +22,18 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Json, Summary, fmt, sizeLabel, summarize } from './common';
-
-// test/vm is in a checkout only: loaded in main(), after checking it is there.
-type Qemu = typeof import('../test/vm/qemu');
-type DaemonClient = typeof import('../test/helpers/daemon-client');
+import { startServer } from '../tools/kit/daemon';
+import { consoleEvents } from '../tools/vm/harness';
+import { PAIR_ADDRS, PREFIX } from '../tools/vm/pair';
+import { ensureGuestImage, pairDone, startLinkedPair } from '../tools/vm/qemu';
+import { Json, Summary, summarize } from './common';
+import { UsageError, fmt, readOptions, sizeLabel, stringOption, summaryCell, textTable, wholeNumber, parseSize } from './format';
 
 /** Repository root (this file runs as dist/bench/vm.js). */
 const ROOT = path.resolve(__dirname, '..', '..');
-const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'pair-peer.js');
-/** pair-peer.ts's PAIR_ADDRS and PREFIX. */
-const [A_ADDR, B_ADDR] = ['10.77.3.1', '10.77.3.2'];
-const PREFIX = 'ZIVM-PAIR ';
+/** The guests' script: bench/vm-peer.ts. */
+const PEER = path.join(__dirname, 'vm-peer.js');
+const [A_ADDR, B_ADDR] = PAIR_ADDRS;
 const T = ['shm', 'tcp'] as const;
 type Tr = (typeof T)[number];
 const LABEL: Record<Tr, string> = { shm: 'zivm shm', tcp: 'node:net TCP (virtio-net)' };
@@ -56,8 +56,6 @@ options:
   --help         this text
 `;
 
-class UsageError extends Error {}
-
 interface Options {
   trials: number;
   warmup: number;
@@ -69,33 +67,33 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options | 'help' {
-  const o: Options = { trials: 5, warmup: 3, rounds: 2000, msg: 1, bytes: 16 << 20, echo: false };
-  const int = (v: string | undefined, name: string, max: number, min = 1): number => {
-    const n = Number(v);
-    if (v === undefined || v.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
-    return n;
+  const v = readOptions(argv, {
+    trials: { type: 'string' },
+    warmup: { type: 'string' },
+    rounds: { type: 'string' },
+    msg: { type: 'string' },
+    bytes: { type: 'string' },
+    json: { type: 'string' },
+    'no-write': { type: 'boolean' },
+    echo: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (v.help) return 'help';
+  const int = (name: string, dflt: number, max: number, min = 1): number => {
+    const x = stringOption(v[name]);
+    return x === undefined ? dflt : wholeNumber(x, name, min, max);
   };
-  let write = true;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') return 'help';
-    else if (a === '--trials') o.trials = int(argv[++i], 'trials', 100);
-    else if (a === '--warmup') o.warmup = int(argv[++i], 'warmup', 100, 0);
-    else if (a === '--rounds') o.rounds = int(argv[++i], 'rounds', 100000);
-    else if (a === '--msg') o.msg = int(argv[++i], 'msg', 65536);
-    else if (a === '--bytes') {
-      const m = /^(\d+)([kKmM]?)$/.exec(argv[++i] ?? '');
-      if (!m) throw new UsageError('--bytes SIZE, e.g. 16M');
-      o.bytes = Number(m[1]) * (m[2] ? (m[2].toLowerCase() === 'k' ? 1024 : 1 << 20) : 1);
-      if (o.bytes < 1 || o.bytes > 256 << 20) throw new UsageError('--bytes from 1 to 256M');
-    } else if (a === '--json') o.json = argv[++i];
-    else if (a === '--no-write') write = false;
-    else if (a === '--echo') o.echo = true;
-    else throw new UsageError(`unknown option ${a}`);
-  }
-  if (!write) o.json = undefined;
-  else o.json = path.resolve(o.json ?? path.join(ROOT, 'bench', 'results', `bench-vm-${new Date().toISOString().replace(/[:.]/g, '-')}.json`));
-  return o;
+  const bytes = stringOption(v.bytes);
+  const json = stringOption(v.json);
+  return {
+    trials: int('trials', 5, 100),
+    warmup: int('warmup', 3, 100, 0),
+    rounds: int('rounds', 2000, 100000),
+    msg: int('msg', 1, 65536),
+    bytes: bytes === undefined ? 16 << 20 : parseSize(bytes, 'bytes', 256 << 20),
+    json: v['no-write'] ? undefined : path.resolve(json ?? path.join(ROOT, 'bench', 'results', `bench-vm-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)),
+    echo: v.echo === true,
+  };
 }
 
 interface Metric {
@@ -107,27 +105,15 @@ interface Metric {
   ratio?: number;
 }
 
-function cell(s: Summary | undefined, range = false): string {
-  if (!s || !s.n) return '-';
-  if (range) return `${fmt(s.min)}–${fmt(s.max)}`;
-  return s.n === 1 ? fmt(s.median) : `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})`;
-}
-
 function table(metrics: Metric[]): string {
   const head = ['metric', 'unit', ...T.map((t) => LABEL[t]), 'shm/tcp'];
   const rows = metrics.map((m) => [
     m.label,
     `${m.unit}${m.better ? (m.better === 'higher' ? ' ↑' : ' ↓') : ''}`,
-    ...T.map((t) => cell(m.results[t], m.key.endsWith('range'))),
+    ...T.map((t) => summaryCell(m.results[t], m.key.endsWith('range'))),
     m.ratio === undefined || !Number.isFinite(m.ratio) ? '-' : `${m.ratio.toFixed(2)}x`,
   ]);
-  const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]) =>
-    r
-      .map((v, i) => (i >= 2 ? v.padStart(width[i]) : v.padEnd(width[i])))
-      .join('  ')
-      .trimEnd();
-  return [line(head), width.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n') + '\n';
+  return textTable(head, rows, 2);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -144,23 +130,12 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const opts = o;
-  if (!fs.existsSync(PEER)) {
-    process.stderr.write(`bench:vm: ${PEER} is missing: it needs a checkout, built with npx tsc -p .\n`);
-    return 2;
-  }
-  /* eslint-disable @typescript-eslint/no-require-imports */
-  const { ensureGuestImage, pairDone, startLinkedPair } = require(path.join(ROOT, 'dist', 'test', 'vm', 'qemu.js')) as Qemu;
-  const { startServer } = require(path.join(ROOT, 'dist', 'test', 'helpers', 'daemon-client.js')) as DaemonClient;
-  const peer = require(PEER) as typeof import('../test/vm/pair-peer');
-  const { consoleEvents } = require(path.join(ROOT, 'dist', 'test', 'vm', 'harness.js')) as typeof import('../test/vm/harness');
   /** Collects the `ZIVM-PAIR {json}` lines of a console; `on` sees each. */
   const collector = (events: Json[], on: (e: Json) => void) =>
     consoleEvents(PREFIX, (e) => {
-      events.push(e as Json);
-      on(e as Json);
+      events.push(e);
+      on(e);
     });
-  /* eslint-enable @typescript-eslint/no-require-imports */
-  if (peer.PAIR_ADDRS[0] !== A_ADDR || peer.PAIR_ADDRS[1] !== B_ADDR || peer.PREFIX !== PREFIX) throw new Error('pair-peer.js and bench/vm.ts disagree on addresses or prefix');
   const t0 = Date.now();
   const img = ensureGuestImage({ quiet: true });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-benchvm-'));

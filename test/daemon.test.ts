@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseSize, socketPath } from '../src/config';
@@ -36,19 +35,10 @@ import {
 } from '../src/shm/layout';
 import { native } from '../src/shm/native';
 import { checkDir, ensureDir } from '../src/shm/sockdir';
-import {
-  RawClient,
-  ServerProc,
-  killQuiet,
-  mapRegion,
-  processAlive,
-  removeDir,
-  runCli,
-  spawnRacer,
-  startServer,
-  tempDir,
-  waitFor,
-} from './helpers/daemon-client';
+import { ServerProc, killQuiet, runCli, startServer } from '../tools/kit/daemon';
+import type { Proc } from '../tools/kit/proc';
+import { until } from '../tools/kit/wait';
+import { RawClient, mapRegion, processAlive, removeDir, spawnRacer, tempDir } from './helpers/daemon-client';
 
 const MiB = 1024 * 1024;
 const SMALL = ['--size', '4M', '--ring', '64K'];
@@ -60,7 +50,7 @@ describe('daemon', function () {
   const servers: ServerProc[] = [];
   const clients: RawClient[] = [];
   const pids: number[] = [];
-  const children: ChildProcess[] = [];
+  const children: Proc[] = [];
 
   beforeEach(() => {
     dir = tempDir();
@@ -159,7 +149,7 @@ describe('daemon', function () {
       const V = 32; // 11 peers × 32 doorbells is more than a unix socket holds at once
       const s = await server([...SMALL, '--vectors', String(V)]);
       const cs = Array.from({ length: 12 }, () => client(s.socket));
-      await waitFor(() => s.child.exitCode === null && cs.every((c) => !c.quiet(0)), 3000, 'greetings');
+      await until(() => s.child.exitCode === null && cs.every((c) => !c.quiet(0)), 3000, 'greetings');
       await new Promise((r) => setTimeout(r, 100)); // let the daemon fill the sockets
       const hs = cs.map((c) => c.handshake(V));
       hs.forEach((h, k) => {
@@ -197,7 +187,7 @@ describe('daemon', function () {
         ]);
         const pw1 = peerOffset(g, 1) >> 2;
         // leaves are announced first, then the region is cleaned
-        await waitFor(() => Atomics.load(i32, pw1 + PEER.STATE) === PEER_FREE, 3000, 'the entry to be freed');
+        await until(() => Atomics.load(i32, pw1 + PEER.STATE) === PEER_FREE, 3000, 'the entry to be freed');
         expect(i32[pw1 + PEER.GEN]).to.equal(gen1);
         const d = client(s.socket);
         expect(d.handshake(1).id).to.equal(0);
@@ -210,7 +200,7 @@ describe('daemon', function () {
         region.close();
       }
       // --verbose: one line per join and per leave
-      await waitFor(() => (s.out.stderr.match(/\n/g) ?? []).length >= 7, 3000, 'the log lines');
+      await until(() => (s.out.stderr.match(/\n/g) ?? []).length >= 7, 3000, 'the log lines');
       const lines = s.out.stderr.trim().split('\n');
       expect(lines.filter((l) => / joined /.test(l))).to.have.length(5);
       expect(lines.filter((l) => / left /.test(l))).to.have.length(2);
@@ -409,9 +399,9 @@ describe('daemon', function () {
         expect(native().drain(ha.own[0])).to.equal(0);
         expect(i32[w + SLOT.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
         expect(Atomics.load(i32, pendingOffset(g, y) >> 2) & 1).to.equal(1);
-        await waitFor(() => Atomics.load(i32, (peerOffset(g, x) >> 2) + PEER.STATE) === PEER_FREE, 3000, "the guest process's entry to be freed");
+        await until(() => Atomics.load(i32, (peerOffset(g, x) >> 2) + PEER.STATE) === PEER_FREE, 3000, "the guest process's entry to be freed");
         expect(Atomics.load(i32, (peerOffset(g, y) >> 2) + PEER.STATE)).to.equal(PEER_ALIVE);
-        await waitFor(() => /peer 2 left \(a process of guest peer 1\)/.test(s.out.stderr), 3000, 'the log line');
+        await until(() => /peer 2 left \(a process of guest peer 1\)/.test(s.out.stderr), 3000, 'the log line');
       } finally {
         region.close();
       }
@@ -485,28 +475,18 @@ describe('daemon', function () {
       const env = { ZIVM_SIZE: '4M', ZIVM_RING: '64K', ZIVM_IDLE_MS: '300' };
       const racers = Array.from({ length: 6 }, () => spawnRacer(sock, env));
       children.push(...racers);
-      const lines: string[] = racers.map(() => '');
-      const errs: string[] = racers.map(() => '');
-      racers.forEach((r, i) => {
-        r.stdout!.setEncoding('utf8').on('data', (d: string) => (lines[i] += d));
-        r.stderr!.setEncoding('utf8').on('data', (d: string) => (errs[i] += d));
-      });
-      const exits = racers.map((r) => new Promise<number | null>((res) => r.on('exit', (code) => res(code))));
-      let failed = false;
-      void Promise.race(exits).then(() => (failed = true));
-      await waitFor(() => failed || lines.every((l) => l.endsWith('\n')), 25000, 'every racer to join');
-      expect(failed, errs.join('\n')).to.equal(false);
-      const got = lines.map((l) => JSON.parse(l) as { pid: number; id: number });
+      // Each says which daemon it joined and its id: one line, or its exit with its stderr.
+      const got = (await Promise.all(racers.map((r) => r.next(undefined, 25000)))) as { pid: number; id: number }[];
       const daemonPids = new Set(got.map((x) => x.pid));
       expect(daemonPids.size, JSON.stringify(got)).to.equal(1);
       const daemonPid = got[0].pid;
       pids.push(daemonPid);
       expect(new Set(got.map((x) => x.id)).size).to.equal(6);
       expect(processAlive(daemonPid)).to.equal(true);
-      for (const r of racers) r.stdin!.end();
-      expect(await Promise.all(exits)).to.deep.equal([0, 0, 0, 0, 0, 0]);
-      await waitFor(() => !processAlive(daemonPid), 5000, 'the daemon to exit');
-      await waitFor(() => fs.readdirSync(dir).length === 0, 2000, 'the folder to be empty');
+      for (const r of racers) r.proc.stdin!.end();
+      expect((await Promise.all(racers.map((r) => r.exited))).map((e) => e.code)).to.deep.equal([0, 0, 0, 0, 0, 0]);
+      await until(() => !processAlive(daemonPid), 5000, 'the daemon to exit');
+      await until(() => fs.readdirSync(dir).length === 0, 2000, 'the folder to be empty');
     });
 
     it('connectDaemon without autostart fails with ERR_ZIVM_NO_DAEMON', () => {

@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import * as zivm from '../src';
 import { addonSource, native } from '../src/shm/native';
-import { spawnPeer, killAll } from './helpers/proc';
+import { killAll } from '../tools/kit/proc';
+import { spawnPeer } from './helpers/proc';
 
 const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -10,7 +10,8 @@ import nodeNet from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as zivm from '../src';
-import { spawnPeer, killAll } from './helpers/proc';
+import { killAll } from '../tools/kit/proc';
+import { spawnPeer } from './helpers/proc';
 
 const ROOT = path.join(__dirname, '..', '..');
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any

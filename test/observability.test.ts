@@ -8,7 +8,8 @@ import dc from 'node:diagnostics_channel';
 import nodeNet from 'node:net';
 import path from 'node:path';
 import * as zivm from '../src';
-import { spawnPeer, killAll } from './helpers/proc';
+import { killAll } from '../tools/kit/proc';
+import { spawnPeer } from './helpers/proc';
 
 const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -13,7 +13,10 @@ import { execFile } from 'node:child_process';
 import * as zivm from '../src';
 import { currentDomain } from '../src/shm/join';
 import * as Lay from '../src/shm/layout';
-import { spawnPeer, killAll, loBytes, waitFor } from './helpers/proc';
+import { Proc, killAll } from '../tools/kit/proc';
+import { loBytes } from '../tools/kit/lo';
+import { waitFor } from '../tools/kit/wait';
+import { spawnPeer } from './helpers/proc';
 
 const LONG = !!process.env.ZIVM_LONG;
 const MiB = 1 << 20;
@@ -265,32 +268,26 @@ describe('transport between two processes', function () {
           let ended = 0;
           const srv = m.createServer((s) => { let got = ''; s.on('error', () => {}); s.on('data', (d) => (got += d)); s.on('end', () => { console.log(JSON.stringify({ got, transport: s.transport ?? 'tcp' })); s.end(); if (++ended === 2) srv.close(); }); });
           srv.listen(0, '127.0.0.1', () => { console.log(JSON.stringify({ port: srv.address().port })); setTimeout(() => { const t = Date.now(); while (Date.now() - t < 1500); console.log(JSON.stringify({ unblocked: true })); }, 50); });`;
-        const child = require('node:child_process').spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-        const lines: Record<string, unknown>[] = [];
-        let buf = '';
-        child.stdout.setEncoding('utf8').on('data', (d: string) => {
-          buf += d;
-          for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) lines.push(JSON.parse(buf.slice(0, i)));
-        });
-        await waitFor(() => lines.length > 0, 10000);
+        const child = new Proc(process.execPath, ['-e', script], { name: `${name} server`, stdin: false, stderr: 'inherit' });
+        const { port } = await child.next(undefined, 10000);
         await new Promise((r) => setTimeout(r, 300)); // the server is blocked now
         const order: string[] = [];
-        const c = (mod as typeof nodeNet).connect(lines[0].port as number, '127.0.0.1');
+        const c = (mod as typeof nodeNet).connect(port as number, '127.0.0.1');
         c.on('connect', () => {
-          order.push(lines.some((l) => l.unblocked) ? 'connect after the server unblocked' : 'connect while the server is blocked');
+          order.push(child.lines.some((l) => l.unblocked) ? 'connect after the server unblocked' : 'connect while the server is blocked');
           c.end('sent while the server was busy');
         });
         c.resume();
         // Another one writes, ends and is gone before the server ever ran: its bytes still arrive.
-        const c2 = (mod as typeof nodeNet).connect(lines[0].port as number, '127.0.0.1');
+        const c2 = (mod as typeof nodeNet).connect(port as number, '127.0.0.1');
         c2.on('connect', () => c2.end('from a client already gone'));
         c2.on('finish', () => c2.destroy());
         c2.on('error', () => undefined);
         await new Promise((r) => c2.once('close', r));
         await new Promise((r) => c.once('close', r));
-        await new Promise((r) => child.once('exit', r));
+        await child.exited;
         expect(order).to.deep.equal(['connect while the server is blocked']);
-        const done = lines.filter((l) => l.got !== undefined);
+        const done = child.lines.filter((l) => l.got !== undefined);
         expect(done.map((l) => l.got).sort()).to.deep.equal(['from a client already gone', 'sent while the server was busy']);
         if (name === 'zivm') expect(done.map((l) => l.transport)).to.deep.equal(['shm', 'shm']);
       });

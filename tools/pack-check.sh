@@ -41,10 +41,10 @@ tgz=$(ls "$work"/zivm-*.tgz)
 version=$(node -p "require('./package.json').version")
 tar -tzf "$tgz" | sed 's|^package/||' | sort >"$work/files"
 for f in package.json README.md CHANGELOG.md binding.gyp dist/src/index.js dist/src/index.d.ts dist/src/register.js dist/src/cli/main.js \
-  dist/src/doctor.js dist/bench/run.js esm/index.mjs native/addon.cc prebuilds/linux-x64/zivm.glibc.node prebuilds/linux-arm64/zivm.glibc.node; do
+  dist/src/cli/doctor.js dist/bench/run.js dist/tools/kit/proc.js esm/index.mjs native/addon.cc prebuilds/linux-x64/zivm.glibc.node prebuilds/linux-arm64/zivm.glibc.node; do
   grep -qx "$f" "$work/files" || die "the package lacks $f"
 done
-if grep -E '^(dist/test/|test/|src/|bench/|tools/|\.ci/)|\.map$|\.ts$|^dist/bench/vm\.js$|^build/' "$work/files" | grep -v '\.d\.ts$' >"$work/extra"; then
+if grep -E '^(dist/test/|test/|src/|bench/|tools/|\.ci/)|\.map$|\.ts$|^dist/bench/vm(-peer)?\.js$|^build/' "$work/files" | grep -v '\.d\.ts$' >"$work/extra"; then
   die "the package ships what does not run: $(tr '\n' ' ' <"$work/extra")"
 fi
 say "tarball $(basename "$tgz"): $(stat -c %s "$tgz") bytes, $(wc -l <"$work/files") files"

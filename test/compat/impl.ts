@@ -17,6 +17,7 @@ import { expect } from 'chai';
 import { once } from 'node:events';
 import * as nodeNet from 'node:net';
 import type * as ZivmModule from '../../src/index';
+import { sleep, until as waitUntil } from '../../tools/kit/wait';
 
 type NetModule = typeof nodeNet;
 
@@ -139,9 +140,7 @@ export function forEachImpl(body: (impl: Impl) => void): void {
 
 // -- helpers ------------------------------------------------------------------------
 
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+export const delay = sleep;
 
 /** Resolves once `server` listens on `host` (null: no host given); returns its port. */
 export async function listen(server: nodeNet.Server, host: string | null = '127.0.0.1', port = 0): Promise<number> {
@@ -192,12 +191,9 @@ export function readBytes(s: nodeNet.Socket, n: number): Promise<Buffer> {
   });
 }
 
-/** Resolves once `pred()` holds, looking again every few ms. */
-export async function until(pred: () => boolean, what = 'condition'): Promise<void> {
-  for (let i = 0; !pred(); i++) {
-    if (i > 2000) throw new Error(`timed out waiting for ${what}`);
-    await delay(5);
-  }
+/** Resolves once `pred()` holds, looking again every 5 ms; rejects after 10 s. */
+export function until(pred: () => boolean, what = 'condition'): Promise<void> {
+  return waitUntil(pred, 10000, what, 5);
 }
 
 export interface Pair {

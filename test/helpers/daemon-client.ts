@@ -1,22 +1,20 @@
 /**
  * Test helpers for the daemon: a raw ivshmem protocol client that decodes
  * every message itself (so tests check the daemon against the spec, not
- * against our own client code), and helpers to run `zivm server` as a child.
+ * against our own client code), and the processes around it (`zivm server`
+ * itself runs through tools/kit/daemon.ts).
  *
  * Run as a script (`node daemon-client.js race <socket>`) it is one contender
  * of the autostart race: connectDaemon, print {"pid": <daemon pid from the
  * region header>, "id": <our id>} and stay in the domain until stdin closes.
  */
-import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Geometry, HEADER, readHeader } from '../../src/shm/layout';
 import { NativeRegion, native } from '../../src/shm/native';
+import { Proc, spawnNode } from '../../tools/kit/proc';
 
-/** Repository root (this file runs as dist/test/helpers/daemon-client.js). */
-export const ROOT = path.resolve(__dirname, '..', '..', '..');
-export const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 export const SELF = __filename;
 
 /** [value, fd]: fd is -1 when the message carried none. */
@@ -168,86 +166,9 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-export function killQuiet(pid: number | undefined, signal: NodeJS.Signals = 'SIGKILL'): void {
-  if (!pid) return;
-  try {
-    process.kill(pid, signal);
-  } catch {
-    /* gone */
-  }
-}
-
-/** Polls `cond` every 10 ms until true; rejects after `timeoutMs`. */
-export async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-export interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-export interface ServerProc {
-  child: ChildProcess;
-  socket: string;
-  out: { stdout: string; stderr: string };
-  exited: Promise<Exit>;
-  /** SIGTERM, then wait for the exit (SIGKILL after 3 s). */
-  stop(): Promise<Exit>;
-}
-
-function collect(child: ChildProcess): { out: { stdout: string; stderr: string }; exited: Promise<Exit> } {
-  const out = { stdout: '', stderr: '' };
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (out.stderr += d));
-  const exited = new Promise<Exit>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  return { out, exited };
-}
-
-/** Starts `zivm server --socket <socket> ...args` and waits for its "listening" line. */
-export async function startServer(socket: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, timeoutMs = 8000): Promise<ServerProc> {
-  const child = spawn(process.execPath, [CLI, 'server', '--socket', socket, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  const { out, exited } = collect(child);
-  let done: Exit | undefined;
-  void exited.then((e) => (done = e));
-  const stop = async (): Promise<Exit> => {
-    if (done) return done;
-    killQuiet(child.pid, 'SIGTERM');
-    const t = setTimeout(() => killQuiet(child.pid, 'SIGKILL'), 3000);
-    const e = await exited;
-    clearTimeout(t);
-    return e;
-  };
-  try {
-    await waitFor(() => out.stdout.includes('listening') || done !== undefined, timeoutMs, 'the server to listen');
-  } catch (e) {
-    await stop();
-    throw e;
-  }
-  if (done) throw new Error(`server exited early (${JSON.stringify(done)}): ${out.stderr}`);
-  return { child, socket, out, exited, stop };
-}
-
-/** Runs the CLI to completion. */
-export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 8000): Promise<Exit & { stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  const { out, exited } = collect(child);
-  const t = setTimeout(() => killQuiet(child.pid, 'SIGKILL'), timeoutMs);
-  const e = await exited;
-  clearTimeout(t);
-  return { ...e, ...out };
-}
-
 /** Starts one contender of the autostart race (see the top of this file). */
-export function spawnRacer(socket: string, env: NodeJS.ProcessEnv): ChildProcess {
-  return spawn(process.execPath, [SELF, 'race', socket], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+export function spawnRacer(socket: string, env: NodeJS.ProcessEnv): Proc {
+  return spawnNode(SELF, ['race', socket], { name: 'racer', env: { ...process.env, ...env } });
 }
 
 function raceMain(socket: string): void {

@@ -4,17 +4,19 @@
  * interface; with ZIVM=off the same load shows up on it.
  */
 import { expect } from 'chai';
-import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
+import { killAll } from '../../tools/kit/proc';
+import { loBytes } from '../../tools/kit/lo';
+import { startApp, settle, report, quietest, Mode, MiB } from './harness';
 
 const SECONDS = 3;
 const BODY = 8192;
 
 async function scenario(mode: Mode): Promise<{ lo: number; bytes: number; requests: number }> {
   const server = startApp('express-server.js', [BODY], mode);
-  const { port } = await event(server, 'listening', 15000);
+  const { port } = await server.event('listening', 15000);
   const lo0 = loBytes();
   const client = startApp('autocannon-client.js', [port, SECONDS, BODY], mode);
-  const r = await event(client, 'done', (SECONDS + 20) * 1000);
+  const r = await client.event('done', (SECONDS + 20) * 1000);
   const lo = loBytes() - lo0;
   expect(r.requests, 'requests').to.be.above(0);
   expect(r.errors, 'errors').to.equal(0);

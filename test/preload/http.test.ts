@@ -5,17 +5,19 @@
  * back on it.
  */
 import { expect } from 'chai';
-import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
+import { killAll } from '../../tools/kit/proc';
+import { loBytes } from '../../tools/kit/lo';
+import { startApp, settle, report, quietest, Mode, MiB } from './harness';
 
 const SIZES = [0, 1024, MiB, 8 * MiB];
 const VOLUME = SIZES.reduce((a, b) => a + b, 0) * 2 /* via */ * 4; /* GET + echo both ways + hash */
 
 async function scenario(mode: Mode): Promise<{ lo: number }> {
   const server = startApp('http-server.js', [], mode);
-  const { port } = await event(server, 'listening', 15000);
+  const { port } = await server.event('listening', 15000);
   const lo0 = loBytes();
   const client = startApp('http-client.js', [port, SIZES.join(',')], mode);
-  const done = await event(client, 'done', 40000);
+  const done = await client.event('done', 40000);
   const lo = loBytes() - lo0;
 
   expect(done.results).to.have.length(SIZES.length * 3 * 2);

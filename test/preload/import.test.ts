@@ -4,19 +4,21 @@
  * see the patch, so the connection is over shared memory.
  */
 import { expect } from 'chai';
-import { startApp, event, settle, killAll, loBytes, report, quietest, MiB } from './harness';
+import { killAll } from '../../tools/kit/proc';
+import { loBytes } from '../../tools/kit/lo';
+import { startApp, settle, report, quietest, MiB } from './harness';
 
 const TOTAL = 16 * MiB;
 
 async function scenario(off: boolean): Promise<{ lo: number; server: string | null; client: string | null }> {
   const env = off ? { ZIVM: 'off' } : {};
   const server = startApp('import-server.mjs', [], 'import', env);
-  const { port } = await event(server, 'listening', 15000);
+  const { port } = await server.event('listening', 15000);
   const lo0 = loBytes();
   const client = startApp('import-client.mjs', [port, TOTAL], 'import', env);
-  const c = await event(client, 'connect', 15000);
-  const conn = await event(server, 'connection', 15000);
-  const done = await event(client, 'done', 30000);
+  const c = await client.event('connect', 15000);
+  const conn = await server.event('connection', 15000);
+  const done = await client.event('done', 30000);
   const lo = loBytes() - lo0;
   expect(done.received).to.equal(TOTAL);
   expect(done.echoSha256).to.equal(done.sha256);

@@ -4,7 +4,8 @@
  * go over TCP (the loopback counters grow by at least the volume).
  */
 import { expect } from 'chai';
-import { killAll, MiB } from './harness';
+import { killAll } from '../../tools/kit/proc';
+import { MiB } from './harness';
 import { rawScenario } from './rawnet';
 
 const TOTAL = 16 * MiB;

@@ -5,24 +5,26 @@
  * small with the hook, large with ZIVM=off.
  */
 import { expect } from 'chai';
-import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
+import { killAll } from '../../tools/kit/proc';
+import { loBytes } from '../../tools/kit/lo';
+import { startApp, settle, report, quietest, Mode, MiB } from './harness';
 
 const N0 = 1000;
 const N1 = 100;
 
 async function scenario(mode: Mode): Promise<{ lo: number; bytes: number }> {
   const broker = startApp('mqtt-broker.mjs', [], mode);
-  const { port } = await event(broker, 'listening', 15000);
+  const { port } = await broker.event('listening', 15000);
   const sub = startApp('mqtt-subscriber.js', [port, N0, N1], mode);
-  const sc = await event(sub, 'connect', 15000);
-  const granted = await event(sub, 'subscribed', 15000);
+  const sc = await sub.event('connect', 15000);
+  const granted = await sub.event('subscribed', 15000);
   expect(granted.granted).to.deep.equal([['zivm/q0', 0], ['zivm/q1', 1]]);
 
   const lo0 = loBytes();
   const pub = startApp('mqtt-publisher.js', [port, N0, N1], mode);
-  const pc = await event(pub, 'connect', 15000);
-  const p = await event(pub, 'done', 30000);
-  const s = await event(sub, 'done', 30000);
+  const pc = await pub.event('connect', 15000);
+  const p = await pub.event('done', 30000);
+  const s = await sub.event('done', 30000);
   const lo = loBytes() - lo0;
 
   const want = mode === 'off' ? null : 'shm';

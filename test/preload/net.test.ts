@@ -5,7 +5,8 @@
  * hook, large with ZIVM=off.
  */
 import { expect } from 'chai';
-import { killAll, report, quietest, MiB } from './harness';
+import { killAll } from '../../tools/kit/proc';
+import { report, quietest, MiB } from './harness';
 import { rawScenario } from './rawnet';
 
 const TOTAL = 64 * MiB;

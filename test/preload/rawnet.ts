@@ -1,6 +1,7 @@
 /** The raw net programs (apps/raw-server.js, apps/raw-client.js) run as one scenario, for several tests. */
 import { expect } from 'chai';
-import { startApp, event, settle, loBytes, Mode } from './harness';
+import { loBytes } from '../../tools/kit/lo';
+import { startApp, settle, Mode } from './harness';
 
 export interface RawResult {
   lo: number;
@@ -11,17 +12,17 @@ export interface RawResult {
 /** Client sends `total` bytes and ends; server then sends `back` bytes and ends; everything checked by sha256. */
 export async function rawScenario(serverMode: Mode, clientMode: Mode, total: number, back: number): Promise<RawResult> {
   const server = startApp('raw-server.js', [back], serverMode);
-  const { port } = await event(server, 'listening', 15000);
+  const { port } = await server.event('listening', 15000);
   const lo0 = loBytes();
   const client = startApp('raw-client.js', [port, total], clientMode);
-  const c = await event(client, 'connect', 15000);
-  const conn = await event(server, 'connection', 15000);
-  const cs = await event(client, 'sent', 60000);
-  const sr = await event(server, 'received', 60000);
-  const ss = await event(server, 'sent', 60000);
-  const cr = await event(client, 'received', 60000);
-  const cc = await event(client, 'close', 15000);
-  const sc = await event(server, 'close', 15000);
+  const c = await client.event('connect', 15000);
+  const conn = await server.event('connection', 15000);
+  const cs = await client.event('sent', 60000);
+  const sr = await server.event('received', 60000);
+  const ss = await server.event('sent', 60000);
+  const cr = await client.event('received', 60000);
+  const cc = await client.event('close', 15000);
+  const sc = await server.event('close', 15000);
   const lo = loBytes() - lo0;
 
   // client -> server, then half-close

@@ -5,19 +5,21 @@
  * both ends; loopback counters small with the hook, large with ZIVM=off.
  */
 import { expect } from 'chai';
-import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
+import { killAll } from '../../tools/kit/proc';
+import { loBytes } from '../../tools/kit/lo';
+import { startApp, settle, report, quietest, Mode, MiB } from './harness';
 
 const COUNT = 3000;
 
 async function scenario(mode: Mode): Promise<{ lo: number; bytes: number }> {
   const server = startApp('ws-server.js', [], mode);
-  const { port } = await event(server, 'listening', 15000);
+  const { port } = await server.event('listening', 15000);
   const lo0 = loBytes();
   const client = startApp('ws-client.js', [port, COUNT], mode);
-  const open = await event(client, 'open', 15000);
-  const conn = await event(server, 'connection', 15000);
-  const c = await event(client, 'close', 60000);
-  const s = await event(server, 'close', 15000);
+  const open = await client.event('open', 15000);
+  const conn = await server.event('connection', 15000);
+  const c = await client.event('close', 60000);
+  const s = await server.event('close', 15000);
   const lo = loBytes() - lo0;
 
   const want = mode === 'off' ? null : 'shm';

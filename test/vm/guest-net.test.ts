@@ -18,10 +18,10 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ServerProc, startServer } from '../helpers/daemon-client';
-import { GUEST_ADDR, HOST_ADDR } from './net-peer';
-import { Ev, NsPeer, consoleEvents, spawnNsPeer } from './harness';
-import { GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';
+import { ServerProc, startServer } from '../../tools/kit/daemon';
+import { GUEST_ADDR, HOST_ADDR } from '../../tools/vm/peer';
+import { Ev, NsPeer, consoleEvents, spawnNsPeer } from '../../tools/vm/harness';
+import { GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
 
 const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'net-peer.js');
 const HOST_PORT = 7701;
@@ -60,13 +60,13 @@ const ROUNDS = 20;
     // tap device the guest's eth0 is plugged into, the victim with its address on its lo.
     const start = async (net: string, port: number): Promise<NsPeer> => {
       const p = spawnNsPeer(net, PEER, ['host', '--port', String(port)], { ZIVM_SOCKET: sock });
-      if (!(await p.waitFor((e) => e.ev === 'listening', 10000))) throw new Error(`a host peer did not listen: ${p.err()}`);
+      if (!(await p.find((e) => e.ev === 'listening', 10000))) throw new Error(`a host peer did not listen: ${p.stderr()}`);
       return p;
     };
     hostPeer = await start(`ip tuntap add dev ${TAP} mode tap && ip addr add ${HOST_ADDR}/16 dev ${TAP} && ip link set ${TAP} up`, HOST_PORT);
     victim = await start(`ip addr add ${VICTIM_ADDR}/32 dev lo`, VICTIM_PORT);
-    hostEv = hostPeer.events;
-    victimEv = victim.events;
+    hostEv = hostPeer.lines;
+    victimEv = victim.lines;
 
     const guest = startGuest({
       args: [PEER, 'guest', '--host-addr', HOST_ADDR, '--port', String(HOST_PORT), '--refused-port', String(REFUSED_PORT), '--guest-port', String(GUEST_PORT), '--bytes', String(BYTES), '--rounds', String(ROUNDS), '--victim-addr', VICTIM_ADDR, '--victim-port', String(VICTIM_PORT)],
@@ -90,7 +90,7 @@ const ROUNDS = 20;
     result = await guest.done;
     qemuExitAt = Date.now();
     // The host's side of the connection the guest left open.
-    await hostPeer.waitFor((e) => e.id === 2 && (e.ev === 'conn-close' || e.ev === 'conn-error'), 10000);
+    await hostPeer.find((e) => e.id === 2 && (e.ev === 'conn-close' || e.ev === 'conn-error'), 10000);
   });
 
   after(async function () {
@@ -101,7 +101,7 @@ const ROUNDS = 20;
   });
 
   function explain(): string {
-    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host peer ---\n${JSON.stringify(hostEv)}\n${hostPeer?.err() ?? ''}`;
+    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host peer ---\n${JSON.stringify(hostEv)}\n${hostPeer?.stderr() ?? ''}`;
   }
 
   it('zivm guest setup binds the device and starts the agent; the guest process joins through it and publishes its address', function () {

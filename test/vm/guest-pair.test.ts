@@ -15,10 +15,10 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ServerProc, startServer } from '../helpers/daemon-client';
-import { PAIR_ADDRS, PREFIX } from './pair-peer';
-import { Guest, GuestResult, ROOT, ensureGuestImage, pairDone, startLinkedPair } from './qemu';
-import { Ev, consoleEvents } from './harness';
+import { ServerProc, startServer } from '../../tools/kit/daemon';
+import { PAIR_ADDRS, PREFIX } from '../../tools/vm/pair';
+import { Guest, GuestResult, ROOT, ensureGuestImage, pairDone, startLinkedPair } from '../../tools/vm/qemu';
+import { Ev, consoleEvents } from '../../tools/vm/harness';
 
 const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'pair-peer.js');
 const [A_ADDR, B_ADDR] = PAIR_ADDRS;

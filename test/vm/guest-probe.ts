@@ -1,5 +1,5 @@
 /**
- * Runs INSIDE the test guest (host's node over 9p, see qemu.ts): finds the
+ * Runs INSIDE the test guest (host's node over 9p, see tools/vm/qemu.ts): finds the
  * ivshmem-doorbell device (1af4:1110), maps its BAR2 (the zivm region) and
  * BAR0 (registers) through sysfs with the project's native addon, and talks to
  * the host side of guest.test.ts through the scratch area (exchange.ts):
@@ -26,13 +26,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HEADER, readHeader } from '../../src/shm/layout';
 import { IVSHMEM, NativePoller, NativeRegion, VFIO, VfioDevice, native } from '../../src/shm/native';
+import { sleep } from '../../tools/kit/wait';
+import { arg, reporter } from '../../tools/vm/peer';
 import * as X from './exchange';
 
 const PCI = '/sys/bus/pci/devices';
 
-function report(what: string, data: Record<string, unknown>): void {
-  process.stdout.write(`ZIVM-PROBE ${JSON.stringify({ what, ...data })}\n`);
-}
+const report = reporter('ZIVM-PROBE ');
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 function sleepMs(ms: number): void {
@@ -92,17 +92,11 @@ function mapBar(dev: string, bar: number): { region: NativeRegion; fd: number } 
 }
 
 async function main(argv: string[]): Promise<number> {
-  const opt = (name: string, dflt?: string): string => {
-    const i = argv.indexOf(`--${name}`);
-    if (i >= 0 && i + 1 < argv.length) return argv[i + 1];
-    if (dflt === undefined) throw new Error(`--${name} is required`);
-    return dflt;
-  };
-  const hostId = Number(opt('host-id'));
-  const seed = Number(opt('seed')) >>> 0;
-  const timeoutMs = Number(opt('timeout', '60000'));
+  const hostId = Number(arg(argv, '--host-id'));
+  const seed = Number(arg(argv, '--seed')) >>> 0;
+  const timeoutMs = Number(arg(argv, '--timeout', '60000'));
   const vfio = !argv.includes('--no-vfio');
-  const rounds = Number(opt('rounds', '20'));
+  const rounds = Number(arg(argv, '--rounds', '20'));
 
   // ---- the device ----------------------------------------------------------
   const devs = fs
@@ -379,10 +373,6 @@ async function vfioInterrupts(
     }
   }
   return res;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 if (require.main === module) {

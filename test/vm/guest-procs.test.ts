@@ -11,18 +11,17 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ServerProc, runCli, startServer } from '../helpers/daemon-client';
-import { GUEST_ADDR, HOST_ADDR } from './procs-peer';
-import { Ev, NsPeer, consoleEvents, spawnNsPeer } from './harness';
-import { GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';
+import { ServerProc, runCli, startServer } from '../../tools/kit/daemon';
+import { GUEST_ADDR, HOST_ADDR } from '../../tools/vm/peer';
+import { Ev, NsPeer, consoleEvents, spawnNsPeer } from '../../tools/vm/harness';
+import { GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
+import { sleep } from '../../tools/kit/wait';
 
 const PEER = path.join(ROOT, 'dist', 'test', 'vm', 'procs-peer.js');
 const HOST_PORT = 7801;
 const GUEST_PORT = 7802;
 const BYTES = 4 << 20;
 const VECTORS = 4;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface StatPeer {
   id: number;
@@ -56,8 +55,8 @@ interface StatPeer {
 
     // The host peer, in a network namespace of its own whose only address besides loopback is on its lo.
     hostPeer = spawnNsPeer(`ip addr add ${HOST_ADDR}/32 dev lo`, PEER, ['host', '--port', String(HOST_PORT)], { ZIVM_SOCKET: sock });
-    hostEv = hostPeer.events;
-    if (!(await hostPeer.waitFor((e) => e.ev === 'listening', 10000))) throw new Error(`the host peer did not listen: ${hostPeer.err()}`);
+    hostEv = hostPeer.lines;
+    if (!(await hostPeer.find((e) => e.ev === 'listening', 10000))) throw new Error(`the host peer did not listen: ${hostPeer.stderr()}`);
 
     const guest = startGuest({
       args: [PEER, 'guest', '--host-addr', HOST_ADDR, '--port', String(HOST_PORT), '--guest-port', String(GUEST_PORT), '--bytes', String(BYTES)],
@@ -68,7 +67,7 @@ interface StatPeer {
         if (o.what === 'members-up') stats.push(statPeers().then((p) => void (peersUp = p)));
         if (o.what === 'host-may-connect') {
           hostPeer!.send({ cmd: 'tail', host: GUEST_ADDR, port: GUEST_PORT });
-          void hostPeer!.waitFor((e) => e.ev === 'tail').then(() => hostPeer!.send({ cmd: 'hold', host: GUEST_ADDR, port: GUEST_PORT, tag: 'srv' }));
+          void hostPeer!.find((e) => e.ev === 'tail').then(() => hostPeer!.send({ cmd: 'hold', host: GUEST_ADDR, port: GUEST_PORT, tag: 'srv' }));
         }
       }),
     });
@@ -90,7 +89,7 @@ interface StatPeer {
   });
 
   function explain(): string {
-    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host peer ---\n${JSON.stringify(hostEv)}\n${hostPeer?.err() ?? ''}`;
+    return `\n--- guest console ---\n${result?.console ?? '(none)'}\n--- daemon ---\n${server?.out.stderr ?? ''}\n--- host peer ---\n${JSON.stringify(hostEv)}\n${hostPeer?.stderr() ?? ''}`;
   }
 
   it('zivm guest setup starts the agent; the guest runs to the end', function () {

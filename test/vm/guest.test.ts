@@ -16,9 +16,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { HEADER, PEER, PEER_FREE, PEER_JOINING, peerOffset } from '../../src/shm/layout';
 import { native } from '../../src/shm/native';
-import { Handshake, RawClient, ServerProc, mapRegion, startServer } from '../helpers/daemon-client';
+import { ServerProc, startServer } from '../../tools/kit/daemon';
+import { Handshake, RawClient, mapRegion } from '../helpers/daemon-client';
 import * as X from './exchange';
-import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from './qemu';
+import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
+import { sleep } from '../../tools/kit/wait';
 
 const VECTORS = 2;
 const ROUNDS = 20; // doorbell ping-pong rounds through VFIO interrupts in the guest
@@ -40,8 +42,6 @@ function parseProbe(output: string): Map<string, Probe> {
   }
   return m;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 (process.env.ZIVM_VM ? describe : describe.skip)('VM: a QEMU guest in the domain (ivshmem-doorbell)', function () {
   this.timeout(300000);

@@ -24,174 +24,42 @@
  *          with the connection open (sysrq o: no shutdown, no close).
  *     Lines `ZIVM-NET {json}` on the console.
  */
-import { execFileSync } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import readline from 'node:readline';
+import { Commands, say } from '../../tools/kit/child';
+import { sleep } from '../../tools/kit/wait';
+import { Any, GUEST_ADDR, arg, echoClient, echoServer, joinAsGuest, powerOff, refused, reporter, runRoles, setAddress, zivm } from '../../tools/vm/peer';
 
-type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-export const HOST_ADDR = '10.77.1.1';
-export const GUEST_ADDR = '10.77.2.2';
-
-export function arg(argv: string[], name: string, d?: string): string {
-  const i = argv.indexOf(name);
-  if (i >= 0 && i + 1 < argv.length) return argv[i + 1];
-  if (d === undefined) throw new Error(`missing ${name}`);
-  return d;
-}
-
-function zivm(): Any {
-  // Loaded after the environment is set (ZIVM_GUEST_PCI is read on first use).
-  return require('../../src/index'); // eslint-disable-line @typescript-eslint/no-require-imports
-}
-
-/** A deterministic block of `n` bytes. */
-export function block(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n + 3);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b.writeUInt32LE(x >>> 0, i);
-  }
-  return b.subarray(0, n);
-}
-
-/** Echo server: every connection echoes what it gets; `onConn` sees each socket. */
-function echoServer(port: number, onConn: (s: Any) => void): Promise<Any> {
-  const net = zivm();
-  const srv = net.createServer((s: Any) => {
-    s.on('error', () => undefined);
-    onConn(s);
-    s.pipe(s);
-  });
-  return new Promise((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(port, '0.0.0.0', () => resolve(srv));
-  });
-}
-
-/**
- * Connects to host:port; ping-pong `rounds` single bytes, then writes `bytes`
- * bytes, ends, and compares the sha256 of what comes back.
- */
-async function client(host: string, port: number, bytes: number, rounds: number): Promise<Record<string, unknown>> {
-  const net = zivm();
-  const t0 = process.hrtime.bigint();
-  const s = net.connect({ host, port });
-  const res: Record<string, unknown> = {};
-  await new Promise<void>((resolve, reject) => {
-    s.once('connect', resolve);
-    s.once('error', reject);
-  });
-  res.connectMs = Number(process.hrtime.bigint() - t0) / 1e6;
-  res.transport = s.transport;
-  res.remoteAddress = s.remoteAddress;
-  res.remotePort = s.remotePort;
-  // Ping-pong.
-  const rtt: number[] = [];
-  let failed: Error | undefined;
-  const onError = (e: Error) => (failed = e);
-  s.on('error', onError);
-  const one = () =>
-    new Promise<void>((resolve, reject) => {
-      if (failed) return reject(failed);
-      const t = process.hrtime.bigint();
-      s.once('data', () => {
-        rtt.push(Number(process.hrtime.bigint() - t) / 1e3);
-        resolve();
-      });
-      s.write('x');
-    });
-  for (let i = 0; i < rounds; i++) await one();
-  s.off('error', onError);
-  rtt.sort((a, b) => a - b);
-  res.rttUs = rounds ? { min: Math.round(rtt[0]), median: Math.round(rtt[rtt.length >> 1]), max: Math.round(rtt[rtt.length - 1]) } : null;
-  // Bulk echo.
-  const data = block(bytes, 0x5eed);
-  const want = crypto.createHash('sha256').update(data).digest('hex');
-  const h = crypto.createHash('sha256');
-  let got = 0;
-  const t1 = process.hrtime.bigint();
-  await new Promise<void>((resolve, reject) => {
-    s.on('data', (d: Buffer) => {
-      got += d.length;
-      h.update(d);
-    });
-    s.once('end', resolve);
-    s.once('error', reject);
-    s.end(data);
-  });
-  res.echoMs = Number(process.hrtime.bigint() - t1) / 1e6;
-  res.bytes = got;
-  res.sha256Ok = got === bytes && h.digest('hex') === want;
-  s.destroy();
-  return res;
-}
-
-/** Connects where nobody listens: the error it gets (or `hung` after 10 s). */
-export function refused(host: string, port: number): Promise<Record<string, unknown>> {
-  return new Promise((resolve) => {
-    const t = Date.now();
-    const s = zivm().connect({ host, port });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve({ error: 'hung', ms: Date.now() - t });
-    }, 10000);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve({ connected: true, transport: s.transport });
-    });
-    s.once('error', (e: Error & { code?: string; syscall?: string }) => {
-      clearTimeout(timer);
-      resolve({ code: e.code ?? null, syscall: e.syscall ?? null, message: e.message, transport: s.transport, ms: Date.now() - t });
-    });
-  });
-}
+const report = reporter('ZIVM-NET ');
 
 // ---- host ------------------------------------------------------------------------
 
 async function host(argv: string[]): Promise<void> {
-  const out = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
   const port = Number(arg(argv, '--port'));
   let conns = 0;
   await echoServer(port, (s) => {
     const id = ++conns;
     const t = Date.now();
     let bytes = 0;
-    out({ ev: 'accepted', id, transport: s.transport, remoteAddress: s.remoteAddress });
+    say({ ev: 'accepted', id, transport: s.transport, remoteAddress: s.remoteAddress });
     s.on('data', (d: Buffer) => {
       bytes += d.length;
     });
-    s.on('error', (e: Error & { code?: string }) => out({ ev: 'conn-error', id, code: e.code ?? null, message: e.message, bytes, at: Date.now(), ms: Date.now() - t }));
-    s.on('close', () => out({ ev: 'conn-close', id, bytes, at: Date.now(), ms: Date.now() - t }));
+    s.on('error', (e: Error & { code?: string }) => say({ ev: 'conn-error', id, code: e.code ?? null, message: e.message, bytes, at: Date.now(), ms: Date.now() - t }));
+    s.on('close', () => say({ ev: 'conn-close', id, bytes, at: Date.now(), ms: Date.now() - t }));
   });
-  const d = require('../../src/shm/join').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
-  out({ ev: 'listening', port, peer: d?.id ?? null });
-  const rl = readline.createInterface({ input: process.stdin });
-  rl.on('line', (line) => {
-    const m = JSON.parse(line) as { cmd: string; host: string; port: number; bytes: number; rounds: number };
-    if (m.cmd === 'refused') {
-      refused(m.host, m.port).then((r) => out({ ev: 'refused', ...r }));
-    }
-    if (m.cmd === 'connect') {
-      client(m.host, m.port, m.bytes, m.rounds).then(
-        (r) => out({ ev: 'client', ...r }),
-        (e: Error & { code?: string }) => out({ ev: 'client', error: e.message, code: e.code ?? null }),
-      );
-    }
-  });
-  rl.on('close', () => process.exit(0));
+  const d = require('../../src/shm/domain').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
+  say({ ev: 'listening', port, peer: d?.id ?? null });
+  new Commands()
+    .on('refused', (m) => void refused(m.host, m.port).then((r) => say({ ev: 'refused', ...r })))
+    .on('connect', (m) =>
+      void echoClient(m.host, m.port, m.bytes, m.rounds).then(
+        (r) => say({ ev: 'client', ...r }),
+        (e: Error & { code?: string }) => say({ ev: 'client', error: e.message, code: e.code ?? null }),
+      ),
+    );
 }
 
 // ---- guest -----------------------------------------------------------------------
-
-function report(what: string, o: Record<string, unknown>): void {
-  process.stdout.write(`ZIVM-NET ${JSON.stringify({ what, ...o })}\n`);
-}
 
 async function guest(argv: string[]): Promise<void> {
   const hostAddr = arg(argv, '--host-addr');
@@ -203,42 +71,15 @@ async function guest(argv: string[]): Promise<void> {
   const victimAddr = arg(argv, '--victim-addr', '');
   const victimPort = Number(arg(argv, '--victim-port', '0'));
 
-  // Setup (root): an address on lo that exists only in this guest, and the device on vfio-pci.
-  execFileSync('ip', ['link', 'set', 'lo', 'up']);
-  if (fs.existsSync('/sys/class/net/eth0')) {
-    // On the host peer's tap link: TCP between the two works, so fallbacks are real.
-    execFileSync('ip', ['link', 'set', 'eth0', 'up']);
-    execFileSync('ip', ['addr', 'add', `${GUEST_ADDR}/16`, 'dev', 'eth0']);
-  } else {
-    execFileSync('ip', ['addr', 'add', `${GUEST_ADDR}/32`, 'dev', 'lo']);
-  }
-  // `zivm guest setup` binds the only ivshmem device to vfio-pci and starts the agent; ZIVM_GUEST_PCI=auto finds it.
-  const t0 = Date.now();
-  const setup = execFileSync(process.execPath, [require.resolve('../../src/cli/main'), 'guest', 'setup'], { encoding: 'utf8' });
-  const pci = /^export ZIVM_GUEST_PCI=(\S+)$/m.exec(setup)?.[1];
-  if (!pci) throw new Error(`zivm guest setup said: ${setup}`);
-  process.env.ZIVM_GUEST_PCI = 'auto';
-  const { getDomain, lastJoinError } = require('../../src/shm/join'); // eslint-disable-line @typescript-eslint/no-require-imports
-  const d = getDomain(false);
-  if (!d) throw new Error(`guest join failed: ${lastJoinError?.message}`);
-  const { publishedAddrs } = require('../../src/shm/directory'); // eslint-disable-line @typescript-eslint/no-require-imports
-  const { formatAddr } = require('../../src/shm/directory'); // eslint-disable-line @typescript-eslint/no-require-imports
-  report('joined', {
-    pci: d.guest.pci,
-    setupPci: pci,
-    id: d.id,
-    guestPeer: d.guest.ivPosition,
-    vector: d.guest.vector,
-    gen: d.gen,
-    nodeId: d.nodeId,
-    guest: !!d.guest,
-    published: (publishedAddrs(d.i32, d.geo, d.id) as Any[]).map(formatAddr),
-    ms: Date.now() - t0,
-  });
+  // On the host peer's tap link: TCP between the two works, so fallbacks are real.
+  // Without eth0, an address on lo that exists only in this guest.
+  if (fs.existsSync('/sys/class/net/eth0')) setAddress(GUEST_ADDR, 16, 'eth0');
+  else setAddress(GUEST_ADDR, 32, 'lo');
+  report('joined', joinAsGuest());
 
   // 1. Guest client -> host server.
   try {
-    report('to-host', await client(hostAddr, port, bytes, rounds));
+    report('to-host', await echoClient(hostAddr, port, bytes, rounds));
   } catch (e) {
     report('to-host', { error: (e as Error).message });
   }
@@ -298,20 +139,8 @@ async function guest(argv: string[]): Promise<void> {
     s.once('error', reject);
   });
   report('powering-off', { transport: s.transport });
-  fs.writeFileSync('/proc/sysrq-trigger', 'o');
-  await new Promise((r) => setTimeout(r, 60000));
+  powerOff();
+  await sleep(60000);
 }
 
-if (require.main === module) {
-  const [role, ...rest] = process.argv.slice(2);
-  const run = role === 'host' ? host : role === 'guest' ? guest : undefined;
-  if (!run) {
-    process.stderr.write('usage: net-peer.js host|guest ...\n');
-    process.exit(2);
-  }
-  run(rest).catch((e) => {
-    if (role === 'guest') report('error', { message: (e as Error).message, stack: (e as Error).stack });
-    else process.stderr.write(`${(e as Error).stack}\n`);
-    process.exit(1);
-  });
-}
+if (require.main === module) runRoles({ host, guest }, { usage: 'usage: net-peer.js host|guest ...', report, reporting: ['guest'], stays: ['host', 'guest'] });

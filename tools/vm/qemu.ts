@@ -19,16 +19,16 @@
  * on it (startLinkedPair boots such a pair). Without it the guest has no
  * network device at all.
  *
- * As a script: node dist/test/vm/qemu.js [--socket PATH --vectors N] [--link listen:PORT|connect:PORT [--mac MAC]] [--shell] [--] SCRIPT [ARGS...]
+ * As a script: node dist/tools/vm/qemu.js [--socket PATH --vectors N] [--link listen:PORT|connect:PORT [--mac MAC]] [--shell] [--] SCRIPT [ARGS...]
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
-/** Repository root (this file runs as dist/test/vm/qemu.js). */
+/** Repository root (this file runs as dist/tools/vm/qemu.js). */
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
-export const BUILD_SCRIPT = path.join(ROOT, 'test', 'vm', 'build-guest.sh');
+export const BUILD_SCRIPT = path.join(ROOT, 'tools', 'vm', 'build-guest.sh');
 
 export interface GuestImage {
   kver: string;
@@ -329,7 +329,7 @@ async function main(argv: string[]): Promise<number> {
       break;
     } else if (a.startsWith('--')) {
       process.stderr.write(
-        'usage: node dist/test/vm/qemu.js [--socket PATH --vectors N] [--link listen:PORT|connect:PORT [--mac MAC]] [--shell] [--verbose] [--build] [--] SCRIPT [ARGS...]\n',
+        'usage: node dist/tools/vm/qemu.js [--socket PATH --vectors N] [--link listen:PORT|connect:PORT [--mac MAC]] [--shell] [--verbose] [--build] [--] SCRIPT [ARGS...]\n',
       );
       return 2;
     } else break;

@@ -4,8 +4,8 @@
 # busybox initramfs whose /init mounts the host's root read-only over 9p and runs
 # a command with the host's own node inside it (see INIT below).
 #
-#   test/vm/build-guest.sh            build if needed, print KEY=VALUE lines
-#   test/vm/build-guest.sh --force    rebuild the kernel part too
+#   tools/vm/build-guest.sh            build if needed, print KEY=VALUE lines
+#   tools/vm/build-guest.sh --force    rebuild the kernel part too
 #
 # Installs what it needs with apt-get (Debian): qemu-system-x86 cpio kmod
 # busybox-static xz-utils iproute2 (the VM tests set addresses with ip).

@@ -1,0 +1,90 @@
+/** What the tests of the native addon (one file per native/*.cc) share. */
+import { expect } from 'chai';
+import fs from 'node:fs';
+import path from 'node:path';
+import { native, NativeRegion, NativeRing } from '../../src/shm/native';
+import { RING_HEAD, RING_TAIL } from '../../src/shm/layout';
+
+export const n = native();
+/** dist/src/shm/native.js, for code run in workers and child processes. */
+export const NATIVE_JS = path.resolve(__dirname, '..', '..', 'src', 'shm', 'native.js');
+
+/** Small deterministic PRNG (xorshift32). */
+export function xorshift(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
+}
+
+/** The byte at stream position `i` in the ring tests. */
+function streamByte(i: number): number {
+  return (i * 31 + Math.floor(i / 251)) & 0xff;
+}
+
+export function streamBytes(from: number, len: number, lead = 0): Uint8Array {
+  // `lead` junk bytes in front so the view has a non-zero byteOffset.
+  const backing = new Uint8Array(lead + len + 3).fill(0xee);
+  for (let i = 0; i < len; i++) backing[lead + i] = streamByte(from + i);
+  return backing.subarray(lead, lead + len);
+}
+
+export function expectStream(buf: Uint8Array, from: number): void {
+  for (let i = 0; i < buf.length; i++) {
+    if (buf[i] !== streamByte(from + i)) {
+      throw new Error(`byte ${from + i}: got ${buf[i]}, expected ${streamByte(from + i)}`);
+    }
+  }
+}
+
+export function codeOf(fn: () => unknown): { name: string; code: unknown; err: Error & Record<string, unknown> } {
+  try {
+    fn();
+  } catch (e) {
+    const err = e as Error & Record<string, unknown>;
+    return { name: err.name, code: err.code, err };
+  }
+  throw new Error('expected a throw');
+}
+
+export const HDR = 0;
+export const DATA = 4096;
+
+/** A memfd-backed region with one ring (header at 0, data at 4096). */
+export class Fixture {
+  fd: number;
+  region: NativeRegion;
+  constructor(readonly capacity = 4096, initialPos = 0) {
+    this.fd = n.memfdCreate('zivm-test', DATA + capacity);
+    this.region = new n.Region(this.fd, DATA + capacity);
+    if (initialPos) {
+      const dv = new DataView(this.region.buffer);
+      dv.setBigUint64(HDR + RING_HEAD, BigInt(initialPos), true);
+      dv.setBigUint64(HDR + RING_TAIL, BigInt(initialPos), true);
+    }
+  }
+  producer(): NativeRing {
+    return new n.Ring(this.region, HDR, DATA, this.capacity, true);
+  }
+  consumer(): NativeRing {
+    return new n.Ring(this.region, HDR, DATA, this.capacity, false);
+  }
+  dispose(): void {
+    this.region.close();
+    n.close(this.fd);
+  }
+}
+
+const openFds = () => fs.readdirSync('/proc/self/fd').length;
+
+/** Hooks of the enclosing suite: the tests in it leave no fd open. */
+export function noFdLeft(): void {
+  let fdsAtStart = 0;
+  before(() => (fdsAtStart = openFds()));
+  after(() => expect(openFds(), 'fds left open by these tests').to.equal(fdsAtStart));
+}

@@ -1,0 +1,317 @@
+/**
+ * The VM peer kit: what the peer scripts of the VM tests and the VM bench
+ * share, so that each script holds only its scenario. A peer script runs as
+ * `node <script> <role> [--option value ...]`, in a QEMU guest (as root,
+ * chrooted into the host's root: qemu.ts) or on the host in a network
+ * namespace of its own (harness.ts spawnNsPeer).
+ *
+ *   - the set-up of a guest: its address, `zivm guest setup` (the ivshmem
+ *     device on vfio-pci, the agent), the join through the agent;
+ *   - report(): `PREFIX {json}` lines on the console, what the host reads;
+ *   - the standard servers (echo; echo with a half-closing tail) and clients
+ *     (ping-pong and a sha256-checked echo; the tail's counterpart; a port
+ *     nobody listens on);
+ *   - runRoles(): the dispatch on the role and what an error does.
+ *
+ * zivm is loaded on first use only: a guest's environment (ZIVM_GUEST_PCI)
+ * is set by then.
+ */
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+
+export type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type Res = Record<string, unknown>;
+
+/** The host peer's address in the guest <-> host tests (on its namespace's lo or tap). */
+export const HOST_ADDR = '10.77.1.1';
+/** The guest's address in the guest <-> host tests. */
+export const GUEST_ADDR = '10.77.2.2';
+
+/** zivm of this build (dist/src/index.js). */
+export function zivm(): Any {
+  return require('../../src/index'); // eslint-disable-line @typescript-eslint/no-require-imports
+}
+
+/** The value after `name` in argv, or `d`; without a default a missing option is an error. */
+export function arg(argv: string[], name: string, d?: string): string {
+  const i = argv.indexOf(name);
+  if (i >= 0 && i + 1 < argv.length) return argv[i + 1];
+  if (d === undefined) throw new Error(`missing ${name}`);
+  return d;
+}
+
+/** A deterministic block of `n` bytes. */
+export function block(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n + 3);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b.writeUInt32LE(x >>> 0, i);
+  }
+  return b.subarray(0, n);
+}
+
+export const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
+
+/** A finding, as a console line `PREFIX {"what": ..., ...}`. */
+export type Report = (what: string, o?: Res) => void;
+
+/** report() for a script whose console lines start with `prefix` (with its trailing space). */
+export function reporter(prefix: string): Report {
+  return (what, o = {}) => void process.stdout.write(`${prefix}${JSON.stringify({ what, ...o })}\n`);
+}
+
+// ---- set-up of a guest -------------------------------------------------------------
+
+/** Brings lo up and puts `addr/bits` on `dev` (brought up too). */
+export function setAddress(addr: string, bits: number, dev: string): void {
+  execFileSync('ip', ['link', 'set', 'lo', 'up']);
+  if (dev !== 'lo') execFileSync('ip', ['link', 'set', dev, 'up']);
+  execFileSync('ip', ['addr', 'add', `${addr}/${bits}`, 'dev', dev]);
+}
+
+/**
+ * `zivm guest setup`: binds the only ivshmem device to vfio-pci and starts the
+ * agent. Its output, and the device it names in `export ZIVM_GUEST_PCI=...`.
+ */
+export function guestSetup(): { out: string; pci: string | undefined } {
+  const out = execFileSync(process.execPath, [require.resolve('../../src/cli/main'), 'guest', 'setup'], { encoding: 'utf8' });
+  return { out, pci: /^export ZIVM_GUEST_PCI=(\S+)$/m.exec(out)?.[1] };
+}
+
+/**
+ * The whole set-up of a guest process: `zivm guest setup`, then joins the
+ * domain through the agent (ZIVM_GUEST_PCI=auto finds the device). What it
+ * joined as, for the `joined` report: ids, vector, the addresses published.
+ * (The address goes on first: a guest publishes its node's addresses when it joins.)
+ */
+export function joinAsGuest(): Res {
+  const t0 = Date.now();
+  const setup = guestSetup();
+  if (!setup.pci) throw new Error(`zivm guest setup said: ${setup.out}`);
+  process.env.ZIVM_GUEST_PCI = 'auto';
+  const { getDomain, lastJoinError } = require('../../src/shm/join'); // eslint-disable-line @typescript-eslint/no-require-imports
+  const d = getDomain(false);
+  if (!d) throw new Error(`guest join failed: ${lastJoinError?.message}`);
+  const { publishedAddrs, formatAddr } = require('../../src/shm/addrs'); // eslint-disable-line @typescript-eslint/no-require-imports
+  return {
+    pci: d.guest.pci,
+    setupPci: setup.pci,
+    id: d.id,
+    guestPeer: d.guest.ivPosition,
+    vector: d.guest.vector,
+    gen: d.gen,
+    nodeId: d.nodeId,
+    guest: !!d.guest,
+    published: (publishedAddrs(d.i32, d.g, d.id) as Any[]).map(formatAddr),
+    ms: Date.now() - t0,
+  };
+}
+
+/** This process in the domain: its peer id and vector, its guest's peer id; or why it is not in it. */
+export function membership(): Res {
+  const { currentDomain, lastJoinError } = require('../../src/shm/join'); // eslint-disable-line @typescript-eslint/no-require-imports
+  const d = currentDomain();
+  return d ? { peer: d.id, vector: d.guest?.vector ?? null, guestPeer: d.guest?.ivPosition ?? null } : { peer: null, reason: lastJoinError?.message ?? null };
+}
+
+// ---- the standard servers ----------------------------------------------------------
+
+function listenAll(srv: Any, port: number): Promise<Any> {
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, '0.0.0.0', () => resolve(srv));
+  });
+}
+
+/** zivm echo server on 0.0.0.0:port: every connection echoes what it gets; `onConn` sees each socket. */
+export function echoServer(port: number, onConn: (s: Any) => void): Promise<Any> {
+  const srv = zivm().createServer((s: Any) => {
+    s.on('error', () => undefined);
+    onConn(s);
+    s.pipe(s);
+  });
+  return listenAll(srv, port);
+}
+
+/**
+ * zivm server on 0.0.0.0:port that echoes, and answers the client's end()
+ * with `tail <bytes received>` and its own end (half-close, allowHalfOpen);
+ * `onConn` sees each socket and its number.
+ */
+export function tailServer(port: number, onConn: (s: Any, id: number) => void): Promise<Any> {
+  let n = 0;
+  const srv = zivm().createServer({ allowHalfOpen: true }, (s: Any) => {
+    const id = ++n;
+    let got = 0;
+    s.on('error', () => undefined);
+    onConn(s, id);
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+      s.write(d);
+    });
+    s.on('end', () => {
+      // Half-closed by the client: we may still write.
+      s.end(`tail ${got}`);
+    });
+  });
+  return listenAll(srv, port);
+}
+
+// ---- the standard clients ----------------------------------------------------------
+
+/**
+ * Client of an echo server: connects to host:port, ping-pongs `rounds` single
+ * bytes, then writes `bytes` bytes, ends, and compares the sha256 of what
+ * comes back.
+ */
+export async function echoClient(host: string, port: number, bytes: number, rounds: number): Promise<Res> {
+  const t0 = process.hrtime.bigint();
+  const s = zivm().connect({ host, port });
+  const res: Res = {};
+  await new Promise<void>((resolve, reject) => {
+    s.once('connect', resolve);
+    s.once('error', reject);
+  });
+  res.connectMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  res.transport = s.transport;
+  res.remoteAddress = s.remoteAddress;
+  res.remotePort = s.remotePort;
+  // Ping-pong.
+  const rtt: number[] = [];
+  let failed: Error | undefined;
+  const onError = (e: Error) => (failed = e);
+  s.on('error', onError);
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      if (failed) return reject(failed);
+      const t = process.hrtime.bigint();
+      s.once('data', () => {
+        rtt.push(Number(process.hrtime.bigint() - t) / 1e3);
+        resolve();
+      });
+      s.write('x');
+    });
+  for (let i = 0; i < rounds; i++) await one();
+  s.off('error', onError);
+  rtt.sort((a, b) => a - b);
+  res.rttUs = rounds ? { min: Math.round(rtt[0]), median: Math.round(rtt[rtt.length >> 1]), max: Math.round(rtt[rtt.length - 1]) } : null;
+  Object.assign(res, await bulkEcho(s, bytes));
+  s.destroy();
+  return res;
+}
+
+/**
+ * The bulk part of an echo: writes `bytes` deterministic bytes and ends, then
+ * reads what comes back until 'end'. How many bytes came back, whether their
+ * sha256 is that of what went, and how long it took.
+ */
+export async function bulkEcho(s: Any, bytes: number): Promise<{ echoMs: number; bytes: number; sha256Ok: boolean }> {
+  const data = block(bytes, 0x5eed);
+  const want = sha(data);
+  const h = crypto.createHash('sha256');
+  let got = 0;
+  const t1 = process.hrtime.bigint();
+  await new Promise<void>((resolve, reject) => {
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+      h.update(d);
+    });
+    s.once('end', resolve);
+    s.once('error', reject);
+    s.end(data);
+  });
+  return { echoMs: Number(process.hrtime.bigint() - t1) / 1e6, bytes: got, sha256Ok: got === bytes && h.digest('hex') === want };
+}
+
+/**
+ * Client of a tail server: writes `bytes` bytes and ends; checks that all of
+ * them came back, then takes the `tail` line after its end (half-close), then end.
+ */
+export async function tailClient(host: string, port: number, bytes: number): Promise<Res> {
+  const s = zivm().connect({ host, port, allowHalfOpen: true });
+  const t0 = Date.now();
+  await new Promise<void>((resolve, reject) => {
+    s.once('connect', resolve);
+    s.once('error', reject);
+  });
+  const res: Res = { transport: s.transport, remoteAddress: s.remoteAddress };
+  const data = block(bytes, 0x7a11 + bytes);
+  const want = sha(data);
+  const chunks: Buffer[] = [];
+  await new Promise<void>((resolve, reject) => {
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.once('end', resolve);
+    s.once('error', reject);
+    s.end(data);
+  });
+  const all = Buffer.concat(chunks);
+  res.ms = Date.now() - t0;
+  res.echoOk = all.length >= bytes && sha(all.subarray(0, bytes)) === want;
+  res.tail = all.subarray(bytes).toString();
+  res.bytes = bytes;
+  s.destroy();
+  return res;
+}
+
+/** Connects where nobody listens: the error it gets (or `hung` after 10 s). */
+export function refused(host: string, port: number): Promise<Res> {
+  return new Promise((resolve) => {
+    const t = Date.now();
+    const s = zivm().connect({ host, port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ error: 'hung', ms: Date.now() - t });
+    }, 10000);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve({ connected: true, transport: s.transport });
+    });
+    s.once('error', (e: Error & { code?: string; syscall?: string }) => {
+      clearTimeout(timer);
+      resolve({ code: e.code ?? null, syscall: e.syscall ?? null, message: e.message, transport: s.transport, ms: Date.now() - t });
+    });
+  });
+}
+
+/** Powers the guest off at once (sysrq o): no shutdown, no close of anything. */
+export function powerOff(): void {
+  fs.writeFileSync('/proc/sysrq-trigger', 'o');
+}
+
+// ---- roles ------------------------------------------------------------------------------
+
+export interface RoleOptions {
+  /** The usage line printed for an unknown role. */
+  usage: string;
+  /** How an error of a role in `reporting` is told: report('error', { message, stack }). */
+  report: Report;
+  /** The roles whose errors are reported on the console (the others print the stack on stderr); default all. */
+  reporting?: string[];
+  /** The roles whose process lives on when their function has resolved (servers); the others exit 0. */
+  stays?: string[];
+}
+
+/** Runs the role named by argv[2] with the rest of argv; an error exits 1 (see RoleOptions). */
+export function runRoles(roles: Record<string, (argv: string[]) => Promise<unknown>>, o: RoleOptions): void {
+  const [role, ...rest] = process.argv.slice(2);
+  const run = Object.prototype.hasOwnProperty.call(roles, role) ? roles[role] : undefined;
+  if (!run) {
+    process.stderr.write(`${o.usage}\n`);
+    process.exit(2);
+  }
+  run(rest).then(
+    () => {
+      if (!o.stays?.includes(role)) process.exit(0);
+    },
+    (e) => {
+      if (!o.reporting || o.reporting.includes(role)) o.report('error', { message: (e as Error).message, stack: (e as Error).stack });
+      else process.stderr.write(`${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
+}
