@@ -106,7 +106,7 @@ export function joinAsGuest(): Res {
     gen: d.gen,
     nodeId: d.nodeId,
     guest: !!d.guest,
-    published: (publishedAddrs(d.i32, d.g, d.id) as Any[]).map(formatAddr),
+    published: (publishedAddrs(d.i32, d.geo, d.id) as Any[]).map(formatAddr),
     ms: Date.now() - t0,
   };
 }
