@@ -41,7 +41,7 @@ export const ZIVM_INDEX = path.join(__dirname, '..', 'src', 'index.js');
 export const ZIVM_REGISTER = path.join(__dirname, '..', 'src', 'register.js');
 export const ZIVM_CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 
-export type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type Json = Record<string, any>;  
 
 /** Where a server listens: a TCP port on 127.0.0.1 or a Unix socket path. */
 export interface Endpoint {
@@ -55,9 +55,9 @@ export interface Endpoint {
 // ---------------------------------------------------------------------------
 
 /** The net module a role uses: zivm for zivm-*, node:net otherwise (zivm is then never loaded). */
-export function netFor(t: TransportKey): typeof nodeNet {
+export function netFor(target: TransportKey): typeof nodeNet {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return t.startsWith('zivm') ? (require(ZIVM_INDEX) as typeof nodeNet) : (require('node:net') as typeof nodeNet);
+  return target.startsWith('zivm') ? (require(ZIVM_INDEX) as typeof nodeNet) : (require('node:net') as typeof nodeNet);
 }
 
 /** zivm's stats() when zivm is loaded in this process (directly or by the preload hook). */
@@ -65,19 +65,19 @@ export function zivmStats(): Json | undefined {
   if (!require.cache[ZIVM_INDEX] && !require.cache[ZIVM_REGISTER]) return undefined;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const s = (require(ZIVM_INDEX) as { stats(): Json }).stats();
-    return { connections: s.connections, peer: s.peer };
+    const subject = (require(ZIVM_INDEX) as { stats(): Json }).stats();
+    return { connections: subject.connections, peer: subject.peer };
   } catch {
     return undefined;
   }
 }
 
 /** 'shm' | 'tcp' | 'pipe': zivm's socket.transport, else the kernel handle's kind. Call while connected. */
-export function transportOf(s: nodeNet.Socket): string {
-  const t = (s as unknown as { transport?: string }).transport;
-  if (t) return t;
-  const h = (s as unknown as { _handle?: { constructor?: { name?: string } } })._handle;
-  const name = h?.constructor?.name;
+export function transportOf(sock: nodeNet.Socket): string {
+  const target = (sock as unknown as { transport?: string }).transport;
+  if (target) return target;
+  const holder = (sock as unknown as { _handle?: { constructor?: { name?: string } } })._handle;
+  const name = holder?.constructor?.name;
   if (name === 'Pipe') return 'pipe';
   if (name === 'TCP') return 'tcp';
   return `unknown(${name ?? 'no handle'})`;
@@ -86,17 +86,17 @@ export function transportOf(s: nodeNet.Socket): string {
 /** Counts transports seen on connections: { shm: 3 }. */
 export class TransportTally {
   readonly counts: Record<string, number> = {};
-  add(s: nodeNet.Socket): string {
-    const t = transportOf(s);
-    this.counts[t] = (this.counts[t] ?? 0) + 1;
-    return t;
+  add(sock: nodeNet.Socket): string {
+    const text = transportOf(sock);
+    this.counts[text] = (this.counts[text] ?? 0) + 1;
+    return text;
   }
 }
 
 /** CPU seconds (user + system) of this process since `from` (a process.cpuUsage() value). */
 export function cpuSince(from: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(from);
-  return (d.user + d.system) / 1e6;
+  const data = process.cpuUsage(from);
+  return (data.user + data.system) / 1e6;
 }
 
 /** How long a client may go without progress before it reports a stall and exits. */
@@ -130,25 +130,25 @@ export function childMain(roles: Record<string, (t: TransportKey, params: Json, 
     process.exit(2);
   }
   const commands = new Commands();
-  process.on('uncaughtException', (e) => {
-    say({ event: 'error', message: e?.stack ?? String(e) });
+  process.on('uncaughtException', (err) => {
+    say({ event: 'error', message: err?.stack ?? String(err) });
     process.exit(1);
   });
   fn(transport as TransportKey, raw ? (JSON.parse(raw) as Json) : {}, commands);
 }
 
 /** A standard server: listens per transport and reports { event: 'listening', port | path }. */
-export function listen(server: nodeNet.Server, t: TransportKey, params: Json): void {
-  server.on('error', (e) => {
-    say({ event: 'error', message: e.message });
+export function listen(server: nodeNet.Server, target: TransportKey, params: Json): void {
+  server.on('error', (err) => {
+    say({ event: 'error', message: err.message });
     process.exit(1);
   });
   const done = (): void => {
-    const a = server.address();
-    if (typeof a === 'string') say({ event: 'listening', path: a, pid: process.pid });
-    else say({ event: 'listening', host: '127.0.0.1', port: a?.port, pid: process.pid });
+    const addr = server.address();
+    if (typeof addr === 'string') say({ event: 'listening', path: addr, pid: process.pid });
+    else say({ event: 'listening', host: '127.0.0.1', port: addr?.port, pid: process.pid });
   };
-  if (t === 'net-unix') server.listen(String(params.path), done);
+  if (target === 'net-unix') server.listen(String(params.path), done);
   else server.listen(0, '127.0.0.1', done);
 }
 
@@ -211,10 +211,10 @@ export interface Scenario {
 }
 
 /** Environment of a scenario process: no inherited hooks, zivm pinned to the run's daemon. */
-export function childEnv(s: RunSettings, extra: { zivmOff?: boolean; preload?: boolean } = {}): NodeJS.ProcessEnv {
+export function childEnv(subject: RunSettings, extra: { zivmOff?: boolean; preload?: boolean } = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of ['NODE_OPTIONS', 'ZIVM', 'ZIVM_DIR', 'ZIVM_SOCKET', 'ZIVM_AUTOSTART']) delete env[k];
-  env.ZIVM_SOCKET = s.zivmSocket;
+  env.ZIVM_SOCKET = subject.zivmSocket;
   env.ZIVM_AUTOSTART = '0';
   if (extra.zivmOff) env.ZIVM = 'off';
   if (extra.preload) env.NODE_OPTIONS = `--require ${JSON.stringify(ZIVM_REGISTER)}`;
@@ -225,21 +225,21 @@ export function childEnv(s: RunSettings, extra: { zivmOff?: boolean; preload?: b
 export type Child = Proc;
 
 /** Starts a scenario process: dist/bench/<scenario>.js <role> <transport> <params>. */
-export function startChild(scenario: string, role: string, t: TransportKey, params: Json, env: NodeJS.ProcessEnv): Child {
-  return spawnNode(path.join(__dirname, `${scenario}.js`), [role, t, JSON.stringify(params)], { env, name: `${scenario} ${role} (${t})` });
+export function startChild(scenario: string, role: string, target: TransportKey, params: Json, env: NodeJS.ProcessEnv): Child {
+  return spawnNode(path.join(__dirname, `${scenario}.js`), [role, target, JSON.stringify(params)], { env, name: `${scenario} ${role} (${target})` });
 }
 
 /** The usual pair: a server for transport t, listening; its endpoint. */
-export async function startServer(scenario: string, t: TransportKey, s: RunSettings, params: Json = {}, env?: NodeJS.ProcessEnv): Promise<{ server: Child; ep: Endpoint }> {
-  const p = { ...params };
-  if (t === 'net-unix') p.path = path.join(s.tmp, `${scenario}-${process.hrtime.bigint()}.sock`);
-  const server = startChild(scenario, 'server', t, p, env ?? serverEnv(t, s));
+export async function startServer(scenario: string, target: TransportKey, subject: RunSettings, params: Json = {}, env?: NodeJS.ProcessEnv): Promise<{ server: Child; ep: Endpoint }> {
+  const part = { ...params };
+  if (target === 'net-unix') part.path = path.join(subject.tmp, `${scenario}-${process.hrtime.bigint()}.sock`);
+  const server = startChild(scenario, 'server', target, part, env ?? serverEnv(target, subject));
   try {
-    const l = await server.expect('listening');
-    return { server, ep: l.path ? { path: l.path } : { host: '127.0.0.1', port: l.port } };
-  } catch (e) {
+    const list = await server.expect('listening');
+    return { server, ep: list.path ? { path: list.path } : { host: '127.0.0.1', port: list.port } };
+  } catch (err) {
     await server.stop();
-    throw e;
+    throw err;
   }
 }
 
@@ -248,12 +248,12 @@ export async function startServer(scenario: string, t: TransportKey, s: RunSetti
  * like a server on another host), the client runs zivm normally, finds no
  * co-resident listener and falls back to TCP.
  */
-export function serverEnv(t: TransportKey, s: RunSettings): NodeJS.ProcessEnv {
-  return childEnv(s, { zivmOff: t === 'zivm-tcp' });
+export function serverEnv(target: TransportKey, subject: RunSettings): NodeJS.ProcessEnv {
+  return childEnv(subject, { zivmOff: target === 'zivm-tcp' });
 }
 
-export function clientEnv(_t: TransportKey, s: RunSettings): NodeJS.ProcessEnv {
-  return childEnv(s);
+export function clientEnv(_t: TransportKey, subject: RunSettings): NodeJS.ProcessEnv {
+  return childEnv(subject);
 }
 
 /** Runs fn, then stops the children whatever happened. */
@@ -261,7 +261,7 @@ export async function withChildren<T>(children: Child[], fn: () => Promise<T>): 
   try {
     return await fn();
   } finally {
-    await Promise.all(children.map((c) => c.stop()));
+    await Promise.all(children.map((item) => item.stop()));
   }
 }
 
@@ -282,9 +282,9 @@ export interface PairSpec {
  * its client, told where; `fn` reads their lines, and both are stopped
  * afterwards whatever happened.
  */
-export async function pairedTrial<T>(scenario: string, t: TransportKey, s: RunSettings, spec: PairSpec, fn: (server: Child, client: Child) => Promise<T>): Promise<T> {
-  const { server, ep } = await startServer(scenario, t, s, spec.server, spec.serverEnv);
-  const client = startChild(scenario, 'client', t, { ep, ...spec.client }, spec.clientEnv ?? clientEnv(t, s));
+export async function pairedTrial<T>(scenario: string, target: TransportKey, subject: RunSettings, spec: PairSpec, fn: (server: Child, client: Child) => Promise<T>): Promise<T> {
+  const { server, ep } = await startServer(scenario, target, subject, spec.server, spec.serverEnv);
+  const client = startChild(scenario, 'client', target, { ep, ...spec.client }, spec.clientEnv ?? clientEnv(target, subject));
   return withChildren([server, client], () => fn(server, client));
 }
 
@@ -298,17 +298,17 @@ export function serverReport(server: Child): Promise<Json> {
  * The echo-server role: echoes whatever each connection sends, with Nagle
  * off; on `report`, the transports of its connections and its CPU seconds.
  */
-export function echoServer(t: TransportKey, params: Json, commands: Commands): void {
-  const net = netFor(t);
+export function echoServer(target: TransportKey, params: Json, commands: Commands): void {
+  const net = netFor(target);
   const seen = new TransportTally();
   const cpu0 = process.cpuUsage();
   const srv = net.createServer((sock) => {
     seen.add(sock);
     sock.setNoDelay(true);
-    sock.on('data', (d) => sock.write(d));
+    sock.on('data', (chunk) => sock.write(chunk));
     sock.on('error', () => undefined);
   });
-  listen(srv, t, params);
+  listen(srv, target, params);
   commands.on('report', () => say({ event: 'report', seen: seen.counts, cpu: cpuSince(cpu0) }));
 }
 
@@ -316,10 +316,10 @@ export function echoServer(t: TransportKey, params: Json, commands: Commands): v
 // Statistics and CPU
 // ---------------------------------------------------------------------------
 
-export function quantile(sorted: ArrayLike<number>, q: number): number {
-  const n = sorted.length;
-  if (n === 0) return NaN;
-  const pos = (n - 1) * q;
+export function quantile(sorted: ArrayLike<number>, queue: number): number {
+  const count = sorted.length;
+  if (count === 0) return NaN;
+  const pos = (count - 1) * queue;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
@@ -336,8 +336,8 @@ export interface Summary {
 }
 
 export function summarize(values: number[]): Summary {
-  const s = [...values].sort((a, b) => a - b);
-  return { n: s.length, median: quantile(s, 0.5), min: s[0] ?? NaN, max: s[s.length - 1] ?? NaN, q1: quantile(s, 0.25), q3: quantile(s, 0.75), samples: values };
+  const slotWord = [...values].sort((lhs, rhs) => lhs - rhs);
+  return { n: slotWord.length, median: quantile(slotWord, 0.5), min: slotWord[0] ?? NaN, max: slotWord[slotWord.length - 1] ?? NaN, q1: quantile(slotWord, 0.25), q3: quantile(slotWord, 0.75), samples: values };
 }
 
 /** The CPU ticks (utime + stime) of a process, from /proc/<pid>/stat. */

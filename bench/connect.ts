@@ -12,24 +12,24 @@ const WARMUP_S = 1;
 
 export const scenario: Scenario = {
   name: NAME,
-  method: (s) =>
+  method: (subject) =>
     `sequential connections from one client process: connect, 1 byte each way, client end(), next one on 'close'; ` +
-    `${WARMUP_S} s of warm-up connections, then as many as fit in ${s.duration} s; connections per second`,
+    `${WARMUP_S} s of warm-up connections, then as many as fit in ${subject.duration} s; connections per second`,
   metrics: () => [{ key: 'rate', label: 'connect + 1 B each way + close', unit: 'conn/s', better: 'higher' }],
-  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
-    pairedTrial(NAME, t, s, { client: { duration: s.duration } }, async (server, client) => {
-      const r = await client.expect('result', 15000 + s.duration * 4000);
+  trial: (target: TransportKey, subject: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, target, subject, { client: { duration: subject.duration } }, async (server, client) => {
+      const res = await client.expect('result', 15000 + subject.duration * 4000);
       const sr = await serverReport(server);
       return {
-        metrics: { rate: r.count / r.seconds },
-        seen: { client: r.seen, server: sr.seen },
-        detail: { connections: r.count, seconds: r.seconds, clientCpuSeconds: r.cpu, zivm: r.zivm },
+        metrics: { rate: res.count / res.seconds },
+        seen: { client: res.seen, server: sr.seen },
+        detail: { connections: res.count, seconds: res.seconds, clientCpuSeconds: res.cpu, zivm: res.zivm },
       };
     }),
 };
 
-function client(t: TransportKey, params: Json): void {
-  const net = netFor(t);
+function client(target: TransportKey, params: Json): void {
+  const net = netFor(target);
   const seen = new TransportTally();
   const one = Buffer.from('x');
   const duration = Number(params.duration);
@@ -52,8 +52,8 @@ function client(t: TransportKey, params: Json): void {
       stage = `byte back, ended, waiting for 'close' (transport ${transportOf(sock)})`;
       sock.end();
     });
-    sock.on('error', (e) => {
-      say({ event: 'error', message: `client socket: ${e.message}` });
+    sock.on('error', (err) => {
+      say({ event: 'error', message: `client socket: ${err.message}` });
       process.exit(1);
     });
     sock.on('close', () => {

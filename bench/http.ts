@@ -31,41 +31,41 @@ const WARMUP = 0.3;
 
 export const scenario: Scenario = {
   name: NAME,
-  method: (s) =>
-    `node:http server answering every request with a ${BODY.length} B text body; autocannon (${s.httpConnections} connections, no pipelining) in a separate process, ` +
-    `one run of whole seconds (autocannon's granularity), of which the 2xx responses from ${WARMUP} s after the first one, for ${s.duration} s, count; zivm only through the preload hook (NODE_OPTIONS=--require dist/src/register.js); requests per second`,
-  metrics: (s) => [{ key: 'rps', label: `node:http, ${s.httpConnections} connections`, unit: 'req/s', better: 'higher' }],
-  async trial(t: TransportKey, s: RunSettings): Promise<TrialOutcome> {
+  method: (subject) =>
+    `node:http server answering every request with a ${BODY.length} B text body; autocannon (${subject.httpConnections} connections, no pipelining) in a separate process, ` +
+    `one run of whole seconds (autocannon's granularity), of which the 2xx responses from ${WARMUP} s after the first one, for ${subject.duration} s, count; zivm only through the preload hook (NODE_OPTIONS=--require dist/src/register.js); requests per second`,
+  metrics: (subject) => [{ key: 'rps', label: `node:http, ${subject.httpConnections} connections`, unit: 'req/s', better: 'higher' }],
+  async trial(target: TransportKey, subject: RunSettings): Promise<TrialOutcome> {
     if (!autocannonPath()) throw new Error('autocannon is not installed (npm install -D autocannon)');
-    const zivm = t.startsWith('zivm');
+    const zivm = target.startsWith('zivm');
     const spec = {
-      client: { duration: s.duration, warmup: WARMUP, connections: s.httpConnections },
-      serverEnv: childEnv(s, { preload: zivm, zivmOff: t === 'zivm-tcp' }),
-      clientEnv: childEnv(s, { preload: zivm }),
+      client: { duration: subject.duration, warmup: WARMUP, connections: subject.httpConnections },
+      serverEnv: childEnv(subject, { preload: zivm, zivmOff: target === 'zivm-tcp' }),
+      clientEnv: childEnv(subject, { preload: zivm }),
     };
-    return pairedTrial(NAME, t, s, spec, async (server, client) => {
-      const r = await client.expect('result', 15000 + s.duration * 4000);
+    return pairedTrial(NAME, target, subject, spec, async (server, client) => {
+      const res = await client.expect('result', 15000 + subject.duration * 4000);
       const sr = await serverReport(server);
-      if (r.errors || r.timeouts || r.non2xx) throw new Error(`http: ${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx responses`);
-      if (!(r.requests > 0)) throw new Error('http: no request completed');
-      if (zivm && (!r.zivm || !sr.hooked)) throw new Error(`http: the preload hook is not active (client ${!!r.zivm}, server ${sr.hooked})`);
+      if (res.errors || res.timeouts || res.non2xx) throw new Error(`http: ${res.errors} errors, ${res.timeouts} timeouts, ${res.non2xx} non-2xx responses`);
+      if (!(res.requests > 0)) throw new Error('http: no request completed');
+      if (zivm && (!res.zivm || !sr.hooked)) throw new Error(`http: the preload hook is not active (client ${!!res.zivm}, server ${sr.hooked})`);
       return {
-        metrics: { rps: r.requests / r.seconds },
-        seen: { client: r.seen, server: sr.seen },
-        detail: { requests: r.requests, seconds: r.seconds, requestsWholeRun: r.total, latencyP50ms: r.p50, latencyP99ms: r.p99, zivm: r.zivm },
+        metrics: { rps: res.requests / res.seconds },
+        seen: { client: res.seen, server: sr.seen },
+        detail: { requests: res.requests, seconds: res.seconds, requestsWholeRun: res.total, latencyP50ms: res.p50, latencyP99ms: res.p99, zivm: res.zivm },
       };
     });
   },
 };
 
-function server(t: TransportKey, params: Json, commands: Commands): void {
+function server(target: TransportKey, params: Json, commands: Commands): void {
   const seen = new TransportTally();
   const srv = http.createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': BODY.length });
     res.end(BODY);
   });
   srv.on('connection', (sock: nodeNet.Socket) => seen.add(sock));
-  listen(srv as unknown as nodeNet.Server, t, params);
+  listen(srv, target, params);
   commands.on('report', () => say({ event: 'report', seen: seen.counts, hooked: zivmStats() !== undefined }));
 }
 
@@ -91,8 +91,8 @@ function client(_t: TransportKey, params: Json): void {
   const autocannon = require('autocannon') as (opts: Json, cb: (err: Error | null, r: CannonResult) => void) => Cannon;
   const seen = new TransportTally();
   // node:net and zivm both publish every client socket here.
-  dc.subscribe('net.client.socket', (m) => {
-    const sock = (m as { socket: nodeNet.Socket }).socket;
+  dc.subscribe('net.client.socket', (msg) => {
+    const sock = (msg as { socket: nodeNet.Socket }).socket;
     sock.once('connect', () => seen.add(sock));
   });
   const ep = params.ep as { path?: string; port?: number };
@@ -107,7 +107,7 @@ function client(_t: TransportKey, params: Json): void {
   let inWindow = 0;
   let windowEnd = 0;
   let last = 0;
-  const inst = autocannon(opts, (err, r) => {
+  const inst = autocannon(opts, (err, res) => {
     if (err) {
       say({ event: 'error', message: err.stack ?? err.message });
       process.exit(1);
@@ -116,27 +116,27 @@ function client(_t: TransportKey, params: Json): void {
       event: 'result',
       requests: inWindow,
       seconds: (windowEnd || Math.min(to, last)) - from,
-      total: r.requests.total,
-      p50: r.latency.p50,
-      p99: r.latency.p99,
-      errors: r.errors,
-      timeouts: r.timeouts,
-      non2xx: r.non2xx,
+      total: res.requests.total,
+      p50: res.latency.p50,
+      p99: res.latency.p99,
+      errors: res.errors,
+      timeouts: res.timeouts,
+      non2xx: res.non2xx,
       seen: seen.counts,
       zivm: zivmStats(),
     });
   });
   inst.on('response', (_c, status) => {
-    const t = performance.now() / 1000;
-    last = t;
+    const time = performance.now() / 1000;
+    last = time;
     if (!first) {
-      first = t;
+      first = time;
       from = first + warmup;
       to = from + duration;
     }
-    if (t < from || windowEnd) return;
-    if (t >= to) {
-      windowEnd = t;
+    if (time < from || windowEnd) return;
+    if (time >= to) {
+      windowEnd = time;
       return;
     }
     if (status >= 200 && status < 300) inWindow++;

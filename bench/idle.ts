@@ -25,60 +25,60 @@ function ticksPerSecond(): number {
 
 export const scenario: Scenario = {
   name: NAME,
-  method: (s) =>
+  method: (subject) =>
     `a server and a client process with one connection open and no traffic; after ${SETTLE_MS} ms to settle, utime+stime from /proc/<pid>/stat ` +
-    `over ${s.idleSeconds} s (clock tick ${1000 / ticksPerSecond()} ms), as % of one core; the four transports of a trial run at the same time`,
+    `over ${subject.idleSeconds} s (clock tick ${1000 / ticksPerSecond()} ms), as % of one core; the four transports of a trial run at the same time`,
   metrics: () => [
     { key: 'server', label: 'idle connection, server process', unit: '% core', better: 'lower' },
     { key: 'client', label: 'idle connection, client process', unit: '% core', better: 'lower' },
   ],
-  async trialAll(ts: readonly TransportKey[], s: RunSettings): Promise<Map<TransportKey, TrialOutcome | Error>> {
+  async trialAll(ts: readonly TransportKey[], subject: RunSettings): Promise<Map<TransportKey, TrialOutcome | Error>> {
     const out = new Map<TransportKey, TrialOutcome | Error>();
     const pairs = new Map<TransportKey, { server: Child; client: Child; seen: Json }>();
     const children: Child[] = [];
     try {
       await Promise.all(
-        ts.map(async (t) => {
+        ts.map(async (target) => {
           try {
-            const { server, ep } = await startServer(NAME, t, s);
+            const { server, ep } = await startServer(NAME, target, subject);
             children.push(server);
-            const client = startChild(NAME, 'client', t, { ep }, clientEnv(t, s));
+            const client = startChild(NAME, 'client', target, { ep }, clientEnv(target, subject));
             children.push(client);
-            const c = await client.expect('connected');
+            const item = await client.expect('connected');
             const sc = await server.expect('connection');
-            pairs.set(t, { server, client, seen: { client: { [c.transport]: 1 }, server: { [sc.transport]: 1 } } });
-          } catch (e) {
-            out.set(t, e as Error);
+            pairs.set(target, { server, client, seen: { client: { [item.transport]: 1 }, server: { [sc.transport]: 1 } } });
+          } catch (err) {
+            out.set(target, err as Error);
           }
         }),
       );
-      await new Promise((r) => setTimeout(r, SETTLE_MS));
-      const pids = [...pairs.values()].flatMap((p) => [p.server.pid, p.client.pid]);
-      if (s.daemonPid) pids.push(s.daemonPid);
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+      const pids = [...pairs.values()].flatMap((part) => [part.server.pid, part.client.pid]);
+      if (subject.daemonPid) pids.push(subject.daemonPid);
       const before = new Map(pids.map((pid) => [pid, procTicks(pid)]));
       const t0 = performance.now();
-      await new Promise((r) => setTimeout(r, s.idleSeconds * 1000));
+      await new Promise((resolve) => setTimeout(resolve, subject.idleSeconds * 1000));
       const seconds = (performance.now() - t0) / 1000;
       const pct = (pid: number): number => ((procTicks(pid) - before.get(pid)!) / ticksPerSecond() / seconds) * 100;
-      const daemon = s.daemonPid ? pct(s.daemonPid) : undefined;
-      for (const [t, p] of pairs) {
+      const daemon = subject.daemonPid ? pct(subject.daemonPid) : undefined;
+      for (const [target, part] of pairs) {
         // Still connected at the end of the window?
-        p.client.send({ cmd: 'check' });
-        p.server.send({ cmd: 'check' });
-        const metrics = { server: pct(p.server.pid), client: pct(p.client.pid) };
-        const [cc, sc] = await Promise.all([p.client.expect('check'), p.server.expect('check')]);
-        if (!cc.open || !sc.open) out.set(t, new Error(`idle: the connection closed during the window (client ${cc.open}, server ${sc.open})`));
-        else out.set(t, { metrics, seen: p.seen, detail: { seconds, daemonPercent: t === 'zivm-shm' ? daemon : undefined } });
+        part.client.send({ cmd: 'check' });
+        part.server.send({ cmd: 'check' });
+        const metrics = { server: pct(part.server.pid), client: pct(part.client.pid) };
+        const [cc, sc] = await Promise.all([part.client.expect('check'), part.server.expect('check')]);
+        if (!cc.open || !sc.open) out.set(target, new Error(`idle: the connection closed during the window (client ${cc.open}, server ${sc.open})`));
+        else out.set(target, { metrics, seen: part.seen, detail: { seconds, daemonPercent: target === 'zivm-shm' ? daemon : undefined } });
       }
       return out;
     } finally {
-      await Promise.all(children.map((c) => c.stop()));
+      await Promise.all(children.map((item) => item.stop()));
     }
   },
 };
 
-function server(t: TransportKey, params: Json, commands: Commands): void {
-  const net = netFor(t);
+function server(target: TransportKey, params: Json, commands: Commands): void {
+  const net = netFor(target);
   let open = false;
   const srv = net.createServer((sock) => {
     open = true;
@@ -86,12 +86,12 @@ function server(t: TransportKey, params: Json, commands: Commands): void {
     sock.on('close', () => (open = false));
     sock.on('error', () => undefined);
   });
-  listen(srv, t, params);
+  listen(srv, target, params);
   commands.on('check', () => say({ event: 'check', open }));
 }
 
-function client(t: TransportKey, params: Json, commands: Commands): void {
-  const net = netFor(t);
+function client(target: TransportKey, params: Json, commands: Commands): void {
+  const net = netFor(target);
   let open = false;
   const sock = connectTo(net, params.ep);
   sock.on('connect', () => {
@@ -99,7 +99,7 @@ function client(t: TransportKey, params: Json, commands: Commands): void {
     say({ event: 'connected', transport: new TransportTally().add(sock) });
   });
   sock.on('close', () => (open = false));
-  sock.on('error', (e) => say({ event: 'error', message: `client socket: ${e.message}` }));
+  sock.on('error', (err) => say({ event: 'error', message: `client socket: ${err.message}` }));
   commands.on('check', () => say({ event: 'check', open }));
 }
 

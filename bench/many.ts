@@ -12,19 +12,19 @@ const SIZE = 64;
 
 export const scenario: Scenario = {
   name: NAME,
-  method: (s) =>
-    `${s.many} connections opened at once by one client process; when all are up, each runs a ${SIZE} B echo loop (one message in flight per connection); ` +
-    `${warmupOf(s.duration)} s warm-up, then round trips completed across all connections in ${s.duration} s, per second`,
-  metrics: (s) => [{ key: 'rate', label: `${s.many} connections, ${SIZE} B echoes`, unit: 'msg/s', better: 'higher' }],
-  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
-    pairedTrial(NAME, t, s, { client: { duration: s.duration, warmup: warmupOf(s.duration), count: s.many } }, async (server, client) => {
-      const r = await client.expect('result', 15000 + s.duration * 4000);
+  method: (subject) =>
+    `${subject.many} connections opened at once by one client process; when all are up, each runs a ${SIZE} B echo loop (one message in flight per connection); ` +
+    `${warmupOf(subject.duration)} s warm-up, then round trips completed across all connections in ${subject.duration} s, per second`,
+  metrics: (subject) => [{ key: 'rate', label: `${subject.many} connections, ${SIZE} B echoes`, unit: 'msg/s', better: 'higher' }],
+  trial: (target: TransportKey, subject: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, target, subject, { client: { duration: subject.duration, warmup: warmupOf(subject.duration), count: subject.many } }, async (server, client) => {
+      const res = await client.expect('result', 15000 + subject.duration * 4000);
       const sr = await serverReport(server);
-      if (r.connected !== s.many) throw new Error(`many: ${r.connected} of ${s.many} connections came up`);
+      if (res.connected !== subject.many) throw new Error(`many: ${res.connected} of ${subject.many} connections came up`);
       return {
-        metrics: { rate: r.count / r.seconds },
-        seen: { client: r.seen, server: sr.seen },
-        detail: { echoes: r.count, seconds: r.seconds, connectSeconds: r.connectSeconds, clientCpuSeconds: r.cpu, serverCpuSeconds: sr.cpu, zivm: r.zivm },
+        metrics: { rate: res.count / res.seconds },
+        seen: { client: res.seen, server: sr.seen },
+        detail: { echoes: res.count, seconds: res.seconds, connectSeconds: res.connectSeconds, clientCpuSeconds: res.cpu, serverCpuSeconds: sr.cpu, zivm: res.zivm },
       };
     }),
 };
@@ -33,8 +33,8 @@ function warmupOf(duration: number): number {
   return Math.min(0.25, duration / 4);
 }
 
-function client(t: TransportKey, params: Json): void {
-  const net = netFor(t);
+function client(target: TransportKey, params: Json): void {
+  const net = netFor(target);
   const seen = new TransportTally();
   const count = Number(params.count);
   const msg = Buffer.alloc(SIZE, 0x63);
@@ -55,8 +55,8 @@ function client(t: TransportKey, params: Json): void {
       seen.add(sock);
       if (++connected === count) start();
     });
-    sock.on('data', (d) => {
-      got += d.length;
+    sock.on('data', (chunk) => {
+      got += chunk.length;
       while (got >= SIZE) {
         got -= SIZE;
         echoes++;
@@ -64,9 +64,9 @@ function client(t: TransportKey, params: Json): void {
         if (!stopped) sock.write(msg);
       }
     });
-    sock.on('error', (e) => {
+    sock.on('error', (err) => {
       if (stopped) return;
-      say({ event: 'error', message: `client socket ${i}: ${e.message}` });
+      say({ event: 'error', message: `client socket ${i}: ${err.message}` });
       process.exit(1);
     });
   }
@@ -74,19 +74,19 @@ function client(t: TransportKey, params: Json): void {
     if (running) return;
     running = true;
     const connectSeconds = now() - tc;
-    for (const s of socks) s.write(msg);
+    for (const sock of socks) sock.write(msg);
     setTimeout(() => {
       const e0 = echoes;
       const t0 = now();
       const cpu0 = process.cpuUsage();
       setTimeout(() => {
-        const n = echoes - e0;
+        const count2 = echoes - e0;
         const seconds = now() - t0;
         const cpu = cpuSince(cpu0);
         stopped = true;
         dog.stop();
-        say({ event: 'result', count: n, seconds, cpu, connected, connectSeconds, seen: seen.counts, zivm: zivmStats() });
-        for (const s of socks) s.destroy();
+        say({ event: 'result', count: count2, seconds, cpu, connected, connectSeconds, seen: seen.counts, zivm: zivmStats() });
+        for (const sock of socks) sock.destroy();
       }, Number(params.duration) * 1000);
     }, Number(params.warmup) * 1000);
   }

@@ -11,27 +11,27 @@ const SIZE = 64;
 
 export const scenario: Scenario = {
   name: NAME,
-  method: (s) =>
+  method: (subject) =>
     `one connection; the client writes ${SIZE} B, the server echoes it, the client sends the next message once all ${SIZE} B are back; ` +
-    `${s.warmup} warm-up round trips, then ${s.rounds} timed with process.hrtime; p50/p99 of those (µs)`,
+    `${subject.warmup} warm-up round trips, then ${subject.rounds} timed with process.hrtime; p50/p99 of those (µs)`,
   metrics: () => [
     { key: 'p50', label: `${SIZE} B round trip p50`, unit: 'µs', better: 'lower' },
     { key: 'p99', label: `${SIZE} B round trip p99`, unit: 'µs', better: 'lower' },
   ],
-  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
-    pairedTrial(NAME, t, s, { client: { rounds: s.rounds, warmup: s.warmup } }, async (server, client) => {
-      const r = await client.expect('result', 60000 + s.rounds * 5);
+  trial: (target: TransportKey, subject: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, target, subject, { client: { rounds: subject.rounds, warmup: subject.warmup } }, async (server, client) => {
+      const res = await client.expect('result', 60000 + subject.rounds * 5);
       const sr = await serverReport(server);
       return {
-        metrics: { p50: r.p50, p99: r.p99 },
-        seen: { client: r.seen, server: sr.seen },
-        detail: { mean: r.mean, min: r.min, max: r.max, rounds: r.rounds, clientCpuSeconds: r.cpu, zivm: r.zivm },
+        metrics: { p50: res.p50, p99: res.p99 },
+        seen: { client: res.seen, server: sr.seen },
+        detail: { mean: res.mean, min: res.min, max: res.max, rounds: res.rounds, clientCpuSeconds: res.cpu, zivm: res.zivm },
       };
     }),
 };
 
-function client(t: TransportKey, params: Json): void {
-  const net = netFor(t);
+function client(target: TransportKey, params: Json): void {
+  const net = netFor(target);
   const rounds = Number(params.rounds);
   const warmup = Number(params.warmup);
   const lat = new Float64Array(rounds);
@@ -52,8 +52,8 @@ function client(t: TransportKey, params: Json): void {
     seen.add(sock);
     send();
   });
-  sock.on('data', (d) => {
-    got += d.length;
+  sock.on('data', (chunk) => {
+    got += chunk.length;
     if (got < SIZE) return;
     const t1 = process.hrtime.bigint();
     dog.poke();
@@ -66,7 +66,7 @@ function client(t: TransportKey, params: Json): void {
     dog.stop();
     const sorted = Float64Array.from(lat).sort();
     let sum = 0;
-    for (const v of lat) sum += v;
+    for (const value of lat) sum += value;
     say({
       event: 'result',
       rounds,
@@ -81,8 +81,8 @@ function client(t: TransportKey, params: Json): void {
     });
     sock.end();
   });
-  sock.on('error', (e) => {
-    say({ event: 'error', message: `client socket: ${e.message}` });
+  sock.on('error', (err) => {
+    say({ event: 'error', message: `client socket: ${err.message}` });
     process.exit(1);
   });
 }

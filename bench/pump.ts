@@ -14,43 +14,43 @@ const NAME = 'pump';
 
 export const scenario: Scenario = {
   name: NAME,
-  method: (s) =>
-    `one process pair per trial, a fresh connection per write size (${s.sizes.map(sizeLabel).join(', ')}, in that order); ` +
-    `the client writes one buffer repeatedly for ${s.duration} s, waiting for 'drain' when write() returns false, then ends; ` +
+  method: (subject) =>
+    `one process pair per trial, a fresh connection per write size (${subject.sizes.map(sizeLabel).join(', ')}, in that order); ` +
+    `the client writes one buffer repeatedly for ${subject.duration} s, waiting for 'drain' when write() returns false, then ends; ` +
     `MB/s = bytes received / (server's 'end' - first byte), 1 MB = 10^6 B; CPU = process.cpuUsage() user+system of each process over the transfer, ` +
     `in seconds per GB (10^9 B)`,
-  metrics: (s) =>
-    s.sizes.flatMap((n): Metric[] => [
-      { key: `${n}:rate`, label: `${sizeLabel(n)} writes`, unit: 'MB/s', better: 'higher' },
-      { key: `${n}:cpuTx`, label: `${sizeLabel(n)} writes, sender CPU`, unit: 's/GB', better: 'lower' },
-      { key: `${n}:cpuRx`, label: `${sizeLabel(n)} writes, receiver CPU`, unit: 's/GB', better: 'lower' },
+  metrics: (subject) =>
+    subject.sizes.flatMap((count): Metric[] => [
+      { key: `${count}:rate`, label: `${sizeLabel(count)} writes`, unit: 'MB/s', better: 'higher' },
+      { key: `${count}:cpuTx`, label: `${sizeLabel(count)} writes, sender CPU`, unit: 's/GB', better: 'lower' },
+      { key: `${count}:cpuRx`, label: `${sizeLabel(count)} writes, receiver CPU`, unit: 's/GB', better: 'lower' },
     ]),
-  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
-    pairedTrial(NAME, t, s, { client: { sizes: s.sizes, duration: s.duration } }, async (server, client) => {
+  trial: (target: TransportKey, subject: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, target, subject, { client: { sizes: subject.sizes, duration: subject.duration } }, async (server, client) => {
       const metrics: Record<string, number> = {};
       const perSize: Json[] = [];
       const seen = { client: {} as Record<string, number>, server: {} as Record<string, number> };
-      const wait = 30000 + s.duration * 4000;
-      for (const size of s.sizes) {
-        const c = await client.expect('size-done', wait);
-        const r = await server.expect('conn-done', wait);
-        if (c.size !== size) throw new Error(`pump: expected size ${size}, client reported ${c.size}`);
-        if (r.bytes !== c.written) throw new Error(`pump ${sizeLabel(size)}: client wrote ${c.written} bytes, server received ${r.bytes}`);
-        seen.client[c.transport] = (seen.client[c.transport] ?? 0) + 1;
-        seen.server[r.transport] = (seen.server[r.transport] ?? 0) + 1;
-        const gb = r.bytes / 1e9;
-        metrics[`${size}:rate`] = r.bytes / 1e6 / r.seconds;
-        metrics[`${size}:cpuTx`] = c.cpu / gb;
-        metrics[`${size}:cpuRx`] = r.cpu / gb;
+      const wait = 30000 + subject.duration * 4000;
+      for (const size of subject.sizes) {
+        const item = await client.expect('size-done', wait);
+        const res = await server.expect('conn-done', wait);
+        if (item.size !== size) throw new Error(`pump: expected size ${size}, client reported ${item.size}`);
+        if (res.bytes !== item.written) throw new Error(`pump ${sizeLabel(size)}: client wrote ${item.written} bytes, server received ${res.bytes}`);
+        seen.client[item.transport] = (seen.client[item.transport] ?? 0) + 1;
+        seen.server[res.transport] = (seen.server[res.transport] ?? 0) + 1;
+        const gb = res.bytes / 1e9;
+        metrics[`${size}:rate`] = res.bytes / 1e6 / res.seconds;
+        metrics[`${size}:cpuTx`] = item.cpu / gb;
+        metrics[`${size}:cpuRx`] = res.cpu / gb;
         perSize.push({
           size,
-          bytes: r.bytes,
-          receiverSeconds: r.seconds,
-          senderSeconds: c.seconds,
-          senderCpuSeconds: c.cpu,
-          receiverCpuSeconds: r.cpu,
-          receiverChunks: r.chunks,
-          loopbackBytes: c.lo,
+          bytes: res.bytes,
+          receiverSeconds: res.seconds,
+          senderSeconds: item.seconds,
+          senderCpuSeconds: item.cpu,
+          receiverCpuSeconds: res.cpu,
+          receiverChunks: res.chunks,
+          loopbackBytes: item.lo,
         });
       }
       const done = await client.expect('done');
@@ -58,27 +58,27 @@ export const scenario: Scenario = {
     }),
 };
 
-function server(t: TransportKey, params: Json): void {
-  const net = netFor(t);
+function server(target: TransportKey, params: Json): void {
+  const net = netFor(target);
   const srv = net.createServer((sock) => {
     const transport = new TransportTally().add(sock);
     let bytes = 0;
     let chunks = 0;
     let t0 = 0;
     let cpu0 = process.cpuUsage();
-    sock.on('data', (d) => {
+    sock.on('data', (chunk) => {
       if (chunks++ === 0) {
         t0 = now();
         cpu0 = process.cpuUsage();
       }
-      bytes += d.length;
+      bytes += chunk.length;
     });
     sock.on('end', () => {
       say({ event: 'conn-done', bytes, chunks, seconds: now() - t0, cpu: cpuSince(cpu0), transport });
     });
-    sock.on('error', (e) => say({ event: 'error', message: `server socket: ${e.message}` }));
+    sock.on('error', (err) => say({ event: 'error', message: `server socket: ${err.message}` }));
   });
-  listen(srv, t, params);
+  listen(srv, target, params);
 }
 
 function oneSize(net: ReturnType<typeof netFor>, ep: Json, size: number, duration: number): Promise<Json> {
@@ -87,7 +87,7 @@ function oneSize(net: ReturnType<typeof netFor>, ep: Json, size: number, duratio
     const sock = connectTo(net, ep);
     let transport = '';
     let written = 0;
-    let n = 0;
+    let count = 0;
     let t0 = 0;
     let deadline = 0;
     let cpu0 = process.cpuUsage();
@@ -97,7 +97,7 @@ function oneSize(net: ReturnType<typeof netFor>, ep: Json, size: number, duratio
     const pump = (): void => {
       dog.poke();
       for (;;) {
-        if ((++n & every) === 0 && now() >= deadline) {
+        if ((++count & every) === 0 && now() >= deadline) {
           sock.end();
           return;
         }
@@ -122,20 +122,20 @@ function oneSize(net: ReturnType<typeof netFor>, ep: Json, size: number, duratio
       if (hadError) return;
       resolve({ event: 'size-done', size, written, transport, seconds: now() - t0, cpu: cpuSince(cpu0), lo: loBytesOrNaN() - lo0 });
     });
-    sock.on('error', (e) => {
+    sock.on('error', (err) => {
       dog.stop();
-      reject(new Error(`client socket (${size} B writes): ${e.message}`));
+      reject(new Error(`client socket (${size} B writes): ${err.message}`));
     });
   });
 }
 
-function client(t: TransportKey, params: Json): void {
-  const net = netFor(t);
+function client(target: TransportKey, params: Json): void {
+  const net = netFor(target);
   void (async () => {
     for (const size of params.sizes as number[]) say(await oneSize(net, params.ep, size, Number(params.duration)));
     say({ event: 'done', zivm: zivmStats() });
-  })().catch((e: Error) => {
-    say({ event: 'error', message: e.message });
+  })().catch((err: Error) => {
+    say({ event: 'error', message: err.message });
     process.exit(1);
   });
 }

@@ -40,7 +40,7 @@ loopback and node:net over a Unix socket, each trial in a fresh pair of
 server and client processes. Table on stdout, progress on stderr, results
 as JSON and an SVG chart in --out.
 
-cases: ${SCENARIOS.map((s) => s.name).join(', ')}
+cases: ${SCENARIOS.map((subject) => subject.name).join(', ')}
 
 options:
   --cases LIST       cases to run, comma-separated (default: all)
@@ -82,7 +82,7 @@ function haveAutocannon(): boolean {
 }
 
 export function parseArgs(argv: string[]): Options | 'help' {
-  const o = readOptions(argv, {
+  const out = readOptions(argv, {
     cases: { type: 'string' },
     transports: { type: 'string' },
     trials: { type: 'string' },
@@ -96,29 +96,29 @@ export function parseArgs(argv: string[]): Options | 'help' {
     'one-daemon': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
-  if (o.help) return 'help';
-  const quick = o.quick === true;
-  const str = (k: string): string | undefined => stringOption(o[k]);
-  const list = (k: string): string[] | undefined => listOption(o[k]);
+  if (out.help) return 'help';
+  const quick = out.quick === true;
+  const str = (k: string): string | undefined => stringOption(out[k]);
+  const list = (k: string): string[] | undefined => listOption(out[k]);
 
-  let caseNames = list('cases') ?? SCENARIOS.map((s) => s.name);
+  let caseNames = list('cases') ?? SCENARIOS.map((subject) => subject.name);
   let leftOut: string | undefined;
   if (caseNames.includes('http') && !haveAutocannon()) {
     const why = 'the http case needs autocannon (npm install autocannon)';
     if (list('cases')) throw new UsageError(why);
-    caseNames = caseNames.filter((n) => n !== 'http');
+    caseNames = caseNames.filter((name) => name !== 'http');
     leftOut = `${why}: left out`;
   }
-  const cases = caseNames.map((n) => {
-    const s = SCENARIOS.find((x) => x.name === n);
-    if (!s) throw new UsageError(`unknown case ${n} (cases: ${SCENARIOS.map((x) => x.name).join(', ')})`);
-    return s;
+  const cases = caseNames.map((name) => {
+    const subject = SCENARIOS.find((elem) => elem.name === name);
+    if (!subject) throw new UsageError(`unknown case ${name} (cases: ${SCENARIOS.map((elem) => elem.name).join(', ')})`);
+    return subject;
   });
   if (!cases.length) throw new UsageError('--cases is empty');
   const tnames = list('transports') ?? [...TRANSPORTS];
-  const transports = tnames.map((n) => {
-    if (!(TRANSPORTS as readonly string[]).includes(n)) throw new UsageError(`unknown transport ${n} (${TRANSPORTS.join(', ')})`);
-    return n as TransportKey;
+  const transports = tnames.map((name) => {
+    if (!(TRANSPORTS as readonly string[]).includes(name)) throw new UsageError(`unknown transport ${name} (${TRANSPORTS.join(', ')})`);
+    return name as TransportKey;
   });
   if (!transports.length) throw new UsageError('--transports is empty');
   const rounds = str('rounds') !== undefined ? positive(str('rounds')!, 'rounds', true, 1e7) : quick ? 2000 : 20000;
@@ -129,7 +129,7 @@ export function parseArgs(argv: string[]): Options | 'help' {
       duration: str('duration') !== undefined ? positive(str('duration')!, 'duration', false, 3600) : quick ? 0.2 : 0.4,
       rounds,
       warmup: Math.max(100, Math.round(rounds / 10)),
-      sizes: list('sizes')?.map((v) => parseSize(v, 'sizes', 64 << 20)) ?? [64, 1024, 64 * 1024, 1 << 20],
+      sizes: list('sizes')?.map((value) => parseSize(value, 'sizes', 64 << 20)) ?? [64, 1024, 64 * 1024, 1 << 20],
       idleSeconds: str('idle') !== undefined ? positive(str('idle')!, 'idle', false, 3600) : quick ? 1 : 5,
       many: 100,
       httpConnections: 10,
@@ -137,8 +137,8 @@ export function parseArgs(argv: string[]): Options | 'help' {
     cases,
     transports,
     out: path.resolve(str('out') ?? DEFAULT_OUT),
-    write: o['no-write'] !== true,
-    oneDaemon: o['one-daemon'] === true,
+    write: out['no-write'] !== true,
+    oneDaemon: out['one-daemon'] === true,
     leftOut,
   };
 }
@@ -146,8 +146,8 @@ export function parseArgs(argv: string[]): Options | 'help' {
 function machine(): Machine {
   let cpu = os.cpus()[0]?.model ?? 'unknown';
   try {
-    const m = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) cpu = m[1].trim();
+    const match = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    if (match) cpu = match[1].trim();
   } catch {
     /* not Linux */
   }
@@ -195,14 +195,14 @@ class Daemon {
 
   /** Runs fn with a daemon up when any of `ts` is a zivm transport. */
   async around<T>(ts: readonly TransportKey[], fn: () => Promise<T>): Promise<T> {
-    if (!ts.some((t) => t.startsWith('zivm'))) return fn();
+    if (!ts.some((target) => target.startsWith('zivm'))) return fn();
     if (!this.alive()) {
       // No inherited hooks or domain; --idle-exit is only a safety net should this driver die without stopping it.
       const env = { NODE_OPTIONS: undefined, ZIVM: undefined, ZIVM_SOCKET: undefined, ZIVM_DIR: undefined };
       try {
         this.server = await startDaemon(this.settings.zivmSocket, ['--idle-exit', '120'], env, 10000);
-      } catch (e) {
-        throw new Error(`the zivm daemon did not start: ${(e as Error).message}`);
+      } catch (err) {
+        throw new Error(`the zivm daemon did not start: ${(err as Error).message}`);
       }
       this.settings.daemonPid = this.server.child.pid;
     }
@@ -229,37 +229,37 @@ class Daemon {
   }
 }
 
-function checkSeen(t: TransportKey, o: TrialOutcome): string | undefined {
-  const want = EXPECTED[t];
+function checkSeen(target: TransportKey, out: TrialOutcome): string | undefined {
+  const want = EXPECTED[target];
   for (const side of ['client', 'server']) {
-    const seen = o.seen[side] ?? {};
-    const total = Object.values(seen).reduce((a, b) => a + b, 0);
+    const seen = out.seen[side] ?? {};
+    const total = Object.values(seen).reduce((lhs, rhs) => lhs + rhs, 0);
     if (!total) return `${side} reported no connection`;
     const other = Object.entries(seen).filter(([k]) => k !== want);
-    if (other.length) return `expected every connection on ${want}, the ${side} saw ${other.map(([k, n]) => `${n} on ${k}`).join(', ')} (of ${total})`;
+    if (other.length) return `expected every connection on ${want}, the ${side} saw ${other.map(([k, count]) => `${count} on ${k}`).join(', ')} (of ${total})`;
   }
   return undefined;
 }
 
-function rotate<T>(a: readonly T[], n: number): T[] {
-  const k = n % a.length;
-  return [...a.slice(k), ...a.slice(0, k)];
+function rotate<T>(args: readonly T[], count: number): T[] {
+  const k = count % args.length;
+  return [...args.slice(k), ...args.slice(0, k)];
 }
 
 async function runCase(sc: Scenario, settings: RunSettings, transports: TransportKey[], daemon: Daemon, errors: string[]): Promise<CaseResult> {
   const t0 = performance.now();
   const trials: TrialRecord[] = [];
-  const record = (t: TransportKey, i: number, seconds: number, o: TrialOutcome | Error): void => {
+  const record = (target: TransportKey, i: number, seconds: number, out: TrialOutcome | Error): void => {
     let rec: TrialRecord;
-    if (o instanceof Error) {
-      rec = { case: sc.name, transport: t, trial: i + 1, ok: false, error: o.message, seconds };
+    if (out instanceof Error) {
+      rec = { case: sc.name, transport: target, trial: i + 1, ok: false, error: out.message, seconds };
     } else {
-      const bad = checkSeen(t, o);
-      rec = { case: sc.name, transport: t, trial: i + 1, ok: !bad, seconds, metrics: o.metrics, seen: o.seen, detail: o.detail };
+      const bad = checkSeen(target, out);
+      rec = { case: sc.name, transport: target, trial: i + 1, ok: !bad, seconds, metrics: out.metrics, seen: out.seen, detail: out.detail };
       if (bad) rec.error = `wrong transport: ${bad}`;
     }
     if (rec.error) {
-      const msg = `${sc.name} ${t} trial ${i + 1}: ${rec.error.split('\n')[0]}`;
+      const msg = `${sc.name} ${target} trial ${i + 1}: ${rec.error.split('\n')[0]}`;
       errors.push(msg);
       process.stderr.write(`  error: ${msg}\n`);
     }
@@ -272,36 +272,36 @@ async function runCase(sc: Scenario, settings: RunSettings, transports: Transpor
       let res: Map<TransportKey, TrialOutcome | Error>;
       try {
         res = await daemon.around(order, () => sc.trialAll!(order, settings, i));
-      } catch (e) {
-        res = new Map(order.map((t) => [t, e as Error]));
+      } catch (err) {
+        res = new Map(order.map((target) => [target, err as Error]));
       }
       const secs = (performance.now() - ts) / 1000;
-      for (const t of order) record(t, i, secs, res.get(t) ?? new Error('no result'));
+      for (const target of order) record(target, i, secs, res.get(target) ?? new Error('no result'));
     } else {
-      for (const t of order) {
+      for (const target of order) {
         const ts = performance.now();
-        let o: TrialOutcome | Error;
+        let out: TrialOutcome | Error;
         try {
-          o = await daemon.around([t], () => sc.trial!(t, settings, i));
-        } catch (e) {
-          o = e instanceof Error ? e : new Error(String(e));
+          out = await daemon.around([target], () => sc.trial!(target, settings, i));
+        } catch (err) {
+          out = err instanceof Error ? err : new Error(String(err));
         }
-        record(t, i, (performance.now() - ts) / 1000, o);
+        record(target, i, (performance.now() - ts) / 1000, out);
       }
     }
   }
-  const metrics: MetricResult[] = sc.metrics(settings).map((m) => {
+  const metrics: MetricResult[] = sc.metrics(settings).map((msg) => {
     const results: MetricResult['results'] = {};
-    for (const t of transports) {
-      const vals = trials.filter((r) => r.ok && r.transport === t && Number.isFinite(r.metrics?.[m.key])).map((r) => r.metrics![m.key]);
-      if (vals.length) results[t] = summarize(vals);
+    for (const target of transports) {
+      const vals = trials.filter((res) => res.ok && res.transport === target && Number.isFinite(res.metrics?.[msg.key])).map((res) => res.metrics![msg.key]);
+      if (vals.length) results[target] = summarize(vals);
     }
-    return { ...m, results, ratios: ratios(results) };
+    return { ...msg, results, ratios: ratios(results) };
   });
   const seconds = (performance.now() - t0) / 1000;
   const first = metrics[0];
-  const brief = first ? transports.map((t) => `${t} ${fmt(first.results[t]?.median ?? NaN)}`).join(', ') : '';
-  const failed = trials.filter((r) => !r.ok).length;
+  const brief = first ? transports.map((target) => `${target} ${fmt(first.results[target]?.median ?? NaN)}`).join(', ') : '';
+  const failed = trials.filter((res) => !res.ok).length;
   process.stderr.write(
     `${sc.name}: ${trials.length} trials in ${seconds.toFixed(1)} s${failed ? `, ${failed} FAILED` : ''}` +
       (first ? ` (${first.label}, ${first.unit}: ${brief})` : '') +
@@ -310,9 +310,9 @@ async function runCase(sc: Scenario, settings: RunSettings, transports: Transpor
   return { name: sc.name, method: sc.method(settings), seconds, metrics, trials };
 }
 
-function stamp(d: Date): string {
-  const p = (n: number): string => String(n).padStart(2, '0');
-  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+function stamp(data: Date): string {
+  const entry = (count: number): string => String(count).padStart(2, '0');
+  return `${data.getFullYear()}${entry(data.getMonth() + 1)}${entry(data.getDate())}-${entry(data.getHours())}${entry(data.getMinutes())}${entry(data.getSeconds())}`;
 }
 
 /**
@@ -324,12 +324,12 @@ export async function main(argv: string[]): Promise<number> {
   let opts: Options | 'help';
   try {
     opts = parseArgs(argv);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`zivm bench: ${e.message}\n\n${USAGE}`);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`zivm bench: ${err.message}\n\n${USAGE}`);
       return 2;
     }
-    throw e;
+    throw err;
   }
   if (opts === 'help') {
     process.stdout.write(USAGE);
@@ -354,7 +354,7 @@ export async function main(argv: string[]): Promise<number> {
   const cases: CaseResult[] = [];
   try {
     process.stderr.write(
-      `zivm bench: ${opts.cases.map((c) => c.name).join(', ')}; ${settings.trials} trial(s) x ${opts.transports.length} transports` +
+      `zivm bench: ${opts.cases.map((item) => item.name).join(', ')}; ${settings.trials} trial(s) x ${opts.transports.length} transports` +
         `${settings.quick ? ' (quick)' : ''}\n`,
     );
     for (const sc of opts.cases) cases.push(await runCase(sc, settings, opts.transports, daemon, errors));
@@ -373,7 +373,7 @@ export async function main(argv: string[]): Promise<number> {
     date: started.toISOString(),
     zivm: zivmVersion(),
     machine: mach,
-    settings: { ...shownSettings, oneDaemon: opts.oneDaemon, cases: opts.cases.map((c) => c.name), transports: opts.transports },
+    settings: { ...shownSettings, oneDaemon: opts.oneDaemon, cases: opts.cases.map((item) => item.name), transports: opts.transports },
     method: [
       'every trial starts a fresh server process and a fresh client process (node ' + process.version + '), and stops both afterwards; ' +
         'within each round of trials the transports take turns, in an order rotated every round',
@@ -386,7 +386,7 @@ export async function main(argv: string[]): Promise<number> {
         'finds no co-resident listener and falls back to TCP on 127.0.0.1',
       'net tcp: node:net on both sides, 127.0.0.1; net unix: node:net on both sides, a Unix socket in a private temporary folder',
     ],
-    transports: Object.fromEntries(TRANSPORTS.map((t) => [t, TRANSPORT_LABELS[t]])) as Results['transports'],
+    transports: Object.fromEntries(TRANSPORTS.map((target) => [target, TRANSPORT_LABELS[target]])) as Results['transports'],
     cases,
     errors,
     seconds: (performance.now() - t0) / 1000,
@@ -407,8 +407,8 @@ if (require.main === module) {
     (code) => {
       process.exitCode = code;
     },
-    (e: unknown) => {
-      process.stderr.write(`zivm bench: ${(e as Error)?.stack ?? String(e)}\n`);
+    (err: unknown) => {
+      process.stderr.write(`zivm bench: ${(err as Error)?.stack ?? String(err)}\n`);
       process.exitCode = 1;
     },
   );

@@ -20,14 +20,14 @@ const WARMUP_S = 0.5;
 const CHUNK = 64 * 1024;
 
 /** A key and certificate for the run, made once (openssl). */
-function credentials(s: RunSettings): { key: string; cert: string } {
-  const key = path.join(s.tmp, 'tls-key.pem');
-  const cert = path.join(s.tmp, 'tls-cert.pem');
+function credentials(subject: RunSettings): { key: string; cert: string } {
+  const key = path.join(subject.tmp, 'tls-key.pem');
+  const cert = path.join(subject.tmp, 'tls-cert.pem');
   if (!fs.existsSync(cert)) {
     try {
       execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
-    } catch (e) {
-      throw new Error(`tls: openssl could not make a certificate (${(e as Error).message})`);
+    } catch (err) {
+      throw new Error(`tls: openssl could not make a certificate (${(err as Error).message})`);
     }
   }
   return { key, cert };
@@ -35,31 +35,31 @@ function credentials(s: RunSettings): { key: string; cert: string } {
 
 export const scenario: Scenario = {
   name: NAME,
-  method: (s) =>
+  method: (subject) =>
     `TLS 1.3 (ECDSA P-256, self-signed) started on a connected socket of each transport (tls.connect({ socket }) / new tls.TLSSocket(socket, { isServer })); ` +
-    `handshakes: one connection at a time (connect, handshake, 1 byte each way, close), ${WARMUP_S} s of warm-up, then ${s.duration} s; ` +
-    `bulk: one TLS connection, 64 KiB writes for ${s.duration} s, MB/s at the receiver`,
+    `handshakes: one connection at a time (connect, handshake, 1 byte each way, close), ${WARMUP_S} s of warm-up, then ${subject.duration} s; ` +
+    `bulk: one TLS connection, 64 KiB writes for ${subject.duration} s, MB/s at the receiver`,
   metrics: () => [
     { key: 'hs', label: 'handshake + 1 B each way + close', unit: 'conn/s', better: 'higher' },
     { key: 'rate', label: '64 KiB writes over TLS', unit: 'MB/s', better: 'higher' },
   ],
-  trial: (t: TransportKey, s: RunSettings): Promise<TrialOutcome> =>
-    pairedTrial(NAME, t, s, { server: credentials(s), client: { duration: s.duration } }, async (server, client) => {
-      const hs = await client.expect('handshakes', 20000 + s.duration * 4000);
-      const bulk = await client.expect('bulk-sent', 20000 + s.duration * 4000);
-      const r = await server.expect('bulk-received', 20000 + s.duration * 4000);
-      if (r.bytes !== bulk.bytes) throw new Error(`tls: client wrote ${bulk.bytes} bytes, server received ${r.bytes}`);
+  trial: (target: TransportKey, subject: RunSettings): Promise<TrialOutcome> =>
+    pairedTrial(NAME, target, subject, { server: credentials(subject), client: { duration: subject.duration } }, async (server, client) => {
+      const hs = await client.expect('handshakes', 20000 + subject.duration * 4000);
+      const bulk = await client.expect('bulk-sent', 20000 + subject.duration * 4000);
+      const res = await server.expect('bulk-received', 20000 + subject.duration * 4000);
+      if (res.bytes !== bulk.bytes) throw new Error(`tls: client wrote ${bulk.bytes} bytes, server received ${res.bytes}`);
       const sr = await serverReport(server);
       return {
-        metrics: { hs: hs.count / hs.seconds, rate: r.bytes / 1e6 / r.seconds },
+        metrics: { hs: hs.count / hs.seconds, rate: res.bytes / 1e6 / res.seconds },
         seen: { client: hs.seen, server: sr.seen },
-        detail: { handshakes: hs.count, seconds: hs.seconds, clientCpuSeconds: hs.cpu, bulkBytes: r.bytes, bulkSeconds: r.seconds, receiverCpuSeconds: r.cpu },
+        detail: { handshakes: hs.count, seconds: hs.seconds, clientCpuSeconds: hs.cpu, bulkBytes: res.bytes, bulkSeconds: res.seconds, receiverCpuSeconds: res.cpu },
       };
     }),
 };
 
-function server(t: TransportKey, params: Json, commands: Commands): void {
-  const net = netFor(t);
+function server(target: TransportKey, params: Json, commands: Commands): void {
+  const net = netFor(target);
   const seen = new TransportTally();
   const options = { isServer: true, key: fs.readFileSync(String(params.key)), cert: fs.readFileSync(String(params.cert)) };
   const srv = net.createServer((sock) => {
@@ -72,32 +72,32 @@ function server(t: TransportKey, params: Json, commands: Commands): void {
     let bytes = 0;
     let t0 = 0;
     let cpu0 = process.cpuUsage();
-    secure.on('data', (d: Buffer) => {
+    secure.on('data', (chunk: Buffer) => {
       if (!mode) {
-        mode = d[0] === 0x62 /* b */ ? 'bulk' : 'echo';
-        if (mode === 'echo') return void secure.write(d);
+        mode = chunk[0] === 0x62 /* b */ ? 'bulk' : 'echo';
+        if (mode === 'echo') return void secure.write(chunk);
         t0 = now();
         cpu0 = process.cpuUsage();
-        d = d.subarray(1);
+        chunk = chunk.subarray(1);
       }
-      if (mode === 'echo') secure.write(d);
-      else bytes += d.length;
+      if (mode === 'echo') secure.write(chunk);
+      else bytes += chunk.length;
     });
     secure.on('end', () => {
       if (mode === 'bulk') say({ event: 'bulk-received', bytes, seconds: now() - t0, cpu: cpuSince(cpu0) });
       secure.end();
     });
   });
-  listen(srv, t, params);
+  listen(srv, target, params);
   commands.on('report', () => say({ event: 'report', seen: seen.counts }));
 }
 
-function client(t: TransportKey, params: Json): void {
-  const net = netFor(t);
+function client(target: TransportKey, params: Json): void {
+  const net = netFor(target);
   const seen = new TransportTally();
   const duration = Number(params.duration);
-  const fail = (what: string) => (e: Error) => {
-    say({ event: 'error', message: `${what}: ${e.message}` });
+  const fail = (what: string) => (err: Error) => {
+    say({ event: 'error', message: `${what}: ${err.message}` });
     process.exit(1);
   };
   const open = (onSecure: (s: tls.TLSSocket, plain: nodeNet.Socket) => void): void => {
@@ -106,8 +106,8 @@ function client(t: TransportKey, params: Json): void {
     plain.on('error', fail('client socket'));
     plain.once('connect', () => {
       seen.add(plain);
-      const s = tls.connect({ socket: plain, rejectUnauthorized: false, servername: 'localhost' }, () => onSecure(s, plain));
-      s.on('error', fail('client TLS'));
+      const sock = tls.connect({ socket: plain, rejectUnauthorized: false, servername: 'localhost' }, () => onSecure(sock, plain));
+      sock.on('error', fail('client TLS'));
     });
   };
 
@@ -119,9 +119,9 @@ function client(t: TransportKey, params: Json): void {
   let cpu0 = process.cpuUsage();
   const dog = watchdog(() => `handshake ${done + 1}${warm ? ' (warm-up)' : ''}`);
   const next = (): void => {
-    open((s) => {
-      s.once('data', () => s.end());
-      s.on('close', () => {
+    open((sock) => {
+      sock.once('data', () => sock.end());
+      sock.on('close', () => {
         dog.poke();
         if (warm) {
           if (now() - start < WARMUP_S) return next();
@@ -135,13 +135,13 @@ function client(t: TransportKey, params: Json): void {
         say({ event: 'handshakes', count: done, seconds: now() - t0, cpu: cpuSince(cpu0), seen: seen.counts });
         bulk();
       });
-      s.write('x');
+      sock.write('x');
     });
   };
 
   // Then bulk over one connection.
   const bulk = (): void => {
-    open((s) => {
+    open((sock) => {
       const buf = Buffer.alloc(CHUNK, 0x61);
       let bytes = 0;
       const end = now() + duration;
@@ -150,13 +150,13 @@ function client(t: TransportKey, params: Json): void {
         bulkDog.poke();
         while (now() < end) {
           bytes += buf.length;
-          if (!s.write(buf)) return void s.once('drain', go);
+          if (!sock.write(buf)) return void sock.once('drain', go);
         }
         bulkDog.stop();
-        s.end();
+        sock.end();
         say({ event: 'bulk-sent', bytes });
       };
-      s.write('b');
+      sock.write('b');
       go();
     });
   };

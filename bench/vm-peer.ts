@@ -18,40 +18,40 @@ import { closeGently, ctrlConnect, eth0, eth0Since, now, open, pairOptions, pair
 import { Any, Res, arg, block, runRoles, zivm } from '../tools/vm/peer';
 
 async function bench(argv: string[]): Promise<void> {
-  const o = pairOptions(argv);
+  const out = pairOptions(argv);
   const peer = arg(argv, '--peer');
   const trials = Number(arg(argv, '--trials', '5'));
   const msg = Buffer.alloc(Number(arg(argv, '--msg', '1')), 0x61);
   const warm = Number(arg(argv, '--warm', '50'));
   const warmup = Number(arg(argv, '--warmup', '1'));
-  pairSetup(o.addr);
-  await startServers(o.port, o.tcpPort, o.tail);
-  const ctrl = await ctrlConnect(peer, o.ctrlPort);
+  pairSetup(out.addr);
+  await startServers(out.port, out.tcpPort, out.tail);
+  const ctrl = await ctrlConnect(peer, out.ctrlPort);
   const mods: Record<string, Any> = { shm: zivm(), tcp: nodeNet };
-  const ports: Record<string, number> = { shm: o.port, tcp: o.tcpPort };
-  const data = block(o.bytes, 0xb1c);
+  const ports: Record<string, number> = { shm: out.port, tcp: out.tcpPort };
+  const data = block(out.bytes, 0xb1c);
   const head = Buffer.alloc(8);
-  head.writeBigUInt64LE(BigInt(o.bytes));
+  head.writeBigUInt64LE(BigInt(out.bytes));
   // Trials up to 0 warm both paths up (TCG translates the guests' code as it first runs) and are not counted.
   for (let trial = 1 - warmup; trial <= trials; trial++) {
-    for (const t of trial & 1 ? ['shm', 'tcp'] : ['tcp', 'shm']) {
-      const r: Res = { trial, transport: t };
+    for (const text of trial & 1 ? ['shm', 'tcp'] : ['tcp', 'shm']) {
+      const res: Res = { trial, transport: text };
       // Round trips.
       {
-        const { s, connectMs } = await open(mods[t], peer, ports[t], 'E', `lat-${t}-${trial}`);
-        r.connectMs = connectMs;
-        r.client = sockInfo(s);
+        const { s, connectMs } = await open(mods[text], peer, ports[text], 'E', `lat-${text}-${trial}`);
+        res.connectMs = connectMs;
+        res.client = sockInfo(s);
         await pingPong(s, warm, msg);
         const e0 = eth0();
-        const rtt = await pingPong(s, o.rounds, msg);
-        r.latEth0 = eth0Since(e0);
-        r.rttUs = { n: rtt.length, median: pick(rtt, 0.5), p99: pick(rtt, 0.99), min: rtt[0], max: rtt[rtt.length - 1] };
+        const rtt = await pingPong(s, out.rounds, msg);
+        res.latEth0 = eth0Since(e0);
+        res.rttUs = { n: rtt.length, median: pick(rtt, 0.5), p99: pick(rtt, 0.99), min: rtt[0], max: rtt[rtt.length - 1] };
         await closeGently(s);
       }
       // Bulk, one way: the sink answers when it has it all.
       {
-        const { s } = await open(mods[t], peer, ports[t], 'S', `bulk-${t}-${trial}`);
-        r.bulkClient = sockInfo(s);
+        const { s } = await open(mods[text], peer, ports[text], 'S', `bulk-${text}-${trial}`);
+        res.bulkClient = sockInfo(s);
         const e0 = eth0();
         const t0 = now();
         await new Promise<void>((resolve, reject) => {
@@ -62,11 +62,11 @@ async function bench(argv: string[]): Promise<void> {
           s.write(data);
         });
         const ms = now() - t0;
-        r.bulkEth0 = eth0Since(e0);
-        r.bulk = { bytes: o.bytes, ms, MBps: o.bytes / 1e6 / (ms / 1000) };
+        res.bulkEth0 = eth0Since(e0);
+        res.bulk = { bytes: out.bytes, ms, MBps: out.bytes / 1e6 / (ms / 1000) };
         await closeGently(s);
       }
-      report('bench', r);
+      report('bench', res);
     }
   }
   await ctrl.ask({ cmd: 'bye' });

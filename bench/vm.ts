@@ -34,8 +34,8 @@ const ROOT = path.resolve(__dirname, '..', '..');
 /** The guests' script: bench/vm-peer.ts. */
 const PEER = path.join(__dirname, 'vm-peer.js');
 const [A_ADDR, B_ADDR] = PAIR_ADDRS;
-const T = ['shm', 'tcp'] as const;
-type Tr = (typeof T)[number];
+const target2 = ['shm', 'tcp'] as const;
+type Tr = (typeof target2)[number];
 const LABEL: Record<Tr, string> = { shm: 'zivm shm', tcp: 'node:net TCP (virtio-net)' };
 
 const USAGE = `usage: npm run bench:vm -- [options]     (or: node dist/bench/vm.js [options])
@@ -67,7 +67,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options | 'help' {
-  const v = readOptions(argv, {
+  const value = readOptions(argv, {
     trials: { type: 'string' },
     warmup: { type: 'string' },
     rounds: { type: 'string' },
@@ -78,21 +78,21 @@ function parseArgs(argv: string[]): Options | 'help' {
     echo: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
-  if (v.help) return 'help';
+  if (value.help) return 'help';
   const int = (name: string, dflt: number, max: number, min = 1): number => {
-    const x = stringOption(v[name]);
-    return x === undefined ? dflt : wholeNumber(x, name, min, max);
+    const elem = stringOption(value[name]);
+    return elem === undefined ? dflt : wholeNumber(elem, name, min, max);
   };
-  const bytes = stringOption(v.bytes);
-  const json = stringOption(v.json);
+  const bytes = stringOption(value.bytes);
+  const json = stringOption(value.json);
   return {
     trials: int('trials', 5, 100),
     warmup: int('warmup', 3, 100, 0),
     rounds: int('rounds', 2000, 100000),
     msg: int('msg', 1, 65536),
     bytes: bytes === undefined ? 16 << 20 : parseSize(bytes, 'bytes', 256 << 20),
-    json: v['no-write'] ? undefined : path.resolve(json ?? path.join(ROOT, 'bench', 'results', `bench-vm-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)),
-    echo: v.echo === true,
+    json: value['no-write'] ? undefined : path.resolve(json ?? path.join(ROOT, 'bench', 'results', `bench-vm-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)),
+    echo: value.echo === true,
   };
 }
 
@@ -106,35 +106,35 @@ interface Metric {
 }
 
 function table(metrics: Metric[]): string {
-  const head = ['metric', 'unit', ...T.map((t) => LABEL[t]), 'shm/tcp'];
-  const rows = metrics.map((m) => [
-    m.label,
-    `${m.unit}${m.better ? (m.better === 'higher' ? ' ↑' : ' ↓') : ''}`,
-    ...T.map((t) => summaryCell(m.results[t], m.key.endsWith('range'))),
-    m.ratio === undefined || !Number.isFinite(m.ratio) ? '-' : `${m.ratio.toFixed(2)}x`,
+  const head = ['metric', 'unit', ...target2.map((target) => LABEL[target]), 'shm/tcp'];
+  const rows = metrics.map((msg) => [
+    msg.label,
+    `${msg.unit}${msg.better ? (msg.better === 'higher' ? ' ↑' : ' ↓') : ''}`,
+    ...target2.map((target) => summaryCell(msg.results[target], msg.key.endsWith('range'))),
+    msg.ratio === undefined || !Number.isFinite(msg.ratio) ? '-' : `${msg.ratio.toFixed(2)}x`,
   ]);
   return textTable(head, rows, 2);
 }
 
 async function main(argv: string[]): Promise<number> {
-  let o: Options | 'help';
+  let out2: Options | 'help';
   try {
-    o = parseArgs(argv);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`bench:vm: ${e.message}\n${USAGE}`);
+    out2 = parseArgs(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`bench:vm: ${err.message}\n${USAGE}`);
     return 2;
   }
-  if (o === 'help') {
+  if (out2 === 'help') {
     process.stdout.write(USAGE);
     return 0;
   }
-  const opts = o;
+  const opts = out2;
   /** Collects the `ZIVM-PAIR {json}` lines of a console; `on` sees each. */
   const collector = (events: Json[], on: (e: Json) => void) =>
-    consoleEvents(PREFIX, (e) => {
-      events.push(e);
-      on(e);
+    consoleEvents(PREFIX, (entry) => {
+      events.push(entry);
+      on(entry);
     });
   const t0 = Date.now();
   const img = ensureGuestImage({ quiet: true });
@@ -144,13 +144,13 @@ async function main(argv: string[]): Promise<number> {
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(130)); // qemu.ts's exit hook kills QEMU
   const aEv: Json[] = [];
   const bEv: Json[] = [];
-  const progress = (e: Json) => {
-    if (e.what === 'joined') process.stderr.write(`bench:vm: guest ${e.addr} joined (${((Date.now() - t0) / 1000).toFixed(1)} s)\n`);
-    if (e.what === 'error') process.stderr.write(`bench:vm: guest error: ${e.message}\n`);
-    if (e.what === 'bench') {
+  const progress = (entry: Json) => {
+    if (entry.what === 'joined') process.stderr.write(`bench:vm: guest ${entry.addr} joined (${((Date.now() - t0) / 1000).toFixed(1)} s)\n`);
+    if (entry.what === 'error') process.stderr.write(`bench:vm: guest error: ${entry.message}\n`);
+    if (entry.what === 'bench') {
       process.stderr.write(
-        `bench:vm: ${e.trial <= 0 ? 'warm-up' : `trial ${e.trial}`} ${e.transport}: round trip median ${fmt(e.rttUs.median)} µs (p99 ${fmt(e.rttUs.p99)}), ` +
-          `${sizeLabel(e.bulk.bytes)} one way ${fmt(e.bulk.MBps)} MB/s\n`,
+        `bench:vm: ${entry.trial <= 0 ? 'warm-up' : `trial ${entry.trial}`} ${entry.transport}: round trip median ${fmt(entry.rttUs.median)} µs (p99 ${fmt(entry.rttUs.p99)}), ` +
+          `${sizeLabel(entry.bulk.bytes)} one way ${fmt(entry.bulk.MBps)} MB/s\n`,
       );
     }
   };
@@ -169,23 +169,23 @@ async function main(argv: string[]): Promise<number> {
     fs.rmSync(dir, { recursive: true, force: true });
   }
   const [rb, ra] = results;
-  if (ra.exitCode !== 0 || aEv.some((e) => e.what === 'error') || bEv.some((e) => e.what === 'error')) {
+  if (ra.exitCode !== 0 || aEv.some((entry) => entry.what === 'error') || bEv.some((entry) => entry.what === 'error')) {
     process.stderr.write(`bench:vm: the guests did not finish (A exit ${ra.exitCode}${ra.timedOut ? ', watchdog' : ''}; B exit ${rb.exitCode})\n--- A ---\n${ra.console}\n--- B ---\n${rb.console}\n`);
     return 1;
   }
 
   // Check every trial's sockets, on both ends.
   const errors: string[] = [];
-  const accepted = new Map(bEv.filter((e) => e.what === 'accepted').map((e) => [String(e.tag), e]));
-  const good = (r: Json): boolean => {
-    const t = r.transport as Tr;
+  const accepted = new Map(bEv.filter((entry) => entry.what === 'accepted').map((entry) => [String(entry.tag), entry]));
+  const good = (res: Json): boolean => {
+    const target = res.transport as Tr;
     const bad: string[] = [];
     for (const [which, tag, client] of [
-      ['round trips', `lat-${t}-${r.trial}`, r.client],
-      ['bulk', `bulk-${t}-${r.trial}`, r.bulkClient],
+      ['round trips', `lat-${target}-${res.trial}`, res.client],
+      ['bulk', `bulk-${target}-${res.trial}`, res.bulkClient],
     ] as const) {
       const srv = accepted.get(tag);
-      if (t === 'shm') {
+      if (target === 'shm') {
         if (client.transport !== 'shm') bad.push(`${which}: client transport ${client.transport}`);
         if (srv?.kind !== 'zivm' || srv.transport !== 'shm') bad.push(`${which}: server ${srv?.kind} transport ${srv?.transport}`);
       } else {
@@ -194,36 +194,36 @@ async function main(argv: string[]): Promise<number> {
       }
       if (client.remoteAddress !== B_ADDR || srv?.remoteAddress !== A_ADDR) bad.push(`${which}: addresses ${client.remoteAddress} / ${srv?.remoteAddress}`);
     }
-    if (t === 'shm' && r.bulkEth0.tx + r.latEth0.tx > 1 << 20) bad.push(`${r.bulkEth0.tx + r.latEth0.tx} bytes went out on eth0`);
-    if (t === 'tcp' && r.bulkEth0.tx < r.bulk.bytes) bad.push(`only ${r.bulkEth0.tx} bytes went out on eth0`);
-    if (bad.length) errors.push(`trial ${r.trial} ${t}: ${bad.join('; ')}`);
+    if (target === 'shm' && res.bulkEth0.tx + res.latEth0.tx > 1 << 20) bad.push(`${res.bulkEth0.tx + res.latEth0.tx} bytes went out on eth0`);
+    if (target === 'tcp' && res.bulkEth0.tx < res.bulk.bytes) bad.push(`only ${res.bulkEth0.tx} bytes went out on eth0`);
+    if (bad.length) errors.push(`trial ${res.trial} ${target}: ${bad.join('; ')}`);
     return bad.length === 0;
   };
-  const records = aEv.filter((e) => e.what === 'bench');
-  const counted = records.filter((r) => r.trial > 0 && good(r));
-  const by = (t: Tr) => counted.filter((r) => r.transport === t);
+  const records = aEv.filter((entry) => entry.what === 'bench');
+  const counted = records.filter((res) => res.trial > 0 && good(res));
+  const by = (target: Tr) => counted.filter((res) => res.transport === target);
   const metric = (key: string, label: string, unit: string, better: Metric['better'], value: (r: Json) => number): Metric => {
     const results: Partial<Record<Tr, Summary>> = {};
-    for (const t of T) if (by(t).length) results[t] = summarize(by(t).map(value));
-    const m: Metric = { key, label, unit, better, results };
-    if (results.shm && results.tcp && results.tcp.median > 0) m.ratio = results.shm.median / results.tcp.median;
-    return m;
+    for (const target of target2) if (by(target).length) results[target] = summarize(by(target).map(value));
+    const msg: Metric = { key, label, unit, better, results };
+    if (results.shm && results.tcp && results.tcp.median > 0) msg.ratio = results.shm.median / results.tcp.median;
+    return msg;
   };
   const msgLabel = sizeLabel(opts.msg);
   const range: Metric = { key: 'rtt-range', label: `round trip ${msgLabel}, min–max of all`, unit: 'µs', better: '', results: {} };
-  for (const t of T) {
-    const rs = by(t);
+  for (const target of target2) {
+    const rs = by(target);
     if (!rs.length) continue;
-    const mins = rs.map((r) => r.rttUs.min as number);
-    const maxs = rs.map((r) => r.rttUs.max as number);
-    range.results[t] = { n: rs.length, median: NaN, min: Math.min(...mins), max: Math.max(...maxs), q1: NaN, q3: NaN, samples: [] };
+    const mins = rs.map((res) => res.rttUs.min as number);
+    const maxs = rs.map((res) => res.rttUs.max as number);
+    range.results[target] = { n: rs.length, median: NaN, min: Math.min(...mins), max: Math.max(...maxs), q1: NaN, q3: NaN, samples: [] };
   }
   const metrics: Metric[] = [
-    metric('rtt-median', `round trip ${msgLabel}, median`, 'µs', 'lower', (r) => r.rttUs.median),
-    metric('rtt-p99', `round trip ${msgLabel}, p99`, 'µs', 'lower', (r) => r.rttUs.p99),
+    metric('rtt-median', `round trip ${msgLabel}, median`, 'µs', 'lower', (res) => res.rttUs.median),
+    metric('rtt-p99', `round trip ${msgLabel}, p99`, 'µs', 'lower', (res) => res.rttUs.p99),
     range,
-    metric('bulk', `bulk ${sizeLabel(opts.bytes)} one way`, 'MB/s', 'higher', (r) => r.bulk.MBps),
-    metric('connect', 'connect', 'ms', 'lower', (r) => r.connectMs),
+    metric('bulk', `bulk ${sizeLabel(opts.bytes)} one way`, 'MB/s', 'higher', (res) => res.bulk.MBps),
+    metric('connect', 'connect', 'ms', 'lower', (res) => res.connectMs),
   ];
 
   const qemuVersion = execFileSync(img.qemu, ['--version'], { encoding: 'utf8' }).split('\n')[0];
@@ -241,7 +241,7 @@ async function main(argv: string[]): Promise<number> {
       `${opts.warmup} warm-up trials first, not counted (TCG translates the guests' code as it first runs); the transports alternate which goes first`,
       'figures: median over trials of the per-trial figure (min–max over trials); ratios: shm median / tcp median',
     ],
-    results: Object.fromEntries(metrics.map((m) => [m.key, { label: m.label, unit: m.unit, better: m.better, ratio: m.ratio, ...Object.fromEntries(T.map((t) => [t, m.results[t] ?? null])) }])),
+    results: Object.fromEntries(metrics.map((msg) => [msg.key, { label: msg.label, unit: msg.unit, better: msg.better, ratio: msg.ratio, ...Object.fromEntries(target2.map((target) => [target, msg.results[target] ?? null])) }])),
     trials: records,
     errors,
     seconds: (Date.now() - t0) / 1000,
@@ -252,7 +252,7 @@ async function main(argv: string[]): Promise<number> {
       `figures: median over trials (min–max over trials)\n\n` +
       table(metrics),
   );
-  if (errors.length) process.stdout.write(`\nerrors (left out):\n${errors.map((e) => `  ${e}`).join('\n')}\n`);
+  if (errors.length) process.stdout.write(`\nerrors (left out):\n${errors.map((entry) => `  ${entry}`).join('\n')}\n`);
   process.stdout.write(`\n${out.seconds.toFixed(0)} s in all\n`);
   if (opts.json) {
     fs.mkdirSync(path.dirname(opts.json), { recursive: true });
@@ -264,9 +264,9 @@ async function main(argv: string[]): Promise<number> {
 
 if (require.main === module) {
   main(process.argv.slice(2)).then(
-    (c) => process.exit(c),
-    (e) => {
-      process.stderr.write(`${(e as Error).stack}\n`);
+    (count) => process.exit(count),
+    (err) => {
+      process.stderr.write(`${(err as Error).stack}\n`);
       process.exit(1);
     },
   );

@@ -13,18 +13,18 @@ const RUN = path.join(__dirname, '..', 'bench', 'run.js');
 const TRANSPORTS = ['zivm-shm', 'zivm-tcp', 'net-tcp', 'net-unix'];
 const EXPECTED: Record<string, string> = { 'zivm-shm': 'shm', 'zivm-tcp': 'tcp', 'net-tcp': 'tcp', 'net-unix': 'pipe' };
 
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = Record<string, any>;  
 
 function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const env = { ...process.env };
     delete env.NODE_OPTIONS;
-    const p = spawn(process.execPath, [RUN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [RUN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('exit', (code) => resolve({ code, stdout, stderr }));
+    proc.stdout.on('data', (data) => (stdout += data));
+    proc.stderr.on('data', (data) => (stderr += data));
+    proc.on('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }
 
@@ -40,13 +40,13 @@ describe('bench driver (smoke)', function () {
   });
 
   it('runs ping-pong and connect over all four transports, the zivm trial over shared memory', async () => {
-    const r = await run(['--quick', '--trials', '1', '--cases', 'ping-pong,connect', '--out', out]);
-    expect(r.code, r.stderr).to.equal(0);
-    expect(r.stderr).to.match(/^ping-pong: /m);
-    expect(r.stderr).to.match(/^connect: /m);
+    const res2 = await run(['--quick', '--trials', '1', '--cases', 'ping-pong,connect', '--out', out]);
+    expect(res2.code, res2.stderr).to.equal(0);
+    expect(res2.stderr).to.match(/^ping-pong: /m);
+    expect(res2.stderr).to.match(/^connect: /m);
 
     const files = fs.readdirSync(out);
-    const json = files.find((f) => f.endsWith('.json'));
+    const json = files.find((file) => file.endsWith('.json'));
     expect(json, files.join(', ')).to.be.a('string');
     expect(files).to.include(json!.replace(/\.json$/, '.svg'));
     const svg = fs.readFileSync(path.join(out, json!.replace(/\.json$/, '.svg')), 'utf8');
@@ -57,41 +57,41 @@ describe('bench driver (smoke)', function () {
     expect(res.machine.cores).to.be.above(0);
     expect(res.machine.cpu).to.be.a('string').and.not.equal('');
     expect(res.machine.node).to.equal(process.version);
-    expect(res.cases.map((c: Any) => c.name)).to.deep.equal(['ping-pong', 'connect']);
-    for (const c of res.cases) {
-      for (const m of c.metrics) {
-        for (const t of TRANSPORTS) {
-          expect(m.results[t], `${c.name} ${m.key} ${t}`).to.be.an('object');
-          expect(m.results[t].n).to.equal(1);
-          expect(m.results[t].median).to.be.above(0);
+    expect(res.cases.map((item: Any) => item.name)).to.deep.equal(['ping-pong', 'connect']);
+    for (const item of res.cases) {
+      for (const msg of item.metrics) {
+        for (const text of TRANSPORTS) {
+          expect(msg.results[text], `${item.name} ${msg.key} ${text}`).to.be.an('object');
+          expect(msg.results[text].n).to.equal(1);
+          expect(msg.results[text].median).to.be.above(0);
         }
-        expect(m.ratios.shmOverTcp).to.be.above(0);
-        expect(m.ratios.shmOverUnix).to.be.above(0);
+        expect(msg.ratios.shmOverTcp).to.be.above(0);
+        expect(msg.ratios.shmOverUnix).to.be.above(0);
       }
-      expect(c.trials).to.have.length(TRANSPORTS.length);
-      for (const trial of c.trials) {
-        expect(trial.ok, `${c.name} ${trial.transport}: ${trial.error}`).to.equal(true);
+      expect(item.trials).to.have.length(TRANSPORTS.length);
+      for (const trial of item.trials) {
+        expect(trial.ok, `${item.name} ${trial.transport}: ${trial.error}`).to.equal(true);
         const want = EXPECTED[trial.transport];
         for (const side of ['client', 'server']) {
           const seen = trial.seen[side] as Record<string, number>;
-          expect(Object.keys(seen), `${c.name} ${trial.transport} ${side}`).to.deep.equal([want]);
+          expect(Object.keys(seen), `${item.name} ${trial.transport} ${side}`).to.deep.equal([want]);
           expect(seen[want]).to.be.above(0);
         }
       }
       // zivm's own account of the shared-memory trial agrees.
-      const shm = c.trials.find((x: Any) => x.transport === 'zivm-shm');
+      const shm = item.trials.find((elem: Any) => elem.transport === 'zivm-shm');
       expect(shm.detail.zivm.connections.shm).to.be.above(0);
       expect(shm.detail.zivm.connections.tcp).to.equal(0);
-      const fb = c.trials.find((x: Any) => x.transport === 'zivm-tcp');
+      const fb = item.trials.find((elem: Any) => elem.transport === 'zivm-tcp');
       expect(fb.detail.zivm.connections.shm).to.equal(0);
       expect(fb.detail.zivm.connections.tcp).to.be.above(0);
     }
-    expect(r.stdout).to.match(/zivm shm/);
+    expect(res2.stdout).to.match(/zivm shm/);
   });
 
   it('rejects an unknown case with usage status 2', async () => {
-    const r = await run(['--cases', 'nope', '--no-write']);
-    expect(r.code).to.equal(2);
-    expect(r.stderr).to.match(/unknown case nope/);
+    const res = await run(['--cases', 'nope', '--no-write']);
+    expect(res.code).to.equal(2);
+    expect(res.stderr).to.match(/unknown case nope/);
   });
 });

@@ -12,19 +12,19 @@ const FIXTURES = path.join(__dirname, '..', '..', 'test', 'fixtures');
 const REGISTER = path.join(__dirname, '..', 'src', 'register.js');
 
 function run(script: string, args: string[], hook: boolean): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [...(hook ? ['--require', REGISTER] : []), path.join(FIXTURES, script), ...args], {
+  const res = spawnSync(process.execPath, [...(hook ? ['--require', REGISTER] : []), path.join(FIXTURES, script), ...args], {
     encoding: 'utf8',
     timeout: 20000,
     env: { ...process.env, NODE_OPTIONS: '' },
   });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  return { status: res.status, stdout: res.stdout, stderr: res.stderr };
 }
 
 function lines(stdout: string): Record<string, unknown>[] {
   return stdout
     .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
 describe('native stream consumers', function () {
@@ -45,10 +45,10 @@ describe('native stream consumers', function () {
 
 describe('Http2Frames', function () {
   const frame = (type: number, payload: number): Buffer => {
-    const b = Buffer.alloc(9 + payload, 0x61);
-    b.writeUIntBE(payload, 0, 3);
-    b[3] = type;
-    return b;
+    const buf = Buffer.alloc(9 + payload, 0x61);
+    buf.writeUIntBE(payload, 0, 3);
+    buf[3] = type;
+    return buf;
   };
   const preface = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
@@ -58,19 +58,19 @@ describe('Http2Frames', function () {
     const data = frame(0x0, 18);
     const buf = Buffer.concat([preface, settings, headers, data, data, data, frame(0x8, 4)]);
     const pieces = new Http2Frames(true).split(buf);
-    expect(pieces.map((p) => p.length)).to.deep.equal([24, 9, 23, 27 * 3 + 13]);
+    expect(pieces.map((part) => part.length)).to.deep.equal([24, 9, 23, 27 * 3 + 13]);
     expect(Buffer.concat(pieces).equals(buf)).to.equal(true);
   });
 
   it('finds frame boundaries across reads of any size (the client side has no preface)', function () {
     const stream = Buffer.concat([frame(0x1, 5), frame(0x0, 100), frame(0x1, 0), frame(0x7, 8), frame(0x0, 3)]);
     for (const size of [1, 2, 7, 9, 10, 33, 1000]) {
-      const f = new Http2Frames(false);
+      const field = new Http2Frames(false);
       const cuts: number[] = [];
       let at = 0;
       for (let i = 0; i < stream.length; i += size) {
-        for (const p of f.split(stream.subarray(i, i + size))) {
-          at += p.length;
+        for (const part of field.split(stream.subarray(i, i + size))) {
+          at += part.length;
           cuts.push(at);
         }
       }
@@ -87,15 +87,15 @@ describe('connections handed to another process', function () {
   it('a pauseOnConnect server hands its connections over, as with plain node (zivm keeps it on TCP)', function () {
     const plain = lines(run('handoff.js', ['paused'], false).stdout);
     const hooked = lines(run('handoff.js', ['paused'], true).stdout);
-    expect(plain.find((l) => l.event === 'done')?.got).to.equal('from the child over tcp');
-    const done = hooked.find((l) => l.event === 'done');
+    expect(plain.find((list) => list.event === 'done')?.got).to.equal('from the child over tcp');
+    const done = hooked.find((list) => list.event === 'done');
     expect(done?.got).to.equal('from the child over tcp');
     expect(done?.transport).to.equal('tcp');
   });
 
   it('sending a shared-memory connection fails at once with ERR_INVALID_HANDLE_TYPE, saying how to keep it on TCP', function () {
     const hooked = lines(run('handoff.js', [], true).stdout);
-    const failed = hooked.find((l) => l.event === 'send-failed');
+    const failed = hooked.find((list) => list.event === 'send-failed');
     expect(failed, JSON.stringify(hooked)).to.not.equal(undefined);
     expect(failed?.code).to.equal('ERR_INVALID_HANDLE_TYPE');
     expect(failed?.transport).to.equal('shm');

@@ -57,35 +57,35 @@ describe('daemon', function () {
   });
 
   afterEach(async () => {
-    for (const c of clients.splice(0)) c.close();
+    for (const member of clients.splice(0)) member.close();
     for (const ch of children.splice(0)) killQuiet(ch.pid);
-    await Promise.all(servers.splice(0).map((s) => s.stop()));
+    await Promise.all(servers.splice(0).map((srv) => srv.stop()));
     for (const pid of pids.splice(0)) if (processAlive(pid)) killQuiet(pid);
     removeDir(dir);
   });
 
   function client(sock: string): RawClient {
-    const c = RawClient.connect(sock);
-    clients.push(c);
-    return c;
+    const member = RawClient.connect(sock);
+    clients.push(member);
+    return member;
   }
 
   async function server(args: string[] = [], env: NodeJS.ProcessEnv = {}, sock = path.join(dir, 'zivm.sock')): Promise<ServerProc> {
-    const s = await startServer(sock, args, env);
-    servers.push(s);
-    return s;
+    const srv = await startServer(sock, args, env);
+    servers.push(srv);
+    return srv;
   }
 
   describe('protocol', () => {
     it('greets the first client with version, id, region, then its own interrupt setup', async () => {
-      const s = await server(SMALL);
-      expect(s.out.stdout).to.match(/^zivm server listening on .*zivm\.sock \(size 4 MiB, \d+ slots, ring 64 KiB, 1 vector\)\n$/);
-      const c = client(s.socket);
-      expect(c.next()).to.deep.equal([0, -1]);
-      const [id, idFd] = c.next();
+      const srv = await server(SMALL);
+      expect(srv.out.stdout).to.match(/^zivm server listening on .*zivm\.sock \(size 4 MiB, \d+ slots, ring 64 KiB, 1 vector\)\n$/);
+      const member = client(srv.socket);
+      expect(member.next()).to.deep.equal([0, -1]);
+      const [id, idFd] = member.next();
       expect(id).to.equal(0);
       expect(idFd).to.equal(-1);
-      const [minus1, shm] = c.next();
+      const [minus1, shm] = member.next();
       expect(minus1).to.equal(-1);
       expect(shm).to.be.at.least(0);
       expect(native().fdSize(shm)).to.equal(4 * MiB);
@@ -94,7 +94,7 @@ describe('daemon', function () {
         expect(g.size).to.equal(4 * MiB);
         expect(g.ringSize).to.equal(64 * 1024);
         expect(g.vectors).to.equal(1);
-        expect(daemonPid).to.equal(s.child.pid);
+        expect(daemonPid).to.equal(srv.child.pid);
         const pw = peerOffset(g, 0) >> 2;
         expect(Atomics.load(i32, pw + PEER.STATE)).to.equal(PEER_JOINING);
         expect(i32[pw + PEER.PID]).to.equal(process.pid);
@@ -102,85 +102,85 @@ describe('daemon', function () {
       } finally {
         region.close();
       }
-      const [own, ownFd] = c.next();
+      const [own, ownFd] = member.next();
       expect(own).to.equal(0);
       expect(ownFd).to.be.at.least(0);
-      expect(c.quiet(50)).to.equal(true);
+      expect(member.quiet(50)).to.equal(true);
     });
 
     it('introduces peers to each other, one doorbell per vector, and announces leaves (3 vectors)', async () => {
-      const s = await server([...SMALL, '--vectors', '3']);
-      const a = client(s.socket);
-      const ha = a.handshake(3);
+      const srv = await server([...SMALL, '--vectors', '3']);
+      const first = client(srv.socket);
+      const ha = first.handshake(3);
       expect(ha.id).to.equal(0);
       expect(ha.peers.size).to.equal(0);
       expect(ha.own).to.have.length(3);
-      expect(ha.order.map((m) => m[0])).to.deep.equal([0, 0, 0]);
+      expect(ha.order.map((msg) => msg[0])).to.deep.equal([0, 0, 0]);
 
-      const b = client(s.socket);
-      const hb = b.handshake(3);
+      const second = client(srv.socket);
+      const hb = second.handshake(3);
       expect(hb.id).to.equal(1);
       // the first's doorbells, then its own interrupt setup
-      expect(hb.order.map((m) => m[0])).to.deep.equal([0, 0, 0, 1, 1, 1]);
+      expect(hb.order.map((msg) => msg[0])).to.deep.equal([0, 0, 0, 1, 1, 1]);
       expect(hb.peers.get(0)).to.have.length(3);
       // the first hears of the second: its id three times, each with a doorbell
-      const news = a.take(3);
-      expect(news.map((m) => m[0])).to.deep.equal([1, 1, 1]);
-      for (const m of news) expect(m[1]).to.be.at.least(0);
-      expect(a.quiet(30)).to.equal(true);
+      const news = first.take(3);
+      expect(news.map((msg) => msg[0])).to.deep.equal([1, 1, 1]);
+      for (const msg of news) expect(msg[1]).to.be.at.least(0);
+      expect(first.quiet(30)).to.equal(true);
 
       // doorbells work both ways, per vector
-      const n = native();
-      for (let v = 0; v < 3; v++) {
-        for (const fd of [...ha.own, ...hb.own]) n.drain(fd);
-        n.notify(news[v][1]); // a rings b on vector v
-        expect(n.drain(hb.own[v])).to.be.at.least(1);
-        for (let w = 0; w < 3; w++) if (w !== v) expect(n.drain(hb.own[w])).to.equal(0);
-        n.notify(hb.peers.get(0)![v]); // b rings a on vector v
-        expect(n.drain(ha.own[v])).to.be.at.least(1);
+      const addon = native();
+      for (let value = 0; value < 3; value++) {
+        for (const fd of [...ha.own, ...hb.own]) addon.drain(fd);
+        addon.notify(news[value][1]); // a rings b on vector v
+        expect(addon.drain(hb.own[value])).to.be.at.least(1);
+        for (let word = 0; word < 3; word++) if (word !== value) expect(addon.drain(hb.own[word])).to.equal(0);
+        addon.notify(hb.peers.get(0)![value]); // b rings a on vector v
+        expect(addon.drain(ha.own[value])).to.be.at.least(1);
       }
 
-      b.close();
-      expect(a.next()).to.deep.equal([1, -1]);
-      expect(a.quiet(30)).to.equal(true);
+      second.close();
+      expect(first.next()).to.deep.equal([1, -1]);
+      expect(first.quiet(30)).to.equal(true);
     });
 
     it('keeps every message, in order, when a socket fills up', async () => {
-      const V = 32; // 11 peers × 32 doorbells is more than a unix socket holds at once
-      const s = await server([...SMALL, '--vectors', String(V)]);
-      const cs = Array.from({ length: 12 }, () => client(s.socket));
-      await until(() => s.child.exitCode === null && cs.every((c) => !c.quiet(0)), 3000, 'greetings');
-      await new Promise((r) => setTimeout(r, 100)); // let the daemon fill the sockets
-      const hs = cs.map((c) => c.handshake(V));
-      hs.forEach((h, k) => {
-        expect(h.id).to.equal(k);
+      const value2 = 32; // 11 peers × 32 doorbells is more than a unix socket holds at once
+      const srv = await server([...SMALL, '--vectors', String(value2)]);
+      const cs = Array.from({ length: 12 }, () => client(srv.socket));
+      await until(() => srv.child.exitCode === null && cs.every((member) => !member.quiet(0)), 3000, 'greetings');
+      await new Promise((resolve) => setTimeout(resolve, 100)); // let the daemon fill the sockets
+      const hs = cs.map((member) => member.handshake(value2));
+      hs.forEach((holder, k) => {
+        expect(holder.id).to.equal(k);
         const expected: number[] = [];
-        for (let p = 0; p < k; p++) for (let v = 0; v < V; v++) expected.push(p);
-        for (let v = 0; v < V; v++) expected.push(k);
-        expect(h.order.map((m) => m[0])).to.deep.equal(expected);
+        for (let entry = 0; entry < k; entry++) for (let value = 0; value < value2; value++) expected.push(entry);
+        for (let value = 0; value < value2; value++) expected.push(k);
+        expect(holder.order.map((msg) => msg[0])).to.deep.equal(expected);
       });
-      const news = cs[0].take(11 * V);
+      const news = cs[0].take(11 * value2);
       const expected: number[] = [];
-      for (let p = 1; p < 12; p++) for (let v = 0; v < V; v++) expected.push(p);
-      expect(news.map((m) => m[0])).to.deep.equal(expected);
-      expect(news.every((m) => m[1] >= 0)).to.equal(true);
+      for (let entry = 1; entry < 12; entry++) for (let value = 0; value < value2; value++) expected.push(entry);
+      expect(news.map((msg) => msg[0])).to.deep.equal(expected);
+      expect(news.every((msg) => msg[1] >= 0)).to.equal(true);
       expect(cs[0].quiet(20)).to.equal(true);
     });
 
     it('hands out the lowest free id and frees the peer entry on leave', async () => {
-      const s = await server([...SMALL, '--verbose']);
-      const [a, b, c] = [client(s.socket), client(s.socket), client(s.socket)];
-      const ha = a.handshake(1);
-      const hb = b.handshake(1);
-      const hc = c.handshake(1);
+      const srv = await server([...SMALL, '--verbose']);
+      const [first, second, member] = [client(srv.socket), client(srv.socket), client(srv.socket)];
+      const ha = first.handshake(1);
+      const hb = second.handshake(1);
+      const hc = member.handshake(1);
       expect([ha.id, hb.id, hc.id]).to.deep.equal([0, 1, 2]);
       expect([...hc.peers.keys()]).to.deep.equal([0, 1]);
       const { region, i32, g } = mapRegion(ha.shmFd);
       try {
         const gen1 = i32[(peerOffset(g, 1) >> 2) + PEER.GEN];
-        b.close();
-        a.close();
-        const gone = c.take(2).sort((x, y) => x[0] - y[0]);
+        second.close();
+        first.close();
+        const gone = member.take(2).sort((elem, yval) => elem[0] - yval[0]);
         expect(gone).to.deep.equal([
           [0, -1],
           [1, -1],
@@ -189,10 +189,10 @@ describe('daemon', function () {
         // leaves are announced first, then the region is cleaned
         await until(() => Atomics.load(i32, pw1 + PEER.STATE) === PEER_FREE, 3000, 'the entry to be freed');
         expect(i32[pw1 + PEER.GEN]).to.equal(gen1);
-        const d = client(s.socket);
-        expect(d.handshake(1).id).to.equal(0);
-        const e = client(s.socket);
-        const he = e.handshake(1);
+        const data = client(srv.socket);
+        expect(data.handshake(1).id).to.equal(0);
+        const entry = client(srv.socket);
+        const he = entry.handshake(1);
         expect(he.id).to.equal(1);
         expect(i32[pw1 + PEER.GEN]).to.equal(gen1 + 1);
         expect([...he.peers.keys()]).to.deep.equal([0, 2]);
@@ -200,84 +200,84 @@ describe('daemon', function () {
         region.close();
       }
       // --verbose: one line per join and per leave
-      await until(() => (s.out.stderr.match(/\n/g) ?? []).length >= 7, 3000, 'the log lines');
-      const lines = s.out.stderr.trim().split('\n');
-      expect(lines.filter((l) => / joined /.test(l))).to.have.length(5);
-      expect(lines.filter((l) => / left /.test(l))).to.have.length(2);
+      await until(() => (srv.out.stderr.match(/\n/g) ?? []).length >= 7, 3000, 'the log lines');
+      const lines = srv.out.stderr.trim().split('\n');
+      expect(lines.filter((line) => / joined /.test(line))).to.have.length(5);
+      expect(lines.filter((line) => / left /.test(line))).to.have.length(2);
       expect(lines[0]).to.match(/^zivm: peer 0 joined \(pid \d+/);
     });
 
     it('ignores what clients send, and survives a client that vanishes mid-greeting', async () => {
-      const s = await server(SMALL);
-      const a = client(s.socket);
-      a.handshake(1);
-      fs.writeSync(a.fd, Buffer.from('hello daemon, these bytes mean nothing'));
-      const b = RawClient.connect(s.socket);
-      b.close(); // before reading anything
+      const srv = await server(SMALL);
+      const first = client(srv.socket);
+      first.handshake(1);
+      fs.writeSync(first.fd, Buffer.from('hello daemon, these bytes mean nothing'));
+      const second = RawClient.connect(srv.socket);
+      second.close(); // before reading anything
       // a hears of b (join, maybe leave); the daemon is still fine for a newcomer
-      const c = client(s.socket);
-      const hc = c.handshake(1);
+      const member = client(srv.socket);
+      const hc = member.handshake(1);
       expect(hc.id).to.be.oneOf([1, 2]);
-      expect(processAlive(s.child.pid!)).to.equal(true);
+      expect(processAlive(srv.child.pid!)).to.equal(true);
     });
   });
 
   describe('Peers.reap', () => {
     it('frees and flags exactly what belonged to the dead peer, and wakes the survivor', () => {
-      const g = computeGeometry({ size: MiB, ringSize: 4096, vectors: 1, maxPeers: 4, maxListeners: 8 });
-      expect(g.nslots).to.be.greaterThan(40);
-      const i32 = new Int32Array(new SharedArrayBuffer(g.size));
-      writeHeader(i32, g, 1, 1);
-      const D = 1;
+      const geo = computeGeometry({ size: MiB, ringSize: 4096, vectors: 1, maxPeers: 4, maxListeners: 8 });
+      expect(geo.nslots).to.be.greaterThan(40);
+      const i32 = new Int32Array(new SharedArrayBuffer(geo.size));
+      writeHeader(i32, geo, 1, 1);
+      const data = 1;
       const DG = 5;
       const SV = 2;
       const SG = 3;
       const peer = (id: number, state: number, gen: number): void => {
-        i32[(peerOffset(g, id) >> 2) + PEER.STATE] = state;
-        i32[(peerOffset(g, id) >> 2) + PEER.GEN] = gen;
+        i32[(peerOffset(geo, id) >> 2) + PEER.STATE] = state;
+        i32[(peerOffset(geo, id) >> 2) + PEER.GEN] = gen;
       };
-      peer(D, PEER_ALIVE, DG);
+      peer(data, PEER_ALIVE, DG);
       peer(SV, PEER_ALIVE, SG);
       const lst = (i: number, state: number, owner: number, ownerGen: number): number => {
-        const w = listenerOffset(g, i) >> 2;
-        i32[w + LISTENER.STATE] = state;
-        i32[w + LISTENER.OWNER] = owner;
-        i32[w + LISTENER.OWNER_GEN] = ownerGen;
-        return w;
+        const word = listenerOffset(geo, i) >> 2;
+        i32[word + LISTENER.STATE] = state;
+        i32[word + LISTENER.OWNER] = owner;
+        i32[word + LISTENER.OWNER_GEN] = ownerGen;
+        return word;
       };
-      const l0 = lst(0, makeState(2, LST_ACTIVE), D, DG);
-      const l1 = lst(1, makeState(2, LST_ACTIVE), D, DG - 1); // an earlier life of the same id
+      const l0 = lst(0, makeState(2, LST_ACTIVE), data, DG);
+      const l1 = lst(1, makeState(2, LST_ACTIVE), data, DG - 1); // an earlier life of the same id
       const l2 = lst(2, makeState(7, LST_ACTIVE), SV, SG);
-      const l3 = lst(3, makeState(0, LST_CLAIMED), D, DG);
-      const slot = (i: number, state: number, c: number, cg: number, sv: number, sg: number, cf = 0, sf = 0): number => {
-        const w = slotOffset(g, i) >> 2;
-        i32[w + SLOT.STATE] = state;
-        i32[w + SLOT.CLIENT] = c;
-        i32[w + SLOT.CLIENT_GEN] = cg;
-        i32[w + SLOT.SERVER] = sv;
-        i32[w + SLOT.SERVER_GEN] = sg;
-        i32[w + SLOT.CLIENT_FLAGS] = cf;
-        i32[w + SLOT.SERVER_FLAGS] = sf;
-        return w;
+      const l3 = lst(3, makeState(0, LST_CLAIMED), data, DG);
+      const slot = (i: number, state: number, count: number, cg: number, sv: number, sg: number, cf = 0, sf = 0): number => {
+        const word = slotOffset(geo, i) >> 2;
+        i32[word + SLOT.STATE] = state;
+        i32[word + SLOT.CLIENT] = count;
+        i32[word + SLOT.CLIENT_GEN] = cg;
+        i32[word + SLOT.SERVER] = sv;
+        i32[word + SLOT.SERVER_GEN] = sg;
+        i32[word + SLOT.CLIENT_FLAGS] = cf;
+        i32[word + SLOT.SERVER_FLAGS] = sf;
+        return word;
       };
-      const s0 = slot(0, makeState(4, SLOT_CLAIMED), D, DG, 0, 0); // no server yet: nobody to wake
-      const s1 = slot(1, makeState(2, SLOT_CONNECTING), D, DG, SV, SG);
-      const s2 = slot(2, makeState(6, SLOT_CONNECTING), SV, SG, D, DG);
-      const s3 = slot(3, makeState(1, SLOT_ESTABLISHED), D, DG, SV, SG);
-      const s4 = slot(4, makeState(9, SLOT_ESTABLISHED), SV, SG, D, DG, F_CLOSED | F_FIN, 0);
-      const s5 = slot(5, makeState(3, SLOT_ESTABLISHED), D, DG - 1, SV, SG); // stale generation
-      const s6 = slot(6, makeState(8, SLOT_FREE), D, DG, SV, SG); // free: left alone
-      const s7 = slot(7, makeState(2, SLOT_REFUSED), SV, SG, D, DG);
-      const s8 = slot(8, makeState(5, SLOT_ESTABLISHED), D, DG, D, DG); // to itself
-      const s33 = slot(33, makeState(1, SLOT_ESTABLISHED), D, DG, SV, SG, 0, F_FIN);
-      const pendS = pendingOffset(g, SV) >> 2;
-      const pendD = pendingOffset(g, D) >> 2;
+      const s0 = slot(0, makeState(4, SLOT_CLAIMED), data, DG, 0, 0); // no server yet: nobody to wake
+      const s1 = slot(1, makeState(2, SLOT_CONNECTING), data, DG, SV, SG);
+      const s2 = slot(2, makeState(6, SLOT_CONNECTING), SV, SG, data, DG);
+      const s3 = slot(3, makeState(1, SLOT_ESTABLISHED), data, DG, SV, SG);
+      const s4 = slot(4, makeState(9, SLOT_ESTABLISHED), SV, SG, data, DG, F_CLOSED | F_FIN, 0);
+      const s5 = slot(5, makeState(3, SLOT_ESTABLISHED), data, DG - 1, SV, SG); // stale generation
+      const s6 = slot(6, makeState(8, SLOT_FREE), data, DG, SV, SG); // free: left alone
+      const s7 = slot(7, makeState(2, SLOT_REFUSED), SV, SG, data, DG);
+      const s8 = slot(8, makeState(5, SLOT_ESTABLISHED), data, DG, data, DG); // to itself
+      const s33 = slot(33, makeState(1, SLOT_ESTABLISHED), data, DG, SV, SG, 0, F_FIN);
+      const pendS = pendingOffset(geo, SV) >> 2;
+      const pendD = pendingOffset(geo, data) >> 2;
       i32[pendS] = 1 << 3; // the survivor already has slot 3 pending: no second wake for it
       i32[pendD] = -1;
       i32[pendD + 1] = 0x1234;
 
       const woken: number[] = [];
-      Peers.reap(i32, g, D, DG, (p) => woken.push(p));
+      Peers.reap(i32, geo, data, DG, (entry) => woken.push(entry));
 
       // listeners
       expect(i32[l0 + LISTENER.STATE]).to.equal(makeState(3, LST_FREE));
@@ -316,41 +316,41 @@ describe('daemon', function () {
       expect(i32[pendS + 1]).to.equal(1 << 1);
       expect(woken).to.deep.equal([SV, SV, SV, SV, SV]);
       // the dead peer: bitmap cleared, entry free, generation kept
-      for (let k = 0; k < g.pendingStride >> 2; k++) expect(i32[pendD + k]).to.equal(0);
-      expect(i32[(peerOffset(g, D) >> 2) + PEER.STATE]).to.equal(PEER_FREE);
-      expect(i32[(peerOffset(g, D) >> 2) + PEER.GEN]).to.equal(DG);
-      expect(i32[(peerOffset(g, SV) >> 2) + PEER.STATE]).to.equal(PEER_ALIVE);
+      for (let k = 0; k < geo.pendingStride >> 2; k++) expect(i32[pendD + k]).to.equal(0);
+      expect(i32[(peerOffset(geo, data) >> 2) + PEER.STATE]).to.equal(PEER_FREE);
+      expect(i32[(peerOffset(geo, data) >> 2) + PEER.GEN]).to.equal(DG);
+      expect(i32[(peerOffset(geo, SV) >> 2) + PEER.STATE]).to.equal(PEER_ALIVE);
       expect(PEER_DEAD).to.not.equal(PEER_FREE);
     });
 
     it('cleans the region when a real peer leaves and rings the survivor', async () => {
-      const s = await server(SMALL);
-      const a = client(s.socket);
-      const ha = a.handshake(1);
-      const b = client(s.socket);
-      const hb = b.handshake(1);
-      a.take(1); // b joined
+      const srv = await server(SMALL);
+      const first = client(srv.socket);
+      const ha = first.handshake(1);
+      const second = client(srv.socket);
+      const hb = second.handshake(1);
+      first.take(1); // b joined
       const { region, i32, g } = mapRegion(ha.shmFd);
       try {
         const gen = (id: number): number => i32[(peerOffset(g, id) >> 2) + PEER.GEN];
-        const w = slotOffset(g, 0) >> 2;
-        i32[w + SLOT.CLIENT] = hb.id;
-        i32[w + SLOT.CLIENT_GEN] = gen(hb.id);
-        i32[w + SLOT.SERVER] = ha.id;
-        i32[w + SLOT.SERVER_GEN] = gen(ha.id);
-        Atomics.store(i32, w + SLOT.STATE, makeState(0, SLOT_ESTABLISHED));
+        const word = slotOffset(g, 0) >> 2;
+        i32[word + SLOT.CLIENT] = hb.id;
+        i32[word + SLOT.CLIENT_GEN] = gen(hb.id);
+        i32[word + SLOT.SERVER] = ha.id;
+        i32[word + SLOT.SERVER_GEN] = gen(ha.id);
+        Atomics.store(i32, word + SLOT.STATE, makeState(0, SLOT_ESTABLISHED));
         const lw = listenerOffset(g, 0) >> 2;
         i32[lw + LISTENER.OWNER] = hb.id;
         i32[lw + LISTENER.OWNER_GEN] = gen(hb.id);
         Atomics.store(i32, lw + LISTENER.STATE, makeState(0, LST_ACTIVE));
         native().drain(ha.own[0]);
-        b.close();
-        expect(a.next()).to.deep.equal([hb.id, -1]);
+        second.close();
+        expect(first.next()).to.deep.equal([hb.id, -1]);
         // the daemon tells the others first, then cleans up and rings
         expect(native().waitReadable(ha.own[0], 3000)).to.equal(true);
         expect(native().drain(ha.own[0])).to.be.at.least(1);
-        expect(i32[w + SLOT.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
-        expect(Atomics.load(i32, w + SLOT.STATE)).to.equal(makeState(0, SLOT_ESTABLISHED));
+        expect(i32[word + SLOT.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
+        expect(Atomics.load(i32, word + SLOT.STATE)).to.equal(makeState(0, SLOT_ESTABLISHED));
         expect(Atomics.load(i32, pendingOffset(g, ha.id) >> 2) & 1).to.equal(1);
         expect(Atomics.load(i32, lw + LISTENER.STATE)).to.equal(makeState(1, LST_FREE));
       } finally {
@@ -358,12 +358,12 @@ describe('daemon', function () {
       }
     });
     it("reaps a guest's processes with the guest, wakes through the routed vector, and skips entries an agent claimed", async () => {
-      const s = await server([...SMALL, '--vectors', '2', '--verbose']);
-      const a = client(s.socket); // the survivor, hosting a process rung as its vector 1 (another guest)
-      const ha = a.handshake(2);
-      const b = client(s.socket); // stands in for QEMU: the guest whose process goes with it
-      const hb = b.handshake(2);
-      a.take(2); // b's two doorbells
+      const srv = await server([...SMALL, '--vectors', '2', '--verbose']);
+      const first = client(srv.socket); // the survivor, hosting a process rung as its vector 1 (another guest)
+      const ha = first.handshake(2);
+      const second = client(srv.socket); // stands in for QEMU: the guest whose process goes with it
+      const hb = second.handshake(2);
+      first.take(2); // b's two doorbells
       const { region, i32, g } = mapRegion(ha.shmFd);
       try {
         // What an in-guest agent does: claim an entry by CAS, fill it in, route it through the guest's vector.
@@ -376,32 +376,32 @@ describe('daemon', function () {
           Atomics.store(i32, pw + PEER.STATE, PEER_ALIVE);
           return 7;
         };
-        const x = 2;
-        const y = g.maxPeers - 1;
-        const genX = claim(x, hb.id, 1);
-        const genY = claim(y, ha.id, 1);
+        const elem = 2;
+        const yval = g.maxPeers - 1;
+        const genX = claim(elem, hb.id, 1);
+        const genY = claim(yval, ha.id, 1);
         // The next id the daemon hands out skips the claimed entry.
-        const c = client(s.socket);
-        expect(c.handshake(2).id).to.equal(3);
-        c.close();
-        a.take(3); // c's two doorbells and its leave
-        const w = slotOffset(g, 0) >> 2;
-        i32[w + SLOT.CLIENT] = x;
-        i32[w + SLOT.CLIENT_GEN] = genX;
-        i32[w + SLOT.SERVER] = y;
-        i32[w + SLOT.SERVER_GEN] = genY;
-        Atomics.store(i32, w + SLOT.STATE, makeState(0, SLOT_ESTABLISHED));
+        const member = client(srv.socket);
+        expect(member.handshake(2).id).to.equal(3);
+        member.close();
+        first.take(3); // c's two doorbells and its leave
+        const word = slotOffset(g, 0) >> 2;
+        i32[word + SLOT.CLIENT] = elem;
+        i32[word + SLOT.CLIENT_GEN] = genX;
+        i32[word + SLOT.SERVER] = yval;
+        i32[word + SLOT.SERVER_GEN] = genY;
+        Atomics.store(i32, word + SLOT.STATE, makeState(0, SLOT_ESTABLISHED));
         for (const fd of ha.own) native().drain(fd);
-        b.close();
+        second.close();
         // The guest's process is reaped with it, and its peer is woken on the vector its route names.
         expect(native().waitReadable(ha.own[1], 3000)).to.equal(true);
         expect(native().drain(ha.own[1])).to.be.at.least(1);
         expect(native().drain(ha.own[0])).to.equal(0);
-        expect(i32[w + SLOT.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
-        expect(Atomics.load(i32, pendingOffset(g, y) >> 2) & 1).to.equal(1);
-        await until(() => Atomics.load(i32, (peerOffset(g, x) >> 2) + PEER.STATE) === PEER_FREE, 3000, "the guest process's entry to be freed");
-        expect(Atomics.load(i32, (peerOffset(g, y) >> 2) + PEER.STATE)).to.equal(PEER_ALIVE);
-        await until(() => /peer 2 left \(a process of guest peer 1\)/.test(s.out.stderr), 3000, 'the log line');
+        expect(i32[word + SLOT.CLIENT_FLAGS]).to.equal(F_DEAD | F_CLOSED);
+        expect(Atomics.load(i32, pendingOffset(g, yval) >> 2) & 1).to.equal(1);
+        await until(() => Atomics.load(i32, (peerOffset(g, elem) >> 2) + PEER.STATE) === PEER_FREE, 3000, "the guest process's entry to be freed");
+        expect(Atomics.load(i32, (peerOffset(g, yval) >> 2) + PEER.STATE)).to.equal(PEER_ALIVE);
+        await until(() => /peer 2 left \(a process of guest peer 1\)/.test(srv.out.stderr), 3000, 'the log line');
       } finally {
         region.close();
       }
@@ -412,35 +412,35 @@ describe('daemon', function () {
     it('exits when idle and leaves nothing behind, removing a folder it made', async () => {
       const sub = path.join(dir, 'sub');
       const sock = path.join(sub, 'zivm.sock');
-      const s = await server([...SMALL, '--idle-exit', '0.2'], {}, sock);
+      const srv = await server([...SMALL, '--idle-exit', '0.2'], {}, sock);
       expect(fs.statSync(sub).mode & 0o777).to.equal(0o700);
       expect(fs.lstatSync(sock).mode & 0o777).to.equal(0o600);
-      const c = client(sock);
-      c.handshake(1);
+      const member = client(sock);
+      member.handshake(1);
       // a peer keeps it alive past the idle time
-      await new Promise((r) => setTimeout(r, 300));
-      expect(processAlive(s.child.pid!)).to.equal(true);
-      c.close();
-      const e = await Promise.race([s.exited, new Promise<null>((r) => setTimeout(() => r(null), 5000))]);
-      expect(e).to.deep.equal({ code: 0, signal: null });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(processAlive(srv.child.pid!)).to.equal(true);
+      member.close();
+      const entry = await Promise.race([srv.exited, new Promise<null>((resolve) => setTimeout(() => resolve(null), 5000))]);
+      expect(entry).to.deep.equal({ code: 0, signal: null });
       expect(fs.existsSync(sub)).to.equal(false);
     });
 
     it('an auto-started daemon nobody joins exits on its own', async () => {
       const sock = path.join(dir, 'zivm.sock');
-      const r = await runCli(['server', '--auto', '--socket', sock, ...SMALL], { ZIVM_IDLE_MS: '100' });
-      expect(r.code).to.equal(0);
-      expect(r.stdout).to.equal('');
+      const res = await runCli(['server', '--auto', '--socket', sock, ...SMALL], { ZIVM_IDLE_MS: '100' });
+      expect(res.code).to.equal(0);
+      expect(res.stdout).to.equal('');
       expect(fs.readdirSync(dir)).to.deep.equal([]);
     });
 
     it('stops on SIGTERM: peers see end of stream, files are gone', async () => {
-      const s = await server(SMALL);
-      const c = client(s.socket);
-      c.handshake(1);
+      const srv = await server(SMALL);
+      const member = client(srv.socket);
+      member.handshake(1);
       expect(fs.readdirSync(dir).sort()).to.deep.equal(['zivm.sock', 'zivm.sock.lock']);
-      expect(await s.stop()).to.deep.equal({ code: 0, signal: null });
-      expect(c.recv()).to.equal(false);
+      expect(await srv.stop()).to.deep.equal({ code: 0, signal: null });
+      expect(member.recv()).to.equal(false);
       expect(fs.readdirSync(dir)).to.deep.equal([]);
     });
 
@@ -450,21 +450,21 @@ describe('daemon', function () {
       await s1.exited;
       expect(fs.readdirSync(dir).sort()).to.deep.equal(['zivm.sock', 'zivm.sock.lock']);
       const s2 = await server(SMALL);
-      const c = client(s2.socket);
-      expect(c.handshake(1).id).to.equal(0);
+      const member = client(s2.socket);
+      expect(member.handshake(1).id).to.equal(0);
     });
 
     it('refuses to start a second time on the same socket', async () => {
-      const s = await server(SMALL);
-      const r = await runCli(['server', '--socket', s.socket, ...SMALL]);
-      expect(r.code).to.equal(1);
-      expect(r.stderr).to.equal(`zivm: a daemon already serves ${s.socket}\n`);
-      const auto = await runCli(['server', '--auto', '--socket', s.socket, ...SMALL]);
+      const srv = await server(SMALL);
+      const res = await runCli(['server', '--socket', srv.socket, ...SMALL]);
+      expect(res.code).to.equal(1);
+      expect(res.stderr).to.equal(`zivm: a daemon already serves ${srv.socket}\n`);
+      const auto = await runCli(['server', '--auto', '--socket', srv.socket, ...SMALL]);
       expect(auto.code).to.equal(0);
       expect(auto.stderr).to.equal('');
       // the first one is untouched
-      const c = client(s.socket);
-      expect(c.handshake(1).id).to.equal(0);
+      const member = client(srv.socket);
+      expect(member.handshake(1).id).to.equal(0);
     });
   });
 
@@ -476,15 +476,15 @@ describe('daemon', function () {
       const racers = Array.from({ length: 6 }, () => spawnRacer(sock, env));
       children.push(...racers);
       // Each says which daemon it joined and its id: one line, or its exit with its stderr.
-      const got = (await Promise.all(racers.map((r) => r.next(undefined, 25000)))) as { pid: number; id: number }[];
-      const daemonPids = new Set(got.map((x) => x.pid));
+      const got = (await Promise.all(racers.map((res) => res.next(undefined, 25000)))) as { pid: number; id: number }[];
+      const daemonPids = new Set(got.map((val) => val.pid));
       expect(daemonPids.size, JSON.stringify(got)).to.equal(1);
       const daemonPid = got[0].pid;
       pids.push(daemonPid);
-      expect(new Set(got.map((x) => x.id)).size).to.equal(6);
+      expect(new Set(got.map((val) => val.id)).size).to.equal(6);
       expect(processAlive(daemonPid)).to.equal(true);
-      for (const r of racers) r.proc.stdin!.end();
-      expect((await Promise.all(racers.map((r) => r.exited))).map((e) => e.code)).to.deep.equal([0, 0, 0, 0, 0, 0]);
+      for (const res of racers) res.proc.stdin!.end();
+      expect((await Promise.all(racers.map((res) => res.exited))).map((entry) => entry.code)).to.deep.equal([0, 0, 0, 0, 0, 0]);
       await until(() => !processAlive(daemonPid), 5000, 'the daemon to exit');
       await until(() => fs.readdirSync(dir).length === 0, 2000, 'the folder to be empty');
     });
@@ -521,9 +521,9 @@ describe('daemon', function () {
       fs.chmodSync(open, 0o777);
       expect(() => ensureDir(open)).to.throw().with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
       expect(() => connectDaemon({ socketPath: path.join(open, 'zivm.sock') })).to.throw().with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
-      const r = await runCli(['server', '--socket', path.join(open, 'zivm.sock'), ...SMALL]);
-      expect(r.code).to.equal(1);
-      expect(r.stderr).to.contain('refusing to use socket folder');
+      const res = await runCli(['server', '--socket', path.join(open, 'zivm.sock'), ...SMALL]);
+      expect(res.code).to.equal(1);
+      expect(res.stderr).to.contain('refusing to use socket folder');
       expect(fs.readdirSync(open)).to.deep.equal([]);
       const link = path.join(dir, 'link');
       fs.symlinkSync(dir, link);
@@ -551,22 +551,22 @@ describe('daemon', function () {
         ['server', '--socket', sock, 'extra'],
         ['frobnicate'],
       ];
-      const results = await Promise.all(cases.map((c) => runCli(c)));
-      results.forEach((r, i) => {
-        expect(r.code, cases[i].join(' ')).to.equal(2);
-        expect(r.stderr, cases[i].join(' ')).to.contain('usage: zivm');
-        expect(r.stdout).to.equal('');
+      const results = await Promise.all(cases.map((item) => runCli(item)));
+      results.forEach((res, i) => {
+        expect(res.code, cases[i].join(' ')).to.equal(2);
+        expect(res.stderr, cases[i].join(' ')).to.contain('usage: zivm');
+        expect(res.stdout).to.equal('');
       });
       expect(fs.readdirSync(dir)).to.deep.equal([]);
     });
 
     it('prints help and version', async () => {
       const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
-      const [v, h] = await Promise.all([runCli(['--version']), runCli(['--help'])]);
-      expect(v.code).to.equal(0);
-      expect(v.stdout).to.equal(`${pkg.version}\n`);
-      expect(h.code).to.equal(0);
-      expect(h.stdout).to.contain('server');
+      const [value, holder] = await Promise.all([runCli(['--version']), runCli(['--help'])]);
+      expect(value.code).to.equal(0);
+      expect(value.stdout).to.equal(`${pkg.version}\n`);
+      expect(holder.code).to.equal(0);
+      expect(holder.stdout).to.contain('server');
     });
   });
 });

@@ -13,7 +13,7 @@ import { killAll } from '../tools/kit/proc';
 import { spawnPeer } from './helpers/proc';
 
 const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = Record<string, any>;  
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -24,22 +24,22 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise
 }
 
 async function doctor(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; report: Any; stderr: string }> {
-  const r = await run([CLI, 'doctor', '--json', ...args], env);
+  const res = await run([CLI, 'doctor', '--json', ...args], env);
   let report: Any;
   try {
-    report = JSON.parse(r.stdout);
+    report = JSON.parse(res.stdout);
   } catch {
-    throw new Error(`zivm doctor printed no JSON (exit ${r.code}): ${r.stdout}${r.stderr}`);
+    throw new Error(`zivm doctor printed no JSON (exit ${res.code}): ${res.stdout}${res.stderr}`);
   }
-  return { code: r.code, report, stderr: r.stderr };
+  return { code: res.code, report, stderr: res.stderr };
 }
 
-const check = (report: Any, name: string): Any => report.checks.find((c: Any) => c.name === name);
+const check = (report: Any, name: string): Any => report.checks.find((item: Any) => item.name === name);
 
-function connectedTransport(s: nodeNet.Socket): Promise<string | undefined> {
+function connectedTransport(sock: nodeNet.Socket): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
-    s.once('connect', () => resolve((s as zivm.Socket).transport));
-    s.once('error', reject);
+    sock.once('connect', () => resolve((sock as zivm.Socket).transport));
+    sock.once('error', reject);
   });
 }
 
@@ -68,22 +68,22 @@ describe('zivm doctor', function () {
 
     it('says which way a connection would go, as it then goes', async () => {
       const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
-      const l = await server.next();
-      const plain = nodeNet.createServer((s) => s.destroy());
+      const list = await server.next();
+      const plain = nodeNet.createServer((sock) => sock.destroy());
       await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
       const plainPort = (plain.address() as nodeNet.AddressInfo).port;
       try {
-        const a = await doctor([`127.0.0.1:${l.port}`]);
-        expect(a.code).to.equal(0);
-        expect(check(a.report, 'daemon')).to.include({ status: 'ok' });
-        expect(a.report.routes).to.have.length(1);
-        expect(a.report.routes[0]).to.include({ address: '127.0.0.1', port: l.port, transport: 'shm' });
-        expect(a.report.routes[0].reason).to.contain(`pid ${l.pid}`);
-        const b = await doctor([`127.0.0.1:${plainPort}`]);
-        expect(b.report.routes[0]).to.include({ transport: 'tcp' });
-        expect(b.report.routes[0].reason).to.contain('no zivm server listens');
+        const lhs = await doctor([`127.0.0.1:${list.port}`]);
+        expect(lhs.code).to.equal(0);
+        expect(check(lhs.report, 'daemon')).to.include({ status: 'ok' });
+        expect(lhs.report.routes).to.have.length(1);
+        expect(lhs.report.routes[0]).to.include({ address: '127.0.0.1', port: list.port, transport: 'shm' });
+        expect(lhs.report.routes[0].reason).to.contain(`pid ${list.pid}`);
+        const rhs = await doctor([`127.0.0.1:${plainPort}`]);
+        expect(rhs.report.routes[0]).to.include({ transport: 'tcp' });
+        expect(rhs.report.routes[0].reason).to.contain('no zivm server listens');
 
-        const s1 = zivm.connect(l.port, '127.0.0.1');
+        const s1 = zivm.connect(list.port, '127.0.0.1');
         const s2 = zivm.connect(plainPort, '127.0.0.1');
         s2.on('error', () => {});
         try {
@@ -107,9 +107,9 @@ describe('zivm doctor', function () {
     });
 
     it('rejects a target that is not HOST:PORT', async () => {
-      const r = await run([CLI, 'doctor', 'localhost:http']);
-      expect(r.code).to.equal(2);
-      expect(r.stderr).to.contain('is not HOST:PORT');
+      const res = await run([CLI, 'doctor', 'localhost:http']);
+      expect(res.code).to.equal(2);
+      expect(res.stderr).to.contain('is not HOST:PORT');
     });
   });
 
@@ -125,23 +125,23 @@ describe('zivm doctor', function () {
       const { code, report } = await doctor([], { ZIVM_PREBUILD: empty });
       expect(code).to.equal(1);
       expect(report.addon.loaded).to.equal(false);
-      const c = check(report, 'addon');
-      expect(c.status).to.equal('fail');
-      expect(c.detail).to.contain('zivm native addon could not be loaded').and.contain('npm rebuild zivm').and.contain(`${process.platform}-${process.arch}`);
+      const item = check(report, 'addon');
+      expect(item.status).to.equal('fail');
+      expect(item.detail).to.contain('zivm native addon could not be loaded').and.contain('npm rebuild zivm').and.contain(`${process.platform}-${process.arch}`);
     });
 
     it('connections go over TCP, saying why', async () => {
       const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
-      const l = await server.next();
+      const list = await server.next();
       const script = `
         const net = require(${JSON.stringify(path.join(__dirname, '..', 'src', 'index.js'))});
-        const s = net.connect(${l.port}, '127.0.0.1', () => { s.end('x'); });
+        const s = net.connect(${list.port}, '127.0.0.1', () => { s.end('x'); });
         s.on('data', (d) => { console.log(JSON.stringify({ transport: s.transport, echoed: String(d) })); });
       `;
-      const r = await run(['-e', script], { ZIVM_PREBUILD: empty, NODE_DEBUG: 'zivm' });
-      expect(r.code, r.stderr).to.equal(0);
-      expect(JSON.parse(r.stdout)).to.deep.equal({ transport: 'tcp', echoed: 'x' });
-      expect(r.stderr).to.match(/tcp to 127\.0\.0\.1:\d+: no zivm domain here \(zivm native addon could not be loaded/);
+      const res = await run(['-e', script], { ZIVM_PREBUILD: empty, NODE_DEBUG: 'zivm' });
+      expect(res.code, res.stderr).to.equal(0);
+      expect(JSON.parse(res.stdout)).to.deep.equal({ transport: 'tcp', echoed: 'x' });
+      expect(res.stderr).to.match(/tcp to 127\.0\.0\.1:\d+: no zivm domain here \(zivm native addon could not be loaded/);
     });
   });
 });

@@ -14,7 +14,7 @@ import { killAll } from '../tools/kit/proc';
 import { spawnPeer } from './helpers/proc';
 
 const ROOT = path.join(__dirname, '..', '..');
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = Record<string, any>;  
 
 function run(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -24,10 +24,10 @@ function run(args: string[], cwd: string): Promise<{ code: number; stdout: strin
   });
 }
 
-function connectedTransport(s: nodeNet.Socket): Promise<string | undefined> {
+function connectedTransport(sock: nodeNet.Socket): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
-    s.once('connect', () => resolve((s as zivm.Socket).transport));
-    s.once('error', reject);
+    sock.once('connect', () => resolve((sock as zivm.Socket).transport));
+    sock.once('error', reject);
   });
 }
 
@@ -70,9 +70,9 @@ describe('entry points', function () {
           });
           `,
         );
-        const r = await run(['main.mjs'], dir);
-        expect(r.code, r.stderr).to.equal(0);
-        expect(JSON.parse(r.stdout)).to.deep.equal({
+        const res = await run(['main.mjs'], dir);
+        expect(res.code, res.stderr).to.equal(0);
+        expect(JSON.parse(res.stdout)).to.deep.equal({
           defaultIsCjs: true,
           same: true,
           notNet: true,
@@ -108,16 +108,16 @@ describe('entry points', function () {
       );
       server = spawn(process.execPath, ['server.js'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'inherit'] });
       const port = await new Promise<number>((resolve, reject) => {
-        server!.stdout!.once('data', (d) => resolve(Number(String(d).trim())));
+        server!.stdout!.once('data', (data) => resolve(Number(String(data).trim())));
         server!.once('exit', (code) => reject(new Error(`the server exited (${code})`)));
       });
-      const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      const res = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
         execFile(process.execPath, ['client.js', String(port)], { cwd: dir, env }, (err, stdout, stderr) =>
           resolve({ code: err ? 1 : 0, stdout, stderr }),
         ),
       );
-      expect(r.code, r.stderr).to.equal(0);
-      expect(r.stdout.trim()).to.equal('shm shm');
+      expect(res.code, res.stderr).to.equal(0);
+      expect(res.stdout.trim()).to.equal('shm shm');
     } finally {
       if (server && server.exitCode === null) {
         const exited = new Promise((resolve) => server!.once('exit', resolve));
@@ -131,20 +131,20 @@ describe('entry points', function () {
 
   it('publishes each routing decision on TRANSPORT_CHANNEL', async () => {
     const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
-    const l = await server.next();
+    const list = await server.next();
     const seen: zivm.TransportMessage[] = [];
-    const fn = (m: unknown): void => {
-      seen.push(m as zivm.TransportMessage);
+    const fn = (msg: unknown): void => {
+      seen.push(msg as zivm.TransportMessage);
     };
     dc.subscribe(zivm.TRANSPORT_CHANNEL, fn);
     try {
-      const s = zivm.connect(l.port, '127.0.0.1');
-      expect(await connectedTransport(s)).to.equal('shm');
-      s.destroy();
-      const m = seen.find((x) => x.socket === s);
-      expect(m, 'a message for the socket').to.not.equal(undefined);
-      expect(m).to.include({ transport: 'shm', address: '127.0.0.1', port: l.port });
-      expect(m!.reason).to.be.a('string').and.not.equal('');
+      const sock = zivm.connect(list.port, '127.0.0.1');
+      expect(await connectedTransport(sock)).to.equal('shm');
+      sock.destroy();
+      const msg = seen.find((elem) => elem.socket === sock);
+      expect(msg, 'a message for the socket').to.not.equal(undefined);
+      expect(msg).to.include({ transport: 'shm', address: '127.0.0.1', port: list.port });
+      expect(msg!.reason).to.be.a('string').and.not.equal('');
     } finally {
       dc.unsubscribe(zivm.TRANSPORT_CHANNEL, fn);
     }

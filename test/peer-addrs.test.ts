@@ -11,32 +11,32 @@ import { parseAddr, publishAddrs, publishedAddrs, publishableAddrs, formatAddr, 
 import { find, register } from '../src/shm/directory';
 import * as Lay from '../src/shm/layout';
 
-const A = (s: string): Addr => parseAddr(s)!;
+const addr = (str: string): Addr => parseAddr(str)!;
 
 function region(): { i32: Int32Array; g: Lay.Geometry } {
-  const g = Lay.computeGeometry({ size: 1 << 20, ringSize: 4096, vectors: 1, maxPeers: 8, maxListeners: 8 });
-  const i32 = new Int32Array(new ArrayBuffer(g.size));
-  Lay.writeHeader(i32, g, 1, 42);
+  const geo = Lay.computeGeometry({ size: 1 << 20, ringSize: 4096, vectors: 1, maxPeers: 8, maxListeners: 8 });
+  const i32 = new Int32Array(new ArrayBuffer(geo.size));
+  Lay.writeHeader(i32, geo, 1, 42);
   Atomics.store(i32, Lay.HEADER.STATE, Lay.REGION_STATE_READY);
-  return { i32, g };
+  return { i32, g: geo };
 }
 
 /** A stand-in domain: peer `id` of `node`, alive, publishing `addrs`. */
-function peer(r: { i32: Int32Array; g: Lay.Geometry }, id: number, node: number, kind: number, addrs: string[], guest = false): Domain {
-  const p = Lay.peerOffset(r.g, id) >> 2;
-  Atomics.store(r.i32, p + Lay.PEER.GEN, 7);
-  Atomics.store(r.i32, p + Lay.PEER.KIND, kind);
-  publishAddrs(r.i32, r.g, id, addrs.map(A));
-  Atomics.store(r.i32, p + Lay.PEER.STATE, Lay.PEER_ALIVE);
+function peer(res: { i32: Int32Array; g: Lay.Geometry }, id: number, node: number, kind: number, addrs: string[], guest = false): Domain {
+  const entry = Lay.peerOffset(res.g, id) >> 2;
+  Atomics.store(res.i32, entry + Lay.PEER.GEN, 7);
+  Atomics.store(res.i32, entry + Lay.PEER.KIND, kind);
+  publishAddrs(res.i32, res.g, id, addrs.map(addr));
+  Atomics.store(res.i32, entry + Lay.PEER.STATE, Lay.PEER_ALIVE);
   return {
     id,
     gen: 7,
     nodeId: node,
-    i32: r.i32,
-    geo: r.g,
+    i32: res.i32,
+    geo: res.g,
     guest: guest ? {} : undefined,
     peerAlive: (pid: number, gen: number) =>
-      Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE && Atomics.load(r.i32, (Lay.peerOffset(r.g, pid) >> 2) + Lay.PEER.GEN) === gen,
+      Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE && Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.GEN) === gen,
   } as unknown as Domain;
 }
 
@@ -48,47 +48,47 @@ describe('peer addresses: publishing and cross-node lookup', () => {
   });
 
   it('round-trips IPv4 and IPv6 addresses, capped per family', () => {
-    const r = region();
+    const res = region();
     const v4 = Array.from({ length: 9 }, (_, i) => `10.0.0.${i + 1}`);
     const v6 = ['2001:db8::1', 'fd00::2', 'fd00::3', 'fd00::4', 'fd00::5'];
-    publishAddrs(r.i32, r.g, 3, [...v4, ...v6].map(A));
-    const got = publishedAddrs(r.i32, r.g, 3).map(formatAddr);
+    publishAddrs(res.i32, res.g, 3, [...v4, ...v6].map(addr));
+    const got = publishedAddrs(res.i32, res.g, 3).map(formatAddr);
     expect(got).to.deep.equal([...v4.slice(0, Lay.ADDR_MAX_V4), ...v6.slice(0, Lay.ADDR_MAX_V6)]);
-    publishAddrs(r.i32, r.g, 3, []);
-    expect(publishedAddrs(r.i32, r.g, 3)).to.deep.equal([]);
+    publishAddrs(res.i32, res.g, 3, []);
+    expect(publishedAddrs(res.i32, res.g, 3)).to.deep.equal([]);
   });
 
   it('never publishes loopback, unspecified or IPv6 link-local addresses', () => {
-    for (const a of publishableAddrs().map(formatAddr)) {
-      expect(a).to.not.match(/^127\.|^::1$|^fe[89ab]/);
+    for (const arg of publishableAddrs().map(formatAddr)) {
+      expect(arg).to.not.match(/^127\.|^::1$|^fe[89ab]/);
     }
   });
 
   it('a guest reaches a host listener by an address the host published; loopback stays on the node', () => {
-    const r = region();
-    const host = peer(r, 0, 1000, Lay.PEER_KIND_PROCESS, ['10.77.1.1']);
-    const guest = peer(r, 1, 2 ** 50 + 5, Lay.PEER_KIND_GUEST, ['10.77.2.2'], true);
-    register(host, { addr: A('0.0.0.0'), port: 80, ipv6Only: false, backlog: 5 });
-    register(host, { addr: A('127.0.0.1'), port: 81, ipv6Only: false, backlog: 5 });
-    expect(find(guest, A('10.77.1.1'), 80)?.owner).to.equal(0);
-    expect(find(guest, A('10.77.1.9'), 80), 'an address the host did not publish').to.equal(undefined);
-    expect(find(guest, A('127.0.0.1'), 80), 'loopback is the guest itself').to.equal(undefined);
-    expect(find(guest, A('10.77.1.1'), 81), 'a loopback listener is not reachable from another node').to.equal(undefined);
-    expect(find(host, A('127.0.0.1'), 81)?.owner).to.equal(0);
+    const res = region();
+    const host = peer(res, 0, 1000, Lay.PEER_KIND_PROCESS, ['10.77.1.1']);
+    const guest = peer(res, 1, 2 ** 50 + 5, Lay.PEER_KIND_GUEST, ['10.77.2.2'], true);
+    register(host, { addr: addr('0.0.0.0'), port: 80, ipv6Only: false, backlog: 5 });
+    register(host, { addr: addr('127.0.0.1'), port: 81, ipv6Only: false, backlog: 5 });
+    expect(find(guest, addr('10.77.1.1'), 80)?.owner).to.equal(0);
+    expect(find(guest, addr('10.77.1.9'), 80), 'an address the host did not publish').to.equal(undefined);
+    expect(find(guest, addr('127.0.0.1'), 80), 'loopback is the guest itself').to.equal(undefined);
+    expect(find(guest, addr('10.77.1.1'), 81), 'a loopback listener is not reachable from another node').to.equal(undefined);
+    expect(find(host, addr('127.0.0.1'), 81)?.owner).to.equal(0);
   });
 
   it('a host reaches a guest listener by the guest address; between two host nodes nothing changes', () => {
-    const r = region();
-    const host = peer(r, 0, 1000, Lay.PEER_KIND_PROCESS, ['10.77.1.1']);
-    const other = peer(r, 2, 2000, Lay.PEER_KIND_PROCESS, ['10.77.3.3']);
-    const guest = peer(r, 1, 2 ** 50 + 5, Lay.PEER_KIND_GUEST, ['10.77.2.2'], true);
-    register(guest, { addr: A('10.77.2.2'), port: 90, ipv6Only: false, backlog: 5 });
-    register(other, { addr: A('0.0.0.0'), port: 91, ipv6Only: false, backlog: 5 });
-    expect(find(host, A('10.77.2.2'), 90)?.owner).to.equal(1);
-    expect(find(host, A('10.77.3.3'), 91), 'another network namespace of the host: TCP, as before').to.equal(undefined);
+    const res = region();
+    const host = peer(res, 0, 1000, Lay.PEER_KIND_PROCESS, ['10.77.1.1']);
+    const other = peer(res, 2, 2000, Lay.PEER_KIND_PROCESS, ['10.77.3.3']);
+    const guest = peer(res, 1, 2 ** 50 + 5, Lay.PEER_KIND_GUEST, ['10.77.2.2'], true);
+    register(guest, { addr: addr('10.77.2.2'), port: 90, ipv6Only: false, backlog: 5 });
+    register(other, { addr: addr('0.0.0.0'), port: 91, ipv6Only: false, backlog: 5 });
+    expect(find(host, addr('10.77.2.2'), 90)?.owner).to.equal(1);
+    expect(find(host, addr('10.77.3.3'), 91), 'another network namespace of the host: TCP, as before').to.equal(undefined);
     // The guest dies: its entry is no longer alive.
-    Atomics.store(r.i32, (Lay.peerOffset(r.g, 1) >> 2) + Lay.PEER.STATE, Lay.PEER_DEAD);
-    expect(find(host, A('10.77.2.2'), 90)).to.equal(undefined);
+    Atomics.store(res.i32, (Lay.peerOffset(res.g, 1) >> 2) + Lay.PEER.STATE, Lay.PEER_DEAD);
+    expect(find(host, addr('10.77.2.2'), 90)).to.equal(undefined);
   });
   it('a peer publishes addresses that appear after it joined (an interface that comes up later), within about a second', async function () {
     this.timeout(20000);
@@ -118,9 +118,9 @@ describe('peer addresses: publishing and cross-node lookup', () => {
         err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
       ),
     );
-    const r = JSON.parse(out) as { before: string[]; after: string[]; ms: number };
-    expect(r.before).to.deep.equal([]);
-    expect(r.after).to.deep.equal(['10.66.0.1']);
-    expect(r.ms).to.be.below(3000);
+    const res = JSON.parse(out) as { before: string[]; after: string[]; ms: number };
+    expect(res.before).to.deep.equal([]);
+    expect(res.after).to.deep.equal(['10.66.0.1']);
+    expect(res.ms).to.be.below(3000);
   });
 });

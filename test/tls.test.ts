@@ -20,55 +20,55 @@ describe('TLS', function () {
   it('STARTTLS on a shared-memory connection: both ends upgrade and talk', async () => {
     const server = zivm.createServer((raw) => {
       raw.once('data', () => {
-        const t = new tls.TLSSocket(raw, { isServer: true, key, cert });
-        t.on('data', (m) => t.end(`secure echo: ${m}`));
+        const target2 = new tls.TLSSocket(raw, { isServer: true, key, cert });
+        target2.on('data', (msg) => target2.end(`secure echo: ${msg}`));
         raw.write('OK\n');
       });
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as net.AddressInfo).port;
     const raw = zivm.connect(port, '127.0.0.1');
-    await new Promise((r) => raw.once('connect', r));
+    await new Promise((resolve) => raw.once('connect', resolve));
     expect(raw.transport).to.equal('shm');
     raw.write('STARTTLS\n');
-    await new Promise((r) => raw.once('data', r));
-    const t = tls.connect({ socket: raw, ca: cert, servername: 'localhost' });
-    await new Promise((r) => t.once('secureConnect', r));
-    expect(t.authorized).to.equal(true);
-    t.write('hello');
+    await new Promise((resolve) => raw.once('data', resolve));
+    const target = tls.connect({ socket: raw, ca: cert, servername: 'localhost' });
+    await new Promise((resolve) => target.once('secureConnect', resolve));
+    expect(target.authorized).to.equal(true);
+    target.write('hello');
     let got = '';
-    t.setEncoding('utf8');
-    t.on('data', (d) => (got += d));
-    await new Promise((r) => t.once('end', r));
+    target.setEncoding('utf8');
+    target.on('data', (data) => (got += data));
+    await new Promise((resolve) => target.once('end', resolve));
     expect(got).to.equal('secure echo: hello');
-    t.destroy();
-    await new Promise((r) => server.close(r));
+    target.destroy();
+    await new Promise((resolve) => server.close(resolve));
   });
 
   it('TLS over a zivm socket still connecting to a zivm server: stays on TCP, no read EINVAL', async () => {
     // The server end upgrades the raw connection itself (STARTTLS-like, right away).
     const server = zivm.createServer((raw) => {
-      const t = new tls.TLSSocket(raw, { isServer: true, key, cert });
-      t.on('error', () => undefined);
-      t.on('data', (m) => t.end(`secure echo: ${m}`));
+      const target2 = new tls.TLSSocket(raw, { isServer: true, key, cert });
+      target2.on('error', () => undefined);
+      target2.on('data', (msg) => target2.end(`secure echo: ${msg}`));
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as net.AddressInfo).port;
     const raw = zivm.connect(port, '127.0.0.1');
-    const t = tls.connect({ socket: raw, ca: cert, servername: 'localhost' });
+    const target = tls.connect({ socket: raw, ca: cert, servername: 'localhost' });
     const errors: string[] = [];
-    t.on('error', (e) => errors.push(e.message));
-    await new Promise((r) => t.once('secureConnect', r));
-    t.write('hi');
+    target.on('error', (err) => errors.push(err.message));
+    await new Promise((resolve) => target.once('secureConnect', resolve));
+    target.write('hi');
     let got = '';
-    t.setEncoding('utf8');
-    t.on('data', (d) => (got += d));
-    await new Promise((r) => t.once('end', r));
+    target.setEncoding('utf8');
+    target.on('data', (data) => (got += data));
+    await new Promise((resolve) => target.once('end', resolve));
     expect(errors).to.deep.equal([]);
     expect(got).to.equal('secure echo: hi');
     expect(raw.transport).to.equal('tcp');
-    t.destroy();
-    await new Promise((r) => server.close(r));
+    target.destroy();
+    await new Promise((resolve) => server.close(resolve));
   });
 
   it('under the preload hook an https server stays on TCP and still serves', async () => {

@@ -21,30 +21,30 @@ import { spawnPeer } from './helpers/proc';
 const LONG = !!process.env.ZIVM_LONG;
 const MiB = 1 << 20;
 
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = Record<string, any>;  
 
-function transportOf(s: nodeNet.Socket): string | undefined {
-  return (s as unknown as { transport?: string }).transport;
+function transportOf(sock: nodeNet.Socket): string | undefined {
+  return (sock as unknown as { transport?: string }).transport;
 }
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
-    const s = nodeNet.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as nodeNet.AddressInfo).port;
-      s.close(() => resolve(p));
+    const srv = nodeNet.createServer().listen(0, '127.0.0.1', () => {
+      const entry = (srv.address() as nodeNet.AddressInfo).port;
+      srv.close(() => resolve(entry));
     });
   });
 }
 
 function usedSlots(): number {
-  const d = currentDomain();
-  if (!d) return 0;
-  let n = 0;
-  for (let i = 0; i < d.geo.nslots; i++) {
-    const w = Atomics.load(d.i32, (Lay.slotOffset(d.geo, i) >> 2) + Lay.SLOT.STATE);
-    if (Lay.stateOf(w) !== Lay.SLOT_FREE) n++;
+  const domain = currentDomain();
+  if (!domain) return 0;
+  let count = 0;
+  for (let i = 0; i < domain.geo.nslots; i++) {
+    const word = Atomics.load(domain.i32, (Lay.slotOffset(domain.geo, i) >> 2) + Lay.SLOT.STATE);
+    if (Lay.stateOf(word) !== Lay.SLOT_FREE) count++;
   }
-  return n;
+  return count;
 }
 
 describe('transport between two processes', function () {
@@ -56,13 +56,13 @@ describe('transport between two processes', function () {
     for (const impl of ['zivm', 'net'] as const) {
       it(`arrives intact over ${impl === 'zivm' ? 'shared memory' : 'plain net TCP'}${impl === 'zivm' ? ', with the loopback counters still' : ''}`, async () => {
         const server = spawnPeer('peer', ['echo-server', impl, '127.0.0.1']);
-        const l = await server.next();
-        expect(l.event).to.equal('listening');
+        const list = await server.next();
+        expect(list.event).to.equal('listening');
         const lo0 = loBytes();
         const total = (LONG ? 1024 : 256) * MiB;
-        const client = spawnPeer('peer', ['transfer', impl, String(l.port), '127.0.0.1', String(total), '42']);
-        const c = await client.next();
-        expect(c).to.deep.include({ event: 'connect' });
+        const client = spawnPeer('peer', ['transfer', impl, String(list.port), '127.0.0.1', String(total), '42']);
+        const item = await client.next();
+        expect(item).to.deep.include({ event: 'connect' });
         const conn = await server.next();
         expect(conn.event).to.equal('connection');
         const done = await client.next();
@@ -72,11 +72,11 @@ describe('transport between two processes', function () {
         expect(done.received).to.equal(done.sent);
         results[impl] = { ms: done.ms, lo };
         if (impl === 'zivm') {
-          expect(c.transport).to.equal('shm');
+          expect(item.transport).to.equal('shm');
           expect(conn.transport).to.equal('shm');
           expect(lo, 'loopback bytes during the transfer').to.be.below(MiB);
         } else {
-          expect(c.transport).to.equal('tcp');
+          expect(item.transport).to.equal('tcp');
           expect(lo).to.be.above(total);
         }
         console.log(`      ${impl}: ${total / MiB} MiB each way in ${done.ms.toFixed(0)} ms, loopback counters +${lo} bytes`);
@@ -87,10 +87,10 @@ describe('transport between two processes', function () {
   describe('fallback', () => {
     it('a zivm client reaches a plain net server over TCP', async () => {
       const server = spawnPeer('peer', ['echo-server', 'net', '127.0.0.1']);
-      const l = await server.next();
-      const client = spawnPeer('peer', ['transfer', 'zivm', String(l.port), '127.0.0.1', String(4 * MiB), '3']);
-      const c = await client.next();
-      expect(c.transport).to.equal('tcp');
+      const list = await server.next();
+      const client = spawnPeer('peer', ['transfer', 'zivm', String(list.port), '127.0.0.1', String(4 * MiB), '3']);
+      const item = await client.next();
+      expect(item.transport).to.equal('tcp');
       const done = await client.next();
       expect(done.received).to.equal(done.sent);
       expect(done.bytes).to.equal(4 * MiB);
@@ -98,14 +98,14 @@ describe('transport between two processes', function () {
 
     it('a plain net client reaches a zivm server over TCP, with no extra bytes on the stream', async () => {
       const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
-      const l = await server.next();
+      const list = await server.next();
       const payload = Buffer.from('exactly these bytes and no others');
       const got = await new Promise<Buffer>((resolve, reject) => {
         const chunks: Buffer[] = [];
-        const s = nodeNet.connect(l.port, '127.0.0.1', () => s.end(payload));
-        s.on('data', (d) => chunks.push(d));
-        s.on('end', () => resolve(Buffer.concat(chunks)));
-        s.on('error', reject);
+        const sock = nodeNet.connect(list.port, '127.0.0.1', () => sock.end(payload));
+        sock.on('data', (chunk) => chunks.push(chunk));
+        sock.on('end', () => resolve(Buffer.concat(chunks)));
+        sock.on('error', reject);
       });
       expect(got.equals(payload)).to.equal(true);
       const conn = await server.next();
@@ -114,33 +114,33 @@ describe('transport between two processes', function () {
 
     it('a zivm client in this process reaches a zivm server in another over shared memory', async () => {
       const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
-      const l = await server.next();
-      const s = zivm.connect(l.port, '127.0.0.1');
-      await new Promise<void>((r) => s.on('connect', r));
-      expect(transportOf(s)).to.equal('shm');
+      const list = await server.next();
+      const sock = zivm.connect(list.port, '127.0.0.1');
+      await new Promise<void>((resolve) => sock.on('connect', resolve));
+      expect(transportOf(sock)).to.equal('shm');
       const got = await new Promise<string>((resolve) => {
         let text = '';
-        s.setEncoding('utf8');
-        s.on('data', (d) => (text += d));
-        s.on('end', () => resolve(text));
-        s.end('ping');
+        sock.setEncoding('utf8');
+        sock.on('data', (chunk) => (text += chunk));
+        sock.on('end', () => resolve(text));
+        sock.end('ping');
       });
       expect(got).to.equal('ping');
-      await new Promise((r) => s.on('close', r));
+      await new Promise((resolve) => sock.on('close', resolve));
     });
 
     it('a server listening on :: is reached through 127.0.0.1, ::1 and localhost', async () => {
       const server = spawnPeer('peer', ['echo-server', 'zivm', '-']);
-      const l = await server.next();
+      const list = await server.next();
       for (const host of ['127.0.0.1', '::1', 'localhost']) {
-        const s = zivm.connect(l.port, host);
-        await new Promise<void>((r, j) => {
-          s.on('connect', r);
-          s.on('error', j);
+        const sock = zivm.connect(list.port, host);
+        await new Promise<void>((resolve, j) => {
+          sock.on('connect', resolve);
+          sock.on('error', j);
         });
-        expect(transportOf(s), host).to.equal('shm');
-        s.destroy();
-        await new Promise((r) => s.on('close', r));
+        expect(transportOf(sock), host).to.equal('shm');
+        sock.destroy();
+        await new Promise((resolve) => sock.on('close', resolve));
       }
     });
   });
@@ -159,21 +159,21 @@ describe('transport between two processes', function () {
 
     it('fails with ECONNREFUSED after the zivm server closed its listener', async () => {
       const server = zivm.createServer();
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
       const port = (server.address() as nodeNet.AddressInfo).port;
-      await new Promise((r) => server.close(r));
+      await new Promise((resolve) => server.close(resolve));
       const client = spawnPeer('peer', ['transfer', 'zivm', String(port), '127.0.0.1', '10', '1']);
-      const e = await client.next();
-      expect(e).to.deep.include({ event: 'error', code: 'ECONNREFUSED' });
+      const entry = await client.next();
+      expect(entry).to.deep.include({ event: 'error', code: 'ECONNREFUSED' });
     });
 
     it('emits EADDRINUSE when another process holds the port', async () => {
       const other = spawnPeer('peer', ['echo-server', 'net', '127.0.0.1']);
-      const l = await other.next();
+      const list = await other.next();
       const server = zivm.createServer();
       const err = await new Promise<Any>((resolve) => {
         server.on('error', resolve);
-        server.listen(l.port, '127.0.0.1');
+        server.listen(list.port, '127.0.0.1');
       });
       expect(err.code).to.equal('EADDRINUSE');
       expect(err.syscall).to.equal('listen');
@@ -183,22 +183,22 @@ describe('transport between two processes', function () {
   describe('a peer killed with SIGKILL mid-transfer', () => {
     it('the client sees an error or close, and the slot is reclaimed', async () => {
       const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
-      const l = await server.next();
-      const s = zivm.connect(l.port, '127.0.0.1');
-      await new Promise<void>((r) => s.on('connect', r));
-      expect(transportOf(s)).to.equal('shm');
+      const list = await server.next();
+      const sock = zivm.connect(list.port, '127.0.0.1');
+      await new Promise<void>((resolve) => sock.on('connect', resolve));
+      expect(transportOf(sock)).to.equal('shm');
       // Write without reading, so bytes are in flight both ways when the peer dies.
       const chunk = Buffer.alloc(256 * 1024, 1);
       let writing = true;
       const go = (): void => {
-        while (writing && s.write(chunk));
-        if (writing) s.once('drain', go);
+        while (writing && sock.write(chunk));
+        if (writing) sock.once('drain', go);
       };
       go();
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((resolve) => setTimeout(resolve, 100));
       const events: string[] = [];
-      s.on('error', (e: Any) => events.push(`error ${e.code}`));
-      const closed = new Promise((r) => s.on('close', r));
+      sock.on('error', (entry: Any) => events.push(`error ${entry.code}`));
+      const closed = new Promise((resolve) => sock.on('close', resolve));
       const t0 = Date.now();
       server.proc.kill('SIGKILL');
       await closed;
@@ -212,29 +212,29 @@ describe('transport between two processes', function () {
 
     it('the server sees an error or close, and the slot is reclaimed', async () => {
       const server = zivm.createServer();
-      const accepted = new Promise<nodeNet.Socket>((r) => server.on('connection', r));
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const accepted = new Promise<nodeNet.Socket>((resolve) => server.on('connection', resolve));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
       const port = (server.address() as nodeNet.AddressInfo).port;
       const client = spawnPeer('peer', ['flood', 'zivm', String(port), '127.0.0.1']);
       expect((await client.next()).transport).to.equal('shm');
-      const s = await accepted;
-      expect(transportOf(s)).to.equal('shm');
+      const sock = await accepted;
+      expect(transportOf(sock)).to.equal('shm');
       const events: string[] = [];
-      s.on('error', (e: Any) => events.push(`error ${e.code}`));
-      s.on('end', () => events.push('end'));
+      sock.on('error', (entry: Any) => events.push(`error ${entry.code}`));
+      sock.on('end', () => events.push('end'));
       // Read slowly so the ring holds unread bytes when the client dies.
-      s.pause();
-      await new Promise((r) => setTimeout(r, 100));
-      const closed = new Promise((r) => s.on('close', r));
+      sock.pause();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const closed = new Promise((resolve) => sock.on('close', resolve));
       const t0 = Date.now();
       client.proc.kill('SIGKILL');
-      s.resume();
-      s.on('data', () => {});
+      sock.resume();
+      sock.on('data', () => {});
       await closed;
       const ms = Date.now() - t0;
       console.log(`      server saw [${events.join(', ')}] and close ${ms} ms after the kill`);
-      expect(events.filter((e) => e.startsWith('error')).length).to.be.at.most(1);
-      await new Promise((r) => server.close(r));
+      expect(events.filter((entry) => entry.startsWith('error')).length).to.be.at.most(1);
+      await new Promise((resolve) => server.close(resolve));
       expect(await waitFor(() => usedSlots() === 0, 5000)).to.equal(true);
     });
   });
@@ -243,11 +243,11 @@ describe('transport between two processes', function () {
     it('each is answered, though each takes the id its predecessor just left', async () => {
       // A server that keeps busy-polling sees each request before the daemon's news of the new client.
       const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], { ZIVM_SPIN_US: '10000000' });
-      const l = await server.next();
+      const list = await server.next();
       for (let i = 0; i < 25; i++) {
-        const client = spawnPeer('peer', ['transfer', 'zivm', String(l.port), '127.0.0.1', '1000', String(i + 1)]);
-        const c = await Promise.race([client.next(), new Promise<never>((_, j) => setTimeout(() => j(new Error(`client ${i} never connected:\n${client.stderr()}\nserver:\n${server.stderr().slice(-4000)}`)), 15000))]);
-        expect(c.transport, `client ${i}`).to.equal('shm');
+        const client = spawnPeer('peer', ['transfer', 'zivm', String(list.port), '127.0.0.1', '1000', String(i + 1)]);
+        const item = await Promise.race([client.next(), new Promise<never>((_, j) => setTimeout(() => j(new Error(`client ${i} never connected:\n${client.stderr()}\nserver:\n${server.stderr().slice(-4000)}`)), 15000))]);
+        expect(item.transport, `client ${i}`).to.equal('shm');
         const done = await client.next();
         expect(done.received, `client ${i}`).to.equal(done.sent);
         client.proc.stdin!.end();
@@ -270,26 +270,26 @@ describe('transport between two processes', function () {
           srv.listen(0, '127.0.0.1', () => { console.log(JSON.stringify({ port: srv.address().port })); setTimeout(() => { const t = Date.now(); while (Date.now() - t < 1500); console.log(JSON.stringify({ unblocked: true })); }, 50); });`;
         const child = new Proc(process.execPath, ['-e', script], { name: `${name} server`, stdin: false, stderr: 'inherit' });
         const { port } = await child.next(undefined, 10000);
-        await new Promise((r) => setTimeout(r, 300)); // the server is blocked now
+        await new Promise((resolve) => setTimeout(resolve, 300)); // the server is blocked now
         const order: string[] = [];
-        const c = (mod as typeof nodeNet).connect(port as number, '127.0.0.1');
-        c.on('connect', () => {
-          order.push(child.lines.some((l) => l.unblocked) ? 'connect after the server unblocked' : 'connect while the server is blocked');
-          c.end('sent while the server was busy');
+        const conn = (mod as typeof nodeNet).connect(port as number, '127.0.0.1');
+        conn.on('connect', () => {
+          order.push(child.lines.some((list) => list.unblocked) ? 'connect after the server unblocked' : 'connect while the server is blocked');
+          conn.end('sent while the server was busy');
         });
-        c.resume();
+        conn.resume();
         // Another one writes, ends and is gone before the server ever ran: its bytes still arrive.
         const c2 = (mod as typeof nodeNet).connect(port as number, '127.0.0.1');
         c2.on('connect', () => c2.end('from a client already gone'));
         c2.on('finish', () => c2.destroy());
         c2.on('error', () => undefined);
-        await new Promise((r) => c2.once('close', r));
-        await new Promise((r) => c.once('close', r));
+        await new Promise((resolve) => c2.once('close', resolve));
+        await new Promise((resolve) => conn.once('close', resolve));
         await child.exited;
         expect(order).to.deep.equal(['connect while the server is blocked']);
-        const done = child.lines.filter((l) => l.got !== undefined);
-        expect(done.map((l) => l.got).sort()).to.deep.equal(['from a client already gone', 'sent while the server was busy']);
-        if (name === 'zivm') expect(done.map((l) => l.transport)).to.deep.equal(['shm', 'shm']);
+        const done = child.lines.filter((list) => list.got !== undefined);
+        expect(done.map((list) => list.got).sort()).to.deep.equal(['from a client already gone', 'sent while the server was busy']);
+        if (name === 'zivm') expect(done.map((list) => list.transport)).to.deep.equal(['shm', 'shm']);
       });
     }
   });
@@ -300,19 +300,19 @@ describe('transport between two processes', function () {
       // 2 MiB with 512 KiB rings: room for one connection only.
       const env = { ZIVM_DIR: dir, ZIVM_SIZE: '2M', ZIVM_RING: '512K', ZIVM_IDLE_MS: '300' };
       const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env);
-      const l = await server.next();
+      const list = await server.next();
       const src = path.join(__dirname, '..', 'src');
       const script = `const z = require(${JSON.stringify(src)}); const out = [];
-        const socks = [0, 1, 2].map(() => z.connect(${l.port}, '127.0.0.1'));
+        const socks = [0, 1, 2].map(() => z.connect(${list.port}, '127.0.0.1'));
         let left = socks.length;
         for (const s of socks) s.on('connect', () => { s.write('hello'); s.once('data', (d) => { out.push([s.transport, String(d)]); if (--left === 0) { console.log(JSON.stringify({ out, reasons: z.stats().connections.tcpReasons })); process.exit(0); } }); });`;
-      const r = await new Promise<{ out: [string, string][]; reasons: Record<string, number> }>((resolve, reject) => {
+      const res = await new Promise<{ out: [string, string][]; reasons: Record<string, number> }>((resolve, reject) => {
         execFile(process.execPath, ['-e', script], { env: { ...process.env, ...env } }, (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(JSON.parse(stdout))));
       });
-      expect(r.out.map((x) => x[1])).to.deep.equal(['hello', 'hello', 'hello']);
-      expect(r.out.filter((x) => x[0] === 'shm').length).to.equal(1);
-      expect(r.out.filter((x) => x[0] === 'tcp').length).to.equal(2);
-      expect(Object.keys(r.reasons).join()).to.match(/every connection slot of the region is taken/);
+      expect(res.out.map((elem) => elem[1])).to.deep.equal(['hello', 'hello', 'hello']);
+      expect(res.out.filter((elem) => elem[0] === 'shm').length).to.equal(1);
+      expect(res.out.filter((elem) => elem[0] === 'tcp').length).to.equal(2);
+      expect(Object.keys(res.reasons).join()).to.match(/every connection slot of the region is taken/);
       await killAll();
       fs.rmSync(dir, { recursive: true, force: true });
     });
@@ -323,17 +323,17 @@ describe('transport between two processes', function () {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-reuse-'));
       const env = { ZIVM_DIR: dir, ZIVM_IDLE_MS: '2000' };
       const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env);
-      const l = await server.next();
+      const list = await server.next();
       // A long busy-poll window makes sure it is polling when it dies.
-      const flood = spawnPeer('peer', ['flood', 'zivm', String(l.port), '127.0.0.1'], { ...env, ZIVM_SPIN_US: '10000000' });
+      const flood = spawnPeer('peer', ['flood', 'zivm', String(list.port), '127.0.0.1'], { ...env, ZIVM_SPIN_US: '10000000' });
       expect((await flood.next()).transport).to.equal('shm');
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((resolve) => setTimeout(resolve, 100));
       flood.proc.kill('SIGKILL'); // killed mid-traffic: it was busy-polling
       await flood.exited;
       await server.next(); // its connection went away
       const second = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env); // takes the freed id
       const l2 = await second.next();
-      await new Promise((r) => setTimeout(r, 500)); // long enough to be idle, sleeping on its doorbell
+      await new Promise((resolve) => setTimeout(resolve, 500)); // long enough to be idle, sleeping on its doorbell
       const client = spawnPeer('peer', ['transfer', 'zivm', String(l2.port), '127.0.0.1', String(MiB), '5'], env);
       expect((await client.next()).transport).to.equal('shm');
       const done = await client.next();
@@ -349,9 +349,9 @@ describe('transport between two processes', function () {
       const shmBefore = fs.readdirSync('/dev/shm').sort();
       const env = { ZIVM_DIR: dir, ZIVM_IDLE_MS: '200' };
       const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env);
-      const l = await server.next();
+      const list = await server.next();
       expect(fs.readdirSync(dir).length).to.be.above(0);
-      const client = spawnPeer('peer', ['flood', 'zivm', String(l.port), '127.0.0.1'], env);
+      const client = spawnPeer('peer', ['flood', 'zivm', String(list.port), '127.0.0.1'], env);
       expect((await client.next()).transport).to.equal('shm');
       client.proc.kill('SIGKILL');
       server.proc.kill('SIGKILL');

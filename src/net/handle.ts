@@ -185,7 +185,7 @@ export class ShmHandle extends Base implements HandleCore {
       // The ring's errors (shared memory that makes no sense) fail this socket;
       // anything else was thrown by the application's listeners: theirs, as in net.
       if (!(err instanceof ZivmError)) throw err;
-      this.corrupt(err as Error);
+      this.corrupt(err);
     }
   }
 

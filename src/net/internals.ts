@@ -51,6 +51,6 @@ export const internals: Internals = probe();
 
 declare module 'node:net' {
   // Exported by node:net, not typed by @types/node.
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+   
   function _normalizeArgs(args: unknown[]): [Record<string, unknown>, ((...rest: unknown[]) => void) | null];
 }

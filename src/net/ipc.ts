@@ -14,8 +14,8 @@ const kWrapped = Symbol.for('zivm.ipcSend');
 type Send = (this: unknown, message: unknown, handle?: unknown, ...rest: unknown[]) => boolean;
 
 function sendable(handle: unknown): void {
-  const h = (handle as { _handle?: unknown } | null | undefined)?._handle;
-  if (h instanceof ShmHandle) {
+  const holder = (handle as { _handle?: unknown } | null | undefined)?._handle;
+  if (holder instanceof ShmHandle) {
     const err = new TypeError('This handle type cannot be sent: the connection is over zivm shared memory (listen with pauseOnConnect, or set ZIVM=off, to keep connections that are handed to other processes on TCP)') as TypeError & { code: string };
     err.code = 'ERR_INVALID_HANDLE_TYPE';
     throw err;
@@ -48,5 +48,5 @@ export function guardIpcSend(): void {
       },
     });
   }
-  if (typeof process.send === 'function') process.send = wrap(process.send as unknown as Send) as unknown as typeof process.send;
+  if (typeof process.send === 'function') process.send = wrap(process.send as unknown as Send);
 }

@@ -19,7 +19,7 @@ type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-esli
  * calls this only after it patched node:net: tls then builds on zivm's classes.
  */
 export function patchTls(): void {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+   
   const proto = (require('node:tls') as typeof import('node:tls')).TLSSocket.prototype as unknown as Any;
   if (proto[kTlsPatched] || typeof proto._wrapHandle !== 'function') return;
   const original = proto._wrapHandle as WrapHandle;

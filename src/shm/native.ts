@@ -216,7 +216,7 @@ interface NodeGypBuild {
   resolve(dir: string): string;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
+ 
 const nodeGypBuild = require('node-gyp-build') as NodeGypBuild;
 
 export interface AddonSource {

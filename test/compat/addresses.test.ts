@@ -38,20 +38,20 @@ forEachImpl((impl) => {
     });
 
     it('distinct connections from one process get distinct local ports', async function () {
-      const a = await pair(impl);
-      const b = await pair(impl);
-      const c = impl.connect(a.port, '127.0.0.1');
-      await new Promise((resolve) => c.once('connect', resolve));
-      const ports = new Set([a.client.localPort, b.client.localPort, c.localPort]);
+      const first = await pair(impl);
+      const second = await pair(impl);
+      const conn = impl.connect(first.port, '127.0.0.1');
+      await new Promise((resolve) => conn.once('connect', resolve));
+      const ports = new Set([first.client.localPort, second.client.localPort, conn.localPort]);
       expect(ports.size).to.equal(3);
     });
 
     it('are undefined before connect; remote ones stay readable after close once read', async function () {
-      const s = impl.socket();
-      expect(s.remoteAddress).to.equal(undefined);
-      expect(s.remotePort).to.equal(undefined);
-      expect(s.localAddress).to.equal(undefined);
-      expect(s.address()).to.deep.equal({});
+      const sock = impl.socket();
+      expect(sock.remoteAddress).to.equal(undefined);
+      expect(sock.remotePort).to.equal(undefined);
+      expect(sock.localAddress).to.equal(undefined);
+      expect(sock.address()).to.deep.equal({});
       const { client, peer } = await pair(impl);
       const remote = [client.remoteAddress, client.remotePort, client.remoteFamily];
       const peerRemote = [peer.remoteAddress, peer.remotePort];
@@ -65,15 +65,15 @@ forEachImpl((impl) => {
 
   describe('Socket#setNoDelay() / #setKeepAlive()', function () {
     it('return the socket, before and after connect', async function () {
-      const s = impl.socket();
-      expect(s.setNoDelay(true)).to.equal(s);
-      expect(s.setKeepAlive(true, 1000)).to.equal(s);
+      const sock = impl.socket();
+      expect(sock.setNoDelay(true)).to.equal(sock);
+      expect(sock.setKeepAlive(true, 1000)).to.equal(sock);
       const { client } = await pair(impl);
       expect(client.setNoDelay(true)).to.equal(client);
       expect(client.setNoDelay(false)).to.equal(client);
       expect(client.setKeepAlive(true, 500)).to.equal(client);
       expect(client.setKeepAlive(false)).to.equal(client);
-      expect((client as net.Socket).readyState).to.equal('open');
+      expect((client).readyState).to.equal('open');
     });
   });
 });

@@ -5,7 +5,7 @@ import type * as net from 'node:net';
 import stream from 'node:stream';
 import { forEachImpl, pair, trackSocket } from './impl';
 
-type Callable<T> = (...a: unknown[]) => T;
+type Callable<T> = (...args: unknown[]) => T;
 
 forEachImpl((impl) => {
   describe('exports', function () {
@@ -27,11 +27,11 @@ forEachImpl((impl) => {
   describe('instanceof', function () {
     it('sockets are node:net Sockets and stream.Duplex', async function () {
       const { client, peer } = await pair(impl);
-      for (const s of [client, peer]) {
-        expect(s).to.be.instanceOf(nodeNet.Socket);
-        expect(s).to.be.instanceOf(impl.net.Socket);
-        expect(s).to.be.instanceOf(stream.Duplex);
-        expect(s).to.be.instanceOf(EventEmitter);
+      for (const sock of [client, peer]) {
+        expect(sock).to.be.instanceOf(nodeNet.Socket);
+        expect(sock).to.be.instanceOf(impl.net.Socket);
+        expect(sock).to.be.instanceOf(stream.Duplex);
+        expect(sock).to.be.instanceOf(EventEmitter);
       }
     });
 
@@ -43,9 +43,9 @@ forEachImpl((impl) => {
     });
 
     it('Socket can be called without new', function () {
-      const s = trackSocket((impl.net.Socket as unknown as Callable<net.Socket>)());
-      expect(s).to.be.instanceOf(impl.net.Socket);
-      expect(s).to.be.instanceOf(nodeNet.Socket);
+      const sock = trackSocket((impl.net.Socket as unknown as Callable<net.Socket>)());
+      expect(sock).to.be.instanceOf(impl.net.Socket);
+      expect(sock).to.be.instanceOf(nodeNet.Socket);
     });
 
     it('Server can be called without new, and takes a connection listener', async function () {
@@ -59,9 +59,9 @@ forEachImpl((impl) => {
       class MySocket extends impl.net.Socket {
         mine = true;
       }
-      const s = trackSocket(new MySocket());
-      expect(s.mine).to.equal(true);
-      expect(s).to.be.instanceOf(impl.net.Socket);
+      const sock = trackSocket(new MySocket());
+      expect(sock.mine).to.equal(true);
+      expect(sock).to.be.instanceOf(impl.net.Socket);
       class MyServer extends impl.net.Server {
         mine = true;
       }
@@ -76,10 +76,10 @@ forEachImpl((impl) => {
     const throws = (fn: () => unknown, code: string, name: string): void => {
       let thrown: (Error & { code?: string }) | undefined;
       try {
-        const r = fn();
-        if (r instanceof nodeNet.Socket) r.destroy();
-      } catch (e) {
-        thrown = e as Error & { code?: string };
+        const res = fn();
+        if (res instanceof nodeNet.Socket) res.destroy();
+      } catch (err) {
+        thrown = err as Error & { code?: string };
       }
       expect(thrown, `expected ${code}`).to.be.an('error');
       expect(thrown!.code).to.equal(code);
@@ -117,10 +117,10 @@ forEachImpl((impl) => {
     });
 
     it('Socket#setTimeout() with bad arguments', function () {
-      const s = impl.socket();
-      throws(() => s.setTimeout('x' as unknown as number), 'ERR_INVALID_ARG_TYPE', 'TypeError');
-      throws(() => s.setTimeout(-1), 'ERR_OUT_OF_RANGE', 'RangeError');
-      throws(() => s.setTimeout(1, 'x' as unknown as () => void), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+      const sock = impl.socket();
+      throws(() => sock.setTimeout('x' as unknown as number), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+      throws(() => sock.setTimeout(-1), 'ERR_OUT_OF_RANGE', 'RangeError');
+      throws(() => sock.setTimeout(1, 'x' as unknown as () => void), 'ERR_INVALID_ARG_TYPE', 'TypeError');
     });
 
     it('Socket#write() with a chunk that is not a string or buffer', async function () {

@@ -5,9 +5,9 @@ import { forEachImpl, listen, closed, pair, readAll } from './impl';
 forEachImpl((impl) => {
   describe('Socket#bytesRead / #bytesWritten', function () {
     it('are 0 on a new socket', function () {
-      const s = impl.socket();
-      expect(s.bytesRead).to.equal(0);
-      expect(s.bytesWritten).to.equal(0);
+      const sock = impl.socket();
+      expect(sock.bytesRead).to.equal(0);
+      expect(sock.bytesWritten).to.equal(0);
     });
 
     it('count bytes on both ends, and keep their values after close', async function () {
@@ -26,7 +26,7 @@ forEachImpl((impl) => {
     });
 
     it('bytesWritten counts what was written while still connecting', async function () {
-      const server = impl.createServer((s) => s.resume());
+      const server = impl.createServer((sock) => sock.resume());
       const port = await listen(server);
       const client = impl.connect(port, '127.0.0.1');
       client.write('pending');

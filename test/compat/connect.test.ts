@@ -23,7 +23,7 @@ forEachImpl((impl) => {
     });
 
     it('accepts an options object { port, host }', async function () {
-      const server = impl.createServer((s) => s.end('options'));
+      const server = impl.createServer((sock) => sock.end('options'));
       const port = await listen(server);
       const client = impl.connect({ port, host: '127.0.0.1' });
       await once(client, 'connect');
@@ -48,7 +48,7 @@ forEachImpl((impl) => {
       const server = impl.createServer();
       const port = await listen(server);
       const accepted = once(server, 'connection');
-      const client = (impl.connect as (...a: unknown[]) => net.Socket)(String(port), '127.0.0.1');
+      const client = (impl.connect as (...args: unknown[]) => net.Socket)(String(port), '127.0.0.1');
       await once(client, 'connect');
       expect(client.remotePort).to.equal(port);
       const [peer] = await accepted;
@@ -76,10 +76,10 @@ forEachImpl((impl) => {
     });
 
     it('uses a custom lookup function for a host name', async function () {
-      const server = impl.createServer((s) => s.end('looked up'));
+      const server = impl.createServer((sock) => sock.end('looked up'));
       const port = await listen(server);
       const asked: string[] = [];
-      const lookup = (host: string, opts: { all?: boolean }, cb: (...a: unknown[]) => void): void => {
+      const lookup = (host: string, opts: { all?: boolean }, cb: (...args: unknown[]) => void): void => {
         asked.push(host);
         if (opts.all) cb(null, [{ address: '127.0.0.1', family: 4 }]);
         else cb(null, '127.0.0.1', 4);
@@ -94,12 +94,12 @@ forEachImpl((impl) => {
     });
 
     it("connects to 'localhost' with family: 4 (one address, no happy eyeballs)", async function () {
-      const server = impl.createServer((s) => s.end('v4 only'));
+      const server = impl.createServer((sock) => sock.end('v4 only'));
       const port = await listen(server);
       const accepted = once(server, 'connection');
       let lookupArgs: unknown[] = [];
       const client = impl.connect({ port, host: 'localhost', family: 4 });
-      client.on('lookup', (...a: unknown[]) => (lookupArgs = a));
+      client.on('lookup', (...args: unknown[]) => (lookupArgs = args));
       await once(client, 'connect');
       const [peer] = await accepted;
       impl.expectShm(client, peer);
@@ -108,7 +108,7 @@ forEachImpl((impl) => {
     });
 
     it('accepts autoSelectFamily: false, noDelay and keepAlive options', async function () {
-      const server = impl.createServer((s) => s.end('options ok'));
+      const server = impl.createServer((sock) => sock.end('options ok'));
       const port = await listen(server);
       const accepted = once(server, 'connection');
       const client = impl.connect({
@@ -151,24 +151,24 @@ forEachImpl((impl) => {
     it('returns the socket, and is pending and connecting until connected', async function () {
       const server = impl.createServer();
       const port = await listen(server);
-      const s = impl.socket();
-      expect(s.pending).to.equal(true);
+      const sock = impl.socket();
+      expect(sock.pending).to.equal(true);
       const accepted = once(server, 'connection');
-      expect(s.connect(port, '127.0.0.1')).to.equal(s);
-      expect(s.connecting).to.equal(true);
-      expect(s.readyState).to.equal('opening');
-      await once(s, 'connect');
-      expect(s.connecting).to.equal(false);
-      expect(s.pending).to.equal(false);
-      expect(s.readyState).to.equal('open');
+      expect(sock.connect(port, '127.0.0.1')).to.equal(sock);
+      expect(sock.connecting).to.equal(true);
+      expect(sock.readyState).to.equal('opening');
+      await once(sock, 'connect');
+      expect(sock.connecting).to.equal(false);
+      expect(sock.pending).to.equal(false);
+      expect(sock.readyState).to.equal('open');
       const [peer] = await accepted;
-      impl.expectShm(s, peer);
+      impl.expectShm(sock, peer);
     });
 
     it('sends what was written before the connection was made', async function () {
       const server = impl.createServer();
       const port = await listen(server);
-      const got = new Promise<Buffer>((resolve) => server.once('connection', (s: net.Socket) => resolve(readAll(s))));
+      const got = new Promise<Buffer>((resolve) => server.once('connection', (sock: net.Socket) => resolve(readAll(sock))));
       const client = impl.connect(port, '127.0.0.1');
       expect(client.connecting).to.equal(true);
       client.write('early ');
@@ -179,28 +179,28 @@ forEachImpl((impl) => {
     });
 
     it('can connect again after the socket closed', async function () {
-      const server = impl.createServer((s) => s.end('hi'));
+      const server = impl.createServer((sock2) => sock2.end('hi'));
       const port = await listen(server);
-      const s = impl.socket();
-      s.connect(port, '127.0.0.1');
-      expect((await readAll(s)).toString()).to.equal('hi');
-      await closed(s);
-      trackSocket(s);
-      s.connect(port, '127.0.0.1');
-      const again = readAll(s);
-      await once(s, 'connect');
-      impl.expectShm(s);
+      const sock = impl.socket();
+      sock.connect(port, '127.0.0.1');
+      expect((await readAll(sock)).toString()).to.equal('hi');
+      await closed(sock);
+      trackSocket(sock);
+      sock.connect(port, '127.0.0.1');
+      const again = readAll(sock);
+      await once(sock, 'connect');
+      impl.expectShm(sock);
       expect((await again).toString()).to.equal('hi');
     });
 
     it('connects to a unix socket when given a path', async function () {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-compat-pipe-'));
       try {
-        const p = path.join(dir, 's.sock');
-        const server = impl.createServer((s) => s.end('over a pipe'));
-        await new Promise<void>((resolve) => server.listen(p, resolve));
-        expect(server.address()).to.equal(p);
-        const client = impl.connect(p);
+        const file = path.join(dir, 's.sock');
+        const server = impl.createServer((sock) => sock.end('over a pipe'));
+        await new Promise<void>((resolve) => server.listen(file, resolve));
+        expect(server.address()).to.equal(file);
+        const client = impl.connect(file);
         expect((await readAll(client)).toString()).to.equal('over a pipe');
         if (impl.isZivm) expect((client as net.Socket & { transport?: string }).transport).to.equal('pipe');
         await closed(client);
@@ -256,7 +256,7 @@ forEachImpl((impl) => {
       const client = impl.connect(port, '127.0.0.1');
       const boom = new Error('boom');
       client.on('connect', () => events.push('connect'));
-      client.on('error', (e) => events.push(`error:${e.message}`));
+      client.on('error', (err) => events.push(`error:${err.message}`));
       client.on('close', (hadError) => events.push(`close:${hadError}`));
       client.destroy(boom);
       await closed(client);

@@ -20,7 +20,7 @@ forEachImpl((impl) => {
       const { client } = await pair(impl);
       const events: string[] = [];
       const boom = new Error('boom');
-      client.on('error', (e) => events.push(e === boom ? 'error:boom' : `error:${e.message}`));
+      client.on('error', (err) => events.push(err === boom ? 'error:boom' : `error:${err.message}`));
       client.on('close', (hadError: boolean) => events.push(`close:${hadError}`));
       client.destroy(boom);
       client.destroy(new Error('second'));
@@ -34,7 +34,7 @@ forEachImpl((impl) => {
       const { client, peer } = await pair(impl);
       const events: string[] = [];
       client.on('end', () => events.push('end'));
-      client.on('error', (e: NodeJS.ErrnoException) => events.push(`error:${e.code}`));
+      client.on('error', (err: NodeJS.ErrnoException) => events.push(`error:${err.code}`));
       client.on('close', (hadError: boolean) => events.push(`close:${hadError}`));
       client.resume();
       peer.destroy();
@@ -116,7 +116,7 @@ forEachImpl((impl) => {
     it('resets the connection: the peer gets ECONNRESET, the socket itself no error', async function () {
       const { client, peer } = await pair(impl);
       const clientEvents: string[] = [];
-      client.on('error', (e) => clientEvents.push(`error:${e.message}`));
+      client.on('error', (err2) => clientEvents.push(`error:${err2.message}`));
       client.on('close', (hadError: boolean) => clientEvents.push(`close:${hadError}`));
       const peerErr = nextError(peer);
       expect(client.resetAndDestroy()).to.equal(client);
@@ -140,14 +140,14 @@ forEachImpl((impl) => {
     it('called while connecting, resets once connected', async function () {
       const server = impl.createServer();
       const peerErr = new Promise<NodeJS.ErrnoException>((resolve) =>
-        server.on('connection', (s: net.Socket) => s.on('error', resolve)),
+        server.on('connection', (sock: net.Socket) => sock.on('error', resolve)),
       );
       const port = await listen(server);
       const client = impl.connect(port, '127.0.0.1');
       expect(client.connecting).to.equal(true);
       client.resetAndDestroy();
       const clientErrors: Error[] = [];
-      client.on('error', (e) => clientErrors.push(e));
+      client.on('error', (err) => clientErrors.push(err));
       await closed(client);
       expect((await peerErr).code).to.equal('ECONNRESET');
       expect(clientErrors).to.deep.equal([]);
@@ -156,8 +156,8 @@ forEachImpl((impl) => {
     it('a peer that is not reading (paused) sees no error; when it reads, it gets what was sent and then the end', async function () {
       const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
       const events: string[] = [];
-      peer.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
-      peer.on('data', (d: Buffer) => events.push(`data ${d.length}`));
+      peer.on('error', (err: NodeJS.ErrnoException) => events.push(`error ${err.code}`));
+      peer.on('data', (chunk: Buffer) => events.push(`data ${chunk.length}`));
       peer.on('end', () => events.push('end'));
       peer.on('close', () => events.push('close'));
       client.write('hello');
@@ -173,8 +173,8 @@ forEachImpl((impl) => {
     it('a peer that reads gets the bytes sent before the reset, then ECONNRESET', async function () {
       const { client, peer } = await pair(impl);
       const events: string[] = [];
-      peer.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
-      peer.on('data', (d: Buffer) => events.push(`data ${d.length}`));
+      peer.on('error', (err: NodeJS.ErrnoException) => events.push(`error ${err.code}`));
+      peer.on('data', (chunk: Buffer) => events.push(`data ${chunk.length}`));
       peer.on('close', () => events.push('close'));
       client.write('hello');
       await delay(30);
@@ -188,7 +188,7 @@ forEachImpl((impl) => {
       peer.on('error', () => undefined);
       client.on('error', () => expect.fail('no error expected'));
       client.resetAndDestroy();
-      const err = await new Promise<NodeJS.ErrnoException>((resolve) => client.write('x', (e) => resolve(e as NodeJS.ErrnoException)));
+      const err = await new Promise<NodeJS.ErrnoException>((resolve) => client.write('x', (err2) => resolve(err2 as NodeJS.ErrnoException)));
       expect(err.code).to.equal('ERR_STREAM_DESTROYED');
       await closed(client);
     });

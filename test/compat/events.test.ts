@@ -4,9 +4,9 @@ import type * as net from 'node:net';
 import { forEachImpl, listen, closed, pair } from './impl';
 
 /** Records the lifecycle events of `s` into `events`. */
-function record(s: net.Socket, events: string[], names = ['connect', 'ready', 'data', 'end', 'finish', 'close']): void {
+function record(sock: net.Socket, events: string[], names = ['connect', 'ready', 'data', 'end', 'finish', 'close']): void {
   for (const name of names) {
-    s.on(name, (arg: unknown) => {
+    sock.on(name, (arg: unknown) => {
       if (name === 'data') {
         if (events[events.length - 1] !== 'data') events.push('data');
       } else if (name === 'close') events.push(`close:${arg}`);
@@ -18,7 +18,7 @@ function record(s: net.Socket, events: string[], names = ['connect', 'ready', 'd
 forEachImpl((impl) => {
   describe('Socket events', function () {
     it('client: connect, ready, data, end, finish, close when the server writes and ends', async function () {
-      const server = impl.createServer((s) => s.end('bye'));
+      const server = impl.createServer((sock) => sock.end('bye'));
       const port = await listen(server);
       const events: string[] = [];
       const client = impl.connect(port, '127.0.0.1');
@@ -30,7 +30,7 @@ forEachImpl((impl) => {
 
     it('server side: end, finish, close when the client ends', async function () {
       const events: string[] = [];
-      const { client, peer } = await pair(impl, { onConnection: (s) => record(s, events) });
+      const { client, peer } = await pair(impl, { onConnection: (sock) => record(sock, events) });
       client.end();
       await closed(peer);
       await closed(client);
@@ -38,7 +38,7 @@ forEachImpl((impl) => {
     });
 
     it('client that ends first: connect, ready, finish, end, close', async function () {
-      const server = impl.createServer((s) => s.resume());
+      const server = impl.createServer((sock) => sock.resume());
       const port = await listen(server);
       const events: string[] = [];
       const client = impl.connect(port, '127.0.0.1', () => {
@@ -59,7 +59,7 @@ forEachImpl((impl) => {
       peer.end();
       await closed(client);
       await new Promise((resolve) => setImmediate(resolve));
-      expect(events.filter((e) => e.startsWith('close'))).to.have.length(1);
+      expect(events.filter((entry) => entry.startsWith('close'))).to.have.length(1);
       expect(events[events.length - 1]).to.equal('close:false');
     });
 
@@ -67,7 +67,7 @@ forEachImpl((impl) => {
       const { client, peer } = await pair(impl);
       const chunks: string[] = [];
       client.setEncoding('utf8');
-      client.on('data', (d: string) => chunks.push(d));
+      client.on('data', (chunk: string) => chunks.push(chunk));
       peer.write('a');
       peer.write('b');
       peer.end('c');
@@ -81,9 +81,9 @@ forEachImpl((impl) => {
       const events: string[] = [];
       const server = impl.createServer();
       server.on('listening', () => events.push('listening'));
-      server.on('connection', (s: net.Socket) => {
+      server.on('connection', (sock: net.Socket) => {
         events.push('connection');
-        s.destroy();
+        sock.destroy();
       });
       server.on('close', () => events.push('close'));
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => {

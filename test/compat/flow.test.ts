@@ -49,7 +49,7 @@ forEachImpl((impl) => {
     });
 
     it('writableHighWaterMark and readableHighWaterMark follow the highWaterMark server option', async function () {
-      const { peer } = await pair(impl, { server: { highWaterMark: 1234 } as net.ServerOpts });
+      const { peer } = await pair(impl, { server: { highWaterMark: 1234 } });
       expect(peer.writableHighWaterMark).to.equal(1234);
       expect(peer.readableHighWaterMark).to.equal(1234);
     });
@@ -59,7 +59,7 @@ forEachImpl((impl) => {
     it("a paused socket emits no 'data' until resumed, and then gets it all", async function () {
       const { client, peer } = await pair(impl);
       const got: Buffer[] = [];
-      peer.on('data', (d: Buffer) => got.push(d));
+      peer.on('data', (chunk: Buffer) => got.push(chunk));
       peer.pause();
       expect(peer.isPaused()).to.equal(true);
       client.write('while paused');

@@ -19,13 +19,13 @@ forEachImpl((impl) => {
     it('false: write() once the FIN has ended our side fails with EPIPE and destroys the socket', async function () {
       const { client, peer } = await pair(impl);
       const errors: string[] = [];
-      peer.on('error', (e: NodeJS.ErrnoException) => errors.push(`error:${e.code}`));
+      peer.on('error', (err: NodeJS.ErrnoException) => errors.push(`error:${err.code}`));
       const cbErr = await new Promise<NodeJS.ErrnoException>((resolve) => {
         peer.on('end', () => {
           // net ends our side in a tick after 'end'; a microtask comes after it.
           queueMicrotask(() => {
             expect(peer.writableEnded).to.equal(true);
-            const ret = peer.write('too late', (e) => resolve(e as NodeJS.ErrnoException));
+            const ret = peer.write('too late', (err) => resolve(err as NodeJS.ErrnoException));
             expect(ret).to.equal(false);
           });
         });

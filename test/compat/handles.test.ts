@@ -3,27 +3,27 @@ import { execFile } from 'node:child_process';
 import type * as nodeNet from 'node:net';
 import { forEachImpl, closed, delay, listen, pair, readBytes } from './impl';
 
-type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = any;  
 
 forEachImpl((impl) => {
   describe('Handles, source addresses and writes to a peer that is gone', function () {
     it('a write after the handle was closed fails with write EBADF and reaches nobody, not even the next connection', async function () {
       const got: string[] = [];
-      const server = impl.createServer((s) => s.on('data', (d) => got.push(String(d))));
+      const server = impl.createServer((sock) => sock.on('data', (chunk) => got.push(String(chunk))));
       const port = await listen(server);
-      const a = impl.connect(port, '127.0.0.1');
-      await new Promise((r) => a.once('connect', r));
+      const first = impl.connect(port, '127.0.0.1');
+      await new Promise((resolve) => first.once('connect', resolve));
       const errors: Error[] = [];
-      a.on('error', (e: Error) => errors.push(e));
-      (a as Any)._handle.close();
-      a.write('stale bytes');
+      first.on('error', (err: Error) => errors.push(err));
+      (first as Any)._handle.close();
+      first.write('stale bytes');
       // A second connection (over shared memory it may take the slot the first one left).
-      const b = impl.connect(port, '127.0.0.1');
-      await new Promise((r) => b.once('connect', r));
-      impl.expectShm(b);
-      b.write('fresh');
+      const second = impl.connect(port, '127.0.0.1');
+      await new Promise((resolve) => second.once('connect', resolve));
+      impl.expectShm(second);
+      second.write('fresh');
       await delay(100);
-      expect(errors.map((e) => e.message)).to.deep.equal(['write EBADF']);
+      expect(errors.map((err) => err.message)).to.deep.equal(['write EBADF']);
       expect(errors[0].constructor).to.equal(Error);
       expect(got.join('')).to.not.include('stale');
       expect(got.join('')).to.include('fresh');
@@ -32,18 +32,18 @@ forEachImpl((impl) => {
     it('a bound localPort is the port the server sees', async function () {
       const probe = impl.createServer();
       const free = await listen(probe);
-      await new Promise((r) => probe.close(r));
-      const { client, peer } = await pair(impl, { client: { localPort: free, localAddress: '127.0.0.1' } as Any });
+      await new Promise((resolve) => probe.close(resolve));
+      const { client, peer } = await pair(impl, { client: { localPort: free, localAddress: '127.0.0.1' } });
       expect(client.localPort).to.equal(free);
       expect(peer.remotePort).to.equal(free);
     });
 
     it('dialling 127.0.0.2 of a wildcard server: the source address is 127.0.0.1', async function () {
       const server = impl.createServer();
-      const accepted = new Promise<nodeNet.Socket>((r) => server.once('connection', r));
+      const accepted = new Promise<nodeNet.Socket>((resolve) => server.once('connection', resolve));
       const port = await listen(server, '0.0.0.0');
       const client = impl.connect(port, '127.0.0.2');
-      await new Promise((r) => client.once('connect', r));
+      await new Promise((resolve) => client.once('connect', resolve));
       const peer = await accepted;
       impl.expectShm(client, peer);
       expect(client.localAddress).to.equal('127.0.0.1');
@@ -55,14 +55,14 @@ forEachImpl((impl) => {
       const { client, peer } = await pair(impl, { server: { allowHalfOpen: true } });
       const events: string[] = [];
       peer.on('end', () => events.push('end'));
-      peer.on('error', (e: Any) => events.push(`error ${e.syscall} ${e.code}`));
-      const ended = new Promise((r) => peer.once('end', r));
+      peer.on('error', (err: Any) => events.push(`error ${err.syscall} ${err.code}`));
+      const ended = new Promise((resolve) => peer.once('end', resolve));
       peer.resume();
       client.destroy();
       await ended;
-      await new Promise<void>((r) => peer.write('one', (e) => (events.push(`write1 ${e ? (e as Any).code : 'ok'}`), r())));
+      await new Promise<void>((resolve) => peer.write('one', (err) => (events.push(`write1 ${err ? (err as Any).code : 'ok'}`), resolve())));
       await delay(100);
-      await new Promise<void>((r) => peer.write('two', (e) => (events.push(`write2 ${e ? (e as Any).code : 'ok'}`), r())));
+      await new Promise<void>((resolve) => peer.write('two', (err) => (events.push(`write2 ${err ? (err as Any).code : 'ok'}`), resolve())));
       await closed(peer);
       expect(events).to.deep.equal(['end', 'write1 ok', 'write2 EPIPE', 'error write EPIPE']);
     });
@@ -71,9 +71,9 @@ forEachImpl((impl) => {
       const server = impl.createServer({ keepAlive: true, keepAliveInitialDelay: 2000, noDelay: true });
       const port = await listen(server);
       const seen: string[] = [];
-      const h = (server as Any)._handle;
-      const orig = h.onconnection;
-      h.onconnection = function (err: number, clientHandle: Any) {
+      const holder = (server as Any)._handle;
+      const orig = holder.onconnection;
+      holder.onconnection = function (err: number, clientHandle: Any) {
         const ka = clientHandle.setKeepAlive;
         const nd = clientHandle.setNoDelay;
         clientHandle.setKeepAlive = function (enable: boolean, delaySecs: number) {
@@ -86,7 +86,7 @@ forEachImpl((impl) => {
         };
         return orig.call(this, err, clientHandle);
       };
-      const accepted = new Promise<nodeNet.Socket>((r) => server.once('connection', r));
+      const accepted = new Promise<nodeNet.Socket>((resolve) => server.once('connection', resolve));
       const client = impl.connect(port, '127.0.0.1');
       const peer = await accepted;
       impl.expectShm(client, peer);
@@ -97,7 +97,7 @@ forEachImpl((impl) => {
 
     it('happy eyeballs: addresses are tried in the order resolved, and the attempts are recorded', async function () {
       const server = impl.createServer();
-      const accepted = new Promise<nodeNet.Socket>((r) => server.once('connection', r));
+      const accepted = new Promise<nodeNet.Socket>((resolve) => server.once('connection', resolve));
       const port = await listen(server, '127.0.0.1');
       // A name with an IPv6 address first (nobody listens there) and then the IPv4 one.
       const lookup = (_h: string, _o: unknown, cb: (e: null, a: { address: string; family: number }[]) => void) =>
@@ -105,8 +105,8 @@ forEachImpl((impl) => {
           { address: '::1', family: 6 },
           { address: '127.0.0.1', family: 4 },
         ]);
-      const client = impl.connect({ host: 'dual.test', port, lookup, autoSelectFamily: true } as Any);
-      await new Promise((r) => client.once('connect', r));
+      const client = impl.connect({ host: 'dual.test', port, lookup, autoSelectFamily: true });
+      await new Promise((resolve) => client.once('connect', resolve));
       const peer = await accepted;
       impl.expectShm(client, peer);
       expect((client as Any).autoSelectFamilyAttemptedAddresses).to.deep.equal([`::1:${port}`, `127.0.0.1:${port}`]);
@@ -128,10 +128,10 @@ forEachImpl((impl) => {
         const out = await new Promise<string>((resolve, reject) =>
           execFile(process.execPath, ['-e', script], (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout))),
         );
-        const r = JSON.parse(out) as { uncaught: string | null; socketError: string | null; transport: string };
-        expect(r.uncaught).to.equal('boom');
-        expect(r.socketError).to.equal(null);
-        if (impl.isZivm) expect(r.transport).to.equal('shm');
+        const res = JSON.parse(out) as { uncaught: string | null; socketError: string | null; transport: string };
+        expect(res.uncaught).to.equal('boom');
+        expect(res.socketError).to.equal(null);
+        if (impl.isZivm) expect(res.transport).to.equal('shm');
       });
     }
   });

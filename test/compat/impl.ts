@@ -53,25 +53,25 @@ const liveServers = new Set<nodeNet.Server>();
 const closeResults = new WeakMap<nodeNet.Socket, boolean>();
 
 /** Destroys `s` after the current test. */
-export function trackSocket<T extends nodeNet.Socket>(s: T): T {
-  liveSockets.add(s);
-  closeResults.delete(s);
-  s.once('close', (hadError: boolean) => {
-    closeResults.set(s, hadError);
-    liveSockets.delete(s);
+export function trackSocket<T extends nodeNet.Socket>(subject: T): T {
+  liveSockets.add(subject);
+  closeResults.delete(subject);
+  subject.once('close', (hadError: boolean) => {
+    closeResults.set(subject, hadError);
+    liveSockets.delete(subject);
   });
-  return s;
+  return subject;
 }
 
 /** Closes `srv` after the current test, destroying whatever it accepted. */
 export function trackServer<T extends nodeNet.Server>(srv: T): T {
   liveServers.add(srv);
-  srv.on('connection', (s: nodeNet.Socket) => trackSocket(s));
+  srv.on('connection', (sock: nodeNet.Socket) => trackSocket(sock));
   return srv;
 }
 
 async function cleanup(): Promise<void> {
-  for (const s of liveSockets) s.destroy();
+  for (const sock of liveSockets) sock.destroy();
   liveSockets.clear();
   const closing: Promise<unknown>[] = [];
   for (const srv of liveServers) {
@@ -108,17 +108,17 @@ function makeImpl(name: 'node:net' | 'zivm', net: NetModule, requireId: string):
     net,
     requireId,
     createServer: ((...args: unknown[]) =>
-      trackServer((net.createServer as (...a: unknown[]) => nodeNet.Server)(...args))) as NetModule['createServer'],
+      trackServer((net.createServer as (...args2: unknown[]) => nodeNet.Server)(...args))),
     connect: ((...args: unknown[]) =>
-      trackSocket((net.connect as (...a: unknown[]) => nodeNet.Socket)(...args))) as NetModule['connect'],
+      trackSocket((net.connect as (...args2: unknown[]) => nodeNet.Socket)(...args))),
     socket: (options?: nodeNet.SocketConstructorOpts) => trackSocket(new net.Socket(options)),
     expectShm(...sockets: nodeNet.Socket[]) {
       this.expectTransport('shm', ...sockets);
     },
     expectTransport(transport: 'shm' | 'tcp', ...sockets: nodeNet.Socket[]) {
       if (!isZivm) return;
-      for (const s of sockets) {
-        expect((s as nodeNet.Socket & { transport?: string }).transport, 'zivm transport').to.equal(transport);
+      for (const sock of sockets) {
+        expect((sock as nodeNet.Socket & { transport?: string }).transport, 'zivm transport').to.equal(transport);
       }
     },
   };
@@ -144,50 +144,50 @@ export const delay = sleep;
 
 /** Resolves once `server` listens on `host` (null: no host given); returns its port. */
 export async function listen(server: nodeNet.Server, host: string | null = '127.0.0.1', port = 0): Promise<number> {
-  const onError = once(server, 'error').then(([e]) => Promise.reject(e));
+  const onError = once(server, 'error').then(([err]) => Promise.reject(err));
   const listening = new Promise<void>((resolve) => (host === null ? server.listen(port, resolve) : server.listen(port, host, resolve)));
   await Promise.race([listening, onError]);
   return (server.address() as nodeNet.AddressInfo).port;
 }
 
 /** Resolves with the socket's 'close' argument (hadError), also when it has already closed. */
-export function closed(s: nodeNet.Socket): Promise<boolean> {
-  const r = closeResults.get(s);
-  if (r !== undefined) return Promise.resolve(r);
-  return new Promise((resolve) => s.once('close', (hadError: boolean) => resolve(hadError)));
+export function closed(sock: nodeNet.Socket): Promise<boolean> {
+  const res = closeResults.get(sock);
+  if (res !== undefined) return Promise.resolve(res);
+  return new Promise((resolve) => sock.once('close', (hadError: boolean) => resolve(hadError)));
 }
 
 /** Resolves with the first 'error' the emitter emits. */
-export function nextError(e: NodeJS.EventEmitter): Promise<NodeJS.ErrnoException> {
-  return new Promise((resolve) => e.once('error', resolve));
+export function nextError(ev: NodeJS.EventEmitter): Promise<NodeJS.ErrnoException> {
+  return new Promise((resolve) => ev.once('error', resolve));
 }
 
 /** Everything `s` receives until 'end', as one Buffer. */
-export function readAll(s: nodeNet.Socket): Promise<Buffer> {
+export function readAll(sock: nodeNet.Socket): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    s.on('data', (d: Buffer | string) => chunks.push(Buffer.isBuffer(d) ? d : Buffer.from(d)));
-    s.once('end', () => resolve(Buffer.concat(chunks)));
-    s.once('error', reject);
+    sock.on('data', (chunk: Buffer | string) => chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk)));
+    sock.once('end', () => resolve(Buffer.concat(chunks)));
+    sock.once('error', reject);
   });
 }
 
 /** Resolves once `s` has received at least `n` bytes (it stays flowing); returns them. */
-export function readBytes(s: nodeNet.Socket, n: number): Promise<Buffer> {
+export function readBytes(sock: nodeNet.Socket, count: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let got = 0;
-    const onData = (d: Buffer): void => {
-      chunks.push(d);
-      got += d.length;
-      if (got >= n) {
-        s.off('data', onData);
-        s.off('error', reject);
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      got += chunk.length;
+      if (got >= count) {
+        sock.off('data', onData);
+        sock.off('error', reject);
         resolve(Buffer.concat(chunks));
       }
     };
-    s.on('data', onData);
-    s.once('error', reject);
+    sock.on('data', onData);
+    sock.once('error', reject);
   });
 }
 
@@ -223,10 +223,10 @@ export async function pair(impl: Impl, opts: PairOptions = {}): Promise<Pair> {
   const host = opts.host ?? '127.0.0.1';
   const server = impl.createServer(opts.server ?? {});
   const accepted = new Promise<nodeNet.Socket>((resolve) =>
-    server.once('connection', (s: nodeNet.Socket) => {
-      if (opts.paused) s.pause();
-      opts.onConnection?.(s);
-      resolve(s);
+    server.once('connection', (sock: nodeNet.Socket) => {
+      if (opts.paused) sock.pause();
+      opts.onConnection?.(sock);
+      resolve(sock);
     }),
   );
   const port = await listen(server, host);
@@ -239,14 +239,14 @@ export async function pair(impl: Impl, opts: PairOptions = {}): Promise<Pair> {
 }
 
 /** A deterministic buffer of `n` bytes (not all alike, so reordering shows). */
-export function pattern(n: number, seed = 1): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
+export function pattern(count: number, seed = 1): Buffer {
+  const buf = Buffer.allocUnsafe(count);
+  let val = seed >>> 0 || 1;
+  for (let i = 0; i < count; i++) {
+    val = (val * 1103515245 + 12345) >>> 0;
+    buf[i] = val >>> 24;
   }
-  return b;
+  return buf;
 }
 
 export type { NetModule };

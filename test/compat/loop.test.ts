@@ -13,7 +13,7 @@ import { forEachImpl, listen, closed, pair, pattern, delay } from './impl';
 forEachImpl((impl) => {
   describe('Socket reads in the event loop', function () {
     it("runs what a 'data' listener queued (nextTick, then microtasks) before 'end'", async function () {
-      const server = impl.createServer((s) => s.end('hello'));
+      const server = impl.createServer((sock) => sock.end('hello'));
       const port = await listen(server);
       const client = impl.connect(port, '127.0.0.1');
       const events: string[] = [];
@@ -32,8 +32,8 @@ forEachImpl((impl) => {
       const { client, peer } = await pair(impl);
       const events: string[] = [];
       let got = 0;
-      peer.on('data', (d: Buffer) => {
-        got += d.length;
+      peer.on('data', (chunk: Buffer) => {
+        got += chunk.length;
         events.push('d');
         queueMicrotask(() => events.push('m'));
       });
@@ -46,7 +46,7 @@ forEachImpl((impl) => {
     });
 
     it("a promise chain started in 'data' completes before 'end'", async function () {
-      const server = impl.createServer((s) => s.end('request'));
+      const server = impl.createServer((sock) => sock.end('request'));
       const port = await listen(server);
       const client = impl.connect(port, '127.0.0.1');
       const seen: string[] = [];
@@ -76,10 +76,10 @@ forEachImpl((impl) => {
     it("server.close() in the client's 'connect': the server keeps the connection, the client is not reset", async function () {
       const events: string[] = [];
       let accepted: net.Socket | undefined;
-      const server = impl.createServer((s) => {
-        accepted = s;
+      const server = impl.createServer((sock) => {
+        accepted = sock;
         events.push('connection');
-        s.on('data', (d) => s.end(d));
+        sock.on('data', (chunk) => sock.end(chunk));
       });
       const port = await listen(server);
       let serverClosed = false;
@@ -87,18 +87,18 @@ forEachImpl((impl) => {
         events.push('connect');
         server.close(() => (serverClosed = true));
       });
-      client.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+      client.on('error', (err: NodeJS.ErrnoException) => events.push(`error ${err.code}`));
       await once(client, 'connect');
       await delay(50);
       expect(events).to.include('connection');
-      expect(events.filter((e) => e.startsWith('error'))).to.deep.equal([]);
+      expect(events.filter((entry) => entry.startsWith('error'))).to.deep.equal([]);
       expect(serverClosed, 'server closed while a connection is open').to.equal(false);
       // The connection still works, then the server finishes closing.
       client.write('ping');
       const reply = await new Promise<string>((resolve) => {
-        let b = '';
-        client.on('data', (d) => (b += d));
-        client.on('end', () => resolve(b));
+        let second = '';
+        client.on('data', (chunk) => (second += chunk));
+        client.on('end', () => resolve(second));
       });
       expect(reply).to.equal('ping');
       impl.expectShm(accepted!);
@@ -110,19 +110,19 @@ forEachImpl((impl) => {
 
   describe('Listeners of their own', function () {
     it("adds no listener of its own to sockets and servers: listener counts are node:net's", async function () {
-      const counts = async (m: typeof net): Promise<Record<string, number>> => {
+      const counts = async (msg: typeof net): Promise<Record<string, number>> => {
         const out: Record<string, number> = {};
         const events = ['close', 'end', 'error', 'data', 'connect', 'connection', 'listening', 'finish'];
-        const count = (name: string, e: NodeJS.EventEmitter): void => {
-          for (const ev of events) out[`${name} ${ev}`] = e.listenerCount(ev);
+        const count = (name: string, ev2: NodeJS.EventEmitter): void => {
+          for (const ev of events) out[`${name} ${ev}`] = ev2.listenerCount(ev);
         };
-        const server = m.createServer();
+        const server = msg.createServer();
         const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
         await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-        const client = m.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+        const client = msg.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
         await once(client, 'connect');
         const peer = await accepted;
-        count('fresh socket', new m.Socket());
+        count('fresh socket', new msg.Socket());
         count('client', client);
         count('accepted', peer);
         count('server', server);

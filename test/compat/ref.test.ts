@@ -16,7 +16,7 @@ interface Run {
 const live = new Set<ReturnType<typeof spawn>>();
 
 afterEach(function () {
-  for (const p of live) p.kill('SIGKILL');
+  for (const proc of live) proc.kill('SIGKILL');
   live.clear();
 });
 
@@ -24,16 +24,16 @@ afterEach(function () {
 function run(impl: Impl, body: string, killAfterMs = 8000): Promise<Run> {
   const src = `'use strict';\nconst net = require(${JSON.stringify(impl.requireId)});\n${body}`;
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['-e', src], { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    live.add(p);
+    const proc = spawn(process.execPath, ['-e', src], { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    live.add(proc);
     let stdout = '';
     let stderr = '';
-    p.stdout!.on('data', (d) => (stdout += d));
-    p.stderr!.on('data', (d) => (stderr += d));
-    const killer = setTimeout(() => p.kill('SIGKILL'), killAfterMs);
-    p.on('exit', (code, signal) => {
+    proc.stdout.on('data', (data) => (stdout += data));
+    proc.stderr.on('data', (data) => (stderr += data));
+    const killer = setTimeout(() => proc.kill('SIGKILL'), killAfterMs);
+    proc.on('exit', (code, signal) => {
       clearTimeout(killer);
-      live.delete(p);
+      live.delete(proc);
       resolve({ code, signal, stdout, stderr });
     });
   });
@@ -67,7 +67,7 @@ forEachImpl((impl) => {
     this.timeout(15000);
 
     it('a process whose connected sockets and server are unref()d exits by itself', async function () {
-      const r = await run(
+      const res = await run(
         impl,
         connected(`
   client.unref(); peer.unref(); server.unref();
@@ -75,14 +75,14 @@ forEachImpl((impl) => {
   process.on('exit', () => console.log('exiting'));
 `),
       );
-      expect(r.signal, `stdout: ${r.stdout}\nstderr: ${r.stderr}`).to.equal(null);
-      expect(r.code, r.stderr).to.equal(0);
-      expect(r.stdout).to.include('unrefd\nexiting');
-      if (impl.isZivm) expect(r.stdout).to.include('transport shm shm');
+      expect(res.signal, `stdout: ${res.stdout}\nstderr: ${res.stderr}`).to.equal(null);
+      expect(res.code, res.stderr).to.equal(0);
+      expect(res.stdout).to.include('unrefd\nexiting');
+      if (impl.isZivm) expect(res.stdout).to.include('transport shm shm');
     });
 
     it('ref() after unref() keeps the process alive again', async function () {
-      const r = await run(
+      const res = await run(
         impl,
         connected(`
   client.unref(); peer.unref(); server.unref();
@@ -94,10 +94,10 @@ forEachImpl((impl) => {
   }, 200).unref();
 `),
       );
-      expect(r.signal, `stdout: ${r.stdout}\nstderr: ${r.stderr}`).to.equal(null);
-      expect(r.code, r.stderr).to.equal(0);
-      expect(r.stdout).to.include('still alive');
-      if (impl.isZivm) expect(r.stdout).to.include('transport shm shm');
+      expect(res.signal, `stdout: ${res.stdout}\nstderr: ${res.stderr}`).to.equal(null);
+      expect(res.code, res.stderr).to.equal(0);
+      expect(res.stdout).to.include('still alive');
+      if (impl.isZivm) expect(res.stdout).to.include('transport shm shm');
     });
 
     it('a process that stops in the middle of traffic and exits does not keep the next one from connecting', async function () {
@@ -137,7 +137,7 @@ forEachImpl((impl) => {
     });
 
     it('an unref()d listening server alone lets the process exit', async function () {
-      const r = await run(
+      const res = await run(
         impl,
         `
 const server = net.createServer();
@@ -147,9 +147,9 @@ server.listen(0, '127.0.0.1', () => {
 });
 `,
       );
-      expect(r.signal, `stdout: ${r.stdout}\nstderr: ${r.stderr}`).to.equal(null);
-      expect(r.code, r.stderr).to.equal(0);
-      expect(r.stdout).to.equal('listening\n');
+      expect(res.signal, `stdout: ${res.stdout}\nstderr: ${res.stderr}`).to.equal(null);
+      expect(res.code, res.stderr).to.equal(0);
+      expect(res.stdout).to.equal('listening\n');
     });
   });
 });

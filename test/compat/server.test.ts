@@ -17,11 +17,11 @@ forEachImpl((impl) => {
       await new Promise((resolve) => setImmediate(resolve));
       expect(order).to.deep.equal(['listening', 'callback']);
       expect(server.listening).to.equal(true);
-      const a = server.address() as net.AddressInfo;
-      expect(a).to.have.all.keys('address', 'family', 'port');
-      expect(a.address).to.equal('127.0.0.1');
-      expect(a.family).to.equal('IPv4');
-      expect(a.port).to.be.a('number').greaterThan(0);
+      const addr = server.address() as net.AddressInfo;
+      expect(addr).to.have.all.keys('address', 'family', 'port');
+      expect(addr.address).to.equal('127.0.0.1');
+      expect(addr.family).to.equal('IPv4');
+      expect(addr.port).to.be.a('number').greaterThan(0);
     });
 
     it("listen(0, '::1'): address() is an IPv6 AddressInfo", async function () {
@@ -37,10 +37,10 @@ forEachImpl((impl) => {
     });
 
     it('listen(0) with no host listens on every address', async function () {
-      const server = impl.createServer((s) => s.end('any'));
+      const server = impl.createServer((sock) => sock.end('any'));
       const port = await listen(server, null);
-      const a = server.address() as net.AddressInfo;
-      expect(['::', '0.0.0.0']).to.include(a.address);
+      const addr = server.address() as net.AddressInfo;
+      expect(['::', '0.0.0.0']).to.include(addr.address);
       const client = impl.connect(port, '127.0.0.1');
       await once(client, 'connect');
       impl.expectShm(client);
@@ -49,7 +49,7 @@ forEachImpl((impl) => {
 
     it("a server on '::' takes connections to 127.0.0.1 (as ::ffff:127.0.0.1) and to ::1", async function () {
       const accepted: net.Socket[] = [];
-      const server = impl.createServer((s) => accepted.push(s));
+      const server = impl.createServer((sock) => accepted.push(sock));
       const port = await listen(server, '::');
       expect(server.address()).to.deep.equal({ address: '::', family: 'IPv6', port });
 
@@ -89,14 +89,14 @@ forEachImpl((impl) => {
     });
 
     it('servers on 127.0.0.1 and ::1 with the same port each get their own connections', async function () {
-      const v4 = impl.createServer((s) => s.end('v4'));
+      const v4 = impl.createServer((sock) => sock.end('v4'));
       const port = await listen(v4, '127.0.0.1');
-      const v6 = impl.createServer((s) => s.end('v6'));
+      const v6 = impl.createServer((sock) => sock.end('v6'));
       try {
         await listen(v6, '::1', port);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') this.skip(); // the port is taken on ::1 by someone else
-        throw e;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') this.skip(); // the port is taken on ::1 by someone else
+        throw err;
       }
       const c4 = impl.connect(port, '127.0.0.1');
       const c6 = impl.connect(port, '::1');
@@ -141,15 +141,15 @@ forEachImpl((impl) => {
       let err: (Error & { code?: string }) | undefined;
       try {
         server.listen(0, '127.0.0.1');
-      } catch (e) {
-        err = e as Error & { code?: string };
+      } catch (err2) {
+        err = err2 as Error & { code?: string };
       }
       expect(err?.code).to.equal('ERR_SERVER_ALREADY_LISTEN');
       expect(server.listening).to.equal(true);
     });
 
     it('can listen again after close()', async function () {
-      const server = impl.createServer((s) => s.end('again'));
+      const server = impl.createServer((sock) => sock.end('again'));
       await listen(server);
       await new Promise((resolve) => server.close(resolve));
       const port = await listen(server);
@@ -162,19 +162,19 @@ forEachImpl((impl) => {
     });
 
     it('a new server on the port of a closed one gets the connections', async function () {
-      const old = impl.createServer((s) => s.end('old'));
+      const old = impl.createServer((sock) => sock.end('old'));
       const port = await listen(old);
       // A connection the old server still holds while it closes.
       const held = impl.connect(port, '127.0.0.1');
       held.resume();
       await once(held, 'connect');
       old.close();
-      const fresh = impl.createServer((s) => s.end('new'));
+      const fresh = impl.createServer((sock) => sock.end('new'));
       try {
         await listen(fresh, '127.0.0.1', port);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') this.skip(); // someone else took the port meanwhile
-        throw e;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') this.skip(); // someone else took the port meanwhile
+        throw err;
       }
       const client = impl.connect(port, '127.0.0.1');
       await once(client, 'connect');
@@ -188,12 +188,12 @@ forEachImpl((impl) => {
       const path = await import('node:path');
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-compat-unix-'));
       try {
-        const p = path.join(dir, 'srv.sock');
-        const server = impl.createServer((s) => s.end('unix'));
-        await new Promise<void>((resolve) => server.listen(p, resolve));
-        expect(server.address()).to.equal(p);
+        const file = path.join(dir, 'srv.sock');
+        const server = impl.createServer((sock) => sock.end('unix'));
+        await new Promise<void>((resolve) => server.listen(file, resolve));
+        expect(server.address()).to.equal(file);
         // A node:net client reaches it too.
-        const client = trackSocket(nodeNet.connect(p));
+        const client = trackSocket(nodeNet.connect(file));
         expect((await readAll(client)).toString()).to.equal('unix');
         await new Promise((resolve) => server.close(resolve));
       } finally {
@@ -209,7 +209,7 @@ forEachImpl((impl) => {
       await once(second, 'connect');
       await until(() => (server as net.Server & { _connections: number })._connections === 2);
       const count = (): Promise<number> =>
-        new Promise((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+        new Promise((resolve, reject) => server.getConnections((err, count2) => (err ? reject(err) : resolve(count2))));
       expect(await count()).to.equal(2);
       client.destroy();
       await until(() => (server as net.Server & { _connections: number })._connections === 1);
@@ -220,7 +220,7 @@ forEachImpl((impl) => {
       const server = impl.createServer();
       server.maxConnections = 1;
       const accepted: net.Socket[] = [];
-      server.on('connection', (s: net.Socket) => accepted.push(s));
+      server.on('connection', (sock: net.Socket) => accepted.push(sock));
       const port = await listen(server);
       const first = impl.connect(port, '127.0.0.1');
       await once(first, 'connect');
@@ -249,7 +249,7 @@ forEachImpl((impl) => {
       const server = impl.createServer();
       server.maxConnections = 1;
       const accepted: net.Socket[] = [];
-      server.on('connection', (s: net.Socket) => accepted.push(s));
+      server.on('connection', (sock: net.Socket) => accepted.push(sock));
       const port = await listen(server, '::');
       const first = impl.connect(port, '127.0.0.1');
       await once(first, 'connect');
@@ -267,38 +267,38 @@ forEachImpl((impl) => {
 
     it('serves 300 connections one after another (more than fit at once in shared memory)', async function () {
       this.timeout(30000);
-      const server = impl.createServer((s) => s.end('ok'));
+      const server = impl.createServer((sock) => sock.end('ok'));
       const port = await listen(server);
       for (let i = 0; i < 300; i++) {
-        const c = impl.connect(port, '127.0.0.1');
-        await once(c, 'connect');
-        impl.expectShm(c);
-        expect((await readAll(c)).toString()).to.equal('ok');
-        await closed(c);
+        const conn = impl.connect(port, '127.0.0.1');
+        await once(conn, 'connect');
+        impl.expectShm(conn);
+        expect((await readAll(conn)).toString()).to.equal('ok');
+        await closed(conn);
       }
     });
 
     it('accepts 50 concurrent connections and serves each its own reply', async function () {
-      const server = impl.createServer((s) => {
+      const server = impl.createServer((sock) => {
         let buf = '';
-        s.setEncoding('utf8');
-        s.on('data', (d: string) => {
-          buf += d;
-          if (buf.endsWith('\n')) s.end(`re:${buf}`);
+        sock.setEncoding('utf8');
+        sock.on('data', (chunk: string) => {
+          buf += chunk;
+          if (buf.endsWith('\n')) sock.end(`re:${buf}`);
         });
       });
       const port = await listen(server);
-      const n = 50;
+      const addon = 50;
       const replies = await Promise.all(
-        Array.from({ length: n }, async (_, i) => {
-          const c = impl.connect(port, '127.0.0.1');
-          await once(c, 'connect');
-          impl.expectShm(c);
-          c.write(`client ${i}\n`);
-          return (await readAll(c)).toString();
+        Array.from({ length: addon }, async (_, i) => {
+          const conn = impl.connect(port, '127.0.0.1');
+          await once(conn, 'connect');
+          impl.expectShm(conn);
+          conn.write(`client ${i}\n`);
+          return (await readAll(conn)).toString();
         }),
       );
-      for (let i = 0; i < n; i++) expect(replies[i]).to.equal(`re:client ${i}\n`);
+      for (let i = 0; i < addon; i++) expect(replies[i]).to.equal(`re:client ${i}\n`);
     });
 
     it('takes connections from a node:net client as sockets of its own class', async function () {
@@ -315,7 +315,7 @@ forEachImpl((impl) => {
     });
 
     it('its client reaches a plain node:net server (over TCP)', async function () {
-      const plain = nodeNet.createServer((s) => s.end('plain server'));
+      const plain = nodeNet.createServer((sock) => sock.end('plain server'));
       try {
         const port = await listen(plain);
         const client = impl.connect(port, '127.0.0.1');

@@ -74,15 +74,15 @@ forEachImpl((impl) => {
       const { listen } = await import('./impl');
       const server = impl.createServer();
       const port = await listen(server);
-      const s = impl.socket();
-      s.setTimeout(30);
+      const sock = impl.socket();
+      sock.setTimeout(30);
       const events: string[] = [];
-      s.on('connect', () => events.push('connect'));
-      s.on('timeout', () => events.push('timeout'));
-      s.connect(port, '127.0.0.1');
-      await once(s, 'timeout');
+      sock.on('connect', () => events.push('connect'));
+      sock.on('timeout', () => events.push('timeout'));
+      sock.connect(port, '127.0.0.1');
+      await once(sock, 'timeout');
       expect(events).to.deep.equal(['connect', 'timeout']);
-      impl.expectShm(s);
+      impl.expectShm(sock);
     });
 
     it('works on the accepted (server) side', async function () {

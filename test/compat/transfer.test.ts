@@ -5,7 +5,7 @@ import type * as net from 'node:net';
 import { forEachImpl, listen, pair, readAll, readBytes, pattern } from './impl';
 
 const MiB = 1024 * 1024;
-const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
+const sha = (buf: Buffer): string => crypto.createHash('sha256').update(buf).digest('hex');
 
 forEachImpl((impl) => {
   describe('large transfers', function () {
@@ -27,9 +27,9 @@ forEachImpl((impl) => {
       let i = 0;
       const writeMore = (): void => {
         while (off < data.length) {
-          const n = Math.min(1 + ((i++ * 7919) % 100000), data.length - off);
-          const ok = peer.write(data.subarray(off, off + n));
-          off += n;
+          const count = Math.min(1 + ((i++ * 7919) % 100000), data.length - off);
+          const ok = peer.write(data.subarray(off, off + count));
+          off += count;
           if (!ok) {
             peer.once('drain', writeMore);
             return;
@@ -68,9 +68,9 @@ forEachImpl((impl) => {
 
   describe('one process on both sides', function () {
     it('connects two servers to each other in both directions at once', async function () {
-      const a = impl.createServer((s) => s.end('from A'));
-      const b = impl.createServer((s) => s.end('from B'));
-      const [pa, pb] = await Promise.all([listen(a), listen(b)]);
+      const first = impl.createServer((sock) => sock.end('from A'));
+      const second = impl.createServer((sock) => sock.end('from B'));
+      const [pa, pb] = await Promise.all([listen(first), listen(second)]);
       const toA = impl.connect(pa, '127.0.0.1');
       const toB = impl.connect(pb, '127.0.0.1');
       await Promise.all([once(toA, 'connect'), once(toB, 'connect')]);
@@ -82,16 +82,16 @@ forEachImpl((impl) => {
 
     it('a server that connects back to the client that called it', async function () {
       // The client side listens too; on each connection the server dials the client's server back.
-      const callbacks = impl.createServer((s) => s.end('called back'));
+      const callbacks = impl.createServer((sock) => sock.end('called back'));
       const cbPort = await listen(callbacks);
-      const server = impl.createServer((s: net.Socket) => {
-        s.setEncoding('utf8');
-        s.once('data', async (port: string) => {
+      const server = impl.createServer((sock: net.Socket) => {
+        sock.setEncoding('utf8');
+        sock.once('data', async (port: string) => {
           const back = impl.connect(Number(port), '127.0.0.1');
           await once(back, 'connect');
           impl.expectShm(back);
           const msg = await readAll(back);
-          s.end(`server got: ${msg.toString()}`);
+          sock.end(`server got: ${msg.toString()}`);
         });
       });
       const port = await listen(server);

@@ -14,10 +14,10 @@ interface CutShort {
   peerPaused: boolean;
 }
 
-function describeErr(e: unknown): string {
-  if (!e) return String(e ?? null);
-  const x = e as NodeJS.ErrnoException;
-  return [x.message, x.code, x.errno, x.syscall].filter((v) => v !== undefined).join(' ');
+function describeErr(err: unknown): string {
+  if (!err) return String(err ?? null);
+  const elem = err as NodeJS.ErrnoException;
+  return [elem.message, elem.code, elem.errno, elem.syscall].filter((value) => value !== undefined).join(' ');
 }
 
 /** A write in progress (16 MiB to a paused peer) and one queued behind it, then `how` ends the socket. */
@@ -26,20 +26,20 @@ async function writeCutShort(impl: Impl, how: 'destroy()' | 'destroy(err)' | 're
   peer.on('error', () => {});
   const errors: string[] = [];
   const order: string[] = [];
-  client.on('error', (e: NodeJS.ErrnoException) => errors.push(String(e.code)));
+  client.on('error', (err: NodeJS.ErrnoException) => errors.push(String(err.code)));
   client.on('close', () => order.push('close'));
   let called = false;
   const first = new Promise<string>((resolve) =>
-    client.write(Buffer.alloc(16 * 1024 * 1024, 1), (e) => {
+    client.write(Buffer.alloc(16 * 1024 * 1024, 1), (err) => {
       called = true;
       order.push('first');
-      resolve(describeErr(e));
+      resolve(describeErr(err));
     }),
   );
   const second = new Promise<string>((resolve) =>
-    client.write('queued', (e) => {
+    client.write('queued', (err) => {
       order.push('second');
-      resolve(describeErr(e));
+      resolve(describeErr(err));
     }),
   );
   await new Promise((resolve) => setTimeout(resolve, 20));
@@ -48,8 +48,8 @@ async function writeCutShort(impl: Impl, how: 'destroy()' | 'destroy(err)' | 're
   else if (how === 'destroy(err)') client.destroy(Object.assign(new Error('mine'), { code: 'MINE' }));
   else client.resetAndDestroy();
   const hadError = await closed(client);
-  const calledBack = (p: Promise<string>, which: string): Promise<string> =>
-    Promise.race([p, new Promise<string>((_, reject) => setTimeout(() => reject(new Error(`${impl.name}: the ${which} write was never called back`)), 2000))]);
+  const calledBack = (promise: Promise<string>, which: string): Promise<string> =>
+    Promise.race([promise, new Promise<string>((_, reject) => setTimeout(() => reject(new Error(`${impl.name}: the ${which} write was never called back`)), 2000))]);
   const result = { first: await calledBack(first, 'first'), second: await calledBack(second, 'second'), errors, hadError, order, peerPaused: peer.isPaused() };
   await new Promise((resolve) => setImmediate(resolve));
   return result;
@@ -128,13 +128,13 @@ forEachImpl((impl) => {
       client.end();
       let emitted = false;
       const errP = new Promise<NodeJS.ErrnoException>((resolve) =>
-        client.once('error', (e: NodeJS.ErrnoException) => {
+        client.once('error', (err2: NodeJS.ErrnoException) => {
           emitted = true;
-          resolve(e);
+          resolve(err2);
         }),
       );
       const cbErrP = new Promise<NodeJS.ErrnoException>((resolve) => {
-        const ret = client.write('after end', (e) => resolve(e as NodeJS.ErrnoException));
+        const ret = client.write('after end', (err2) => resolve(err2 as NodeJS.ErrnoException));
         expect(ret).to.equal(false);
       });
       expect(emitted, 'error emitted synchronously').to.equal(false);
@@ -147,10 +147,10 @@ forEachImpl((impl) => {
     it('calls the callback with ERR_STREAM_DESTROYED after destroy, without an error event', async function () {
       const { client } = await pair(impl);
       const errors: Error[] = [];
-      client.on('error', (e) => errors.push(e));
+      client.on('error', (err2) => errors.push(err2));
       client.destroy();
       const err = await new Promise<NodeJS.ErrnoException>((resolve) => {
-        const ret = client.write('x', (e) => resolve(e as NodeJS.ErrnoException));
+        const ret = client.write('x', (err2) => resolve(err2 as NodeJS.ErrnoException));
         expect(ret).to.equal(false);
       });
       expect(err.code).to.equal('ERR_STREAM_DESTROYED');
@@ -184,8 +184,8 @@ forEachImpl((impl) => {
         client.on('error', resolve);
         const tick = (): void => {
           if (client.destroyed) return;
-          client.write('into the void', (e) => {
-            if (!e) setTimeout(tick, 5);
+          client.write('into the void', (err2) => {
+            if (!err2) setTimeout(tick, 5);
           });
         };
         tick();
@@ -198,7 +198,7 @@ forEachImpl((impl) => {
       const { client, peer } = await pair(impl);
       peer.setEncoding('utf8');
       const parts: string[] = [];
-      peer.on('data', (d: string) => parts.push(d));
+      peer.on('data', (chunk: string) => parts.push(chunk));
       const euro = Buffer.from('\u20ac');
       client.write(euro.subarray(0, 1));
       await new Promise((resolve) => setTimeout(resolve, 10));
@@ -206,7 +206,7 @@ forEachImpl((impl) => {
       client.end('!');
       await once(peer, 'end');
       expect(parts.join('')).to.equal('\u20ac!');
-      for (const p of parts) expect(p).to.not.include('\ufffd');
+      for (const file of parts) expect(file).to.not.include('\ufffd');
     });
   });
 
@@ -215,9 +215,9 @@ forEachImpl((impl) => {
       const { client, peer } = await pair(impl);
       client.setEncoding('hex');
       const got: string[] = [];
-      client.on('data', (d: unknown) => {
-        expect(d).to.be.a('string');
-        got.push(d as string);
+      client.on('data', (data: unknown) => {
+        expect(data).to.be.a('string');
+        got.push(data as string);
       });
       peer.end(Buffer.from([0xde, 0xad, 0xbe, 0xef]));
       await once(client, 'end');
@@ -230,8 +230,8 @@ forEachImpl((impl) => {
       const { client, peer } = await pair(impl);
       const chunks: Buffer[] = [];
       client.on('readable', () => {
-        let c: Buffer | null;
-        while ((c = client.read() as Buffer | null) !== null) chunks.push(c);
+        let item: Buffer | null;
+        while ((item = client.read() as Buffer | null) !== null) chunks.push(item);
       });
       peer.write('one ');
       peer.end('two');
@@ -244,7 +244,7 @@ forEachImpl((impl) => {
       peer.write('async ');
       peer.end('iteration');
       const chunks: Buffer[] = [];
-      for await (const c of client) chunks.push(c as Buffer);
+      for await (const item of client) chunks.push(item as Buffer);
       expect(Buffer.concat(chunks).toString()).to.equal('async iteration');
     });
 

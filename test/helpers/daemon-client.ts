@@ -36,26 +36,26 @@ export class RawClient {
 
   /** The next message; false at end of stream; throws after `timeoutMs` without one. */
   recv(timeoutMs = 3000): Msg | false {
-    const n = native();
+    const addon = native();
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const r = n.recvMsg(this.fd);
-      if (r === false) return false;
-      if (r) {
-        if (r[1] >= 0) this.received.push(r[1]);
-        return [r[0], r[1]];
+      const res = addon.recvMsg(this.fd);
+      if (res === false) return false;
+      if (res) {
+        if (res[1] >= 0) this.received.push(res[1]);
+        return [res[0], res[1]];
       }
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`no message from the daemon within ${timeoutMs} ms`);
-      n.waitReadable(this.fd, left);
+      addon.waitReadable(this.fd, left);
     }
   }
 
   /** The next message, which must not be end of stream. */
   next(timeoutMs = 3000): Msg {
-    const m = this.recv(timeoutMs);
-    if (m === false) throw new Error('daemon closed the connection');
-    return m;
+    const msg = this.recv(timeoutMs);
+    if (msg === false) throw new Error('daemon closed the connection');
+    return msg;
   }
 
   /** `count` messages. */
@@ -85,15 +85,15 @@ export class RawClient {
     const own: number[] = [];
     const order: Msg[] = [];
     while (own.length < vectors) {
-      const m = this.next(timeoutMs);
-      order.push(m);
-      if (m[1] < 0) throw new Error(`unexpected message without fd during setup: [${m[0]}, ${m[1]}]`);
-      if (m[0] === id) own.push(m[1]);
+      const msg = this.next(timeoutMs);
+      order.push(msg);
+      if (msg[1] < 0) throw new Error(`unexpected message without fd during setup: [${msg[0]}, ${msg[1]}]`);
+      if (msg[0] === id) own.push(msg[1]);
       else {
-        if (own.length) throw new Error(`peer ${m[0]} announced in the middle of the interrupt setup`);
-        const list = peers.get(m[0]) ?? [];
-        list.push(m[1]);
-        peers.set(m[0], list);
+        if (own.length) throw new Error(`peer ${msg[0]} announced in the middle of the interrupt setup`);
+        const list = peers.get(msg[0]) ?? [];
+        list.push(msg[1]);
+        peers.set(msg[0], list);
       }
     }
     return { id, shmFd, peers, own, order };
@@ -102,11 +102,11 @@ export class RawClient {
   close(): void {
     if (!this.open) return;
     this.open = false;
-    const n = native();
-    n.close(this.fd);
+    const addon = native();
+    addon.close(this.fd);
     for (const fd of this.received.splice(0)) {
       try {
-        n.close(fd);
+        addon.close(fd);
       } catch {
         /* ignore */
       }
@@ -127,12 +127,12 @@ export interface Handshake {
 
 /** Maps a region fd and checks its header. */
 export function mapRegion(fd: number): { region: NativeRegion; i32: Int32Array; g: Geometry; daemonPid: number } {
-  const n = native();
-  const size = n.fdSize(fd);
-  const region = new n.Region(fd, size);
+  const addon = native();
+  const size = addon.fdSize(fd);
+  const region = new addon.Region(fd, size);
   const i32 = new Int32Array(region.buffer);
-  const g = readHeader(i32, size);
-  return { region, i32, g, daemonPid: i32[HEADER.DAEMON_PID] };
+  const geo = readHeader(i32, size);
+  return { region, i32, g: geo, daemonPid: i32[HEADER.DAEMON_PID] };
 }
 
 // ---- processes ----------------------------------------------------------------
@@ -172,19 +172,19 @@ export function spawnRacer(socket: string, env: NodeJS.ProcessEnv): Proc {
 }
 
 function raceMain(socket: string): void {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+   
   const { connectDaemon } = require('../../src/shm/autostart') as typeof import('../../src/shm/autostart');
   const fd = connectDaemon({ socketPath: socket, timeoutMs: 15000 });
-  const c = new RawClient(fd);
-  c.next(10000); // version
-  const [id] = c.next(10000);
-  const [, shmFd] = c.next(10000);
+  const member = new RawClient(fd);
+  member.next(10000); // version
+  const [id] = member.next(10000);
+  const [, shmFd] = member.next(10000);
   const { region, daemonPid } = mapRegion(shmFd);
   process.stdout.write(`${JSON.stringify({ pid: daemonPid, id })}\n`);
   process.stdin.resume();
   process.stdin.on('end', () => {
     region.close();
-    c.close();
+    member.close();
     process.exit(0);
   });
 }

@@ -1,7 +1,7 @@
 /** native/addon.cc: the addon in a worker environment that goes away with regions, rings and pollers open. */
 import { expect } from 'chai';
 import { Worker } from 'node:worker_threads';
-import { n, NATIVE_JS, noFdLeft } from './fixture';
+import { addon, NATIVE_JS, noFdLeft } from './fixture';
 
 describe('native addon', () => {
   noFdLeft();
@@ -19,9 +19,9 @@ describe('native addon', () => {
         n.notify(e);
         setTimeout(() => { n.close(fd); n.close(e); process.exit(0); }, 20);`;
       const status = await new Promise<number>((resolve, reject) => {
-        const w = new Worker(code, { eval: true });
-        w.on('error', reject);
-        w.on('exit', resolve);
+        const write = new Worker(code, { eval: true });
+        write.on('error', reject);
+        write.on('exit', resolve);
       });
       expect(status).to.equal(0);
     });
@@ -32,10 +32,10 @@ describe('native addon', () => {
         const e = n.eventfd();
         const p = new n.Poller(e, () => {}, true);
         require('node:worker_threads').parentPort.postMessage(e);`;
-      const w = new Worker(code, { eval: true });
-      const efd = await new Promise<number>((resolve) => w.once('message', resolve));
-      expect(await w.terminate()).to.equal(1);
-      n.close(efd);
+      const write = new Worker(code, { eval: true });
+      const efd = await new Promise<number>((resolve) => write.once('message', resolve));
+      expect(await write.terminate()).to.equal(1);
+      addon.close(efd);
     });
   });
 });

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { n, NATIVE_JS, codeOf, noFdLeft } from './fixture';
+import { addon, NATIVE_JS, codeOf, noFdLeft } from './fixture';
 import { sleep } from '../../tools/kit/wait';
 
 describe('native addon', () => {
@@ -12,75 +12,75 @@ describe('native addon', () => {
 
   describe('eventfd doorbell', () => {
     it('notify adds 1 and drain returns the sum, then 0', () => {
-      const fd = n.eventfd();
+      const fd = addon.eventfd();
       try {
-        expect(n.drain(fd)).to.equal(0);
-        n.notify(fd);
-        n.notify(fd);
-        n.notify(fd);
-        expect(n.drain(fd)).to.equal(3);
-        expect(n.drain(fd)).to.equal(0);
+        expect(addon.drain(fd)).to.equal(0);
+        addon.notify(fd);
+        addon.notify(fd);
+        addon.notify(fd);
+        expect(addon.drain(fd)).to.equal(3);
+        expect(addon.drain(fd)).to.equal(0);
       } finally {
-        n.close(fd);
+        addon.close(fd);
       }
     });
 
     it('notify on a bad fd throws a Node-style error', () => {
-      const e = codeOf(() => n.notify(1_000_000));
-      expect(e.code).to.equal('EBADF');
-      expect(e.err.syscall).to.equal('write');
-      expect(e.err.errno).to.equal(-9);
+      const err = codeOf(() => addon.notify(1_000_000));
+      expect(err.code).to.equal('EBADF');
+      expect(err.err.syscall).to.equal('write');
+      expect(err.err.errno).to.equal(-9);
     });
   });
 
   describe('Poller', () => {
     it('calls back on notify, having drained the eventfd first', async () => {
-      const fd = n.eventfd();
+      const fd = addon.eventfd();
       const seen: number[] = [];
       let left = -1;
-      const poller = new n.Poller(
+      const poller = new addon.Poller(
         fd,
         (status) => {
           seen.push(status);
-          left = n.drain(fd);
+          left = addon.drain(fd);
         },
         true,
       );
       try {
         expect(poller.hasRef()).to.equal(true);
-        n.notify(fd);
-        n.notify(fd);
+        addon.notify(fd);
+        addon.notify(fd);
         for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(5);
         await sleep(30);
         expect(seen).to.deep.equal([0]);
         expect(left).to.equal(0);
       } finally {
         poller.close();
-        n.close(fd);
+        addon.close(fd);
       }
     });
 
     it('without drainEventfd leaves the count to the callback', async () => {
-      const fd = n.eventfd();
+      const fd = addon.eventfd();
       const sums: number[] = [];
-      const poller = new n.Poller(fd, () => sums.push(n.drain(fd)), false);
+      const poller = new addon.Poller(fd, () => sums.push(addon.drain(fd)), false);
       try {
-        n.notify(fd);
-        n.notify(fd);
+        addon.notify(fd);
+        addon.notify(fd);
         for (let i = 0; i < 100 && sums.length === 0; i++) await sleep(5);
         expect(sums).to.deep.equal([2]);
       } finally {
         poller.close();
-        n.close(fd);
+        addon.close(fd);
       }
     });
 
     it('runs process.nextTick and promise jobs right after the callback', async () => {
-      const fd = n.eventfd();
+      const fd = addon.eventfd();
       const order: string[] = [];
       let done!: () => void;
-      const finished = new Promise<void>((r) => (done = r));
-      const poller = new n.Poller(
+      const finished = new Promise<void>((resolve) => (done = resolve));
+      const poller = new addon.Poller(
         fd,
         () => {
           order.push('cb');
@@ -94,23 +94,23 @@ describe('native addon', () => {
         true,
       );
       try {
-        n.notify(fd);
+        addon.notify(fd);
         await finished;
         expect(order).to.deep.equal(['cb', 'tick', 'micro', 'immediate']);
       } finally {
         poller.close();
-        n.close(fd);
+        addon.close(fd);
       }
     });
 
     it('stop() pauses callbacks and start() resumes them', async () => {
-      const fd = n.eventfd();
+      const fd = addon.eventfd();
       let calls = 0;
-      const poller = new n.Poller(fd, () => calls++, true);
+      const poller = new addon.Poller(fd, () => calls++, true);
       try {
         poller.stop();
         poller.stop();
-        n.notify(fd);
+        addon.notify(fd);
         await sleep(50);
         expect(calls).to.equal(0);
         poller.start();
@@ -118,14 +118,14 @@ describe('native addon', () => {
         expect(calls).to.equal(1);
       } finally {
         poller.close();
-        n.close(fd);
+        addon.close(fd);
       }
     });
 
     it('close() is idempotent; afterwards start() throws ERR_ZIVM_CLOSED and nothing fires', async () => {
-      const fd = n.eventfd();
+      const fd = addon.eventfd();
       let calls = 0;
-      const poller = new n.Poller(fd, () => calls++, true);
+      const poller = new addon.Poller(fd, () => calls++, true);
       poller.close();
       poller.close();
       expect(poller.hasRef()).to.equal(false);
@@ -133,16 +133,16 @@ describe('native addon', () => {
       poller.stop();
       poller.ref();
       poller.unref();
-      n.notify(fd);
+      addon.notify(fd);
       await sleep(30);
       expect(calls).to.equal(0);
-      n.close(fd);
+      addon.close(fd);
     });
 
     it('may be closed from inside its own callback', async () => {
-      const fd = n.eventfd();
+      const fd = addon.eventfd();
       let calls = 0;
-      const poller: { close(): void } = new n.Poller(
+      const poller: { close(): void } = new addon.Poller(
         fd,
         () => {
           calls++;
@@ -150,16 +150,16 @@ describe('native addon', () => {
         },
         false, // not drained: a still-open handle would fire again
       );
-      n.notify(fd);
+      addon.notify(fd);
       for (let i = 0; i < 100 && calls === 0; i++) await sleep(5);
       await sleep(30);
       expect(calls).to.equal(1);
-      n.close(fd);
+      addon.close(fd);
     });
 
     it('ref()/unref()/hasRef() follow the libuv handle', () => {
-      const fd = n.eventfd();
-      const poller = new n.Poller(fd, () => {}, true);
+      const fd = addon.eventfd();
+      const poller = new addon.Poller(fd, () => {}, true);
       try {
         expect(poller.hasRef()).to.equal(true);
         poller.unref();
@@ -168,7 +168,7 @@ describe('native addon', () => {
         expect(poller.hasRef()).to.equal(true);
       } finally {
         poller.close();
-        n.close(fd);
+        addon.close(fd);
       }
     });
 
@@ -176,9 +176,9 @@ describe('native addon', () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-native-'));
       const fd = fs.openSync(path.join(dir, 'f'), 'w');
       try {
-        const e = codeOf(() => new n.Poller(fd, () => {}, false));
-        expect(e.code).to.equal('EPERM');
-        expect(e.err.syscall).to.equal('uv_poll_init');
+        const err = codeOf(() => new addon.Poller(fd, () => {}, false));
+        expect(err.code).to.equal('EPERM');
+        expect(err.err.syscall).to.equal('uv_poll_init');
       } finally {
         fs.closeSync(fd);
         fs.rmSync(dir, { recursive: true, force: true });
@@ -190,8 +190,8 @@ describe('native addon', () => {
         const child = spawn(process.execPath, ['-e', code], { env: { ...process.env, NATIVE_JS }, stdio: ['ignore', 'pipe', 'pipe'] });
         let stdout = '';
         let stderr = '';
-        child.stdout.on('data', (d) => (stdout += d));
-        child.stderr.on('data', (d) => (stderr += d));
+        child.stdout.on('data', (data) => (stdout += data));
+        child.stderr.on('data', (data) => (stderr += data));
         let exited = false;
         const timer = setTimeout(() => {
           if (!exited) child.kill('SIGKILL');
@@ -208,43 +208,43 @@ describe('native addon', () => {
     const prelude = `const n = require(process.env.NATIVE_JS).native(); const fd = n.eventfd();`;
 
     it('an unref()ed poller does not keep the process alive', async () => {
-      const r = await runChild(`${prelude} const p = new n.Poller(fd, () => {}, true); p.unref(); console.log('armed');`, 10000);
-      expect(r.stderr).to.equal('');
-      expect(r.stdout).to.equal('armed\n');
-      expect(r.exited).to.equal(true);
-      expect(r.status).to.equal(0);
+      const res = await runChild(`${prelude} const p = new n.Poller(fd, () => {}, true); p.unref(); console.log('armed');`, 10000);
+      expect(res.stderr).to.equal('');
+      expect(res.stdout).to.equal('armed\n');
+      expect(res.exited).to.equal(true);
+      expect(res.status).to.equal(0);
     });
 
     it('a ref()ed poller keeps the process alive', async () => {
       const started = Date.now();
-      const r = await runChild(`${prelude} const p = new n.Poller(fd, () => {}, true); console.log('armed');`, 1000);
-      expect(r.stdout).to.equal('armed\n');
-      expect(r.exited).to.equal(false); // killed by us
+      const res = await runChild(`${prelude} const p = new n.Poller(fd, () => {}, true); console.log('armed');`, 1000);
+      expect(res.stdout).to.equal('armed\n');
+      expect(res.exited).to.equal(false); // killed by us
       expect(Date.now() - started).to.be.at.least(900);
     });
 
     it('a closed poller lets the process exit', async () => {
-      const r = await runChild(`${prelude} const p = new n.Poller(fd, () => {}, true); p.close();`, 10000);
-      expect(r.exited).to.equal(true);
-      expect(r.status).to.equal(0);
+      const res = await runChild(`${prelude} const p = new n.Poller(fd, () => {}, true); p.close();`, 10000);
+      expect(res.exited).to.equal(true);
+      expect(res.status).to.equal(0);
     });
 
     it('an exception thrown by the callback becomes an uncaughtException', async () => {
-      const r = await runChild(
+      const res = await runChild(
         `${prelude} process.on('uncaughtException', (e) => { console.log('caught ' + e.message); p.close(); });
          const p = new n.Poller(fd, () => { throw new Error('boom'); }, true); n.notify(fd);`,
         10000,
       );
-      expect(r.stdout).to.equal('caught boom\n');
-      expect(r.exited).to.equal(true);
-      expect(r.status).to.equal(0);
+      expect(res.stdout).to.equal('caught boom\n');
+      expect(res.exited).to.equal(true);
+      expect(res.status).to.equal(0);
     });
 
     it('an unhandled exception from the callback ends the process like any callback error', async () => {
-      const r = await runChild(`${prelude} const p = new n.Poller(fd, () => { throw new Error('boom'); }, true); n.notify(fd);`, 10000);
-      expect(r.exited).to.equal(true);
-      expect(r.status).to.equal(1);
-      expect(r.stderr).to.contain('boom');
+      const res = await runChild(`${prelude} const p = new n.Poller(fd, () => { throw new Error('boom'); }, true); n.notify(fd);`, 10000);
+      expect(res.exited).to.equal(true);
+      expect(res.status).to.equal(1);
+      expect(res.stderr).to.contain('boom');
     });
   });
 });

@@ -5,20 +5,20 @@ import path from 'node:path';
 import { native, NativeRegion, NativeRing } from '../../src/shm/native';
 import { RING_HEAD, RING_TAIL } from '../../src/shm/layout';
 
-export const n = native();
+export const addon = native();
 /** dist/src/shm/native.js, for code run in workers and child processes. */
 export const NATIVE_JS = path.resolve(__dirname, '..', '..', 'src', 'shm', 'native.js');
 
 /** Small deterministic PRNG (xorshift32). */
 export function xorshift(seed: number): () => number {
-  let x = seed >>> 0 || 1;
+  let val = seed >>> 0 || 1;
   return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
+    val ^= val << 13;
+    val >>>= 0;
+    val ^= val >>> 17;
+    val ^= val << 5;
+    val >>>= 0;
+    return val;
   };
 }
 
@@ -45,8 +45,8 @@ export function expectStream(buf: Uint8Array, from: number): void {
 export function codeOf(fn: () => unknown): { name: string; code: unknown; err: Error & Record<string, unknown> } {
   try {
     fn();
-  } catch (e) {
-    const err = e as Error & Record<string, unknown>;
+  } catch (err2) {
+    const err = err2 as Error & Record<string, unknown>;
     return { name: err.name, code: err.code, err };
   }
   throw new Error('expected a throw');
@@ -60,8 +60,8 @@ export class Fixture {
   fd: number;
   region: NativeRegion;
   constructor(readonly capacity = 4096, initialPos = 0) {
-    this.fd = n.memfdCreate('zivm-test', DATA + capacity);
-    this.region = new n.Region(this.fd, DATA + capacity);
+    this.fd = addon.memfdCreate('zivm-test', DATA + capacity);
+    this.region = new addon.Region(this.fd, DATA + capacity);
     if (initialPos) {
       const dv = new DataView(this.region.buffer);
       dv.setBigUint64(HDR + RING_HEAD, BigInt(initialPos), true);
@@ -69,14 +69,14 @@ export class Fixture {
     }
   }
   producer(): NativeRing {
-    return new n.Ring(this.region, HDR, DATA, this.capacity, true);
+    return new addon.Ring(this.region, HDR, DATA, this.capacity, true);
   }
   consumer(): NativeRing {
-    return new n.Ring(this.region, HDR, DATA, this.capacity, false);
+    return new addon.Ring(this.region, HDR, DATA, this.capacity, false);
   }
   dispose(): void {
     this.region.close();
-    n.close(this.fd);
+    addon.close(this.fd);
   }
 }
 

@@ -19,16 +19,16 @@ const VOLUME = 2 * REQUESTS * BODY;
 /** A port nothing listens on right now (the workers are given it). */
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
     });
   });
 }
 
-type Done = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Done = Record<string, any>;  
 
 interface Result {
   lo: number;
@@ -36,7 +36,7 @@ interface Result {
   keep: Done;
 }
 
-const split = (d: Done): string => Object.entries(d.perWorker as Record<string, number>).map(([w, n]) => `w${w} ${n}`).join(' / ');
+const split = (data: Done): string => Object.entries(data.perWorker as Record<string, number>).map(([write, count]) => `w${write} ${count}`).join(' / ');
 
 async function scenario(mode: Mode, policy: 'rr' | 'none'): Promise<Result> {
   const port = await freePort();
@@ -57,23 +57,23 @@ async function scenario(mode: Mode, policy: 'rr' | 'none'): Promise<Result> {
   const want = mode === 'off' ? null : 'shm';
   const connections = close.sockets.length + keep.sockets.length;
   const accepted = await linesOf(primary, 'connection', connections);
-  for (const d of [close, keep]) {
-    const run = d.keepAlive ? 'keep-alive' : 'new connection each';
-    expect(d.errors, `${run}: errors`).to.deep.equal([]);
-    expect(d.ok, `${run}: intact responses`).to.equal(REQUESTS);
-    expect(d.bad, `${run}: bad responses`).to.equal(0);
-    expect(d.bytes).to.equal(REQUESTS * BODY);
+  for (const data of [close, keep]) {
+    const run = data.keepAlive ? 'keep-alive' : 'new connection each';
+    expect(data.errors, `${run}: errors`).to.deep.equal([]);
+    expect(data.ok, `${run}: intact responses`).to.equal(REQUESTS);
+    expect(data.bad, `${run}: bad responses`).to.equal(0);
+    expect(data.bytes).to.equal(REQUESTS * BODY);
     // Which workers answered is the kernel's business without the hook (with 'none' it may be one of them only).
-    if (mode !== 'off') expect(Object.keys(d.perWorker).sort(), `${run}: workers that answered`).to.deep.equal(ready.workers.map(String).sort());
+    if (mode !== 'off') expect(Object.keys(data.perWorker).sort(), `${run}: workers that answered`).to.deep.equal(ready.workers.map(String).sort());
     // What the workers saw of each request's connection, and the client of each of its connections.
-    expect(d.workerTransports, `${run}: transports on the worker side`).to.deep.equal({ [String(want)]: REQUESTS });
-    for (const s of d.sockets) expect(s.transport, `${run}: client-side transport`).to.equal(want);
+    expect(data.workerTransports, `${run}: transports on the worker side`).to.deep.equal({ [String(want)]: REQUESTS });
+    for (const subject of data.sockets) expect(subject.transport, `${run}: client-side transport`).to.equal(want);
   }
   expect(close.sockets, 'one connection per request').to.have.length(REQUESTS);
   expect(keep.sockets.length, 'keep-alive connections').to.be.within(2, 8);
   expect(accepted, 'connections the workers accepted').to.have.length(connections);
-  for (const a of accepted) expect(a.transport, `worker ${a.worker}: accepted connection`).to.equal(want);
-  expect(primary.lines.filter((l) => l.event === 'error'), 'workers that died').to.deep.equal([]);
+  for (const first of accepted) expect(first.transport, `worker ${first.worker}: accepted connection`).to.equal(want);
+  expect(primary.lines.filter((list) => list.event === 'error'), 'workers that died').to.deep.equal([]);
 
   primary.proc.kill('SIGTERM');
   await settle(primary);
@@ -86,18 +86,18 @@ describe('preload: node:cluster, two HTTP workers on one port', function () {
 
   for (const policy of ['rr', 'none'] as const) {
     it(`NODE_CLUSTER_SCHED_POLICY=${policy}: ${REQUESTS} requests on new connections and ${REQUESTS} on keep-alive ones, none lost, spread over both workers, shared memory`, async () => {
-      const w = await quietest(() => scenario('require', policy), () => VOLUME / 10);
-      const o = await scenario('off', policy);
-      report(`cluster ${policy}`, w.lo, o.lo);
-      console.log(`        (split with the hook: ${split(w.close)} new connections, ${split(w.keep)} keep-alive over ${w.keep.sockets.length} connections; ` +
-        `without: ${split(o.close)}, ${split(o.keep)} over ${o.keep.sockets.length}; ${w.close.ms} + ${w.keep.ms} ms with the hook, ${o.close.ms} + ${o.keep.ms} ms without)`);
-      for (const d of [w.close, w.keep]) {
-        for (const [worker, n] of Object.entries(d.perWorker as Record<string, number>)) {
-          expect(n, `requests answered by worker ${worker} with the hook (${d.keepAlive ? 'keep-alive' : 'new connections'})`).to.be.at.least(REQUESTS / 5);
+      const word = await quietest(() => scenario('require', policy), () => VOLUME / 10);
+      const out = await scenario('off', policy);
+      report(`cluster ${policy}`, word.lo, out.lo);
+      console.log(`        (split with the hook: ${split(word.close)} new connections, ${split(word.keep)} keep-alive over ${word.keep.sockets.length} connections; ` +
+        `without: ${split(out.close)}, ${split(out.keep)} over ${out.keep.sockets.length}; ${word.close.ms} + ${word.keep.ms} ms with the hook, ${out.close.ms} + ${out.keep.ms} ms without)`);
+      for (const data of [word.close, word.keep]) {
+        for (const [worker, count] of Object.entries(data.perWorker as Record<string, number>)) {
+          expect(count, `requests answered by worker ${worker} with the hook (${data.keepAlive ? 'keep-alive' : 'new connections'})`).to.be.at.least(REQUESTS / 5);
         }
       }
-      expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(VOLUME / 10);
-      expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(VOLUME);
+      expect(word.lo, `loopback bytes with the hook (runs: ${word.runs})`).to.be.below(VOLUME / 10);
+      expect(out.lo, 'loopback bytes with ZIVM=off').to.be.above(VOLUME);
     });
   }
 });

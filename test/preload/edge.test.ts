@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Json = Record<string, any>;  
 
 interface Run {
   lo: number;
@@ -22,42 +22,42 @@ async function run(scenario: string, mode: Mode): Promise<Run> {
   const ready = await event(server, 'listening', 15000);
   const lo0 = loBytes();
   const client = startApp('edge-client.js', [scenario, ready.port, ready.target ?? ''], mode);
-  const r = await event(client, 'outcome', 60000);
+  const res = await event(client, 'outcome', 60000);
   const lo = loBytes() - lo0;
   await settle(client);
   // The server is still there, whatever it went through.
   expect(server.proc.exitCode, 'server exit code while running').to.equal(null);
   server.proc.kill('SIGTERM');
   await server.exited;
-  return { lo, outcome: r.outcome, uncaught: r.uncaught, client: r.sockets.map((s: Json) => s.transport), server: server.lines };
+  return { lo, outcome: res.outcome, uncaught: res.uncaught, client: res.sockets.map((subject: Json) => subject.transport), server: server.lines };
 }
 
 /** Plain node first, then the hook (retried if another program's traffic got into the loopback counters). */
 async function both(scenario: string, limit: (r: Run, plain: Run) => number): Promise<{ plain: Run; hooked: Run & { runs: number[] } }> {
   const plain = await run(scenario, 'plain');
-  const hooked = await quietest(() => run(scenario, 'require'), (r) => limit(r, plain));
+  const hooked = await quietest(() => run(scenario, 'require'), (res) => limit(res, plain));
   report(`edge ${scenario}`, hooked.lo, plain.lo);
   return { plain, hooked };
 }
 
 /** Transports of the connections the server accepted, by its name for them. */
-function accepted(r: Run): Record<string, (string | null)[]> {
+function accepted(res: Run): Record<string, (string | null)[]> {
   const by: Record<string, (string | null)[]> = {};
-  for (const l of r.server.filter((x) => x.event === 'connection')) (by[l.server] ??= []).push(l.transport);
+  for (const list of res.server.filter((elem) => elem.event === 'connection')) (by[list.server] ??= []).push(list.transport);
   return by;
 }
 
 /** Plain: no transport anywhere; hooked: shared memory on every connection between the two programs. */
 function expectTransports(plain: Run, hooked: Run, servers: string[]): void {
-  expect(plain.client.every((t) => t === null), 'plain client connections').to.equal(true);
+  expect(plain.client.every((target) => target === null), 'plain client connections').to.equal(true);
   expect(hooked.client.length, 'client connections with the hook').to.equal(plain.client.length);
-  expect(hooked.client.every((t) => t === 'shm'), `client connections with the hook: ${hooked.client}`).to.equal(true);
-  const p = accepted(plain);
-  const h = accepted(hooked);
+  expect(hooked.client.every((target) => target === 'shm'), `client connections with the hook: ${hooked.client}`).to.equal(true);
+  const part = accepted(plain);
+  const holder = accepted(hooked);
   for (const name of servers) {
-    expect(h[name]?.length, `${name} connections with the hook`).to.equal(p[name]?.length);
-    expect(p[name].every((t) => t === null), `plain ${name} connections`).to.equal(true);
-    expect(h[name].every((t) => t === 'shm'), `${name} connections with the hook: ${h[name]}`).to.equal(true);
+    expect(holder[name]?.length, `${name} connections with the hook`).to.equal(part[name]?.length);
+    expect(part[name].every((target) => target === null), `plain ${name} connections`).to.equal(true);
+    expect(holder[name].every((target) => target === 'shm'), `${name} connections with the hook: ${holder[name]}`).to.equal(true);
   }
 }
 
@@ -93,27 +93,27 @@ describe('preload: HTTP edge cases come out as over TCP', function () {
 
   it('(c) TLS through an HTTP CONNECT tunnel whose proxy destroys the client socket when the target ends: 10 responses intact, no uncaught exception', async () => {
     // The proxy's leg to the https server is TCP either way (a TLS server): the loopback counters see it with the hook too.
-    const { plain, hooked } = await both('connect', (_r, p) => 0.75 * p.lo);
+    const { plain, hooked } = await both('connect', (_r, part) => 0.75 * part.lo);
     // What follows the response depends on timing, over TCP as well: the proxy may destroy the client's
     // socket with its TLS close_notify still unread (a reset), as Node's own test of this case allows.
-    const runs = (r: Run): Json[] => r.outcome.runs.map((x: Json) => ({ connect: x.connect, head: x.head, status: x.status, intact: x.intact, first: x.events[0] }));
-    const after = (r: Run): string[] => r.outcome.runs.flatMap((x: Json) => x.events.filter((e: string) => / error /.test(e)));
+    const runs = (res: Run): Json[] => res.outcome.runs.map((elem: Json) => ({ connect: elem.connect, head: elem.head, status: elem.status, intact: elem.intact, first: elem.events[0] }));
+    const after = (res: Run): string[] => res.outcome.runs.flatMap((elem: Json) => elem.events.filter((entry: string) => / error /.test(entry)));
     console.log(`        (errors after the response, plain: ${JSON.stringify(after(plain))}; with the hook: ${JSON.stringify(after(hooked))})`);
-    for (const e of [...after(plain), ...after(hooked)]) expect(e, 'an error after the response').to.match(/ECONNRESET|EPIPE/);
+    for (const entry of [...after(plain), ...after(hooked)]) expect(entry, 'an error after the response').to.match(/ECONNRESET|EPIPE/);
     expect(runs(plain)).to.deep.equal(Array(10).fill({ connect: 200, head: 0, status: 200, intact: true, first: 'response end' }));
     expect(plain.uncaught, 'uncaught exceptions, plain').to.deep.equal([]);
     expect(hooked.uncaught, 'uncaught exceptions with the hook').to.deep.equal([]);
     expect(runs(hooked)).to.deep.equal(runs(plain));
-    expect(hooked.server.filter((l) => l.event === 'uncaught'), 'uncaught exceptions in the proxy').to.deep.equal([]);
+    expect(hooked.server.filter((list) => list.event === 'uncaught'), 'uncaught exceptions in the proxy').to.deep.equal([]);
     // client -> proxy over shared memory on both ends; proxy -> https server over TCP.
     expectTransports(plain, hooked, ['proxy']);
-    expect(hooked.server.filter((l) => l.event === 'upstream').map((l) => l.transport)).to.deep.equal(Array(10).fill('tcp'));
+    expect(hooked.server.filter((list) => list.event === 'upstream').map((list) => list.transport)).to.deep.equal(Array(10).fill('tcp'));
     expect(hooked.lo, 'loopback bytes with the hook: the TLS leg only').to.be.above(10 * 65536).and.below(0.75 * plain.lo);
   });
 
   it('(d) an HTTP/2 client that ignores flow control: the server still responds, the stream then fails with NGHTTP2_FLOW_CONTROL_ERROR', async () => {
     const { plain, hooked } = await both('h2flow', () => 4096);
-    const server = (r: Run): Json[] => r.server.filter((l) => ['stream', 'stream-error', 'stream-closed', 'session-error', 'uncaught'].includes(l.event));
+    const server = (res: Run): Json[] => res.server.filter((list) => ['stream', 'stream-error', 'stream-closed', 'session-error', 'uncaught'].includes(list.event));
     expect(server(plain)).to.deep.equal([
       { event: 'stream', respond: 'ok' },
       { event: 'stream-error', code: 'ERR_HTTP2_STREAM_ERROR', message: 'Stream closed with error code NGHTTP2_FLOW_CONTROL_ERROR' },
@@ -131,9 +131,9 @@ describe('preload: HTTP edge cases come out as over TCP', function () {
   it('(e) a handler that pauses a POST body and never reads it: the response arrives, the connection is kept or closed as over TCP', async () => {
     const { plain, hooked } = await both('pausedbody', () => 64 * 1024);
     console.log(`        (plain: ${JSON.stringify(plain.outcome)})`);
-    for (const [size, r] of Object.entries(plain.outcome as Record<string, Json>)) {
-      expect([r.status, r.body], `response to a ${size} B body, plain`).to.deep.equal([200, 'done']);
-      expect(r.next.intact, `the next request after a ${size} B body, plain`).to.equal(true);
+    for (const [size, res] of Object.entries(plain.outcome)) {
+      expect([res.status, res.body], `response to a ${size} B body, plain`).to.deep.equal([200, 'done']);
+      expect(res.next.intact, `the next request after a ${size} B body, plain`).to.equal(true);
     }
     expect(hooked.outcome).to.deep.equal(plain.outcome);
     expect(hooked.uncaught).to.deep.equal(plain.uncaught);

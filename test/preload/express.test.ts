@@ -16,20 +16,20 @@ async function scenario(mode: Mode): Promise<{ lo: number; bytes: number; reques
   const { port } = await server.event('listening', 15000);
   const lo0 = loBytes();
   const client = startApp('autocannon-client.js', [port, SECONDS, BODY], mode);
-  const r = await client.event('done', (SECONDS + 20) * 1000);
+  const res = await client.event('done', (SECONDS + 20) * 1000);
   const lo = loBytes() - lo0;
-  expect(r.requests, 'requests').to.be.above(0);
-  expect(r.errors, 'errors').to.equal(0);
-  expect(r.timeouts, 'timeouts').to.equal(0);
-  expect(r.mismatches, 'body mismatches').to.equal(0);
-  expect(r.non2xx, 'non-2xx').to.equal(0);
-  expect(r.ok2xx).to.be.at.least(r.requests);
-  const conns = server.lines.filter((l) => l.event === 'connection');
+  expect(res.requests, 'requests').to.be.above(0);
+  expect(res.errors, 'errors').to.equal(0);
+  expect(res.timeouts, 'timeouts').to.equal(0);
+  expect(res.mismatches, 'body mismatches').to.equal(0);
+  expect(res.non2xx, 'non-2xx').to.equal(0);
+  expect(res.ok2xx).to.be.at.least(res.requests);
+  const conns = server.lines.filter((list) => list.event === 'connection');
   expect(conns.length).to.be.at.least(1);
-  for (const c of conns) expect(c.transport).to.equal(mode === 'off' ? null : 'shm');
+  for (const item of conns) expect(item.transport).to.equal(mode === 'off' ? null : 'shm');
   await settle(client);
   server.proc.kill('SIGTERM');
-  return { lo, bytes: r.bytes, requests: r.requests };
+  return { lo, bytes: res.bytes, requests: res.requests };
 }
 
 describe('preload: express under autocannon', function () {
@@ -37,12 +37,12 @@ describe('preload: express under autocannon', function () {
   afterEach(killAll);
 
   it(`serves ${SECONDS} s of load with no errors, over shared memory with the hook and TCP without`, async () => {
-    const limit = (r: { bytes: number }): number => Math.min(MiB, r.bytes / 10);
-    const w = await quietest(() => scenario('require'), limit);
-    const o = await scenario('off');
-    report('express+autocannon', w.lo, o.lo);
-    console.log(`        (${w.requests} requests, ${w.bytes} response bytes with the hook; ${o.requests}, ${o.bytes} without)`);
-    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(limit(w));
-    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(o.bytes);
+    const limit = (res: { bytes: number }): number => Math.min(MiB, res.bytes / 10);
+    const word = await quietest(() => scenario('require'), limit);
+    const out = await scenario('off');
+    report('express+autocannon', word.lo, out.lo);
+    console.log(`        (${word.requests} requests, ${word.bytes} response bytes with the hook; ${out.requests}, ${out.bytes} without)`);
+    expect(word.lo, `loopback bytes with the hook (runs: ${word.runs})`).to.be.below(limit(word));
+    expect(out.lo, 'loopback bytes with ZIVM=off').to.be.above(out.bytes);
   });
 });

@@ -20,8 +20,8 @@ async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: n
   const lo = loBytes() - lo0;
   const ms = Date.now() - t0;
 
-  for (const r of done.results) expect(r.ok, JSON.stringify(r)).to.equal(true);
-  expect(done.results.map((r: { name: string }) => r.name)).to.include.members([
+  for (const res of done.results) expect(res.ok, JSON.stringify(res)).to.equal(true);
+  expect(done.results.map((res: { name: string }) => res.name)).to.include.members([
     'unary 3145728 B',
     'server streaming 8 x 1310720 B',
     'client streaming',
@@ -34,24 +34,24 @@ async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: n
   // One connection, the same on both ends.
   const want = mode === 'off' ? null : 'shm';
   expect(done.sockets, 'client connections').to.deep.equal([{ transport: want }]);
-  const conns = server.lines.filter((l) => l.event === 'connection');
-  expect(conns.map((c) => c.transport), 'server connections').to.deep.equal([want]);
+  const conns = server.lines.filter((list) => list.event === 'connection');
+  expect(conns.map((item) => item.transport), 'server connections').to.deep.equal([want]);
   if (mode === 'off') expect(done.decisions, 'zivm decisions with ZIVM=off').to.deep.equal([]);
-  else expect(done.decisions.map((d: { transport: string }) => d.transport)).to.deep.equal(['shm']);
+  else expect(done.decisions.map((chunk: { transport: string }) => chunk.transport)).to.deep.equal(['shm']);
 
   // The server saw each call from the client's address and port.
-  const calls = server.lines.filter((l) => l.event === 'call');
+  const calls = server.lines.filter((list) => list.event === 'call');
   expect(calls.length).to.be.at.least(10);
   const peer = `${conns[0].remoteAddress}:${conns[0].remotePort}`;
   expect(peer).to.match(/^127\.0\.0\.1:\d+$/);
-  for (const c of calls) expect(c.peer, `peer of ${c.method}`).to.equal(peer);
+  for (const item of calls) expect(item.peer, `peer of ${item.method}`).to.equal(peer);
 
   // Cancelled before the server finished: the expired call and the cancelled download, nothing
   // else. The server may learn of the reset after the client has made its last call.
   await linesOf(server, 'stopped', 1);
-  const cancelled = (await linesOf(server, 'cancelled', 2)).map((l) => l.method);
+  const cancelled = (await linesOf(server, 'cancelled', 2)).map((list) => list.method);
   expect(cancelled).to.deep.equal(['Stall', 'Download']);
-  const stopped = server.lines.filter((l) => l.event === 'stopped');
+  const stopped = server.lines.filter((list) => list.event === 'stopped');
   expect(stopped).to.have.length(1);
   expect(stopped[0].sent, 'chunks the server sent before the cancellation reached it').to.be.at.least(5);
 
@@ -66,11 +66,11 @@ describe('preload: @grpc/grpc-js server and client', function () {
   afterEach(killAll);
 
   it('unary and streaming calls arrive intact, a deadline expires, a cancelled stream reaches the server, one shared-memory connection', async () => {
-    const w = await quietest(() => scenario('require'), () => MiB);
-    const o = await scenario('off');
-    report('grpc', w.lo, o.lo);
-    console.log(`        (${w.volume} payload bytes; ${w.ms} ms with the hook, ${o.ms} ms without)`);
-    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
-    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(o.volume);
+    const word = await quietest(() => scenario('require'), () => MiB);
+    const out = await scenario('off');
+    report('grpc', word.lo, out.lo);
+    console.log(`        (${word.volume} payload bytes; ${word.ms} ms with the hook, ${out.ms} ms without)`);
+    expect(word.lo, `loopback bytes with the hook (runs: ${word.runs})`).to.be.below(MiB);
+    expect(out.lo, 'loopback bytes with ZIVM=off').to.be.above(out.volume);
   });
 });

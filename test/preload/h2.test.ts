@@ -27,10 +27,10 @@ async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: n
   const lo = loBytes() - lo0;
   const ms = Date.now() - t0;
 
-  for (const r of done.results) expect(r.ok, JSON.stringify(r)).to.equal(true);
-  const names = done.results.map((r: { name: string }) => r.name);
+  for (const res of done.results) expect(res.ok, JSON.stringify(res)).to.equal(true);
+  const names = done.results.map((res: { name: string }) => res.name);
   for (const how of ['url', 'connecting socket', 'connected socket']) {
-    for (const n of SIZES) expect(names).to.include.members([`${how}: GET ${n} B`, `${how}: POST ${n} B`]);
+    for (const count of SIZES) expect(names).to.include.members([`${how}: GET ${count} B`, `${how}: POST ${count} B`]);
     expect(names).to.include(`${how}: graceful close`);
   }
   expect(names).to.include.members(['client resets a stream mid-body', 'server closes a stream mid-body', 'stream timeout',
@@ -38,15 +38,15 @@ async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: n
 
   // Every connection, on both ends (the server's sessions too).
   const want = mode === 'off' ? null : 'shm';
-  expect(done.sockets.map((s: { transport: unknown }) => s.transport), 'client connections').to.deep.equal(Array(SESSIONS).fill(want));
-  const conns = server.lines.filter((l) => l.event === 'connection');
-  expect(conns.map((c) => c.transport), 'server connections').to.deep.equal(Array(SESSIONS).fill(want));
-  const sessions = server.lines.filter((l) => l.event === 'session');
-  expect(sessions.map((c) => c.transport), 'server sessions (session.socket)').to.deep.equal(Array(SESSIONS).fill(want));
-  expect(server.lines.filter((l) => l.event === 'stream-error'), 'server stream errors').to.deep.equal([]);
+  expect(done.sockets.map((subject: { transport: unknown }) => subject.transport), 'client connections').to.deep.equal(Array(SESSIONS).fill(want));
+  const conns = server.lines.filter((list) => list.event === 'connection');
+  expect(conns.map((item) => item.transport), 'server connections').to.deep.equal(Array(SESSIONS).fill(want));
+  const sessions = server.lines.filter((list) => list.event === 'session');
+  expect(sessions.map((item) => item.transport), 'server sessions (session.socket)').to.deep.equal(Array(SESSIONS).fill(want));
+  expect(server.lines.filter((list) => list.event === 'stream-error'), 'server stream errors').to.deep.equal([]);
 
   // How the server saw the streams that did not finish normally.
-  const closed = Object.fromEntries(server.lines.filter((l) => l.event === 'stream-closed').map((l) => [l.path, l]));
+  const closed = Object.fromEntries(server.lines.filter((list) => list.event === 'stream-closed').map((list) => [list.path, list]));
   expect(closed['/forever']?.rstCode, 'client reset: RST_STREAM CANCEL').to.equal(8);
   expect(closed['/forever']?.sent, 'bytes sent before the reset').to.be.at.least(256 * 1024);
   expect(closed['/cut/1048576']?.rstCode, "server's own close").to.equal(0);
@@ -62,12 +62,12 @@ describe('preload: node:http2 (h2c) server and client', function () {
   afterEach(killAll);
 
   it('bodies of 1 B..8 MiB arrive intact on sessions made three ways; resets, a timeout, GOAWAY and close behave as over TCP; shared memory on both ends', async () => {
-    const w = await quietest(() => scenario('require'), () => MiB);
-    const o = await scenario('off');
-    report('http2', w.lo, o.lo);
-    console.log(`        (${w.volume} body bytes; ${w.ms} ms with the hook, ${o.ms} ms without; session.socket.transport with the hook: ${JSON.stringify(w.proxy)})`);
-    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
-    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(o.volume);
+    const word = await quietest(() => scenario('require'), () => MiB);
+    const out = await scenario('off');
+    report('http2', word.lo, out.lo);
+    console.log(`        (${word.volume} body bytes; ${word.ms} ms with the hook, ${out.ms} ms without; session.socket.transport with the hook: ${JSON.stringify(word.proxy)})`);
+    expect(word.lo, `loopback bytes with the hook (runs: ${word.runs})`).to.be.below(MiB);
+    expect(out.lo, 'loopback bytes with ZIVM=off').to.be.above(out.volume);
   });
 
   it('a request made as the session closes is refused and the session closes, whichever way the session was made', async () => {
@@ -76,9 +76,9 @@ describe('preload: node:http2 (h2c) server and client', function () {
       const { port } = await event(server, 'listening', 15000);
       const client = startApp('h2-client.js', [port, '1', 'refused'], mode);
       const done = await event(client, 'done', 20000);
-      for (const r of done.results) expect(r.ok, `${mode}: ${JSON.stringify(r)}`).to.equal(true);
+      for (const res of done.results) expect(res.ok, `${mode}: ${JSON.stringify(res)}`).to.equal(true);
       expect(done.results).to.have.length(3);
-      expect(done.sockets.map((x: { transport: unknown }) => x.transport)).to.deep.equal(Array(3).fill(mode === 'off' ? null : 'shm'));
+      expect(done.sockets.map((elem: { transport: unknown }) => elem.transport)).to.deep.equal(Array(3).fill(mode === 'off' ? null : 'shm'));
       await settle(client);
       server.proc.kill('SIGTERM');
     }

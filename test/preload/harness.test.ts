@@ -13,9 +13,9 @@ describe('preload: harness', () => {
     const saved = process.env.NODE_OPTIONS;
     try {
       process.env.NODE_OPTIONS = '--max-old-space-size=512';
-      const r = envFor('require');
-      expect(r.NODE_OPTIONS).to.equal(`--max-old-space-size=512 --require ${JSON.stringify(REGISTER)}`);
-      expect(r.ZIVM).to.equal(undefined);
+      const res = envFor('require');
+      expect(res.NODE_OPTIONS).to.equal(`--max-old-space-size=512 --require ${JSON.stringify(REGISTER)}`);
+      expect(res.ZIVM).to.equal(undefined);
       expect(envFor('import').NODE_OPTIONS).to.match(/^--max-old-space-size=512 --import "file:\/\/\/.*register\.js"$/);
       expect(envFor('off')).to.include({ ZIVM: 'off' });
       expect(envFor('plain').NODE_OPTIONS).to.equal('--max-old-space-size=512');

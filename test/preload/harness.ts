@@ -33,8 +33,8 @@ export function nodeOptions(mode: Mode): string | undefined {
   let hook = '';
   if (mode === 'require' || mode === 'off') hook = `--require ${JSON.stringify(REGISTER)}`;
   else if (mode === 'import') hook = `--import ${JSON.stringify(pathToFileURL(REGISTER).href)}`;
-  const v = [base, hook].filter((s) => s.trim()).join(' ');
-  return v || undefined;
+  const value = [base, hook].filter((str) => str.trim()).join(' ');
+  return value || undefined;
 }
 
 export function envFor(mode: Mode, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
@@ -75,11 +75,11 @@ export async function quietest<T extends { lo: number }>(run: () => Promise<T>, 
   const runs: number[] = [];
   let best: T | undefined;
   for (let i = 0; i < tries; i++) {
-    const r = await run();
-    runs.push(r.lo);
-    if (!best || r.lo < best.lo) best = r;
-    if (r.lo < limit(r)) break;
-    console.log(`        (loopback +${r.lo} bytes with the hook on run ${i + 1}: over ${limit(r)}, running again)`);
+    const res = await run();
+    runs.push(res.lo);
+    if (!best || res.lo < best.lo) best = res;
+    if (res.lo < limit(res)) break;
+    console.log(`        (loopback +${res.lo} bytes with the hook on run ${i + 1}: over ${limit(res)}, running again)`);
     await killAll();
   }
   return { ...best!, runs };
@@ -111,10 +111,10 @@ export function event(app: App, ev: string, ms = 30000): Promise<Json> {
  * after the line that says the work is done), and returns them. Does not move
  * the cursor of next() and event().
  */
-export async function linesOf(app: App, ev: string, n: number, ms = 15000): Promise<Json[]> {
-  const matches = (): Json[] => app.lines.filter((l) => l.event === ev);
-  await app.find(() => matches().length >= n, ms);
+export async function linesOf(app: App, ev: string, count: number, ms = 15000): Promise<Json[]> {
+  const matches = (): Json[] => app.lines.filter((list) => list.event === ev);
+  await app.find(() => matches().length >= count, ms);
   const got = matches();
-  if (got.length < n) throw new Error(`${app.name}: ${got.length} of ${n} '${ev}' lines within ${ms} ms; stderr:\n${app.stderr().slice(-4000)}`);
+  if (got.length < count) throw new Error(`${app.name}: ${got.length} of ${count} '${ev}' lines within ${ms} ms; stderr:\n${app.stderr().slice(-4000)}`);
   return got;
 }

@@ -10,7 +10,7 @@ import { loBytes } from '../../tools/kit/lo';
 import { startApp, settle, report, quietest, Mode, MiB } from './harness';
 
 const SIZES = [0, 1024, MiB, 8 * MiB];
-const VOLUME = SIZES.reduce((a, b) => a + b, 0) * 2 /* via */ * 4; /* GET + echo both ways + hash */
+const VOLUME = SIZES.reduce((lhs, rhs) => lhs + rhs, 0) * 2 /* via */ * 4; /* GET + echo both ways + hash */
 
 async function scenario(mode: Mode): Promise<{ lo: number }> {
   const server = startApp('http-server.js', [], mode);
@@ -21,20 +21,20 @@ async function scenario(mode: Mode): Promise<{ lo: number }> {
   const lo = loBytes() - lo0;
 
   expect(done.results).to.have.length(SIZES.length * 3 * 2);
-  for (const r of done.results) expect(r.ok, JSON.stringify(r)).to.equal(true);
+  for (const res of done.results) expect(res.ok, JSON.stringify(res)).to.equal(true);
   // The keep-alive agent (maxSockets 1) reused one connection throughout.
   expect(done.agentSockets).to.equal(1);
-  const conns = server.lines.filter((l) => l.event === 'connection');
+  const conns = server.lines.filter((list) => list.event === 'connection');
   // One for the agent; fetch's pool may open a few (it opens one when a body is still draining).
   expect(conns.length, 'server connections (agent + fetch)').to.be.within(2, 1 + SIZES.length * 3);
   const want = mode === 'off' ? 'tcp' : 'shm';
   if (mode === 'off') {
     // Plain net: no transport property at all.
     expect(done.transports).to.deep.equal([null]);
-    for (const c of conns) expect(c.transport).to.equal(null);
+    for (const item of conns) expect(item.transport).to.equal(null);
   } else {
     expect(done.transports).to.deep.equal([want]);
-    for (const c of conns) expect(c.transport, 'server-side transport').to.equal(want);
+    for (const item of conns) expect(item.transport, 'server-side transport').to.equal(want);
   }
   await settle(client);
   server.proc.kill('SIGTERM');
@@ -46,10 +46,10 @@ describe('preload: node:http with a keep-alive Agent and fetch', function () {
   afterEach(killAll);
 
   it('GET and POST of 0 B, 1 KiB, 1 MiB and 8 MiB arrive intact, over shared memory with the hook and TCP without', async () => {
-    const w = await quietest(() => scenario('require'), () => MiB);
-    const o = await scenario('off');
-    report('http+fetch', w.lo, o.lo);
-    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
-    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(VOLUME);
+    const word = await quietest(() => scenario('require'), () => MiB);
+    const out = await scenario('off');
+    report('http+fetch', word.lo, out.lo);
+    expect(word.lo, `loopback bytes with the hook (runs: ${word.runs})`).to.be.below(MiB);
+    expect(out.lo, 'loopback bytes with ZIVM=off').to.be.above(VOLUME);
   });
 });

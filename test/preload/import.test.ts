@@ -16,7 +16,7 @@ async function scenario(off: boolean): Promise<{ lo: number; server: string | nu
   const { port } = await server.event('listening', 15000);
   const lo0 = loBytes();
   const client = startApp('import-client.mjs', [port, TOTAL], 'import', env);
-  const c = await client.event('connect', 15000);
+  const item = await client.event('connect', 15000);
   const conn = await server.event('connection', 15000);
   const done = await client.event('done', 30000);
   const lo = loBytes() - lo0;
@@ -24,7 +24,7 @@ async function scenario(off: boolean): Promise<{ lo: number; server: string | nu
   expect(done.echoSha256).to.equal(done.sha256);
   await settle(client);
   await settle(server);
-  return { lo, server: conn.transport, client: c.transport };
+  return { lo, server: conn.transport, client: item.transport };
 }
 
 describe('preload: --import with ES modules and named imports from node:net', function () {
@@ -32,14 +32,14 @@ describe('preload: --import with ES modules and named imports from node:net', fu
   afterEach(killAll);
 
   it('import { createServer } / { connect } from node:net see the patch: the connection is over shared memory', async () => {
-    const w = await quietest(() => scenario(false), () => MiB);
-    expect(w.server, 'server side (named createServer)').to.equal('shm');
-    expect(w.client, 'client side (named connect)').to.equal('shm');
-    const o = await scenario(true);
-    expect(o.server).to.equal(null);
-    expect(o.client).to.equal(null);
-    report('--import esm echo 16 MiB', w.lo, o.lo);
-    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
-    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(2 * TOTAL);
+    const word = await quietest(() => scenario(false), () => MiB);
+    expect(word.server, 'server side (named createServer)').to.equal('shm');
+    expect(word.client, 'client side (named connect)').to.equal('shm');
+    const out = await scenario(true);
+    expect(out.server).to.equal(null);
+    expect(out.client).to.equal(null);
+    report('--import esm echo 16 MiB', word.lo, out.lo);
+    expect(word.lo, `loopback bytes with the hook (runs: ${word.runs})`).to.be.below(MiB);
+    expect(out.lo, 'loopback bytes with ZIVM=off').to.be.above(2 * TOTAL);
   });
 });

@@ -16,15 +16,15 @@ describe('preload: one side preloaded, the other plain', function () {
   afterEach(killAll);
 
   it('preloaded server + plain client, and plain server + preloaded client, both over TCP', async () => {
-    const a = await rawScenario('require', 'plain', TOTAL, BACK);
-    const b = await rawScenario('plain', 'require', TOTAL, BACK);
-    console.log(`      mixed: lo +${a.lo} bytes with the hook on the server only, +${b.lo} with the hook on the client only`);
-    expect(a.lo, 'loopback bytes, hooked server + plain client').to.be.above(TOTAL + BACK);
-    expect(b.lo, 'loopback bytes, plain server + hooked client').to.be.above(TOTAL + BACK);
+    const first = await rawScenario('require', 'plain', TOTAL, BACK);
+    const second = await rawScenario('plain', 'require', TOTAL, BACK);
+    console.log(`      mixed: lo +${first.lo} bytes with the hook on the server only, +${second.lo} with the hook on the client only`);
+    expect(first.lo, 'loopback bytes, hooked server + plain client').to.be.above(TOTAL + BACK);
+    expect(second.lo, 'loopback bytes, plain server + hooked client').to.be.above(TOTAL + BACK);
     // The plain side has no zivm (no transport property); the hooked side says 'tcp'.
-    expect(a.clientTransport, 'plain client').to.equal(null);
-    expect(b.serverTransport, 'plain server').to.equal(null);
-    expect(b.clientTransport, 'hooked client').to.equal('tcp');
-    expect(a.serverTransport, 'hooked server, connection accepted over TCP').to.equal('tcp');
+    expect(first.clientTransport, 'plain client').to.equal(null);
+    expect(second.serverTransport, 'plain server').to.equal(null);
+    expect(second.clientTransport, 'hooked client').to.equal('tcp');
+    expect(first.serverTransport, 'hooked server, connection accepted over TCP').to.equal('tcp');
   });
 });

@@ -23,25 +23,25 @@ async function scenario(mode: Mode): Promise<{ lo: number; bytes: number }> {
   const lo0 = loBytes();
   const pub = startApp('mqtt-publisher.js', [port, N0, N1], mode);
   const pc = await pub.event('connect', 15000);
-  const p = await pub.event('done', 30000);
-  const s = await sub.event('done', 30000);
+  const part = await pub.event('done', 30000);
+  const subject = await sub.event('done', 30000);
   const lo = loBytes() - lo0;
 
   const want = mode === 'off' ? null : 'shm';
   expect(sc.transport, 'subscriber transport').to.equal(want);
   expect(pc.transport, 'publisher transport').to.equal(want);
-  const conns = broker.lines.filter((l) => l.event === 'connection');
-  expect(conns.map((c) => c.transport)).to.deep.equal([want, want]);
-  expect(broker.lines.filter((l) => l.event === 'clientError')).to.deep.equal([]);
+  const conns = broker.lines.filter((list) => list.event === 'connection');
+  expect(conns.map((item) => item.transport)).to.deep.equal([want, want]);
+  expect(broker.lines.filter((list) => list.event === 'clientError')).to.deep.equal([]);
 
-  expect(s.got).to.deep.equal({ 0: N0, 1: N1 });
-  expect(s.disorder, 'out-of-order or wrong-QoS messages').to.deep.equal([]);
-  expect(s.sha256, 'payload hashes, per QoS, in order').to.deep.equal(p.sha256);
+  expect(subject.got).to.deep.equal({ 0: N0, 1: N1 });
+  expect(subject.disorder, 'out-of-order or wrong-QoS messages').to.deep.equal([]);
+  expect(subject.sha256, 'payload hashes, per QoS, in order').to.deep.equal(part.sha256);
 
   await settle(pub);
   await settle(sub);
   broker.proc.kill('SIGTERM');
-  return { lo, bytes: p.bytes };
+  return { lo, bytes: part.bytes };
 }
 
 describe('preload: aedes broker with mqtt.js publisher and subscriber', function () {
@@ -49,11 +49,11 @@ describe('preload: aedes broker with mqtt.js publisher and subscriber', function
   afterEach(killAll);
 
   it(`${N0} QoS 0 and ${N1} QoS 1 messages arrive in order with their payloads`, async () => {
-    const w = await quietest(() => scenario('require'), () => MiB);
-    const o = await scenario('off');
-    report('mqtt', w.lo, o.lo);
-    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
+    const word = await quietest(() => scenario('require'), () => MiB);
+    const out = await scenario('off');
+    report('mqtt', word.lo, out.lo);
+    expect(word.lo, `loopback bytes with the hook (runs: ${word.runs})`).to.be.below(MiB);
     // Each payload crosses loopback twice (publisher -> broker -> subscriber), counted as rx and tx.
-    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(2 * o.bytes);
+    expect(out.lo, 'loopback bytes with ZIVM=off').to.be.above(2 * out.bytes);
   });
 });

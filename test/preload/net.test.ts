@@ -17,14 +17,14 @@ describe('preload: raw node:net with half-close and pause/resume', function () {
   afterEach(killAll);
 
   it('moves 64 MiB intact, then the server writes after the client ended and ends too', async () => {
-    const w = await quietest(() => rawScenario('require', 'require', TOTAL, BACK), () => MiB);
-    expect(w.clientTransport).to.equal('shm');
-    expect(w.serverTransport).to.equal('shm');
-    const o = await rawScenario('off', 'off', TOTAL, BACK);
-    expect(o.clientTransport).to.equal(null);
-    expect(o.serverTransport).to.equal(null);
-    report('raw net 64 MiB', w.lo, o.lo);
-    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
-    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(TOTAL + BACK);
+    const word = await quietest(() => rawScenario('require', 'require', TOTAL, BACK), () => MiB);
+    expect(word.clientTransport).to.equal('shm');
+    expect(word.serverTransport).to.equal('shm');
+    const out = await rawScenario('off', 'off', TOTAL, BACK);
+    expect(out.clientTransport).to.equal(null);
+    expect(out.serverTransport).to.equal(null);
+    report('raw net 64 MiB', word.lo, out.lo);
+    expect(word.lo, `loopback bytes with the hook (runs: ${word.runs})`).to.be.below(MiB);
+    expect(out.lo, 'loopback bytes with ZIVM=off').to.be.above(TOTAL + BACK);
   });
 });

@@ -15,7 +15,7 @@ export async function rawScenario(serverMode: Mode, clientMode: Mode, total: num
   const { port } = await server.event('listening', 15000);
   const lo0 = loBytes();
   const client = startApp('raw-client.js', [port, total], clientMode);
-  const c = await client.event('connect', 15000);
+  const item = await client.event('connect', 15000);
   const conn = await server.event('connection', 15000);
   const cs = await client.event('sent', 60000);
   const sr = await server.event('received', 60000);
@@ -45,5 +45,5 @@ export async function rawScenario(serverMode: Mode, clientMode: Mode, total: num
 
   await settle(client);
   await settle(server);
-  return { lo, serverTransport: conn.transport, clientTransport: c.transport };
+  return { lo, serverTransport: conn.transport, clientTransport: item.transport };
 }

@@ -10,40 +10,40 @@
 import { expect } from 'chai';
 import { startApp, event, settle, killAll, loBytes, report, quietest, linesOf, Mode, MiB } from './harness';
 
-const N = 2000;
+const addon = 2000;
 
 async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: number }> {
   const server = startApp('sio-server.js', [], mode);
   const { port } = await event(server, 'listening', 15000);
   const t0 = Date.now();
   const lo0 = loBytes();
-  const client = startApp('sio-client.js', [port, N], mode);
+  const client = startApp('sio-client.js', [port, addon], mode);
   const done = await event(client, 'done', 60000);
   const gone = await linesOf(server, 'disconnect', 2, 10000);
   const lo = loBytes() - lo0;
   const ms = Date.now() - t0;
 
-  for (const r of done.results) expect(r.ok, JSON.stringify(r)).to.equal(true);
-  expect(done.results.map((r: { name: string }) => r.name)).to.include.members([
+  for (const res of done.results) expect(res.ok, JSON.stringify(res)).to.equal(true);
+  expect(done.results.map((res: { name: string }) => res.name)).to.include.members([
     'websocket transport',
     'event with an ack',
     `binary ${4 * MiB} B to the server`,
     `binary ${4 * MiB} B from the server`,
-    `${N} messages to the server in order`,
-    `${N} messages from the server in order`,
+    `${addon} messages to the server in order`,
+    `${addon} messages from the server in order`,
     'client-side disconnect reason',
     'server-side disconnect reason',
   ]);
 
   // The server's side of the two disconnects.
-  expect(Object.fromEntries(gone.map((l) => [l.name, l.reason]))).to.deep.equal({ a: 'client namespace disconnect', b: 'server namespace disconnect' });
-  expect(server.lines.filter((l) => l.event === 'socket').map((l) => l.transport)).to.deep.equal(['websocket', 'websocket']);
+  expect(Object.fromEntries(gone.map((list) => [list.name, list.reason]))).to.deep.equal({ a: 'client namespace disconnect', b: 'server namespace disconnect' });
+  expect(server.lines.filter((list) => list.event === 'socket').map((list) => list.transport)).to.deep.equal(['websocket', 'websocket']);
 
   // Two connections (no polling), the same transport on both ends.
   const want = mode === 'off' ? null : 'shm';
   expect(done.sockets, 'client connections').to.deep.equal([{ transport: want }, { transport: want }]);
-  const conns = server.lines.filter((l) => l.event === 'connection');
-  expect(conns.map((c) => c.transport), 'server connections').to.deep.equal([want, want]);
+  const conns = server.lines.filter((list) => list.event === 'connection');
+  expect(conns.map((item) => item.transport), 'server connections').to.deep.equal([want, want]);
 
   await settle(client);
   server.proc.kill('SIGTERM');
@@ -55,12 +55,12 @@ describe('preload: socket.io server and client over websocket', function () {
   this.timeout(90000);
   afterEach(killAll);
 
-  it(`acks, binary payloads, ${N} messages in order each way and disconnect reasons, over shared memory on both ends`, async () => {
-    const w = await quietest(() => scenario('require'), () => MiB);
-    const o = await scenario('off');
-    report('socket.io', w.lo, o.lo);
-    console.log(`        (${w.volume} payload bytes; ${w.ms} ms with the hook, ${o.ms} ms without)`);
-    expect(w.lo, `loopback bytes with the hook (runs: ${w.runs})`).to.be.below(MiB);
-    expect(o.lo, 'loopback bytes with ZIVM=off').to.be.above(o.volume);
+  it(`acks, binary payloads, ${addon} messages in order each way and disconnect reasons, over shared memory on both ends`, async () => {
+    const word = await quietest(() => scenario('require'), () => MiB);
+    const out = await scenario('off');
+    report('socket.io', word.lo, out.lo);
+    console.log(`        (${word.volume} payload bytes; ${word.ms} ms with the hook, ${out.ms} ms without)`);
+    expect(word.lo, `loopback bytes with the hook (runs: ${word.runs})`).to.be.below(MiB);
+    expect(out.lo, 'loopback bytes with ZIVM=off').to.be.above(out.volume);
   });
 });

@@ -36,38 +36,38 @@ export const GUEST_IRQ_READY = 3; // guest takes MSI-X interrupts through VFIO n
 export const GUEST_PINGPONG = 4; // answer each doorbell on the host's vector 0 with one on the guest's vector 0
 export const GUEST_DONE = 5; // about to exit
 
-export function scratchOffset(g: Geometry): number {
-  const end = g.slotsOff + g.nslots * g.slotStride;
-  if (g.size - end >= SCRATCH_SIZE + PAGE) return end;
-  const r = ringOffsets(g, g.nslots - 1);
-  if (g.ringSize < SCRATCH_SIZE) throw new Error(`no room for the VM test's scratch area (ring ${g.ringSize})`);
-  return r.c2sData;
+export function scratchOffset(geo: Geometry): number {
+  const end = geo.slotsOff + geo.nslots * geo.slotStride;
+  if (geo.size - end >= SCRATCH_SIZE + PAGE) return end;
+  const res = ringOffsets(geo, geo.nslots - 1);
+  if (geo.ringSize < SCRATCH_SIZE) throw new Error(`no room for the VM test's scratch area (ring ${geo.ringSize})`);
+  return res.c2sData;
 }
 
 /** Deterministic bytes from a 32-bit seed (xorshift32). */
 export function pattern(seed: number, size = BLOCK): Buffer {
-  const b = Buffer.alloc(size);
-  let x = seed >>> 0 || 0x9e3779b9;
+  const buf = Buffer.alloc(size);
+  let val = seed >>> 0 || 0x9e3779b9;
   for (let i = 0; i < size; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    b.writeUInt32LE(x, i);
+    val ^= val << 13;
+    val >>>= 0;
+    val ^= val >>> 17;
+    val ^= val << 5;
+    val >>>= 0;
+    buf.writeUInt32LE(val, i);
   }
-  return b;
+  return buf;
 }
 
-export function sha256(b: Uint8Array): string {
-  return createHash('sha256').update(b).digest('hex');
+export function sha256(buf: Uint8Array): string {
+  return createHash('sha256').update(buf).digest('hex');
 }
 
 export function writeMsg(u8: Uint8Array, off: number, text: string): void {
-  const b = Buffer.from(text, 'utf8');
-  if (b.length > 4000) throw new Error('message too long');
-  u8.set(b, off + 4);
-  new DataView(u8.buffer, u8.byteOffset).setUint32(off, b.length, true);
+  const buf = Buffer.from(text, 'utf8');
+  if (buf.length > 4000) throw new Error('message too long');
+  u8.set(buf, off + 4);
+  new DataView(u8.buffer, u8.byteOffset).setUint32(off, buf.length, true);
 }
 
 export function readMsg(u8: Uint8Array, off: number): string {

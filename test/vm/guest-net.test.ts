@@ -59,9 +59,9 @@ const ROUNDS = 20;
     // Host peers, each in a network namespace of its own: the main one with its address on a
     // tap device the guest's eth0 is plugged into, the victim with its address on its lo.
     const start = async (net: string, port: number): Promise<NsPeer> => {
-      const p = spawnNsPeer(net, PEER, ['host', '--port', String(port)], { ZIVM_SOCKET: sock });
-      if (!(await p.find((e) => e.ev === 'listening', 10000))) throw new Error(`a host peer did not listen: ${p.stderr()}`);
-      return p;
+      const part = spawnNsPeer(net, PEER, ['host', '--port', String(port)], { ZIVM_SOCKET: sock });
+      if (!(await part.find((entry) => entry.ev === 'listening', 10000))) throw new Error(`a host peer did not listen: ${part.stderr()}`);
+      return part;
     };
     hostPeer = await start(`ip tuntap add dev ${TAP} mode tap && ip addr add ${HOST_ADDR}/16 dev ${TAP} && ip link set ${TAP} up`, HOST_PORT);
     victim = await start(`ip addr add ${VICTIM_ADDR}/32 dev lo`, VICTIM_PORT);
@@ -73,24 +73,24 @@ const ROUNDS = 20;
       ivshmem: { socket: sock, vectors: 1 },
       tap: { ifname: TAP, netnsPid: hostPeer.proc.pid!, mac: GUEST_MAC },
       timeoutMs: 150000,
-      onConsole: consoleEvents('ZIVM-NET ', (o) => {
-        guestEv.set(String(o.what), o);
-        if (o.what === 'listening') {
+      onConsole: consoleEvents('ZIVM-NET ', (out) => {
+        guestEv.set(String(out.what), out);
+        if (out.what === 'listening') {
           hostPeer!.send({ cmd: 'refused', host: GUEST_ADDR, port: REFUSED_PORT });
           hostPeer!.send({ cmd: 'connect', host: GUEST_ADDR, port: GUEST_PORT, bytes: BYTES, rounds: ROUNDS });
         }
-        if (o.what === 'victim-connected') {
+        if (out.what === 'victim-connected') {
           victimKilledAt = Date.now();
           victim!.proc.kill('SIGKILL');
         }
-        if (o.what === 'victim-gone') victimGoneAt = Date.now();
-        if (o.what === 'powering-off') poweringOffAt = Date.now();
+        if (out.what === 'victim-gone') victimGoneAt = Date.now();
+        if (out.what === 'powering-off') poweringOffAt = Date.now();
       }),
     });
     result = await guest.done;
     qemuExitAt = Date.now();
     // The host's side of the connection the guest left open.
-    await hostPeer.find((e) => e.id === 2 && (e.ev === 'conn-close' || e.ev === 'conn-error'), 10000);
+    await hostPeer.find((entry) => entry.id === 2 && (entry.ev === 'conn-close' || entry.ev === 'conn-error'), 10000);
   });
 
   after(async function () {
@@ -119,71 +119,71 @@ const ROUNDS = 20;
   });
 
   it('(a) guest client -> host server by the address the host published: shm, 16 MiB echo intact', function () {
-    const r = guestEv.get('to-host');
-    expect(r?.error, explain()).to.equal(undefined);
-    expect(r!.transport).to.equal('shm');
-    expect(r!.remoteAddress).to.equal(HOST_ADDR);
-    expect(r!.bytes).to.equal(BYTES);
-    expect(r!.sha256Ok).to.equal(true);
-    const acc = hostEv.find((e) => e.ev === 'accepted' && e.id === 1);
+    const res = guestEv.get('to-host');
+    expect(res?.error, explain()).to.equal(undefined);
+    expect(res!.transport).to.equal('shm');
+    expect(res!.remoteAddress).to.equal(HOST_ADDR);
+    expect(res!.bytes).to.equal(BYTES);
+    expect(res!.sha256Ok).to.equal(true);
+    const acc = hostEv.find((entry) => entry.ev === 'accepted' && entry.id === 1);
     expect(acc?.transport, explain()).to.equal('shm');
     // The server sees the client at an address the client's node published.
     expect(acc?.remoteAddress, explain()).to.equal(GUEST_ADDR);
     process.stderr.write(
-      `      guest->host: connect ${r!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${r!.rttUs.min}/${r!.rttUs.median}/${r!.rttUs.max} us, ` +
-        `16 MiB echo ${Math.round(r!.echoMs)} ms (${((2 * BYTES) / 1048576 / (r!.echoMs / 1000)).toFixed(1)} MiB/s both ways)\n`,
+      `      guest->host: connect ${res!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${res!.rttUs.min}/${res!.rttUs.median}/${res!.rttUs.max} us, ` +
+        `16 MiB echo ${Math.round(res!.echoMs)} ms (${((2 * BYTES) / 1048576 / (res!.echoMs / 1000)).toFixed(1)} MiB/s both ways)\n`,
     );
   });
 
   it('(c) guest -> a host address and port nobody listens on: TCP over eth0, ECONNREFUSED at once', function () {
-    const r = guestEv.get('refused');
-    expect(r, explain()).to.not.equal(undefined);
-    expect(r!.transport).to.equal('tcp');
-    expect(r!.code).to.equal('ECONNREFUSED');
-    expect(r!.ms).to.be.below(5000);
+    const res = guestEv.get('refused');
+    expect(res, explain()).to.not.equal(undefined);
+    expect(res!.transport).to.equal('tcp');
+    expect(res!.code).to.equal('ECONNREFUSED');
+    expect(res!.ms).to.be.below(5000);
   });
 
   it('(c) host -> a guest address and port nobody listens on: TCP over the tap, ECONNREFUSED at once', function () {
-    const r = hostEv.find((e) => e.ev === 'refused');
-    expect(r, explain()).to.not.equal(undefined);
-    expect(r!.transport).to.equal('tcp');
-    expect(r!.code).to.equal('ECONNREFUSED');
-    expect(r!.ms).to.be.below(5000);
+    const res = hostEv.find((entry) => entry.ev === 'refused');
+    expect(res, explain()).to.not.equal(undefined);
+    expect(res!.transport).to.equal('tcp');
+    expect(res!.code).to.equal('ECONNREFUSED');
+    expect(res!.ms).to.be.below(5000);
   });
 
   it('(b) host client -> guest server by the address the guest published: shm, 16 MiB echo intact', function () {
-    const r = hostEv.find((e) => e.ev === 'client');
-    expect(r?.error, explain()).to.equal(undefined);
-    expect(r!.transport).to.equal('shm');
-    expect(r!.remoteAddress).to.equal(GUEST_ADDR);
-    expect(r!.bytes).to.equal(BYTES);
-    expect(r!.sha256Ok).to.equal(true);
+    const res = hostEv.find((entry) => entry.ev === 'client');
+    expect(res?.error, explain()).to.equal(undefined);
+    expect(res!.transport).to.equal('shm');
+    expect(res!.remoteAddress).to.equal(GUEST_ADDR);
+    expect(res!.bytes).to.equal(BYTES);
+    expect(res!.sha256Ok).to.equal(true);
     expect(guestEv.get('accepted')?.transport).to.equal('shm');
     expect(guestEv.get('accepted')?.remoteAddress).to.equal(HOST_ADDR);
     process.stderr.write(
-      `      host->guest: connect ${r!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${r!.rttUs.min}/${r!.rttUs.median}/${r!.rttUs.max} us, ` +
-        `16 MiB echo ${Math.round(r!.echoMs)} ms (${((2 * BYTES) / 1048576 / (r!.echoMs / 1000)).toFixed(1)} MiB/s both ways)\n`,
+      `      host->guest: connect ${res!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${res!.rttUs.min}/${res!.rttUs.median}/${res!.rttUs.max} us, ` +
+        `16 MiB echo ${Math.round(res!.echoMs)} ms (${((2 * BYTES) / 1048576 / (res!.echoMs / 1000)).toFixed(1)} MiB/s both ways)\n`,
     );
   });
 
   it("a host peer killed mid-connection: the guest's socket closes (the daemon's reap wakes the guest through QEMU)", function () {
-    expect(victimEv.find((e) => e.ev === 'accepted')?.transport, explain()).to.equal('shm');
+    expect(victimEv.find((entry) => entry.ev === 'accepted')?.transport, explain()).to.equal('shm');
     expect(guestEv.get('victim-connected')?.transport, explain()).to.equal('shm');
-    const g = guestEv.get('victim-gone');
-    expect(g?.error, explain()).to.equal(undefined);
+    const geo = guestEv.get('victim-gone');
+    expect(geo?.error, explain()).to.equal(undefined);
     expect(victimGoneAt - victimKilledAt).to.be.below(5000);
-    process.stderr.write(`      host peer SIGKILLed -> guest socket ${g!.code ? `error ${g!.code}` : 'close'} seen on the console after ${victimGoneAt - victimKilledAt} ms\n`);
+    process.stderr.write(`      host peer SIGKILLed -> guest socket ${geo!.code ? `error ${geo!.code}` : 'close'} seen on the console after ${victimGoneAt - victimKilledAt} ms\n`);
   });
 
   it('(d) the guest powers off mid-connection: the host side is closed within seconds', function () {
     expect(guestEv.get('powering-off')?.transport, explain()).to.equal('shm');
-    expect(hostEv.find((e) => e.ev === 'accepted' && e.id === 2)?.transport, explain()).to.equal('shm');
-    const end = hostEv.find((e) => e.id === 2 && (e.ev === 'conn-close' || e.ev === 'conn-error'));
+    expect(hostEv.find((entry) => entry.ev === 'accepted' && entry.id === 2)?.transport, explain()).to.equal('shm');
+    const end = hostEv.find((entry) => entry.id === 2 && (entry.ev === 'conn-close' || entry.ev === 'conn-error'));
     expect(end, explain()).to.not.equal(undefined);
     expect(poweringOffAt).to.be.greaterThan(0);
     const ms = end!.seenAt - poweringOffAt;
     expect(ms).to.be.below(5000);
-    const err = hostEv.find((e) => e.id === 2 && e.ev === 'conn-error');
+    const err = hostEv.find((entry) => entry.id === 2 && entry.ev === 'conn-error');
     process.stderr.write(
       `      power-off -> host socket ${err ? `error ${err.code}` : 'close'} after ${ms} ms (QEMU exited ${qemuExitAt - poweringOffAt} ms after the power-off line)\n`,
     );

@@ -32,7 +32,7 @@ const ROUNDS = 20;
 
 /** Collects a guest's `ZIVM-PAIR {json}` console lines, stamped with when they were seen. */
 function collector(events: Ev[]): (chunk: string) => void {
-  return consoleEvents(PREFIX, (e) => events.push(e));
+  return consoleEvents(PREFIX, (entry) => events.push(entry));
 }
 
 const mibps = (bytes: number, ms: number) => (bytes / 1048576 / (ms / 1000)).toFixed(1);
@@ -64,12 +64,12 @@ const mibps = (bytes: number, ms: number) => (bytes / 1048576 / (ms / 1000)).toF
     guests = pair;
     // Should one guest fail early, the other is not left waiting for it.
     [rb, ra] = await pairDone(pair);
-    const joined = [aEv, bEv].map((e) => e.find((x) => x.what === 'joined')?.seenAt ?? NaN);
+    const joined = [aEv, bEv].map((entry) => entry.find((elem) => elem.what === 'joined')?.seenAt ?? NaN);
     bootMs = Math.max(...joined) - t0;
   });
 
   after(async function () {
-    for (const g of guests) g.kill();
+    for (const geo of guests) geo.kill();
     if (server) await server.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -81,7 +81,7 @@ const mibps = (bytes: number, ms: number) => (bytes / 1048576 / (ms / 1000)).toF
       `\n--- daemon ---\n${server?.out.stderr ?? ''}`
     );
   }
-  const find = (events: Ev[], what: string, pred: (e: Ev) => boolean = () => true) => events.find((e) => e.what === what && pred(e));
+  const find = (events: Ev[], what: string, pred: (e: Ev) => boolean = () => true) => events.find((entry) => entry.what === what && pred(entry));
   /** [client's events, server's events, client address, server address] of a direction. */
   const dirs: [string, Ev[], Ev[], string, string][] = [
     ['A -> B', aEv, bEv, A_ADDR, B_ADDR],
@@ -108,89 +108,89 @@ const mibps = (bytes: number, ms: number) => (bytes / 1048576 / (ms / 1000)).toF
 
   for (const [name, cEv, sEv, cAddr, sAddr] of dirs) {
     it(`${name}: plain node:net over eth0 works (the baseline path): plain sockets both ends, bytes on eth0`, function () {
-      const r = find(cEv, 'plain');
-      expect(r?.error, explain()).to.equal(undefined);
-      expect(r!.plainNet).to.equal(true);
-      expect(r!.transport).to.equal(null);
-      expect(r!.remoteAddress).to.equal(sAddr);
-      expect(r!.localAddress).to.equal(cAddr);
-      expect(r!.sha256Ok).to.equal(true);
-      expect(r!.eth0.tx).to.be.at.least(TCP_BYTES);
-      const acc = find(sEv, 'accepted', (e) => e.tag === r!.tag);
+      const res = find(cEv, 'plain');
+      expect(res?.error, explain()).to.equal(undefined);
+      expect(res!.plainNet).to.equal(true);
+      expect(res!.transport).to.equal(null);
+      expect(res!.remoteAddress).to.equal(sAddr);
+      expect(res!.localAddress).to.equal(cAddr);
+      expect(res!.sha256Ok).to.equal(true);
+      expect(res!.eth0.tx).to.be.at.least(TCP_BYTES);
+      const acc = find(sEv, 'accepted', (entry) => entry.tag === res!.tag);
       expect(acc?.kind, explain()).to.equal('plain');
       expect(acc!.plainNet).to.equal(true);
       expect(acc!.remoteAddress).to.equal(cAddr);
       process.stderr.write(
-        `      ${name} node:net TCP: connect ${r!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${r!.rttUs.min}/${r!.rttUs.median}/${r!.rttUs.max} us, ` +
-          `1 MiB echo ${Math.round(r!.echoMs)} ms (${mibps(2 * TCP_BYTES, r!.echoMs)} MiB/s both ways)\n`,
+        `      ${name} node:net TCP: connect ${res!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${res!.rttUs.min}/${res!.rttUs.median}/${res!.rttUs.max} us, ` +
+          `1 MiB echo ${Math.round(res!.echoMs)} ms (${mibps(2 * TCP_BYTES, res!.echoMs)} MiB/s both ways)\n`,
       );
     });
 
     it(`${name}: zivm client -> zivm server by the server guest's eth0 address: shm both ends, 16 MiB echo intact, nothing on eth0`, function () {
-      const r = find(cEv, 'echo');
-      expect(r?.error, explain()).to.equal(undefined);
-      expect(r!.transport).to.equal('shm');
-      expect(r!.remoteAddress).to.equal(sAddr);
-      expect(r!.bytes).to.equal(BYTES);
-      expect(r!.sha256Ok).to.equal(true);
-      expect(r!.eth0.tx + r!.eth0.rx, 'bytes went over eth0').to.be.below(64 << 10);
-      const acc = find(sEv, 'accepted', (e) => e.tag === r!.tag);
+      const res = find(cEv, 'echo');
+      expect(res?.error, explain()).to.equal(undefined);
+      expect(res!.transport).to.equal('shm');
+      expect(res!.remoteAddress).to.equal(sAddr);
+      expect(res!.bytes).to.equal(BYTES);
+      expect(res!.sha256Ok).to.equal(true);
+      expect(res!.eth0.tx + res!.eth0.rx, 'bytes went over eth0').to.be.below(64 << 10);
+      const acc = find(sEv, 'accepted', (entry) => entry.tag === res!.tag);
       expect(acc?.kind, explain()).to.equal('zivm');
       expect(acc!.transport).to.equal('shm');
       // The server sees the client at the address the client's guest published.
       expect(acc!.remoteAddress).to.equal(cAddr);
       process.stderr.write(
-        `      ${name} zivm shm:     connect ${r!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${r!.rttUs.min}/${r!.rttUs.median}/${r!.rttUs.max} us, ` +
-          `16 MiB echo ${Math.round(r!.echoMs)} ms (${mibps(2 * BYTES, r!.echoMs)} MiB/s both ways)\n`,
+        `      ${name} zivm shm:     connect ${res!.connectMs.toFixed(1)} ms, 1-byte round trip min/median/max ${res!.rttUs.min}/${res!.rttUs.median}/${res!.rttUs.max} us, ` +
+          `16 MiB echo ${Math.round(res!.echoMs)} ms (${mibps(2 * BYTES, res!.echoMs)} MiB/s both ways)\n`,
       );
     });
 
     it(`${name}: half-close: the client ends, the server (allowHalfOpen) keeps writing after 'end', the client gets it all, then 'end'`, function () {
-      const r = find(cEv, 'half');
-      expect(r?.error, explain()).to.equal(undefined);
-      expect(r!.transport).to.equal('shm');
-      const srv = find(sEv, 'half-server', (e) => e.tag === r!.tag);
+      const res = find(cEv, 'half');
+      expect(res?.error, explain()).to.equal(undefined);
+      expect(res!.transport).to.equal('shm');
+      const srv = find(sEv, 'half-server', (entry) => entry.tag === res!.tag);
       expect(srv, explain()).to.not.equal(undefined);
       expect(srv!.transport).to.equal('shm');
       expect(srv!.received).to.equal(HALF_BYTES);
-      expect(r!.serverDigestOk, 'the server got what the client sent before its end').to.equal(true);
-      expect(r!.firstDataAfterOurEnd).to.equal(true);
-      expect(r!.tailBytes).to.equal(TAIL);
-      expect(r!.tailOk).to.equal(true);
-      expect(r!.gotEnd).to.equal(true);
-      expect(r!.hadError).to.equal(false);
-      process.stderr.write(`      ${name} half-close: 1 MiB up, end, 1 MiB back after it, end: ${Math.round(r!.ms)} ms\n`);
+      expect(res!.serverDigestOk, 'the server got what the client sent before its end').to.equal(true);
+      expect(res!.firstDataAfterOurEnd).to.equal(true);
+      expect(res!.tailBytes).to.equal(TAIL);
+      expect(res!.tailOk).to.equal(true);
+      expect(res!.gotEnd).to.equal(true);
+      expect(res!.hadError).to.equal(false);
+      process.stderr.write(`      ${name} half-close: 1 MiB up, end, 1 MiB back after it, end: ${Math.round(res!.ms)} ms\n`);
     });
 
     it(`${name}: a port nobody listens on at the other guest's address: TCP over eth0, ECONNREFUSED at once`, function () {
-      const r = find(cEv, 'refused');
-      expect(r, explain()).to.not.equal(undefined);
-      expect(r!.transport).to.equal('tcp');
-      expect(r!.code).to.equal('ECONNREFUSED');
-      expect(r!.ms).to.be.below(5000);
+      const res = find(cEv, 'refused');
+      expect(res, explain()).to.not.equal(undefined);
+      expect(res!.transport).to.equal('tcp');
+      expect(res!.code).to.equal('ECONNREFUSED');
+      expect(res!.ms).to.be.below(5000);
     });
   }
 
   it("a second process of A, connected to B's zivm server, is killed: B's side of its connection ends within seconds", function () {
     const tag = `victim-${A_ADDR}`;
-    const v = find(aEv, 'victim-connected');
-    expect(v?.transport, explain()).to.equal('shm');
+    const value = find(aEv, 'victim-connected');
+    expect(value?.transport, explain()).to.equal('shm');
     const first = find(aEv, 'joined');
-    expect(v!.peer, 'the second process is a peer of its own').to.not.equal(first?.id);
-    expect(find(bEv, 'accepted', (e) => e.tag === tag)?.transport, explain()).to.equal('shm');
+    expect(value!.peer, 'the second process is a peer of its own').to.not.equal(first?.id);
+    expect(find(bEv, 'accepted', (entry) => entry.tag === tag)?.transport, explain()).to.equal('shm');
     const kill = find(aEv, 'killing-victim');
-    const end = find(bEv, 'server-conn-close', (e) => e.tag === tag);
+    const end = find(bEv, 'server-conn-close', (entry) => entry.tag === tag);
     expect(end, explain()).to.not.equal(undefined);
     const ms = end!.seenAt - kill!.seenAt;
     expect(ms).to.be.below(5000);
-    const err = find(bEv, 'server-conn-error', (e) => e.tag === tag);
+    const err = find(bEv, 'server-conn-error', (entry) => entry.tag === tag);
     process.stderr.write(`      A's process SIGKILLed -> B's socket ${err ? `error ${err.code}` : 'end'}, closed ~${ms} ms later (console lines)\n`);
   });
 
   it("B powers off mid-connection: A's zivm socket is closed within seconds", function () {
     const pre = find(aEv, 'pre-poweroff');
     expect(pre?.transport, explain()).to.equal('shm');
-    expect(find(bEv, 'accepted', (e) => e.tag === `poweroff-${A_ADDR}`)?.transport, explain()).to.equal('shm');
+    expect(find(bEv, 'accepted', (entry) => entry.tag === `poweroff-${A_ADDR}`)?.transport, explain()).to.equal('shm');
     const off = find(bEv, 'powering-off');
     const gone = find(aEv, 'peer-gone');
     expect(off, explain()).to.not.equal(undefined);

@@ -28,7 +28,7 @@ import { HEADER, readHeader } from '../../src/shm/layout';
 import { IVSHMEM, NativePoller, NativeRegion, VFIO, VfioDevice, native } from '../../src/shm/native';
 import { sleep } from '../../tools/kit/wait';
 import { arg, reporter } from '../../tools/vm/peer';
-import * as X from './exchange';
+import * as elem from './exchange';
 
 const PCI = '/sys/bus/pci/devices';
 
@@ -59,23 +59,23 @@ class Config {
     this.fd = fs.openSync(path.join(PCI, dev, 'config'), 'r+');
   }
   read(off: number, len: 1 | 2 | 4): number {
-    const b = Buffer.alloc(len);
-    if (fs.readSync(this.fd, b, 0, len, off) !== len) throw new Error(`short config read at ${off}`);
-    return len === 1 ? b[0] : len === 2 ? b.readUInt16LE(0) : b.readUInt32LE(0);
+    const buf = Buffer.alloc(len);
+    if (fs.readSync(this.fd, buf, 0, len, off) !== len) throw new Error(`short config read at ${off}`);
+    return len === 1 ? buf[0] : len === 2 ? buf.readUInt16LE(0) : buf.readUInt32LE(0);
   }
-  write(off: number, len: 2 | 4, v: number): void {
-    const b = Buffer.alloc(len);
-    if (len === 2) b.writeUInt16LE(v, 0);
-    else b.writeUInt32LE(v >>> 0, 0);
-    if (fs.writeSync(this.fd, b, 0, len, off) !== len) throw new Error(`short config write at ${off}`);
+  write(off: number, len: 2 | 4, value: number): void {
+    const buf = Buffer.alloc(len);
+    if (len === 2) buf.writeUInt16LE(value, 0);
+    else buf.writeUInt32LE(value >>> 0, 0);
+    if (fs.writeSync(this.fd, buf, 0, len, off) !== len) throw new Error(`short config write at ${off}`);
   }
   /** Offset of capability `id`, or -1. */
   findCap(id: number): number {
     if (!(this.read(6, 2) & 0x10)) return -1; // status: capabilities list
-    let p = this.read(0x34, 1) & 0xfc;
-    for (let n = 0; p && n < 48; n++) {
-      if (this.read(p, 1) === id) return p;
-      p = this.read(p + 1, 1) & 0xfc;
+    let entry = this.read(0x34, 1) & 0xfc;
+    for (let count = 0; entry && count < 48; count++) {
+      if (this.read(entry, 1) === id) return entry;
+      entry = this.read(entry + 1, 1) & 0xfc;
     }
     return -1;
   }
@@ -85,10 +85,10 @@ class Config {
 }
 
 function mapBar(dev: string, bar: number): { region: NativeRegion; fd: number } {
-  const n = native();
+  const addon = native();
   const fd = fs.openSync(path.join(PCI, dev, `resource${bar}`), 'r+');
-  const size = n.fdSize(fd);
-  return { region: new n.Region(fd, size), fd };
+  const size = addon.fdSize(fd);
+  return { region: new addon.Region(fd, size), fd };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -101,15 +101,15 @@ async function main(argv: string[]): Promise<number> {
   // ---- the device ----------------------------------------------------------
   const devs = fs
     .readdirSync(PCI)
-    .filter((d) => readHex(path.join(PCI, d, 'vendor')) === 0x1af4 && readHex(path.join(PCI, d, 'device')) === 0x1110)
+    .filter((chunk) => readHex(path.join(PCI, chunk, 'vendor')) === 0x1af4 && readHex(path.join(PCI, chunk, 'device')) === 0x1110)
     .sort();
   report('devices', { ivshmem: devs, all: fs.readdirSync(PCI).length });
   if (devs.length === 0) throw new Error('no ivshmem device (1af4:1110) in the guest');
   const dev = devs[0];
   const resLines = fs.readFileSync(path.join(PCI, dev, 'resource'), 'utf8').trim().split('\n');
-  const bars = resLines.slice(0, 3).map((l) => {
-    const [s, e] = l.trim().split(/\s+/).map((x) => BigInt(x));
-    return { start: `0x${s.toString(16)}`, size: Number(e - s + 1n) };
+  const bars = resLines.slice(0, 3).map((line) => {
+    const [subject, entry] = line.trim().split(/\s+/).map((str) => BigInt(str));
+    return { start: `0x${subject.toString(16)}`, size: Number(entry - subject + 1n) };
   });
   try {
     fs.writeFileSync(path.join(PCI, dev, 'enable'), '1');
@@ -123,16 +123,16 @@ async function main(argv: string[]): Promise<number> {
   const bar2 = mapBar(dev, 2);
   const i32 = new Int32Array(bar2.region.buffer);
   const u8 = new Uint8Array(bar2.region.buffer);
-  const g = readHeader(i32, bar2.region.size);
+  const geo = readHeader(i32, bar2.region.size);
   report('header', {
     magic: [(i32[HEADER.MAGIC0] >>> 0).toString(16), (i32[HEADER.MAGIC1] >>> 0).toString(16)],
     version: i32[HEADER.VERSION],
     nonce: i32[HEADER.NONCE] >>> 0,
     daemonPid: i32[HEADER.DAEMON_PID],
-    size: g.size,
-    vectors: g.vectors,
-    nslots: g.nslots,
-    ringSize: g.ringSize,
+    size: geo.size,
+    vectors: geo.vectors,
+    nslots: geo.nslots,
+    ringSize: geo.ringSize,
     mapped: bar2.region.size,
   });
 
@@ -158,46 +158,46 @@ async function main(argv: string[]): Promise<number> {
   } else report('msix', { cap: -1 });
 
   // ---- exchange with the host --------------------------------------------------
-  const base = X.scratchOffset(g);
-  const w = new Int32Array(bar2.region.buffer, base, 2);
-  const s8 = u8.subarray(base, base + X.SCRATCH_SIZE);
-  const waitedHost = waitUntil(() => Atomics.load(w, X.W_HOST) >= X.HOST_WROTE, timeoutMs, "the host's message");
-  const hostMsg = X.readMsg(s8, X.HOST_MSG);
-  const hostBlock = X.sha256(s8.subarray(X.HOST_BLOCK, X.HOST_BLOCK + X.BLOCK));
+  const base = elem.scratchOffset(geo);
+  const write = new Int32Array(bar2.region.buffer, base, 2);
+  const s8 = u8.subarray(base, base + elem.SCRATCH_SIZE);
+  const waitedHost = waitUntil(() => Atomics.load(write, elem.W_HOST) >= elem.HOST_WROTE, timeoutMs, "the host's message");
+  const hostMsg = elem.readMsg(s8, elem.HOST_MSG);
+  const hostBlock = elem.sha256(s8.subarray(elem.HOST_BLOCK, elem.HOST_BLOCK + elem.BLOCK));
   report('from-host', { scratch: base, waited: waitedHost, message: hostMsg, blockSha256: hostBlock });
 
-  const mine = X.pattern(seed);
-  s8.set(mine, X.GUEST_BLOCK);
-  X.writeMsg(s8, X.GUEST_MSG, `guest->host ivposition=${ivPosition} nonce=${i32[HEADER.NONCE] >>> 0} seed=${seed}`);
-  Atomics.store(w, X.W_GUEST, X.GUEST_WROTE);
+  const mine = elem.pattern(seed);
+  s8.set(mine, elem.GUEST_BLOCK);
+  elem.writeMsg(s8, elem.GUEST_MSG, `guest->host ivposition=${ivPosition} nonce=${i32[HEADER.NONCE] >>> 0} seed=${seed}`);
+  Atomics.store(write, elem.W_GUEST, elem.GUEST_WROTE);
   // Ring the host peer: vector v, v+1 times.
   const rung: number[] = [];
-  for (let v = 0; v < g.vectors; v++) {
-    for (let k = 0; k <= v; k++) Atomics.store(regs, 3, ((hostId & 0xffff) << 16) | v);
-    rung.push(v + 1);
+  for (let value = 0; value < geo.vectors; value++) {
+    for (let k = 0; k <= value; k++) Atomics.store(regs, 3, ((hostId & 0xffff) << 16) | value);
+    rung.push(value + 1);
   }
-  report('to-host', { blockSha256: X.sha256(mine), rung });
+  report('to-host', { blockSha256: elem.sha256(mine), rung });
 
-  const waitedReply = waitUntil(() => Atomics.load(w, X.W_HOST) >= X.HOST_REPLIED, timeoutMs, "the host's reply");
-  const reply = X.readMsg(s8, X.HOST_MSG);
+  const waitedReply = waitUntil(() => Atomics.load(write, elem.W_HOST) >= elem.HOST_REPLIED, timeoutMs, "the host's reply");
+  const reply = elem.readMsg(s8, elem.HOST_MSG);
   let pending = -1;
   let waitedPending = -1;
   if (pba) {
-    const all = g.vectors >= 32 ? 0xffffffff : (1 << g.vectors) - 1;
-    const p = pba;
+    const all = geo.vectors >= 32 ? 0xffffffff : (1 << geo.vectors) - 1;
+    const part = pba;
     try {
-      waitedPending = waitUntil(() => ((Atomics.load(p, 0) >>> 0) & all) === all >>> 0, 10000, 'pending MSI-X vectors');
+      waitedPending = waitUntil(() => ((Atomics.load(part, 0) >>> 0) & all) === all >>> 0, 10000, 'pending MSI-X vectors');
     } catch {
       /* reported below */
     }
-    pending = Atomics.load(p, 0) >>> 0;
+    pending = Atomics.load(part, 0) >>> 0;
   }
   report('reply', { waited: waitedReply, message: reply, pending, waitedPending });
-  Atomics.store(w, X.W_GUEST, X.GUEST_SAW_REPLY);
+  Atomics.store(write, elem.W_GUEST, elem.GUEST_SAW_REPLY);
 
   // ---- VFIO: bind, then interrupts through the addon -----------------------------
   if (!vfio) {
-    Atomics.store(w, X.W_GUEST, X.GUEST_DONE);
+    Atomics.store(write, elem.W_GUEST, elem.GUEST_DONE);
     cfg.close();
     return 0;
   }
@@ -218,14 +218,14 @@ async function main(argv: string[]): Promise<number> {
     out.groupDevices = fs.readdirSync(`/sys/kernel/iommu_groups/${group}/devices`);
     out.dev = fs.existsSync(`/dev/vfio/${group}`) ? `/dev/vfio/${group}` : null;
     out.container = fs.existsSync('/dev/vfio/vfio');
-  } catch (e) {
-    out.error = (e as Error).message;
+  } catch (err) {
+    out.error = (err as Error).message;
   }
   report('vfio', out);
   cfg.close();
   if (out.error) return 1;
 
-  const irq = await vfioInterrupts(dev, g.vectors, hostId, base2, rounds, timeoutMs);
+  const irq = await vfioInterrupts(dev, geo.vectors, hostId, base2, rounds, timeoutMs);
   report('irq', irq);
   return irq.error ? 1 : 0;
 }
@@ -252,73 +252,73 @@ async function vfioInterrupts(
   rounds: number,
   timeoutMs: number,
 ): Promise<Record<string, unknown>> {
-  const n = native();
+  const addon = native();
   const res: Record<string, unknown> = {};
-  let d: VfioDevice | undefined;
+  let data: VfioDevice | undefined;
   let region: NativeRegion | undefined;
   let msixOn = false;
   const fds: number[] = [];
   const pollers: NativePoller[] = [];
   try {
     const t0 = process.hrtime.bigint();
-    d = n.vfioOpen(dev);
+    data = addon.vfioOpen(dev);
     res.openMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    const dv = d;
+    const dv = data;
     const reg = (index: number) => {
-      const r = dv.regions.find((x) => x.index === index);
-      if (!r) throw new Error(`the device has no VFIO region ${index}`);
-      return r;
+      const res2 = dv.regions.find((elem) => elem.index === index);
+      if (!res2) throw new Error(`the device has no VFIO region ${index}`);
+      return res2;
     };
     const bar0 = reg(VFIO.BAR0);
     const bar2 = reg(VFIO.BAR2);
     const cfg = reg(VFIO.CONFIG);
-    const msix = d.irqs.find((q) => q.index === VFIO.MSIX);
-    res.group = d.group;
-    res.iommu = d.iommu;
-    res.regions = d.regions.filter((r) => r.size > 0).map((r) => ({ index: r.index, size: r.size, offset: `0x${r.offset.toString(16)}`, flags: r.flags }));
+    const msix = data.irqs.find((irq) => irq.index === VFIO.MSIX);
+    res.group = data.group;
+    res.iommu = data.iommu;
+    res.regions = data.regions.filter((res2) => res2.size > 0).map((res2) => ({ index: res2.index, size: res2.size, offset: `0x${res2.offset.toString(16)}`, flags: res2.flags }));
     res.msixCount = msix?.count ?? 0;
     res.bar2Size = bar2.size;
     res.bar2Mmap = (bar2.flags & VFIO.REGION_MMAP) !== 0;
-    res.command = n.vfioEnableBusMaster(d.deviceFd, cfg.offset);
-    res.ivPosition = n.bar0Read32(d.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
+    res.command = addon.vfioEnableBusMaster(data.deviceFd, cfg.offset);
+    res.ivPosition = addon.bar0Read32(data.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
 
     // BAR2, the region, mapped through the device fd.
-    region = new n.Region(d.deviceFd, bar2.size, bar2.offset);
+    region = new addon.Region(data.deviceFd, bar2.size, bar2.offset);
     const i32 = new Int32Array(region.buffer);
     res.magic = [(i32[HEADER.MAGIC0] >>> 0).toString(16), (i32[HEADER.MAGIC1] >>> 0).toString(16)];
     res.nonce = i32[HEADER.NONCE] >>> 0;
-    const g = readHeader(i32, region.size);
-    res.vectors = g.vectors;
-    const w = new Int32Array(region.buffer, scratch, 2);
-    res.hostStateViaVfio = Atomics.load(w, X.W_HOST);
+    const geo = readHeader(i32, region.size);
+    res.vectors = geo.vectors;
+    const write = new Int32Array(region.buffer, scratch, 2);
+    res.hostStateViaVfio = Atomics.load(write, elem.W_HOST);
 
     // MSI-X: one eventfd per vector. Unmasking delivers what was pending.
     if (res.msixCount !== vectors) throw new Error(`the device has ${String(res.msixCount)} MSI-X vectors, the domain ${vectors}`);
-    for (let v = 0; v < vectors; v++) fds.push(n.eventfd());
-    n.vfioSetMsix(d.deviceFd, fds);
+    for (let value = 0; value < vectors; value++) fds.push(addon.eventfd());
+    addon.vfioSetMsix(data.deviceFd, fds);
     msixOn = true;
     const stale = new Array<number>(vectors).fill(0);
     for (let quiet = 0, k = 0; quiet < 2 && k < 50; k++) {
       await sleep(10);
-      const got = fds.map((fd) => n.drain(fd));
-      got.forEach((c, v) => (stale[v] += c));
-      quiet = got.some((c) => c > 0) ? 0 : quiet + 1;
+      const got = fds.map((fd) => addon.drain(fd));
+      got.forEach((count, value) => (stale[value] += count));
+      quiet = got.some((count) => count > 0) ? 0 : quiet + 1;
     }
     res.stale = stale;
 
     const counts = new Array<number>(vectors).fill(0);
     const calls = new Array<number>(vectors).fill(0);
     let wake: (() => void) | null = null;
-    fds.forEach((fd, v) => {
+    fds.forEach((fd, value) => {
       pollers.push(
-        new n.Poller(
+        new addon.Poller(
           fd,
           () => {
-            calls[v]++;
-            counts[v] += n.drain(fd);
-            const f = wake;
+            calls[value]++;
+            counts[value] += addon.drain(fd);
+            const fn = wake;
             wake = null;
-            f?.();
+            fn?.();
           },
           false,
         ),
@@ -326,10 +326,10 @@ async function vfioInterrupts(
     });
     const until = (cond: () => boolean, ms: number, what: string) =>
       new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+        const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
         const check = () => {
           if (cond()) {
-            clearTimeout(t);
+            clearTimeout(timer);
             resolve();
           } else wake = check;
         };
@@ -337,39 +337,39 @@ async function vfioInterrupts(
       });
 
     // 2. The host rings each vector once.
-    Atomics.store(w, X.W_GUEST, X.GUEST_IRQ_READY);
+    Atomics.store(write, elem.W_GUEST, elem.GUEST_IRQ_READY);
     const t1 = process.hrtime.bigint();
-    await until(() => counts.every((c) => c > 0), timeoutMs, 'an interrupt on every vector');
+    await until(() => counts.every((count) => count > 0), timeoutMs, 'an interrupt on every vector');
     res.firstMs = Number(process.hrtime.bigint() - t1) / 1e6;
     res.counts = [...counts];
 
     // 3. Ping-pong on vector 0.
-    Atomics.store(w, X.W_GUEST, X.GUEST_PINGPONG);
+    Atomics.store(write, elem.W_GUEST, elem.GUEST_PINGPONG);
     const rtt: number[] = [];
     for (let i = 0; i < rounds; i++) {
       const before = calls[0];
-      const t = process.hrtime.bigint();
-      n.bar0Notify(d.deviceFd, bar0.offset, hostId, 0);
+      const target = process.hrtime.bigint();
+      addon.bar0Notify(data.deviceFd, bar0.offset, hostId, 0);
       await until(() => calls[0] > before, 10000, `ping-pong round ${i}`);
-      rtt.push(Number(process.hrtime.bigint() - t) / 1e3);
+      rtt.push(Number(process.hrtime.bigint() - target) / 1e3);
     }
-    rtt.sort((a, b) => a - b);
+    rtt.sort((lhs, rhs) => lhs - rhs);
     res.rounds = rounds;
     res.rttUs = rounds ? { min: Math.round(rtt[0]), median: Math.round(rtt[rtt.length >> 1]), max: Math.round(rtt[rtt.length - 1]) } : null;
     res.countsAfter = [...counts];
-    Atomics.store(w, X.W_GUEST, X.GUEST_DONE);
-  } catch (e) {
-    res.error = (e as Error).message;
+    Atomics.store(write, elem.W_GUEST, elem.GUEST_DONE);
+  } catch (err) {
+    res.error = (err as Error).message;
   } finally {
-    for (const p of pollers) p.close();
+    for (const part of pollers) part.close();
     try {
-      if (d && msixOn) n.vfioSetMsix(d.deviceFd, []);
+      if (data && msixOn) addon.vfioSetMsix(data.deviceFd, []);
       region?.close();
-      for (const fd of fds) n.close(fd);
-      if (d) n.vfioClose(d);
-      res.closed = d !== undefined && d.deviceFd === -1 && d.groupFd === -1 && d.containerFd === -1;
-    } catch (e) {
-      res.error ??= `cleanup: ${(e as Error).message}`;
+      for (const fd of fds) addon.close(fd);
+      if (data) addon.vfioClose(data);
+      res.closed = data !== undefined && data.deviceFd === -1 && data.groupFd === -1 && data.containerFd === -1;
+    } catch (err) {
+      res.error ??= `cleanup: ${(err as Error).message}`;
     }
   }
   return res;
@@ -380,8 +380,8 @@ if (require.main === module) {
     (code) => {
       process.exitCode = code;
     },
-    (e) => {
-      report('error', { message: (e as Error).message, stack: (e as Error).stack });
+    (err) => {
+      report('error', { message: (err as Error).message, stack: (err as Error).stack });
       process.exitCode = 1;
     },
   );

@@ -44,8 +44,8 @@ interface StatPeer {
   const stats: Promise<void>[] = [];
 
   const statPeers = async (): Promise<StatPeer[]> => {
-    const r = await runCli(['stat', '--json'], { ZIVM_SOCKET: sock });
-    return (JSON.parse(r.stdout) as { peers: StatPeer[] }).peers;
+    const res = await runCli(['stat', '--json'], { ZIVM_SOCKET: sock });
+    return (JSON.parse(res.stdout) as { peers: StatPeer[] }).peers;
   };
   before(async function () {
     ensureGuestImage();
@@ -56,30 +56,30 @@ interface StatPeer {
     // The host peer, in a network namespace of its own whose only address besides loopback is on its lo.
     hostPeer = spawnNsPeer(`ip addr add ${HOST_ADDR}/32 dev lo`, PEER, ['host', '--port', String(HOST_PORT)], { ZIVM_SOCKET: sock });
     hostEv = hostPeer.lines;
-    if (!(await hostPeer.find((e) => e.ev === 'listening', 10000))) throw new Error(`the host peer did not listen: ${hostPeer.stderr()}`);
+    if (!(await hostPeer.find((entry) => entry.ev === 'listening', 10000))) throw new Error(`the host peer did not listen: ${hostPeer.stderr()}`);
 
     const guest = startGuest({
       args: [PEER, 'guest', '--host-addr', HOST_ADDR, '--port', String(HOST_PORT), '--guest-port', String(GUEST_PORT), '--bytes', String(BYTES)],
       ivshmem: { socket: sock, vectors: VECTORS },
       timeoutMs: 200000,
-      onConsole: consoleEvents('ZIVM-PROCS ', (o) => {
-        guestEv.set(String(o.what), o);
-        if (o.what === 'members-up') stats.push(statPeers().then((p) => void (peersUp = p)));
-        if (o.what === 'host-may-connect') {
+      onConsole: consoleEvents('ZIVM-PROCS ', (out) => {
+        guestEv.set(String(out.what), out);
+        if (out.what === 'members-up') stats.push(statPeers().then((parts) => void (peersUp = parts)));
+        if (out.what === 'host-may-connect') {
           hostPeer!.send({ cmd: 'tail', host: GUEST_ADDR, port: GUEST_PORT });
-          void hostPeer!.find((e) => e.ev === 'tail').then(() => hostPeer!.send({ cmd: 'hold', host: GUEST_ADDR, port: GUEST_PORT, tag: 'srv' }));
+          void hostPeer!.find((entry) => entry.ev === 'tail').then(() => hostPeer!.send({ cmd: 'hold', host: GUEST_ADDR, port: GUEST_PORT, tag: 'srv' }));
         }
       }),
     });
     result = await guest.done;
     await Promise.all(stats);
     // The daemon reaps the guest and its processes once QEMU is gone.
-    const t = Date.now();
+    const time = Date.now();
     do {
       peersAfter = await statPeers();
-      if (!peersAfter.some((p) => p.kind === 'guest' || p.kind === 'guest-process')) break;
+      if (!peersAfter.some((peer) => peer.kind === 'guest' || peer.kind === 'guest-process')) break;
       await sleep(100);
-    } while (Date.now() - t < 5000);
+    } while (Date.now() - time < 5000);
   });
 
   after(async function () {
@@ -100,88 +100,88 @@ interface StatPeer {
   });
 
   it('three processes are members at once, each with a peer entry and an MSI-X vector of its own', function () {
-    const s = guestEv.get('server')!;
-    const l = guestEv.get('local')!;
-    const h = guestEv.get('to-host')!;
-    expect([s.peer, l.peer, h.peer].every((x) => typeof x === 'number'), explain()).to.equal(true);
-    expect(new Set([s.peer, l.peer, h.peer]).size).to.equal(3);
-    expect(new Set([s.vector, l.vector, h.vector]).size).to.equal(3);
-    expect(s.guestPeer).to.equal(l.guestPeer);
-    expect(h.guestPeer).to.equal(l.guestPeer);
+    const subject = guestEv.get('server')!;
+    const list = guestEv.get('local')!;
+    const holder = guestEv.get('to-host')!;
+    expect([subject.peer, list.peer, holder.peer].every((elem) => typeof elem === 'number'), explain()).to.equal(true);
+    expect(new Set([subject.peer, list.peer, holder.peer]).size).to.equal(3);
+    expect(new Set([subject.vector, list.vector, holder.vector]).size).to.equal(3);
+    expect(subject.guestPeer).to.equal(list.guestPeer);
+    expect(holder.guestPeer).to.equal(list.guestPeer);
     // Seen from the host while they were up: the guest and its processes.
-    const procs = peersUp.filter((p) => p.kind === 'guest-process' && p.state === 'alive').map((p) => p.id);
-    expect(procs, JSON.stringify(peersUp)).to.include.members([s.peer, l.peer, h.peer]);
-    expect(peersUp.some((p) => p.kind === 'guest' && p.id === s.guestPeer)).to.equal(true);
+    const procs = peersUp.filter((peer) => peer.kind === 'guest-process' && peer.state === 'alive').map((peer) => peer.id);
+    expect(procs, JSON.stringify(peersUp)).to.include.members([subject.peer, list.peer, holder.peer]);
+    expect(peersUp.some((peer) => peer.kind === 'guest' && peer.id === subject.guestPeer)).to.equal(true);
   });
 
   it('loopback inside the guest, between two of its processes: shm, echo intact, half-close', function () {
-    const l = guestEv.get('local')!;
-    expect(l.transport, explain()).to.equal('shm');
-    expect(l.serverSaw.transport).to.equal('shm');
-    expect(l.remoteAddress).to.equal('127.0.0.1');
-    expect(l.echoOk).to.equal(true);
-    expect(l.tail, 'the server wrote after the client ended').to.equal(`tail ${BYTES}`);
-    process.stderr.write(`      in-guest loopback: ${BYTES >> 20} MiB echo + half-close in ${l.ms} ms\n`);
+    const list = guestEv.get('local')!;
+    expect(list.transport, explain()).to.equal('shm');
+    expect(list.serverSaw.transport).to.equal('shm');
+    expect(list.remoteAddress).to.equal('127.0.0.1');
+    expect(list.echoOk).to.equal(true);
+    expect(list.tail, 'the server wrote after the client ended').to.equal(`tail ${BYTES}`);
+    process.stderr.write(`      in-guest loopback: ${BYTES >> 20} MiB echo + half-close in ${list.ms} ms\n`);
   });
 
   it('guest process -> host: shm, echo intact, half-close', async function () {
-    const h = guestEv.get('to-host')!;
-    expect(h.transport, explain()).to.equal('shm');
-    expect(h.echoOk).to.equal(true);
-    expect(h.tail).to.equal(`tail ${BYTES}`);
-    const acc = hostEv.find((e) => e.ev === 'accepted' && e.id === 1);
+    const holder = guestEv.get('to-host')!;
+    expect(holder.transport, explain()).to.equal('shm');
+    expect(holder.echoOk).to.equal(true);
+    expect(holder.tail).to.equal(`tail ${BYTES}`);
+    const acc = hostEv.find((entry) => entry.ev === 'accepted' && entry.id === 1);
     expect(acc?.transport, explain()).to.equal('shm');
     expect(acc?.remoteAddress).to.equal(GUEST_ADDR);
-    process.stderr.write(`      guest -> host: ${BYTES >> 20} MiB echo + half-close in ${h.ms} ms\n`);
+    process.stderr.write(`      guest -> host: ${BYTES >> 20} MiB echo + half-close in ${holder.ms} ms\n`);
   });
 
   it('host -> guest process: shm, echo intact, half-close', function () {
-    const t = hostEv.find((e) => e.ev === 'tail');
-    expect(t?.error, explain()).to.equal(undefined);
-    expect(t!.transport).to.equal('shm');
-    expect(t!.echoOk).to.equal(true);
-    expect(t!.tail).to.equal(`tail ${1 << 20}`);
+    const target = hostEv.find((entry) => entry.ev === 'tail');
+    expect(target?.error, explain()).to.equal(undefined);
+    expect(target!.transport).to.equal('shm');
+    expect(target!.echoOk).to.equal(true);
+    expect(target!.tail).to.equal(`tail ${1 << 20}`);
     expect(guestEv.get('host-tail')?.transport).to.equal('shm');
   });
 
   it(`a fifth process finds all ${VECTORS} vectors taken: TCP, bytes intact, and the reason says so`, function () {
-    const n = guestEv.get('no-vector')!;
-    expect(n, explain()).to.not.equal(undefined);
-    expect(n.peer).to.equal(null);
-    expect(n.reason).to.match(/no vector left/);
-    expect(n.transport).to.equal('tcp');
-    expect(n.serverSaw.transport).to.equal('tcp');
-    expect(n.echoOk).to.equal(true);
-    expect(n.tail).to.equal(`tail ${65536}`);
+    const addon = guestEv.get('no-vector')!;
+    expect(addon, explain()).to.not.equal(undefined);
+    expect(addon.peer).to.equal(null);
+    expect(addon.reason).to.match(/no vector left/);
+    expect(addon.transport).to.equal('tcp');
+    expect(addon.serverSaw.transport).to.equal('tcp');
+    expect(addon.echoOk).to.equal(true);
+    expect(addon.tail).to.equal(`tail ${65536}`);
   });
 
   it('vectors of processes that were killed are handed out again', function () {
-    const v = guestEv.get('vector-reused')!;
-    expect(v?.transport, explain()).to.equal('shm');
-    expect(v.echoOk).to.equal(true);
-    expect(v.vector).to.be.a('number');
+    const value = guestEv.get('vector-reused')!;
+    expect(value?.transport, explain()).to.equal('shm');
+    expect(value.echoOk).to.equal(true);
+    expect(value.vector).to.be.a('number');
   });
 
   it('a guest client process killed mid-connection: the host side ends within seconds', async function () {
     expect(guestEv.get('victim-connected')?.transport, explain()).to.equal('shm');
-    const acc = hostEv.find((e) => e.ev === 'accepted' && e.id === 2);
+    const acc = hostEv.find((entry) => entry.ev === 'accepted' && entry.id === 2);
     expect(acc?.transport, explain()).to.equal('shm');
-    const end = hostEv.find((e) => e.id === 2 && (e.ev === 'conn-close' || e.ev === 'conn-error'));
+    const end = hostEv.find((entry) => entry.id === 2 && (entry.ev === 'conn-close' || entry.ev === 'conn-error'));
     expect(end, explain()).to.not.equal(undefined);
     const ms = end!.seenAt - guestEv.get('killing-client')!.seenAt;
     expect(ms).to.be.below(5000);
-    const err = hostEv.find((e) => e.id === 2 && e.ev === 'conn-error');
+    const err = hostEv.find((entry) => entry.id === 2 && entry.ev === 'conn-error');
     process.stderr.write(`      guest client SIGKILLed -> host socket ${err ? `error ${err.code}` : 'close'} after ~${ms} ms\n`);
   });
 
   it('a guest server process killed with a connection from the host open: the host side ends within seconds', function () {
-    expect(hostEv.find((e) => e.ev === 'held' && e.tag === 'srv')?.transport, explain()).to.equal('shm');
-    const end = hostEv.find((e) => e.ev === 'held-close' && e.tag === 'srv');
+    expect(hostEv.find((entry) => entry.ev === 'held' && entry.tag === 'srv')?.transport, explain()).to.equal('shm');
+    const end = hostEv.find((entry) => entry.ev === 'held-close' && entry.tag === 'srv');
     expect(end, explain()).to.not.equal(undefined);
     const ms = end!.seenAt - guestEv.get('killing-server')!.seenAt;
     expect(ms).to.be.below(5000);
-    const first = hostEv.find((e) => (e.ev === 'held-end' || e.ev === 'held-error') && e.tag === 'srv');
-    const err = hostEv.find((e) => e.ev === 'held-error' && e.tag === 'srv');
+    const first = hostEv.find((entry) => (entry.ev === 'held-end' || entry.ev === 'held-error') && entry.tag === 'srv');
+    const err = hostEv.find((entry) => entry.ev === 'held-error' && entry.tag === 'srv');
     // allowHalfOpen: the end comes first; a write after it is taken, the next fails.
     if (first?.ev === 'held-end') expect(err?.code, explain()).to.equal('EPIPE');
     process.stderr.write(
@@ -194,9 +194,9 @@ interface StatPeer {
     const closed = guestEv.get('orphan-closed');
     expect(closed?.ev, explain()).to.equal('closed');
     // The host's side of that connection (the fourth the host server accepted) ends too.
-    const acc = hostEv.filter((e) => e.ev === 'accepted');
+    const acc = hostEv.filter((entry) => entry.ev === 'accepted');
     const id = acc[acc.length - 2]?.id; // the last one is the client after the new agent
-    expect(hostEv.some((e) => e.id === id && e.ev === 'conn-close'), explain()).to.equal(true);
+    expect(hostEv.some((entry) => entry.id === id && entry.ev === 'conn-close'), explain()).to.equal(true);
     const ms = closed!.seenAt - guestEv.get('killing-agent')!.seenAt;
     expect(ms).to.be.below(5000);
     expect(guestEv.get('setup-again')?.out).to.match(/agent pid \d+/);
@@ -207,6 +207,6 @@ interface StatPeer {
   });
 
   it('after the guest powered off, the daemon has reaped it and its processes', function () {
-    expect(peersAfter.filter((p) => p.kind === 'guest' || p.kind === 'guest-process'), JSON.stringify(peersAfter)).to.deep.equal([]);
+    expect(peersAfter.filter((peer) => peer.kind === 'guest' || peer.kind === 'guest-process'), JSON.stringify(peersAfter)).to.deep.equal([]);
   });
 });

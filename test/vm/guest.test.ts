@@ -18,7 +18,7 @@ import { HEADER, PEER, PEER_FREE, PEER_JOINING, peerOffset } from '../../src/shm
 import { native } from '../../src/shm/native';
 import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { Handshake, RawClient, mapRegion } from '../helpers/daemon-client';
-import * as X from './exchange';
+import * as elem from './exchange';
 import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
 import { sleep } from '../../tools/kit/wait';
 
@@ -26,21 +26,21 @@ const VECTORS = 2;
 const ROUNDS = 20; // doorbell ping-pong rounds through VFIO interrupts in the guest
 const PROBE = path.join(ROOT, 'dist', 'test', 'vm', 'guest-probe.js');
 
-type Probe = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Probe = Record<string, any>;  
 
 function parseProbe(output: string): Map<string, Probe> {
-  const m = new Map<string, Probe>();
+  const map = new Map<string, Probe>();
   for (const line of output.split('\n')) {
     const i = line.indexOf('ZIVM-PROBE ');
     if (i < 0) continue;
     try {
-      const o = JSON.parse(line.slice(i + 'ZIVM-PROBE '.length)) as Probe;
-      m.set(String(o.what), o);
+      const out = JSON.parse(line.slice(i + 'ZIVM-PROBE '.length)) as Probe;
+      map.set(String(out.what), out);
     } catch {
       /* a line garbled by kernel messages: ignore */
     }
   }
-  return m;
+  return map;
 }
 
 (process.env.ZIVM_VM ? describe : describe.skip)('VM: a QEMU guest in the domain (ivshmem-doorbell)', function () {
@@ -86,7 +86,7 @@ function parseProbe(output: string): Map<string, Probe> {
     client = RawClient.connect(sock);
     hs = client.handshake(VECTORS);
     timings.daemon = Date.now() - t1;
-    const n = native();
+    const addon = native();
     const { region, i32, g } = mapRegion(hs.shmFd);
     const u8 = new Uint8Array(region.buffer);
     host.nonce = i32[HEADER.NONCE] >>> 0;
@@ -95,13 +95,13 @@ function parseProbe(output: string): Map<string, Probe> {
     host.guestSeed = crypto.randomBytes(4).readUInt32LE(0) || 2;
 
     // Before the guest: the host's message and block in the scratch area.
-    const base = X.scratchOffset(g);
-    const w = new Int32Array(region.buffer, base, 2);
-    const s8 = u8.subarray(base, base + X.SCRATCH_SIZE);
-    s8.set(X.pattern(host.seed), X.HOST_BLOCK);
-    X.writeMsg(s8, X.HOST_MSG, `host->guest nonce=${host.nonce} seed=${host.seed}`);
-    Atomics.store(w, X.W_GUEST, 0);
-    Atomics.store(w, X.W_HOST, X.HOST_WROTE);
+    const base = elem.scratchOffset(g);
+    const write = new Int32Array(region.buffer, base, 2);
+    const s8 = u8.subarray(base, base + elem.SCRATCH_SIZE);
+    s8.set(elem.pattern(host.seed), elem.HOST_BLOCK);
+    elem.writeMsg(s8, elem.HOST_MSG, `host->guest nonce=${host.nonce} seed=${host.seed}`);
+    Atomics.store(write, elem.W_GUEST, 0);
+    Atomics.store(write, elem.W_HOST, elem.HOST_WROTE);
 
     const t2 = Date.now();
     const guest = startGuest({
@@ -120,14 +120,14 @@ function parseProbe(output: string): Map<string, Probe> {
     // The host side of the exchange, while the guest runs. Our doorbells are watched
     // with the project's Poller; in the ping-pong phase each one is answered at once.
     const pollers = hs.own.map(
-      (fd, v) =>
-        new n.Poller(
+      (fd, value) =>
+        new addon.Poller(
           fd,
           () => {
-            host.doorbells[v] += n.drain(fd);
-            if (v === 0 && Atomics.load(w, X.W_GUEST) === X.GUEST_PINGPONG && host.guestFds.length) {
+            host.doorbells[value] += addon.drain(fd);
+            if (value === 0 && Atomics.load(write, elem.W_GUEST) === elem.GUEST_PINGPONG && host.guestFds.length) {
               host.pongs++;
-              n.notify(host.guestFds[0]);
+              addon.notify(host.guestFds[0]);
             }
           },
           false,
@@ -136,40 +136,40 @@ function parseProbe(output: string): Map<string, Probe> {
     let replied = false;
     const poll = () => {
       for (;;) {
-        const r = n.recvMsg(client!.fd);
-        if (r === null || r === false) break;
-        if (r[1] >= 0) client!.received.push(r[1]);
-        host.messages.push([r[0], r[1]]);
-        if (r[1] >= 0 && r[0] !== hs.id) {
-          if (host.joinedId < 0) host.joinedId = r[0];
-          if (r[0] === host.joinedId) host.guestFds.push(r[1]);
-        } else if (r[1] < 0 && r[0] === host.joinedId) host.left = true;
+        const res = addon.recvMsg(client!.fd);
+        if (res === null || res === false) break;
+        if (res[1] >= 0) client!.received.push(res[1]);
+        host.messages.push([res[0], res[1]]);
+        if (res[1] >= 0 && res[0] !== hs.id) {
+          if (host.joinedId < 0) host.joinedId = res[0];
+          if (res[0] === host.joinedId) host.guestFds.push(res[1]);
+        } else if (res[1] < 0 && res[0] === host.joinedId) host.left = true;
       }
       if (host.joinedId >= 0 && !host.left) {
         const pw = peerOffset(g, host.joinedId) >> 2;
         host.peerWhileRunning = { state: Atomics.load(i32, pw + PEER.STATE), pid: Atomics.load(i32, pw + PEER.PID) };
       }
-      if (!replied && Atomics.load(w, X.W_GUEST) >= X.GUEST_WROTE) {
+      if (!replied && Atomics.load(write, elem.W_GUEST) >= elem.GUEST_WROTE) {
         replied = true;
-        host.guestMessage = X.readMsg(s8, X.GUEST_MSG);
-        host.guestBlockOk = Buffer.compare(Buffer.from(s8.subarray(X.GUEST_BLOCK, X.GUEST_BLOCK + X.BLOCK)), X.pattern(host.guestSeed)) === 0;
-        X.writeMsg(s8, X.HOST_MSG, `host->guest reply: got "${host.guestMessage}" block=${host.guestBlockOk ? 'ok' : 'BAD'}`);
-        Atomics.store(w, X.W_HOST, X.HOST_REPLIED);
+        host.guestMessage = elem.readMsg(s8, elem.GUEST_MSG);
+        host.guestBlockOk = Buffer.compare(Buffer.from(s8.subarray(elem.GUEST_BLOCK, elem.GUEST_BLOCK + elem.BLOCK)), elem.pattern(host.guestSeed)) === 0;
+        elem.writeMsg(s8, elem.HOST_MSG, `host->guest reply: got "${host.guestMessage}" block=${host.guestBlockOk ? 'ok' : 'BAD'}`);
+        Atomics.store(write, elem.W_HOST, elem.HOST_REPLIED);
         // Ring every vector of the guest (the fds QEMU's join announced, in vector order).
         if (host.guestFds.length !== VECTORS) host.errors.push(`guest announced ${host.guestFds.length} doorbells, expected ${VECTORS}`);
-        for (const fd of host.guestFds) n.notify(fd);
+        for (const fd of host.guestFds) addon.notify(fd);
       }
-      if (!host.rangAgain && Atomics.load(w, X.W_GUEST) === X.GUEST_IRQ_READY) {
+      if (!host.rangAgain && Atomics.load(write, elem.W_GUEST) === elem.GUEST_IRQ_READY) {
         host.rangAgain = true;
-        for (const fd of host.guestFds) n.notify(fd);
-        Atomics.store(w, X.W_HOST, X.HOST_RANG);
+        for (const fd of host.guestFds) addon.notify(fd);
+        Atomics.store(write, elem.W_HOST, elem.HOST_RANG);
       }
     };
     const timer = setInterval(() => {
       try {
         poll();
-      } catch (e) {
-        host.errors.push((e as Error).message);
+      } catch (err) {
+        host.errors.push((err as Error).message);
       }
     }, 5);
     result = await guest.done;
@@ -179,7 +179,7 @@ function parseProbe(output: string): Map<string, Probe> {
     while (!host.left && Date.now() - t3 < 5000) await sleep(10);
     clearInterval(timer);
     poll();
-    for (const p of pollers) p.close();
+    for (const part of pollers) part.close();
     if (host.joinedId >= 0) host.peerAfter = { state: Atomics.load(i32, (peerOffset(g, host.joinedId) >> 2) + PEER.STATE) };
     probe = parseProbe(result.output);
     region.close();
@@ -209,16 +209,16 @@ function parseProbe(output: string): Map<string, Probe> {
   it('the guest sees the ivshmem device and maps the same region (header nonce and daemon pid)', function () {
     const devs = probe.get('devices');
     expect(devs?.ivshmem, explain()).to.have.length(1);
-    const h = probe.get('header');
-    expect(h, explain()).to.not.equal(undefined);
-    expect(h!.magic).to.deep.equal(['4d56495a', '4e474552']);
-    expect(h!.version).to.equal(1);
-    expect(h!.nonce).to.equal(host.nonce);
-    expect(h!.daemonPid).to.equal(host.daemonPid);
-    expect(h!.daemonPid).to.equal(server!.child.pid);
-    expect(h!.size).to.equal(64 << 20);
-    expect(h!.mapped).to.equal(64 << 20);
-    expect(h!.vectors).to.equal(VECTORS);
+    const holder = probe.get('header');
+    expect(holder, explain()).to.not.equal(undefined);
+    expect(holder!.magic).to.deep.equal(['4d56495a', '4e474552']);
+    expect(holder!.version).to.equal(1);
+    expect(holder!.nonce).to.equal(host.nonce);
+    expect(holder!.daemonPid).to.equal(host.daemonPid);
+    expect(holder!.daemonPid).to.equal(server!.child.pid);
+    expect(holder!.size).to.equal(64 << 20);
+    expect(holder!.mapped).to.equal(64 << 20);
+    expect(holder!.vectors).to.equal(VECTORS);
   });
 
   it('the daemon admitted QEMU as a peer: the host was told, and the peer table has its pid', function () {
@@ -231,7 +231,7 @@ function parseProbe(output: string): Map<string, Probe> {
   it('bytes go both ways through the region', function () {
     const from = probe.get('from-host');
     expect(from?.message, explain()).to.equal(`host->guest nonce=${host.nonce} seed=${host.seed}`);
-    expect(from!.blockSha256).to.equal(X.sha256(X.pattern(host.seed)));
+    expect(from!.blockSha256).to.equal(elem.sha256(elem.pattern(host.seed)));
     expect(host.guestMessage, explain()).to.equal(`guest->host ivposition=${host.joinedId} nonce=${host.nonce} seed=${host.guestSeed}`);
     expect(host.guestBlockOk).to.equal(true);
     expect(probe.get('reply')?.message).to.equal(`host->guest reply: got "${host.guestMessage}" block=ok`);
@@ -239,24 +239,24 @@ function parseProbe(output: string): Map<string, Probe> {
 
   it("the guest rings the host's doorbells, per vector (BAR0 Doorbell register)", function () {
     // vector v was rung v+1 times (and vector 0 once more per ping-pong round); an eventfd adds them up.
-    expect(host.doorbells, explain()).to.deep.equal(Array.from({ length: VECTORS }, (_, v) => v + 1 + (v === 0 ? ROUNDS : 0)));
+    expect(host.doorbells, explain()).to.deep.equal(Array.from({ length: VECTORS }, (_, value) => value + 1 + (value === 0 ? ROUNDS : 0)));
   });
 
   it("the host rings the guest's vectors: QEMU marks them pending (MSI-X masked, no driver yet)", function () {
-    const m = probe.get('msix');
-    expect(m?.cap, explain()).to.be.greaterThan(0);
-    expect(m!.tableSize).to.equal(VECTORS);
-    expect(m!.pendingBefore).to.equal(0);
-    const r = probe.get('reply');
-    expect(r?.pending, explain()).to.equal((1 << VECTORS) - 1);
+    const msg = probe.get('msix');
+    expect(msg?.cap, explain()).to.be.greaterThan(0);
+    expect(msg!.tableSize).to.equal(VECTORS);
+    expect(msg!.pendingBefore).to.equal(0);
+    const res = probe.get('reply');
+    expect(res?.pending, explain()).to.equal((1 << VECTORS) - 1);
   });
 
   it('the guest can bind the device to vfio-pci (own IOMMU group, /dev/vfio node)', function () {
-    const v = probe.get('vfio');
-    expect(v?.error, explain()).to.equal(undefined);
-    expect(v!.driver).to.equal('vfio-pci');
-    expect(v!.groupDevices).to.deep.equal([probe.get('pci')!.dev]);
-    expect(v!.dev).to.equal(`/dev/vfio/${v!.group}`);
+    const value = probe.get('vfio');
+    expect(value?.error, explain()).to.equal(undefined);
+    expect(value!.driver).to.equal('vfio-pci');
+    expect(value!.groupDevices).to.deep.equal([probe.get('pci')!.dev]);
+    expect(value!.dev).to.equal(`/dev/vfio/${value!.group}`);
   });
 
   it('real interrupts in the guest: the addon opens the device through VFIO, MSI-X eventfds watched with the Poller fire when the host rings', function () {
@@ -269,13 +269,13 @@ function parseProbe(output: string): Map<string, Probe> {
     expect(irq!.magic, 'BAR2 mapped through the VFIO device fd').to.deep.equal(['4d56495a', '4e474552']);
     expect(irq!.nonce, 'the same region through VFIO').to.equal(host.nonce);
     expect(irq!.vectors).to.equal(VECTORS);
-    expect(irq!.hostStateViaVfio).to.equal(X.HOST_REPLIED);
+    expect(irq!.hostStateViaVfio).to.equal(elem.HOST_REPLIED);
     expect(irq!.ivPosition, 'IVPosition read through the device fd').to.equal(host.joinedId);
     expect(irq!.command & 0x6, 'memory space and bus master on').to.equal(0x6);
     expect(irq!.msixCount).to.equal(VECTORS);
     expect(host.rangAgain).to.equal(true);
     expect(irq!.counts).to.have.length(VECTORS);
-    for (const c of irq!.counts as number[]) expect(c).to.be.greaterThan(0);
+    for (const count of irq!.counts as number[]) expect(count).to.be.greaterThan(0);
     expect(irq!.rounds).to.equal(ROUNDS);
     expect(host.pongs).to.equal(ROUNDS);
     expect(irq!.closed, 'MSI-X off, device, group and container closed').to.equal(true);

@@ -36,25 +36,25 @@ const report = reporter('ZIVM-NET ');
 async function host(argv: string[]): Promise<void> {
   const port = Number(arg(argv, '--port'));
   let conns = 0;
-  await echoServer(port, (s) => {
+  await echoServer(port, (subject) => {
     const id = ++conns;
-    const t = Date.now();
+    const time = Date.now();
     let bytes = 0;
-    say({ ev: 'accepted', id, transport: s.transport, remoteAddress: s.remoteAddress });
-    s.on('data', (d: Buffer) => {
-      bytes += d.length;
+    say({ ev: 'accepted', id, transport: subject.transport, remoteAddress: subject.remoteAddress });
+    subject.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
     });
-    s.on('error', (e: Error & { code?: string }) => say({ ev: 'conn-error', id, code: e.code ?? null, message: e.message, bytes, at: Date.now(), ms: Date.now() - t }));
-    s.on('close', () => say({ ev: 'conn-close', id, bytes, at: Date.now(), ms: Date.now() - t }));
+    subject.on('error', (err: Error & { code?: string }) => say({ ev: 'conn-error', id, code: err.code ?? null, message: err.message, bytes, at: Date.now(), ms: Date.now() - time }));
+    subject.on('close', () => say({ ev: 'conn-close', id, bytes, at: Date.now(), ms: Date.now() - time }));
   });
-  const d = require('../../src/shm/domain').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
-  say({ ev: 'listening', port, peer: d?.id ?? null });
+  const data = require('../../src/shm/domain').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
+  say({ ev: 'listening', port, peer: data?.id ?? null });
   new Commands()
-    .on('refused', (m) => void refused(m.host, m.port).then((r) => say({ ev: 'refused', ...r })))
-    .on('connect', (m) =>
-      void echoClient(m.host, m.port, m.bytes, m.rounds).then(
-        (r) => say({ ev: 'client', ...r }),
-        (e: Error & { code?: string }) => say({ ev: 'client', error: e.message, code: e.code ?? null }),
+    .on('refused', (msg) => void refused(msg.host, msg.port).then((res) => say({ ev: 'refused', ...res })))
+    .on('connect', (msg) =>
+      void echoClient(msg.host, msg.port, msg.bytes, msg.rounds).then(
+        (res) => say({ ev: 'client', ...res }),
+        (err: Error & { code?: string }) => say({ ev: 'client', error: err.message, code: err.code ?? null }),
       ),
     );
 }
@@ -80,8 +80,8 @@ async function guest(argv: string[]): Promise<void> {
   // 1. Guest client -> host server.
   try {
     report('to-host', await echoClient(hostAddr, port, bytes, rounds));
-  } catch (e) {
-    report('to-host', { error: (e as Error).message });
+  } catch (err) {
+    report('to-host', { error: (err as Error).message });
   }
 
   // 2. Nobody listens there.
@@ -90,14 +90,14 @@ async function guest(argv: string[]): Promise<void> {
   // 3. Guest server <- host client: serve one connection to its end.
   let srv: Any;
   await new Promise<void>((resolve, reject) => {
-    echoServer(guestPort, (s) => {
-      report('accepted', { transport: s.transport, remoteAddress: s.remoteAddress });
-      s.once('close', () => {
+    echoServer(guestPort, (subject2) => {
+      report('accepted', { transport: subject2.transport, remoteAddress: subject2.remoteAddress });
+      subject2.once('close', () => {
         srv.close();
         resolve();
       });
-    }).then((x) => {
-      srv = x;
+    }).then((elem) => {
+      srv = elem;
       report('listening', { port: guestPort });
     }, reject);
   });
@@ -105,40 +105,40 @@ async function guest(argv: string[]): Promise<void> {
   // 4. A connection to a second host peer, which the test kills: the daemon's reap
   //    flags the slot and wakes us through QEMU (vector 0).
   if (victimAddr) {
-    const v = zivm().connect({ host: victimAddr, port: victimPort });
+    const value = zivm().connect({ host: victimAddr, port: victimPort });
     await new Promise<void>((resolve, reject) => {
-      v.once('connect', () => v.write('hello'));
-      v.once('data', () => resolve());
-      v.once('error', reject);
+      value.once('connect', () => value.write('hello'));
+      value.once('data', () => resolve());
+      value.once('error', reject);
     });
-    const t = Date.now();
+    const time = Date.now();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
-        report('victim-gone', { error: 'hung', ms: Date.now() - t });
-        v.destroy();
+        report('victim-gone', { error: 'hung', ms: Date.now() - time });
+        value.destroy();
         resolve();
       }, 20000);
       let code: string | null = null;
-      v.on('error', (e: Error & { code?: string }) => (code = e.code ?? e.message));
-      v.on('end', () => undefined);
-      v.once('close', () => {
+      value.on('error', (err: Error & { code?: string }) => (code = err.code ?? err.message));
+      value.on('end', () => undefined);
+      value.once('close', () => {
         clearTimeout(timer);
-        report('victim-gone', { code, ms: Date.now() - t });
+        report('victim-gone', { code, ms: Date.now() - time });
         resolve();
       });
-      v.resume();
-      report('victim-connected', { transport: v.transport });
+      value.resume();
+      report('victim-connected', { transport: value.transport });
     });
   }
 
   // 5. A connection to the host, then power off with it open.
-  const s = zivm().connect({ host: hostAddr, port });
+  const subject = zivm().connect({ host: hostAddr, port });
   await new Promise<void>((resolve, reject) => {
-    s.once('connect', () => s.write('still here'));
-    s.once('data', () => resolve());
-    s.once('error', reject);
+    subject.once('connect', () => subject.write('still here'));
+    subject.once('data', () => resolve());
+    subject.once('error', reject);
   });
-  report('powering-off', { transport: s.transport });
+  report('powering-off', { transport: subject.transport });
   powerOff();
   await sleep(60000);
 }

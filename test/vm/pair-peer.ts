@@ -48,12 +48,12 @@ async function halfCloseTest(mod: Any, host: string, port: number, tag: string, 
   const t0 = now();
   const closed = await new Promise<{ hadError: boolean; error?: string }>((resolve) => {
     let error: string | undefined;
-    s.on('data', (d: Buffer) => {
+    s.on('data', (chunk: Buffer) => {
       firstAfterEnd ??= s.writableEnded;
-      chunks.push(d);
+      chunks.push(chunk);
     });
     s.once('end', () => (endedAt = now()));
-    s.on('error', (e: Error & { code?: string }) => (error = e.code ?? e.message));
+    s.on('error', (err: Error & { code?: string }) => (error = err.code ?? err.message));
     s.once('close', (hadError: boolean) => resolve({ hadError, error }));
     s.end(data);
   });
@@ -76,54 +76,54 @@ async function halfCloseTest(mod: Any, host: string, port: number, tag: string, 
 }
 
 /** The client tests against `peer`, each reported as `what` with `from` (our address). */
-async function clientTests(peer: string, o: PairOptions): Promise<void> {
-  const from = o.addr;
-  const run = async (what: string, f: () => Promise<Res>) => {
+async function clientTests(peer: string, out: PairOptions): Promise<void> {
+  const from = out.addr;
+  const run = async (what: string, fn: () => Promise<Res>) => {
     try {
-      report(what, { from, to: peer, ...(await f()) });
-    } catch (e) {
-      report(what, { from, to: peer, error: (e as Error).message, code: (e as Error & { code?: string }).code ?? null });
+      report(what, { from, to: peer, ...(await fn()) });
+    } catch (err) {
+      report(what, { from, to: peer, error: (err as Error).message, code: (err as Error & { code?: string }).code ?? null });
     }
   };
-  await run('echo', () => echoTest(zivm(), peer, o.port, `echo-${from}`, o.bytes, o.rounds));
-  await run('plain', () => echoTest(nodeNet, peer, o.tcpPort, `plain-${from}`, o.tcpBytes, o.rounds));
-  await run('half', () => halfCloseTest(zivm(), peer, o.port, `half-${from}`, o.halfBytes, o.tail));
-  await run('refused', () => refused(peer, o.refusedPort));
+  await run('echo', () => echoTest(zivm(), peer, out.port, `echo-${from}`, out.bytes, out.rounds));
+  await run('plain', () => echoTest(nodeNet, peer, out.tcpPort, `plain-${from}`, out.tcpBytes, out.rounds));
+  await run('half', () => halfCloseTest(zivm(), peer, out.port, `half-${from}`, out.halfBytes, out.tail));
+  await run('refused', () => refused(peer, out.refusedPort));
 }
 
 // ---- roles -----------------------------------------------------------------------------
 
 async function client(argv: string[]): Promise<void> {
-  const o = pairOptions(argv);
+  const out = pairOptions(argv);
   const peer = arg(argv, '--peer');
-  pairSetup(o.addr);
-  await startServers(o.port, o.tcpPort, o.tail);
-  const ctrl = await ctrlConnect(peer, o.ctrlPort);
+  pairSetup(out.addr);
+  await startServers(out.port, out.tcpPort, out.tail);
+  const ctrl = await ctrlConnect(peer, out.ctrlPort);
   // This guest -> the other.
-  await clientTests(peer, o);
+  await clientTests(peer, out);
   // The other guest -> this one.
-  await ctrl.ask({ cmd: 'client', peer: o.addr });
+  await ctrl.ask({ cmd: 'client', peer: out.addr });
   // A process of this guest, connected to the other guest's zivm server, is killed.
-  await killedProcess(peer, o.port, `victim-${o.addr}`);
+  await killedProcess(peer, out.port, `victim-${out.addr}`);
   // A zivm connection to the other guest, which then powers off with it open.
-  const { s } = await open(zivm(), peer, o.port, 'E', `poweroff-${o.addr}`);
+  const { s } = await open(zivm(), peer, out.port, 'E', `poweroff-${out.addr}`);
   await pingPong(s, 3, Buffer.from('still here'));
   report('pre-poweroff', sockInfo(s));
   const gone = new Promise<Res>((resolve) => {
     let code: string | null = null;
-    let t = 0;
+    let time = 0;
     const timer = setTimeout(() => {
       s.destroy();
-      resolve({ error: 'hung', ms: now() - t });
+      resolve({ error: 'hung', ms: now() - time });
     }, 20000);
-    s.on('error', (e: Error & { code?: string }) => (code = e.code ?? e.message));
+    s.on('error', (err: Error & { code?: string }) => (code = err.code ?? err.message));
     s.on('end', () => undefined);
     s.once('close', () => {
       clearTimeout(timer);
-      resolve({ code, ms: now() - t });
+      resolve({ code, ms: now() - time });
     });
     s.resume();
-    t = now();
+    time = now();
     ctrl.send({ cmd: 'poweroff' });
   });
   report('peer-gone', { transport: s.transport, ...(await gone) });
@@ -136,18 +136,18 @@ async function client(argv: string[]): Promise<void> {
  * The other guest reports how its side of that connection ended (tag `tag`).
  */
 async function killedProcess(peer: string, port: number, tag: string): Promise<void> {
-  const v = spawnNode(__filename, ['victim', '--peer', peer, '--port', String(port), '--tag', tag], { name: 'victim', stdin: false, stderr: 'inherit', timeoutMs: Infinity });
+  const value = spawnNode(__filename, ['victim', '--peer', peer, '--port', String(port), '--tag', tag], { name: 'victim', stdin: false, stderr: 'inherit', timeoutMs: Infinity });
   let info: Res;
   try {
-    info = await v.next();
-  } catch (e) {
-    info = { error: (e as Error).message };
+    info = await value.next();
+  } catch (err) {
+    info = { error: (err as Error).message };
   }
   report('victim-connected', { tag, ...info });
   await sleep(300);
   report('killing-victim', { tag });
-  v.kill('SIGKILL');
-  await v.exited;
+  value.kill('SIGKILL');
+  await value.exited;
   await sleep(1000);
 }
 

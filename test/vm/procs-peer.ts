@@ -28,36 +28,36 @@ const report = reporter('ZIVM-PROCS ');
 
 async function host(argv: string[]): Promise<void> {
   const port = Number(arg(argv, '--port'));
-  await tailServer(port, (s, id) => {
-    say({ ev: 'accepted', id, transport: s.transport, remoteAddress: s.remoteAddress });
-    s.on('error', (e: Any) => say({ ev: 'conn-error', id, code: e.code ?? null }));
-    s.on('close', () => say({ ev: 'conn-close', id }));
+  await tailServer(port, (subject, id) => {
+    say({ ev: 'accepted', id, transport: subject.transport, remoteAddress: subject.remoteAddress });
+    subject.on('error', (err: Any) => say({ ev: 'conn-error', id, code: err.code ?? null }));
+    subject.on('close', () => say({ ev: 'conn-close', id }));
   });
   say({ ev: 'listening', port });
   const held: Any[] = [];
   new Commands()
-    .on('hold', (m) => {
-      const s = zivm().connect({ host: m.host, port: m.port, allowHalfOpen: true });
-      held.push(s);
-      s.on('connect', () => {
-        say({ ev: 'held', tag: m.tag, transport: s.transport });
-        s.write('ping');
+    .on('hold', (msg) => {
+      const subject = zivm().connect({ host: msg.host, port: msg.port, allowHalfOpen: true });
+      held.push(subject);
+      subject.on('connect', () => {
+        say({ ev: 'held', tag: msg.tag, transport: subject.transport });
+        subject.write('ping');
       });
-      s.once('data', () => say({ ev: 'held-data', tag: m.tag }));
-      s.on('error', (e: Any) => say({ ev: 'held-error', tag: m.tag, code: e.code ?? null }));
-      s.on('end', () => {
+      subject.once('data', () => say({ ev: 'held-data', tag: msg.tag }));
+      subject.on('error', (err: Any) => say({ ev: 'held-error', tag: msg.tag, code: err.code ?? null }));
+      subject.on('end', () => {
         // The guest side is gone: as over TCP, the first write is taken (the peer would answer
         // it with a reset), the next fails with EPIPE and the socket closes.
-        say({ ev: 'held-end', tag: m.tag });
-        s.write('anyone there?');
-        setTimeout(() => s.write('hello?'), 100);
+        say({ ev: 'held-end', tag: msg.tag });
+        subject.write('anyone there?');
+        setTimeout(() => subject.write('hello?'), 100);
       });
-      s.on('close', () => say({ ev: 'held-close', tag: m.tag }));
+      subject.on('close', () => say({ ev: 'held-close', tag: msg.tag }));
     })
-    .on('tail', (m) => {
-      tailClient(m.host, m.port, 1 << 20).then(
-        (r) => say({ ev: 'tail', ...r }),
-        (e: Any) => say({ ev: 'tail', error: e.message, code: e.code ?? null }),
+    .on('tail', (msg) => {
+      tailClient(msg.host, msg.port, 1 << 20).then(
+        (res) => say({ ev: 'tail', ...res }),
+        (err: Any) => say({ ev: 'tail', error: err.message, code: err.code ?? null }),
       );
     });
 }
@@ -104,13 +104,13 @@ async function guest(argv: string[]): Promise<void> {
 
   // 3. With vectors=4: the server and three holders take them all; a fifth process finds none left.
   const holders = [child('idle', []), child('idle', []), child('idle', [])];
-  for (const h of holders) report('holder', await h.next());
+  for (const holder of holders) report('holder', await holder.next());
   const extra = child('client', ['--host', '127.0.0.1', '--port', String(guestPort), '--bytes', '65536']);
   report('no-vector', { ...(await extra.next()), serverSaw: await server.next() });
   extra.proc.stdin!.end();
   await extra.exited;
-  for (const h of holders) h.proc.kill('SIGKILL');
-  await Promise.all(holders.map((h) => h.exited));
+  for (const holder of holders) holder.proc.kill('SIGKILL');
+  await Promise.all(holders.map((holder) => holder.exited));
   // Their vectors are free again.
   const again = child('client', ['--host', '127.0.0.1', '--port', String(guestPort), '--bytes', '65536']);
   report('vector-reused', { ...(await again.next()), serverSaw: await server.next() });
@@ -158,36 +158,36 @@ async function guest(argv: string[]): Promise<void> {
 /** The steps' processes (see guest()); each says what it is in the domain (membership()). */
 async function childMain(role: string, argv: string[]): Promise<void> {
   if (role === 'server') {
-    await tailServer(Number(arg(argv, '--port')), (s) => {
-      say({ ev: 'accepted', transport: s.transport, remoteAddress: s.remoteAddress });
+    await tailServer(Number(arg(argv, '--port')), (subject) => {
+      say({ ev: 'accepted', transport: subject.transport, remoteAddress: subject.remoteAddress });
     });
     say({ ev: 'listening', ...membership() });
     await stdinClosed();
     return;
   }
   if (role === 'client') {
-    const r = await tailClient(arg(argv, '--host'), Number(arg(argv, '--port')), Number(arg(argv, '--bytes')));
-    say({ ...r, ...membership() });
+    const res = await tailClient(arg(argv, '--host'), Number(arg(argv, '--port')), Number(arg(argv, '--bytes')));
+    say({ ...res, ...membership() });
     await stdinClosed();
     return;
   }
   if (role === 'idle') {
     // Joins the domain (a listener makes it a member) and waits.
-    await new Promise<void>((r) => zivm().createServer().listen(0, '127.0.0.1', r));
+    await new Promise<void>((resolve) => zivm().createServer().listen(0, '127.0.0.1', resolve));
     say({ ev: 'idle', ...membership() });
     await stdinClosed();
     return;
   }
   if (role === 'hold') {
-    const s = zivm().connect({ host: arg(argv, '--host'), port: Number(arg(argv, '--port')) });
+    const subject = zivm().connect({ host: arg(argv, '--host'), port: Number(arg(argv, '--port')) });
     let code: string | null = null;
-    s.on('error', (e: Any) => (code = e.code ?? e.message));
-    await new Promise<void>((r) => s.once('connect', r));
-    s.write('hello');
-    await new Promise<void>((r) => s.once('data', () => r()));
-    say({ transport: s.transport, ...membership() });
-    s.resume();
-    s.once('close', () => say({ ev: 'closed', code }));
+    subject.on('error', (err: Any) => (code = err.code ?? err.message));
+    await new Promise<void>((resolve) => subject.once('connect', resolve));
+    subject.write('hello');
+    await new Promise<void>((resolve) => subject.once('data', () => resolve()));
+    say({ transport: subject.transport, ...membership() });
+    subject.resume();
+    subject.once('close', () => say({ ev: 'closed', code }));
     await stdinClosed();
     return;
   }
@@ -196,7 +196,7 @@ async function childMain(role: string, argv: string[]): Promise<void> {
 
 if (require.main === module) {
   runRoles(
-    { host, guest, child: (a) => childMain(a[0], a.slice(1)) },
+    { host, guest, child: (args) => childMain(args[0], args.slice(1)) },
     { usage: 'usage: procs-peer.js host|guest|child ...', report, reporting: ['guest'], stays: ['host'] },
   );
 }

@@ -9,8 +9,8 @@ import type { Json } from './proc';
 export type { Json };
 
 /** Prints one JSON line on stdout. */
-export function say(v: object): void {
-  process.stdout.write(`${JSON.stringify(v)}\n`);
+export function say(value: object): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
 }
 
 /** Commands from the parent, one JSON line each on stdin (`{"cmd": NAME, ...}`); the process exits when stdin closes. */

@@ -34,8 +34,8 @@ export interface ServerProc {
 
 function collect(child: ChildProcess): { out: { stdout: string; stderr: string }; exited: Promise<Exit> } {
   const out = { stdout: '', stderr: '' };
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (out.stderr += d));
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (out.stdout += chunk));
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (out.stderr += chunk));
   const exited = new Promise<Exit>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   return { out, exited };
 }
@@ -52,20 +52,20 @@ export async function startServer(socket: string, args: string[] = [], env: Node
   });
   const { out, exited } = collect(child);
   let done: Exit | undefined;
-  void exited.then((e) => (done = e));
+  void exited.then((entry) => (done = entry));
   const stop = async (graceMs = 3000): Promise<Exit> => {
     if (done) return done;
     killQuiet(child.pid, 'SIGTERM');
-    const t = setTimeout(() => killQuiet(child.pid, 'SIGKILL'), graceMs);
-    const e = await exited;
-    clearTimeout(t);
-    return e;
+    const timer = setTimeout(() => killQuiet(child.pid, 'SIGKILL'), graceMs);
+    const entry = await exited;
+    clearTimeout(timer);
+    return entry;
   };
   try {
     await until(() => out.stdout.includes('listening') || done !== undefined, timeoutMs, 'the server to listen');
-  } catch (e) {
+  } catch (err) {
     await stop();
-    throw e;
+    throw err;
   }
   if (done) throw new Error(`server exited early (${JSON.stringify(done)}): ${out.stderr}`);
   return { child, socket, out, exited, stop };
@@ -75,8 +75,8 @@ export async function startServer(socket: string, args: string[] = [], env: Node
 export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 8000): Promise<Exit & { stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const { out, exited } = collect(child);
-  const t = setTimeout(() => killQuiet(child.pid, 'SIGKILL'), timeoutMs);
-  const e = await exited;
-  clearTimeout(t);
-  return { ...e, ...out };
+  const timer = setTimeout(() => killQuiet(child.pid, 'SIGKILL'), timeoutMs);
+  const entry = await exited;
+  clearTimeout(timer);
+  return { ...entry, ...out };
 }

@@ -10,10 +10,10 @@ import fs from 'node:fs';
 export function loBytes(): number {
   const text = fs.readFileSync('/proc/net/dev', 'utf8');
   for (const line of text.split('\n')) {
-    const m = /^\s*lo:\s*(.*)$/.exec(line);
-    if (m) {
-      const f = m[1].trim().split(/\s+/).map(Number);
-      return f[0] + f[8];
+    const match = /^\s*lo:\s*(.*)$/.exec(line);
+    if (match) {
+      const fd = match[1].trim().split(/\s+/).map(Number);
+      return fd[0] + fd[8];
     }
   }
   throw new Error('no lo interface in /proc/net/dev');

@@ -14,7 +14,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import readline from 'node:readline';
 
-export type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type Json = Record<string, any>;  
 
 export interface Exit {
   code: number | null;
@@ -62,13 +62,13 @@ export class Proc {
   private readonly wake = new Set<() => void>();
   private readonly timeoutMs: number;
 
-  constructor(file: string, args: string[], o: ProcOptions = {}) {
-    this.name = o.name ?? [file, args[0]].filter(Boolean).join(' ');
-    this.timeoutMs = o.timeoutMs ?? 30000;
+  constructor(file: string, args: string[], out: ProcOptions = {}) {
+    this.name = out.name ?? [file, args[0]].filter(Boolean).join(' ');
+    this.timeoutMs = out.timeoutMs ?? 30000;
     this.proc = spawn(file, args, {
-      env: o.env ?? process.env,
-      cwd: o.cwd,
-      stdio: [o.stdin === false ? 'ignore' : 'pipe', 'pipe', o.stderr ?? 'pipe'],
+      env: out.env ?? process.env,
+      cwd: out.cwd,
+      stdio: [out.stdin === false ? 'ignore' : 'pipe', 'pipe', out.stderr ?? 'pipe'],
     });
     live.add(this);
     // Signals sent on purpose, by whatever path (kill(), stop(), killAll(), proc.kill()): a death by another is a crash.
@@ -80,42 +80,42 @@ export class Proc {
     this.proc.stdin?.on('error', () => {
       /* the child went away: its exit says so */
     });
-    this.proc.stderr?.setEncoding('utf8').on('data', (d: string) => (this.err = capped(this.err + d)));
-    const onText = o.onText ?? ((line: string) => (this.err = capped(`${this.err}${line}\n`)));
+    this.proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => (this.err = capped(this.err + chunk)));
+    const onText = out.onText ?? ((line: string) => (this.err = capped(`${this.err}${line}\n`)));
     const rl = readline.createInterface({ input: this.proc.stdout! });
     const stdoutEnded = new Promise<void>((resolve) => rl.once('close', resolve));
     rl.on('line', (line) => {
-      let v: unknown;
+      let value: unknown;
       try {
-        v = JSON.parse(line);
+        value = JSON.parse(line);
       } catch {
-        v = undefined;
+        value = undefined;
       }
-      if (v === null || typeof v !== 'object') return onText(line);
-      if (o.stamp) (v as Json).seenAt = Date.now();
-      this.lines.push(v as Json);
-      for (const w of [...this.wake]) w();
+      if (value === null || typeof value !== 'object') return onText(line);
+      if (out.stamp) (value as Json).seenAt = Date.now();
+      this.lines.push(value);
+      for (const write of [...this.wake]) write();
     });
     let settle: (e: Exit) => void = () => undefined;
     this.exited = new Promise((resolve) => (settle = resolve));
     const ended = (code: number | null, signal: NodeJS.Signals | null): void => {
       live.delete(this);
-      if (signal && !this.sent.has(signal)) o.crashes?.push(`${this.name} died of ${signal}; stderr:\n${this.err.slice(-2000)}`);
+      if (signal && !this.sent.has(signal)) out.crashes?.push(`${this.name} died of ${signal}; stderr:\n${this.err.slice(-2000)}`);
       // The last stdout lines come through before the end is declared (but a
       // process it left behind may hold stdout open: not longer than a second).
       const end = (): void => {
         clearTimeout(grace);
         if (this.done) return;
         this.done = true;
-        for (const w of [...this.wake]) w();
+        for (const write of [...this.wake]) write();
         settle({ code, signal });
       };
       const grace = setTimeout(end, 1000);
       void stdoutEnded.then(() => setImmediate(end));
     };
     this.proc.on('exit', ended);
-    this.proc.on('error', (e) => {
-      this.err = capped(`${this.err}[${file}: ${e.message}]\n`);
+    this.proc.on('error', (err) => {
+      this.err = capped(`${this.err}[${file}: ${err.message}]\n`);
       if (this.proc.pid === undefined) ended(null, null); // it never ran
     });
   }
@@ -150,10 +150,10 @@ export class Proc {
       /** Settles the wait, once: true when it did. */
       const check = (): boolean => {
         while (this.cursor < this.lines.length) {
-          const v = this.lines[this.cursor++];
-          if (pred(v)) {
+          const value = this.lines[this.cursor++];
+          if (pred(value)) {
             finish();
-            resolve(v);
+            resolve(value);
             return true;
           }
         }
@@ -180,17 +180,17 @@ export class Proc {
 
   /** The next line, which must have this `event`: an `error` event or any other line is an error. */
   async expect(event: string, ms?: number): Promise<Json> {
-    const v = await this.next(undefined, ms);
-    if (v.event === 'error' && event !== 'error') throw new Error(`${this.name}: ${v.message ?? JSON.stringify(v)}`);
-    if (v.event !== event) throw new Error(`${this.name}: expected ${event}, got ${JSON.stringify(v)}`);
-    return v;
+    const value = await this.next(undefined, ms);
+    if (value.event === 'error' && event !== 'error') throw new Error(`${this.name}: ${value.message ?? JSON.stringify(value)}`);
+    if (value.event !== event) throw new Error(`${this.name}: expected ${event}, got ${JSON.stringify(value)}`);
+    return value;
   }
 
   /** The next line with this `event`, passing over others; an `error` event fails the wait at once. */
   async event(event: string, ms?: number): Promise<Json> {
-    const v = await this.next((l) => l.event === event || l.event === 'error', ms);
-    if (v.event === 'error' && event !== 'error') throw new Error(`${this.name} reported an error: ${JSON.stringify(v)}\nstderr:\n${this.err.slice(-4000)}`);
-    return v;
+    const value = await this.next((list) => list.event === event || list.event === 'error', ms);
+    if (value.event === 'error' && event !== 'error') throw new Error(`${this.name} reported an error: ${JSON.stringify(value)}\nstderr:\n${this.err.slice(-4000)}`);
+    return value;
   }
 
   /**
@@ -200,8 +200,8 @@ export class Proc {
   async find(pred: (v: Json) => boolean, ms = 20000): Promise<Json | undefined> {
     const end = Date.now() + ms;
     for (;;) {
-      const v = this.lines.find(pred);
-      if (v || this.done) return v;
+      const value = this.lines.find(pred);
+      if (value || this.done) return value;
       const left = end - Date.now();
       if (left <= 0) return undefined;
       await this.change(left);
@@ -212,11 +212,11 @@ export class Proc {
   private change(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const go = (): void => {
-        clearTimeout(t);
+        clearTimeout(timer);
         this.wake.delete(go);
         resolve();
       };
-      const t = setTimeout(go, ms);
+      const timer = setTimeout(go, ms);
       this.wake.add(go);
     });
   }
@@ -233,14 +233,14 @@ export class Proc {
 
   /** Waits for the exit, up to `ms`: rejects after that, with the end of stderr. */
   async exit(ms = 20000): Promise<Exit> {
-    let t: NodeJS.Timeout | undefined;
+    let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`${this.name} did not exit within ${ms} ms; stderr:\n${this.err.slice(-4000)}`)), ms);
+      timer = setTimeout(() => reject(new Error(`${this.name} did not exit within ${ms} ms; stderr:\n${this.err.slice(-4000)}`)), ms);
     });
     try {
       return await Promise.race([this.exited, timeout]);
     } finally {
-      clearTimeout(t);
+      clearTimeout(timer);
     }
   }
 
@@ -248,24 +248,24 @@ export class Proc {
   async stop(ms = 3000): Promise<void> {
     if (!this.running) return;
     this.proc.stdin?.end();
-    const t = setTimeout(() => this.kill('SIGKILL'), ms);
+    const timer = setTimeout(() => this.kill('SIGKILL'), ms);
     await this.exited;
-    clearTimeout(t);
+    clearTimeout(timer);
   }
 }
 
 /** Starts `node script args...` (this process's node). */
-export function spawnNode(script: string, args: (string | number)[], o: ProcOptions = {}): Proc {
-  return new Proc(process.execPath, [script, ...args.map(String)], { name: o.name ?? `${script.replace(/^.*\//, '')} ${args[0] ?? ''}`.trim(), ...o });
+export function spawnNode(script: string, args: (string | number)[], out: ProcOptions = {}): Proc {
+  return new Proc(process.execPath, [script, ...args.map(String)], { name: out.name ?? `${script.replace(/^.*\//, '')} ${args[0] ?? ''}`.trim(), ...out });
 }
 
 /** SIGKILLs every process started here that still runs, and waits until they have exited. */
 export async function killAll(): Promise<void> {
   const waits: Promise<unknown>[] = [];
-  for (const p of live) {
-    if (!p.running) continue;
-    waits.push(p.exited);
-    p.kill('SIGKILL');
+  for (const part of live) {
+    if (!part.running) continue;
+    waits.push(part.exited);
+    part.kill('SIGKILL');
   }
   await Promise.all(waits);
 }

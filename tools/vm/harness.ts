@@ -20,14 +20,14 @@ export function consoleEvents(prefix: string, on: (e: Ev) => void): (chunk: stri
       con = con.slice(i + 1);
       const k = line.indexOf(prefix);
       if (k < 0) continue;
-      let e: Ev;
+      let entry: Ev;
       try {
-        e = JSON.parse(line.slice(k + prefix.length)) as Ev;
+        entry = JSON.parse(line.slice(k + prefix.length)) as Ev;
       } catch {
         continue; // a line cut by kernel messages
       }
-      e.seenAt = Date.now();
-      on(e);
+      entry.seenAt = Date.now();
+      on(entry);
     }
   };
 }
@@ -41,14 +41,14 @@ export function consoleEvents(prefix: string, on: (e: Ev) => void): (chunk: stri
  */
 export function spawnNsPeer(net: string, script: string, args: string[], env: NodeJS.ProcessEnv): NsPeer {
   const ns = process.getuid?.() === 0 ? ['-n'] : ['-rn'];
-  const p = new Proc('unshare', [...ns, 'sh', '-c', `ip link set lo up && ${net} && exec "$0" "$@"`, process.execPath, script, ...args], {
+  const part = new Proc('unshare', [...ns, 'sh', '-c', `ip link set lo up && ${net} && exec "$0" "$@"`, process.execPath, script, ...args], {
     name: `host peer ${args[0] ?? ''}`.trim(),
     env: { ...process.env, ...env },
     stamp: true,
   });
-  const stop = p.stop.bind(p);
-  p.stop = (ms = 2000) => stop(ms);
-  return p;
+  const stop = part.stop.bind(part);
+  part.stop = (ms = 2000) => stop(ms);
+  return part;
 }
 
 /** A host peer: a child process speaking JSON lines (tools/kit/proc.ts). */

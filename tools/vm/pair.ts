@@ -47,17 +47,17 @@ export function eth0(): { tx: number; rx: number } {
   return { tx: rd('tx_bytes'), rx: rd('rx_bytes') };
 }
 export function eth0Since(from: { tx: number; rx: number }): { tx: number; rx: number } {
-  const e = eth0();
-  return { tx: e.tx - from.tx, rx: e.rx - from.rx };
+  const fields = eth0();
+  return { tx: fields.tx - from.tx, rx: fields.rx - from.rx };
 }
 
 /** What a socket says about itself: zivm's transport, or that it is node:net's own class. */
-export function sockInfo(s: Any): Res {
+export function sockInfo(subject: Any): Res {
   return {
-    transport: s.transport ?? null,
-    plainNet: Object.getPrototypeOf(s) === nodeNet.Socket.prototype,
-    remoteAddress: s.remoteAddress ?? null,
-    localAddress: s.localAddress ?? null,
+    transport: subject.transport ?? null,
+    plainNet: Object.getPrototypeOf(subject) === nodeNet.Socket.prototype,
+    remoteAddress: subject.remoteAddress ?? null,
+    localAddress: subject.localAddress ?? null,
   };
 }
 
@@ -100,49 +100,49 @@ export function pairSetup(addr: string): void {
 // ---- servers -------------------------------------------------------------------------
 
 /** Serves one connection of either server (see the header comment for the modes). */
-function serve(s: Any, kind: 'zivm' | 'plain', tailBytes: number): void {
-  s.setNoDelay?.(true);
+function serve(subject: Any, kind: 'zivm' | 'plain', tailBytes: number): void {
+  subject.setNoDelay?.(true);
   let head = Buffer.alloc(0);
   let mode = '';
   let tag = '';
   let onBody: (d: Buffer) => void = () => undefined;
-  s.on('error', (e: Error & { code?: string }) => report('server-conn-error', { kind, tag, code: e.code ?? e.message }));
-  s.on('close', () => report('server-conn-close', { kind, tag }));
-  s.on('data', (d: Buffer) => {
-    if (mode) return onBody(d);
-    head = Buffer.concat([head, d]);
+  subject.on('error', (err: Error & { code?: string }) => report('server-conn-error', { kind, tag, code: err.code ?? err.message }));
+  subject.on('close', () => report('server-conn-close', { kind, tag }));
+  subject.on('data', (chunk: Buffer) => {
+    if (mode) return onBody(chunk);
+    head = Buffer.concat([head, chunk]);
     const nl = head.indexOf(10);
     if (nl < 0) return;
     [mode, tag] = head.subarray(0, nl).toString().split(' ');
     const rest = head.subarray(nl + 1);
-    report('accepted', { kind, mode, tag, ...sockInfo(s) });
+    report('accepted', { kind, mode, tag, ...sockInfo(subject) });
     if (mode === 'E') {
-      onBody = (b) => {
-        if (!s.write(b)) {
-          s.pause();
-          s.once('drain', () => s.resume());
+      onBody = (buf) => {
+        if (!subject.write(buf)) {
+          subject.pause();
+          subject.once('drain', () => subject.resume());
         }
       };
-      s.on('end', () => s.end());
+      subject.on('end', () => subject.end());
     } else if (mode === 'H') {
-      const h = crypto.createHash('sha256');
+      const holder = crypto.createHash('sha256');
       let got = 0;
-      onBody = (b) => {
-        got += b.length;
-        h.update(b);
+      onBody = (buf) => {
+        got += buf.length;
+        holder.update(buf);
       };
-      s.on('end', () => {
+      subject.on('end', () => {
         // The client's side is closed; ours stays open and keeps writing for a while.
         const tail = block(tailBytes, 0x7a11);
-        report('half-server', { kind, tag, transport: s.transport ?? null, received: got, tailBytes });
-        s.write(`${h.digest('hex')}\n`);
+        report('half-server', { kind, tag, transport: subject.transport ?? null, received: got, tailBytes });
+        subject.write(`${holder.digest('hex')}\n`);
         let off = 0;
         const step = () => {
-          if (s.destroyed) return;
-          if (off >= tail.length) return void s.end();
-          const n = Math.min(65536, tail.length - off);
-          s.write(tail.subarray(off, off + n));
-          off += n;
+          if (subject.destroyed) return;
+          if (off >= tail.length) return void subject.end();
+          const count = Math.min(65536, tail.length - off);
+          subject.write(tail.subarray(off, off + count));
+          off += count;
           setTimeout(step, 1);
         };
         setTimeout(step, 1);
@@ -151,29 +151,29 @@ function serve(s: Any, kind: 'zivm' | 'plain', tailBytes: number): void {
       let want = -1;
       let got = 0;
       let lenBuf = Buffer.alloc(0);
-      onBody = (b) => {
-        while (b.length) {
+      onBody = (buf) => {
+        while (buf.length) {
           if (want < 0) {
-            const k = Math.min(8 - lenBuf.length, b.length);
-            lenBuf = Buffer.concat([lenBuf, b.subarray(0, k)]);
-            b = b.subarray(k);
+            const k = Math.min(8 - lenBuf.length, buf.length);
+            lenBuf = Buffer.concat([lenBuf, buf.subarray(0, k)]);
+            buf = buf.subarray(k);
             if (lenBuf.length < 8) return;
             want = Number(lenBuf.readBigUInt64LE(0));
             lenBuf = Buffer.alloc(0);
             got = 0;
           }
-          const k = Math.min(want - got, b.length);
+          const k = Math.min(want - got, buf.length);
           got += k;
-          b = b.subarray(k);
+          buf = buf.subarray(k);
           if (got === want) {
             want = -1;
-            s.write('K');
+            subject.write('K');
           }
         }
       };
-      s.on('end', () => s.end());
+      subject.on('end', () => subject.end());
     } else {
-      s.destroy();
+      subject.destroy();
       return;
     }
     if (rest.length) onBody(rest);
@@ -182,17 +182,17 @@ function serve(s: Any, kind: 'zivm' | 'plain', tailBytes: number): void {
 
 /** The two servers of every role: zivm on 0.0.0.0:port, plain node:net on 0.0.0.0:tcpPort. */
 export async function startServers(port: number, tcpPort: number, tailBytes: number): Promise<void> {
-  const z = zivm().createServer({ allowHalfOpen: true }, (s: Any) => serve(s, 'zivm', tailBytes));
-  const p = nodeNet.createServer({ allowHalfOpen: true }, (s: Any) => serve(s, 'plain', tailBytes));
+  const zval = zivm().createServer({ allowHalfOpen: true }, (subject: Any) => serve(subject, 'zivm', tailBytes));
+  const part = nodeNet.createServer({ allowHalfOpen: true }, (subject: Any) => serve(subject, 'plain', tailBytes));
   await Promise.all(
     [
-      [z, port],
-      [p, tcpPort],
+      [zval, port],
+      [part, tcpPort],
     ].map(
-      ([srv, n]) =>
+      ([srv, addon]) =>
         new Promise<void>((resolve, reject) => {
           (srv as nodeNet.Server).once('error', reject);
-          (srv as nodeNet.Server).listen(n as number, '0.0.0.0', () => resolve());
+          (srv as nodeNet.Server).listen(addon as number, '0.0.0.0', () => resolve());
         }),
     ),
   );
@@ -204,67 +204,67 @@ export async function startServers(port: number, tcpPort: number, tailBytes: num
 /** Connects with `mod` (zivm or node:net) and sends the mode line. */
 export async function open(mod: Any, host: string, port: number, mode: string, tag: string): Promise<{ s: Any; connectMs: number }> {
   const t0 = now();
-  const s = mod.connect({ host, port });
+  const subject = mod.connect({ host, port });
   await new Promise<void>((resolve, reject) => {
-    s.once('connect', resolve);
-    s.once('error', reject);
+    subject.once('connect', resolve);
+    subject.once('error', reject);
   });
   const connectMs = now() - t0;
-  s.setNoDelay(true);
-  s.write(`${mode} ${tag}\n`);
-  return { s, connectMs };
+  subject.setNoDelay(true);
+  subject.write(`${mode} ${tag}\n`);
+  return { s: subject, connectMs };
 }
 
 /** Sends `msg` and waits until as many bytes came back, `n` times; round trips in µs, sorted. */
-export async function pingPong(s: Any, n: number, msg: Buffer): Promise<number[]> {
+export async function pingPong(subject: Any, count: number, msg: Buffer): Promise<number[]> {
   const rtt: number[] = [];
   let failed: Error | undefined;
-  const onError = (e: Error) => (failed = e);
-  s.on('error', onError);
+  const onError = (err: Error) => (failed = err);
+  subject.on('error', onError);
   try {
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < count; i++) {
       if (failed) throw failed;
       await new Promise<void>((resolve, reject) => {
-        const t = process.hrtime.bigint();
+        const target = process.hrtime.bigint();
         let got = 0;
-        const onData = (d: Buffer) => {
-          got += d.length;
+        const onData = (chunk: Buffer) => {
+          got += chunk.length;
           if (got < msg.length) return;
-          s.off('data', onData);
-          s.off('close', onClose);
-          rtt.push(Number(process.hrtime.bigint() - t) / 1e3);
+          subject.off('data', onData);
+          subject.off('close', onClose);
+          rtt.push(Number(process.hrtime.bigint() - target) / 1e3);
           resolve();
         };
         const onClose = () => reject(failed ?? new Error('closed during a round trip'));
-        s.on('data', onData);
-        s.once('close', onClose);
-        s.write(msg);
+        subject.on('data', onData);
+        subject.once('close', onClose);
+        subject.write(msg);
       });
     }
   } finally {
-    s.off('error', onError);
+    subject.off('error', onError);
   }
-  return rtt.sort((a, b) => a - b);
+  return rtt.sort((lhs, rhs) => lhs - rhs);
 }
 
 /** The `q` quantile of sorted values (the nearest rank). */
-export const pick = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+export const pick = (sorted: number[], queue: number): number => sorted[Math.min(sorted.length - 1, Math.floor(queue * sorted.length))];
 
 /** Ends our side and waits (up to 5 s) until the server has ended its side too and the socket closed. */
-export function closeGently(s: Any): Promise<void> {
+export function closeGently(subject: Any): Promise<void> {
   return new Promise((resolve) => {
-    if (s.destroyed) return resolve();
+    if (subject.destroyed) return resolve();
     const timer = setTimeout(() => {
-      s.destroy();
+      subject.destroy();
       resolve();
     }, 5000);
-    s.once('close', () => {
+    subject.once('close', () => {
       clearTimeout(timer);
       resolve();
     });
-    s.on('error', () => undefined);
-    s.resume();
-    s.end();
+    subject.on('error', () => undefined);
+    subject.resume();
+    subject.end();
   });
 }
 
@@ -277,28 +277,28 @@ export class Ctrl {
   private closed = false;
   constructor(readonly s: nodeNet.Socket) {
     readline.createInterface({ input: s }).on('line', (line) => {
-      const m = JSON.parse(line) as Res;
-      const w = this.waiting.shift();
-      if (w) w.resolve(m);
-      else this.queue.push(m);
+      const msg = JSON.parse(line) as Res;
+      const write = this.waiting.shift();
+      if (write) write.resolve(msg);
+      else this.queue.push(msg);
     });
     s.on('error', () => undefined);
     s.on('close', () => {
       this.closed = true;
-      for (const w of this.waiting.splice(0)) w.reject(new Error('control connection closed'));
+      for (const write of this.waiting.splice(0)) write.reject(new Error('control connection closed'));
     });
   }
-  send(m: Res): void {
-    this.s.write(`${JSON.stringify(m)}\n`);
+  send(msg: Res): void {
+    this.s.write(`${JSON.stringify(msg)}\n`);
   }
   next(): Promise<Res> {
-    const m = this.queue.shift();
-    if (m) return Promise.resolve(m);
+    const msg = this.queue.shift();
+    if (msg) return Promise.resolve(msg);
     if (this.closed) return Promise.reject(new Error('control connection closed'));
     return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
   }
-  async ask(m: Res): Promise<Res> {
-    this.send(m);
+  async ask(msg: Res): Promise<Res> {
+    this.send(msg);
     return this.next();
   }
 }
@@ -310,15 +310,15 @@ export async function ctrlConnect(peer: string, port: number, timeoutMs = 120000
   for (;;) {
     tries++;
     try {
-      const s = nodeNet.connect({ host: peer, port });
+      const sock = nodeNet.connect({ host: peer, port });
       await new Promise<void>((resolve, reject) => {
-        s.once('connect', resolve);
-        s.once('error', reject);
+        sock.once('connect', resolve);
+        sock.once('error', reject);
       });
       report('ctrl-connected', { tries, ms: Date.now() - t0 });
-      return new Ctrl(s);
-    } catch (e) {
-      if (Date.now() - t0 > timeoutMs) throw new Error(`control connection to ${peer}:${port}: ${(e as Error).message} after ${tries} tries`);
+      return new Ctrl(sock);
+    } catch (err) {
+      if (Date.now() - t0 > timeoutMs) throw new Error(`control connection to ${peer}:${port}: ${(err as Error).message} after ${tries} tries`);
       await sleep(200);
     }
   }
@@ -330,31 +330,31 @@ export async function ctrlConnect(peer: string, port: number, timeoutMs = 120000
  * tests against the other guest when it asks; without it, the command is unknown.
  */
 export async function pairServer(argv: string[], client?: (peer: string, o: PairOptions) => Promise<void>): Promise<void> {
-  const o = pairOptions(argv);
-  pairSetup(o.addr);
-  await startServers(o.port, o.tcpPort, o.tail);
-  const ctrlSrv = nodeNet.createServer((c) => {
-    const ctrl = new Ctrl(c);
-    c.on('close', () => process.exit(0));
+  const out = pairOptions(argv);
+  pairSetup(out.addr);
+  await startServers(out.port, out.tcpPort, out.tail);
+  const ctrlSrv = nodeNet.createServer((conn) => {
+    const ctrl = new Ctrl(conn);
+    conn.on('close', () => process.exit(0));
     const loop = async () => {
       for (;;) {
-        const m = await ctrl.next();
-        if (m.cmd === 'client' && client) {
-          await client(String(m.peer), o);
+        const msg = await ctrl.next();
+        if (msg.cmd === 'client' && client) {
+          await client(String(msg.peer), out);
           ctrl.send({ done: true });
-        } else if (m.cmd === 'poweroff') {
+        } else if (msg.cmd === 'poweroff') {
           report('powering-off');
           powerOff();
           await sleep(60000);
-        } else if (m.cmd === 'bye') {
+        } else if (msg.cmd === 'bye') {
           ctrl.send({ bye: true });
-          c.end();
+          conn.end();
           return;
-        } else ctrl.send({ error: `unknown command ${String(m.cmd)}` });
+        } else ctrl.send({ error: `unknown command ${String(msg.cmd)}` });
       }
     };
     loop().catch(() => process.exit(0));
   });
-  await new Promise<void>((resolve) => ctrlSrv.listen(o.ctrlPort, '0.0.0.0', () => resolve()));
-  report('ctrl-listening', { port: o.ctrlPort });
+  await new Promise<void>((resolve) => ctrlSrv.listen(out.ctrlPort, '0.0.0.0', () => resolve()));
+  report('ctrl-listening', { port: out.ctrlPort });
 }

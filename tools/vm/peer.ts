@@ -20,7 +20,7 @@ import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 
-export type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type Any = any;  
 export type Res = Record<string, unknown>;
 
 /** The host peer's address in the guest <-> host tests (on its namespace's lo or tap). */
@@ -34,34 +34,34 @@ export function zivm(): Any {
 }
 
 /** The value after `name` in argv, or `d`; without a default a missing option is an error. */
-export function arg(argv: string[], name: string, d?: string): string {
+export function arg(argv: string[], name: string, chunk?: string): string {
   const i = argv.indexOf(name);
   if (i >= 0 && i + 1 < argv.length) return argv[i + 1];
-  if (d === undefined) throw new Error(`missing ${name}`);
-  return d;
+  if (chunk === undefined) throw new Error(`missing ${name}`);
+  return chunk;
 }
 
 /** A deterministic block of `n` bytes. */
-export function block(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n + 3);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b.writeUInt32LE(x >>> 0, i);
+export function block(count: number, seed: number): Buffer {
+  const buf = Buffer.alloc(count + 3);
+  let val = seed >>> 0 || 1;
+  for (let i = 0; i < count; i += 4) {
+    val ^= val << 13;
+    val ^= val >>> 17;
+    val ^= val << 5;
+    buf.writeUInt32LE(val >>> 0, i);
   }
-  return b.subarray(0, n);
+  return buf.subarray(0, count);
 }
 
-export const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
+export const sha = (buf: Buffer): string => crypto.createHash('sha256').update(buf).digest('hex');
 
 /** A finding, as a console line `PREFIX {"what": ..., ...}`. */
 export type Report = (what: string, o?: Res) => void;
 
 /** report() for a script whose console lines start with `prefix` (with its trailing space). */
 export function reporter(prefix: string): Report {
-  return (what, o = {}) => void process.stdout.write(`${prefix}${JSON.stringify({ what, ...o })}\n`);
+  return (what, out = {}) => void process.stdout.write(`${prefix}${JSON.stringify({ what, ...out })}\n`);
 }
 
 // ---- set-up of a guest -------------------------------------------------------------
@@ -94,19 +94,19 @@ export function joinAsGuest(): Res {
   if (!setup.pci) throw new Error(`zivm guest setup said: ${setup.out}`);
   process.env.ZIVM_GUEST_PCI = 'auto';
   const { getDomain, lastJoinError } = require('../../src/shm/join'); // eslint-disable-line @typescript-eslint/no-require-imports
-  const d = getDomain(false);
-  if (!d) throw new Error(`guest join failed: ${lastJoinError?.message}`);
+  const data = getDomain(false);
+  if (!data) throw new Error(`guest join failed: ${lastJoinError?.message}`);
   const { publishedAddrs, formatAddr } = require('../../src/shm/addrs'); // eslint-disable-line @typescript-eslint/no-require-imports
   return {
-    pci: d.guest.pci,
+    pci: data.guest.pci,
     setupPci: setup.pci,
-    id: d.id,
-    guestPeer: d.guest.ivPosition,
-    vector: d.guest.vector,
-    gen: d.gen,
-    nodeId: d.nodeId,
-    guest: !!d.guest,
-    published: (publishedAddrs(d.i32, d.geo, d.id) as Any[]).map(formatAddr),
+    id: data.id,
+    guestPeer: data.guest.ivPosition,
+    vector: data.guest.vector,
+    gen: data.gen,
+    nodeId: data.nodeId,
+    guest: !!data.guest,
+    published: (publishedAddrs(data.i32, data.geo, data.id) as Any[]).map(formatAddr),
     ms: Date.now() - t0,
   };
 }
@@ -114,8 +114,8 @@ export function joinAsGuest(): Res {
 /** This process in the domain: its peer id and vector, its guest's peer id; or why it is not in it. */
 export function membership(): Res {
   const { currentDomain, lastJoinError } = require('../../src/shm/join'); // eslint-disable-line @typescript-eslint/no-require-imports
-  const d = currentDomain();
-  return d ? { peer: d.id, vector: d.guest?.vector ?? null, guestPeer: d.guest?.ivPosition ?? null } : { peer: null, reason: lastJoinError?.message ?? null };
+  const data = currentDomain();
+  return data ? { peer: data.id, vector: data.guest?.vector ?? null, guestPeer: data.guest?.ivPosition ?? null } : { peer: null, reason: lastJoinError?.message ?? null };
 }
 
 // ---- the standard servers ----------------------------------------------------------
@@ -129,10 +129,10 @@ function listenAll(srv: Any, port: number): Promise<Any> {
 
 /** zivm echo server on 0.0.0.0:port: every connection echoes what it gets; `onConn` sees each socket. */
 export function echoServer(port: number, onConn: (s: Any) => void): Promise<Any> {
-  const srv = zivm().createServer((s: Any) => {
-    s.on('error', () => undefined);
-    onConn(s);
-    s.pipe(s);
+  const srv = zivm().createServer((subject: Any) => {
+    subject.on('error', () => undefined);
+    onConn(subject);
+    subject.pipe(subject);
   });
   return listenAll(srv, port);
 }
@@ -143,19 +143,19 @@ export function echoServer(port: number, onConn: (s: Any) => void): Promise<Any>
  * `onConn` sees each socket and its number.
  */
 export function tailServer(port: number, onConn: (s: Any, id: number) => void): Promise<Any> {
-  let n = 0;
-  const srv = zivm().createServer({ allowHalfOpen: true }, (s: Any) => {
-    const id = ++n;
+  let count = 0;
+  const srv = zivm().createServer({ allowHalfOpen: true }, (subject: Any) => {
+    const id = ++count;
     let got = 0;
-    s.on('error', () => undefined);
-    onConn(s, id);
-    s.on('data', (d: Buffer) => {
-      got += d.length;
-      s.write(d);
+    subject.on('error', () => undefined);
+    onConn(subject, id);
+    subject.on('data', (chunk: Buffer) => {
+      got += chunk.length;
+      subject.write(chunk);
     });
-    s.on('end', () => {
+    subject.on('end', () => {
       // Half-closed by the client: we may still write.
-      s.end(`tail ${got}`);
+      subject.end(`tail ${got}`);
     });
   });
   return listenAll(srv, port);
@@ -170,37 +170,37 @@ export function tailServer(port: number, onConn: (s: Any, id: number) => void): 
  */
 export async function echoClient(host: string, port: number, bytes: number, rounds: number): Promise<Res> {
   const t0 = process.hrtime.bigint();
-  const s = zivm().connect({ host, port });
+  const subject = zivm().connect({ host, port });
   const res: Res = {};
   await new Promise<void>((resolve, reject) => {
-    s.once('connect', resolve);
-    s.once('error', reject);
+    subject.once('connect', resolve);
+    subject.once('error', reject);
   });
   res.connectMs = Number(process.hrtime.bigint() - t0) / 1e6;
-  res.transport = s.transport;
-  res.remoteAddress = s.remoteAddress;
-  res.remotePort = s.remotePort;
+  res.transport = subject.transport;
+  res.remoteAddress = subject.remoteAddress;
+  res.remotePort = subject.remotePort;
   // Ping-pong.
   const rtt: number[] = [];
   let failed: Error | undefined;
-  const onError = (e: Error) => (failed = e);
-  s.on('error', onError);
+  const onError = (err: Error) => (failed = err);
+  subject.on('error', onError);
   const one = () =>
     new Promise<void>((resolve, reject) => {
       if (failed) return reject(failed);
-      const t = process.hrtime.bigint();
-      s.once('data', () => {
-        rtt.push(Number(process.hrtime.bigint() - t) / 1e3);
+      const target = process.hrtime.bigint();
+      subject.once('data', () => {
+        rtt.push(Number(process.hrtime.bigint() - target) / 1e3);
         resolve();
       });
-      s.write('x');
+      subject.write('x');
     });
   for (let i = 0; i < rounds; i++) await one();
-  s.off('error', onError);
-  rtt.sort((a, b) => a - b);
+  subject.off('error', onError);
+  rtt.sort((lhs, rhs) => lhs - rhs);
   res.rttUs = rounds ? { min: Math.round(rtt[0]), median: Math.round(rtt[rtt.length >> 1]), max: Math.round(rtt[rtt.length - 1]) } : null;
-  Object.assign(res, await bulkEcho(s, bytes));
-  s.destroy();
+  Object.assign(res, await bulkEcho(subject, bytes));
+  subject.destroy();
   return res;
 }
 
@@ -209,22 +209,22 @@ export async function echoClient(host: string, port: number, bytes: number, roun
  * reads what comes back until 'end'. How many bytes came back, whether their
  * sha256 is that of what went, and how long it took.
  */
-export async function bulkEcho(s: Any, bytes: number): Promise<{ echoMs: number; bytes: number; sha256Ok: boolean }> {
+export async function bulkEcho(subject: Any, bytes: number): Promise<{ echoMs: number; bytes: number; sha256Ok: boolean }> {
   const data = block(bytes, 0x5eed);
   const want = sha(data);
-  const h = crypto.createHash('sha256');
+  const holder = crypto.createHash('sha256');
   let got = 0;
   const t1 = process.hrtime.bigint();
   await new Promise<void>((resolve, reject) => {
-    s.on('data', (d: Buffer) => {
-      got += d.length;
-      h.update(d);
+    subject.on('data', (chunk: Buffer) => {
+      got += chunk.length;
+      holder.update(chunk);
     });
-    s.once('end', resolve);
-    s.once('error', reject);
-    s.end(data);
+    subject.once('end', resolve);
+    subject.once('error', reject);
+    subject.end(data);
   });
-  return { echoMs: Number(process.hrtime.bigint() - t1) / 1e6, bytes: got, sha256Ok: got === bytes && h.digest('hex') === want };
+  return { echoMs: Number(process.hrtime.bigint() - t1) / 1e6, bytes: got, sha256Ok: got === bytes && holder.digest('hex') === want };
 }
 
 /**
@@ -232,48 +232,48 @@ export async function bulkEcho(s: Any, bytes: number): Promise<{ echoMs: number;
  * them came back, then takes the `tail` line after its end (half-close), then end.
  */
 export async function tailClient(host: string, port: number, bytes: number): Promise<Res> {
-  const s = zivm().connect({ host, port, allowHalfOpen: true });
+  const subject = zivm().connect({ host, port, allowHalfOpen: true });
   const t0 = Date.now();
   await new Promise<void>((resolve, reject) => {
-    s.once('connect', resolve);
-    s.once('error', reject);
+    subject.once('connect', resolve);
+    subject.once('error', reject);
   });
-  const res: Res = { transport: s.transport, remoteAddress: s.remoteAddress };
+  const res: Res = { transport: subject.transport, remoteAddress: subject.remoteAddress };
   const data = block(bytes, 0x7a11 + bytes);
   const want = sha(data);
   const chunks: Buffer[] = [];
   await new Promise<void>((resolve, reject) => {
-    s.on('data', (d: Buffer) => chunks.push(d));
-    s.once('end', resolve);
-    s.once('error', reject);
-    s.end(data);
+    subject.on('data', (chunk: Buffer) => chunks.push(chunk));
+    subject.once('end', resolve);
+    subject.once('error', reject);
+    subject.end(data);
   });
   const all = Buffer.concat(chunks);
   res.ms = Date.now() - t0;
   res.echoOk = all.length >= bytes && sha(all.subarray(0, bytes)) === want;
   res.tail = all.subarray(bytes).toString();
   res.bytes = bytes;
-  s.destroy();
+  subject.destroy();
   return res;
 }
 
 /** Connects where nobody listens: the error it gets (or `hung` after 10 s). */
 export function refused(host: string, port: number): Promise<Res> {
   return new Promise((resolve) => {
-    const t = Date.now();
-    const s = zivm().connect({ host, port });
+    const time = Date.now();
+    const subject = zivm().connect({ host, port });
     const timer = setTimeout(() => {
-      s.destroy();
-      resolve({ error: 'hung', ms: Date.now() - t });
+      subject.destroy();
+      resolve({ error: 'hung', ms: Date.now() - time });
     }, 10000);
-    s.once('connect', () => {
+    subject.once('connect', () => {
       clearTimeout(timer);
-      s.destroy();
-      resolve({ connected: true, transport: s.transport });
+      subject.destroy();
+      resolve({ connected: true, transport: subject.transport });
     });
-    s.once('error', (e: Error & { code?: string; syscall?: string }) => {
+    subject.once('error', (err: Error & { code?: string; syscall?: string }) => {
       clearTimeout(timer);
-      resolve({ code: e.code ?? null, syscall: e.syscall ?? null, message: e.message, transport: s.transport, ms: Date.now() - t });
+      resolve({ code: err.code ?? null, syscall: err.syscall ?? null, message: err.message, transport: subject.transport, ms: Date.now() - time });
     });
   });
 }
@@ -297,20 +297,20 @@ export interface RoleOptions {
 }
 
 /** Runs the role named by argv[2] with the rest of argv; an error exits 1 (see RoleOptions). */
-export function runRoles(roles: Record<string, (argv: string[]) => Promise<unknown>>, o: RoleOptions): void {
+export function runRoles(roles: Record<string, (argv: string[]) => Promise<unknown>>, out: RoleOptions): void {
   const [role, ...rest] = process.argv.slice(2);
   const run = Object.prototype.hasOwnProperty.call(roles, role) ? roles[role] : undefined;
   if (!run) {
-    process.stderr.write(`${o.usage}\n`);
+    process.stderr.write(`${out.usage}\n`);
     process.exit(2);
   }
   run(rest).then(
     () => {
-      if (!o.stays?.includes(role)) process.exit(0);
+      if (!out.stays?.includes(role)) process.exit(0);
     },
-    (e) => {
-      if (!o.reporting || o.reporting.includes(role)) o.report('error', { message: (e as Error).message, stack: (e as Error).stack });
-      else process.stderr.write(`${(e as Error).stack}\n`);
+    (err) => {
+      if (!out.reporting || out.reporting.includes(role)) out.report('error', { message: (err as Error).message, stack: (err as Error).stack });
+      else process.stderr.write(`${(err as Error).stack}\n`);
       process.exit(1);
     },
   );

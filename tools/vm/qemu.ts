@@ -52,8 +52,8 @@ export function ensureGuestImage(opts: { force?: boolean; quiet?: boolean } = {}
   });
   const kv: Record<string, string> = {};
   for (const line of out.split('\n')) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
-    if (m) kv[m[1]] = m[2];
+    const match = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+    if (match) kv[match[1]] = match[2];
   }
   for (const k of ['KVER', 'KERNEL', 'INITRD', 'QEMU']) if (!kv[k]) throw new Error(`build-guest.sh did not say ${k}:\n${out}`);
   image = { kver: kv.KVER, kernel: kv.KERNEL, initrd: kv.INITRD, qemu: kv.QEMU, buildMs: Date.now() - t0 };
@@ -130,23 +130,23 @@ const running = new Set<ChildProcess>();
 let exitHook = false;
 
 /** The QEMU command line for a guest (exported for inspection and for users who want to run it by hand). */
-export function qemuCommand(img: GuestImage, o: GuestOptions): { file: string; args: string[] } {
-  const append = ['console=ttyS0', 'intel_iommu=on', 'panic=-1', o.verbose ? 'loglevel=7' : 'quiet'];
-  append.push(`zivm.node=${o.node ?? process.execPath}`);
-  append.push(`zivm.cwd=${o.cwd ?? ROOT}`);
-  for (const [k, v] of Object.entries(o.env ?? {})) {
-    if (/[\s"'\\]/.test(k + v)) throw new Error(`guest environment ${k}=${v}: no spaces or quotes allowed`);
-    append.push(`zivm.env=${k}=${v}`);
+export function qemuCommand(img: GuestImage, out: GuestOptions): { file: string; args: string[] } {
+  const append = ['console=ttyS0', 'intel_iommu=on', 'panic=-1', out.verbose ? 'loglevel=7' : 'quiet'];
+  append.push(`zivm.node=${out.node ?? process.execPath}`);
+  append.push(`zivm.cwd=${out.cwd ?? ROOT}`);
+  for (const [k, value] of Object.entries(out.env ?? {})) {
+    if (/[\s"'\\]/.test(k + value)) throw new Error(`guest environment ${k}=${value}: no spaces or quotes allowed`);
+    append.push(`zivm.env=${k}=${value}`);
   }
-  if (o.shell) append.push('zivm.shell=1');
-  for (const a of o.args) if (/\s/.test(a) || a === '') throw new Error(`guest argument ${JSON.stringify(a)}: no spaces allowed (kernel command line)`);
-  if (o.args.length) append.push('--', ...o.args);
+  if (out.shell) append.push('zivm.shell=1');
+  for (const arg of out.args) if (/\s/.test(arg) || arg === '') throw new Error(`guest argument ${JSON.stringify(arg)}: no spaces allowed (kernel command line)`);
+  if (out.args.length) append.push('--', ...out.args);
   const cmdline = append.join(' ');
   if (cmdline.length > 2000) throw new Error('kernel command line too long: pass the data in a file instead');
   const args = [
     '-accel', 'tcg', // /dev/kvm hangs the stock kernel here: always TCG
     '-M', 'q35',
-    '-m', String(o.memoryMiB ?? 512),
+    '-m', String(out.memoryMiB ?? 512),
     '-smp', '1',
     '-nographic',
     '-no-reboot',
@@ -158,47 +158,47 @@ export function qemuCommand(img: GuestImage, o: GuestOptions): { file: string; a
     '-append', cmdline,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
   ];
-  if (o.ivshmem) {
-    args.push('-chardev', `socket,path=${o.ivshmem.socket},id=iv`);
-    args.push('-device', `ivshmem-doorbell,chardev=iv,vectors=${o.ivshmem.vectors}${o.ivshmem.msi === false ? ',msi=off' : ''}`);
+  if (out.ivshmem) {
+    args.push('-chardev', `socket,path=${out.ivshmem.socket},id=iv`);
+    args.push('-device', `ivshmem-doorbell,chardev=iv,vectors=${out.ivshmem.vectors}${out.ivshmem.msi === false ? ',msi=off' : ''}`);
   }
-  if (o.link) {
-    if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(o.link.mac)) throw new Error(`link MAC address ${o.link.mac}?`);
+  if (out.link) {
+    if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(out.link.mac)) throw new Error(`link MAC address ${out.link.mac}?`);
     // Loopback only: the frames travel between the two QEMU processes and nowhere else.
-    args.push('-netdev', `socket,id=n0,${o.link.mode}=127.0.0.1:${o.link.port}`);
-    args.push('-device', `virtio-net-pci,netdev=n0,mac=${o.link.mac},romfile=`); // no PXE ROM: -kernel boots
+    args.push('-netdev', `socket,id=n0,${out.link.mode}=127.0.0.1:${out.link.port}`);
+    args.push('-device', `virtio-net-pci,netdev=n0,mac=${out.link.mac},romfile=`); // no PXE ROM: -kernel boots
   }
-  if (o.tap) {
-    args.push('-netdev', `tap,id=n1,ifname=${o.tap.ifname},script=no,downscript=no`);
-    args.push('-device', `virtio-net-pci,netdev=n1,mac=${o.tap.mac},romfile=`);
+  if (out.tap) {
+    args.push('-netdev', `tap,id=n1,ifname=${out.tap.ifname},script=no,downscript=no`);
+    args.push('-device', `virtio-net-pci,netdev=n1,mac=${out.tap.mac},romfile=`);
   }
-  args.push(...(o.qemuArgs ?? []));
+  args.push(...(out.qemuArgs ?? []));
   // nsenter execs QEMU: same pid, so killing it kills QEMU.
-  if (o.tap) return { file: 'nsenter', args: ['-t', String(o.tap.netnsPid), '-n', img.qemu, ...args] };
+  if (out.tap) return { file: 'nsenter', args: ['-t', String(out.tap.netnsPid), '-n', img.qemu, ...args] };
   return { file: img.qemu, args };
 }
 
 /** Boots a guest running `node ...o.args`. */
-export function startGuest(o: GuestOptions, img: GuestImage = ensureGuestImage()): Guest {
-  const { file, args } = qemuCommand(img, o);
+export function startGuest(out: GuestOptions, img: GuestImage = ensureGuestImage()): Guest {
+  const { file, args } = qemuCommand(img, out);
   const t0 = Date.now();
-  const proc = spawn(file, args, { stdio: [o.shell ? 'inherit' : 'ignore', 'pipe', 'pipe'] });
+  const proc = spawn(file, args, { stdio: [out.shell ? 'inherit' : 'ignore', 'pipe', 'pipe'] });
   running.add(proc);
   if (!exitHook) {
     exitHook = true;
     process.on('exit', () => {
-      for (const p of running) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      for (const proc2 of running) if (proc2.exitCode === null && proc2.signalCode === null) proc2.kill('SIGKILL');
     });
   }
-  const echo = o.echo ?? !!process.env.ZIVM_VM_ECHO;
+  const echo = out.echo ?? !!process.env.ZIVM_VM_ECHO;
   let text = '';
-  const onData = (d: string) => {
-    text += d;
-    if (echo) process.stderr.write(d);
-    o.onConsole?.(d);
+  const onData = (chunk: string) => {
+    text += chunk;
+    if (echo) process.stderr.write(chunk);
+    out.onConsole?.(chunk);
   };
-  proc.stdout!.setEncoding('utf8').on('data', onData);
-  proc.stderr!.setEncoding('utf8').on('data', onData);
+  proc.stdout.setEncoding('utf8').on('data', onData);
+  proc.stderr.setEncoding('utf8').on('data', onData);
   let timedOut = false;
   const kill = () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
@@ -206,19 +206,19 @@ export function startGuest(o: GuestOptions, img: GuestImage = ensureGuestImage()
   const watchdog = setTimeout(() => {
     timedOut = true;
     kill();
-  }, o.timeoutMs ?? 240000);
+  }, out.timeoutMs ?? 240000);
   const done = new Promise<GuestResult>((resolve) => {
     const finish = (code: number | null, signal: NodeJS.Signals | null) => {
       clearTimeout(watchdog);
       running.delete(proc);
       const con = text.replace(/\r/g, '');
       const start = con.indexOf('ZIVM-GUEST-START\n');
-      const m = /^ZIVM-GUEST-EXIT (\d+)$/m.exec(con);
-      const output = start >= 0 ? con.slice(start + 'ZIVM-GUEST-START\n'.length, m ? m.index : undefined) : '';
-      resolve({ code, signal, console: con, output, exitCode: m ? Number(m[1]) : null, timedOut, ms: Date.now() - t0 });
+      const match = /^ZIVM-GUEST-EXIT (\d+)$/m.exec(con);
+      const output = start >= 0 ? con.slice(start + 'ZIVM-GUEST-START\n'.length, match ? match.index : undefined) : '';
+      resolve({ code, signal, console: con, output, exitCode: match ? Number(match[1]) : null, timedOut, ms: Date.now() - t0 });
     };
-    proc.on('error', (e) => {
-      text += `\n[spawn ${file}: ${e.message}]\n`;
+    proc.on('error', (err) => {
+      text += `\n[spawn ${file}: ${err.message}]\n`;
       finish(null, null);
     });
     proc.on('close', finish);
@@ -250,18 +250,18 @@ export function tcpListening(port: number): boolean {
     return false;
   }
   return text.split('\n').some((line) => {
-    const f = line.trim().split(/\s+/);
-    return f[1] === want && f[3] === '0A'; // 0A: TCP_LISTEN
+    const field = line.trim().split(/\s+/);
+    return field[1] === want && field[3] === '0A'; // 0A: TCP_LISTEN
   });
 }
 
 /** Waits until QEMU of `g` listens on 127.0.0.1:port; throws if it exits or `timeoutMs` passes first. */
-export async function waitTcpListening(g: Guest, port: number, timeoutMs = 10000): Promise<void> {
+export async function waitTcpListening(geo: Guest, port: number, timeoutMs = 10000): Promise<void> {
   const t0 = Date.now();
   while (!tcpListening(port)) {
-    if (g.proc.exitCode !== null || g.proc.signalCode !== null) throw new Error(`QEMU exited before it listened on 127.0.0.1:${port}:\n${g.console()}`);
-    if (Date.now() - t0 > timeoutMs) throw new Error(`QEMU did not listen on 127.0.0.1:${port} within ${timeoutMs} ms:\n${g.console()}`);
-    await new Promise((r) => setTimeout(r, 20));
+    if (geo.proc.exitCode !== null || geo.proc.signalCode !== null) throw new Error(`QEMU exited before it listened on 127.0.0.1:${port}:\n${geo.console()}`);
+    if (Date.now() - t0 > timeoutMs) throw new Error(`QEMU did not listen on 127.0.0.1:${port} within ${timeoutMs} ms:\n${geo.console()}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 
@@ -276,28 +276,28 @@ export const PAIR_MACS = ['52:54:00:77:03:01', '52:54:00:77:03:02'] as const;
 export async function startLinkedPair(first: GuestOptions, second: GuestOptions, opts: { port?: number; img?: GuestImage } = {}): Promise<[Guest, Guest]> {
   const img = opts.img ?? ensureGuestImage();
   const port = opts.port ?? (await freeTcpPort());
-  const a = startGuest({ ...first, link: { mode: 'listen', port, mac: PAIR_MACS[0] } }, img);
+  const first2 = startGuest({ ...first, link: { mode: 'listen', port, mac: PAIR_MACS[0] } }, img);
   try {
-    await waitTcpListening(a, port);
-  } catch (e) {
-    a.kill();
-    throw e;
+    await waitTcpListening(first2, port);
+  } catch (err) {
+    first2.kill();
+    throw err;
   }
-  const b = startGuest({ ...second, link: { mode: 'connect', port, mac: PAIR_MACS[1] } }, img);
-  return [a, b];
+  const second2 = startGuest({ ...second, link: { mode: 'connect', port, mac: PAIR_MACS[1] } }, img);
+  return [first2, second2];
 }
 
 /** Waits for both guests of a pair; once one has exited, the other gets `graceMs` to follow before it is killed. */
 export async function pairDone(guests: [Guest, Guest], graceMs = 15000): Promise<[GuestResult, GuestResult]> {
   let timer: NodeJS.Timeout | undefined;
-  const first = Promise.race(guests.map((g) => g.done.then(() => g)));
-  first.then((g) => {
-    const other = guests[0] === g ? guests[1] : guests[0];
+  const first = Promise.race(guests.map((geoVal) => geoVal.done.then(() => geoVal)));
+  first.then((geo) => {
+    const other = guests[0] === geo ? guests[1] : guests[0];
     timer = setTimeout(() => other.kill(), graceMs);
   });
-  const r = (await Promise.all(guests.map((g) => g.done))) as [GuestResult, GuestResult];
+  const res = (await Promise.all(guests.map((geo) => geo.done))) as [GuestResult, GuestResult];
   clearTimeout(timer);
-  return r;
+  return res;
 }
 
 // ---- as a script ----------------------------------------------------------------
@@ -311,23 +311,23 @@ async function main(argv: string[]): Promise<number> {
   let mac: string | undefined;
   let i = 0;
   for (; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--socket') socket = argv[++i];
-    else if (a === '--vectors') vectors = Number(argv[++i]);
-    else if (a === '--shell') shell = true;
-    else if (a === '--verbose') verbose = true;
-    else if (a === '--link') {
-      const m = /^(listen|connect):(\d+)$/.exec(argv[++i] ?? '');
-      if (!m) throw new Error('--link listen:PORT or connect:PORT');
-      link = { mode: m[1] as 'listen' | 'connect', port: Number(m[2]), mac: '' };
-    } else if (a === '--mac') mac = argv[++i];
-    else if (a === '--build') {
+    const arg = argv[i];
+    if (arg === '--socket') socket = argv[++i];
+    else if (arg === '--vectors') vectors = Number(argv[++i]);
+    else if (arg === '--shell') shell = true;
+    else if (arg === '--verbose') verbose = true;
+    else if (arg === '--link') {
+      const match = /^(listen|connect):(\d+)$/.exec(argv[++i] ?? '');
+      if (!match) throw new Error('--link listen:PORT or connect:PORT');
+      link = { mode: match[1] as 'listen' | 'connect', port: Number(match[2]), mac: '' };
+    } else if (arg === '--mac') mac = argv[++i];
+    else if (arg === '--build') {
       ensureGuestImage({ force: true });
       return 0;
-    } else if (a === '--') {
+    } else if (arg === '--') {
       i++;
       break;
-    } else if (a.startsWith('--')) {
+    } else if (arg.startsWith('--')) {
       process.stderr.write(
         'usage: node dist/tools/vm/qemu.js [--socket PATH --vectors N] [--link listen:PORT|connect:PORT [--mac MAC]] [--shell] [--verbose] [--build] [--] SCRIPT [ARGS...]\n',
       );
@@ -335,19 +335,19 @@ async function main(argv: string[]): Promise<number> {
     } else break;
   }
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(130)); // the exit hook kills QEMU
-  const args = argv.slice(i).map((a, k) => (k === 0 && fs.existsSync(a) ? path.resolve(a) : a));
+  const args = argv.slice(i).map((arg, k) => (k === 0 && fs.existsSync(arg) ? path.resolve(arg) : arg));
   if (link) link.mac = mac ?? PAIR_MACS[link.mode === 'listen' ? 0 : 1];
-  const g = startGuest({ args, ivshmem: socket ? { socket: path.resolve(socket), vectors } : undefined, link, shell, verbose, echo: true, timeoutMs: shell ? 24 * 3600e3 : undefined });
-  const r = await g.done;
-  process.stderr.write(`\n[qemu exited code=${r.code} signal=${r.signal} after ${r.ms} ms; command exit ${r.exitCode}${r.timedOut ? '; watchdog fired' : ''}]\n`);
-  return r.exitCode ?? 1;
+  const geo = startGuest({ args, ivshmem: socket ? { socket: path.resolve(socket), vectors } : undefined, link, shell, verbose, echo: true, timeoutMs: shell ? 24 * 3600e3 : undefined });
+  const res = await geo.done;
+  process.stderr.write(`\n[qemu exited code=${res.code} signal=${res.signal} after ${res.ms} ms; command exit ${res.exitCode}${res.timedOut ? '; watchdog fired' : ''}]\n`);
+  return res.exitCode ?? 1;
 }
 
 if (require.main === module) {
   main(process.argv.slice(2)).then(
-    (c) => process.exit(c),
-    (e) => {
-      process.stderr.write(`${(e as Error).stack}\n`);
+    (count) => process.exit(count),
+    (err) => {
+      process.stderr.write(`${(err as Error).stack}\n`);
       process.exit(1);
     },
   );
