@@ -66,6 +66,7 @@ function packageVersion(): string {
   try {
     return (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
   } catch {
+    // No readable package.json at the package's root: the version is not known.
     return 'unknown';
   }
 }

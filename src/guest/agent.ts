@@ -132,6 +132,7 @@ export class GuestAgent {
           addon.close(addon.unixConnect(socket));
           live = true;
         } catch {
+          // Nobody answers: the file was left by an agent that died.
           fs.rmSync(socket, { force: true });
         }
         if (live) throw new ZivmGuestError(`an agent already serves ${pci} at ${socket}`);
@@ -171,11 +172,7 @@ export class GuestAgent {
         this.admit(fd);
       } catch (err) {
         this.log(`cannot admit a process: ${(err as Error).message}`);
-        try {
-          addon.close(fd);
-        } catch {
-          /* closed */
-        }
+        closeQuiet(fd);
       }
     }
   }
@@ -187,7 +184,7 @@ export class GuestAgent {
     try {
       pid = addon.peerCred(fd).pid;
     } catch {
-      /* unknown */
+      // No credentials for the socket: the process's pid stays 0 (unknown); its socket still tells when it leaves.
     }
     const used = new Set([...this.members.values()].map((other) => other.vector));
     for (const id of this.adopted.keys()) used.add(Peers.routeOf(i32, geo, id)[1]);
@@ -239,6 +236,7 @@ export class GuestAgent {
       try {
         res = addon.recvMsg(member.fd);
       } catch {
+        // A broken socket: the member is gone, as at the end of its stream.
         res = false;
       }
       if (res === null) return;
@@ -252,11 +250,7 @@ export class GuestAgent {
     const addon = native();
     if (!this.members.delete(member.id)) return;
     member.poller.close();
-    try {
-      addon.close(member.fd);
-    } catch {
-      /* closed */
-    }
+    closeQuiet(member.fd);
     if (Peers.genOf(this.i32, this.geo, member.id) === member.gen && !Peers.isFree(this.i32, this.geo, member.id)) {
       Peers.reap(this.i32, this.geo, member.id, member.gen, (peer) => this.wake(peer));
     }

@@ -27,6 +27,7 @@ export function ivshmemDevices(): string[] {
   try {
     names = fs.readdirSync(PCI);
   } catch {
+    // No PCI devices in sysfs here: no ivshmem device either.
     return [];
   }
   const out: string[] = [];
@@ -36,7 +37,7 @@ export function ivshmemDevices(): string[] {
       const device = parseInt(fs.readFileSync(path.join(PCI, dev, 'device'), 'utf8'), 16);
       if (vendor === IVSHMEM_VENDOR && device === IVSHMEM_DEVICE) out.push(dev);
     } catch {
-      /* not readable: not ours */
+      // A device whose ids cannot be read is not one we could open: skipped.
     }
   }
   return out.sort();
@@ -144,7 +145,7 @@ export class GuestDevice {
     try {
       addon.vfioSetMsix(this.dev.deviceFd, []);
     } catch {
-      /* closing anyway */
+      // Closing the device below ends its MSI-X routing as well: nothing is lost if this failed.
     }
     this.region.close();
     for (const fd of this.irqFds) addon.close(fd);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { guestSetting } from '../config';
 import { ZivmGuestError } from '../errors';
 import * as Lay from '../shm/layout';
-import { native, NativeRegion } from '../shm/native';
+import { closeQuiet, native, NativeRegion } from '../shm/native';
 
 /** Version of the agent's protocol (its first message). */
 export const AGENT_PROTOCOL = 1;
@@ -68,6 +68,7 @@ export function agentSockets(): string[] {
   try {
     names = fs.readdirSync(AGENT_DIR);
   } catch {
+    // No agents' folder: no agent runs in this guest.
     return [];
   }
   return names
@@ -144,13 +145,7 @@ export function joinAgent(socket: string, pci: string): { id: number; gen: numbe
     const region = new (addon.Region)(deviceFd, size, bar2Offset);
     return { id, gen, fd, link: new GuestLink(pci, ivPosition, vector, irqFd, region, deviceFd, bar0Offset) };
   } catch (err) {
-    for (const each of opened) {
-      try {
-        addon.close(each);
-      } catch {
-        /* closed */
-      }
-    }
+    for (const openedFd of opened) closeQuiet(openedFd);
     addon.close(fd);
     throw err;
   }

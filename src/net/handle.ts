@@ -32,10 +32,13 @@ interface ShutdownReq {
   oncomplete?: (this: unknown, status: number) => void;
 }
 
-interface ConnectReq {
+/** net's connect request for a kernel handle (a TCPConnectWrap). */
+export interface ConnectReq {
   oncomplete: (status: number, handle: unknown, req: unknown, readable: boolean, writable: boolean) => void;
   address: string;
   port: number;
+  localAddress?: string;
+  localPort?: number;
 }
 
 /** The kernel socket held back while a shared-memory connect is tried. */
@@ -52,6 +55,8 @@ export interface TcpLike {
   hasRef?(): boolean;
   getsockname?(out: { port?: number; address?: string; family?: string }): number;
   onread?: unknown;
+  /** node:http marks the handle its HTTP parser takes. */
+  _consumed?: boolean;
   [k: symbol]: unknown;
 }
 

@@ -51,6 +51,5 @@ export const internals: Internals = probe();
 
 declare module 'node:net' {
   // Exported by node:net, not typed by @types/node.
-   
   function _normalizeArgs(args: unknown[]): [Record<string, unknown>, ((...rest: unknown[]) => void) | null];
 }

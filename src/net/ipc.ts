@@ -48,5 +48,6 @@ export function guardIpcSend(): void {
       },
     });
   }
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- taken off `process` on purpose: the wrapper calls it with the `this` it is called with (process)
   if (typeof process.send === 'function') process.send = wrap(process.send as unknown as Send);
 }

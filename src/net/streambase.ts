@@ -39,7 +39,7 @@ function find(): { adapter?: AdapterClass; jsStream?: JSStreamClass } {
   if (found) return found;
   found = {};
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, not with this module: node:tls builds on node:net's classes as they are when it loads, after the preload hook replaced them
     const tls = require('node:tls') as typeof import('node:tls');
     const probe = new tls.TLSSocket(dummy()) as unknown as { _handle?: { _parentWrap?: { constructor: unknown } }; destroy(): void };
     const adapter = probe._handle?._parentWrap?.constructor;

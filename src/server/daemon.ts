@@ -7,18 +7,16 @@
  */
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
 import { debug } from '../log';
 import { Geometry, HEADER, REGION_STATE_READY, computeGeometry, writeHeader } from '../shm/layout';
 import { Native, NativePoller, NativeRegion, closeQuiet, native } from '../shm/native';
 import * as Peers from '../shm/peers';
-import { errCode, myUid, rmdirQuiet, unlinkQuiet } from '../sys';
+import { myUid, unlinkQuiet } from '../sys';
 import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Outbox } from './outbox';
 import { Member as Client, discardInput, farewell, welcome } from './protocol';
-
 
 /** An auto-started daemon waits at least this long for its first peer. */
 const AUTO_START_GRACE_MS = 1000;
@@ -326,7 +324,6 @@ export class Daemon extends EventEmitter {
 
   /** Closes a client's fds without telling anyone (shutdown). */
   private release(member: Client): void {
-    const addon = this.addon!;
     member.gone = true;
     if (member.poller) member.poller.close();
     member.poller = null;

@@ -91,6 +91,7 @@ function sameFile(fd: number, file: string): boolean {
   try {
     second = fs.statSync(file);
   } catch {
+    // Nothing at the path any more: the file we hold is not the one there.
     return false;
   }
   return first.ino === second.ino && first.dev === second.dev;
@@ -101,6 +102,7 @@ function socketServed(file: string): boolean {
   try {
     return fs.lstatSync(file).isSocket();
   } catch {
+    // Nothing at the path: no socket is served there.
     return false;
   }
 }

@@ -53,6 +53,7 @@ function netNodeId(): number {
   try {
     return fs.statSync('/proc/self/ns/net').ino;
   } catch {
+    // No /proc here: every process counts as being in one network namespace.
     return 1;
   }
 }
@@ -111,7 +112,7 @@ export class Domain {
     this.bells = new Doorbells(this.i32, geo, id, ctlFd, ownFds, peerFds, guest);
     this.bells.on('peer-left', (peer) => this.onPeerLeft(peer));
     this.bells.on('orphaned', () => this.orphan());
-    this.handlers = new Array(geo.nslots * 2);
+    this.handlers = new Array<SlotHandler | undefined>(geo.nslots * 2);
     this.nodeId = guest ? guestNodeId(guest.ivPosition, this.i32) : netNodeId();
     this.pendingBase = Lay.pendingOffset(geo, id) >> 2;
     this.pendingWords = geo.pendingStride >> 2;

@@ -119,6 +119,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
       try {
         msg = addon.recvMsg(this.ctlFd);
       } catch {
+        // A broken socket to the daemon: it is gone, as at the end of the stream.
         msg = false;
       }
       if (msg === null) return;

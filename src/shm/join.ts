@@ -101,13 +101,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
     debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, domain.gen, geo.nslots, geo.ringSize);
     return domain;
   } catch (err) {
-    for (const peerFd of opened) {
-      try {
-        addon.close(peerFd);
-      } catch {
-        /* already closed */
-      }
-    }
+    for (const openedFd of opened) closeQuiet(openedFd);
     region?.close();
     addon.close(fd);
     throw err;

@@ -5,6 +5,7 @@
  * failures are ZivmErrors (ZivmCorruptError, ZivmClosedError...; errors.ts).
  */
 import path from 'node:path';
+import nodeGypBuild from 'node-gyp-build';
 import { makeZivmError, ZivmNoAddonError } from '../errors';
 
 /** A mapping of a shared-memory fd. */
@@ -211,13 +212,6 @@ let cached: Native | undefined;
 /** The package's folder: binding.gyp, build/ (a build made here) and prebuilds/ (the binaries it ships). */
 export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
 
-interface NodeGypBuild {
-  /** The addon file to load: build/Release, else build/Debug, else the prebuild for this platform; throws if none. */
-  resolve(dir: string): string;
-}
-
- 
-const nodeGypBuild = require('node-gyp-build') as NodeGypBuild;
 
 export interface AddonSource {
   /** The file node-gyp-build picks, if any. */
@@ -270,6 +264,6 @@ export function closeQuiet(fd: number): void {
   try {
     native().close(fd);
   } catch {
-    // Closed already.
+    // Closed already: nothing is left to release.
   }
 }
