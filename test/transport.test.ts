@@ -121,7 +121,7 @@ describe('transport between two processes', function () {
       const got = await new Promise<string>((resolve) => {
         let text = '';
         sock.setEncoding('utf8');
-        sock.on('data', (chunk) => (text += chunk));
+        sock.on('data', (chunk: string) => (text += chunk));
         sock.on('end', () => resolve(text));
         sock.end('ping');
       });

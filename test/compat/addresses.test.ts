@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import type * as net from 'node:net';
 import { forEachImpl, closed, pair } from './impl';
 
 forEachImpl((impl) => {

@@ -48,14 +48,14 @@ forEachImpl((impl) => {
       expect(sock).to.be.instanceOf(nodeNet.Socket);
     });
 
-    it('Server can be called without new, and takes a connection listener', async function () {
+    it('Server can be called without new, and takes a connection listener', function () {
       const listener = (): void => undefined;
       const server = (impl.net.Server as unknown as Callable<net.Server>)(listener);
       expect(server).to.be.instanceOf(impl.net.Server);
       expect(server.listeners('connection')).to.deep.equal([listener]);
     });
 
-    it('subclasses of Socket and Server work', async function () {
+    it('subclasses of Socket and Server work', function () {
       class MySocket extends impl.net.Socket {
         mine = true;
       }

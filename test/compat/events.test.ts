@@ -3,13 +3,13 @@ import { once } from 'node:events';
 import type * as net from 'node:net';
 import { forEachImpl, listen, closed, pair } from './impl';
 
-/** Records the lifecycle events of `s` into `events`. */
+/** Records the lifecycle events of `sock` into `events`. */
 function record(sock: net.Socket, events: string[], names = ['connect', 'ready', 'data', 'end', 'finish', 'close']): void {
   for (const name of names) {
     sock.on(name, (arg: unknown) => {
       if (name === 'data') {
         if (events[events.length - 1] !== 'data') events.push('data');
-      } else if (name === 'close') events.push(`close:${arg}`);
+      } else if (name === 'close') events.push(`close:${String(arg)}`);
       else events.push(name);
     });
   }

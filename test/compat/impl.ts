@@ -23,7 +23,7 @@ type NetModule = typeof nodeNet;
 
 /** The compiled zivm module (dist/src/index.js), loaded only now that ZIVM_DIR is set. */
 export const ZIVM_MODULE_PATH = path.resolve(__dirname, '..', '..', 'src', 'index.js');
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the compiled module, by the path child processes require too, loaded once the setup has set ZIVM_DIR
 const zivmNet = require(ZIVM_MODULE_PATH) as typeof ZivmModule;
 
 export interface Impl {
@@ -144,7 +144,7 @@ export const delay = sleep;
 
 /** Resolves once `server` listens on `host` (null: no host given); returns its port. */
 export async function listen(server: nodeNet.Server, host: string | null = '127.0.0.1', port = 0): Promise<number> {
-  const onError = once(server, 'error').then(([err]) => Promise.reject(err));
+  const onError = once(server, 'error').then(([err]) => Promise.reject(err as Error));
   const listening = new Promise<void>((resolve) => (host === null ? server.listen(port, resolve) : server.listen(port, host, resolve)));
   await Promise.race([listening, onError]);
   return (server.address() as nodeNet.AddressInfo).port;

@@ -15,7 +15,7 @@ interface CutShort {
 }
 
 function describeErr(err: unknown): string {
-  if (!err) return String(err ?? null);
+  if (!err) return String((err as null | undefined) ?? null);
   const elem = err as NodeJS.ErrnoException;
   return [elem.message, elem.code, elem.errno, elem.syscall].filter((value) => value !== undefined).join(' ');
 }

@@ -172,7 +172,7 @@ export function spawnRacer(socket: string, env: NodeJS.ProcessEnv): Proc {
 }
 
 function raceMain(socket: string): void {
-   
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded in the racer process only, where the race's environment is set
   const { connectDaemon } = require('../../src/shm/autostart') as typeof import('../../src/shm/autostart');
   const fd = connectDaemon({ socketPath: socket, timeoutMs: 15000 });
   const member = new RawClient(fd);

@@ -124,7 +124,7 @@ interface StatPeer {
     process.stderr.write(`      in-guest loopback: ${BYTES >> 20} MiB echo + half-close in ${list.ms} ms\n`);
   });
 
-  it('guest process -> host: shm, echo intact, half-close', async function () {
+  it('guest process -> host: shm, echo intact, half-close', function () {
     const holder = guestEv.get('to-host')!;
     expect(holder.transport, explain()).to.equal('shm');
     expect(holder.echoOk).to.equal(true);
@@ -162,7 +162,7 @@ interface StatPeer {
     expect(value.vector).to.be.a('number');
   });
 
-  it('a guest client process killed mid-connection: the host side ends within seconds', async function () {
+  it('a guest client process killed mid-connection: the host side ends within seconds', function () {
     expect(guestEv.get('victim-connected')?.transport, explain()).to.equal('shm');
     const acc = hostEv.find((entry) => entry.ev === 'accepted' && entry.id === 2);
     expect(acc?.transport, explain()).to.equal('shm');

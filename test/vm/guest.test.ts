@@ -19,7 +19,7 @@ import { native } from '../../src/shm/native';
 import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { Handshake, RawClient, mapRegion } from '../helpers/daemon-client';
 import * as elem from './exchange';
-import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
+import { GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
 import { sleep } from '../../tools/kit/wait';
 
 const VECTORS = 2;
@@ -51,7 +51,6 @@ function parseProbe(output: string): Map<string, Probe> {
   let server: ServerProc | undefined;
   let client: RawClient | undefined;
   let hs: Handshake;
-  let img: GuestImage;
   let result: GuestResult;
   let probe: Map<string, Probe>;
   const host: {
@@ -76,7 +75,7 @@ function parseProbe(output: string): Map<string, Probe> {
 
   before(async function () {
     const t0 = Date.now();
-    img = ensureGuestImage();
+    ensureGuestImage();
     timings.image = Date.now() - t0;
 
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vm-'));

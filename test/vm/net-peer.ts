@@ -47,8 +47,9 @@ async function host(argv: string[]): Promise<void> {
     subject.on('error', (err: Error & { code?: string }) => say({ ev: 'conn-error', id, code: err.code ?? null, message: err.message, bytes, at: Date.now(), ms: Date.now() - time }));
     subject.on('close', () => say({ ev: 'conn-close', id, bytes, at: Date.now(), ms: Date.now() - time }));
   });
-  const data = require('../../src/shm/domain').currentDomain(); // eslint-disable-line @typescript-eslint/no-require-imports
-  say({ ev: 'listening', port, peer: data?.id ?? null });
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- zivm is loaded on first use only (see tools/vm/peer.ts)
+  const domain = (require('../../src/shm/join') as typeof import('../../src/shm/join')).currentDomain();
+  say({ ev: 'listening', port, peer: domain?.id ?? null });
   new Commands()
     .on('refused', (msg) => void refused(msg.host, msg.port).then((res) => say({ ev: 'refused', ...res })))
     .on('connect', (msg) =>

@@ -290,9 +290,9 @@ export async function startLinkedPair(first: GuestOptions, second: GuestOptions,
 /** Waits for both guests of a pair; once one has exited, the other gets `graceMs` to follow before it is killed. */
 export async function pairDone(guests: [Guest, Guest], graceMs = 15000): Promise<[GuestResult, GuestResult]> {
   let timer: NodeJS.Timeout | undefined;
-  const first = Promise.race(guests.map((geoVal) => geoVal.done.then(() => geoVal)));
-  first.then((geo) => {
-    const other = guests[0] === geo ? guests[1] : guests[0];
+  const first = Promise.race(guests.map((guest) => guest.done.then(() => guest)));
+  void first.then((done) => {
+    const other = guests[0] === done ? guests[1] : guests[0];
     timer = setTimeout(() => other.kill(), graceMs);
   });
   const res = (await Promise.all(guests.map((geo) => geo.done))) as [GuestResult, GuestResult];
