@@ -149,7 +149,7 @@ function machine(): Machine {
     const match = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
     if (match) cpu = match[1].trim();
   } catch {
-    /* not Linux */
+    // No /proc/cpuinfo (not Linux): the model os.cpus() gave stays.
   }
   return {
     cpu,
@@ -167,7 +167,7 @@ function zivmVersion(): { version: string; commit?: string } {
   try {
     version = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
   } catch {
-    /* keep unknown */
+    // No readable package.json: the version stays unknown.
   }
   let commit: string | undefined;
   try {
@@ -175,7 +175,7 @@ function zivmVersion(): { version: string; commit?: string } {
     const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'native'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     if (dirty) commit += ' + uncommitted changes in src/native';
   } catch {
-    /* not a checkout */
+    // Not a git checkout (an installed package): no commit to record.
   }
   return { version, commit };
 }

@@ -94,7 +94,7 @@ after(function () {
   try {
     fs.rmSync(zivmDir, { recursive: true, force: true });
   } catch {
-    /* ignore */
+    // A folder already gone (or busy) changes nothing for the results: left to the system's temporary files.
   }
 });
 

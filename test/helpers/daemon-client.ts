@@ -108,7 +108,7 @@ export class RawClient {
       try {
         addon.close(fd);
       } catch {
-        /* ignore */
+        // Closed already: nothing to release.
       }
     }
   }
@@ -145,7 +145,7 @@ export function removeDir(dir: string): void {
   try {
     fs.chmodSync(dir, 0o700);
   } catch {
-    /* ignore */
+    // Gone already, or its mode is fine: rmSync below says if it is not.
   }
   fs.rmSync(dir, { recursive: true, force: true });
 }

@@ -114,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     fs.writeFileSync(path.join(PCI, dev, 'enable'), '1');
   } catch {
-    /* already enabled by firmware */
+    // Refused when the firmware enabled the device already: it is enabled either way.
   }
   const cfg = new Config(dev);
   report('pci', { dev, bars, command: cfg.read(4, 2), iommuGroup: path.basename(fs.readlinkSync(path.join(PCI, dev, 'iommu_group'))) });
@@ -188,7 +188,7 @@ async function main(argv: string[]): Promise<number> {
     try {
       waitedPending = waitUntil(() => ((Atomics.load(part, 0) >>> 0) & all) === all >>> 0, 10000, 'pending MSI-X vectors');
     } catch {
-      /* reported below */
+      // Not all pending in time: the pending bits read below say which ones were.
     }
     pending = Atomics.load(part, 0) >>> 0;
   }

@@ -37,7 +37,7 @@ function parseProbe(output: string): Map<string, Probe> {
       const out = JSON.parse(line.slice(i + 'ZIVM-PROBE '.length)) as Probe;
       map.set(String(out.what), out);
     } catch {
-      /* a line garbled by kernel messages: ignore */
+      // A line garbled by kernel messages on the console: the probe's other lines still count.
     }
   }
   return map;
