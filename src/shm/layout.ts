@@ -104,20 +104,20 @@ export const PEER_ALIVE = 2;
 export const PEER_DEAD = 3; // left; the daemon is cleaning up after it
 export const PEER_KIND_PROCESS = 1;
 export const PEER_KIND_GUEST = 2;
-/** A process in a VM guest: an entry claimed by the guest's agent, rung through the guest's doorbells (P.ROUTE). */
+/** A process in a VM guest: an entry claimed by the guest's agent, rung through the guest's doorbells (PEER.ROUTE). */
 export const PEER_KIND_GUEST_PROCESS = 3;
 export const ROUTE_VIA = 0x40000000;
 
-/** P.ROUTE for a peer rung as vector `vector` of peer `via`. */
+/** PEER.ROUTE for a peer rung as vector `vector` of peer `via`. */
 export function makeRoute(via: number, vector: number): number {
   return ROUTE_VIA | ((vector & 0x3fff) << 16) | (via & 0xffff);
 }
 
 /** Which doorbell rings `peer`: [peer id whose eventfds it is, vector]. */
 export function routeOf(i32: Int32Array, geo: Geometry, peer: number): [number, number] {
-  const res = Atomics.load(i32, (peerOffset(geo, peer) >> 2) + PEER.ROUTE);
-  if ((res & ROUTE_VIA) === 0) return [peer, 0];
-  return [res & 0xffff, (res >>> 16) & 0x3fff];
+  const route = Atomics.load(i32, (peerOffset(geo, peer) >> 2) + PEER.ROUTE);
+  if ((route & ROUTE_VIA) === 0) return [peer, 0];
+  return [route & 0xffff, (route >>> 16) & 0x3fff];
 }
 
 /** Listener entry: 64 bytes. */
@@ -208,8 +208,8 @@ export interface Geometry {
   slotsOff: number;
 }
 
-function alignUp(count: number, lhs: number): number {
-  return Math.ceil(count / lhs) * lhs;
+function alignUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
 }
 
 export const MIN_RING = 4096;
@@ -282,7 +282,6 @@ export function writeHeader(i32: Int32Array, geo: Geometry, daemonPid: number, n
   Atomics.store(i32, HEADER.STATE, REGION_STATE_INIT);
 }
 
-
 /**
  * Reads and checks a header written by writeHeader. `mappedSize` is what the
  * reader actually mapped: every offset must fall inside it.
@@ -318,8 +317,8 @@ export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
   } catch (err) {
     throw new ZivmBadRegionError(`shared region header is inconsistent: ${(err as Error).message}`);
   }
-  for (const k of Object.keys(expect) as (keyof Geometry)[]) {
-    if (expect[k] !== geo[k]) throw new ZivmBadRegionError(`shared region header is inconsistent (${k})`);
+  for (const field of Object.keys(expect) as (keyof Geometry)[]) {
+    if (expect[field] !== geo[field]) throw new ZivmBadRegionError(`shared region header is inconsistent (${field})`);
   }
   if (size > mappedSize) throw new ZivmBadRegionError(`shared region header says ${size} bytes, ${mappedSize} are mapped`);
   return geo;
@@ -329,14 +328,14 @@ export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
 export function peerOffset(geo: Geometry, id: number): number {
   return geo.peersOff + id * PEER_SIZE;
 }
-export function listenerOffset(geo: Geometry, i: number): number {
-  return geo.listenersOff + i * LISTENER_SIZE;
+export function listenerOffset(geo: Geometry, index: number): number {
+  return geo.listenersOff + index * LISTENER_SIZE;
 }
 export function pendingOffset(geo: Geometry, peer: number): number {
   return geo.pendingOff + peer * geo.pendingStride;
 }
-export function slotOffset(geo: Geometry, i: number): number {
-  return geo.slotsOff + i * geo.slotStride;
+export function slotOffset(geo: Geometry, slot: number): number {
+  return geo.slotsOff + slot * geo.slotStride;
 }
 /** Ring offsets of a slot: c2s = client→server, s2c = server→client. */
 export function ringOffsets(geo: Geometry, slot: number): { c2sHdr: number; s2cHdr: number; c2sData: number; s2cData: number } {
