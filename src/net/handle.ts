@@ -133,13 +133,13 @@ export class ShmHandle extends Base implements HandleCore {
 
   private checkConnect(): void {
     const held = this.held!;
-    const st = this.ch.request();
-    if (st === 'refused' || st === 'lost' || this.ch.peerDied()) {
-      this.fallBack(st === 'refused' ? 'refused' : 'listener went away');
+    const state = this.ch.request();
+    if (state === 'refused' || state === 'lost' || this.ch.peerDied()) {
+      this.fallBack(state === 'refused' ? 'refused' : 'listener went away');
       return;
     }
     this.held = null;
-    this.accepted = st === 'accepted';
+    this.accepted = state === 'accepted';
     this.updateActive();
     held.tcp.close();
     held.req.oncomplete(0, this, held.req, true, true);
@@ -149,12 +149,12 @@ export class ShmHandle extends Base implements HandleCore {
 
   /** Connected but not yet accepted: a refusal now (the listener closed, its owner died) is a reset, as over TCP. */
   private checkAccepted(): boolean {
-    const st = this.ch.request();
-    if (st === 'accepted') {
+    const state = this.ch.request();
+    if (state === 'accepted') {
       this.accepted = true;
       return true;
     }
-    if (st === 'refused' || st === 'lost') {
+    if (state === 'refused' || state === 'lost') {
       this.fail('ECONNRESET', 'read');
       return false;
     }

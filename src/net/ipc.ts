@@ -13,9 +13,9 @@ const kWrapped = Symbol.for('zivm.ipcSend');
 
 type Send = (this: unknown, message: unknown, handle?: unknown, ...rest: unknown[]) => boolean;
 
-function sendable(handle: unknown): void {
-  const holder = (handle as { _handle?: unknown } | null | undefined)?._handle;
-  if (holder instanceof ShmHandle) {
+function sendable(sent: unknown): void {
+  const handle = (sent as { _handle?: unknown } | null | undefined)?._handle;
+  if (handle instanceof ShmHandle) {
     const err = new TypeError('This handle type cannot be sent: the connection is over zivm shared memory (listen with pauseOnConnect, or set ZIVM=off, to keep connections that are handed to other processes on TCP)') as TypeError & { code: string };
     err.code = 'ERR_INVALID_HANDLE_TYPE';
     throw err;

@@ -47,7 +47,7 @@ export class Reader {
   readonly feed = (): void => this.feedNow();
 
   constructor(
-    private readonly h: HandleCore,
+    private readonly handle: HandleCore,
     private readonly stream: NativeReads | undefined,
   ) {}
 
@@ -58,7 +58,7 @@ export class Reader {
    * the next one, or 'end'. Returns true if it delivered a chunk.
    */
   pump(): boolean {
-    const handle = this.h;
+    const handle = this.handle;
     const ch = handle.ch;
     if (!handle.reading || handle.closed || this.eof) return false;
     if (this.pieces.length > 0) {
@@ -141,12 +141,12 @@ export class Reader {
   private requestFeed(): void {
     if (this.queued) return;
     this.queued = true;
-    this.h.ch.domain.feed(this);
+    this.handle.ch.domain.feed(this);
   }
 
   private feedNow(): void {
     this.queued = false;
-    const handle = this.h;
+    const handle = this.handle;
     if (!this.stream || handle.closed) {
       this.pieces = [];
       return;
@@ -170,7 +170,7 @@ export class Reader {
 
   /** How a dead peer looks to us: TCP resets if it died with our bytes unread, else it sent a FIN. */
   private peerDied(): 'fin' | 'rst' {
-    return this.h.ch.unreadByPeer() > 0 ? 'rst' : 'fin';
+    return this.handle.ch.unreadByPeer() > 0 ? 'rst' : 'fin';
   }
 
   /**
@@ -178,7 +178,7 @@ export class Reader {
    * closed peer with writes waiting (`writesWaiting`).
    */
   checkPeer(writesWaiting: boolean): void {
-    const handle = this.h;
+    const handle = this.handle;
     if (this.resetUnseen) {
       if (writesWaiting) handle.fail('ECONNRESET', 'write');
       return;

@@ -137,15 +137,15 @@ function registerShm(server: ServerInternals, backlog: number, flags: number): v
   const domain = getDomain(true);
   if (!domain) return;
   domain.refreshAddrs(); // the addresses peers on other nodes will look for now
-  const res = register(domain, { addr: addr, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog });
-  if (!res) {
+  const entry = register(domain, { addr: addr, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog });
+  if (!entry) {
     debug('listener table of the region is full: %s:%d is served over TCP only', address.address, address.port);
     return;
   }
-  const reg: Registration = { domain, index: res.index, word: res.word };
+  const reg: Registration = { domain, index: entry.index, word: entry.word };
   server[kListener] = reg;
-  domain.acceptors.set(res.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
-  debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, res.index);
+  domain.acceptors.set(entry.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
+  debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, entry.index);
 }
 
 function unregisterShm(server: ServerInternals): void {

@@ -46,9 +46,9 @@ function find(): { adapter?: AdapterClass; jsStream?: JSStreamClass } {
     probe.destroy();
     if (typeof adapter !== 'function') throw new Error('no JS stream adapter');
     found.adapter = adapter as AdapterClass;
-    const inst = new found.adapter(dummy());
-    const jsStream = (inst._handle as { constructor?: unknown } | null)?.constructor;
-    inst.destroy();
+    const probeAdapter = new found.adapter(dummy());
+    const jsStream = (probeAdapter._handle as { constructor?: unknown } | null)?.constructor;
+    probeAdapter.destroy();
     const proto = (jsStream as { prototype?: Record<string, unknown> } | undefined)?.prototype;
     if (typeof jsStream === 'function' && proto && typeof proto.readBuffer === 'function' && typeof proto.emitEOF === 'function' && typeof proto.finishWrite === 'function') {
       found.jsStream = jsStream as JSStreamClass;
@@ -68,9 +68,9 @@ export function jsStreamClass(): JSStreamClass | undefined {
 
 /** Node's JS stream adapter class. Throws if this Node.js has none. */
 export function streamAdapter(): AdapterClass {
-  const first = find().adapter;
-  if (!first) throw new Error('node:tls has no JS stream adapter here');
-  return first;
+  const adapter = find().adapter;
+  if (!adapter) throw new Error('node:tls has no JS stream adapter here');
+  return adapter;
 }
 
 /**
