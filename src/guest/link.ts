@@ -73,7 +73,7 @@ export function agentSockets(): string[] {
   }
   return names
     .map((name) => /^guest-(.+)\.sock$/.exec(name)?.[1])
-    .filter((elem): elem is string => !!elem)
+    .filter((pci): pci is string => !!pci)
     .sort();
 }
 
