@@ -19,8 +19,8 @@ type Options = NonNullable<ParseArgsConfig['options']>;
  */
 export function parse<O extends Options>(args: string[], options: O): { values: Record<keyof O | 'help', string | boolean | undefined>; positionals: string[] } {
   try {
-    const res = parseArgs({ args, options: { ...options, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
-    return { values: res.values as unknown as Record<keyof O | 'help', string | boolean | undefined>, positionals: res.positionals };
+    const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
+    return { values: parsed.values as unknown as Record<keyof O | 'help', string | boolean | undefined>, positionals: parsed.positionals };
   } catch (err) {
     throw new UsageError((err as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
   }

@@ -68,10 +68,10 @@ export const serverCommand: Command = {
     const maxListeners = intOption(opts['max-listeners'], 'max-listeners', 1, 65536, DEFAULT_MAX_LISTENERS);
     let idleMs = auto ? autoIdleMs(env) : Infinity;
     if (opts['idle-exit'] !== undefined) {
-      const slotWord = Number(opts['idle-exit']);
-      if (typeof opts['idle-exit'] !== 'string' || opts['idle-exit'].trim() === '' || !Number.isFinite(slotWord) || slotWord < 0)
+      const seconds = Number(opts['idle-exit']);
+      if (typeof opts['idle-exit'] !== 'string' || opts['idle-exit'].trim() === '' || !Number.isFinite(seconds) || seconds < 0)
         throw new UsageError('--idle-exit must be a number of seconds >= 0');
-      idleMs = slotWord * 1000;
+      idleMs = seconds * 1000;
     }
     let geo;
     try {

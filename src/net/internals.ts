@@ -16,8 +16,8 @@ export interface Internals {
   kLastWriteQueueSize: symbol;
 }
 
-function find(obj: object, description: string): symbol | undefined {
-  return Object.getOwnPropertySymbols(obj).find((sym) => sym.description === description);
+function find(target: object, description: string): symbol | undefined {
+  return Object.getOwnPropertySymbols(target).find((sym) => sym.description === description);
 }
 
 function probe(): Internals {

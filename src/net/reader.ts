@@ -224,7 +224,7 @@ export class Http2Frames {
    * mid-frame.
    */
   split(buf: Buffer): Buffer[] {
-    const out: Buffer[] = [];
+    const pieces: Buffer[] = [];
     let start = 0;
     let pos = 0;
     while (pos < buf.length || this.headerHave === 9) {
@@ -233,7 +233,7 @@ export class Http2Frames {
         pos += take;
         this.preface -= take;
         if (this.preface > 0) break;
-        if (pos > start) out.push(buf.subarray(start, pos));
+        if (pos > start) pieces.push(buf.subarray(start, pos));
         start = pos;
         continue;
       } else if (this.left > 0 || this.headerHave === 9) {
@@ -249,11 +249,11 @@ export class Http2Frames {
         this.left = (this.header[0] << 16) | (this.header[1] << 8) | this.header[2];
         continue;
       }
-      if (pos > start) out.push(buf.subarray(start, pos));
+      if (pos > start) pieces.push(buf.subarray(start, pos));
       start = pos;
     }
-    if (start < buf.length) out.push(buf.subarray(start));
-    return out;
+    if (start < buf.length) pieces.push(buf.subarray(start));
+    return pieces;
   }
 }
 

@@ -105,7 +105,7 @@ patched.connect = function connect(this: SocketInternals, ...args: unknown[]) {
   if (userLookup === undefined || userLookup === null || typeof userLookup === 'function') {
     opts.lookup = interceptingLookup(this, (userLookup ?? dns.lookup) as LookupFn);
   }
-  base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((elem) => elem !== undefined)));
+  base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((arg) => arg !== undefined)));
   intercept(this);
   return this;
 };
@@ -204,8 +204,8 @@ function tryShm(socket: SocketInternals, tcp: TcpLike, req: ConnectReq, address:
   // A socket bound to a port (localPort) has it reserved in the kernel: the connection keeps it.
   let localPort = 0;
   if (req.localPort) {
-    const out: { port?: number } = {};
-    if (typeof tcp.getsockname === 'function' && tcp.getsockname(out) === 0) localPort = out.port ?? 0;
+    const bound: { port?: number } = {};
+    if (typeof tcp.getsockname === 'function' && tcp.getsockname(bound) === 0) localPort = bound.port ?? 0;
   }
   let ch: Channel | undefined;
   try {
