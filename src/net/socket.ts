@@ -38,8 +38,8 @@ export interface SocketConstructor {
 export const Socket = function Socket(this: unknown, options?: net.SocketConstructorOpts): Socket | void {
   // Subclasses of node:net's own Socket (tls.TLSSocket when node:tls was loaded
   // first) call this on their instance too: initialise it rather than make another.
-  if (!(this instanceof NetSocket)) return new (Socket as unknown as new (o?: unknown) => Socket)(options);
-  (NetSocket as unknown as (this: unknown, o?: unknown) => void).call(this, options);
+  if (!(this instanceof NetSocket)) return new (Socket as unknown as new (options?: unknown) => Socket)(options);
+  (NetSocket as unknown as (this: unknown, options?: unknown) => void).call(this, options);
 } as unknown as SocketConstructor;
 Object.setPrototypeOf(Socket.prototype, NetSocket.prototype);
 Object.setPrototypeOf(Socket, NetSocket);
@@ -127,7 +127,7 @@ function interceptingLookup(socket: SocketInternals, lookup: LookupFn): LookupFn
  */
 const kReinitializeHandle = Object.getOwnPropertySymbols(NetSocket.prototype).find((k) => k.description === 'kReinitializeHandle');
 if (kReinitializeHandle) {
-  const reinit = (NetSocket.prototype as unknown as Record<symbol, (h: unknown) => unknown>)[kReinitializeHandle];
+  const reinit = (NetSocket.prototype as unknown as Record<symbol, (handle: unknown) => unknown>)[kReinitializeHandle];
   Object.defineProperty(Socket.prototype, kReinitializeHandle, {
     configurable: true,
     writable: true,

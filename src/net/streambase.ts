@@ -27,7 +27,7 @@ export type AdapterClass = new (stream: unknown) => Record<string | symbol, unkn
 function dummy(): Duplex {
   return new Duplex({
     read() {},
-    write(_c, _e, cb) {
+    write(_chunk, _encoding, cb) {
       cb();
     },
   });
