@@ -23,41 +23,16 @@ import { formatAddr } from '../shm/addrs';
 import { Channel } from '../shm/channel';
 import { kTransport } from '../symbols';
 import type { HandleCore, SocketLike } from './core';
-import { internals } from './internals';
+import { internals, type ConnectReq, type ShutdownReq, type TcpLike } from './internals';
 import { NativeReads, Reader } from './reader';
 import { boundToHttp2Session, jsStreamClass } from './streambase';
 import { Writer } from './writer';
-
-interface ShutdownReq {
-  oncomplete?: (this: unknown, status: number) => void;
-}
-
-/** net's connect request for a kernel handle (a TCPConnectWrap). */
-export interface ConnectReq {
-  oncomplete: (status: number, handle: unknown, req: unknown, readable: boolean, writable: boolean) => void;
-  address: string;
-  port: number;
-  localAddress?: string;
-  localPort?: number;
-}
 
 /** The kernel socket held back while a shared-memory connect is tried. */
 interface HeldConnect {
   req: ConnectReq;
   tcp: TcpLike;
   connect: (this: TcpLike, req: ConnectReq, address: string, port: number) => number;
-}
-
-export interface TcpLike {
-  close(cb?: () => void): void;
-  ref(): void;
-  unref(): void;
-  hasRef?(): boolean;
-  getsockname?(out: { port?: number; address?: string; family?: string }): number;
-  onread?: unknown;
-  /** node:http marks the handle its HTTP parser takes. */
-  _consumed?: boolean;
-  [k: symbol]: unknown;
 }
 
 /** A status for a native stream request: 0, or a negative errno as libuv gives them. */
@@ -347,11 +322,6 @@ export class ShmHandle extends Base implements HandleCore {
 
   // -- the native stream (JSStream hooks, called from C++ by native consumers) -----
 
-  /**
-   * Native consumers (the HTTP parser, HTTP/2, TLS) ask this before they take
-   * a stream: from then on reads go through the native stream, where they
-   * would be.
-   */
   /** node:http's server marks the handle its HTTP parser takes: the parser's reads are handed over bare (see Reader). */
   set _consumed(taken: boolean) {
     this.reader.bare = taken;
@@ -361,6 +331,11 @@ export class ShmHandle extends Base implements HandleCore {
     return this.reader.bare;
   }
 
+  /**
+   * Native consumers (the HTTP parser, HTTP/2, TLS) ask this before they take
+   * a stream: from then on reads go through the native stream, where they
+   * would be.
+   */
   get isStreamBase(): boolean {
     if (!JSStream) return false;
     const sock = this.socket;

@@ -6,10 +6,10 @@
  */
 import net from 'node:net';
 import dns from 'node:dns';
-import { ConnectReq, ShmHandle, TcpLike, nativeStreams } from './handle';
+import { ShmHandle, nativeStreams } from './handle';
 import type { SocketLike } from './core';
 import { boundToHttp2Session } from './streambase';
-import { internals } from './internals';
+import { internals, type ConnectReq, type TcpLike } from './internals';
 import { chose } from './debug';
 import { zivmOff } from '../config';
 import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsWrapped, kTransport, kTryShm } from '../symbols';
