@@ -97,7 +97,9 @@ export async function diagnose(target?: { host: string; port: number }): Promise
   else add('ZIVM', 'ok', 'on');
 
   const source = addonSource();
-  const where = source.file ? `${source.kind === 'prebuild' ? 'prebuilt binary' : 'built here'}: ${path.relative(PACKAGE_ROOT, source.file)} in ${PACKAGE_ROOT}` : '';
+  const where = source.file
+    ? `${source.kind === 'prebuild' ? 'prebuilt binary' : 'built here'}: ${path.relative(PACKAGE_ROOT, source.file)} in ${PACKAGE_ROOT}`
+    : '';
   const addon = { file: source.file, kind: source.kind, loaded: false };
   try {
     native();
@@ -200,7 +202,8 @@ export function formatReport(report: DoctorReport): string {
     : '\nShared memory cannot be used here: every connection goes over TCP (see above).\n';
   if (report.routes) {
     text += '\n';
-    for (const route of report.routes) text += `  ${route.address.includes(':') ? `[${route.address}]` : route.address}:${route.port}  ${route.transport}  ${route.reason}\n`;
+    for (const route of report.routes)
+      text += `  ${route.address.includes(':') ? `[${route.address}]` : route.address}:${route.port}  ${route.transport}  ${route.reason}\n`;
   }
   text +=
     '\nAlways over TCP: TLS sockets, servers that are not zivm servers (or started before the hook), other hosts;\n' +

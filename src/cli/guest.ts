@@ -69,10 +69,13 @@ export const guestCommand: Command = {
       }
       return 0;
     }
-    if (action !== 'setup' && action !== 'agent' && action !== 'stop') throw new UsageError(action ? `unknown guest command ${action}` : 'guest needs a command');
+    if (action !== 'setup' && action !== 'agent' && action !== 'stop')
+      throw new UsageError(action ? `unknown guest command ${action}` : 'guest needs a command');
     const pci = address ?? (devices.length === 1 ? devices[0] : undefined);
     if (!pci) {
-      process.stderr.write(`zivm guest: ${devices.length ? `${devices.length} ivshmem devices (${devices.join(', ')}): name one` : 'no ivshmem device (1af4:1110) here'}\n`);
+      process.stderr.write(
+        `zivm guest: ${devices.length ? `${devices.length} ivshmem devices (${devices.join(', ')}): name one` : 'no ivshmem device (1af4:1110) here'}\n`,
+      );
       return 1;
     }
     if (action === 'stop') {
@@ -177,4 +180,3 @@ async function startAgent(pci: string, mode: string | undefined): Promise<number
   process.stdout.write(`agent pid ${child.pid} at ${sock}\nexport ZIVM_GUEST_PCI=${pci}\n`);
   return 0;
 }
-

@@ -1,5 +1,14 @@
 /** `zivm server`: the domain daemon in the foreground. */
-import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_VECTORS, autoIdleMs, parseSize, regionSize, ringSize as ringSizeFromEnv, socketPath } from '../config';
+import {
+  DEFAULT_MAX_LISTENERS,
+  DEFAULT_MAX_PEERS,
+  DEFAULT_VECTORS,
+  autoIdleMs,
+  parseSize,
+  regionSize,
+  ringSize as ringSizeFromEnv,
+  socketPath,
+} from '../config';
 import { UsageError } from '../errors';
 import { computeGeometry } from '../shm/layout';
 import { runDaemon } from '../server/run';
@@ -90,4 +99,3 @@ export const serverCommand: Command = {
     });
   },
 };
-

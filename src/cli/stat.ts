@@ -23,11 +23,20 @@ export function formatSnapshot(sock: string, snap: DomainSnapshot, self: number)
   let text = `domain ${sock}: region ${sizeText(snap.size)}, ${snap.slots} slots of ${sizeText(snap.ringSize)} rings, ${snap.vectors} vector(s), daemon pid ${snap.daemonPid}\n\n`;
   const peers = snap.peers.filter((peer) => peer.id !== self);
   text += `PEERS (${peers.length})\n`;
-  text += table([['ID', 'PID', 'KIND', 'NODE', 'STATE'], ...peers.map((peer) => [String(peer.id), String(peer.pid), peer.kind, String(peer.node), peer.state])]);
+  text += table([
+    ['ID', 'PID', 'KIND', 'NODE', 'STATE'],
+    ...peers.map((peer) => [String(peer.id), String(peer.pid), peer.kind, String(peer.node), peer.state]),
+  ]);
   text += `\nLISTENERS (${snap.listeners.length})\n`;
   text += table([
     ['ADDRESS', 'PORT', 'PEER', 'PID', 'NODE'],
-    ...snap.listeners.map((listener) => [listener.address + (listener.ipv6Only ? ' (v6only)' : ''), String(listener.port), String(listener.owner), String(pidOf.get(listener.owner) ?? '?'), String(listener.node)]),
+    ...snap.listeners.map((listener) => [
+      listener.address + (listener.ipv6Only ? ' (v6only)' : ''),
+      String(listener.port),
+      String(listener.owner),
+      String(pidOf.get(listener.owner) ?? '?'),
+      String(listener.node),
+    ]),
   ]);
   text += `\nCONNECTIONS (${snap.connections.length})\n`;
   const endpoint = (fields: { peer: number; address: string; port: number }): string =>

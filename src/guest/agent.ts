@@ -223,7 +223,7 @@ export class GuestAgent {
       throw err;
     }
     const member: Member = { fd, id, gen, vector, pid, poller: undefined as unknown as NativePoller };
-    member.poller = new (addon.Poller)(fd, () => this.onMember(member), false);
+    member.poller = new addon.Poller(fd, () => this.onMember(member), false);
     this.members.set(id, member);
     this.log(`peer ${id} joined (pid ${pid}, vector ${vector})`);
   }
@@ -280,4 +280,3 @@ export class GuestAgent {
     this.dev.close();
   }
 }
-

@@ -119,7 +119,7 @@ export class GuestDevice {
       addon.vfioEnableBusMaster(dev.deviceFd, cfg.offset);
       const ivPosition = addon.bar0Read32(dev.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
       if (ivPosition < 0 || ivPosition > 0xffff) throw new ZivmGuestError(`ivshmem device ${pci} has no peer id yet (IVPosition ${ivPosition})`);
-      region = new (addon.Region)(dev.deviceFd, bar2.size, bar2.offset);
+      region = new addon.Region(dev.deviceFd, bar2.size, bar2.offset);
       for (let vector = 0; vector < Math.min(msix.count, 0x3fff); vector++) irqFds.push(addon.eventfd());
       addon.vfioSetMsix(dev.deviceFd, irqFds);
       for (const fd of irqFds) addon.drain(fd); // what QEMU had pending fires on unmask; later stale ones are harmless
@@ -152,4 +152,3 @@ export class GuestDevice {
     addon.vfioClose(this.dev);
   }
 }
-

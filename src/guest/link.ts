@@ -132,7 +132,8 @@ export function joinAgent(socket: string, pci: string): { id: number; gen: numbe
       }
     };
     const [version] = next();
-    if (version === -ENOSPC) throw new ZivmGuestError(`the zivm guest agent at ${socket} has no vector left for another process (QEMU's ivshmem-doorbell vectors= sets how many)`);
+    if (version === -ENOSPC)
+      throw new ZivmGuestError(`the zivm guest agent at ${socket} has no vector left for another process (QEMU's ivshmem-doorbell vectors= sets how many)`);
     if (version !== AGENT_PROTOCOL) throw new ZivmGuestError(`the zivm guest agent speaks protocol ${version}, expected ${AGENT_PROTOCOL}`);
     const [id] = next();
     const [gen] = next();
@@ -142,7 +143,7 @@ export function joinAgent(socket: string, pci: string): { id: number; gen: numbe
     const [bar2Offset] = next();
     const [size] = next();
     if (irqFd < 0 || deviceFd < 0) throw new ZivmGuestError('the zivm guest agent did not pass its file descriptors');
-    const region = new (addon.Region)(deviceFd, size, bar2Offset);
+    const region = new addon.Region(deviceFd, size, bar2Offset);
     return { id, gen, fd, link: new GuestLink(pci, ivPosition, vector, irqFd, region, deviceFd, bar0Offset) };
   } catch (err) {
     for (const openedFd of opened) closeQuiet(openedFd);

@@ -16,7 +16,9 @@ type Send = (this: unknown, message: unknown, handle?: unknown, ...rest: unknown
 function sendable(sent: unknown): void {
   const handle = (sent as { _handle?: unknown } | null | undefined)?._handle;
   if (handle instanceof ShmHandle) {
-    const err = new TypeError('This handle type cannot be sent: the connection is over zivm shared memory (listen with pauseOnConnect, or set ZIVM=off, to keep connections that are handed to other processes on TCP)') as TypeError & { code: string };
+    const err = new TypeError(
+      'This handle type cannot be sent: the connection is over zivm shared memory (listen with pauseOnConnect, or set ZIVM=off, to keep connections that are handed to other processes on TCP)',
+    ) as TypeError & { code: string };
     err.code = 'ERR_INVALID_HANDLE_TYPE';
     throw err;
   }

@@ -62,7 +62,8 @@ export interface ServerConstructor {
 }
 
 export const Server = function Server(this: unknown, options?: unknown, connectionListener?: unknown): net.Server | void {
-  if (!(this instanceof NetServer)) return new (Server as unknown as new (options: unknown, connectionListener: unknown) => net.Server)(options, connectionListener);
+  if (!(this instanceof NetServer))
+    return new (Server as unknown as new (options: unknown, connectionListener: unknown) => net.Server)(options, connectionListener);
   (NetServer as unknown as (this: unknown, options?: unknown, connectionListener?: unknown) => void).call(this, options, connectionListener);
 } as unknown as ServerConstructor;
 Object.setPrototypeOf(Server.prototype, NetServer.prototype);

@@ -220,7 +220,8 @@ function tryShm(socket: SocketInternals, tcp: TcpLike, req: ConnectReq, address:
   (handle as unknown as { onread: unknown }).onread = tcp.onread;
   // Options net applies to the handle once connected go to this one: so do overrides put on the kernel handle before.
   for (const name of ['setKeepAlive', 'setNoDelay'] as const) {
-    if (Object.prototype.hasOwnProperty.call(tcp, name)) (handle as unknown as Record<string, unknown>)[name] = (tcp as unknown as Record<string, unknown>)[name];
+    if (Object.prototype.hasOwnProperty.call(tcp, name))
+      (handle as unknown as Record<string, unknown>)[name] = (tcp as unknown as Record<string, unknown>)[name];
   }
   socket._handle = handle;
   socket[kTransport] = 'shm';
@@ -229,7 +230,13 @@ function tryShm(socket: SocketInternals, tcp: TcpLike, req: ConnectReq, address:
   return 0;
 }
 
-patched._writeGeneric = function _writeGeneric(this: SocketInternals, writev: boolean, data: unknown, encoding: BufferEncoding, cb: (err?: Error | null) => void) {
+patched._writeGeneric = function _writeGeneric(
+  this: SocketInternals,
+  writev: boolean,
+  data: unknown,
+  encoding: BufferEncoding,
+  cb: (err?: Error | null) => void,
+) {
   const handle = this._handle;
   if (this.connecting || !(handle instanceof ShmHandle)) return base._writeGeneric.call(this, writev, data, encoding, cb);
   this._pendingData = null;
@@ -262,4 +269,3 @@ export function acceptedSocket(handle: object, options: net.SocketConstructorOpt
   (socket as unknown as SocketInternals)[kTransport] = transport;
   return socket;
 }
-

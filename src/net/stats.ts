@@ -55,7 +55,10 @@ export function trackServer(server: net.Server): void {
 export function record(transport: 'shm' | 'tcp', reason: string): void {
   counts[transport]++;
   if (transport === 'tcp') {
-    const key = reason.replace(/ for \S+$/, '').replace(/\(.*\)$/, '').trim();
+    const key = reason
+      .replace(/ for \S+$/, '')
+      .replace(/\(.*\)$/, '')
+      .trim();
     counts.reasons.set(key, (counts.reasons.get(key) ?? 0) + 1);
   }
 }
@@ -101,11 +104,13 @@ export function stats(): Stats {
       state: sock.readyState,
     });
   }
-  const servers = [...serverRefs].flatMap((ref) => (ref.deref() ? [ref.deref()!] : [])).map((server) => ({
-    address: server.address(),
-    connections: (server as unknown as { _connections: number })._connections,
-    shm: Boolean((server as unknown as Record<symbol, unknown>)[kListener]),
-  }));
+  const servers = [...serverRefs]
+    .flatMap((ref) => (ref.deref() ? [ref.deref()!] : []))
+    .map((server) => ({
+      address: server.address(),
+      connections: (server as unknown as { _connections: number })._connections,
+      shm: Boolean((server as unknown as Record<symbol, unknown>)[kListener]),
+    }));
   return {
     pid: process.pid,
     peer: domain ? { id: domain.id, gen: domain.gen, node: domain.nodeId } : undefined,

@@ -22,7 +22,9 @@ export interface JSStreamInstance {
 export type JSStreamClass = new () => JSStreamInstance;
 
 /** Node's JS stream adapter (the class of `new tls.TLSSocket(duplex)._handle._parentWrap`). */
-export type AdapterClass = new (stream: unknown) => Record<string | symbol, unknown> & { _handle: unknown; destroy(): void; on(ev: string, fn: (...args: unknown[]) => void): unknown };
+export type AdapterClass = new (
+  stream: unknown,
+) => Record<string | symbol, unknown> & { _handle: unknown; destroy(): void; on(ev: string, fn: (...args: unknown[]) => void): unknown };
 
 function dummy(): Duplex {
   return new Duplex({
@@ -50,7 +52,13 @@ function find(): { adapter?: AdapterClass; jsStream?: JSStreamClass } {
     const jsStream = (probeAdapter._handle as { constructor?: unknown } | null)?.constructor;
     probeAdapter.destroy();
     const proto = (jsStream as { prototype?: Record<string, unknown> } | undefined)?.prototype;
-    if (typeof jsStream === 'function' && proto && typeof proto.readBuffer === 'function' && typeof proto.emitEOF === 'function' && typeof proto.finishWrite === 'function') {
+    if (
+      typeof jsStream === 'function' &&
+      proto &&
+      typeof proto.readBuffer === 'function' &&
+      typeof proto.emitEOF === 'function' &&
+      typeof proto.finishWrite === 'function'
+    ) {
       found.jsStream = jsStream as JSStreamClass;
     } else {
       debug('this Node.js has no JSStream: native stream consumers get shared-memory sockets through the JS stream adapter');
@@ -83,7 +91,8 @@ export function streamAdapter(): AdapterClass {
 export function boundToHttp2Session(socket: object): boolean {
   const own = socket as Record<string | symbol, unknown>;
   const misplaced = Object.prototype.hasOwnProperty.call(own, 'undefined') ? own['undefined'] : undefined;
-  if (misplaced !== null && typeof misplaced === 'object' && /Http2Session$/.test((misplaced as { constructor?: { name?: string } }).constructor?.name ?? '')) return true;
+  if (misplaced !== null && typeof misplaced === 'object' && /Http2Session$/.test((misplaced as { constructor?: { name?: string } }).constructor?.name ?? ''))
+    return true;
   for (const key of Object.getOwnPropertySymbols(socket)) {
     if (key.description === 'kBoundSession' && own[key] !== undefined) return true;
   }

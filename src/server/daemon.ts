@@ -297,7 +297,12 @@ export class Daemon extends EventEmitter {
     member.poller = null;
     closeQuiet(member.sock);
     member.outbox.clear();
-    farewell(member, [...this.clients.values()].sort((first, second) => first.id - second.id), this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
+    farewell(
+      member,
+      [...this.clients.values()].sort((first, second) => first.id - second.id),
+      this.vectors,
+      (to, value, fd, ref) => this.send(to, value, fd, ref),
+    );
     for (const efd of member.efds) closeQuiet(efd);
     member.efds = [];
     if (this.i32) {
@@ -384,4 +389,3 @@ export class Daemon extends EventEmitter {
     if (loud && this.verbose) process.stderr.write(`zivm: ${line}\n`);
   }
 }
-

@@ -72,7 +72,7 @@ export function formatAddr(addr: Addr): string {
   // Compress the longest run of zero groups, as the kernel and Node print it.
   let best = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== '0') {
       i++;
       continue;
@@ -196,4 +196,3 @@ export function readAddr(i32: Int32Array, wordIdx: number, family: number): Addr
   for (let i = 0; i < 4; i++) view.setInt32(i * 4, Atomics.load(i32, wordIdx + i), true);
   return { family: family === 6 ? 6 : 4, bytes };
 }
-

@@ -93,7 +93,8 @@ export class Channel implements SlotHandler {
     // kernel would pick (127.0.0.1 for all of 127/8, else the dialled address
     // itself); across nodes, one its own node published. A port the socket
     // was bound to (localPort) is kept; otherwise an ephemeral one is made up.
-    const localAddr = local ?? (listener.sameNode ? sourceFor(remote) : publishedAddrs(i32, geo, domain.id).find((addr) => addr.family === remote.family) ?? remote);
+    const localAddr =
+      local ?? (listener.sameNode ? sourceFor(remote) : (publishedAddrs(i32, geo, domain.id).find((addr) => addr.family === remote.family) ?? remote));
     const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.HEADER.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
     let ch: Channel | undefined;
     const claimed = Slot.request(
@@ -147,7 +148,8 @@ export class Channel implements SlotHandler {
     const serverPort = Atomics.load(i32, this.base + Lay.SLOT.SERVER_PORT);
     if (this.side === 'client') return { family, local: clientAddr, localPort: clientPort, remote: serverAddr, remotePort: serverPort };
     // A dual-stack listener sees an IPv4 client at IPv4-mapped addresses, as the kernel shows them.
-    if (Atomics.load(i32, this.base + Lay.SLOT.MAPPED) === 1) return { family: 6, local: mapV4(serverAddr), localPort: serverPort, remote: mapV4(clientAddr), remotePort: clientPort };
+    if (Atomics.load(i32, this.base + Lay.SLOT.MAPPED) === 1)
+      return { family: 6, local: mapV4(serverAddr), localPort: serverPort, remote: mapV4(clientAddr), remotePort: clientPort };
     return { family, local: serverAddr, localPort: serverPort, remote: clientAddr, remotePort: clientPort };
   }
 
@@ -258,7 +260,8 @@ export class Channel implements SlotHandler {
     // keepRequest: a connection already reported connected that the server has yet to
     // accept keeps its slot (what was written, and the FIN, reach the server as over
     // TCP); the server frees it after accepting, or when refusing.
-    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest)) this.domain.notify(this.peer, this.slot, this.peerGen);
+    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest))
+      this.domain.notify(this.peer, this.slot, this.peerGen);
   }
 
   // -- flags ------------------------------------------------------------------
@@ -313,4 +316,3 @@ function sourceFor(remote: Addr): Addr {
   }
   return remote;
 }
-

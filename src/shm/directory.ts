@@ -41,7 +41,7 @@ export function register(domain: Domain, spec: ListenSpec): { index: number; wor
     Atomics.store(i32, entry + Lay.LISTENER.PORT, spec.port);
     Atomics.store(i32, entry + Lay.LISTENER.FAMILY, spec.addr.family);
     Atomics.store(i32, entry + Lay.LISTENER.FLAGS, (spec.ipv6Only ? Lay.LFLAG_IPV6ONLY : 0) | (isUnspecified(spec.addr) ? Lay.LFLAG_WILDCARD : 0));
-    Atomics.store(i32, entry + Lay.LISTENER.NODE_LO, domain.nodeId % 0x100000000 | 0);
+    Atomics.store(i32, entry + Lay.LISTENER.NODE_LO, (domain.nodeId % 0x100000000) | 0);
     Atomics.store(i32, entry + Lay.LISTENER.NODE_HI, Math.floor(domain.nodeId / 0x100000000) | 0);
     writeAddr(i32, entry + Lay.LISTENER.ADDR, spec.addr.bytes);
     Atomics.store(i32, entry + Lay.LISTENER.BACKLOG, spec.backlog);
@@ -81,7 +81,7 @@ export interface Found {
 export function find(domain: Domain, addr: Addr, port: number): Found | undefined {
   const local = isOwnAddress(addr);
   const { i32, geo } = domain;
-  const nodeLo = domain.nodeId % 0x100000000 | 0;
+  const nodeLo = (domain.nodeId % 0x100000000) | 0;
   const nodeHi = Math.floor(domain.nodeId / 0x100000000) | 0;
   const exacts: Found[] = [];
   const wildcards: Found[] = [];

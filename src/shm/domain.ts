@@ -43,7 +43,6 @@ export interface ListenerHandler {
   onIncoming(slot: number, stateWord: number): void;
 }
 
-
 /** Units of work done in one turn of the event loop before the rest waits for the next. */
 const MAX_ROUNDS = 64;
 /** How often a peer looks whether its node's addresses changed. */
@@ -94,15 +93,7 @@ export class Domain {
   private inDispatch = false;
 
   /** Made by join.ts once the daemon (or a guest's agent) has handed us our share. */
-  constructor(
-    ctlFd: number,
-    id: number,
-    region: NativeRegion,
-    geo: Lay.Geometry,
-    ownFds: number[],
-    peerFds: Map<number, number[]>,
-    guest?: GuestLink,
-  ) {
+  constructor(ctlFd: number, id: number, region: NativeRegion, geo: Lay.Geometry, ownFds: number[], peerFds: Map<number, number[]>, guest?: GuestLink) {
     this.guest = guest;
     const addon = native();
     this.id = id;
@@ -128,7 +119,13 @@ export class Domain {
 
     const { slice, hot } = spinTimes(!!guest);
     if (hot > 0) {
-      this.spinner = new addon.Spinner(region, Lay.pendingOffset(geo, id), this.pendingWords, Peers.pollingWordOf(geo, id) << 2, (status: number, round: number) => this.onDoorbell(status, round));
+      this.spinner = new addon.Spinner(
+        region,
+        Lay.pendingOffset(geo, id),
+        this.pendingWords,
+        Peers.pollingWordOf(geo, id) << 2,
+        (status: number, round: number) => this.onDoorbell(status, round),
+      );
       this.spinner.setTimes(slice, hot);
       this.spinState = this.spinner.state;
     } else {
@@ -343,4 +340,3 @@ export class Domain {
     if (this.guest) this.leaveGuest();
   }
 }
-

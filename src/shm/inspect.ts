@@ -82,7 +82,14 @@ export function snapshot(i32: Int32Array, geo: Lay.Geometry): DomainSnapshot {
       id,
       gen: Atomics.load(i32, entry + Lay.PEER.GEN),
       pid: Atomics.load(i32, entry + Lay.PEER.PID),
-      kind: kind === Lay.PEER_KIND_PROCESS ? 'process' : kind === Lay.PEER_KIND_GUEST ? 'guest' : kind === Lay.PEER_KIND_GUEST_PROCESS ? 'guest-process' : 'unknown',
+      kind:
+        kind === Lay.PEER_KIND_PROCESS
+          ? 'process'
+          : kind === Lay.PEER_KIND_GUEST
+            ? 'guest'
+            : kind === Lay.PEER_KIND_GUEST_PROCESS
+              ? 'guest-process'
+              : 'unknown',
       node: node(i32, entry + Lay.PEER.NODE_LO),
       state: PEER_STATES[peerState] ?? 'dead',
     });
@@ -122,8 +129,18 @@ export function snapshot(i32: Int32Array, geo: Lay.Geometry): DomainSnapshot {
       slot,
       state,
       family: family === 6 ? 'IPv6' : 'IPv4',
-      client: end(clientFlags, Atomics.load(i32, header + Lay.SLOT.CLIENT), formatAddr(readAddr(i32, header + Lay.SLOT.CLIENT_ADDR, family)), Atomics.load(i32, header + Lay.SLOT.CLIENT_PORT)),
-      server: end(serverFlags, Atomics.load(i32, header + Lay.SLOT.SERVER), formatAddr(readAddr(i32, header + Lay.SLOT.SERVER_ADDR, family)), Atomics.load(i32, header + Lay.SLOT.SERVER_PORT)),
+      client: end(
+        clientFlags,
+        Atomics.load(i32, header + Lay.SLOT.CLIENT),
+        formatAddr(readAddr(i32, header + Lay.SLOT.CLIENT_ADDR, family)),
+        Atomics.load(i32, header + Lay.SLOT.CLIENT_PORT),
+      ),
+      server: end(
+        serverFlags,
+        Atomics.load(i32, header + Lay.SLOT.SERVER),
+        formatAddr(readAddr(i32, header + Lay.SLOT.SERVER_ADDR, family)),
+        Atomics.load(i32, header + Lay.SLOT.SERVER_PORT),
+      ),
       bytesToServer: c2sHead,
       bytesToClient: s2cHead,
       unreadByServer: Math.max(0, c2sHead - c2sTail),

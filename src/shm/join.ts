@@ -36,7 +36,16 @@ export function joinGuest(socket: string, pci: string): Domain {
       throw new ZivmProtocolError(`peer entry ${id} is not the one the agent handed out`);
     }
     const domain = new Domain(fd, id, link.region, geo, [], new Map(), link);
-    debug('joined domain as peer %d (gen %d) of guest peer %d, vector %d, through %s: %d slots of %d-byte rings', id, domain.gen, link.ivPosition, link.vector, socket, geo.nslots, geo.ringSize);
+    debug(
+      'joined domain as peer %d (gen %d) of guest peer %d, vector %d, through %s: %d slots of %d-byte rings',
+      id,
+      domain.gen,
+      link.ivPosition,
+      link.vector,
+      socket,
+      geo.nslots,
+      geo.ringSize,
+    );
     return domain;
   } catch (err) {
     link.close();

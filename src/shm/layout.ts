@@ -190,7 +190,7 @@ export function genOf(word: number): number {
   return word >>> 8;
 }
 export function makeState(gen: number, state: number): number {
-  return (((gen & 0xffffff) << 8) | (state & 0xff)) | 0;
+  return ((gen & 0xffffff) << 8) | (state & 0xff) | 0;
 }
 
 export interface Geometry {
@@ -232,8 +232,7 @@ export function computeGeometry(opts: {
   if (!Number.isSafeInteger(ringSize) || ringSize < MIN_RING || ringSize > MAX_RING || (ringSize & (ringSize - 1)) !== 0)
     throw new RangeError(`ring size must be a power of two from ${MIN_RING} to ${MAX_RING}, got ${ringSize}`);
   if (!Number.isInteger(maxPeers) || maxPeers < 2 || maxPeers > 4096) throw new RangeError(`max peers must be 2..4096, got ${maxPeers}`);
-  if (!Number.isInteger(maxListeners) || maxListeners < 1 || maxListeners > 65536)
-    throw new RangeError(`max listeners must be 1..65536, got ${maxListeners}`);
+  if (!Number.isInteger(maxListeners) || maxListeners < 1 || maxListeners > 65536) throw new RangeError(`max listeners must be 1..65536, got ${maxListeners}`);
   if (!Number.isInteger(vectors) || vectors < 1 || vectors > 1024) throw new RangeError(`vectors must be 1..1024, got ${vectors}`);
   const peersOff = HEADER_SIZE;
   const listenersOff = alignUp(peersOff + maxPeers * PEER_SIZE, 64);
@@ -270,7 +269,7 @@ export function writeHeader(i32: Int32Array, geo: Geometry, daemonPid: number, n
   i32[HEADER.RING_SIZE] = geo.ringSize;
   i32[HEADER.SLOT_STRIDE] = geo.slotStride;
   i32[HEADER.PORT_COUNTER] = 0;
-  i32[HEADER.SIZE_LO] = geo.size % 0x100000000 | 0;
+  i32[HEADER.SIZE_LO] = (geo.size % 0x100000000) | 0;
   i32[HEADER.SIZE_HI] = Math.floor(geo.size / 0x100000000);
   i32[HEADER.PEERS_OFF] = geo.peersOff;
   i32[HEADER.LISTENERS_OFF] = geo.listenersOff;
@@ -288,11 +287,9 @@ export function writeHeader(i32: Int32Array, geo: Geometry, daemonPid: number, n
  */
 export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
   if (i32.length < HEADER_SIZE / 4) throw new ZivmBadRegionError(`region of ${mappedSize} bytes is smaller than its header`);
-  if ((i32[HEADER.MAGIC0] >>> 0) !== MAGIC0 || (i32[HEADER.MAGIC1] >>> 0) !== MAGIC1)
-    throw new ZivmBadRegionError('shared region has no zivm header (bad magic)');
+  if (i32[HEADER.MAGIC0] >>> 0 !== MAGIC0 || i32[HEADER.MAGIC1] >>> 0 !== MAGIC1) throw new ZivmBadRegionError('shared region has no zivm header (bad magic)');
   const version = i32[HEADER.VERSION];
-  if (version !== VERSION)
-    throw new ZivmVersionMismatchError(`shared region has layout version ${version}, this zivm speaks ${VERSION}`);
+  if (version !== VERSION) throw new ZivmVersionMismatchError(`shared region has layout version ${version}, this zivm speaks ${VERSION}`);
   if (Atomics.load(i32, HEADER.STATE) !== REGION_STATE_READY) throw new ZivmBadRegionError('shared region is not initialised');
   const size = (i32[HEADER.SIZE_HI] >>> 0) * 0x100000000 + (i32[HEADER.SIZE_LO] >>> 0);
   const geo: Geometry = {
@@ -313,7 +310,14 @@ export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
   // that disagrees with itself is corrupt, whatever its magic says.
   let expect: Geometry;
   try {
-    expect = computeGeometry({ size, ringSize: geo.ringSize, vectors: geo.vectors, maxPeers: geo.maxPeers, maxListeners: geo.maxListeners, maxSlots: geo.nslots });
+    expect = computeGeometry({
+      size,
+      ringSize: geo.ringSize,
+      vectors: geo.vectors,
+      maxPeers: geo.maxPeers,
+      maxListeners: geo.maxListeners,
+      maxSlots: geo.nslots,
+    });
   } catch (err) {
     throw new ZivmBadRegionError(`shared region header is inconsistent: ${(err as Error).message}`);
   }

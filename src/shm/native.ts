@@ -122,7 +122,13 @@ export interface NativeSpinner {
 export interface Native {
   /** Errors with a zivm code are made by `factory` from then on. */
   setErrorFactory(factory: (code: string, message: string) => Error): void;
-  Spinner: new (region: NativeRegion, bitmapOffset: number, words: number, pollingOffset: number, onWork: (status: number, round: number) => unknown) => NativeSpinner;
+  Spinner: new (
+    region: NativeRegion,
+    bitmapOffset: number,
+    words: number,
+    pollingOffset: number,
+    onWork: (status: number, round: number) => unknown,
+  ) => NativeSpinner;
   /**
    * Maps `size` bytes of `fd` from `offset` (default 0; a multiple of the page
    * size). offset + size must lie inside the fd (fstat), except for an fd that
@@ -211,7 +217,6 @@ let cached: Native | undefined;
 
 /** The package's folder: binding.gyp, build/ (a build made here) and prebuilds/ (the binaries it ships). */
 export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
-
 
 export interface AddonSource {
   /** The file node-gyp-build picks, if any. */

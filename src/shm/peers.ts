@@ -84,7 +84,7 @@ export function goAlive(i32: Int32Array, geo: Lay.Geometry, id: number): void {
 
 function setNode(i32: Int32Array, geo: Lay.Geometry, id: number, node: number): void {
   const entry = word(geo, id);
-  Atomics.store(i32, entry + Lay.PEER.NODE_LO, node % 0x100000000 | 0);
+  Atomics.store(i32, entry + Lay.PEER.NODE_LO, (node % 0x100000000) | 0);
   Atomics.store(i32, entry + Lay.PEER.NODE_HI, Math.floor(node / 0x100000000) | 0);
 }
 

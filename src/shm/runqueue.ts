@@ -41,4 +41,3 @@ export class RunQueue {
     return value;
   }
 }
-

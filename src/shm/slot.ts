@@ -64,7 +64,12 @@ function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
  * `prepare(slot)` runs while the slot is ours alone, before the request is
  * published (the caller attaches itself there).
  */
-export function request(i32: Int32Array, geo: Lay.Geometry, req: Request, prepare: (slot: number, gen: number) => void): { slot: number; gen: number } | undefined {
+export function request(
+  i32: Int32Array,
+  geo: Lay.Geometry,
+  req: Request,
+  prepare: (slot: number, gen: number) => void,
+): { slot: number; gen: number } | undefined {
   for (let slot = 0; slot < geo.nslots; slot++) {
     const header = base(geo, slot);
     const word = Atomics.load(i32, header + Lay.SLOT.STATE);
@@ -194,7 +199,15 @@ export function letGo(i32: Int32Array, geo: Lay.Geometry, slot: number, gen: num
  * clear. Returns false when the slot changed while being examined (examine it
  * again).
  */
-export function reapSide(i32: Int32Array, geo: Lay.Geometry, slot: number, id: number, gen: number, wake: (peer: number) => void, alive: (peer: number, gen: number) => boolean): boolean {
+export function reapSide(
+  i32: Int32Array,
+  geo: Lay.Geometry,
+  slot: number,
+  id: number,
+  gen: number,
+  wake: (peer: number) => void,
+  alive: (peer: number, gen: number) => boolean,
+): boolean {
   const header = base(geo, slot);
   let word = Atomics.load(i32, header + Lay.SLOT.STATE);
   if (Lay.stateOf(word) === Lay.SLOT_FREE) return true;
@@ -217,8 +230,10 @@ export function reapSide(i32: Int32Array, geo: Lay.Geometry, slot: number, id: n
     if ((state === Lay.SLOT_CLAIMED || state === Lay.SLOT_CONNECTING) && isClient) next = Lay.makeState(connGen + 1, Lay.SLOT_FREE);
     else if (state === Lay.SLOT_CONNECTING && isServer) {
       // Refused; a client already gone (closed after being told it was connected) leaves the slot to be freed.
-      next = Atomics.load(i32, header + Lay.SLOT.CLIENT_FLAGS) & Lay.F_CLOSED ? Lay.makeState(connGen + 1, Lay.SLOT_FREE) : Lay.makeState(connGen, Lay.SLOT_REFUSED);
-    } else if (Atomics.load(i32, header + (isClient ? Lay.SLOT.SERVER_FLAGS : Lay.SLOT.CLIENT_FLAGS)) & Lay.F_CLOSED) next = Lay.makeState(connGen + 1, Lay.SLOT_FREE);
+      next =
+        Atomics.load(i32, header + Lay.SLOT.CLIENT_FLAGS) & Lay.F_CLOSED ? Lay.makeState(connGen + 1, Lay.SLOT_FREE) : Lay.makeState(connGen, Lay.SLOT_REFUSED);
+    } else if (Atomics.load(i32, header + (isClient ? Lay.SLOT.SERVER_FLAGS : Lay.SLOT.CLIENT_FLAGS)) & Lay.F_CLOSED)
+      next = Lay.makeState(connGen + 1, Lay.SLOT_FREE);
     if (next === undefined) break;
     const seen = Atomics.compareExchange(i32, header + Lay.SLOT.STATE, word, next);
     if (seen === word) break;

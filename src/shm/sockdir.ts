@@ -19,7 +19,8 @@ export function checkDir(dir: string): void {
   if (!stats.isDirectory()) throw new ZivmUnsafeDirError(dir, stats.isSymbolicLink() ? 'it is a symbolic link' : 'it is not a directory');
   const uid = myUid();
   if (stats.uid !== uid) throw new ZivmUnsafeDirError(dir, `it is owned by uid ${stats.uid}, not ${uid}`);
-  if ((stats.mode & 0o022) !== 0) throw new ZivmUnsafeDirError(dir, `it is writable by group or others (mode ${(stats.mode & 0o7777).toString(8).padStart(4, '0')})`);
+  if ((stats.mode & 0o022) !== 0)
+    throw new ZivmUnsafeDirError(dir, `it is writable by group or others (mode ${(stats.mode & 0o7777).toString(8).padStart(4, '0')})`);
 }
 
 /**

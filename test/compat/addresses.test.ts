@@ -72,7 +72,7 @@ forEachImpl((impl) => {
       expect(client.setNoDelay(false)).to.equal(client);
       expect(client.setKeepAlive(true, 500)).to.equal(client);
       expect(client.setKeepAlive(false)).to.equal(client);
-      expect((client).readyState).to.equal('open');
+      expect(client.readyState).to.equal('open');
     });
   });
 });

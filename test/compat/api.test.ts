@@ -9,13 +9,11 @@ type Callable<T> = (...args: unknown[]) => T;
 
 forEachImpl((impl) => {
   describe('exports', function () {
-    it("exports everything node:net does", function () {
+    it('exports everything node:net does', function () {
       for (const key of Object.keys(nodeNet)) {
         if (key === 'default') continue; // the ES module interop view of node:net
         expect(impl.net, key).to.have.property(key);
-        expect(typeof (impl.net as unknown as Record<string, unknown>)[key], key).to.equal(
-          typeof (nodeNet as unknown as Record<string, unknown>)[key],
-        );
+        expect(typeof (impl.net as unknown as Record<string, unknown>)[key], key).to.equal(typeof (nodeNet as unknown as Record<string, unknown>)[key]);
       }
       expect(impl.net.isIP('::1')).to.equal(6);
       expect(impl.net.isIPv4('127.0.0.1')).to.equal(true);

@@ -77,7 +77,7 @@ forEachImpl((impl) => {
   });
 
   describe('Server events', function () {
-    it("emits listening, connection and close in that order, and calls the listen callback", async function () {
+    it('emits listening, connection and close in that order, and calls the listen callback', async function () {
       const events: string[] = [];
       const server = impl.createServer();
       server.on('listening', () => events.push('listening'));
@@ -86,10 +86,12 @@ forEachImpl((impl) => {
         sock.destroy();
       });
       server.on('close', () => events.push('close'));
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => {
-        events.push('listen callback');
-        resolve();
-      }));
+      await new Promise<void>((resolve) =>
+        server.listen(0, '127.0.0.1', () => {
+          events.push('listen callback');
+          resolve();
+        }),
+      );
       const client = impl.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
       client.on('error', () => undefined);
       await closed(client);

@@ -113,4 +113,3 @@ forEachImpl((impl) => {
     });
   });
 });
-

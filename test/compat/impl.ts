@@ -76,9 +76,7 @@ async function cleanup(): Promise<void> {
   const closing: Promise<unknown>[] = [];
   for (const srv of liveServers) {
     if (srv.listening) {
-      closing.push(
-        Promise.race([new Promise<void>((resolve) => srv.close(() => resolve())), delay(2000)]),
-      );
+      closing.push(Promise.race([new Promise<void>((resolve) => srv.close(() => resolve())), delay(2000)]));
     }
   }
   liveServers.clear();
@@ -107,10 +105,8 @@ function makeImpl(name: 'node:net' | 'zivm', net: NetModule, requireId: string):
     isZivm,
     net,
     requireId,
-    createServer: ((...args: unknown[]) =>
-      trackServer((net.createServer as (...args2: unknown[]) => nodeNet.Server)(...args))),
-    connect: ((...args: unknown[]) =>
-      trackSocket((net.connect as (...args2: unknown[]) => nodeNet.Socket)(...args))),
+    createServer: (...args: unknown[]) => trackServer((net.createServer as (...args2: unknown[]) => nodeNet.Server)(...args)),
+    connect: (...args: unknown[]) => trackSocket((net.connect as (...args2: unknown[]) => nodeNet.Socket)(...args)),
     socket: (options?: nodeNet.SocketConstructorOpts) => trackSocket(new net.Socket(options)),
     expectShm(...sockets: nodeNet.Socket[]) {
       this.expectTransport('shm', ...sockets);

@@ -35,7 +35,10 @@ async function scenario(mode: Mode): Promise<{ lo: number; volume: number; ms: n
   const want = mode === 'off' ? null : 'shm';
   expect(done.sockets, 'client connections').to.deep.equal([{ transport: want }]);
   const conns = server.lines.filter((list) => list.event === 'connection');
-  expect(conns.map((item) => item.transport), 'server connections').to.deep.equal([want]);
+  expect(
+    conns.map((item) => item.transport),
+    'server connections',
+  ).to.deep.equal([want]);
   if (mode === 'off') expect(done.decisions, 'zivm decisions with ZIVM=off').to.deep.equal([]);
   else expect(done.decisions.map((chunk: { transport: string }) => chunk.transport)).to.deep.equal(['shm']);
 
@@ -66,7 +69,10 @@ describe('preload: @grpc/grpc-js server and client', function () {
   afterEach(killAll);
 
   it('unary and streaming calls arrive intact, a deadline expires, a cancelled stream reaches the server, one shared-memory connection', async () => {
-    const hooked = await quietest(() => scenario('require'), () => MiB);
+    const hooked = await quietest(
+      () => scenario('require'),
+      () => MiB,
+    );
     const off = await scenario('off');
     report('grpc', hooked.lo, off.lo);
     console.log(`        (${hooked.volume} payload bytes; ${hooked.ms} ms with the hook, ${off.ms} ms without)`);

@@ -32,7 +32,10 @@ describe('preload: --import with ES modules and named imports from node:net', fu
   afterEach(killAll);
 
   it('import { createServer } / { connect } from node:net see the patch: the connection is over shared memory', async () => {
-    const hooked = await quietest(() => scenario(false), () => MiB);
+    const hooked = await quietest(
+      () => scenario(false),
+      () => MiB,
+    );
     expect(hooked.server, 'server side (named createServer)').to.equal('shm');
     expect(hooked.client, 'client side (named connect)').to.equal('shm');
     const off = await scenario(true);

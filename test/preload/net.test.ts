@@ -17,7 +17,10 @@ describe('preload: raw node:net with half-close and pause/resume', function () {
   afterEach(killAll);
 
   it('moves 64 MiB intact, then the server writes after the client ended and ends too', async () => {
-    const hooked = await quietest(() => rawScenario('require', 'require', TOTAL, BACK), () => MiB);
+    const hooked = await quietest(
+      () => rawScenario('require', 'require', TOTAL, BACK),
+      () => MiB,
+    );
     expect(hooked.clientTransport).to.equal('shm');
     expect(hooked.serverTransport).to.equal('shm');
     const off = await rawScenario('off', 'off', TOTAL, BACK);

@@ -56,7 +56,10 @@ describe('preload: ws WebSocketServer and client', function () {
   afterEach(killAll);
 
   it(`${COUNT} text and binary messages of 1 B..64 KiB echo in order, ping/pong, close 4001 with a reason`, async () => {
-    const hooked = await quietest(() => scenario('require'), () => MiB);
+    const hooked = await quietest(
+      () => scenario('require'),
+      () => MiB,
+    );
     const off = await scenario('off');
     report('ws', hooked.lo, off.lo);
     expect(hooked.lo, `loopback bytes with the hook (runs: ${hooked.runs.join(',')})`).to.be.below(MiB);

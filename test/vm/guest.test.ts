@@ -26,7 +26,7 @@ const VECTORS = 2;
 const ROUNDS = 20; // doorbell ping-pong rounds through VFIO interrupts in the guest
 const PROBE = path.join(ROOT, 'dist', 'test', 'vm', 'guest-probe.js');
 
-type Probe = Record<string, any>;  
+type Probe = Record<string, any>;
 
 function parseProbe(output: string): Map<string, Probe> {
   const map = new Map<string, Probe>();
@@ -71,7 +71,20 @@ function parseProbe(output: string): Map<string, Probe> {
     guestBlockOk?: boolean;
     qemuPid?: number;
     errors: string[];
-  } = { nonce: 0, daemonPid: 0, seed: 0, guestSeed: 0, messages: [], joinedId: -1, guestFds: [], left: false, doorbells: new Array<number>(VECTORS).fill(0), pongs: 0, rangAgain: false, errors: [] };
+  } = {
+    nonce: 0,
+    daemonPid: 0,
+    seed: 0,
+    guestSeed: 0,
+    messages: [],
+    joinedId: -1,
+    guestFds: [],
+    left: false,
+    doorbells: new Array<number>(VECTORS).fill(0),
+    pongs: 0,
+    rangAgain: false,
+    errors: [],
+  };
 
   before(async function () {
     const t0 = Date.now();
@@ -104,13 +117,7 @@ function parseProbe(output: string): Map<string, Probe> {
 
     const t2 = Date.now();
     const guest = startGuest({
-      args: [
-        PROBE,
-        '--host-id', String(hs.id),
-        '--seed', String(host.guestSeed),
-        '--timeout', '120000',
-        '--rounds', String(ROUNDS),
-      ],
+      args: [PROBE, '--host-id', String(hs.id), '--seed', String(host.guestSeed), '--timeout', '120000', '--rounds', String(ROUNDS)],
       ivshmem: { socket: sock, vectors: VECTORS },
       timeoutMs: 240000,
     });

@@ -119,7 +119,9 @@ export function membership(): Res {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- zivm's modules are loaded on first use (see the top of this file)
   const { currentDomain, lastJoinError } = require('../../src/shm/join');
   const data = currentDomain();
-  return data ? { peer: data.id, vector: data.guest?.vector ?? null, guestPeer: data.guest?.ivPosition ?? null } : { peer: null, reason: lastJoinError?.message ?? null };
+  return data
+    ? { peer: data.id, vector: data.guest?.vector ?? null, guestPeer: data.guest?.ivPosition ?? null }
+    : { peer: null, reason: lastJoinError?.message ?? null };
 }
 
 // ---- the standard servers ----------------------------------------------------------

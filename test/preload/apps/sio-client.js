@@ -19,7 +19,9 @@ const sockets = [];
 dc.subscribe('net.client.socket', ({ socket }) => {
   const s = { transport: undefined };
   sockets.push(s);
-  socket.once('connect', () => { s.transport = socket.transport ?? null; });
+  socket.once('connect', () => {
+    s.transport = socket.transport ?? null;
+  });
 });
 
 const results = [];
@@ -68,7 +70,8 @@ async function main() {
 
   // Server to client, in order.
   const got = await new Promise((resolve) => {
-    let next = 0, disorder = 0;
+    let next = 0,
+      disorder = 0;
     const mine = crypto.createHash('sha256');
     a.on('srv-seq', (i, payload) => {
       if (i !== next) disorder++;
@@ -94,4 +97,7 @@ async function main() {
 
   out({ event: 'done', results, volume, sockets });
 }
-main().catch((e) => { out({ event: 'error', message: String(e && e.stack || e) }); process.exitCode = 1; });
+main().catch((e) => {
+  out({ event: 'error', message: String((e && e.stack) || e) });
+  process.exitCode = 1;
+});
