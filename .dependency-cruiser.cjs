@@ -16,64 +16,34 @@
 /** The modules every client process loads (the library and its preload hook). */
 const CLIENT = '^src/(net|shm)/|^src/guest/link\\.ts$|^src/index\\.ts$|^src/register\\.ts$';
 
+/** A rule: no module whose path matches `from` imports one whose path matches `to` (or `to` as dependency-cruiser's own condition). */
+function never(name, comment, from, to) {
+  return { name, severity: 'error', comment, from: from === undefined ? {} : { path: from }, to: typeof to === 'string' ? { path: to } : to };
+}
+
 module.exports = {
   forbidden: [
-    {
-      name: 'no-circular',
-      severity: 'error',
-      comment: 'No import cycles: each module can be read (and loaded) before the ones that use it.',
-      from: {},
-      to: { circular: true },
-    },
-    {
-      name: 'net-asks-the-channel',
-      severity: 'error',
-      comment: 'The socket layer asks the channel in words (open, fin, reset, gone): it does not read layout constants, slot words or peer entries.',
-      from: { path: '^src/net/' },
-      to: { path: '^src/shm/(layout|slot|peers)\\.ts$' },
-    },
-    {
-      name: 'src-is-the-product',
-      severity: 'error',
-      comment: 'Nothing the package ships imports benchmarks, tests or development tools.',
-      from: { path: '^src/' },
-      to: { path: '^(bench|test|tools)/' },
-    },
-    {
-      name: 'bench-imports-no-tests',
-      severity: 'error',
-      comment: 'Benchmarks share tooling with the tests through tools/, not through test/.',
-      from: { path: '^bench/' },
-      to: { path: '^test/' },
-    },
-    {
-      name: 'tools-stand-alone',
-      severity: 'error',
-      comment: 'tools/ is shared by the tests and the benchmarks: it imports neither.',
-      from: { path: '^tools/' },
-      to: { path: '^(test|bench)/' },
-    },
-    {
-      name: 'clients-never-load-the-daemon',
-      severity: 'error',
-      comment: 'A client process (the library, the preload hook) never loads the domain daemon.',
-      from: { path: CLIENT },
-      to: { path: '^src/server/' },
-    },
-    {
-      name: 'daemon-needs-no-sockets',
-      severity: 'error',
-      comment: 'The daemon works on the region; it has no use for the net compatibility layer.',
-      from: { path: '^src/server/' },
-      to: { path: '^src/net/' },
-    },
-    {
-      name: 'not-to-unresolvable',
-      severity: 'error',
-      comment: 'Every import resolves.',
-      from: {},
-      to: { couldNotResolve: true },
-    },
+    never('no-circular', 'No import cycles: each module can be read (and loaded) before the ones that use it.', undefined, { circular: true }),
+    never(
+      'net-asks-the-channel',
+      'The socket layer asks the channel in words (open, fin, reset, gone): it does not read layout constants, slot words or peer entries.',
+      '^src/net/',
+      '^src/shm/(layout|slot|peers)\\.ts$',
+    ),
+    never('src-is-the-product', 'Nothing the package ships imports benchmarks, tests or development tools.', '^src/', '^(bench|test|tools)/'),
+    never('bench-imports-no-tests', 'Benchmarks share tooling with the tests through tools/, not through test/.', '^bench/', '^test/'),
+    never('tools-stand-alone', 'tools/ is shared by the tests and the benchmarks: it imports neither.', '^tools/', '^(test|bench)/'),
+    never(
+      'clients-never-load-the-daemon',
+      'A client process (the library, the preload hook) never loads the domain daemon, not even through another module.',
+      CLIENT,
+      {
+        path: '^src/server/',
+        reachable: true,
+      },
+    ),
+    never('daemon-needs-no-sockets', 'The daemon works on the region; it has no use for the net compatibility layer.', '^src/server/', '^src/net/'),
+    never('not-to-unresolvable', 'Every import resolves.', undefined, { couldNotResolve: true }),
   ],
   options: {
     doNotFollow: { path: 'node_modules' },
