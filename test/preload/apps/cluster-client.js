@@ -7,20 +7,13 @@
 'use strict';
 const http = require('http');
 const crypto = require('crypto');
-const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 
 const out = (v) => process.stdout.write(JSON.stringify(v) + '\n');
 const [port, count, parallel] = process.argv.slice(2, 5).map(Number);
 const keepAlive = process.argv[5] === 'keepalive';
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => {
-    s.transport = socket.transport ?? null;
-  });
-});
+const sockets = clientSockets();
 
 // Without keepAlive, maxSockets stays Infinity: an Agent with a finite one
 // keeps connections alive for the requests queued behind them.

@@ -17,21 +17,14 @@ const net = require('net');
 const fs = require('fs');
 const path = require('path');
 const crypto = require('crypto');
-const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 
 const out = (v) => process.stdout.write(JSON.stringify(v) + '\n');
 const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
 const [scenario, portArg, targetArg] = process.argv.slice(2);
 const port = Number(portArg);
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => {
-    s.transport = socket.transport ?? null;
-  });
-});
+const sockets = clientSockets();
 const uncaught = [];
 process.on('uncaughtException', (e) => uncaught.push(`${e.code || ''} ${e.message}`.trim()));
 

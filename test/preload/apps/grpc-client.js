@@ -8,6 +8,7 @@
 const path = require('path');
 const crypto = require('crypto');
 const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 const grpc = require('@grpc/grpc-js');
 const loader = require('@grpc/proto-loader');
 
@@ -16,14 +17,7 @@ const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
 const MiB = 1 << 20;
 const port = Number(process.argv[2]);
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => {
-    s.transport = socket.transport ?? null;
-  });
-});
+const sockets = clientSockets();
 const decisions = [];
 dc.subscribe('zivm:transport', ({ transport, reason }) => decisions.push({ transport, reason }));
 

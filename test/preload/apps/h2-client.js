@@ -11,7 +11,7 @@
 const http2 = require('http2');
 const net = require('net');
 const crypto = require('crypto');
-const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 
 const out = (v) => process.stdout.write(JSON.stringify(v) + '\n');
 const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
@@ -20,14 +20,7 @@ const sizes = (process.argv[3] || '1,1024,65537,1048576,8388608').split(',').map
 const url = `http://localhost:${port}`;
 const { NGHTTP2_CANCEL } = http2.constants;
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => {
-    s.transport = socket.transport ?? null;
-  });
-});
+const sockets = clientSockets();
 
 const results = [];
 let volume = 0;

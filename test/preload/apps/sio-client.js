@@ -6,7 +6,7 @@
 // {event:'done'}.
 'use strict';
 const crypto = require('crypto');
-const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 const { io } = require('socket.io-client');
 
 const out = (v) => process.stdout.write(JSON.stringify(v) + '\n');
@@ -15,14 +15,7 @@ const port = Number(process.argv[2]);
 const N = Number(process.argv[3]) || 2000;
 const MiB = 1 << 20;
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => {
-    s.transport = socket.transport ?? null;
-  });
-});
+const sockets = clientSockets();
 
 const results = [];
 let volume = 0;
