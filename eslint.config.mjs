@@ -7,7 +7,20 @@ import tseslint from 'typescript-eslint';
 import comments from '@eslint-community/eslint-plugin-eslint-comments/configs';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'build/**', 'node_modules/**', 'prebuilds/**', 'esm/**', 'test/preload/apps/**', 'test/fixtures/**', 'bench/results/**', '**/*.mjs', '**/*.js'] },
+  {
+    ignores: [
+      'dist/**',
+      'build/**',
+      'node_modules/**',
+      'prebuilds/**',
+      'esm/**',
+      'test/preload/apps/**',
+      'test/fixtures/**',
+      'bench/results/**',
+      '**/*.mjs',
+      '**/*.js',
+    ],
+  },
   ...tseslint.configs.recommendedTypeChecked,
   comments.recommended,
   {

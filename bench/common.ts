@@ -41,7 +41,7 @@ export const ZIVM_INDEX = path.join(__dirname, '..', 'src', 'index.js');
 export const ZIVM_REGISTER = path.join(__dirname, '..', 'src', 'register.js');
 export const ZIVM_CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 
-export type Json = Record<string, any>;  
+export type Json = Record<string, any>;
 
 /** Where a server listens: a TCP port on 127.0.0.1 or a Unix socket path. */
 export interface Endpoint {
@@ -56,7 +56,7 @@ export interface Endpoint {
 
 /** The net module a role uses: zivm for zivm-*, node:net otherwise (zivm is then never loaded). */
 export function netFor(target: TransportKey): typeof nodeNet {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- chosen at run time: a node:net role must not load zivm at all
   return target.startsWith('zivm') ? (require(ZIVM_INDEX) as typeof nodeNet) : (require('node:net') as typeof nodeNet);
 }
 
@@ -64,9 +64,9 @@ export function netFor(target: TransportKey): typeof nodeNet {
 export function zivmStats(): Json | undefined {
   if (!require.cache[ZIVM_INDEX] && !require.cache[ZIVM_REGISTER]) return undefined;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const subject = (require(ZIVM_INDEX) as { stats(): Json }).stats();
-    return { connections: subject.connections, peer: subject.peer };
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- only when zivm is loaded already (the cache is looked at above): this never loads it
+    const stats = (require(ZIVM_INDEX) as { stats(): Json }).stats();
+    return { connections: stats.connections, peer: stats.peer };
   } catch {
     return undefined;
   }
@@ -230,7 +230,13 @@ export function startChild(scenario: string, role: string, target: TransportKey,
 }
 
 /** The usual pair: a server for transport t, listening; its endpoint. */
-export async function startServer(scenario: string, target: TransportKey, subject: RunSettings, params: Json = {}, env?: NodeJS.ProcessEnv): Promise<{ server: Child; ep: Endpoint }> {
+export async function startServer(
+  scenario: string,
+  target: TransportKey,
+  subject: RunSettings,
+  params: Json = {},
+  env?: NodeJS.ProcessEnv,
+): Promise<{ server: Child; ep: Endpoint }> {
   const part = { ...params };
   if (target === 'net-unix') part.path = path.join(subject.tmp, `${scenario}-${process.hrtime.bigint()}.sock`);
   const server = startChild(scenario, 'server', target, part, env ?? serverEnv(target, subject));
@@ -282,7 +288,13 @@ export interface PairSpec {
  * its client, told where; `fn` reads their lines, and both are stopped
  * afterwards whatever happened.
  */
-export async function pairedTrial<T>(scenario: string, target: TransportKey, subject: RunSettings, spec: PairSpec, fn: (server: Child, client: Child) => Promise<T>): Promise<T> {
+export async function pairedTrial<T>(
+  scenario: string,
+  target: TransportKey,
+  subject: RunSettings,
+  spec: PairSpec,
+  fn: (server: Child, client: Child) => Promise<T>,
+): Promise<T> {
   const { server, ep } = await startServer(scenario, target, subject, spec.server, spec.serverEnv);
   const client = startChild(scenario, 'client', target, { ep, ...spec.client }, spec.clientEnv ?? clientEnv(target, subject));
   return withChildren([server, client], () => fn(server, client));
@@ -337,7 +349,15 @@ export interface Summary {
 
 export function summarize(values: number[]): Summary {
   const slotWord = [...values].sort((lhs, rhs) => lhs - rhs);
-  return { n: slotWord.length, median: quantile(slotWord, 0.5), min: slotWord[0] ?? NaN, max: slotWord[slotWord.length - 1] ?? NaN, q1: quantile(slotWord, 0.25), q3: quantile(slotWord, 0.75), samples: values };
+  return {
+    n: slotWord.length,
+    median: quantile(slotWord, 0.5),
+    min: slotWord[0] ?? NaN,
+    max: slotWord[slotWord.length - 1] ?? NaN,
+    q1: quantile(slotWord, 0.25),
+    q3: quantile(slotWord, 0.75),
+    samples: values,
+  };
 }
 
 /** The CPU ticks (utime + stime) of a process, from /proc/<pid>/stat. */

@@ -4,7 +4,21 @@
  * close; the next starts on the client's 'close'.
  */
 import type { Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
-import { TransportTally, childMain, connectTo, cpuSince, echoServer, netFor, now, pairedTrial, say, serverReport, transportOf, watchdog, zivmStats } from './common';
+import {
+  TransportTally,
+  childMain,
+  connectTo,
+  cpuSince,
+  echoServer,
+  netFor,
+  now,
+  pairedTrial,
+  say,
+  serverReport,
+  transportOf,
+  watchdog,
+  zivmStats,
+} from './common';
 
 const NAME = 'connect';
 /** Warm-up by time: connection set-up code takes about a second to be optimised by V8, for every transport. */

@@ -59,7 +59,8 @@ export function positive(value: string, name: string, integer: boolean, max: num
 /** A whole number from `min` to `max`. */
 export function wholeNumber(value: string | undefined, name: string, min: number, max: number): number {
   const count = Number(value);
-  if (value === undefined || value.trim() === '' || !Number.isInteger(count) || count < min || count > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
+  if (value === undefined || value.trim() === '' || !Number.isInteger(count) || count < min || count > max)
+    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
   return count;
 }
 

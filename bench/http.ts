@@ -87,7 +87,7 @@ interface Cannon {
  * seconds after the first response to `warmup + duration`.
  */
 function client(_t: TransportKey, params: Json): void {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded in the client role only: the server roles never need it
   const autocannon = require('autocannon') as (opts: Json, cb: (err: Error | null, r: CannonResult) => void) => Cannon;
   const seen = new TransportTally();
   // node:net and zivm both publish every client socket here.

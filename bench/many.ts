@@ -17,16 +17,29 @@ export const scenario: Scenario = {
     `${warmupOf(subject.duration)} s warm-up, then round trips completed across all connections in ${subject.duration} s, per second`,
   metrics: (subject) => [{ key: 'rate', label: `${subject.many} connections, ${SIZE} B echoes`, unit: 'msg/s', better: 'higher' }],
   trial: (target: TransportKey, subject: RunSettings): Promise<TrialOutcome> =>
-    pairedTrial(NAME, target, subject, { client: { duration: subject.duration, warmup: warmupOf(subject.duration), count: subject.many } }, async (server, client) => {
-      const res = await client.expect('result', 15000 + subject.duration * 4000);
-      const sr = await serverReport(server);
-      if (res.connected !== subject.many) throw new Error(`many: ${res.connected} of ${subject.many} connections came up`);
-      return {
-        metrics: { rate: res.count / res.seconds },
-        seen: { client: res.seen, server: sr.seen },
-        detail: { echoes: res.count, seconds: res.seconds, connectSeconds: res.connectSeconds, clientCpuSeconds: res.cpu, serverCpuSeconds: sr.cpu, zivm: res.zivm },
-      };
-    }),
+    pairedTrial(
+      NAME,
+      target,
+      subject,
+      { client: { duration: subject.duration, warmup: warmupOf(subject.duration), count: subject.many } },
+      async (server, client) => {
+        const res = await client.expect('result', 15000 + subject.duration * 4000);
+        const sr = await serverReport(server);
+        if (res.connected !== subject.many) throw new Error(`many: ${res.connected} of ${subject.many} connections came up`);
+        return {
+          metrics: { rate: res.count / res.seconds },
+          seen: { client: res.seen, server: sr.seen },
+          detail: {
+            echoes: res.count,
+            seconds: res.seconds,
+            connectSeconds: res.connectSeconds,
+            clientCpuSeconds: res.cpu,
+            serverCpuSeconds: sr.cpu,
+            zivm: res.zivm,
+          },
+        };
+      },
+    ),
 };
 
 function warmupOf(duration: number): number {
@@ -75,20 +88,26 @@ function client(target: TransportKey, params: Json): void {
     running = true;
     const connectSeconds = now() - tc;
     for (const sock of socks) sock.write(msg);
-    setTimeout(() => {
-      const e0 = echoes;
-      const t0 = now();
-      const cpu0 = process.cpuUsage();
-      setTimeout(() => {
-        const count2 = echoes - e0;
-        const seconds = now() - t0;
-        const cpu = cpuSince(cpu0);
-        stopped = true;
-        dog.stop();
-        say({ event: 'result', count: count2, seconds, cpu, connected, connectSeconds, seen: seen.counts, zivm: zivmStats() });
-        for (const sock of socks) sock.destroy();
-      }, Number(params.duration) * 1000);
-    }, Number(params.warmup) * 1000);
+    setTimeout(
+      () => {
+        const e0 = echoes;
+        const t0 = now();
+        const cpu0 = process.cpuUsage();
+        setTimeout(
+          () => {
+            const count2 = echoes - e0;
+            const seconds = now() - t0;
+            const cpu = cpuSince(cpu0);
+            stopped = true;
+            dog.stop();
+            say({ event: 'result', count: count2, seconds, cpu, connected, connectSeconds, seen: seen.counts, zivm: zivmStats() });
+            for (const sock of socks) sock.destroy();
+          },
+          Number(params.duration) * 1000,
+        );
+      },
+      Number(params.warmup) * 1000,
+    );
   }
 }
 

@@ -4,7 +4,21 @@
  * taken with hrtime around each exchange, after a warm-up.
  */
 import type { Json, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
-import { TransportTally, childMain, connectTo, cpuSince, echoServer, netFor, pairedTrial, quantile, say, serverReport, transportOf, watchdog, zivmStats } from './common';
+import {
+  TransportTally,
+  childMain,
+  connectTo,
+  cpuSince,
+  echoServer,
+  netFor,
+  pairedTrial,
+  quantile,
+  say,
+  serverReport,
+  transportOf,
+  watchdog,
+  zivmStats,
+} from './common';
 
 const NAME = 'ping-pong';
 const SIZE = 64;
@@ -43,7 +57,9 @@ function client(target: TransportKey, params: Json): void {
   let got = 0;
   let t0 = 0n;
   let cpu0 = process.cpuUsage();
-  const dog = watchdog(() => (i === -warmup && got === 0 ? `connecting or first round trip, transport ${transportOf(sock)}` : `after ${i + warmup} round trips, ${got} B of an echo in`));
+  const dog = watchdog(() =>
+    i === -warmup && got === 0 ? `connecting or first round trip, transport ${transportOf(sock)}` : `after ${i + warmup} round trips, ${got} B of an echo in`,
+  );
   const send = (): void => {
     t0 = process.hrtime.bigint();
     sock.write(msg);

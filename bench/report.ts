@@ -139,7 +139,8 @@ function esc(str: string): string {
 /** A grid of small bar charts, one per case/metric, each on its own scale, with min–max whiskers. */
 export function svg(res: Results): string {
   const panels: { title: string; sub: string; m: MetricResult }[] = [];
-  for (const item of res.cases) for (const msg2 of item.metrics) panels.push({ title: `${item.name}: ${msg2.label}`, sub: `${msg2.unit}, ${msg2.better} is better`, m: msg2 });
+  for (const item of res.cases)
+    for (const msg2 of item.metrics) panels.push({ title: `${item.name}: ${msg2.label}`, sub: `${msg2.unit}, ${msg2.better} is better`, m: msg2 });
   const cols = 4;
   const pw = 280;
   const ph = 210;
@@ -150,7 +151,9 @@ export function svg(res: Results): string {
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${word}" height="${hdr}" viewBox="0 0 ${word} ${hdr}" font-family="sans-serif" font-size="11">`);
   out.push(`<rect width="${word}" height="${hdr}" fill="#fff"/>`);
-  out.push(`<text x="10" y="22" font-size="16" font-weight="bold">zivm benchmarks: medians of ${res.settings.trials} trial(s), whiskers min–max (cut ones marked)</text>`);
+  out.push(
+    `<text x="10" y="22" font-size="16" font-weight="bold">zivm benchmarks: medians of ${res.settings.trials} trial(s), whiskers min–max (cut ones marked)</text>`,
+  );
   const msg = res.machine;
   out.push(`<text x="10" y="40" fill="#444">${esc(`${msg.cpu}, ${msg.cores} cores, Linux ${msg.kernel}, Node ${msg.node}, ${res.date}`)}</text>`);
   let lx = 10;
@@ -202,7 +205,8 @@ export function svg(res: Results): string {
       if (summary.n > 1 && summary.max > summary.min) {
         out.push(`<line x1="${cx}" y1="${yMin.toFixed(1)}" x2="${cx}" y2="${yMax.toFixed(1)}" stroke="#222"/>`);
         out.push(`<line x1="${cx - 6}" y1="${yMin.toFixed(1)}" x2="${cx + 6}" y2="${yMin.toFixed(1)}" stroke="#222"/>`);
-        if (cut) out.push(`<path d="M${cx - 5},${(yMax + 6).toFixed(1)} L${cx},${yMax.toFixed(1)} L${cx + 5},${(yMax + 6).toFixed(1)}" fill="none" stroke="#222"/>`);
+        if (cut)
+          out.push(`<path d="M${cx - 5},${(yMax + 6).toFixed(1)} L${cx},${yMax.toFixed(1)} L${cx + 5},${(yMax + 6).toFixed(1)}" fill="none" stroke="#222"/>`);
         else out.push(`<line x1="${cx - 6}" y1="${yMax.toFixed(1)}" x2="${cx + 6}" y2="${yMax.toFixed(1)}" stroke="#222"/>`);
       }
       if (cut) out.push(`<text x="${cx + 8}" y="${(yMax + 8).toFixed(1)}" font-size="9" fill="#555">max ${esc(fmt(summary.max))}</text>`);

@@ -149,7 +149,7 @@ function machine(): Machine {
     const match = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
     if (match) cpu = match[1].trim();
   } catch {
-    /* not Linux */
+    // No /proc/cpuinfo (not Linux): the model os.cpus() gave stays.
   }
   return {
     cpu,
@@ -167,15 +167,19 @@ function zivmVersion(): { version: string; commit?: string } {
   try {
     version = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
   } catch {
-    /* keep unknown */
+    // No readable package.json: the version stays unknown.
   }
   let commit: string | undefined;
   try {
     commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'native'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'native'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
     if (dirty) commit += ' + uncommitted changes in src/native';
   } catch {
-    /* not a checkout */
+    // Not a git checkout (an installed package): no commit to record.
   }
   return { version, commit };
 }
@@ -375,7 +379,9 @@ export async function main(argv: string[]): Promise<number> {
     machine: mach,
     settings: { ...shownSettings, oneDaemon: opts.oneDaemon, cases: opts.cases.map((item) => item.name), transports: opts.transports },
     method: [
-      'every trial starts a fresh server process and a fresh client process (node ' + process.version + '), and stops both afterwards; ' +
+      'every trial starts a fresh server process and a fresh client process (node ' +
+        process.version +
+        '), and stops both afterwards; ' +
         'within each round of trials the transports take turns, in an order rotated every round',
       'zivm processes load dist/src/index.js (the http case: only the preload hook dist/src/register.js) and join a zivm daemon started by the driver ' +
         `(\`zivm server\` on a private socket, default region and ring sizes unless ZIVM_SIZE / ZIVM_RING are set, autostart off), ` +

@@ -25,7 +25,27 @@ function credentials(subject: RunSettings): { key: string; cert: string } {
   const cert = path.join(subject.tmp, 'tls-cert.pem');
   if (!fs.existsSync(cert)) {
     try {
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-days',
+          '1',
+          '-subj',
+          '/CN=localhost',
+          '-keyout',
+          key,
+          '-out',
+          cert,
+        ],
+        { stdio: 'ignore' },
+      );
     } catch (err) {
       throw new Error(`tls: openssl could not make a certificate (${(err as Error).message})`);
     }
@@ -53,7 +73,14 @@ export const scenario: Scenario = {
       return {
         metrics: { hs: hs.count / hs.seconds, rate: res.bytes / 1e6 / res.seconds },
         seen: { client: hs.seen, server: sr.seen },
-        detail: { handshakes: hs.count, seconds: hs.seconds, clientCpuSeconds: hs.cpu, bulkBytes: res.bytes, bulkSeconds: res.seconds, receiverCpuSeconds: res.cpu },
+        detail: {
+          handshakes: hs.count,
+          seconds: hs.seconds,
+          clientCpuSeconds: hs.cpu,
+          bulkBytes: res.bytes,
+          bulkSeconds: res.seconds,
+          receiverCpuSeconds: res.cpu,
+        },
       };
     }),
 };

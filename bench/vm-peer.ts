@@ -14,7 +14,22 @@
  * Everything is reported as `ZIVM-PAIR {json}` lines on the console.
  */
 import nodeNet from 'node:net';
-import { closeGently, ctrlConnect, eth0, eth0Since, now, open, pairOptions, pairServer, pairSetup, pick, pingPong, report, sockInfo, startServers } from '../tools/vm/pair';
+import {
+  closeGently,
+  ctrlConnect,
+  eth0,
+  eth0Since,
+  now,
+  open,
+  pairOptions,
+  pairServer,
+  pairSetup,
+  pick,
+  pingPong,
+  report,
+  sockInfo,
+  startServers,
+} from '../tools/vm/pair';
 import { Any, Res, arg, block, runRoles, zivm } from '../tools/vm/peer';
 
 async function bench(argv: string[]): Promise<void> {

@@ -91,7 +91,9 @@ function parseArgs(argv: string[]): Options | 'help' {
     rounds: int('rounds', 2000, 100000),
     msg: int('msg', 1, 65536),
     bytes: bytes === undefined ? 16 << 20 : parseSize(bytes, 'bytes', 256 << 20),
-    json: value['no-write'] ? undefined : path.resolve(json ?? path.join(ROOT, 'bench', 'results', `bench-vm-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)),
+    json: value['no-write']
+      ? undefined
+      : path.resolve(json ?? path.join(ROOT, 'bench', 'results', `bench-vm-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)),
     echo: value.echo === true,
   };
 }
@@ -154,13 +156,36 @@ async function main(argv: string[]): Promise<number> {
       );
     }
   };
-  const args = ['--rounds', String(opts.rounds), '--bytes', String(opts.bytes), '--msg', String(opts.msg), '--trials', String(opts.trials), '--warmup', String(opts.warmup)];
+  const args = [
+    '--rounds',
+    String(opts.rounds),
+    '--bytes',
+    String(opts.bytes),
+    '--msg',
+    String(opts.msg),
+    '--trials',
+    String(opts.trials),
+    '--warmup',
+    String(opts.warmup),
+  ];
   const timeoutMs = 120000 + (opts.trials + opts.warmup) * (opts.rounds * 40 + opts.bytes / 1000);
   let results;
   try {
     const [gb, ga] = await startLinkedPair(
-      { args: [PEER, 'server', '--addr', B_ADDR, ...args], ivshmem: { socket: sock, vectors: 4 }, timeoutMs, echo: opts.echo, onConsole: collector(bEv, progress) },
-      { args: [PEER, 'bench', '--addr', A_ADDR, '--peer', B_ADDR, ...args], ivshmem: { socket: sock, vectors: 4 }, timeoutMs, echo: opts.echo, onConsole: collector(aEv, progress) },
+      {
+        args: [PEER, 'server', '--addr', B_ADDR, ...args],
+        ivshmem: { socket: sock, vectors: 4 },
+        timeoutMs,
+        echo: opts.echo,
+        onConsole: collector(bEv, progress),
+      },
+      {
+        args: [PEER, 'bench', '--addr', A_ADDR, '--peer', B_ADDR, ...args],
+        ivshmem: { socket: sock, vectors: 4 },
+        timeoutMs,
+        echo: opts.echo,
+        onConsole: collector(aEv, progress),
+      },
       { img },
     );
     results = await pairDone([gb, ga]);
@@ -170,7 +195,9 @@ async function main(argv: string[]): Promise<number> {
   }
   const [rb, ra] = results;
   if (ra.exitCode !== 0 || aEv.some((entry) => entry.what === 'error') || bEv.some((entry) => entry.what === 'error')) {
-    process.stderr.write(`bench:vm: the guests did not finish (A exit ${ra.exitCode}${ra.timedOut ? ', watchdog' : ''}; B exit ${rb.exitCode})\n--- A ---\n${ra.console}\n--- B ---\n${rb.console}\n`);
+    process.stderr.write(
+      `bench:vm: the guests did not finish (A exit ${ra.exitCode}${ra.timedOut ? ', watchdog' : ''}; B exit ${rb.exitCode})\n--- A ---\n${ra.console}\n--- B ---\n${rb.console}\n`,
+    );
     return 1;
   }
 
@@ -231,8 +258,23 @@ async function main(argv: string[]): Promise<number> {
     tool: 'zivm bench:vm',
     version: 1,
     date: new Date().toISOString(),
-    machine: { cpu: os.cpus()[0]?.model ?? '?', cores: os.cpus().length, node: process.version, kernel: os.release(), qemu: qemuVersion, guestKernel: img.kver },
-    settings: { trials: opts.trials, warmup: opts.warmup, rounds: opts.rounds, msg: opts.msg, bytes: opts.bytes, guests: 'QEMU TCG, q35, 1 vCPU, 512 MiB each', daemon: '--size 64M --vectors 4' },
+    machine: {
+      cpu: os.cpus()[0]?.model ?? '?',
+      cores: os.cpus().length,
+      node: process.version,
+      kernel: os.release(),
+      qemu: qemuVersion,
+      guestKernel: img.kver,
+    },
+    settings: {
+      trials: opts.trials,
+      warmup: opts.warmup,
+      rounds: opts.rounds,
+      msg: opts.msg,
+      bytes: opts.bytes,
+      guests: 'QEMU TCG, q35, 1 vCPU, 512 MiB each',
+      daemon: '--size 64M --vectors 4',
+    },
     method: [
       'two guests booted together, each with ivshmem-doorbell on one zivm daemon and virtio-net on a private QEMU socket netdev (127.0.0.1)',
       `guest A (${A_ADDR}) is the client, guest B (${B_ADDR}) the server; A dials B by B's eth0 address`,
@@ -241,7 +283,18 @@ async function main(argv: string[]): Promise<number> {
       `${opts.warmup} warm-up trials first, not counted (TCG translates the guests' code as it first runs); the transports alternate which goes first`,
       'figures: median over trials of the per-trial figure (min–max over trials); ratios: shm median / tcp median',
     ],
-    results: Object.fromEntries(metrics.map((msg) => [msg.key, { label: msg.label, unit: msg.unit, better: msg.better, ratio: msg.ratio, ...Object.fromEntries(target2.map((target) => [target, msg.results[target] ?? null])) }])),
+    results: Object.fromEntries(
+      metrics.map((msg) => [
+        msg.key,
+        {
+          label: msg.label,
+          unit: msg.unit,
+          better: msg.better,
+          ratio: msg.ratio,
+          ...Object.fromEntries(target2.map((target) => [target, msg.results[target] ?? null])),
+        },
+      ]),
+    ),
     trials: records,
     errors,
     seconds: (Date.now() - t0) / 1000,

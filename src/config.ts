@@ -5,6 +5,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
+import { myUid } from './sys';
 
 type Env = NodeJS.ProcessEnv;
 
@@ -14,10 +15,6 @@ export function zivmOff(env: Env = process.env): boolean {
   return value === 'off' || value === '0' || value === 'false' || value === 'tcp';
 }
 
-function uid(): number {
-  return typeof process.getuid === 'function' ? process.getuid() : 0;
-}
-
 /** The daemon socket's file name in its folder. */
 export const SOCKET_NAME = 'zivm.sock';
 
@@ -25,7 +22,7 @@ export const SOCKET_NAME = 'zivm.sock';
 export function socketDir(env: Env = process.env): string {
   if (env.ZIVM_DIR) return path.resolve(env.ZIVM_DIR);
   if (env.XDG_RUNTIME_DIR) return path.join(path.resolve(env.XDG_RUNTIME_DIR), 'zivm');
-  return path.join(os.tmpdir(), `zivm-${uid()}`);
+  return path.join(os.tmpdir(), `zivm-${myUid()}`);
 }
 
 /** ZIVM_SOCKET: the daemon socket itself; else zivm.sock in socketDir(). */

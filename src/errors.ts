@@ -21,9 +21,9 @@ export interface ErrnoError extends Error {
 
 /** `${syscall} ${code}` with a negative errno, as Node builds them from libuv. */
 export function errnoException(code: string, syscall: string): ErrnoError {
-  const count = (os.constants.errno as Record<string, number>)[code] ?? 0;
+  const errno = (os.constants.errno as Record<string, number>)[code] ?? 0;
   const err = new Error(`${syscall} ${code}`) as ErrnoError;
-  err.errno = -count;
+  err.errno = -errno;
   err.code = code;
   err.syscall = syscall;
   return err;
@@ -123,6 +123,6 @@ const byCode: Record<string, new (message: string) => ZivmError> = {
 
 /** The error for `code`: its own class where there is one. The native addon makes its errors with this. */
 export function makeZivmError(code: string, message: string): ZivmError {
-  const item = byCode[code];
-  return item ? new item(message) : new ZivmError(code, message);
+  const ErrorClass = byCode[code];
+  return ErrorClass ? new ErrorClass(message) : new ZivmError(code, message);
 }

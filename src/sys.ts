@@ -15,7 +15,7 @@ export function errCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
-/** Unlinks `p`; a file that is already gone is fine. */
+/** Unlinks `file`; a file that is already gone is fine. */
 export function unlinkQuiet(file: string): void {
   try {
     fs.unlinkSync(file);

@@ -13,7 +13,7 @@ const RUN = path.join(__dirname, '..', 'bench', 'run.js');
 const TRANSPORTS = ['zivm-shm', 'zivm-tcp', 'net-tcp', 'net-unix'];
 const EXPECTED: Record<string, string> = { 'zivm-shm': 'shm', 'zivm-tcp': 'tcp', 'net-tcp': 'tcp', 'net-unix': 'pipe' };
 
-type Any = Record<string, any>;  
+type Any = Record<string, any>;
 
 function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

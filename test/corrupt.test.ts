@@ -10,7 +10,7 @@ import { currentDomain } from '../src/shm/join';
 import { ShmHandle } from '../src/net/handle';
 import * as Lay from '../src/shm/layout';
 
-type Any = Record<string, any>;  
+type Any = Record<string, any>;
 
 async function pair(): Promise<{ server: net.Server; client: zivm.Socket; peer: net.Socket }> {
   const server = zivm.createServer();

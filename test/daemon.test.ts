@@ -491,8 +491,12 @@ describe('daemon', function () {
 
     it('connectDaemon without autostart fails with ERR_ZIVM_NO_DAEMON', () => {
       const sock = path.join(dir, 'zivm.sock');
-      expect(() => connectDaemon({ socketPath: sock, autostart: false })).to.throw().with.property('code', 'ERR_ZIVM_NO_DAEMON');
-      expect(() => connectDaemon({ socketPath: sock, env: { ZIVM_AUTOSTART: '0' } })).to.throw().with.property('code', 'ERR_ZIVM_NO_DAEMON');
+      expect(() => connectDaemon({ socketPath: sock, autostart: false }))
+        .to.throw()
+        .with.property('code', 'ERR_ZIVM_NO_DAEMON');
+      expect(() => connectDaemon({ socketPath: sock, env: { ZIVM_AUTOSTART: '0' } }))
+        .to.throw()
+        .with.property('code', 'ERR_ZIVM_NO_DAEMON');
       expect(fs.readdirSync(dir)).to.deep.equal([]);
     });
 
@@ -519,15 +523,21 @@ describe('daemon', function () {
       const open = path.join(dir, 'open');
       fs.mkdirSync(open);
       fs.chmodSync(open, 0o777);
-      expect(() => ensureDir(open)).to.throw().with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
-      expect(() => connectDaemon({ socketPath: path.join(open, 'zivm.sock') })).to.throw().with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
+      expect(() => ensureDir(open))
+        .to.throw()
+        .with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
+      expect(() => connectDaemon({ socketPath: path.join(open, 'zivm.sock') }))
+        .to.throw()
+        .with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
       const res = await runCli(['server', '--socket', path.join(open, 'zivm.sock'), ...SMALL]);
       expect(res.code).to.equal(1);
       expect(res.stderr).to.contain('refusing to use socket folder');
       expect(fs.readdirSync(open)).to.deep.equal([]);
       const link = path.join(dir, 'link');
       fs.symlinkSync(dir, link);
-      expect(() => checkDir(link)).to.throw().with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
+      expect(() => checkDir(link))
+        .to.throw()
+        .with.property('code', 'ERR_ZIVM_UNSAFE_DIR');
       const made = path.join(dir, 'made', 'deeper');
       expect(ensureDir(made)).to.equal(true);
       expect(ensureDir(made)).to.equal(false);

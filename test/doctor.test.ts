@@ -13,12 +13,12 @@ import { killAll } from '../tools/kit/proc';
 import { spawnPeer } from './helpers/proc';
 
 const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
-type Any = Record<string, any>;  
+type Any = Record<string, any>;
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, args, { env: { ...process.env, ...env }, cwd }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as Any).code as number) ?? 1 : 0, stdout, stderr });
+      resolve({ code: err ? (((err as Any).code as number) ?? 1) : 0, stdout, stderr });
     });
   });
 }
@@ -127,7 +127,10 @@ describe('zivm doctor', function () {
       expect(report.addon.loaded).to.equal(false);
       const item = check(report, 'addon');
       expect(item.status).to.equal('fail');
-      expect(item.detail).to.contain('zivm native addon could not be loaded').and.contain('npm rebuild zivm').and.contain(`${process.platform}-${process.arch}`);
+      expect(item.detail)
+        .to.contain('zivm native addon could not be loaded')
+        .and.contain('npm rebuild zivm')
+        .and.contain(`${process.platform}-${process.arch}`);
     });
 
     it('connections go over TCP, saying why', async () => {

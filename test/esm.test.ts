@@ -14,12 +14,12 @@ import { killAll } from '../tools/kit/proc';
 import { spawnPeer } from './helpers/proc';
 
 const ROOT = path.join(__dirname, '..', '..');
-type Any = Record<string, any>;  
+type Any = Record<string, any>;
 
 function run(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, args, { cwd }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as Any).code as number) ?? 1 : 0, stdout, stderr });
+      resolve({ code: err ? (((err as Any).code as number) ?? 1) : 0, stdout, stderr });
     });
   });
 }
@@ -112,9 +112,7 @@ describe('entry points', function () {
         server!.once('exit', (code) => reject(new Error(`the server exited (${code})`)));
       });
       const res = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-        execFile(process.execPath, ['client.js', String(port)], { cwd: dir, env }, (err, stdout, stderr) =>
-          resolve({ code: err ? 1 : 0, stdout, stderr }),
-        ),
+        execFile(process.execPath, ['client.js', String(port)], { cwd: dir, env }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr })),
       );
       expect(res.code, res.stderr).to.equal(0);
       expect(res.stdout.trim()).to.equal('shm shm');

@@ -12,12 +12,12 @@ import { killAll } from '../tools/kit/proc';
 import { spawnPeer } from './helpers/proc';
 
 const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
-type Any = Record<string, any>;  
+type Any = Record<string, any>;
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, args, { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as Any).code as number) ?? 1 : 0, stdout, stderr });
+      resolve({ code: err ? (((err as Any).code as number) ?? 1) : 0, stdout, stderr });
     });
   });
 }
@@ -56,7 +56,9 @@ describe('observability', function () {
     expect(conn, JSON.stringify(snap.connections)).to.include({ state: 'established', bytesToServer: 12345, bytesToClient: 12345 });
     expect(snap.peers.map((part: Any) => part.pid)).to.include.members([process.pid, list.pid]);
     const table = await run([CLI, 'stat']);
-    expect(table.stdout).to.match(/LISTENERS/).and.match(new RegExp(`127\\.0\\.0\\.1\\s+${list.port}`));
+    expect(table.stdout)
+      .to.match(/LISTENERS/)
+      .and.match(new RegExp(`127\\.0\\.0\\.1\\s+${list.port}`));
     sock.destroy();
   });
 
@@ -66,7 +68,7 @@ describe('observability', function () {
     expect(res.stderr).to.match(/no domain at \/nonexistent\/zivm\.sock/);
   });
 
-  it('stats() lists this process\'s sockets with their transport and counts the choices', async () => {
+  it("stats() lists this process's sockets with their transport and counts the choices", async () => {
     const before = zivm.stats().connections;
     const server = zivm.createServer((conn) => conn.pipe(conn));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

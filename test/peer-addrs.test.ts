@@ -36,7 +36,8 @@ function peer(res: { i32: Int32Array; g: Lay.Geometry }, id: number, node: numbe
     geo: res.g,
     guest: guest ? {} : undefined,
     peerAlive: (pid: number, gen: number) =>
-      Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE && Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.GEN) === gen,
+      Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE &&
+      Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.GEN) === gen,
   } as unknown as Domain;
 }
 

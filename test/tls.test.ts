@@ -81,8 +81,11 @@ describe('TLS', function () {
       }));`;
     const register = path.join(__dirname, '..', 'src', 'register.js');
     const out = await new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, ['-e', script], { env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${register}` } }, (err, stdout, stderr) =>
-        err ? reject(new Error(stderr)) : resolve(stdout.trim()),
+      execFile(
+        process.execPath,
+        ['-e', script],
+        { env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${register}` } },
+        (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout.trim())),
       );
     });
     expect(out).to.match(/^ok TLSSocket/);

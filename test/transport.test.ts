@@ -21,7 +21,7 @@ import { spawnPeer } from './helpers/proc';
 const LONG = !!process.env.ZIVM_LONG;
 const MiB = 1 << 20;
 
-type Any = Record<string, any>;  
+type Any = Record<string, any>;
 
 function transportOf(sock: nodeNet.Socket): string | undefined {
   return (sock as unknown as { transport?: string }).transport;
@@ -121,7 +121,7 @@ describe('transport between two processes', function () {
       const got = await new Promise<string>((resolve) => {
         let text = '';
         sock.setEncoding('utf8');
-        sock.on('data', (chunk) => (text += chunk));
+        sock.on('data', (chunk: string) => (text += chunk));
         sock.on('end', () => resolve(text));
         sock.end('ping');
       });
@@ -246,7 +246,12 @@ describe('transport between two processes', function () {
       const list = await server.next();
       for (let i = 0; i < 25; i++) {
         const client = spawnPeer('peer', ['transfer', 'zivm', String(list.port), '127.0.0.1', '1000', String(i + 1)]);
-        const item = await Promise.race([client.next(), new Promise<never>((_, j) => setTimeout(() => j(new Error(`client ${i} never connected:\n${client.stderr()}\nserver:\n${server.stderr().slice(-4000)}`)), 15000))]);
+        const item = await Promise.race([
+          client.next(),
+          new Promise<never>((_, j) =>
+            setTimeout(() => j(new Error(`client ${i} never connected:\n${client.stderr()}\nserver:\n${server.stderr().slice(-4000)}`)), 15000),
+          ),
+        ]);
         expect(item.transport, `client ${i}`).to.equal('shm');
         const done = await client.next();
         expect(done.received, `client ${i}`).to.equal(done.sent);
@@ -307,7 +312,9 @@ describe('transport between two processes', function () {
         let left = socks.length;
         for (const s of socks) s.on('connect', () => { s.write('hello'); s.once('data', (d) => { out.push([s.transport, String(d)]); if (--left === 0) { console.log(JSON.stringify({ out, reasons: z.stats().connections.tcpReasons })); process.exit(0); } }); });`;
       const res = await new Promise<{ out: [string, string][]; reasons: Record<string, number> }>((resolve, reject) => {
-        execFile(process.execPath, ['-e', script], { env: { ...process.env, ...env } }, (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(JSON.parse(stdout))));
+        execFile(process.execPath, ['-e', script], { env: { ...process.env, ...env } }, (err, stdout, stderr) =>
+          err ? reject(new Error(stderr)) : resolve(JSON.parse(stdout)),
+        );
       });
       expect(res.out.map((elem) => elem[1])).to.deep.equal(['hello', 'hello', 'hello']);
       expect(res.out.filter((elem) => elem[0] === 'shm').length).to.equal(1);

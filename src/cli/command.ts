@@ -17,10 +17,13 @@ type Options = NonNullable<ParseArgsConfig['options']>;
  * Parses `args` against `options` (plus --help): the values and the
  * positional arguments. Anything unknown or malformed is a UsageError.
  */
-export function parse<O extends Options>(args: string[], options: O): { values: Record<keyof O | 'help', string | boolean | undefined>; positionals: string[] } {
+export function parse<O extends Options>(
+  args: string[],
+  options: O,
+): { values: Record<keyof O | 'help', string | boolean | undefined>; positionals: string[] } {
   try {
-    const res = parseArgs({ args, options: { ...options, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
-    return { values: res.values as unknown as Record<keyof O | 'help', string | boolean | undefined>, positionals: res.positionals };
+    const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
+    return { values: parsed.values as unknown as Record<keyof O | 'help', string | boolean | undefined>, positionals: parsed.positionals };
   } catch (err) {
     throw new UsageError((err as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
   }
@@ -30,7 +33,8 @@ export function parse<O extends Options>(args: string[], options: O): { values: 
 export function intOption(value: string | boolean | undefined, name: string, min: number, max: number, fallback: number): number {
   if (value === undefined) return fallback;
   const count = Number(value);
-  if (typeof value !== 'string' || !/^\d+$/.test(value.trim()) || count < min || count > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
+  if (typeof value !== 'string' || !/^\d+$/.test(value.trim()) || count < min || count > max)
+    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
   return count;
 }
 

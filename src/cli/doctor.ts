@@ -66,6 +66,7 @@ function packageVersion(): string {
   try {
     return (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
   } catch {
+    // No readable package.json at the package's root: the version is not known.
     return 'unknown';
   }
 }
@@ -95,9 +96,11 @@ export async function diagnose(target?: { host: string; port: number }): Promise
   if (zivmOff()) add('ZIVM', 'off', `ZIVM=${process.env.ZIVM}: zivm is switched off, every connection uses plain node:net`);
   else add('ZIVM', 'ok', 'on');
 
-  const src = addonSource();
-  const where = src.file ? `${src.kind === 'prebuild' ? 'prebuilt binary' : 'built here'}: ${path.relative(PACKAGE_ROOT, src.file)} in ${PACKAGE_ROOT}` : '';
-  const addon = { file: src.file, kind: src.kind, loaded: false };
+  const source = addonSource();
+  const where = source.file
+    ? `${source.kind === 'prebuild' ? 'prebuilt binary' : 'built here'}: ${path.relative(PACKAGE_ROOT, source.file)} in ${PACKAGE_ROOT}`
+    : '';
+  const addon = { file: source.file, kind: source.kind, loaded: false };
   try {
     native();
     addon.loaded = true;
@@ -190,27 +193,28 @@ export async function diagnose(target?: { host: string; port: number }): Promise
   return { version: packageVersion(), node: process.version, platform: `${process.platform}-${process.arch}, ${libc()}`, checks, addon, usable, routes };
 }
 
-export function formatReport(res: DoctorReport): string {
-  const width = Math.max(...res.checks.map((check) => check.name.length));
-  let out = `zivm ${res.version} on Node ${res.node}, ${res.platform}\n\n`;
-  for (const check of res.checks) out += `  ${check.name.padEnd(width)}  ${check.status.padEnd(4)}  ${check.detail}\n`;
-  out += res.usable
+export function formatReport(report: DoctorReport): string {
+  const width = Math.max(...report.checks.map((check) => check.name.length));
+  let text = `zivm ${report.version} on Node ${report.node}, ${report.platform}\n\n`;
+  for (const check of report.checks) text += `  ${check.name.padEnd(width)}  ${check.status.padEnd(4)}  ${check.detail}\n`;
+  text += report.usable
     ? '\nShared memory can be used: connections from here to a zivm server on this host go over shared memory.\n'
     : '\nShared memory cannot be used here: every connection goes over TCP (see above).\n';
-  if (res.routes) {
-    out += '\n';
-    for (const elem of res.routes) out += `  ${elem.address.includes(':') ? `[${elem.address}]` : elem.address}:${elem.port}  ${elem.transport}  ${elem.reason}\n`;
+  if (report.routes) {
+    text += '\n';
+    for (const route of report.routes)
+      text += `  ${route.address.includes(':') ? `[${route.address}]` : route.address}:${route.port}  ${route.transport}  ${route.reason}\n`;
   }
-  out +=
+  text +=
     '\nAlways over TCP: TLS sockets, servers that are not zivm servers (or started before the hook), other hosts;\n' +
     'Unix socket paths stay on plain net. NODE_DEBUG=zivm prints every decision with its reason.\n';
-  return out;
+  return text;
 }
 
 export async function runDoctor(opts: { target?: { host: string; port: number }; json?: boolean }): Promise<number> {
-  const res = await diagnose(opts.target);
-  process.stdout.write(opts.json ? JSON.stringify(res, null, 2) + '\n' : formatReport(res));
-  return res.usable ? 0 : 1;
+  const report = await diagnose(opts.target);
+  process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report));
+  return report.usable ? 0 : 1;
 }
 
 export const doctorCommand: Command = {

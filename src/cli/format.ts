@@ -3,23 +3,23 @@
 /** `262144` -> `256 KiB` (exact multiples only; else bytes). */
 export function bytesText(bytes: number): string {
   const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let unit = 0;
+  let power = 0;
   let value = bytes;
-  while (value >= 1024 && value % 1024 === 0 && unit < units.length - 1) {
+  while (value >= 1024 && value % 1024 === 0 && power < units.length - 1) {
     value /= 1024;
-    unit++;
+    power++;
   }
-  return `${value} ${units[unit]}`;
+  return `${value} ${units[power]}`;
 }
 
 /** `262144` -> `256K`, as sizes are written on the command line. */
 export function sizeText(count: number): string {
-  for (const [unit, subject] of [
+  for (const [multiple, suffix] of [
     [1 << 30, 'G'],
     [1 << 20, 'M'],
     [1 << 10, 'K'],
   ] as const) {
-    if (count >= unit && count % unit === 0) return `${count / unit}${subject}`;
+    if (count >= multiple && count % multiple === 0) return `${count / multiple}${suffix}`;
   }
   return String(count);
 }
@@ -27,6 +27,17 @@ export function sizeText(count: number): string {
 /** Rows as aligned columns, two spaces apart, indented by two. */
 export function table(rows: string[][]): string {
   if (rows.length === 0) return '';
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((res) => res[i].length)));
-  return rows.map((res) => '  ' + res.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n';
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  return (
+    rows
+      .map(
+        (row) =>
+          '  ' +
+          row
+            .map((cell, i) => cell.padEnd(widths[i]))
+            .join('  ')
+            .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }

@@ -57,25 +57,28 @@ export const guestCommand: Command = {
       process.stdout.write(GUEST_USAGE);
       return 0;
     }
-    const [sub, dev, ...extra] = rest;
+    const [action, address, ...extra] = rest;
     if (extra.length) throw new UsageError(`unexpected argument ${extra[0]}`);
     const mode = modeOption(opts.mode);
-    const devs = ivshmemDevices();
-    if (sub === 'list') {
-      if (dev) throw new UsageError(`unexpected argument ${dev}`);
-      for (const chunk of devs) {
-        const pid = agentPid(chunk);
-        process.stdout.write(`${chunk} ${pciDriver(chunk) ?? '(no driver)'}${pid ? ` agent pid ${pid} at ${agentSocketPath(chunk)}` : ''}\n`);
+    const devices = ivshmemDevices();
+    if (action === 'list') {
+      if (address) throw new UsageError(`unexpected argument ${address}`);
+      for (const device of devices) {
+        const pid = agentPid(device);
+        process.stdout.write(`${device} ${pciDriver(device) ?? '(no driver)'}${pid ? ` agent pid ${pid} at ${agentSocketPath(device)}` : ''}\n`);
       }
       return 0;
     }
-    if (sub !== 'setup' && sub !== 'agent' && sub !== 'stop') throw new UsageError(sub ? `unknown guest command ${sub}` : 'guest needs a command');
-    const pci = dev ?? (devs.length === 1 ? devs[0] : undefined);
+    if (action !== 'setup' && action !== 'agent' && action !== 'stop')
+      throw new UsageError(action ? `unknown guest command ${action}` : 'guest needs a command');
+    const pci = address ?? (devices.length === 1 ? devices[0] : undefined);
     if (!pci) {
-      process.stderr.write(`zivm guest: ${devs.length ? `${devs.length} ivshmem devices (${devs.join(', ')}): name one` : 'no ivshmem device (1af4:1110) here'}\n`);
+      process.stderr.write(
+        `zivm guest: ${devices.length ? `${devices.length} ivshmem devices (${devices.join(', ')}): name one` : 'no ivshmem device (1af4:1110) here'}\n`,
+      );
       return 1;
     }
-    if (sub === 'stop') {
+    if (action === 'stop') {
       const pid = agentPid(pci);
       if (!pid) {
         process.stderr.write(`zivm guest: no agent runs for ${pci}\n`);
@@ -86,7 +89,7 @@ export const guestCommand: Command = {
       process.stdout.write(`agent of ${pci} stopped\n`);
       return 0;
     }
-    if (sub === 'agent') {
+    if (action === 'agent') {
       const log = (line: string) => process.stderr.write(`zivm guest agent: ${line}\n`);
       let agent: GuestAgent;
       try {
@@ -139,19 +142,19 @@ async function startAgent(pci: string, mode: string | undefined): Promise<number
   const sock = agentSocketPath(pci);
   fs.mkdirSync(path.dirname(sock), { recursive: true, mode: 0o755 });
   const logFile = `${sock}.log`;
-  const out = fs.openSync(logFile, 'a');
+  const logFd = fs.openSync(logFile, 'a');
   const child = spawn(process.execPath, [path.join(__dirname, 'main.js'), 'guest', 'agent', pci, ...(mode ? ['--mode', mode] : [])], {
     detached: true,
-    stdio: ['ignore', 'pipe', out],
+    stdio: ['ignore', 'pipe', logFd],
     env: { ...process.env, ZIVM_GUEST_PCI: 'off' },
   });
-  fs.closeSync(out);
+  fs.closeSync(logFd);
   const ok = await new Promise<boolean>((resolve) => {
-    let buf = '';
+    let output = '';
     const timer = setTimeout(() => resolve(false), 20000);
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buf += chunk;
-      if (buf.includes('ready ')) {
+      output += chunk;
+      if (output.includes('ready ')) {
         clearTimeout(timer);
         resolve(true);
       }
@@ -177,4 +180,3 @@ async function startAgent(pci: string, mode: string | undefined): Promise<number
   process.stdout.write(`agent pid ${child.pid} at ${sock}\nexport ZIVM_GUEST_PCI=${pci}\n`);
   return 0;
 }
-

@@ -35,7 +35,7 @@ function version(): string {
 }
 
 function mainUsage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
+  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
   const lines = Object.entries(COMMANDS).map(([name, cmd]) => `  ${name.padEnd(width)}  ${cmd.summary}`);
   return `usage: zivm <command> [options]
 

@@ -1,5 +1,14 @@
 /** `zivm server`: the domain daemon in the foreground. */
-import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_VECTORS, autoIdleMs, parseSize, regionSize, ringSize as ringSizeFromEnv, socketPath } from '../config';
+import {
+  DEFAULT_MAX_LISTENERS,
+  DEFAULT_MAX_PEERS,
+  DEFAULT_VECTORS,
+  autoIdleMs,
+  parseSize,
+  regionSize,
+  ringSize as ringSizeFromEnv,
+  socketPath,
+} from '../config';
 import { UsageError } from '../errors';
 import { computeGeometry } from '../shm/layout';
 import { runDaemon } from '../server/run';
@@ -68,10 +77,10 @@ export const serverCommand: Command = {
     const maxListeners = intOption(opts['max-listeners'], 'max-listeners', 1, 65536, DEFAULT_MAX_LISTENERS);
     let idleMs = auto ? autoIdleMs(env) : Infinity;
     if (opts['idle-exit'] !== undefined) {
-      const slotWord = Number(opts['idle-exit']);
-      if (typeof opts['idle-exit'] !== 'string' || opts['idle-exit'].trim() === '' || !Number.isFinite(slotWord) || slotWord < 0)
+      const seconds = Number(opts['idle-exit']);
+      if (typeof opts['idle-exit'] !== 'string' || opts['idle-exit'].trim() === '' || !Number.isFinite(seconds) || seconds < 0)
         throw new UsageError('--idle-exit must be a number of seconds >= 0');
-      idleMs = slotWord * 1000;
+      idleMs = seconds * 1000;
     }
     let geo;
     try {
@@ -90,4 +99,3 @@ export const serverCommand: Command = {
     });
   },
 };
-

@@ -20,31 +20,40 @@ options:
 
 export function formatSnapshot(sock: string, snap: DomainSnapshot, self: number): string {
   const pidOf = new Map(snap.peers.map((peer) => [peer.id, peer.pid]));
-  let out = `domain ${sock}: region ${sizeText(snap.size)}, ${snap.slots} slots of ${sizeText(snap.ringSize)} rings, ${snap.vectors} vector(s), daemon pid ${snap.daemonPid}\n\n`;
+  let text = `domain ${sock}: region ${sizeText(snap.size)}, ${snap.slots} slots of ${sizeText(snap.ringSize)} rings, ${snap.vectors} vector(s), daemon pid ${snap.daemonPid}\n\n`;
   const peers = snap.peers.filter((peer) => peer.id !== self);
-  out += `PEERS (${peers.length})\n`;
-  out += table([['ID', 'PID', 'KIND', 'NODE', 'STATE'], ...peers.map((peer) => [String(peer.id), String(peer.pid), peer.kind, String(peer.node), peer.state])]);
-  out += `\nLISTENERS (${snap.listeners.length})\n`;
-  out += table([
-    ['ADDRESS', 'PORT', 'PEER', 'PID', 'NODE'],
-    ...snap.listeners.map((listener) => [listener.address + (listener.ipv6Only ? ' (v6only)' : ''), String(listener.port), String(listener.owner), String(pidOf.get(listener.owner) ?? '?'), String(listener.node)]),
+  text += `PEERS (${peers.length})\n`;
+  text += table([
+    ['ID', 'PID', 'KIND', 'NODE', 'STATE'],
+    ...peers.map((peer) => [String(peer.id), String(peer.pid), peer.kind, String(peer.node), peer.state]),
   ]);
-  out += `\nCONNECTIONS (${snap.connections.length})\n`;
-  const ep = (fields: { peer: number; address: string; port: number }): string =>
-    `${fields.address.includes(':') ? `[${fields.address}]` : fields.address}:${fields.port} (peer ${fields.peer}, pid ${pidOf.get(fields.peer) ?? '?'})`;
-  out += table([
-    ['SLOT', 'STATE', 'CLIENT', 'SERVER', 'TO-SERVER', 'TO-CLIENT', 'UNREAD'],
-    ...snap.connections.map((item) => [
-      String(item.slot),
-      item.state,
-      ep(item.client),
-      ep(item.server),
-      String(item.bytesToServer),
-      String(item.bytesToClient),
-      `${item.unreadByServer}/${item.unreadByClient}`,
+  text += `\nLISTENERS (${snap.listeners.length})\n`;
+  text += table([
+    ['ADDRESS', 'PORT', 'PEER', 'PID', 'NODE'],
+    ...snap.listeners.map((listener) => [
+      listener.address + (listener.ipv6Only ? ' (v6only)' : ''),
+      String(listener.port),
+      String(listener.owner),
+      String(pidOf.get(listener.owner) ?? '?'),
+      String(listener.node),
     ]),
   ]);
-  return out;
+  text += `\nCONNECTIONS (${snap.connections.length})\n`;
+  const endpoint = (fields: { peer: number; address: string; port: number }): string =>
+    `${fields.address.includes(':') ? `[${fields.address}]` : fields.address}:${fields.port} (peer ${fields.peer}, pid ${pidOf.get(fields.peer) ?? '?'})`;
+  text += table([
+    ['SLOT', 'STATE', 'CLIENT', 'SERVER', 'TO-SERVER', 'TO-CLIENT', 'UNREAD'],
+    ...snap.connections.map((conn) => [
+      String(conn.slot),
+      conn.state,
+      endpoint(conn.client),
+      endpoint(conn.server),
+      String(conn.bytesToServer),
+      String(conn.bytesToClient),
+      `${conn.unreadByServer}/${conn.unreadByClient}`,
+    ]),
+  ]);
+  return text;
 }
 
 export function runStat(opts: { socket?: string; json?: boolean }): number {

@@ -7,7 +7,7 @@
  * BAR0 IVPosition) with `vectors` MSI-X vectors. The agent routes every vector
  * to an eventfd and hands each joining process:
  *   - a peer entry of its own, claimed in the region's peer table (from the top;
- *     the daemon hands out ids from the bottom, both by CAS), whose P.ROUTE says
+ *     the daemon hands out ids from the bottom, both by CAS), whose PEER.ROUTE says
  *     "ring me as vector v of the guest's peer id";
  *   - vector v's eventfd (its interrupts) and the device fd (to map BAR2, the
  *     region, and to write BAR0's Doorbell).
@@ -86,23 +86,23 @@ export class GuestAgent {
 
   /** Reaps adopted entries whose process has gone (or whose pid was never known). */
   private checkAdopted(): void {
-    for (const [id, lhs] of this.adopted) {
-      if (Peers.genOf(this.i32, this.geo, id) !== lhs.gen || Peers.isFree(this.i32, this.geo, id)) {
+    for (const [id, entry] of this.adopted) {
+      if (Peers.genOf(this.i32, this.geo, id) !== entry.gen || Peers.isFree(this.i32, this.geo, id)) {
         this.adopted.delete(id);
         continue;
       }
-      let alive = lhs.pid > 0;
+      let alive = entry.pid > 0;
       if (alive) {
         try {
-          process.kill(lhs.pid, 0);
+          process.kill(entry.pid, 0);
         } catch (err) {
           alive = (err as NodeJS.ErrnoException).code === 'EPERM';
         }
       }
       if (alive) continue;
       this.adopted.delete(id);
-      Peers.reap(this.i32, this.geo, id, lhs.gen, (peer) => this.wake(peer));
-      this.log(`peer ${id} left (pid ${lhs.pid}, joined through an earlier agent)`);
+      Peers.reap(this.i32, this.geo, id, entry.gen, (peer) => this.wake(peer));
+      this.log(`peer ${id} left (pid ${entry.pid}, joined through an earlier agent)`);
     }
   }
 
@@ -132,15 +132,16 @@ export class GuestAgent {
           addon.close(addon.unixConnect(socket));
           live = true;
         } catch {
+          // Nobody answers: the file was left by an agent that died.
           fs.rmSync(socket, { force: true });
         }
         if (live) throw new ZivmGuestError(`an agent already serves ${pci} at ${socket}`);
       }
       listenFd = addon.unixListen(socket, 64);
       fs.chmodSync(socket, opts.mode ?? 0o600);
-      const first = new GuestAgent(dev, socket, listenFd, geo, log);
+      const agent = new GuestAgent(dev, socket, listenFd, geo, log);
       log(`agent for ${pci}: guest peer ${id}, ${dev.irqFds.length} vectors, ${geo.nslots} slots, socket ${socket}`);
-      return first;
+      return agent;
     } catch (err) {
       if (listenFd >= 0) {
         addon.close(listenFd);
@@ -171,11 +172,7 @@ export class GuestAgent {
         this.admit(fd);
       } catch (err) {
         this.log(`cannot admit a process: ${(err as Error).message}`);
-        try {
-          addon.close(fd);
-        } catch {
-          /* closed */
-        }
+        closeQuiet(fd);
       }
     }
   }
@@ -187,14 +184,14 @@ export class GuestAgent {
     try {
       pid = addon.peerCred(fd).pid;
     } catch {
-      /* unknown */
+      // No credentials for the socket: the process's pid stays 0 (unknown); its socket still tells when it leaves.
     }
     const used = new Set([...this.members.values()].map((other) => other.vector));
     for (const id of this.adopted.keys()) used.add(Peers.routeOf(i32, geo, id)[1]);
     let vector = -1;
-    for (let value = 0; value < dev.irqFds.length; value++) {
-      if (!used.has(value)) {
-        vector = value;
+    for (let candidate = 0; candidate < dev.irqFds.length; candidate++) {
+      if (!used.has(candidate)) {
+        vector = candidate;
         break;
       }
     }
@@ -226,7 +223,7 @@ export class GuestAgent {
       throw err;
     }
     const member: Member = { fd, id, gen, vector, pid, poller: undefined as unknown as NativePoller };
-    member.poller = new (addon.Poller)(fd, () => this.onMember(member), false);
+    member.poller = new addon.Poller(fd, () => this.onMember(member), false);
     this.members.set(id, member);
     this.log(`peer ${id} joined (pid ${pid}, vector ${vector})`);
   }
@@ -235,15 +232,16 @@ export class GuestAgent {
   private onMember(member: Member): void {
     const addon = native();
     for (;;) {
-      let res: [number, number] | null | false;
+      let msg: [number, number] | null | false;
       try {
-        res = addon.recvMsg(member.fd);
+        msg = addon.recvMsg(member.fd);
       } catch {
-        res = false;
+        // A broken socket: the member is gone, as at the end of its stream.
+        msg = false;
       }
-      if (res === null) return;
-      if (res === false) break;
-      if (res[1] >= 0) addon.close(res[1]);
+      if (msg === null) return;
+      if (msg === false) break;
+      if (msg[1] >= 0) addon.close(msg[1]);
     }
     this.leave(member);
   }
@@ -252,11 +250,7 @@ export class GuestAgent {
     const addon = native();
     if (!this.members.delete(member.id)) return;
     member.poller.close();
-    try {
-      addon.close(member.fd);
-    } catch {
-      /* closed */
-    }
+    closeQuiet(member.fd);
     if (Peers.genOf(this.i32, this.geo, member.id) === member.gen && !Peers.isFree(this.i32, this.geo, member.id)) {
       Peers.reap(this.i32, this.geo, member.id, member.gen, (peer) => this.wake(peer));
     }
@@ -286,4 +280,3 @@ export class GuestAgent {
     this.dev.close();
   }
 }
-

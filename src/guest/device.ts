@@ -27,25 +27,26 @@ export function ivshmemDevices(): string[] {
   try {
     names = fs.readdirSync(PCI);
   } catch {
+    // No PCI devices in sysfs here: no ivshmem device either.
     return [];
   }
-  const out: string[] = [];
+  const found: string[] = [];
   for (const dev of names) {
     try {
       const vendor = parseInt(fs.readFileSync(path.join(PCI, dev, 'vendor'), 'utf8'), 16);
       const device = parseInt(fs.readFileSync(path.join(PCI, dev, 'device'), 'utf8'), 16);
-      if (vendor === IVSHMEM_VENDOR && device === IVSHMEM_DEVICE) out.push(dev);
+      if (vendor === IVSHMEM_VENDOR && device === IVSHMEM_DEVICE) found.push(dev);
     } catch {
-      /* not readable: not ours */
+      // A device whose ids cannot be read is not one we could open: skipped.
     }
   }
-  return out.sort();
+  return found.sort();
 }
 
 /** The driver a PCI device is bound to, or null. */
 export function pciDriver(dev: string): string | null {
-  const drv = path.join(PCI, dev, 'driver');
-  return fs.existsSync(drv) ? path.basename(fs.readlinkSync(drv)) : null;
+  const driverLink = path.join(PCI, dev, 'driver');
+  return fs.existsSync(driverLink) ? path.basename(fs.readlinkSync(driverLink)) : null;
 }
 
 /**
@@ -53,9 +54,9 @@ export function pciDriver(dev: string): string | null {
  * vfio-pci module must be loaded. Returns the VFIO group node (/dev/vfio/N).
  */
 export function bindVfio(dev: string): string {
-  const cur = pciDriver(dev);
-  if (cur !== 'vfio-pci') {
-    if (cur) fs.writeFileSync(path.join(PCI, dev, 'driver', 'unbind'), dev);
+  const current = pciDriver(dev);
+  if (current !== 'vfio-pci') {
+    if (current) fs.writeFileSync(path.join(PCI, dev, 'driver', 'unbind'), dev);
     fs.writeFileSync(path.join(PCI, dev, 'driver_override'), 'vfio-pci');
     fs.writeFileSync('/sys/bus/pci/drivers_probe', dev);
   }
@@ -105,21 +106,21 @@ export class GuestDevice {
     let region: NativeRegion | undefined;
     const irqFds: number[] = [];
     try {
-      const reg = (index: number) => {
-        const res = dev.regions.find((elem) => elem.index === index);
-        if (!res || res.size === 0) throw new ZivmGuestError(`ivshmem device ${pci} has no VFIO region ${index}`);
-        return res;
+      const vfioRegion = (index: number) => {
+        const info = dev.regions.find((candidate) => candidate.index === index);
+        if (!info || info.size === 0) throw new ZivmGuestError(`ivshmem device ${pci} has no VFIO region ${index}`);
+        return info;
       };
-      const bar0 = reg(VFIO.BAR0);
-      const bar2 = reg(VFIO.BAR2);
-      const cfg = reg(VFIO.CONFIG);
+      const bar0 = vfioRegion(VFIO.BAR0);
+      const bar2 = vfioRegion(VFIO.BAR2);
+      const cfg = vfioRegion(VFIO.CONFIG);
       const msix = dev.irqs.find((irq) => irq.index === VFIO.MSIX);
       if (!msix || msix.count < 1) throw new ZivmGuestError(`ivshmem device ${pci} has no MSI-X vectors (QEMU's ivshmem-doorbell with msi=on is needed)`);
       addon.vfioEnableBusMaster(dev.deviceFd, cfg.offset);
       const ivPosition = addon.bar0Read32(dev.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
       if (ivPosition < 0 || ivPosition > 0xffff) throw new ZivmGuestError(`ivshmem device ${pci} has no peer id yet (IVPosition ${ivPosition})`);
-      region = new (addon.Region)(dev.deviceFd, bar2.size, bar2.offset);
-      for (let value = 0; value < Math.min(msix.count, 0x3fff); value++) irqFds.push(addon.eventfd());
+      region = new addon.Region(dev.deviceFd, bar2.size, bar2.offset);
+      for (let vector = 0; vector < Math.min(msix.count, 0x3fff); vector++) irqFds.push(addon.eventfd());
       addon.vfioSetMsix(dev.deviceFd, irqFds);
       for (const fd of irqFds) addon.drain(fd); // what QEMU had pending fires on unmask; later stale ones are harmless
       return new GuestDevice(pci, dev, bar0.offset, bar2.offset, region, ivPosition, irqFds);
@@ -144,11 +145,10 @@ export class GuestDevice {
     try {
       addon.vfioSetMsix(this.dev.deviceFd, []);
     } catch {
-      /* closing anyway */
+      // Closing the device below ends its MSI-X routing as well: nothing is lost if this failed.
     }
     this.region.close();
     for (const fd of this.irqFds) addon.close(fd);
     addon.vfioClose(this.dev);
   }
 }
-

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { guestSetting } from '../config';
 import { ZivmGuestError } from '../errors';
 import * as Lay from '../shm/layout';
-import { native, NativeRegion } from '../shm/native';
+import { closeQuiet, native, NativeRegion } from '../shm/native';
 
 /** Version of the agent's protocol (its first message). */
 export const AGENT_PROTOCOL = 1;
@@ -68,11 +68,12 @@ export function agentSockets(): string[] {
   try {
     names = fs.readdirSync(AGENT_DIR);
   } catch {
+    // No agents' folder: no agent runs in this guest.
     return [];
   }
   return names
     .map((name) => /^guest-(.+)\.sock$/.exec(name)?.[1])
-    .filter((elem): elem is string => !!elem)
+    .filter((pci): pci is string => !!pci)
     .sort();
 }
 
@@ -131,7 +132,8 @@ export function joinAgent(socket: string, pci: string): { id: number; gen: numbe
       }
     };
     const [version] = next();
-    if (version === -ENOSPC) throw new ZivmGuestError(`the zivm guest agent at ${socket} has no vector left for another process (QEMU's ivshmem-doorbell vectors= sets how many)`);
+    if (version === -ENOSPC)
+      throw new ZivmGuestError(`the zivm guest agent at ${socket} has no vector left for another process (QEMU's ivshmem-doorbell vectors= sets how many)`);
     if (version !== AGENT_PROTOCOL) throw new ZivmGuestError(`the zivm guest agent speaks protocol ${version}, expected ${AGENT_PROTOCOL}`);
     const [id] = next();
     const [gen] = next();
@@ -141,16 +143,10 @@ export function joinAgent(socket: string, pci: string): { id: number; gen: numbe
     const [bar2Offset] = next();
     const [size] = next();
     if (irqFd < 0 || deviceFd < 0) throw new ZivmGuestError('the zivm guest agent did not pass its file descriptors');
-    const region = new (addon.Region)(deviceFd, size, bar2Offset);
+    const region = new addon.Region(deviceFd, size, bar2Offset);
     return { id, gen, fd, link: new GuestLink(pci, ivPosition, vector, irqFd, region, deviceFd, bar0Offset) };
   } catch (err) {
-    for (const each of opened) {
-      try {
-        addon.close(each);
-      } catch {
-        /* closed */
-      }
-    }
+    for (const openedFd of opened) closeQuiet(openedFd);
     addon.close(fd);
     throw err;
   }

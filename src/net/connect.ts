@@ -9,7 +9,7 @@ const clientSocketChannel = dc.channel('net.client.socket');
 export function createServer(connectionListener?: (socket: net.Socket) => void): net.Server;
 export function createServer(options?: net.ServerOpts, connectionListener?: (socket: net.Socket) => void): net.Server;
 export function createServer(options?: unknown, connectionListener?: unknown): net.Server {
-  return new (Server as unknown as new (a: unknown, b: unknown) => net.Server)(options, connectionListener);
+  return new (Server as unknown as new (options: unknown, connectionListener: unknown) => net.Server)(options, connectionListener);
 }
 
 /*
@@ -26,7 +26,7 @@ export function connect(...args: unknown[]): Socket {
   const socket = new Socket(options);
   if (clientSocketChannel.hasSubscribers) clientSocketChannel.publish({ socket });
   if (options.timeout) socket.setTimeout(options.timeout);
-  return (socket as unknown as { connect(a: unknown): Socket }).connect(normalized);
+  return (socket as unknown as { connect(args: unknown): Socket }).connect(normalized);
 }
 
 export const createConnection = connect;

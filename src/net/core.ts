@@ -10,7 +10,7 @@ export type SocketLike = NetSocket & {
   _handle: unknown;
   _unrefTimer(): void;
   push(chunk: Buffer | null): boolean;
-  read(n?: number): unknown;
+  read(size?: number): unknown;
   destroy(err?: Error): unknown;
   [k: symbol]: unknown;
 };
@@ -29,7 +29,7 @@ export interface HandleCore {
   /** Fails the socket with a system error, as libuv would (`read ECONNRESET`...). */
   fail(code: string, syscall: string): void;
   /** Fails the socket with the error of memory that makes no sense (ZivmCorruptError). */
-  corrupt(e: Error): void;
+  corrupt(err: Error): void;
   /** Keeps the event loop alive while the handle has work (as a libuv handle does). */
   updateActive(): void;
 }

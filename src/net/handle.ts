@@ -23,36 +23,16 @@ import { formatAddr } from '../shm/addrs';
 import { Channel } from '../shm/channel';
 import { kTransport } from '../symbols';
 import type { HandleCore, SocketLike } from './core';
-import { internals } from './internals';
+import { internals, type ConnectReq, type ShutdownReq, type TcpLike } from './internals';
 import { NativeReads, Reader } from './reader';
 import { boundToHttp2Session, jsStreamClass } from './streambase';
 import { Writer } from './writer';
-
-interface ShutdownReq {
-  oncomplete?: (this: unknown, status: number) => void;
-}
-
-interface ConnectReq {
-  oncomplete: (status: number, handle: unknown, req: unknown, readable: boolean, writable: boolean) => void;
-  address: string;
-  port: number;
-}
 
 /** The kernel socket held back while a shared-memory connect is tried. */
 interface HeldConnect {
   req: ConnectReq;
   tcp: TcpLike;
   connect: (this: TcpLike, req: ConnectReq, address: string, port: number) => number;
-}
-
-export interface TcpLike {
-  close(cb?: () => void): void;
-  ref(): void;
-  unref(): void;
-  hasRef?(): boolean;
-  getsockname?(out: { port?: number; address?: string; family?: string }): number;
-  onread?: unknown;
-  [k: symbol]: unknown;
 }
 
 /** A status for a native stream request: 0, or a negative errno as libuv gives them. */
@@ -128,13 +108,13 @@ export class ShmHandle extends Base implements HandleCore {
 
   private checkConnect(): void {
     const held = this.held!;
-    const st = this.ch.request();
-    if (st === 'refused' || st === 'lost' || this.ch.peerDied()) {
-      this.fallBack(st === 'refused' ? 'refused' : 'listener went away');
+    const state = this.ch.request();
+    if (state === 'refused' || state === 'lost' || this.ch.peerDied()) {
+      this.fallBack(state === 'refused' ? 'refused' : 'listener went away');
       return;
     }
     this.held = null;
-    this.accepted = st === 'accepted';
+    this.accepted = state === 'accepted';
     this.updateActive();
     held.tcp.close();
     held.req.oncomplete(0, this, held.req, true, true);
@@ -144,12 +124,12 @@ export class ShmHandle extends Base implements HandleCore {
 
   /** Connected but not yet accepted: a refusal now (the listener closed, its owner died) is a reset, as over TCP. */
   private checkAccepted(): boolean {
-    const st = this.ch.request();
-    if (st === 'accepted') {
+    const state = this.ch.request();
+    if (state === 'accepted') {
       this.accepted = true;
       return true;
     }
-    if (st === 'refused' || st === 'lost') {
+    if (state === 'refused' || state === 'lost') {
       this.fail('ECONNRESET', 'read');
       return false;
     }
@@ -342,11 +322,6 @@ export class ShmHandle extends Base implements HandleCore {
 
   // -- the native stream (JSStream hooks, called from C++ by native consumers) -----
 
-  /**
-   * Native consumers (the HTTP parser, HTTP/2, TLS) ask this before they take
-   * a stream: from then on reads go through the native stream, where they
-   * would be.
-   */
   /** node:http's server marks the handle its HTTP parser takes: the parser's reads are handed over bare (see Reader). */
   set _consumed(taken: boolean) {
     this.reader.bare = taken;
@@ -356,6 +331,11 @@ export class ShmHandle extends Base implements HandleCore {
     return this.reader.bare;
   }
 
+  /**
+   * Native consumers (the HTTP parser, HTTP/2, TLS) ask this before they take
+   * a stream: from then on reads go through the native stream, where they
+   * would be.
+   */
   get isStreamBase(): boolean {
     if (!JSStream) return false;
     const sock = this.socket;

@@ -2,6 +2,8 @@
  * Module-private parts of node:net that a handle of our own must cooperate
  * with. They are found once, by description, on a socket built around a probe
  * handle. If Node changed them, `available` is false and zivm uses TCP only.
+ * Also the shapes of net's own objects that zivm handles (kernel handles,
+ * connect and shutdown requests), which @types/node does not describe.
  */
 import net from 'node:net';
 import { debug } from '../log';
@@ -16,8 +18,35 @@ export interface Internals {
   kLastWriteQueueSize: symbol;
 }
 
-function find(obj: object, description: string): symbol | undefined {
-  return Object.getOwnPropertySymbols(obj).find((sym) => sym.description === description);
+/** net's shutdown request for a handle (a ShutdownWrap). */
+export interface ShutdownReq {
+  oncomplete?: (this: unknown, status: number) => void;
+}
+
+/** net's connect request for a kernel handle (a TCPConnectWrap). */
+export interface ConnectReq {
+  oncomplete: (status: number, handle: unknown, req: unknown, readable: boolean, writable: boolean) => void;
+  address: string;
+  port: number;
+  localAddress?: string;
+  localPort?: number;
+}
+
+/** A kernel handle (libuv TCP) as net holds it: what zivm calls on it or marks on it. */
+export interface TcpLike {
+  close(cb?: () => void): void;
+  ref(): void;
+  unref(): void;
+  hasRef?(): boolean;
+  getsockname?(out: { port?: number; address?: string; family?: string }): number;
+  onread?: unknown;
+  /** node:http marks the handle its HTTP parser takes. */
+  _consumed?: boolean;
+  [k: symbol]: unknown;
+}
+
+function find(target: object, description: string): symbol | undefined {
+  return Object.getOwnPropertySymbols(target).find((sym) => sym.description === description);
 }
 
 function probe(): Internals {
@@ -51,6 +80,5 @@ export const internals: Internals = probe();
 
 declare module 'node:net' {
   // Exported by node:net, not typed by @types/node.
-   
   function _normalizeArgs(args: unknown[]): [Record<string, unknown>, ((...rest: unknown[]) => void) | null];
 }

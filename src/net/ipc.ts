@@ -13,10 +13,12 @@ const kWrapped = Symbol.for('zivm.ipcSend');
 
 type Send = (this: unknown, message: unknown, handle?: unknown, ...rest: unknown[]) => boolean;
 
-function sendable(handle: unknown): void {
-  const holder = (handle as { _handle?: unknown } | null | undefined)?._handle;
-  if (holder instanceof ShmHandle) {
-    const err = new TypeError('This handle type cannot be sent: the connection is over zivm shared memory (listen with pauseOnConnect, or set ZIVM=off, to keep connections that are handed to other processes on TCP)') as TypeError & { code: string };
+function sendable(sent: unknown): void {
+  const handle = (sent as { _handle?: unknown } | null | undefined)?._handle;
+  if (handle instanceof ShmHandle) {
+    const err = new TypeError(
+      'This handle type cannot be sent: the connection is over zivm shared memory (listen with pauseOnConnect, or set ZIVM=off, to keep connections that are handed to other processes on TCP)',
+    ) as TypeError & { code: string };
     err.code = 'ERR_INVALID_HANDLE_TYPE';
     throw err;
   }
@@ -48,5 +50,6 @@ export function guardIpcSend(): void {
       },
     });
   }
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- taken off `process` on purpose: the wrapper calls it with the `this` it is called with (process)
   if (typeof process.send === 'function') process.send = wrap(process.send as unknown as Send);
 }

@@ -47,7 +47,7 @@ export class Reader {
   readonly feed = (): void => this.feedNow();
 
   constructor(
-    private readonly h: HandleCore,
+    private readonly handle: HandleCore,
     private readonly stream: NativeReads | undefined,
   ) {}
 
@@ -58,7 +58,7 @@ export class Reader {
    * the next one, or 'end'. Returns true if it delivered a chunk.
    */
   pump(): boolean {
-    const handle = this.h;
+    const handle = this.handle;
     const ch = handle.ch;
     if (!handle.reading || handle.closed || this.eof) return false;
     if (this.pieces.length > 0) {
@@ -141,12 +141,12 @@ export class Reader {
   private requestFeed(): void {
     if (this.queued) return;
     this.queued = true;
-    this.h.ch.domain.feed(this);
+    this.handle.ch.domain.feed(this);
   }
 
   private feedNow(): void {
     this.queued = false;
-    const handle = this.h;
+    const handle = this.handle;
     if (!this.stream || handle.closed) {
       this.pieces = [];
       return;
@@ -170,7 +170,7 @@ export class Reader {
 
   /** How a dead peer looks to us: TCP resets if it died with our bytes unread, else it sent a FIN. */
   private peerDied(): 'fin' | 'rst' {
-    return this.h.ch.unreadByPeer() > 0 ? 'rst' : 'fin';
+    return this.handle.ch.unreadByPeer() > 0 ? 'rst' : 'fin';
   }
 
   /**
@@ -178,7 +178,7 @@ export class Reader {
    * closed peer with writes waiting (`writesWaiting`).
    */
   checkPeer(writesWaiting: boolean): void {
-    const handle = this.h;
+    const handle = this.handle;
     if (this.resetUnseen) {
       if (writesWaiting) handle.fail('ECONNRESET', 'write');
       return;
@@ -224,7 +224,7 @@ export class Http2Frames {
    * mid-frame.
    */
   split(buf: Buffer): Buffer[] {
-    const out: Buffer[] = [];
+    const pieces: Buffer[] = [];
     let start = 0;
     let pos = 0;
     while (pos < buf.length || this.headerHave === 9) {
@@ -233,7 +233,7 @@ export class Http2Frames {
         pos += take;
         this.preface -= take;
         if (this.preface > 0) break;
-        if (pos > start) out.push(buf.subarray(start, pos));
+        if (pos > start) pieces.push(buf.subarray(start, pos));
         start = pos;
         continue;
       } else if (this.left > 0 || this.headerHave === 9) {
@@ -249,11 +249,11 @@ export class Http2Frames {
         this.left = (this.header[0] << 16) | (this.header[1] << 8) | this.header[2];
         continue;
       }
-      if (pos > start) out.push(buf.subarray(start, pos));
+      if (pos > start) pieces.push(buf.subarray(start, pos));
       start = pos;
     }
-    if (start < buf.length) out.push(buf.subarray(start));
-    return out;
+    if (start < buf.length) pieces.push(buf.subarray(start));
+    return pieces;
   }
 }
 

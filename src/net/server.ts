@@ -12,7 +12,7 @@ import { Channel } from '../shm/channel';
 import { register, unregister } from '../shm/directory';
 import { parseAddr } from '../shm/addrs';
 import { ShmHandle } from './handle';
-import { acceptedSocket } from './socket';
+import { acceptedSocket, type Socket } from './socket';
 import { internals } from './internals';
 import { debug } from '../log';
 import { zivmOff } from '../config';
@@ -24,14 +24,34 @@ import { track, trackServer } from './stats';
 const NetServer = net.Server;
 const base = NetServer.prototype as unknown as Record<string, (...args: unknown[]) => unknown>;
 const serverSocketChannel = dc.channel('net.server.socket');
-type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
 
 interface Registration {
-  d: Domain;
+  domain: Domain;
   index: number;
   word: number;
 }
+
+/** What net's listening handle (a libuv TCP handle) offers here: its connection callback, and its owner. */
+interface ListenHandle {
+  onconnection?: (this: ListenHandle, err: number, handle: AcceptedHandle) => void;
+  [k: symbol]: unknown;
+}
+
+/** A net.Server with the parts of node:net's internals used here (@types/node has none of them). */
+type ServerInternals = net.Server & {
+  _handle: ListenHandle | null;
+  _connections: number;
+  pauseOnConnect: boolean;
+  allowHalfOpen: boolean;
+  highWaterMark?: number;
+  noDelay?: boolean;
+  keepAlive?: boolean;
+  keepAliveInitialDelay: number;
+  [kListener]?: Registration;
+};
+
+/** An accepted socket, before it is handed to the application. */
+type AcceptedSocket = Socket & { server?: net.Server; _server?: net.Server };
 
 export interface ServerConstructor {
   new (connectionListener?: (socket: net.Socket) => void): net.Server;
@@ -42,22 +62,25 @@ export interface ServerConstructor {
 }
 
 export const Server = function Server(this: unknown, options?: unknown, connectionListener?: unknown): net.Server | void {
-  if (!(this instanceof NetServer)) return new (Server as unknown as new (a: unknown, b: unknown) => net.Server)(options, connectionListener);
-  (NetServer as unknown as (this: unknown, a?: unknown, b?: unknown) => void).call(this, options, connectionListener);
+  if (!(this instanceof NetServer))
+    return new (Server as unknown as new (options: unknown, connectionListener: unknown) => net.Server)(options, connectionListener);
+  (NetServer as unknown as (this: unknown, options?: unknown, connectionListener?: unknown) => void).call(this, options, connectionListener);
 } as unknown as ServerConstructor;
 Object.setPrototypeOf(Server.prototype, NetServer.prototype);
 Object.setPrototypeOf(Server, NetServer);
+/** Server.prototype, where net's methods are overridden. */
+const patched = Server.prototype as unknown as Record<string, unknown>;
 
 const UV_TCP_IPV6ONLY = 1;
 
 /** net's listen path ends here once it has an address; the TCP listen comes first. */
-(Server.prototype as Any)._listen2 = function _listen2(this: Any, ...args: unknown[]) {
+patched._listen2 = function _listen2(this: ServerInternals, ...args: unknown[]) {
   base._listen2.apply(this, args);
-  if (this._handle) trackServer(this as unknown as net.Server);
+  if (this._handle) trackServer(this);
   if (this._handle && internals.available && typeof this._handle.onconnection === 'function') this._handle.onconnection = onTcpConnection;
   if (!this._handle || this[kListener] || zivmOff() || !internals.available) return;
   // A TLS server wraps each connection's kernel handle: it stays on TCP.
-  if (this instanceof (require('node:tls') as typeof import('node:tls')).Server) return;
+  if (this instanceof tlsServer()) return;
   // A server that accepts its connections paused may hand them to other
   // processes (what pauseOnConnect is for): only kernel connections can go.
   if (this.pauseOnConnect) {
@@ -86,20 +109,27 @@ const UV_TCP_IPV6ONLY = 1;
  * robin? It is made with an internal assertion as its connection listener,
  * and its listening handle is taken away once it listens.
  */
-function roundRobinPrimary(server: Any): boolean {
-  const listeners = server.listeners('connection') as ((...args: unknown[]) => unknown)[];
+function roundRobinPrimary(server: net.Server): boolean {
+  const listeners = server.listeners('connection');
   if (listeners.length !== 1 || listeners[0].name !== 'fail') return false;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const cluster = require('node:cluster') as unknown as { isPrimary: boolean; schedulingPolicy: number; SCHED_RR: number };
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only for a server that looks like node:cluster's primary one: other processes never load node:cluster
+  const cluster = require('node:cluster') as { isPrimary: boolean; schedulingPolicy: number; SCHED_RR: number };
   return cluster.isPrimary && cluster.schedulingPolicy === cluster.SCHED_RR;
 }
 
-function registerShm(server: Any, backlog: number, flags: number): void {
+/** tls.Server, loaded once a server listens: node:tls builds on node:net's classes as they are when it loads, after the preload hook replaced them. */
+function tlsServer(): typeof import('node:tls').Server {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazily: loading node:tls with this module would bind it to node:net's classes before zivm/register replaces them
+  return (require('node:tls') as typeof import('node:tls')).Server;
+}
+
+function registerShm(server: ServerInternals, backlog: number, flags: number): void {
   if (server[kListener]) return;
   let address: net.AddressInfo | string | null;
   try {
     address = server.address();
   } catch {
+    // A handle that cannot tell its address (closed meanwhile): nothing to register, TCP serves as usual.
     return;
   }
   if (!address || typeof address !== 'object') return; // a pipe
@@ -108,23 +138,23 @@ function registerShm(server: Any, backlog: number, flags: number): void {
   const domain = getDomain(true);
   if (!domain) return;
   domain.refreshAddrs(); // the addresses peers on other nodes will look for now
-  const res = register(domain, { addr: addr, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog });
-  if (!res) {
+  const entry = register(domain, { addr: addr, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog });
+  if (!entry) {
     debug('listener table of the region is full: %s:%d is served over TCP only', address.address, address.port);
     return;
   }
-  const reg: Registration = { d: domain, index: res.index, word: res.word };
+  const reg: Registration = { domain, index: entry.index, word: entry.word };
   server[kListener] = reg;
-  domain.acceptors.set(res.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
-  debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, res.index);
+  domain.acceptors.set(entry.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
+  debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, entry.index);
 }
 
-function unregisterShm(server: Any): void {
-  const reg = server[kListener] as Registration | undefined;
+function unregisterShm(server: ServerInternals): void {
+  const reg = server[kListener];
   if (!reg) return;
   server[kListener] = undefined;
-  reg.d.acceptors.delete(reg.index);
-  unregister(reg.d, reg.index, reg.word);
+  reg.domain.acceptors.delete(reg.index);
+  unregister(reg.domain, reg.index, reg.word);
 }
 
 /*
@@ -133,22 +163,22 @@ function unregisterShm(server: Any): void {
  * same process that closes right after its client's 'connect' has, over TCP,
  * in practice accepted that connection already.
  */
-(Server.prototype as Any).close = function close(this: Any, cb?: (err?: Error) => void) {
-  const reg = this[kListener] as Registration | undefined;
+patched.close = function close(this: ServerInternals, cb?: (err?: Error) => void) {
+  const reg = this[kListener];
   if (reg && this._handle) {
-    for (const [slot, word] of reg.d.requestsFor(reg.index)) incoming(this, reg, slot, word);
+    for (const [slot, word] of reg.domain.requestsFor(reg.index)) incoming(this, reg, slot, word);
   }
   unregisterShm(this);
   return base.close.call(this, cb);
 };
 
 /** A connection request in `slot`: accept it the way net's onconnection does. */
-function incoming(server: Any, reg: Registration, slot: number, word: number): void {
+function incoming(server: ServerInternals, reg: Registration, slot: number, word: number): void {
   if (!server._handle || server[kListener] !== reg) {
-    Channel.refuse(reg.d, slot, word);
+    Channel.refuse(reg.domain, slot, word);
     return;
   }
-  const ch = Channel.accept(reg.d, slot, word);
+  const ch = Channel.accept(reg.domain, slot, word);
   if (!ch) return;
   const handle = new ShmHandle(ch);
   // Through the listening handle's onconnection, as a kernel connection arrives:
@@ -158,17 +188,24 @@ function incoming(server: Any, reg: Registration, slot: number, word: number): v
   else deliver(server, handle, 'shm');
 }
 
+/** What getsockname/getpeername fill in. */
+interface SockAddr {
+  address?: string;
+  port?: number;
+  family?: string;
+}
+
 interface AcceptedHandle {
-  getsockname?(out: Any): number;
-  getpeername?(out: Any): number;
+  getsockname?(out: SockAddr): number;
+  getpeername?(out: SockAddr): number;
   close(cb?: () => void): void;
 }
 
 /** Hands an accepted connection (shared memory or kernel) to the server, as net's onconnection does. */
-function deliver(server: Any, handle: AcceptedHandle, transport: 'shm' | 'tcp'): void {
+function deliver(server: ServerInternals, handle: AcceptedHandle, transport: 'shm' | 'tcp'): void {
   if (server.maxConnections && server._connections >= server.maxConnections) {
-    const local: Any = {};
-    const remote: Any = {};
+    const local: SockAddr = {};
+    const remote: SockAddr = {};
     handle.getsockname?.(local);
     handle.getpeername?.(remote);
     server.emit('drop', {
@@ -182,8 +219,8 @@ function deliver(server: Any, handle: AcceptedHandle, transport: 'shm' | 'tcp'):
     handle.close();
     return;
   }
-  const socket = acceptedSocket(
-    handle as never,
+  const socket: AcceptedSocket = acceptedSocket(
+    handle,
     {
       allowHalfOpen: server.allowHalfOpen,
       pauseOnCreate: server.pauseOnConnect,
@@ -193,10 +230,10 @@ function deliver(server: Any, handle: AcceptedHandle, transport: 'shm' | 'tcp'):
       writableHighWaterMark: server.highWaterMark,
     },
     transport,
-  ) as unknown as Any;
+  );
   if (server.noDelay) socket.setNoDelay(true);
   if (server.keepAlive) socket.setKeepAlive(true, server.keepAliveInitialDelay * 1000);
-  track(socket as unknown as net.Socket);
+  track(socket);
   server._connections++;
   socket.server = server;
   socket._server = server;
@@ -205,8 +242,8 @@ function deliver(server: Any, handle: AcceptedHandle, transport: 'shm' | 'tcp'):
 }
 
 /** Kernel connections also arrive as zivm sockets (transport 'tcp'). */
-function onTcpConnection(this: Any, err: number, clientHandle: AcceptedHandle): void {
-  const server = this[internals.owner] as Any;
+function onTcpConnection(this: ListenHandle, err: number, clientHandle: AcceptedHandle): void {
+  const server = this[internals.owner] as ServerInternals;
   if (err) {
     server.emit('error', errnoException(getSystemErrorName(err), 'accept'));
     return;

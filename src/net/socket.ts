@@ -6,9 +6,10 @@
  */
 import net from 'node:net';
 import dns from 'node:dns';
-import { ShmHandle, TcpLike, nativeStreams } from './handle';
+import { ShmHandle, nativeStreams } from './handle';
+import type { SocketLike } from './core';
 import { boundToHttp2Session } from './streambase';
-import { internals } from './internals';
+import { internals, type ConnectReq, type TcpLike } from './internals';
 import { chose } from './debug';
 import { zivmOff } from '../config';
 import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsWrapped, kTransport, kTryShm } from '../symbols';
@@ -37,24 +38,36 @@ export interface SocketConstructor {
 export const Socket = function Socket(this: unknown, options?: net.SocketConstructorOpts): Socket | void {
   // Subclasses of node:net's own Socket (tls.TLSSocket when node:tls was loaded
   // first) call this on their instance too: initialise it rather than make another.
-  if (!(this instanceof NetSocket)) return new (Socket as unknown as new (o?: unknown) => Socket)(options);
-  (NetSocket as unknown as (this: unknown, o?: unknown) => void).call(this, options);
+  if (!(this instanceof NetSocket)) return new (Socket as unknown as new (options?: unknown) => Socket)(options);
+  (NetSocket as unknown as (this: unknown, options?: unknown) => void).call(this, options);
 } as unknown as SocketConstructor;
 Object.setPrototypeOf(Socket.prototype, NetSocket.prototype);
 Object.setPrototypeOf(Socket, NetSocket);
 
-type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** A net.Socket with the parts of node:net's internals used here (@types/node has none of them). */
+type SocketInternals = SocketLike & {
+  [kTransport]?: Transport;
+  [kTryShm]?: boolean;
+  [kDialPort]?: number;
+  [kNativeReads]?: boolean;
+  encrypted?: boolean;
+  _pendingData: unknown;
+  _pendingEncoding: string;
+  _reset(): void;
+};
+/** Socket.prototype, where net's methods are overridden. */
+const patched = Socket.prototype as unknown as Record<string, unknown>;
 type LookupFn = (host: string, opts: dns.LookupOptions, cb: (err: NodeJS.ErrnoException | null, address: unknown, family?: number) => void) => void;
 
 Object.defineProperty(Socket.prototype, 'transport', {
   configurable: true,
   enumerable: false,
-  get(this: Any): Transport | undefined {
-    const holder = this._handle;
-    if (holder instanceof ShmHandle) return 'shm';
+  get(this: SocketInternals): Transport | undefined {
+    const handle = this._handle;
+    if (handle instanceof ShmHandle) return 'shm';
     if (this[kTransport]) return this[kTransport];
-    if (!holder) return undefined;
-    return holder.constructor?.name === 'Pipe' ? 'pipe' : 'tcp';
+    if (!handle) return undefined;
+    return (handle as { constructor?: { name?: string } }).constructor?.name === 'Pipe' ? 'pipe' : 'tcp';
   },
 });
 
@@ -65,10 +78,10 @@ Object.defineProperty(Socket.prototype, 'transport', {
  *   connect(path[, connectListener])      -> plain net, always
  * or an array already normalized by net._normalizeArgs.
  */
-(Socket.prototype as Any).connect = function connect(this: Any, ...args: unknown[]) {
+patched.connect = function connect(this: SocketInternals, ...args: unknown[]) {
   const normalized = (Array.isArray(args[0]) && args.length === 1 ? args[0] : net._normalizeArgs(args)) as ReturnType<typeof net._normalizeArgs>;
   const options = normalized[0] ?? {};
-  track(this as unknown as net.Socket);
+  track(this);
   this[kTryShm] = false;
   // TLS needs a kernel handle to wrap: TLS sockets (and user-buffer reads) stay on TCP.
   if (options.path != null || zivmOff() || !internals.available || this[internals.kBuffer] || this.encrypted === true) {
@@ -87,18 +100,18 @@ Object.defineProperty(Socket.prototype, 'transport', {
   // Addresses are tried in net's order (happy eyeballs included); each attempt's
   // kernel handle is intercepted, so the first address with a co-resident
   // listener goes over shared memory, exactly where net would have connected.
-  const opts: Any = { ...options };
+  const opts: Record<string, unknown> = { ...options };
   const userLookup = opts.lookup;
   if (userLookup === undefined || userLookup === null || typeof userLookup === 'function') {
     opts.lookup = interceptingLookup(this, (userLookup ?? dns.lookup) as LookupFn);
   }
-  base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((elem) => elem !== undefined)));
+  base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((arg) => arg !== undefined)));
   intercept(this);
   return this;
 };
 
 /** The lookup net would use, with the kernel handle intercepted by the time it answers. */
-function interceptingLookup(socket: Any, lookup: LookupFn): LookupFn {
+function interceptingLookup(socket: SocketInternals, lookup: LookupFn): LookupFn {
   return function zivmLookup(host, opts, cb) {
     lookup(host, opts, (err, address, family) => {
       // A lookup may answer synchronously, inside connect(): the handle must be wrapped by now.
@@ -114,35 +127,34 @@ function interceptingLookup(socket: Any, lookup: LookupFn): LookupFn {
  */
 const kReinitializeHandle = Object.getOwnPropertySymbols(NetSocket.prototype).find((k) => k.description === 'kReinitializeHandle');
 if (kReinitializeHandle) {
-  const reinit = (NetSocket.prototype as unknown as Record<symbol, (h: unknown) => unknown>)[kReinitializeHandle];
+  const reinit = (NetSocket.prototype as unknown as Record<symbol, (handle: unknown) => unknown>)[kReinitializeHandle];
   Object.defineProperty(Socket.prototype, kReinitializeHandle, {
     configurable: true,
     writable: true,
-    value: function (this: Any, handle: unknown) {
-      const res = reinit.call(this, handle);
+    value: function (this: SocketInternals, handle: unknown) {
+      const result = reinit.call(this, handle);
       if (this[kTryShm]) intercept(this);
-      return res;
+      return result;
     },
   });
 }
 
-type ConnectFn = (this: TcpLike, req: Any, address: string, port: number) => number;
-
+type ConnectFn = (this: TcpLike, req: ConnectReq, address: string, port: number) => number;
 
 /** Wraps the kernel handle's connect so the choice is made on the resolved address. */
-function intercept(socket: Any): void {
+function intercept(socket: SocketInternals): void {
   const tcp = socket._handle as TcpLike | null;
   if (!tcp || tcp instanceof ShmHandle || tcp[kIntercepted]) return;
   tcp[kIntercepted] = true;
   guardNativeConsumers(socket, tcp);
-  const target = tcp as unknown as Record<string, ConnectFn>;
-  const c4 = target.connect;
-  const c6 = target.connect6;
-  target.connect = function (req, address, port) {
-    return tryShm(socket, tcp, req, address, port, c4);
+  const kernel = tcp as unknown as Record<'connect' | 'connect6', ConnectFn>;
+  const connect4 = kernel.connect;
+  const connect6 = kernel.connect6;
+  kernel.connect = function (req, address, port) {
+    return tryShm(socket, tcp, req, address, port, connect4);
   };
-  target.connect6 = function (req, address, port) {
-    return tryShm(socket, tcp, req, address, port, c6);
+  kernel.connect6 = function (req, address, port) {
+    return tryShm(socket, tcp, req, address, port, connect6);
   };
 }
 
@@ -158,7 +170,7 @@ function intercept(socket: Any): void {
  *  - for anyone else (TLS, the HTTP parser: they take the kernel handle at
  *    once), marks the handle: the connection stays on it (TCP).
  */
-function guardNativeConsumers(socket: Any, tcp: TcpLike): void {
+function guardNativeConsumers(socket: SocketInternals, tcp: TcpLike): void {
   const proto = Object.getPrototypeOf(tcp) as object;
   Object.defineProperty(tcp, 'isStreamBase', {
     configurable: true,
@@ -173,7 +185,7 @@ function guardNativeConsumers(socket: Any, tcp: TcpLike): void {
   });
 }
 
-function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: number, connect: ConnectFn): number {
+function tryShm(socket: SocketInternals, tcp: TcpLike, req: ConnectReq, address: string, port: number, connect: ConnectFn): number {
   const tcpPath = (reason: string): number => {
     socket[kTransport] = 'tcp';
     chose(socket, 'tcp', reason, address, port);
@@ -182,8 +194,8 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
   const domain = getDomain(false);
   if (!domain) return tcpPath('no zivm domain here');
   if (socket._handle !== tcp) return tcpPath('socket changed handle');
-  if ((tcp as unknown as Any)[kTlsWrapped]) return tcpPath('TLS wraps the kernel handle');
-  if (tcp[kNativeConsumed] || (tcp as Any)._consumed) return tcpPath('a native stream consumer took the kernel handle');
+  if (tcp[kTlsWrapped]) return tcpPath('TLS wraps the kernel handle');
+  if (tcp[kNativeConsumed] || tcp._consumed) return tcpPath('a native stream consumer took the kernel handle');
   const addr = parseAddr(address);
   if (!addr) return tcpPath('unparsable address');
   const listener = find(domain, addr, port);
@@ -192,8 +204,8 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
   // A socket bound to a port (localPort) has it reserved in the kernel: the connection keeps it.
   let localPort = 0;
   if (req.localPort) {
-    const out: { port?: number } = {};
-    if (typeof tcp.getsockname === 'function' && tcp.getsockname(out) === 0) localPort = out.port ?? 0;
+    const bound: { port?: number } = {};
+    if (typeof tcp.getsockname === 'function' && tcp.getsockname(bound) === 0) localPort = bound.port ?? 0;
   }
   let ch: Channel | undefined;
   try {
@@ -208,46 +220,52 @@ function tryShm(socket: Any, tcp: TcpLike, req: Any, address: string, port: numb
   (handle as unknown as { onread: unknown }).onread = tcp.onread;
   // Options net applies to the handle once connected go to this one: so do overrides put on the kernel handle before.
   for (const name of ['setKeepAlive', 'setNoDelay'] as const) {
-    if (Object.prototype.hasOwnProperty.call(tcp, name)) (handle as unknown as Any)[name] = (tcp as unknown as Any)[name];
+    if (Object.prototype.hasOwnProperty.call(tcp, name))
+      (handle as unknown as Record<string, unknown>)[name] = (tcp as unknown as Record<string, unknown>)[name];
   }
   socket._handle = handle;
   socket[kTransport] = 'shm';
   chose(socket, 'shm', `listener of peer ${listener.owner} in slot ${ch.slot}`, address, port);
-  handle.beginConnect({ req: req as never, tcp, connect });
+  handle.beginConnect({ req, tcp, connect });
   return 0;
 }
 
-(Socket.prototype as Any)._writeGeneric = function _writeGeneric(this: Any, writev: boolean, data: Any, encoding: BufferEncoding, cb: (err?: Error | null) => void) {
-  const holder = this._handle;
-  if (this.connecting || !(holder instanceof ShmHandle)) return base._writeGeneric.call(this, writev, data, encoding, cb);
+patched._writeGeneric = function _writeGeneric(
+  this: SocketInternals,
+  writev: boolean,
+  data: unknown,
+  encoding: BufferEncoding,
+  cb: (err?: Error | null) => void,
+) {
+  const handle = this._handle;
+  if (this.connecting || !(handle instanceof ShmHandle)) return base._writeGeneric.call(this, writev, data, encoding, cb);
   this._pendingData = null;
   this._pendingEncoding = '';
   this._unrefTimer();
   let bufs: Uint8Array[];
   if (writev) {
     const list = data as { chunk: string | Uint8Array; encoding: BufferEncoding }[];
-    bufs = new Array(list.length);
+    bufs = new Array<Uint8Array>(list.length);
     for (let i = 0; i < list.length; i++) {
-      const item = list[i].chunk;
-      bufs[i] = typeof item === 'string' ? Buffer.from(item, list[i].encoding) : item;
+      const chunk = list[i].chunk;
+      bufs[i] = typeof chunk === 'string' ? Buffer.from(chunk, list[i].encoding) : chunk;
     }
   } else {
-    bufs = [typeof data === 'string' ? Buffer.from(data, encoding) : (data as unknown as Uint8Array)];
+    bufs = [typeof data === 'string' ? Buffer.from(data, encoding) : (data as Uint8Array)];
   }
-  holder.writeBuffers(bufs, cb);
+  handle.writeBuffers(bufs, cb);
 };
 
-(Socket.prototype as Any).resetAndDestroy = function resetAndDestroy(this: Any) {
+patched.resetAndDestroy = function resetAndDestroy(this: SocketInternals) {
   if (!(this._handle instanceof ShmHandle)) return base.resetAndDestroy.call(this);
   if (this.connecting) this.once('connect', () => this._reset());
   else this._reset();
   return this;
 };
 
-/** Builds the socket for a connection accepted over shared memory. */
-export function acceptedSocket(handle: ShmHandle, options: net.SocketConstructorOpts & Any, transport: Transport): Socket {
-  const subject = new Socket({ ...options, handle: handle } as net.SocketConstructorOpts) as unknown as Any;
-  subject[kTransport] = transport;
-  return subject as unknown as Socket;
+/** Builds the socket for an accepted connection (its handle a shared-memory or a kernel one). */
+export function acceptedSocket(handle: object, options: net.SocketConstructorOpts & Record<string, unknown>, transport: Transport): Socket {
+  const socket = new Socket({ ...options, handle } as net.SocketConstructorOpts);
+  (socket as unknown as SocketInternals)[kTransport] = transport;
+  return socket;
 }
-

@@ -21,15 +21,15 @@ let pruneSocketsAt = 1024;
 let pruneServersAt = 64;
 const counts = { shm: 0, tcp: 0, reasons: new Map<string, number>() };
 
-function prune<T extends object>(refs: Set<WeakRef<T>>, gone: (o: T) => boolean): void {
+function prune<T extends object>(refs: Set<WeakRef<T>>, gone: (target: T) => boolean): void {
   for (const ref of refs) {
-    const out = ref.deref();
-    if (out === undefined || gone(out)) refs.delete(ref);
+    const target = ref.deref();
+    if (target === undefined || gone(target)) refs.delete(ref);
   }
 }
 
 const socketGone = (sock: net.Socket): boolean => sock.destroyed;
-const serverGone = (srv: net.Server): boolean => !srv.listening;
+const serverGone = (server: net.Server): boolean => !server.listening;
 
 export function track(sock: net.Socket): void {
   if (tracked.has(sock)) return;
@@ -41,10 +41,10 @@ export function track(sock: net.Socket): void {
   }
 }
 
-export function trackServer(srv: net.Server): void {
-  if (tracked.has(srv)) return;
-  tracked.add(srv);
-  serverRefs.add(new WeakRef(srv));
+export function trackServer(server: net.Server): void {
+  if (tracked.has(server)) return;
+  tracked.add(server);
+  serverRefs.add(new WeakRef(server));
   if (serverRefs.size >= pruneServersAt) {
     prune(serverRefs, serverGone);
     pruneServersAt = Math.max(64, serverRefs.size * 2);
@@ -55,7 +55,10 @@ export function trackServer(srv: net.Server): void {
 export function record(transport: 'shm' | 'tcp', reason: string): void {
   counts[transport]++;
   if (transport === 'tcp') {
-    const key = reason.replace(/ for \S+$/, '').replace(/\(.*\)$/, '').trim();
+    const key = reason
+      .replace(/ for \S+$/, '')
+      .replace(/\(.*\)$/, '')
+      .trim();
     counts.reasons.set(key, (counts.reasons.get(key) ?? 0) + 1);
   }
 }
@@ -101,11 +104,13 @@ export function stats(): Stats {
       state: sock.readyState,
     });
   }
-  const servers = [...serverRefs].flatMap((ref) => (ref.deref() ? [ref.deref()!] : [])).map((srv) => ({
-    address: srv.address(),
-    connections: (srv as unknown as { _connections: number })._connections,
-    shm: Boolean((srv as unknown as Record<symbol, unknown>)[kListener]),
-  }));
+  const servers = [...serverRefs]
+    .flatMap((ref) => (ref.deref() ? [ref.deref()!] : []))
+    .map((server) => ({
+      address: server.address(),
+      connections: (server as unknown as { _connections: number })._connections,
+      shm: Boolean((server as unknown as Record<symbol, unknown>)[kListener]),
+    }));
   return {
     pid: process.pid,
     peer: domain ? { id: domain.id, gen: domain.gen, node: domain.nodeId } : undefined,

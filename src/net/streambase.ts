@@ -22,12 +22,14 @@ export interface JSStreamInstance {
 export type JSStreamClass = new () => JSStreamInstance;
 
 /** Node's JS stream adapter (the class of `new tls.TLSSocket(duplex)._handle._parentWrap`). */
-export type AdapterClass = new (stream: unknown) => Record<string | symbol, unknown> & { _handle: unknown; destroy(): void; on(ev: string, fn: (...args: unknown[]) => void): unknown };
+export type AdapterClass = new (
+  stream: unknown,
+) => Record<string | symbol, unknown> & { _handle: unknown; destroy(): void; on(ev: string, fn: (...args: unknown[]) => void): unknown };
 
 function dummy(): Duplex {
   return new Duplex({
     read() {},
-    write(_c, _e, cb) {
+    write(_chunk, _encoding, cb) {
       cb();
     },
   });
@@ -39,18 +41,24 @@ function find(): { adapter?: AdapterClass; jsStream?: JSStreamClass } {
   if (found) return found;
   found = {};
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, not with this module: node:tls builds on node:net's classes as they are when it loads, after the preload hook replaced them
     const tls = require('node:tls') as typeof import('node:tls');
     const probe = new tls.TLSSocket(dummy()) as unknown as { _handle?: { _parentWrap?: { constructor: unknown } }; destroy(): void };
     const adapter = probe._handle?._parentWrap?.constructor;
     probe.destroy();
     if (typeof adapter !== 'function') throw new Error('no JS stream adapter');
     found.adapter = adapter as AdapterClass;
-    const inst = new found.adapter(dummy());
-    const jsStream = (inst._handle as { constructor?: unknown } | null)?.constructor;
-    inst.destroy();
+    const probeAdapter = new found.adapter(dummy());
+    const jsStream = (probeAdapter._handle as { constructor?: unknown } | null)?.constructor;
+    probeAdapter.destroy();
     const proto = (jsStream as { prototype?: Record<string, unknown> } | undefined)?.prototype;
-    if (typeof jsStream === 'function' && proto && typeof proto.readBuffer === 'function' && typeof proto.emitEOF === 'function' && typeof proto.finishWrite === 'function') {
+    if (
+      typeof jsStream === 'function' &&
+      proto &&
+      typeof proto.readBuffer === 'function' &&
+      typeof proto.emitEOF === 'function' &&
+      typeof proto.finishWrite === 'function'
+    ) {
       found.jsStream = jsStream as JSStreamClass;
     } else {
       debug('this Node.js has no JSStream: native stream consumers get shared-memory sockets through the JS stream adapter');
@@ -68,9 +76,9 @@ export function jsStreamClass(): JSStreamClass | undefined {
 
 /** Node's JS stream adapter class. Throws if this Node.js has none. */
 export function streamAdapter(): AdapterClass {
-  const first = find().adapter;
-  if (!first) throw new Error('node:tls has no JS stream adapter here');
-  return first;
+  const adapter = find().adapter;
+  if (!adapter) throw new Error('node:tls has no JS stream adapter here');
+  return adapter;
 }
 
 /**
@@ -83,7 +91,8 @@ export function streamAdapter(): AdapterClass {
 export function boundToHttp2Session(socket: object): boolean {
   const own = socket as Record<string | symbol, unknown>;
   const misplaced = Object.prototype.hasOwnProperty.call(own, 'undefined') ? own['undefined'] : undefined;
-  if (misplaced !== null && typeof misplaced === 'object' && /Http2Session$/.test((misplaced as { constructor?: { name?: string } }).constructor?.name ?? '')) return true;
+  if (misplaced !== null && typeof misplaced === 'object' && /Http2Session$/.test((misplaced as { constructor?: { name?: string } }).constructor?.name ?? ''))
+    return true;
   for (const key of Object.getOwnPropertySymbols(socket)) {
     if (key.description === 'kBoundSession' && own[key] !== undefined) return true;
   }

@@ -11,16 +11,20 @@ import { kTlsPatched, kTlsWrapped } from '../symbols';
 import { streamAdapter } from './streambase';
 
 type WrapHandle = (this: unknown, wrap: unknown, handle: unknown, active: boolean) => unknown;
-type Any = Record<string | symbol, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
+/** TLSSocket.prototype: its internal _wrapHandle, and our mark. */
+interface TlsSocketProto {
+  _wrapHandle?: unknown;
+  [kTlsPatched]?: boolean;
+}
 
 /**
  * Patches TLSSocket#_wrapHandle. node:tls is loaded here, so the preload hook
  * calls this only after it patched node:net: tls then builds on zivm's classes.
  */
 export function patchTls(): void {
-   
-  const proto = (require('node:tls') as typeof import('node:tls')).TLSSocket.prototype as unknown as Any;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded here, not with this module: the preload hook replaces node:net's classes first, and node:tls builds on them as they are when it loads
+  const proto = (require('node:tls') as typeof import('node:tls')).TLSSocket.prototype as unknown as TlsSocketProto;
   if (proto[kTlsPatched] || typeof proto._wrapHandle !== 'function') return;
   const original = proto._wrapHandle as WrapHandle;
   proto[kTlsPatched] = true;
@@ -34,7 +38,7 @@ export function patchTls(): void {
       return original.call(this, adapter, adapter._handle, active);
     }
     // A socket still connecting hands TLS its kernel handle: that connection stays on TCP.
-    if (handle && typeof handle === 'object') (handle as Any)[kTlsWrapped] = true;
+    if (handle && typeof handle === 'object') (handle as Record<symbol, unknown>)[kTlsWrapped] = true;
     return original.call(this, wrap, handle, active);
   };
 }

@@ -30,7 +30,7 @@ export class Writer {
   /** One write went to a peer that had closed (accepted, as TCP does): later ones fail. */
   private wroteToClosed = false;
 
-  constructor(private readonly h: HandleCore) {}
+  constructor(private readonly handle: HandleCore) {}
 
   /** Writes are waiting for room. */
   get pending(): boolean {
@@ -42,7 +42,7 @@ export class Writer {
    * the peer answers a late write with is then not read any more).
    */
   write(bufs: Uint8Array[], cb: (err?: Error | null) => void, eof: boolean): void {
-    const handle = this.h;
+    const handle = this.handle;
     if (handle.closed) {
       // As a closed kernel handle: nothing goes anywhere (the slot may belong to another connection by now).
       cb(errnoException('EBADF', 'write'));
@@ -90,15 +90,15 @@ export class Writer {
   private waitForRoom(): void {
     // Say we wait, then look again: room may have appeared in between.
     try {
-      if (!this.h.ch.sleepWrite()) this.flush();
+      if (!this.handle.ch.sleepWrite()) this.flush();
     } catch (err) {
-      this.h.corrupt(err as Error);
+      this.handle.corrupt(err as Error);
     }
   }
 
   /** Moves what waits into the ring, as far as it has room. */
   flush(): void {
-    const handle = this.h;
+    const handle = this.handle;
     while (this.queue.length > 0 && !handle.closed) {
       const pending = this.queue[0];
       let count: number;
@@ -128,7 +128,7 @@ export class Writer {
   cancel(cb?: () => void): void {
     const dropped = this.queue;
     this.queue = [];
-    this.h.writeQueueSize = 0;
+    this.handle.writeQueueSize = 0;
     setImmediate(() => {
       for (const pending of dropped) pending.cb(cancelled());
       if (cb) cb();
@@ -136,7 +136,7 @@ export class Writer {
   }
 }
 
-/** Drops the first `n` bytes of a list of chunks. */
+/** Drops the first `count` bytes of a list of chunks. */
 function advance(bufs: Uint8Array[], count: number): Uint8Array[] {
   let i = 0;
   while (i < bufs.length && count >= bufs[i].byteLength) {

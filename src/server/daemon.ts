@@ -7,18 +7,16 @@
  */
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
 import { debug } from '../log';
 import { Geometry, HEADER, REGION_STATE_READY, computeGeometry, writeHeader } from '../shm/layout';
 import { Native, NativePoller, NativeRegion, closeQuiet, native } from '../shm/native';
 import * as Peers from '../shm/peers';
-import { errCode, myUid, rmdirQuiet, unlinkQuiet } from '../sys';
+import { myUid, unlinkQuiet } from '../sys';
 import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Outbox } from './outbox';
 import { Member as Client, discardInput, farewell, welcome } from './protocol';
-
 
 /** An auto-started daemon waits at least this long for its first peer. */
 const AUTO_START_GRACE_MS = 1000;
@@ -204,7 +202,7 @@ export class Daemon extends EventEmitter {
       return;
     }
     // Claimed with a CAS: a guest's agent claims entries for its processes from the top of the table.
-    const id = Peers.claim(i32, geo, 'bottom', (k) => this.clients.has(k));
+    const id = Peers.claim(i32, geo, 'bottom', (taken) => this.clients.has(taken));
     if (id < 0) {
       this.log(`refused pid ${cred.pid}: all ${geo.maxPeers} peer ids are taken`);
       closeQuiet(fd);
@@ -212,7 +210,7 @@ export class Daemon extends EventEmitter {
     }
     const efds: number[] = [];
     try {
-      for (let value = 0; value < this.vectors; value++) efds.push(addon.eventfd());
+      for (let vector = 0; vector < this.vectors; vector++) efds.push(addon.eventfd());
     } catch (err) {
       Peers.unclaim(i32, geo, id);
       this.log(`refused pid ${cred.pid}: ${(err as Error).message}`);
@@ -249,11 +247,11 @@ export class Daemon extends EventEmitter {
   /** Sends or queues one protocol message; a broken socket dooms the member. */
   private send(member: Client, value: number, fd: number, ref: number): void {
     if (member.gone || this.doomed.has(member)) return;
-    const res = member.outbox.send(value, fd, ref);
-    if (res === 'broken') {
+    const outcome = member.outbox.send(value, fd, ref);
+    if (outcome === 'broken') {
       debug('send to peer %d failed', member.id);
       this.doomed.add(member);
-    } else if (res === 'queued') this.armFlush();
+    } else if (outcome === 'queued') this.armFlush();
   }
 
   private armFlush(): void {
@@ -270,10 +268,10 @@ export class Daemon extends EventEmitter {
     const now = Date.now();
     for (const member of this.clients.values()) {
       if (member.gone || this.doomed.has(member) || member.outbox.empty) continue;
-      const res = member.outbox.flush(now);
-      if (res === 'pending') pending = true;
-      else if (res === 'broken') this.doomed.add(member);
-      else if (res === 'stalled') {
+      const outcome = member.outbox.flush(now);
+      if (outcome === 'pending') pending = true;
+      else if (outcome === 'broken') this.doomed.add(member);
+      else if (outcome === 'stalled') {
         this.log(`peer ${member.id} does not read its socket: dropping it`);
         this.doomed.add(member);
       }
@@ -299,8 +297,13 @@ export class Daemon extends EventEmitter {
     member.poller = null;
     closeQuiet(member.sock);
     member.outbox.clear();
-    farewell(member, [...this.clients.values()].sort((first, second) => first.id - second.id), this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
-    for (const end of member.efds) closeQuiet(end);
+    farewell(
+      member,
+      [...this.clients.values()].sort((first, second) => first.id - second.id),
+      this.vectors,
+      (to, value, fd, ref) => this.send(to, value, fd, ref),
+    );
+    for (const efd of member.efds) closeQuiet(efd);
     member.efds = [];
     if (this.i32) {
       const i32 = this.i32;
@@ -308,10 +311,10 @@ export class Daemon extends EventEmitter {
       // Rung through the eventfds of the member the peer's route names.
       const wake = (peer: number): void => {
         const [via, vector] = Peers.routeOf(i32, geo, peer);
-        const subject = this.clients.get(via);
-        if (!subject || vector >= subject.efds.length) return;
+        const carrier = this.clients.get(via);
+        if (!carrier || vector >= carrier.efds.length) return;
         try {
-          addon.notify(subject.efds[vector]);
+          addon.notify(carrier.efds[vector]);
         } catch (err) {
           debug('wake of peer %d failed: %s', peer, (err as Error).message);
         }
@@ -326,12 +329,11 @@ export class Daemon extends EventEmitter {
 
   /** Closes a client's fds without telling anyone (shutdown). */
   private release(member: Client): void {
-    const addon = this.addon!;
     member.gone = true;
     if (member.poller) member.poller.close();
     member.poller = null;
     closeQuiet(member.sock);
-    for (const end of member.efds) closeQuiet(end);
+    for (const efd of member.efds) closeQuiet(efd);
     member.efds = [];
     member.outbox.clear();
   }
@@ -387,4 +389,3 @@ export class Daemon extends EventEmitter {
     if (loud && this.verbose) process.stderr.write(`zivm: ${line}\n`);
   }
 }
-

@@ -86,21 +86,23 @@ export class DaemonLock {
 }
 
 function sameFile(fd: number, file: string): boolean {
-  const first = fs.fstatSync(fd);
-  let second: fs.Stats;
+  const held = fs.fstatSync(fd);
+  let atPath: fs.Stats;
   try {
-    second = fs.statSync(file);
+    atPath = fs.statSync(file);
   } catch {
+    // Nothing at the path any more: the file we hold is not the one there.
     return false;
   }
-  return first.ino === second.ino && first.dev === second.dev;
+  return held.ino === atPath.ino && held.dev === atPath.dev;
 }
 
-/** Whether a socket sits at `p` (its daemon holds the lock: it serves or is about to). */
+/** Whether a socket sits at `file` (its daemon holds the lock: it serves or is about to). */
 function socketServed(file: string): boolean {
   try {
     return fs.lstatSync(file).isSocket();
   } catch {
+    // Nothing at the path: no socket is served there.
     return false;
   }
 }
@@ -112,19 +114,19 @@ function socketServed(file: string): boolean {
  * there is an error (EEXIST).
  */
 export function listenOn(addon: Native, socketPath: string, backlog = 128): number {
-  let st: fs.Stats | undefined;
+  let existing: fs.Stats | undefined;
   try {
-    st = fs.lstatSync(socketPath);
+    existing = fs.lstatSync(socketPath);
   } catch (err) {
     if (errCode(err) !== 'ENOENT') throw err;
   }
-  if (st && !st.isSocket()) throw Object.assign(new Error(`zivm: ${socketPath} exists and is not a socket`), { code: 'EEXIST' });
-  if (st) fs.unlinkSync(socketPath);
-  const old = process.umask(0o177);
+  if (existing && !existing.isSocket()) throw Object.assign(new Error(`zivm: ${socketPath} exists and is not a socket`), { code: 'EEXIST' });
+  if (existing) fs.unlinkSync(socketPath);
+  const oldMask = process.umask(0o177);
   try {
     return addon.unixListen(socketPath, backlog);
   } finally {
-    process.umask(old);
+    process.umask(oldMask);
   }
 }
 

@@ -23,7 +23,7 @@ export class Outbox {
   private blockedSince = 0;
 
   constructor(
-    private readonly n: Native,
+    private readonly addon: Native,
     private readonly sock: number,
   ) {}
 
@@ -34,8 +34,8 @@ export class Outbox {
   /** Sends now, or queues behind what waits already. 'broken': the socket failed. */
   send(value: number, fd: number, ref: number): SendResult {
     if (this.queue.length === 0) {
-      const res = this.trySend(value, fd);
-      if (res !== 'full') return res;
+      const outcome = this.trySend(value, fd);
+      if (outcome !== 'full') return outcome;
       this.blockedSince = Date.now();
     }
     this.queue.push({ value, fd, ref });
@@ -49,9 +49,9 @@ export class Outbox {
   flush(now: number): 'done' | 'pending' | 'stalled' | 'broken' {
     while (this.queue.length) {
       const msg = this.queue[0];
-      const res = this.trySend(msg.value, msg.fd);
-      if (res === 'broken') return 'broken';
-      if (res === 'full') return now - this.blockedSince > SEND_STALL_MS ? 'stalled' : 'pending';
+      const outcome = this.trySend(msg.value, msg.fd);
+      if (outcome === 'broken') return 'broken';
+      if (outcome === 'full') return now - this.blockedSince > SEND_STALL_MS ? 'stalled' : 'pending';
       this.queue.shift();
       this.blockedSince = now;
     }
@@ -71,7 +71,7 @@ export class Outbox {
 
   private trySend(value: number, fd: number): 'sent' | 'full' | 'broken' {
     try {
-      this.n.sendMsg(this.sock, value, fd);
+      this.addon.sendMsg(this.sock, value, fd);
       return 'sent';
     } catch (err) {
       const code = errCode(err);

@@ -39,7 +39,7 @@ export interface Member {
 export type Send = (to: Member, value: number, fd: number, ref: number) => void;
 
 /**
- * The handshake for newcomer `c`, and its announcement to `others` first, so
+ * The handshake for newcomer `member`, and its announcement to `others` first, so
  * that by the time it has its own interrupt setup every other member has its
  * doorbells queued.
  */
@@ -47,13 +47,13 @@ export function welcome(member: Member, others: Member[], memfd: number, vectors
   send(member, PROTOCOL_VERSION, -1, -1);
   send(member, member.id, -1, -1);
   send(member, -1, memfd, -1);
-  for (const other of others) for (let value = 0; value < vectors; value++) send(other, member.id, member.efds[value], member.id);
-  for (const other of others) for (let value = 0; value < vectors; value++) send(member, other.id, other.efds[value], other.id);
-  for (let value = 0; value < vectors; value++) send(member, member.id, member.efds[value], member.id);
+  for (const other of others) for (let vector = 0; vector < vectors; vector++) send(other, member.id, member.efds[vector], member.id);
+  for (const other of others) for (let vector = 0; vector < vectors; vector++) send(member, other.id, other.efds[vector], other.id);
+  for (let vector = 0; vector < vectors; vector++) send(member, member.id, member.efds[vector], member.id);
 }
 
 /**
- * Tells `others` that `c` left. Doorbells of the leaver still waiting in
+ * Tells `others` that `member` left. Doorbells of the leaver still waiting in
  * another member's queue are dropped (its fds are closed next); a member that
  * never heard of the leaver is not told it left.
  */

@@ -9,7 +9,7 @@ import { Daemon, DaemonOptions } from './daemon';
  * daemon finds another one serving, or start-up fails.
  * `onReady` runs once the socket accepts connections.
  */
-export function runDaemon(opts: DaemonOptions, onReady?: (d: Daemon) => void): Promise<number> {
+export function runDaemon(opts: DaemonOptions, onReady?: (daemon: Daemon) => void): Promise<number> {
   let daemon: Daemon;
   try {
     daemon = new Daemon(opts);
@@ -30,10 +30,10 @@ export function runDaemon(opts: DaemonOptions, onReady?: (d: Daemon) => void): P
       daemon.close();
     };
     const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
-    for (const sig of signals) process.on(sig, stop);
+    for (const signal of signals) process.on(signal, stop);
     process.on('uncaughtException', crash);
     daemon.once('close', () => {
-      for (const sig of signals) process.off(sig, stop);
+      for (const signal of signals) process.off(signal, stop);
       process.off('uncaughtException', crash);
       resolve(code);
     });

@@ -22,32 +22,32 @@ export function parseAddr(address: string): Addr | undefined {
     return { family: 4, bytes };
   }
   if (version !== 6) return undefined;
-  let str = address;
-  const pct = str.indexOf('%');
-  if (pct >= 0) str = str.slice(0, pct);
+  let text = address;
+  const scope = text.indexOf('%');
+  if (scope >= 0) text = text.slice(0, scope);
   const buf = new Uint8Array(16);
   // An embedded IPv4 tail becomes two groups.
-  const lastColon = str.lastIndexOf(':');
-  const tail = str.slice(lastColon + 1);
+  const lastColon = text.lastIndexOf(':');
+  const tail = text.slice(lastColon + 1);
   if (tail.includes('.')) {
     const parts = tail.split('.').map(Number);
-    str = str.slice(0, lastColon + 1) + ((parts[0] << 8) | parts[1]).toString(16) + ':' + ((parts[2] << 8) | parts[3]).toString(16);
+    text = text.slice(0, lastColon + 1) + ((parts[0] << 8) | parts[1]).toString(16) + ':' + ((parts[2] << 8) | parts[3]).toString(16);
   }
-  const [head, rest] = str.split('::');
-  const hs = head ? head.split(':') : [];
-  const ts = rest !== undefined && rest !== '' ? rest.split(':') : [];
-  const groups: number[] = [...hs.map((str) => parseInt(str, 16))];
-  if (rest !== undefined) for (let i = hs.length + ts.length; i < 8; i++) groups.push(0);
-  groups.push(...ts.map((str) => parseInt(str, 16)));
+  const [head, rest] = text.split('::');
+  const headGroups = head ? head.split(':') : [];
+  const restGroups = rest !== undefined && rest !== '' ? rest.split(':') : [];
+  const groups: number[] = [...headGroups.map((group) => parseInt(group, 16))];
+  if (rest !== undefined) for (let i = headGroups.length + restGroups.length; i < 8; i++) groups.push(0);
+  groups.push(...restGroups.map((group) => parseInt(group, 16)));
   for (let i = 0; i < 8; i++) {
     buf[i * 2] = (groups[i] >> 8) & 0xff;
     buf[i * 2 + 1] = groups[i] & 0xff;
   }
   // IPv4-mapped (::ffff:a.b.c.d) is the IPv4 address.
-  if (buf.subarray(0, 10).every((val) => val === 0) && buf[10] === 0xff && buf[11] === 0xff) {
-    const msg = new Uint8Array(16);
-    msg.set(buf.subarray(12, 16), 0);
-    return { family: 4, bytes: msg };
+  if (buf.subarray(0, 10).every((byte) => byte === 0) && buf[10] === 0xff && buf[11] === 0xff) {
+    const v4 = new Uint8Array(16);
+    v4.set(buf.subarray(12, 16), 0);
+    return { family: 4, bytes: v4 };
   }
   return { family: 6, bytes: buf };
 }
@@ -64,7 +64,7 @@ export function mapV4(addr: Addr): Addr {
 
 export function formatAddr(addr: Addr): string {
   if (addr.family === 4) return `${addr.bytes[0]}.${addr.bytes[1]}.${addr.bytes[2]}.${addr.bytes[3]}`;
-  if (addr.bytes.subarray(0, 10).every((val) => val === 0) && addr.bytes[10] === 0xff && addr.bytes[11] === 0xff) {
+  if (addr.bytes.subarray(0, 10).every((byte) => byte === 0) && addr.bytes[10] === 0xff && addr.bytes[11] === 0xff) {
     return `::ffff:${addr.bytes[12]}.${addr.bytes[13]}.${addr.bytes[14]}.${addr.bytes[15]}`;
   }
   const groups: string[] = [];
@@ -72,7 +72,7 @@ export function formatAddr(addr: Addr): string {
   // Compress the longest run of zero groups, as the kernel and Node print it.
   let best = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== '0') {
       i++;
       continue;
@@ -90,7 +90,7 @@ export function formatAddr(addr: Addr): string {
 }
 
 export function isUnspecified(addr: Addr): boolean {
-  return addr.bytes.every((val) => val === 0);
+  return addr.bytes.every((byte) => byte === 0);
 }
 
 export function isLoopback(addr: Addr): boolean {
@@ -99,8 +99,8 @@ export function isLoopback(addr: Addr): boolean {
   return addr.bytes[15] === 1;
 }
 
-export function sameBytes(first: Uint8Array, buf: Uint8Array): boolean {
-  for (let i = 0; i < 16; i++) if (first[i] !== buf[i]) return false;
+export function sameBytes(bytes: Uint8Array, other: Uint8Array): boolean {
+  for (let i = 0; i < 16; i++) if (bytes[i] !== other[i]) return false;
   return true;
 }
 
@@ -112,8 +112,8 @@ function ownAddrs(): Addr[] {
   if (ifCache && now - ifCache.at < 1000) return ifCache.addrs;
   const addrs: Addr[] = [];
   for (const list of Object.values(os.networkInterfaces())) {
-    for (const i of list ?? []) {
-      const addr = parseAddr(i.address);
+    for (const iface of list ?? []) {
+      const addr = parseAddr(iface.address);
       if (addr) addrs.push(addr);
     }
   }
@@ -122,13 +122,13 @@ function ownAddrs(): Addr[] {
 }
 
 /**
- * Does a connection to `a` stay on this node? Loopback, the unspecified
+ * Does a connection to `addr` stay on this node? Loopback, the unspecified
  * address (Linux connects it to the local host) and the node's own
  * interface addresses do.
  */
 export function isOwnAddress(addr: Addr): boolean {
   if (isLoopback(addr) || isUnspecified(addr)) return true;
-  return ownAddrs().some((out) => out.family === addr.family && sameBytes(out.bytes, addr.bytes));
+  return ownAddrs().some((own) => own.family === addr.family && sameBytes(own.bytes, addr.bytes));
 }
 
 /** IPv6 link-local (fe80::/10): scoped to one link, never published. */
@@ -147,7 +147,7 @@ export function publishableAddrs(): Addr[] {
   for (const addr of ownAddrs()) {
     if (isLoopback(addr) || isUnspecified(addr) || isLinkLocal6(addr)) continue;
     const list = addr.family === 4 ? v4 : v6;
-    if (!list.some((out) => sameBytes(out.bytes, addr.bytes))) list.push(addr);
+    if (!list.some((listed) => sameBytes(listed.bytes, addr.bytes))) list.push(addr);
   }
   return [...v4.slice(0, Lay.ADDR_MAX_V4), ...v6.slice(0, Lay.ADDR_MAX_V6)];
 }
@@ -156,44 +156,43 @@ export function publishableAddrs(): Addr[] {
 export function publishAddrs(i32: Int32Array, geo: Lay.Geometry, id: number, addrs: Addr[]): void {
   const entry = Lay.peerOffset(geo, id) >> 2;
   Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS, 0);
-  let n4 = 0;
-  let n6 = 0;
+  let v4Count = 0;
+  let v6Count = 0;
   for (const addr of addrs) {
-    if (addr.family === 4 && n4 < Lay.ADDR_MAX_V4) {
-      const dv = new DataView(addr.bytes.buffer, addr.bytes.byteOffset, 4);
-      Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_V4 + n4++, dv.getInt32(0, true));
-    } else if (addr.family === 6 && n6 < Lay.ADDR_MAX_V6) {
-      writeAddr(i32, entry + Lay.PEER_ADDRS.ADDR_V6 + 4 * n6++, addr.bytes);
+    if (addr.family === 4 && v4Count < Lay.ADDR_MAX_V4) {
+      const view = new DataView(addr.bytes.buffer, addr.bytes.byteOffset, 4);
+      Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_V4 + v4Count++, view.getInt32(0, true));
+    } else if (addr.family === 6 && v6Count < Lay.ADDR_MAX_V6) {
+      writeAddr(i32, entry + Lay.PEER_ADDRS.ADDR_V6 + 4 * v6Count++, addr.bytes);
     }
   }
-  Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS, n4 | (n6 << 8));
+  Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS, v4Count | (v6Count << 8));
 }
 
 /** The addresses peer `id` published (read it only while it is alive). */
 export function publishedAddrs(i32: Int32Array, geo: Lay.Geometry, id: number): Addr[] {
   const entry = Lay.peerOffset(geo, id) >> 2;
   const count = Atomics.load(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS);
-  const n4 = Math.min(count & 0xff, Lay.ADDR_MAX_V4);
-  const n6 = Math.min((count >> 8) & 0xff, Lay.ADDR_MAX_V6);
-  const out: Addr[] = [];
-  for (let i = 0; i < n4; i++) {
+  const v4Count = Math.min(count & 0xff, Lay.ADDR_MAX_V4);
+  const v6Count = Math.min((count >> 8) & 0xff, Lay.ADDR_MAX_V6);
+  const addrs: Addr[] = [];
+  for (let i = 0; i < v4Count; i++) {
     const bytes = new Uint8Array(16);
     new DataView(bytes.buffer).setInt32(0, Atomics.load(i32, entry + Lay.PEER_ADDRS.ADDR_V4 + i), true);
-    out.push({ family: 4, bytes });
+    addrs.push({ family: 4, bytes });
   }
-  for (let i = 0; i < n6; i++) out.push(readAddr(i32, entry + Lay.PEER_ADDRS.ADDR_V6 + 4 * i, 6));
-  return out;
+  for (let i = 0; i < v6Count; i++) addrs.push(readAddr(i32, entry + Lay.PEER_ADDRS.ADDR_V6 + 4 * i, 6));
+  return addrs;
 }
 
 export function writeAddr(i32: Int32Array, wordIdx: number, bytes: Uint8Array): void {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, 16);
-  for (let i = 0; i < 4; i++) Atomics.store(i32, wordIdx + i, dv.getInt32(i * 4, true));
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
+  for (let i = 0; i < 4; i++) Atomics.store(i32, wordIdx + i, view.getInt32(i * 4, true));
 }
 
 export function readAddr(i32: Int32Array, wordIdx: number, family: number): Addr {
   const bytes = new Uint8Array(16);
-  const dv = new DataView(bytes.buffer);
-  for (let i = 0; i < 4; i++) dv.setInt32(i * 4, Atomics.load(i32, wordIdx + i), true);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < 4; i++) view.setInt32(i * 4, Atomics.load(i32, wordIdx + i), true);
   return { family: family === 6 ? 6 : 4, bytes };
 }
-

@@ -67,12 +67,12 @@ export class Channel implements SlotHandler {
     this.peer = peer;
     this.peerGen = peerGen;
     const addon = native();
-    const res = Lay.ringOffsets(domain.geo, slot);
+    const rings = Lay.ringOffsets(domain.geo, slot);
     const client = side === 'client';
-    const txHdr = client ? res.c2sHdr : res.s2cHdr;
-    const rxHdr = client ? res.s2cHdr : res.c2sHdr;
-    this.tx = new addon.Ring(domain.region, txHdr, client ? res.c2sData : res.s2cData, domain.geo.ringSize, true);
-    this.rx = new addon.Ring(domain.region, rxHdr, client ? res.s2cData : res.c2sData, domain.geo.ringSize, false);
+    const txHdr = client ? rings.c2sHdr : rings.s2cHdr;
+    const rxHdr = client ? rings.s2cHdr : rings.c2sHdr;
+    this.tx = new addon.Ring(domain.region, txHdr, client ? rings.c2sData : rings.s2cData, domain.geo.ringSize, true);
+    this.rx = new addon.Ring(domain.region, rxHdr, client ? rings.s2cData : rings.c2sData, domain.geo.ringSize, false);
     this.base = Lay.slotOffset(domain.geo, slot) >> 2;
     this.myFlags = this.base + (client ? Lay.SLOT.CLIENT_FLAGS : Lay.SLOT.SERVER_FLAGS);
     this.theirFlags = this.base + (client ? Lay.SLOT.SERVER_FLAGS : Lay.SLOT.CLIENT_FLAGS);
@@ -84,7 +84,7 @@ export class Channel implements SlotHandler {
   }
 
   /**
-   * Client side: claims a free slot for a connection to listener `l`, and asks
+   * Client side: claims a free slot for a connection to `listener`, and asks
    * its owner to accept. Returns undefined when every slot is taken.
    */
   static connect(domain: Domain, listener: Found, remote: Addr, remotePort: number, local: Addr | undefined, localPort = 0): Channel | undefined {
@@ -93,10 +93,11 @@ export class Channel implements SlotHandler {
     // kernel would pick (127.0.0.1 for all of 127/8, else the dialled address
     // itself); across nodes, one its own node published. A port the socket
     // was bound to (localPort) is kept; otherwise an ephemeral one is made up.
-    const localAddr = local ?? (listener.sameNode ? sourceFor(remote) : publishedAddrs(i32, geo, domain.id).find((addr) => addr.family === remote.family) ?? remote);
+    const localAddr =
+      local ?? (listener.sameNode ? sourceFor(remote) : (publishedAddrs(i32, geo, domain.id).find((addr) => addr.family === remote.family) ?? remote));
     const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.HEADER.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
     let ch: Channel | undefined;
-    const res = Slot.request(
+    const claimed = Slot.request(
       i32,
       geo,
       {
@@ -115,8 +116,8 @@ export class Channel implements SlotHandler {
       },
       (slot, gen) => (ch = new Channel(domain, slot, gen, 'client', listener.owner, listener.ownerGen)),
     );
-    if (!res || !ch) return undefined;
-    domain.notify(listener.owner, res.slot, listener.ownerGen, true);
+    if (!claimed || !ch) return undefined;
+    domain.notify(listener.owner, claimed.slot, listener.ownerGen, true);
     return ch;
   }
 
@@ -140,15 +141,16 @@ export class Channel implements SlotHandler {
 
   endpoints(): Endpoints {
     const i32 = this.domain.i32;
-    const fam = Atomics.load(i32, this.base + Lay.SLOT.FAMILY) === 6 ? 6 : 4;
-    const item = readAddr(i32, this.base + Lay.SLOT.CLIENT_ADDR, fam);
-    const cp = Atomics.load(i32, this.base + Lay.SLOT.CLIENT_PORT);
-    const sv = readAddr(i32, this.base + Lay.SLOT.SERVER_ADDR, fam);
-    const sp = Atomics.load(i32, this.base + Lay.SLOT.SERVER_PORT);
-    if (this.side === 'client') return { family: fam, local: item, localPort: cp, remote: sv, remotePort: sp };
+    const family = Atomics.load(i32, this.base + Lay.SLOT.FAMILY) === 6 ? 6 : 4;
+    const clientAddr = readAddr(i32, this.base + Lay.SLOT.CLIENT_ADDR, family);
+    const clientPort = Atomics.load(i32, this.base + Lay.SLOT.CLIENT_PORT);
+    const serverAddr = readAddr(i32, this.base + Lay.SLOT.SERVER_ADDR, family);
+    const serverPort = Atomics.load(i32, this.base + Lay.SLOT.SERVER_PORT);
+    if (this.side === 'client') return { family, local: clientAddr, localPort: clientPort, remote: serverAddr, remotePort: serverPort };
     // A dual-stack listener sees an IPv4 client at IPv4-mapped addresses, as the kernel shows them.
-    if (Atomics.load(i32, this.base + Lay.SLOT.MAPPED) === 1) return { family: 6, local: mapV4(sv), localPort: sp, remote: mapV4(item), remotePort: cp };
-    return { family: fam, local: sv, localPort: sp, remote: item, remotePort: cp };
+    if (Atomics.load(i32, this.base + Lay.SLOT.MAPPED) === 1)
+      return { family: 6, local: mapV4(serverAddr), localPort: serverPort, remote: mapV4(clientAddr), remotePort: clientPort };
+    return { family, local: serverAddr, localPort: serverPort, remote: clientAddr, remotePort: clientPort };
   }
 
   // -- data -------------------------------------------------------------------
@@ -202,9 +204,9 @@ export class Channel implements SlotHandler {
     return this.tx.capacity - this.tx.free();
   }
 
-  private wakeIf(flagIdx: number): void {
+  private wakeIf(sleepingWord: number): void {
     const i32 = this.domain.i32;
-    if (Atomics.load(i32, flagIdx) !== 0 && Atomics.exchange(i32, flagIdx, 0) !== 0) this.domain.notify(this.peer, this.slot, this.peerGen);
+    if (Atomics.load(i32, sleepingWord) !== 0 && Atomics.exchange(i32, sleepingWord, 0) !== 0) this.domain.notify(this.peer, this.slot, this.peerGen);
   }
 
   /** Asks the domain for another unit of work for this end, on a later call from the event loop. */
@@ -216,10 +218,10 @@ export class Channel implements SlotHandler {
 
   /** What the other end did, looked at once (read it before the ring: a 'fin' then means every byte is in). */
   peerEnd(): PeerEnd {
-    const fd = this.peerFlags();
-    if (fd & Lay.F_RST) return 'reset';
-    if (fd & Lay.F_FIN) return 'fin';
-    if (fd & Lay.F_DEAD || this.peerGone) return 'gone';
+    const flags = this.peerFlags();
+    if (flags & Lay.F_RST) return 'reset';
+    if (flags & Lay.F_FIN) return 'fin';
+    if (flags & Lay.F_DEAD || this.peerGone) return 'gone';
     return 'open';
   }
 
@@ -235,10 +237,10 @@ export class Channel implements SlotHandler {
 
   /** Where our connection request stands. */
   request(): RequestState {
-    const st = Slot.stateOf(this.domain.i32, this.domain.geo, this.slot, this.gen);
-    if (st === 'lost' || st === 'free') return 'lost';
-    if (st === 'established') return 'accepted';
-    if (st === 'refused') return 'refused';
+    const state = Slot.stateOf(this.domain.i32, this.domain.geo, this.slot, this.gen);
+    if (state === 'lost' || state === 'free') return 'lost';
+    if (state === 'established') return 'accepted';
+    if (state === 'refused') return 'refused';
     return 'pending';
   }
 
@@ -258,7 +260,8 @@ export class Channel implements SlotHandler {
     // keepRequest: a connection already reported connected that the server has yet to
     // accept keeps its slot (what was written, and the FIN, reach the server as over
     // TCP); the server frees it after accepting, or when refusing.
-    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest)) this.domain.notify(this.peer, this.slot, this.peerGen);
+    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest))
+      this.domain.notify(this.peer, this.slot, this.peerGen);
   }
 
   // -- flags ------------------------------------------------------------------
@@ -307,10 +310,9 @@ function noop(): void {}
 /** The source address Linux picks for a connection to `remote` on this node. */
 function sourceFor(remote: Addr): Addr {
   if (remote.family === 4 && remote.bytes[0] === 127) {
-    const buf = new Uint8Array(16);
-    buf.set([127, 0, 0, 1]);
-    return { family: 4, bytes: buf };
+    const bytes = new Uint8Array(16);
+    bytes.set([127, 0, 0, 1]);
+    return { family: 4, bytes: bytes };
   }
   return remote;
 }
-

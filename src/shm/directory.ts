@@ -9,14 +9,14 @@ import * as Lay from './layout';
 import * as Peers from './peers';
 
 /**
- * May this node reach `peer`'s listener on another node through `a`? Only
+ * May this node reach `peer`'s listener on another node through `addr`? Only
  * between a VM guest and the rest (one side a guest): between two network
  * namespaces of one host the kernel's routing and filtering decide, as before.
  */
 function crossNodeOk(domain: Domain, peer: number, addr: Addr): boolean {
   const kind = Peers.kindOf(domain.i32, domain.geo, peer);
   if (!domain.guest && kind !== 'guest' && kind !== 'guest-process') return false;
-  return publishedAddrs(domain.i32, domain.geo, peer).some((out) => out.family === addr.family && sameBytes(out.bytes, addr.bytes));
+  return publishedAddrs(domain.i32, domain.geo, peer).some((published) => published.family === addr.family && sameBytes(published.bytes, addr.bytes));
 }
 
 export interface ListenSpec {
@@ -30,33 +30,33 @@ export interface ListenSpec {
 export function register(domain: Domain, spec: ListenSpec): { index: number; word: number } | undefined {
   const { i32, geo } = domain;
   for (let i = 0; i < geo.maxListeners; i++) {
-    const lw = Lay.listenerOffset(geo, i) >> 2;
-    const state = Atomics.load(i32, lw + Lay.LISTENER.STATE);
+    const entry = Lay.listenerOffset(geo, i) >> 2;
+    const state = Atomics.load(i32, entry + Lay.LISTENER.STATE);
     if (Lay.stateOf(state) !== Lay.LST_FREE) continue;
     const gen = (Lay.genOf(state) + 1) & 0xffffff;
     const claimed = Lay.makeState(gen, Lay.LST_CLAIMED);
-    if (Atomics.compareExchange(i32, lw + Lay.LISTENER.STATE, state, claimed) !== state) continue;
-    Atomics.store(i32, lw + Lay.LISTENER.OWNER, domain.id);
-    Atomics.store(i32, lw + Lay.LISTENER.OWNER_GEN, domain.gen);
-    Atomics.store(i32, lw + Lay.LISTENER.PORT, spec.port);
-    Atomics.store(i32, lw + Lay.LISTENER.FAMILY, spec.addr.family);
-    Atomics.store(i32, lw + Lay.LISTENER.FLAGS, (spec.ipv6Only ? Lay.LFLAG_IPV6ONLY : 0) | (isUnspecified(spec.addr) ? Lay.LFLAG_WILDCARD : 0));
-    Atomics.store(i32, lw + Lay.LISTENER.NODE_LO, domain.nodeId % 0x100000000 | 0);
-    Atomics.store(i32, lw + Lay.LISTENER.NODE_HI, Math.floor(domain.nodeId / 0x100000000) | 0);
-    writeAddr(i32, lw + Lay.LISTENER.ADDR, spec.addr.bytes);
-    Atomics.store(i32, lw + Lay.LISTENER.BACKLOG, spec.backlog);
-    Atomics.store(i32, lw + Lay.LISTENER.ACCEPTED, 0);
-    Atomics.store(i32, lw + Lay.LISTENER.PICKS, 0);
+    if (Atomics.compareExchange(i32, entry + Lay.LISTENER.STATE, state, claimed) !== state) continue;
+    Atomics.store(i32, entry + Lay.LISTENER.OWNER, domain.id);
+    Atomics.store(i32, entry + Lay.LISTENER.OWNER_GEN, domain.gen);
+    Atomics.store(i32, entry + Lay.LISTENER.PORT, spec.port);
+    Atomics.store(i32, entry + Lay.LISTENER.FAMILY, spec.addr.family);
+    Atomics.store(i32, entry + Lay.LISTENER.FLAGS, (spec.ipv6Only ? Lay.LFLAG_IPV6ONLY : 0) | (isUnspecified(spec.addr) ? Lay.LFLAG_WILDCARD : 0));
+    Atomics.store(i32, entry + Lay.LISTENER.NODE_LO, (domain.nodeId % 0x100000000) | 0);
+    Atomics.store(i32, entry + Lay.LISTENER.NODE_HI, Math.floor(domain.nodeId / 0x100000000) | 0);
+    writeAddr(i32, entry + Lay.LISTENER.ADDR, spec.addr.bytes);
+    Atomics.store(i32, entry + Lay.LISTENER.BACKLOG, spec.backlog);
+    Atomics.store(i32, entry + Lay.LISTENER.ACCEPTED, 0);
+    Atomics.store(i32, entry + Lay.LISTENER.PICKS, 0);
     const word = Lay.makeState(gen, Lay.LST_ACTIVE);
-    Atomics.store(i32, lw + Lay.LISTENER.STATE, word);
+    Atomics.store(i32, entry + Lay.LISTENER.STATE, word);
     return { index: i, word };
   }
   return undefined;
 }
 
 export function unregister(domain: Domain, index: number, word: number): void {
-  const lw = Lay.listenerOffset(domain.geo, index) >> 2;
-  Atomics.compareExchange(domain.i32, lw + Lay.LISTENER.STATE, word, Lay.makeState(Lay.genOf(word) + 1, Lay.LST_FREE));
+  const entry = Lay.listenerOffset(domain.geo, index) >> 2;
+  Atomics.compareExchange(domain.i32, entry + Lay.LISTENER.STATE, word, Lay.makeState(Lay.genOf(word) + 1, Lay.LST_FREE));
 }
 
 export interface Found {
@@ -71,7 +71,7 @@ export interface Found {
 }
 
 /**
- * The live listener a connection from this node to (a, port) would reach, as
+ * The live listener a connection from this node to (addr, port) would reach, as
  * the kernel would choose it: an exact address first, then a wildcard.
  * An address of this node (loopback included) reaches only this node's
  * listeners; any other address reaches the listeners of another node (a VM
@@ -81,34 +81,34 @@ export interface Found {
 export function find(domain: Domain, addr: Addr, port: number): Found | undefined {
   const local = isOwnAddress(addr);
   const { i32, geo } = domain;
-  const nodeLo = domain.nodeId % 0x100000000 | 0;
+  const nodeLo = (domain.nodeId % 0x100000000) | 0;
   const nodeHi = Math.floor(domain.nodeId / 0x100000000) | 0;
   const exacts: Found[] = [];
   const wildcards: Found[] = [];
   for (let i = 0; i < geo.maxListeners; i++) {
-    const lw = Lay.listenerOffset(geo, i) >> 2;
-    const word = Atomics.load(i32, lw + Lay.LISTENER.STATE);
+    const entry = Lay.listenerOffset(geo, i) >> 2;
+    const word = Atomics.load(i32, entry + Lay.LISTENER.STATE);
     if (Lay.stateOf(word) !== Lay.LST_ACTIVE) continue;
-    if (Atomics.load(i32, lw + Lay.LISTENER.PORT) !== port) continue;
-    const sameNode = Atomics.load(i32, lw + Lay.LISTENER.NODE_LO) === nodeLo && Atomics.load(i32, lw + Lay.LISTENER.NODE_HI) === nodeHi;
+    if (Atomics.load(i32, entry + Lay.LISTENER.PORT) !== port) continue;
+    const sameNode = Atomics.load(i32, entry + Lay.LISTENER.NODE_LO) === nodeLo && Atomics.load(i32, entry + Lay.LISTENER.NODE_HI) === nodeHi;
     if (sameNode !== local) continue;
-    const fam = Atomics.load(i32, lw + Lay.LISTENER.FAMILY);
-    const flags = Atomics.load(i32, lw + Lay.LISTENER.FLAGS);
-    const la = readAddr(i32, lw + Lay.LISTENER.ADDR, fam);
+    const family = Atomics.load(i32, entry + Lay.LISTENER.FAMILY);
+    const flags = Atomics.load(i32, entry + Lay.LISTENER.FLAGS);
+    const listenAddr = readAddr(i32, entry + Lay.LISTENER.ADDR, family);
     let exact = false;
     let wild = false;
     if (flags & Lay.LFLAG_WILDCARD) {
-      wild = fam === addr.family || (fam === 6 && addr.family === 4 && !(flags & Lay.LFLAG_IPV6ONLY));
-    } else if (fam === addr.family) {
-      exact = sameBytes(la.bytes, addr.bytes) || (local && isUnspecified(addr) && isLoopback(la));
+      wild = family === addr.family || (family === 6 && addr.family === 4 && !(flags & Lay.LFLAG_IPV6ONLY));
+    } else if (family === addr.family) {
+      exact = sameBytes(listenAddr.bytes, addr.bytes) || (local && isUnspecified(addr) && isLoopback(listenAddr));
     }
     if (!exact && !wild) continue;
-    const owner = Atomics.load(i32, lw + Lay.LISTENER.OWNER);
-    const ownerGen = Atomics.load(i32, lw + Lay.LISTENER.OWNER_GEN);
+    const owner = Atomics.load(i32, entry + Lay.LISTENER.OWNER);
+    const ownerGen = Atomics.load(i32, entry + Lay.LISTENER.OWNER_GEN);
     if (!domain.peerAlive(owner, ownerGen)) continue;
     if (!local && !crossNodeOk(domain, owner, addr)) continue;
-    if (Atomics.load(i32, lw + Lay.LISTENER.STATE) !== word) continue; // changed while we read it
-    const found: Found = { index: i, word: word, owner, ownerGen, family: fam === 6 ? 6 : 4, sameNode: local };
+    if (Atomics.load(i32, entry + Lay.LISTENER.STATE) !== word) continue; // changed while we read it
+    const found: Found = { index: i, word, owner, ownerGen, family: family === 6 ? 6 : 4, sameNode: local };
     (exact ? exacts : wildcards).push(found);
   }
   return pick(i32, geo, exacts.length > 0 ? exacts : wildcards);

@@ -43,7 +43,6 @@ export interface ListenerHandler {
   onIncoming(slot: number, stateWord: number): void;
 }
 
-
 /** Units of work done in one turn of the event loop before the rest waits for the next. */
 const MAX_ROUNDS = 64;
 /** How often a peer looks whether its node's addresses changed. */
@@ -53,6 +52,7 @@ function netNodeId(): number {
   try {
     return fs.statSync('/proc/self/ns/net').ino;
   } catch {
+    // No /proc here: every process counts as being in one network namespace.
     return 1;
   }
 }
@@ -93,15 +93,7 @@ export class Domain {
   private inDispatch = false;
 
   /** Made by join.ts once the daemon (or a guest's agent) has handed us our share. */
-  constructor(
-    ctlFd: number,
-    id: number,
-    region: NativeRegion,
-    geo: Lay.Geometry,
-    ownFds: number[],
-    peerFds: Map<number, number[]>,
-    guest?: GuestLink,
-  ) {
+  constructor(ctlFd: number, id: number, region: NativeRegion, geo: Lay.Geometry, ownFds: number[], peerFds: Map<number, number[]>, guest?: GuestLink) {
     this.guest = guest;
     const addon = native();
     this.id = id;
@@ -111,7 +103,7 @@ export class Domain {
     this.bells = new Doorbells(this.i32, geo, id, ctlFd, ownFds, peerFds, guest);
     this.bells.on('peer-left', (peer) => this.onPeerLeft(peer));
     this.bells.on('orphaned', () => this.orphan());
-    this.handlers = new Array(geo.nslots * 2);
+    this.handlers = new Array<SlotHandler | undefined>(geo.nslots * 2);
     this.nodeId = guest ? guestNodeId(guest.ivPosition, this.i32) : netNodeId();
     this.pendingBase = Lay.pendingOffset(geo, id) >> 2;
     this.pendingWords = geo.pendingStride >> 2;
@@ -127,14 +119,20 @@ export class Domain {
 
     const { slice, hot } = spinTimes(!!guest);
     if (hot > 0) {
-      this.spinner = new addon.Spinner(region, Lay.pendingOffset(geo, id), this.pendingWords, Peers.pollingWordOf(geo, id) << 2, (st: number, round: number) => this.onDoorbell(st, round));
+      this.spinner = new addon.Spinner(
+        region,
+        Lay.pendingOffset(geo, id),
+        this.pendingWords,
+        Peers.pollingWordOf(geo, id) << 2,
+        (status: number, round: number) => this.onDoorbell(status, round),
+      );
       this.spinner.setTimes(slice, hot);
       this.spinState = this.spinner.state;
     } else {
       this.spinState = new Int32Array(1);
     }
     this.runq = new RunQueue(geo.nslots * 2);
-    this.bell = new addon.Poller(this.bells.ownFd, (st, round) => this.onDoorbell(st, round), true);
+    this.bell = new addon.Poller(this.bells.ownFd, (status, round) => this.onDoorbell(status, round), true);
     this.bell.unref();
     // Bits someone set for this id's previous holder would hide our first
     // doorbells (a set bit is not rung again): look at them once.
@@ -163,14 +161,14 @@ export class Domain {
     return Peers.alive(this.i32, this.geo, id, gen);
   }
 
-  /** Routes events of `slot` to `h`; a slot has a client end and a server end (both may be in this process). */
+  /** Routes events of `slot` to `handle`; a slot has a client end and a server end (both may be in this process). */
   attach(slot: number, server: boolean, handle: SlotHandler): void {
     this.handlers[slot * 2 + (server ? 1 : 0)] = handle;
   }
 
   detach(slot: number, server: boolean, handle: SlotHandler): void {
-    const i = slot * 2 + (server ? 1 : 0);
-    if (this.handlers[i] === handle) this.handlers[i] = undefined;
+    const index = slot * 2 + (server ? 1 : 0);
+    if (this.handlers[index] === handle) this.handlers[index] = undefined;
   }
 
   /** Keeps the event loop alive while at least one ref is held. */
@@ -198,10 +196,10 @@ export class Domain {
     const fed = this.feeds.shift();
     if (fed) return handOver(fed);
     this.harvest();
-    const entry = this.runq.shift();
-    if (entry < 0) return false;
+    const end = this.runq.shift();
+    if (end < 0) return false;
     try {
-      this.dispatch(entry);
+      this.dispatch(end);
     } catch (err) {
       // An application listener threw (it reaches the process as in net): the
       // entries still queued are looked at on the next turn.
@@ -233,9 +231,9 @@ export class Domain {
       if (Atomics.load(i32, base + word) === 0) continue;
       let bits = Atomics.exchange(i32, base + word, 0);
       while (bits !== 0) {
-        const rhs = 31 - Math.clz32(bits);
-        bits &= ~(1 << rhs);
-        const slot = (word << 5) + rhs;
+        const bit = 31 - Math.clz32(bits);
+        bits &= ~(1 << bit);
+        const slot = (word << 5) + bit;
         if (slot >= this.geo.nslots) continue;
         if (this.handlers[slot * 2]) this.runq.push(slot * 2);
         // A connection request goes first, as a listening socket is looked at
@@ -248,13 +246,13 @@ export class Domain {
 
   /** The connection requests waiting for listener `index` of ours: [slot, state word] each. */
   requestsFor(index: number): [number, number][] {
-    const out: [number, number][] = [];
+    const requests: [number, number][] = [];
     for (let slot = 0; slot < this.geo.nslots; slot++) {
       if (this.handlers[slot * 2 + 1]) continue;
       const req = Slot.pendingRequest(this.i32, this.geo, slot, this.id, this.gen);
-      if (req && req.listener === index) out.push([slot, req.word]);
+      if (req && req.listener === index) requests.push([slot, req.word]);
     }
-    return out;
+    return requests;
   }
 
   /** Is there a connection request for us in `slot` (no server end here yet)? */
@@ -283,16 +281,16 @@ export class Domain {
     this.bells.notify(peer, slot, peerGen, force);
   }
 
-  private dispatch(entry: number): void {
+  private dispatch(end: number): void {
     this.inDispatch = true;
     try {
-      const slot = entry >> 1;
-      const handle = this.handlers[entry];
+      const slot = end >> 1;
+      const handle = this.handlers[end];
       if (handle) {
         handle.onEvent();
         return;
       }
-      if ((entry & 1) === 0) return;
+      if ((end & 1) === 0) return;
       const req = Slot.pendingRequest(this.i32, this.geo, slot, this.id, this.gen);
       if (!req) return;
       const listener = this.acceptors.get(req.listener);
@@ -342,4 +340,3 @@ export class Domain {
     if (this.guest) this.leaveGuest();
   }
 }
-

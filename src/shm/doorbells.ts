@@ -31,7 +31,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
 
   constructor(
     private readonly i32: Int32Array,
-    private readonly g: Lay.Geometry,
+    private readonly geo: Lay.Geometry,
     private readonly id: number,
     private readonly ctlFd: number,
     private readonly ownFds: number[],
@@ -39,9 +39,9 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
     private readonly guest: GuestLink | undefined,
   ) {
     super();
-    for (const [k, values] of peerFds) {
-      this.peerFds.set(k, values);
-      this.peerGens.set(k, Peers.genOf(i32, g, k));
+    for (const [peer, fds] of peerFds) {
+      this.peerFds.set(peer, fds);
+      this.peerGens.set(peer, Peers.genOf(i32, geo, peer));
     }
     if (ctlFd >= 0) {
       this.ctl = new (native().Poller)(ctlFd, () => this.readControl(true), false);
@@ -68,16 +68,16 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
    * (connection setup, which is rare, never waits on a bit left behind).
    */
   notify(peer: number, slot: number, peerGen?: number, force = false): void {
-    if (peer < 0 || peer >= this.g.maxPeers) return;
-    if (peerGen !== undefined && Peers.genOf(this.i32, this.g, peer) !== peerGen) return;
-    const idx = (Lay.pendingOffset(this.g, peer) >> 2) + (slot >> 5);
+    if (peer < 0 || peer >= this.geo.maxPeers) return;
+    if (peerGen !== undefined && Peers.genOf(this.i32, this.geo, peer) !== peerGen) return;
+    const word = (Lay.pendingOffset(this.geo, peer) >> 2) + (slot >> 5);
     const mask = 1 << (slot & 31);
-    const old = Atomics.or(this.i32, idx, mask);
+    const old = Atomics.or(this.i32, word, mask);
     if ((old & mask) !== 0 && !force) return;
     // A peer that busy-polls sees the bit by itself.
-    if (Peers.isPolling(this.i32, this.g, peer)) return;
-    // A process in a guest is rung as one of the guest's vectors (P.ROUTE).
-    const [via, vector] = Peers.routeOf(this.i32, this.g, peer);
+    if (Peers.isPolling(this.i32, this.geo, peer)) return;
+    // A process in a guest is rung as one of the guest's vectors (PEER.ROUTE).
+    const [via, vector] = Peers.routeOf(this.i32, this.geo, peer);
     if (this.guest) {
       this.guest.ring(via, vector);
       return;
@@ -95,7 +95,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
    * daemon's news of the change unread in our socket, so read it first.
    */
   private ringPeer(peer: number, vector: number, attempt: number): void {
-    const gen = Peers.genOf(this.i32, this.g, peer);
+    const gen = Peers.genOf(this.i32, this.geo, peer);
     if (this.peerGens.get(peer) !== gen) this.readControl(false);
     const fd = this.peerGens.get(peer) === gen ? this.peerFds.get(peer)?.[vector] : undefined;
     if (fd !== undefined) {
@@ -105,7 +105,6 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
     // Not announced to us yet (the daemon is behind): try again shortly, for a while.
     if (attempt < 200 && !this.orphaned) setTimeout(() => this.ringPeer(peer, vector, attempt + 1), 5).unref();
   }
-
 
   /**
    * Reads the daemon's messages. News of peers that left is acted on now when
@@ -119,6 +118,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
       try {
         msg = addon.recvMsg(this.ctlFd);
       } catch {
+        // A broken socket to the daemon: it is gone, as at the end of the stream.
         msg = false;
       }
       if (msg === null) return;
@@ -135,7 +135,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
         let list = this.peerFds.get(id);
         if (!list) {
           this.peerFds.set(id, (list = []));
-          this.peerGens.set(id, Peers.genOf(this.i32, this.g, id));
+          this.peerGens.set(id, Peers.genOf(this.i32, this.geo, id));
         }
         list.push(fd);
         if (list.length === 1) this.emit('peer-joined', id);

@@ -55,8 +55,8 @@ function u64(i32: Int32Array, byteOffset: number): number {
   return hi * 0x100000000 + lo;
 }
 
-function node(i32: Int32Array, loIdx: number): number {
-  return (Atomics.load(i32, loIdx + 1) >>> 0) * 0x100000000 + (Atomics.load(i32, loIdx) >>> 0);
+function node(i32: Int32Array, loWord: number): number {
+  return (Atomics.load(i32, loWord + 1) >>> 0) * 0x100000000 + (Atomics.load(i32, loWord) >>> 0);
 }
 
 const PEER_STATES: Record<number, PeerInfo['state']> = { [Lay.PEER_JOINING]: 'joining', [Lay.PEER_ALIVE]: 'alive', [Lay.PEER_DEAD]: 'dead' };
@@ -75,55 +75,72 @@ export function snapshot(i32: Int32Array, geo: Lay.Geometry): DomainSnapshot {
   const peers: PeerInfo[] = [];
   for (let id = 0; id < geo.maxPeers; id++) {
     const entry = Lay.peerOffset(geo, id) >> 2;
-    const st = Atomics.load(i32, entry + Lay.PEER.STATE);
-    if (st === Lay.PEER_FREE) continue;
+    const peerState = Atomics.load(i32, entry + Lay.PEER.STATE);
+    if (peerState === Lay.PEER_FREE) continue;
     const kind = Atomics.load(i32, entry + Lay.PEER.KIND);
     peers.push({
       id,
       gen: Atomics.load(i32, entry + Lay.PEER.GEN),
       pid: Atomics.load(i32, entry + Lay.PEER.PID),
-      kind: kind === Lay.PEER_KIND_PROCESS ? 'process' : kind === Lay.PEER_KIND_GUEST ? 'guest' : kind === Lay.PEER_KIND_GUEST_PROCESS ? 'guest-process' : 'unknown',
+      kind:
+        kind === Lay.PEER_KIND_PROCESS
+          ? 'process'
+          : kind === Lay.PEER_KIND_GUEST
+            ? 'guest'
+            : kind === Lay.PEER_KIND_GUEST_PROCESS
+              ? 'guest-process'
+              : 'unknown',
       node: node(i32, entry + Lay.PEER.NODE_LO),
-      state: PEER_STATES[st] ?? 'dead',
+      state: PEER_STATES[peerState] ?? 'dead',
     });
   }
   const listeners: ListenerInfo[] = [];
   for (let i = 0; i < geo.maxListeners; i++) {
-    const lw = Lay.listenerOffset(geo, i) >> 2;
-    if (Lay.stateOf(Atomics.load(i32, lw + Lay.LISTENER.STATE)) !== Lay.LST_ACTIVE) continue;
-    const fam = Atomics.load(i32, lw + Lay.LISTENER.FAMILY);
-    const flags = Atomics.load(i32, lw + Lay.LISTENER.FLAGS);
+    const entry = Lay.listenerOffset(geo, i) >> 2;
+    if (Lay.stateOf(Atomics.load(i32, entry + Lay.LISTENER.STATE)) !== Lay.LST_ACTIVE) continue;
+    const family = Atomics.load(i32, entry + Lay.LISTENER.FAMILY);
+    const flags = Atomics.load(i32, entry + Lay.LISTENER.FLAGS);
     listeners.push({
       index: i,
-      owner: Atomics.load(i32, lw + Lay.LISTENER.OWNER),
-      address: formatAddr(readAddr(i32, lw + Lay.LISTENER.ADDR, fam)),
-      family: fam === 6 ? 'IPv6' : 'IPv4',
-      port: Atomics.load(i32, lw + Lay.LISTENER.PORT),
-      node: node(i32, lw + Lay.LISTENER.NODE_LO),
+      owner: Atomics.load(i32, entry + Lay.LISTENER.OWNER),
+      address: formatAddr(readAddr(i32, entry + Lay.LISTENER.ADDR, family)),
+      family: family === 6 ? 'IPv6' : 'IPv4',
+      port: Atomics.load(i32, entry + Lay.LISTENER.PORT),
+      node: node(i32, entry + Lay.LISTENER.NODE_LO),
       ipv6Only: (flags & Lay.LFLAG_IPV6ONLY) !== 0,
     });
   }
   const connections: ConnectionInfo[] = [];
   for (let slot = 0; slot < geo.nslots; slot++) {
-    const slotWord = Lay.slotOffset(geo, slot) >> 2;
-    const st = Lay.stateOf(Atomics.load(i32, slotWord + Lay.SLOT.STATE));
-    if (st === Lay.SLOT_FREE) continue;
-    const fam = Atomics.load(i32, slotWord + Lay.SLOT.FAMILY) === 6 ? 6 : 4;
-    const cf = Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_FLAGS);
-    const sf = Atomics.load(i32, slotWord + Lay.SLOT.SERVER_FLAGS);
-    const res = Lay.ringOffsets(geo, slot);
-    const c2sHead = u64(i32, res.c2sHdr + Lay.RING_HEAD);
-    const c2sTail = u64(i32, res.c2sHdr + Lay.RING_TAIL);
-    const s2cHead = u64(i32, res.s2cHdr + Lay.RING_HEAD);
-    const s2cTail = u64(i32, res.s2cHdr + Lay.RING_TAIL);
-    let state = SLOT_STATES[st] ?? 'connecting';
-    if (state === 'established' && (cf & Lay.F_CLOSED || sf & Lay.F_CLOSED)) state = 'closing';
+    const header = Lay.slotOffset(geo, slot) >> 2;
+    const slotState = Lay.stateOf(Atomics.load(i32, header + Lay.SLOT.STATE));
+    if (slotState === Lay.SLOT_FREE) continue;
+    const family = Atomics.load(i32, header + Lay.SLOT.FAMILY) === 6 ? 6 : 4;
+    const clientFlags = Atomics.load(i32, header + Lay.SLOT.CLIENT_FLAGS);
+    const serverFlags = Atomics.load(i32, header + Lay.SLOT.SERVER_FLAGS);
+    const rings = Lay.ringOffsets(geo, slot);
+    const c2sHead = u64(i32, rings.c2sHdr + Lay.RING_HEAD);
+    const c2sTail = u64(i32, rings.c2sHdr + Lay.RING_TAIL);
+    const s2cHead = u64(i32, rings.s2cHdr + Lay.RING_HEAD);
+    const s2cTail = u64(i32, rings.s2cHdr + Lay.RING_TAIL);
+    let state = SLOT_STATES[slotState] ?? 'connecting';
+    if (state === 'established' && (clientFlags & Lay.F_CLOSED || serverFlags & Lay.F_CLOSED)) state = 'closing';
     connections.push({
       slot,
       state,
-      family: fam === 6 ? 'IPv6' : 'IPv4',
-      client: end(cf, Atomics.load(i32, slotWord + Lay.SLOT.CLIENT), formatAddr(readAddr(i32, slotWord + Lay.SLOT.CLIENT_ADDR, fam)), Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_PORT)),
-      server: end(sf, Atomics.load(i32, slotWord + Lay.SLOT.SERVER), formatAddr(readAddr(i32, slotWord + Lay.SLOT.SERVER_ADDR, fam)), Atomics.load(i32, slotWord + Lay.SLOT.SERVER_PORT)),
+      family: family === 6 ? 'IPv6' : 'IPv4',
+      client: end(
+        clientFlags,
+        Atomics.load(i32, header + Lay.SLOT.CLIENT),
+        formatAddr(readAddr(i32, header + Lay.SLOT.CLIENT_ADDR, family)),
+        Atomics.load(i32, header + Lay.SLOT.CLIENT_PORT),
+      ),
+      server: end(
+        serverFlags,
+        Atomics.load(i32, header + Lay.SLOT.SERVER),
+        formatAddr(readAddr(i32, header + Lay.SLOT.SERVER_ADDR, family)),
+        Atomics.load(i32, header + Lay.SLOT.SERVER_PORT),
+      ),
       bytesToServer: c2sHead,
       bytesToClient: s2cHead,
       unreadByServer: Math.max(0, c2sHead - c2sTail),

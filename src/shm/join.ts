@@ -36,7 +36,16 @@ export function joinGuest(socket: string, pci: string): Domain {
       throw new ZivmProtocolError(`peer entry ${id} is not the one the agent handed out`);
     }
     const domain = new Domain(fd, id, link.region, geo, [], new Map(), link);
-    debug('joined domain as peer %d (gen %d) of guest peer %d, vector %d, through %s: %d slots of %d-byte rings', id, domain.gen, link.ivPosition, link.vector, socket, geo.nslots, geo.ringSize);
+    debug(
+      'joined domain as peer %d (gen %d) of guest peer %d, vector %d, through %s: %d slots of %d-byte rings',
+      id,
+      domain.gen,
+      link.ivPosition,
+      link.vector,
+      socket,
+      geo.nslots,
+      geo.ringSize,
+    );
     return domain;
   } catch (err) {
     link.close();
@@ -69,12 +78,12 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
         addon.waitReadable(fd, left);
       }
     };
-    const [version, vfd] = next();
-    if (version !== 0 || vfd >= 0) throw new ZivmProtocolError(`the zivm daemon speaks protocol version ${version}, expected 0`);
-    const [id, idfd] = next();
-    if (id < 0 || idfd >= 0) throw new ZivmProtocolError(`bad peer id ${id} from the zivm daemon`);
-    const [minus1, shmFd] = next();
-    if (minus1 !== -1 || shmFd < 0) throw new ZivmProtocolError('the zivm daemon did not send the shared memory');
+    const [version, versionFd] = next();
+    if (version !== 0 || versionFd >= 0) throw new ZivmProtocolError(`the zivm daemon speaks protocol version ${version}, expected 0`);
+    const [id, idFd] = next();
+    if (id < 0 || idFd >= 0) throw new ZivmProtocolError(`bad peer id ${id} from the zivm daemon`);
+    const [shmMark, shmFd] = next();
+    if (shmMark !== -1 || shmFd < 0) throw new ZivmProtocolError('the zivm daemon did not send the shared memory');
     const size = addon.fdSize(shmFd);
     region = new addon.Region(shmFd, size);
     addon.close(shmFd);
@@ -84,30 +93,24 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
     const own: number[] = [];
     const peers = new Map<number, number[]>();
     while (own.length < geo.vectors) {
-      const [pid, pfd] = next();
-      if (pfd < 0) {
-        const old = peers.get(pid);
-        if (old) for (const peerFd of old) addon.close(peerFd);
-        peers.delete(pid);
-      } else if (pid === id) {
-        own.push(pfd);
+      const [peer, peerFd] = next();
+      if (peerFd < 0) {
+        const gone = peers.get(peer);
+        if (gone) for (const goneFd of gone) addon.close(goneFd);
+        peers.delete(peer);
+      } else if (peer === id) {
+        own.push(peerFd);
       } else {
-        let list = peers.get(pid);
-        if (!list) peers.set(pid, (list = []));
-        list.push(pfd);
+        let list = peers.get(peer);
+        if (!list) peers.set(peer, (list = []));
+        list.push(peerFd);
       }
     }
     const domain = new Domain(fd, id, region, geo, own, peers);
     debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, domain.gen, geo.nslots, geo.ringSize);
     return domain;
   } catch (err) {
-    for (const peerFd of opened) {
-      try {
-        addon.close(peerFd);
-      } catch {
-        /* already closed */
-      }
-    }
+    for (const openedFd of opened) closeQuiet(openedFd);
     region?.close();
     addon.close(fd);
     throw err;

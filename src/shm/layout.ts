@@ -104,20 +104,20 @@ export const PEER_ALIVE = 2;
 export const PEER_DEAD = 3; // left; the daemon is cleaning up after it
 export const PEER_KIND_PROCESS = 1;
 export const PEER_KIND_GUEST = 2;
-/** A process in a VM guest: an entry claimed by the guest's agent, rung through the guest's doorbells (P.ROUTE). */
+/** A process in a VM guest: an entry claimed by the guest's agent, rung through the guest's doorbells (PEER.ROUTE). */
 export const PEER_KIND_GUEST_PROCESS = 3;
 export const ROUTE_VIA = 0x40000000;
 
-/** P.ROUTE for a peer rung as vector `vector` of peer `via`. */
+/** PEER.ROUTE for a peer rung as vector `vector` of peer `via`. */
 export function makeRoute(via: number, vector: number): number {
   return ROUTE_VIA | ((vector & 0x3fff) << 16) | (via & 0xffff);
 }
 
 /** Which doorbell rings `peer`: [peer id whose eventfds it is, vector]. */
 export function routeOf(i32: Int32Array, geo: Geometry, peer: number): [number, number] {
-  const res = Atomics.load(i32, (peerOffset(geo, peer) >> 2) + PEER.ROUTE);
-  if ((res & ROUTE_VIA) === 0) return [peer, 0];
-  return [res & 0xffff, (res >>> 16) & 0x3fff];
+  const route = Atomics.load(i32, (peerOffset(geo, peer) >> 2) + PEER.ROUTE);
+  if ((route & ROUTE_VIA) === 0) return [peer, 0];
+  return [route & 0xffff, (route >>> 16) & 0x3fff];
 }
 
 /** Listener entry: 64 bytes. */
@@ -190,7 +190,7 @@ export function genOf(word: number): number {
   return word >>> 8;
 }
 export function makeState(gen: number, state: number): number {
-  return (((gen & 0xffffff) << 8) | (state & 0xff)) | 0;
+  return ((gen & 0xffffff) << 8) | (state & 0xff) | 0;
 }
 
 export interface Geometry {
@@ -208,8 +208,8 @@ export interface Geometry {
   slotsOff: number;
 }
 
-function alignUp(count: number, lhs: number): number {
-  return Math.ceil(count / lhs) * lhs;
+function alignUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
 }
 
 export const MIN_RING = 4096;
@@ -232,8 +232,7 @@ export function computeGeometry(opts: {
   if (!Number.isSafeInteger(ringSize) || ringSize < MIN_RING || ringSize > MAX_RING || (ringSize & (ringSize - 1)) !== 0)
     throw new RangeError(`ring size must be a power of two from ${MIN_RING} to ${MAX_RING}, got ${ringSize}`);
   if (!Number.isInteger(maxPeers) || maxPeers < 2 || maxPeers > 4096) throw new RangeError(`max peers must be 2..4096, got ${maxPeers}`);
-  if (!Number.isInteger(maxListeners) || maxListeners < 1 || maxListeners > 65536)
-    throw new RangeError(`max listeners must be 1..65536, got ${maxListeners}`);
+  if (!Number.isInteger(maxListeners) || maxListeners < 1 || maxListeners > 65536) throw new RangeError(`max listeners must be 1..65536, got ${maxListeners}`);
   if (!Number.isInteger(vectors) || vectors < 1 || vectors > 1024) throw new RangeError(`vectors must be 1..1024, got ${vectors}`);
   const peersOff = HEADER_SIZE;
   const listenersOff = alignUp(peersOff + maxPeers * PEER_SIZE, 64);
@@ -270,7 +269,7 @@ export function writeHeader(i32: Int32Array, geo: Geometry, daemonPid: number, n
   i32[HEADER.RING_SIZE] = geo.ringSize;
   i32[HEADER.SLOT_STRIDE] = geo.slotStride;
   i32[HEADER.PORT_COUNTER] = 0;
-  i32[HEADER.SIZE_LO] = geo.size % 0x100000000 | 0;
+  i32[HEADER.SIZE_LO] = (geo.size % 0x100000000) | 0;
   i32[HEADER.SIZE_HI] = Math.floor(geo.size / 0x100000000);
   i32[HEADER.PEERS_OFF] = geo.peersOff;
   i32[HEADER.LISTENERS_OFF] = geo.listenersOff;
@@ -282,18 +281,15 @@ export function writeHeader(i32: Int32Array, geo: Geometry, daemonPid: number, n
   Atomics.store(i32, HEADER.STATE, REGION_STATE_INIT);
 }
 
-
 /**
  * Reads and checks a header written by writeHeader. `mappedSize` is what the
  * reader actually mapped: every offset must fall inside it.
  */
 export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
   if (i32.length < HEADER_SIZE / 4) throw new ZivmBadRegionError(`region of ${mappedSize} bytes is smaller than its header`);
-  if ((i32[HEADER.MAGIC0] >>> 0) !== MAGIC0 || (i32[HEADER.MAGIC1] >>> 0) !== MAGIC1)
-    throw new ZivmBadRegionError('shared region has no zivm header (bad magic)');
+  if (i32[HEADER.MAGIC0] >>> 0 !== MAGIC0 || i32[HEADER.MAGIC1] >>> 0 !== MAGIC1) throw new ZivmBadRegionError('shared region has no zivm header (bad magic)');
   const version = i32[HEADER.VERSION];
-  if (version !== VERSION)
-    throw new ZivmVersionMismatchError(`shared region has layout version ${version}, this zivm speaks ${VERSION}`);
+  if (version !== VERSION) throw new ZivmVersionMismatchError(`shared region has layout version ${version}, this zivm speaks ${VERSION}`);
   if (Atomics.load(i32, HEADER.STATE) !== REGION_STATE_READY) throw new ZivmBadRegionError('shared region is not initialised');
   const size = (i32[HEADER.SIZE_HI] >>> 0) * 0x100000000 + (i32[HEADER.SIZE_LO] >>> 0);
   const geo: Geometry = {
@@ -314,12 +310,19 @@ export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
   // that disagrees with itself is corrupt, whatever its magic says.
   let expect: Geometry;
   try {
-    expect = computeGeometry({ size, ringSize: geo.ringSize, vectors: geo.vectors, maxPeers: geo.maxPeers, maxListeners: geo.maxListeners, maxSlots: geo.nslots });
+    expect = computeGeometry({
+      size,
+      ringSize: geo.ringSize,
+      vectors: geo.vectors,
+      maxPeers: geo.maxPeers,
+      maxListeners: geo.maxListeners,
+      maxSlots: geo.nslots,
+    });
   } catch (err) {
     throw new ZivmBadRegionError(`shared region header is inconsistent: ${(err as Error).message}`);
   }
-  for (const k of Object.keys(expect) as (keyof Geometry)[]) {
-    if (expect[k] !== geo[k]) throw new ZivmBadRegionError(`shared region header is inconsistent (${k})`);
+  for (const field of Object.keys(expect) as (keyof Geometry)[]) {
+    if (expect[field] !== geo[field]) throw new ZivmBadRegionError(`shared region header is inconsistent (${field})`);
   }
   if (size > mappedSize) throw new ZivmBadRegionError(`shared region header says ${size} bytes, ${mappedSize} are mapped`);
   return geo;
@@ -329,14 +332,14 @@ export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
 export function peerOffset(geo: Geometry, id: number): number {
   return geo.peersOff + id * PEER_SIZE;
 }
-export function listenerOffset(geo: Geometry, i: number): number {
-  return geo.listenersOff + i * LISTENER_SIZE;
+export function listenerOffset(geo: Geometry, index: number): number {
+  return geo.listenersOff + index * LISTENER_SIZE;
 }
 export function pendingOffset(geo: Geometry, peer: number): number {
   return geo.pendingOff + peer * geo.pendingStride;
 }
-export function slotOffset(geo: Geometry, i: number): number {
-  return geo.slotsOff + i * geo.slotStride;
+export function slotOffset(geo: Geometry, slot: number): number {
+  return geo.slotsOff + slot * geo.slotStride;
 }
 /** Ring offsets of a slot: c2s = client→server, s2c = server→client. */
 export function ringOffsets(geo: Geometry, slot: number): { c2sHdr: number; s2cHdr: number; c2sData: number; s2cData: number } {

@@ -5,6 +5,7 @@
  * failures are ZivmErrors (ZivmCorruptError, ZivmClosedError...; errors.ts).
  */
 import path from 'node:path';
+import nodeGypBuild from 'node-gyp-build';
 import { makeZivmError, ZivmNoAddonError } from '../errors';
 
 /** A mapping of a shared-memory fd. */
@@ -121,7 +122,13 @@ export interface NativeSpinner {
 export interface Native {
   /** Errors with a zivm code are made by `factory` from then on. */
   setErrorFactory(factory: (code: string, message: string) => Error): void;
-  Spinner: new (region: NativeRegion, bitmapOffset: number, words: number, pollingOffset: number, onWork: (status: number, round: number) => unknown) => NativeSpinner;
+  Spinner: new (
+    region: NativeRegion,
+    bitmapOffset: number,
+    words: number,
+    pollingOffset: number,
+    onWork: (status: number, round: number) => unknown,
+  ) => NativeSpinner;
   /**
    * Maps `size` bytes of `fd` from `offset` (default 0; a multiple of the page
    * size). offset + size must lie inside the fd (fstat), except for an fd that
@@ -211,14 +218,6 @@ let cached: Native | undefined;
 /** The package's folder: binding.gyp, build/ (a build made here) and prebuilds/ (the binaries it ships). */
 export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
 
-interface NodeGypBuild {
-  /** The addon file to load: build/Release, else build/Debug, else the prebuild for this platform; throws if none. */
-  resolve(dir: string): string;
-}
-
- 
-const nodeGypBuild = require('node-gyp-build') as NodeGypBuild;
-
 export interface AddonSource {
   /** The file node-gyp-build picks, if any. */
   file?: string;
@@ -270,6 +269,6 @@ export function closeQuiet(fd: number): void {
   try {
     native().close(fd);
   } catch {
-    // Closed already.
+    // Closed already: nothing is left to release.
   }
 }

@@ -84,7 +84,7 @@ export function goAlive(i32: Int32Array, geo: Lay.Geometry, id: number): void {
 
 function setNode(i32: Int32Array, geo: Lay.Geometry, id: number, node: number): void {
   const entry = word(geo, id);
-  Atomics.store(i32, entry + Lay.PEER.NODE_LO, node % 0x100000000 | 0);
+  Atomics.store(i32, entry + Lay.PEER.NODE_LO, (node % 0x100000000) | 0);
   Atomics.store(i32, entry + Lay.PEER.NODE_HI, Math.floor(node / 0x100000000) | 0);
 }
 
@@ -97,8 +97,8 @@ export function pidOf(i32: Int32Array, geo: Lay.Geometry, id: number): number {
 }
 
 export function kindOf(i32: Int32Array, geo: Lay.Geometry, id: number): PeerKind | undefined {
-  const k = Atomics.load(i32, word(geo, id) + Lay.PEER.KIND);
-  return (Object.keys(KINDS) as PeerKind[]).find((kind) => KINDS[kind] === k);
+  const code = Atomics.load(i32, word(geo, id) + Lay.PEER.KIND);
+  return (Object.keys(KINDS) as PeerKind[]).find((kind) => KINDS[kind] === code);
 }
 
 /** The node id the member announced. */
@@ -109,8 +109,8 @@ export function nodeOf(i32: Int32Array, geo: Lay.Geometry, id: number): number {
 
 /** Whether the entry is handed out (JOINING or ALIVE, not FREE or DEAD). */
 export function inUse(i32: Int32Array, geo: Lay.Geometry, id: number): boolean {
-  const st = Atomics.load(i32, word(geo, id) + Lay.PEER.STATE);
-  return st === Lay.PEER_ALIVE || st === Lay.PEER_JOINING;
+  const state = Atomics.load(i32, word(geo, id) + Lay.PEER.STATE);
+  return state === Lay.PEER_ALIVE || state === Lay.PEER_JOINING;
 }
 
 /** Whether `id` is FREE. */
@@ -144,8 +144,8 @@ export function isPolling(i32: Int32Array, geo: Lay.Geometry, id: number): boole
 export const routeOf = Lay.routeOf;
 
 function clearPending(i32: Int32Array, geo: Lay.Geometry, id: number): void {
-  const pend = Lay.pendingOffset(geo, id) >> 2;
-  for (let k = 0; k < geo.pendingStride >> 2; k++) Atomics.store(i32, pend + k, 0);
+  const bitmap = Lay.pendingOffset(geo, id) >> 2;
+  for (let k = 0; k < geo.pendingStride >> 2; k++) Atomics.store(i32, bitmap + k, 0);
 }
 
 /**
@@ -155,31 +155,31 @@ function clearPending(i32: Int32Array, geo: Lay.Geometry, id: number): void {
  * its pending bits are cleared and the entry goes FREE (GEN kept).
  */
 export function reap(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number, wake: (peer: number) => void): void {
-  const pw = word(geo, id);
-  Atomics.store(i32, pw + Lay.PEER.STATE, Lay.PEER_DEAD);
+  const entry = word(geo, id);
+  Atomics.store(i32, entry + Lay.PEER.STATE, Lay.PEER_DEAD);
 
   for (let i = 0; i < geo.maxListeners; i++) {
-    const lsnWord = Lay.listenerOffset(geo, i) >> 2;
+    const listener = Lay.listenerOffset(geo, i) >> 2;
     for (let tries = 0; tries < 1000; tries++) {
-      const st = Atomics.load(i32, lsnWord + Lay.LISTENER.STATE);
-      if (Lay.stateOf(st) === Lay.LST_FREE) break;
-      if (Atomics.load(i32, lsnWord + Lay.LISTENER.OWNER) !== id || Atomics.load(i32, lsnWord + Lay.LISTENER.OWNER_GEN) !== gen) break;
-      if (Atomics.compareExchange(i32, lsnWord + Lay.LISTENER.STATE, st, Lay.makeState(Lay.genOf(st) + 1, Lay.LST_FREE)) === st) break;
+      const stateWord = Atomics.load(i32, listener + Lay.LISTENER.STATE);
+      if (Lay.stateOf(stateWord) === Lay.LST_FREE) break;
+      if (Atomics.load(i32, listener + Lay.LISTENER.OWNER) !== id || Atomics.load(i32, listener + Lay.LISTENER.OWNER_GEN) !== gen) break;
+      if (Atomics.compareExchange(i32, listener + Lay.LISTENER.STATE, stateWord, Lay.makeState(Lay.genOf(stateWord) + 1, Lay.LST_FREE)) === stateWord) break;
     }
   }
 
-  const present_ = (peer: number, peerGen: number): boolean => present(i32, geo, peer, peerGen);
+  const isPresent = (peer: number, peerGen: number): boolean => present(i32, geo, peer, peerGen);
   for (let i = 0; i < geo.nslots; i++) {
     // A slot that changes while we read its owners is read again (bounded: a dead peer's slots settle fast).
-    for (let attempts = 0; attempts < 1000 && !Slot.reapSide(i32, geo, i, id, gen, wake, present_); attempts++) {
+    for (let attempts = 0; attempts < 1000 && !Slot.reapSide(i32, geo, i, id, gen, wake, isPresent); attempts++) {
       // examine it again
     }
   }
 
   clearPending(i32, geo, id);
   // A peer killed while busy-polling leaves POLLING set: its successor must be rung.
-  Atomics.store(i32, pw + Lay.PEER.POLLING, 0);
-  Atomics.store(i32, pw + Lay.PEER.STATE, Lay.PEER_FREE);
+  Atomics.store(i32, entry + Lay.PEER.POLLING, 0);
+  Atomics.store(i32, entry + Lay.PEER.STATE, Lay.PEER_FREE);
 }
 
 /**
@@ -189,11 +189,11 @@ export function reap(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number
  */
 export function reapGuest(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number, wake: (peer: number) => void): number[] {
   const procs: number[] = [];
-  for (let entry = 0; entry < geo.maxPeers; entry++) {
-    if (entry === id || kindOf(i32, geo, entry) !== 'guest-process' || isFree(i32, geo, entry)) continue;
-    if (routeOf(i32, geo, entry)[0] !== id) continue;
-    reap(i32, geo, entry, genOf(i32, geo, entry), wake);
-    procs.push(entry);
+  for (let peer = 0; peer < geo.maxPeers; peer++) {
+    if (peer === id || kindOf(i32, geo, peer) !== 'guest-process' || isFree(i32, geo, peer)) continue;
+    if (routeOf(i32, geo, peer)[0] !== id) continue;
+    reap(i32, geo, peer, genOf(i32, geo, peer), wake);
+    procs.push(peer);
   }
   reap(i32, geo, id, gen, wake);
   return procs;

@@ -12,7 +12,7 @@ export class RunQueue {
     this.queued = new Uint8Array(size);
   }
 
-  /** Queues `v`; false if it was queued already. */
+  /** Queues `value`; false if it was queued already. */
   push(value: number): boolean {
     if (value < 0 || value >= this.queue.length || this.queued[value]) return false;
     this.queued[value] = 1;
@@ -21,7 +21,7 @@ export class RunQueue {
     return true;
   }
 
-  /** Queues `v` first; false if it was queued already. */
+  /** Queues `value` first; false if it was queued already. */
   unshift(value: number): boolean {
     if (value < 0 || value >= this.queue.length || this.queued[value]) return false;
     this.queued[value] = 1;
@@ -41,4 +41,3 @@ export class RunQueue {
     return value;
   }
 }
-

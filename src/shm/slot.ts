@@ -54,8 +54,8 @@ export interface Request {
 }
 
 function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, 16);
-  for (let k = 0; k < 4; k++) Atomics.store(i32, at + k, dv.getInt32(4 * k, true));
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
+  for (let k = 0; k < 4; k++) Atomics.store(i32, at + k, view.getInt32(4 * k, true));
 }
 
 /**
@@ -64,33 +64,38 @@ function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
  * `prepare(slot)` runs while the slot is ours alone, before the request is
  * published (the caller attaches itself there).
  */
-export function request(i32: Int32Array, geo: Lay.Geometry, req: Request, prepare: (slot: number, gen: number) => void): { slot: number; gen: number } | undefined {
+export function request(
+  i32: Int32Array,
+  geo: Lay.Geometry,
+  req: Request,
+  prepare: (slot: number, gen: number) => void,
+): { slot: number; gen: number } | undefined {
   for (let slot = 0; slot < geo.nslots; slot++) {
-    const slotWord = base(geo, slot);
-    const word = Atomics.load(i32, slotWord + Lay.SLOT.STATE);
+    const header = base(geo, slot);
+    const word = Atomics.load(i32, header + Lay.SLOT.STATE);
     if (Lay.stateOf(word) !== Lay.SLOT_FREE) continue;
     const gen = (Lay.genOf(word) + 1) & 0xffffff;
-    if (Atomics.compareExchange(i32, slotWord + Lay.SLOT.STATE, word, Lay.makeState(gen, Lay.SLOT_CLAIMED)) !== word) continue;
+    if (Atomics.compareExchange(i32, header + Lay.SLOT.STATE, word, Lay.makeState(gen, Lay.SLOT_CLAIMED)) !== word) continue;
     // Ours alone until published as CONNECTING.
     new Uint8Array(i32.buffer, Lay.slotOffset(geo, slot) + 4, Lay.SLOT_HEADER_SIZE - 4).fill(0);
-    Atomics.store(i32, slotWord + Lay.SLOT.CLIENT, req.client);
-    Atomics.store(i32, slotWord + Lay.SLOT.CLIENT_GEN, req.clientGen);
-    Atomics.store(i32, slotWord + Lay.SLOT.SERVER, req.server);
-    Atomics.store(i32, slotWord + Lay.SLOT.SERVER_GEN, req.serverGen);
-    Atomics.store(i32, slotWord + Lay.SLOT.LISTENER, req.listener);
-    Atomics.store(i32, slotWord + Lay.SLOT.LISTENER_STATE, req.listenerWord);
-    Atomics.store(i32, slotWord + Lay.SLOT.FAMILY, req.family);
-    writeBytes(i32, slotWord + Lay.SLOT.CLIENT_ADDR, req.clientAddr);
-    Atomics.store(i32, slotWord + Lay.SLOT.CLIENT_PORT, req.clientPort);
-    writeBytes(i32, slotWord + Lay.SLOT.SERVER_ADDR, req.serverAddr);
-    Atomics.store(i32, slotWord + Lay.SLOT.SERVER_PORT, req.serverPort);
-    Atomics.store(i32, slotWord + Lay.SLOT.MAPPED, req.mapped ? 1 : 0);
+    Atomics.store(i32, header + Lay.SLOT.CLIENT, req.client);
+    Atomics.store(i32, header + Lay.SLOT.CLIENT_GEN, req.clientGen);
+    Atomics.store(i32, header + Lay.SLOT.SERVER, req.server);
+    Atomics.store(i32, header + Lay.SLOT.SERVER_GEN, req.serverGen);
+    Atomics.store(i32, header + Lay.SLOT.LISTENER, req.listener);
+    Atomics.store(i32, header + Lay.SLOT.LISTENER_STATE, req.listenerWord);
+    Atomics.store(i32, header + Lay.SLOT.FAMILY, req.family);
+    writeBytes(i32, header + Lay.SLOT.CLIENT_ADDR, req.clientAddr);
+    Atomics.store(i32, header + Lay.SLOT.CLIENT_PORT, req.clientPort);
+    writeBytes(i32, header + Lay.SLOT.SERVER_ADDR, req.serverAddr);
+    Atomics.store(i32, header + Lay.SLOT.SERVER_PORT, req.serverPort);
+    Atomics.store(i32, header + Lay.SLOT.MAPPED, req.mapped ? 1 : 0);
     // Both readers start asleep: the first byte each way rings the doorbell.
     const rings = Lay.ringOffsets(geo, slot);
     Atomics.store(i32, (rings.c2sHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
     Atomics.store(i32, (rings.s2cHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
     prepare(slot, gen);
-    Atomics.store(i32, slotWord + Lay.SLOT.STATE, Lay.makeState(gen, Lay.SLOT_CONNECTING));
+    Atomics.store(i32, header + Lay.SLOT.STATE, Lay.makeState(gen, Lay.SLOT_CONNECTING));
     return { slot, gen };
   }
   return undefined;
@@ -101,30 +106,30 @@ export function request(i32: Int32Array, geo: Lay.Geometry, req: Request, prepar
  * word and listener index, or undefined if there is none for it.
  */
 export function pendingRequest(i32: Int32Array, geo: Lay.Geometry, slot: number, id: number, gen?: number): { word: number; listener: number } | undefined {
-  const slotWord = base(geo, slot);
-  const word = Atomics.load(i32, slotWord + Lay.SLOT.STATE);
+  const header = base(geo, slot);
+  const word = Atomics.load(i32, header + Lay.SLOT.STATE);
   if (Lay.stateOf(word) !== Lay.SLOT_CONNECTING) return undefined;
-  if (Atomics.load(i32, slotWord + Lay.SLOT.SERVER) !== id) return undefined;
-  if (gen !== undefined && Atomics.load(i32, slotWord + Lay.SLOT.SERVER_GEN) !== gen) return undefined;
-  return { word, listener: Atomics.load(i32, slotWord + Lay.SLOT.LISTENER) };
+  if (Atomics.load(i32, header + Lay.SLOT.SERVER) !== id) return undefined;
+  if (gen !== undefined && Atomics.load(i32, header + Lay.SLOT.SERVER_GEN) !== gen) return undefined;
+  return { word, listener: Atomics.load(i32, header + Lay.SLOT.LISTENER) };
 }
 
 /** The requester of the request in `slot`: [peer id, generation]. */
 export function requester(i32: Int32Array, geo: Lay.Geometry, slot: number): [number, number] {
-  const slotWord = base(geo, slot);
-  return [Atomics.load(i32, slotWord + Lay.SLOT.CLIENT), Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_GEN)];
+  const header = base(geo, slot);
+  return [Atomics.load(i32, header + Lay.SLOT.CLIENT), Atomics.load(i32, header + Lay.SLOT.CLIENT_GEN)];
 }
 
 /** Whether peer `id` is either side of `slot`. */
 export function involves(i32: Int32Array, geo: Lay.Geometry, slot: number, id: number): boolean {
-  const slotWord = base(geo, slot);
-  return Atomics.load(i32, slotWord + Lay.SLOT.CLIENT) === id || Atomics.load(i32, slotWord + Lay.SLOT.SERVER) === id;
+  const header = base(geo, slot);
+  return Atomics.load(i32, header + Lay.SLOT.CLIENT) === id || Atomics.load(i32, header + Lay.SLOT.SERVER) === id;
 }
 
 /** Server: takes the request (state `word`). False if its client withdrew it meanwhile. */
 export function accept(i32: Int32Array, geo: Lay.Geometry, slot: number, word: number): boolean {
-  const slotWord = base(geo, slot);
-  return Atomics.compareExchange(i32, slotWord + Lay.SLOT.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_ESTABLISHED)) === word;
+  const header = base(geo, slot);
+  return Atomics.compareExchange(i32, header + Lay.SLOT.STATE, word, Lay.makeState(Lay.genOf(word), Lay.SLOT_ESTABLISHED)) === word;
 }
 
 /**
@@ -133,14 +138,14 @@ export function accept(i32: Int32Array, geo: Lay.Geometry, slot: number, word: n
  * to us: it is freed. Otherwise `tell` the client.
  */
 export function refuse(i32: Int32Array, geo: Lay.Geometry, slot: number, word: number, tell: (client: number, gen: number) => void): void {
-  const slotWord = base(geo, slot);
+  const header = base(geo, slot);
   const refused = Lay.makeState(Lay.genOf(word), Lay.SLOT_REFUSED);
-  if (Atomics.compareExchange(i32, slotWord + Lay.SLOT.STATE, word, refused) !== word) return;
-  if (Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_FLAGS) & Lay.F_CLOSED) {
-    Atomics.compareExchange(i32, slotWord + Lay.SLOT.STATE, refused, Lay.makeState(Lay.genOf(word) + 1, Lay.SLOT_FREE));
+  if (Atomics.compareExchange(i32, header + Lay.SLOT.STATE, word, refused) !== word) return;
+  if (Atomics.load(i32, header + Lay.SLOT.CLIENT_FLAGS) & Lay.F_CLOSED) {
+    Atomics.compareExchange(i32, header + Lay.SLOT.STATE, refused, Lay.makeState(Lay.genOf(word) + 1, Lay.SLOT_FREE));
     return;
   }
-  tell(Atomics.load(i32, slotWord + Lay.SLOT.CLIENT), Atomics.load(i32, slotWord + Lay.SLOT.CLIENT_GEN));
+  tell(Atomics.load(i32, header + Lay.SLOT.CLIENT), Atomics.load(i32, header + Lay.SLOT.CLIENT_GEN));
 }
 
 /** The state of connection `gen` in `slot`, or 'lost' if the slot no longer carries it. */
@@ -151,8 +156,8 @@ export function stateOf(i32: Int32Array, geo: Lay.Geometry, slot: number, gen: n
 
 /** Flag word indexes of the two sides of `slot`: [ours, theirs]. */
 export function flagWords(geo: Lay.Geometry, slot: number, client: boolean): [number, number] {
-  const slotWord = base(geo, slot);
-  return client ? [slotWord + Lay.SLOT.CLIENT_FLAGS, slotWord + Lay.SLOT.SERVER_FLAGS] : [slotWord + Lay.SLOT.SERVER_FLAGS, slotWord + Lay.SLOT.CLIENT_FLAGS];
+  const header = base(geo, slot);
+  return client ? [header + Lay.SLOT.CLIENT_FLAGS, header + Lay.SLOT.SERVER_FLAGS] : [header + Lay.SLOT.SERVER_FLAGS, header + Lay.SLOT.CLIENT_FLAGS];
 }
 
 export type CloseHow = 'fin' | 'reset';
@@ -167,19 +172,19 @@ export type CloseHow = 'fin' | 'reset';
  *   last frees the slot.
  */
 export function letGo(i32: Int32Array, geo: Lay.Geometry, slot: number, gen: number, client: boolean, how: CloseHow, keepRequest: boolean): boolean {
-  const slotWord = base(geo, slot) + Lay.SLOT.STATE;
-  const word = Atomics.load(i32, slotWord);
+  const stateWord = base(geo, slot) + Lay.SLOT.STATE;
+  const word = Atomics.load(i32, stateWord);
   if (Lay.genOf(word) !== gen) return false; // freed already (the peer died and was reaped)
-  const st = Lay.stateOf(word);
-  if (client && (st === Lay.SLOT_CLAIMED || st === Lay.SLOT_REFUSED || (st === Lay.SLOT_CONNECTING && !keepRequest))) {
+  const state = Lay.stateOf(word);
+  if (client && (state === Lay.SLOT_CLAIMED || state === Lay.SLOT_REFUSED || (state === Lay.SLOT_CONNECTING && !keepRequest))) {
     // Still a request: take it back. If the server accepts meanwhile the CAS fails and we close normally.
-    if (Atomics.compareExchange(i32, slotWord, word, Lay.makeState(gen + 1, Lay.SLOT_FREE)) === word) return false;
+    if (Atomics.compareExchange(i32, stateWord, word, Lay.makeState(gen + 1, Lay.SLOT_FREE)) === word) return false;
   }
   const [mine, theirs] = flagWords(geo, slot, client);
   Atomics.or(i32, mine, (how === 'fin' ? Lay.F_FIN : Lay.F_RST) | Lay.F_CLOSED);
   if (Atomics.load(i32, theirs) & Lay.F_CLOSED) {
-    const now = Atomics.load(i32, slotWord);
-    if (Lay.genOf(now) === gen && Lay.stateOf(now) !== Lay.SLOT_FREE) Atomics.compareExchange(i32, slotWord, now, Lay.makeState(gen + 1, Lay.SLOT_FREE));
+    const now = Atomics.load(i32, stateWord);
+    if (Lay.genOf(now) === gen && Lay.stateOf(now) !== Lay.SLOT_FREE) Atomics.compareExchange(i32, stateWord, now, Lay.makeState(gen + 1, Lay.SLOT_FREE));
     return false;
   }
   return true;
@@ -194,35 +199,45 @@ export function letGo(i32: Int32Array, geo: Lay.Geometry, slot: number, gen: num
  * clear. Returns false when the slot changed while being examined (examine it
  * again).
  */
-export function reapSide(i32: Int32Array, geo: Lay.Geometry, slot: number, id: number, gen: number, wake: (peer: number) => void, alive: (peer: number, gen: number) => boolean): boolean {
-  const word = base(geo, slot);
-  let st = Atomics.load(i32, word + Lay.SLOT.STATE);
-  if (Lay.stateOf(st) === Lay.SLOT_FREE) return true;
-  const client = Atomics.load(i32, word + Lay.SLOT.CLIENT);
-  const clientGen = Atomics.load(i32, word + Lay.SLOT.CLIENT_GEN);
-  const server = Atomics.load(i32, word + Lay.SLOT.SERVER);
-  const serverGen = Atomics.load(i32, word + Lay.SLOT.SERVER_GEN);
+export function reapSide(
+  i32: Int32Array,
+  geo: Lay.Geometry,
+  slot: number,
+  id: number,
+  gen: number,
+  wake: (peer: number) => void,
+  alive: (peer: number, gen: number) => boolean,
+): boolean {
+  const header = base(geo, slot);
+  let word = Atomics.load(i32, header + Lay.SLOT.STATE);
+  if (Lay.stateOf(word) === Lay.SLOT_FREE) return true;
+  const client = Atomics.load(i32, header + Lay.SLOT.CLIENT);
+  const clientGen = Atomics.load(i32, header + Lay.SLOT.CLIENT_GEN);
+  const server = Atomics.load(i32, header + Lay.SLOT.SERVER);
+  const serverGen = Atomics.load(i32, header + Lay.SLOT.SERVER_GEN);
   const isClient = client === id && clientGen === gen;
   const isServer = server === id && serverGen === gen;
   if (!isClient && !isServer) return true;
   // Act only on the state the owners were read against (the slot may have been recycled meanwhile).
-  if (Atomics.load(i32, word + Lay.SLOT.STATE) !== st) return false;
-  if (isClient) Atomics.or(i32, word + Lay.SLOT.CLIENT_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
-  if (isServer) Atomics.or(i32, word + Lay.SLOT.SERVER_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
-  const gen0 = Lay.genOf(st);
+  if (Atomics.load(i32, header + Lay.SLOT.STATE) !== word) return false;
+  if (isClient) Atomics.or(i32, header + Lay.SLOT.CLIENT_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
+  if (isServer) Atomics.or(i32, header + Lay.SLOT.SERVER_FLAGS, Lay.F_DEAD | Lay.F_CLOSED);
+  const connGen = Lay.genOf(word);
   for (let tries = 0; tries < 1000; tries++) {
-    const slotWord = Lay.stateOf(st);
-    if (slotWord === Lay.SLOT_FREE || Lay.genOf(st) !== gen0) break; // freed, or freed and reused: not ours any more
+    const state = Lay.stateOf(word);
+    if (state === Lay.SLOT_FREE || Lay.genOf(word) !== connGen) break; // freed, or freed and reused: not ours any more
     let next: number | undefined;
-    if ((slotWord === Lay.SLOT_CLAIMED || slotWord === Lay.SLOT_CONNECTING) && isClient) next = Lay.makeState(gen0 + 1, Lay.SLOT_FREE);
-    else if (slotWord === Lay.SLOT_CONNECTING && isServer) {
+    if ((state === Lay.SLOT_CLAIMED || state === Lay.SLOT_CONNECTING) && isClient) next = Lay.makeState(connGen + 1, Lay.SLOT_FREE);
+    else if (state === Lay.SLOT_CONNECTING && isServer) {
       // Refused; a client already gone (closed after being told it was connected) leaves the slot to be freed.
-      next = Atomics.load(i32, word + Lay.SLOT.CLIENT_FLAGS) & Lay.F_CLOSED ? Lay.makeState(gen0 + 1, Lay.SLOT_FREE) : Lay.makeState(gen0, Lay.SLOT_REFUSED);
-    } else if (Atomics.load(i32, word + (isClient ? Lay.SLOT.SERVER_FLAGS : Lay.SLOT.CLIENT_FLAGS)) & Lay.F_CLOSED) next = Lay.makeState(gen0 + 1, Lay.SLOT_FREE);
+      next =
+        Atomics.load(i32, header + Lay.SLOT.CLIENT_FLAGS) & Lay.F_CLOSED ? Lay.makeState(connGen + 1, Lay.SLOT_FREE) : Lay.makeState(connGen, Lay.SLOT_REFUSED);
+    } else if (Atomics.load(i32, header + (isClient ? Lay.SLOT.SERVER_FLAGS : Lay.SLOT.CLIENT_FLAGS)) & Lay.F_CLOSED)
+      next = Lay.makeState(connGen + 1, Lay.SLOT_FREE);
     if (next === undefined) break;
-    const seen = Atomics.compareExchange(i32, word + Lay.SLOT.STATE, st, next);
-    if (seen === st) break;
-    st = seen;
+    const seen = Atomics.compareExchange(i32, header + Lay.SLOT.STATE, word, next);
+    if (seen === word) break;
+    word = seen;
   }
   // Wake the other side, if it is a live peer of the recorded generation.
   if (isClient && isServer) return true;

@@ -15,11 +15,12 @@ import { errCode, myUid } from '../sys';
  * lstat errors (ENOENT...) through unchanged.
  */
 export function checkDir(dir: string): void {
-  const st = fs.lstatSync(dir);
-  if (!st.isDirectory()) throw new ZivmUnsafeDirError(dir, st.isSymbolicLink() ? 'it is a symbolic link' : 'it is not a directory');
+  const stats = fs.lstatSync(dir);
+  if (!stats.isDirectory()) throw new ZivmUnsafeDirError(dir, stats.isSymbolicLink() ? 'it is a symbolic link' : 'it is not a directory');
   const uid = myUid();
-  if (st.uid !== uid) throw new ZivmUnsafeDirError(dir, `it is owned by uid ${st.uid}, not ${uid}`);
-  if ((st.mode & 0o022) !== 0) throw new ZivmUnsafeDirError(dir, `it is writable by group or others (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})`);
+  if (stats.uid !== uid) throw new ZivmUnsafeDirError(dir, `it is owned by uid ${stats.uid}, not ${uid}`);
+  if ((stats.mode & 0o022) !== 0)
+    throw new ZivmUnsafeDirError(dir, `it is writable by group or others (mode ${(stats.mode & 0o7777).toString(8).padStart(4, '0')})`);
 }
 
 /**
@@ -28,7 +29,7 @@ export function checkDir(dir: string): void {
  */
 export function ensureDir(dir: string): boolean {
   let created = false;
-  const old = process.umask(0o077);
+  const oldMask = process.umask(0o077);
   try {
     fs.mkdirSync(dir, { mode: 0o700 });
     created = true;
@@ -36,12 +37,12 @@ export function ensureDir(dir: string): boolean {
     const code = errCode(err);
     if (code === 'ENOENT') {
       fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 });
-      process.umask(old);
+      process.umask(oldMask);
       return ensureDir(dir);
     }
     if (code !== 'EEXIST') throw err;
   } finally {
-    process.umask(old);
+    process.umask(oldMask);
   }
   checkDir(dir);
   return created;

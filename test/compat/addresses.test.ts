@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import type * as net from 'node:net';
 import { forEachImpl, closed, pair } from './impl';
 
 forEachImpl((impl) => {
@@ -73,7 +72,7 @@ forEachImpl((impl) => {
       expect(client.setNoDelay(false)).to.equal(client);
       expect(client.setKeepAlive(true, 500)).to.equal(client);
       expect(client.setKeepAlive(false)).to.equal(client);
-      expect((client).readyState).to.equal('open');
+      expect(client.readyState).to.equal('open');
     });
   });
 });

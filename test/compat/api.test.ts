@@ -9,13 +9,11 @@ type Callable<T> = (...args: unknown[]) => T;
 
 forEachImpl((impl) => {
   describe('exports', function () {
-    it("exports everything node:net does", function () {
+    it('exports everything node:net does', function () {
       for (const key of Object.keys(nodeNet)) {
         if (key === 'default') continue; // the ES module interop view of node:net
         expect(impl.net, key).to.have.property(key);
-        expect(typeof (impl.net as unknown as Record<string, unknown>)[key], key).to.equal(
-          typeof (nodeNet as unknown as Record<string, unknown>)[key],
-        );
+        expect(typeof (impl.net as unknown as Record<string, unknown>)[key], key).to.equal(typeof (nodeNet as unknown as Record<string, unknown>)[key]);
       }
       expect(impl.net.isIP('::1')).to.equal(6);
       expect(impl.net.isIPv4('127.0.0.1')).to.equal(true);
@@ -48,14 +46,14 @@ forEachImpl((impl) => {
       expect(sock).to.be.instanceOf(nodeNet.Socket);
     });
 
-    it('Server can be called without new, and takes a connection listener', async function () {
+    it('Server can be called without new, and takes a connection listener', function () {
       const listener = (): void => undefined;
       const server = (impl.net.Server as unknown as Callable<net.Server>)(listener);
       expect(server).to.be.instanceOf(impl.net.Server);
       expect(server.listeners('connection')).to.deep.equal([listener]);
     });
 
-    it('subclasses of Socket and Server work', async function () {
+    it('subclasses of Socket and Server work', function () {
       class MySocket extends impl.net.Socket {
         mine = true;
       }

@@ -139,9 +139,7 @@ forEachImpl((impl) => {
 
     it('called while connecting, resets once connected', async function () {
       const server = impl.createServer();
-      const peerErr = new Promise<NodeJS.ErrnoException>((resolve) =>
-        server.on('connection', (sock: net.Socket) => sock.on('error', resolve)),
-      );
+      const peerErr = new Promise<NodeJS.ErrnoException>((resolve) => server.on('connection', (sock: net.Socket) => sock.on('error', resolve)));
       const port = await listen(server);
       const client = impl.connect(port, '127.0.0.1');
       expect(client.connecting).to.equal(true);

@@ -3,13 +3,13 @@ import { once } from 'node:events';
 import type * as net from 'node:net';
 import { forEachImpl, listen, closed, pair } from './impl';
 
-/** Records the lifecycle events of `s` into `events`. */
+/** Records the lifecycle events of `sock` into `events`. */
 function record(sock: net.Socket, events: string[], names = ['connect', 'ready', 'data', 'end', 'finish', 'close']): void {
   for (const name of names) {
     sock.on(name, (arg: unknown) => {
       if (name === 'data') {
         if (events[events.length - 1] !== 'data') events.push('data');
-      } else if (name === 'close') events.push(`close:${arg}`);
+      } else if (name === 'close') events.push(`close:${String(arg)}`);
       else events.push(name);
     });
   }
@@ -77,7 +77,7 @@ forEachImpl((impl) => {
   });
 
   describe('Server events', function () {
-    it("emits listening, connection and close in that order, and calls the listen callback", async function () {
+    it('emits listening, connection and close in that order, and calls the listen callback', async function () {
       const events: string[] = [];
       const server = impl.createServer();
       server.on('listening', () => events.push('listening'));
@@ -86,10 +86,12 @@ forEachImpl((impl) => {
         sock.destroy();
       });
       server.on('close', () => events.push('close'));
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => {
-        events.push('listen callback');
-        resolve();
-      }));
+      await new Promise<void>((resolve) =>
+        server.listen(0, '127.0.0.1', () => {
+          events.push('listen callback');
+          resolve();
+        }),
+      );
       const client = impl.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
       client.on('error', () => undefined);
       await closed(client);

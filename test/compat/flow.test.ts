@@ -1,6 +1,5 @@
 import { expect } from 'chai';
 import { once } from 'node:events';
-import type * as net from 'node:net';
 import { forEachImpl, delay, pair, readBytes, pattern, until } from './impl';
 
 const MiB = 1024 * 1024;
@@ -114,4 +113,3 @@ forEachImpl((impl) => {
     });
   });
 });
-

@@ -70,7 +70,7 @@ forEachImpl((impl) => {
       expect(await closed(peer)).to.equal(false);
     });
 
-    it("readyState goes open -> readOnly after end() -> closed", async function () {
+    it('readyState goes open -> readOnly after end() -> closed', async function () {
       const { client, peer } = await pair(impl, { server: { allowHalfOpen: true } });
       expect(client.readyState).to.equal('open');
       const peerEnded = once(peer, 'end');

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import type * as nodeNet from 'node:net';
 import { forEachImpl, closed, delay, listen, pair, readBytes } from './impl';
 
-type Any = any;  
+type Any = any;
 
 forEachImpl((impl) => {
   describe('Handles, source addresses and writes to a peer that is gone', function () {

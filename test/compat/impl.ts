@@ -23,7 +23,7 @@ type NetModule = typeof nodeNet;
 
 /** The compiled zivm module (dist/src/index.js), loaded only now that ZIVM_DIR is set. */
 export const ZIVM_MODULE_PATH = path.resolve(__dirname, '..', '..', 'src', 'index.js');
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the compiled module, by the path child processes require too, loaded once the setup has set ZIVM_DIR
 const zivmNet = require(ZIVM_MODULE_PATH) as typeof ZivmModule;
 
 export interface Impl {
@@ -76,9 +76,7 @@ async function cleanup(): Promise<void> {
   const closing: Promise<unknown>[] = [];
   for (const srv of liveServers) {
     if (srv.listening) {
-      closing.push(
-        Promise.race([new Promise<void>((resolve) => srv.close(() => resolve())), delay(2000)]),
-      );
+      closing.push(Promise.race([new Promise<void>((resolve) => srv.close(() => resolve())), delay(2000)]));
     }
   }
   liveServers.clear();
@@ -94,7 +92,7 @@ after(function () {
   try {
     fs.rmSync(zivmDir, { recursive: true, force: true });
   } catch {
-    /* ignore */
+    // A folder already gone (or busy) changes nothing for the results: left to the system's temporary files.
   }
 });
 
@@ -107,10 +105,8 @@ function makeImpl(name: 'node:net' | 'zivm', net: NetModule, requireId: string):
     isZivm,
     net,
     requireId,
-    createServer: ((...args: unknown[]) =>
-      trackServer((net.createServer as (...args2: unknown[]) => nodeNet.Server)(...args))),
-    connect: ((...args: unknown[]) =>
-      trackSocket((net.connect as (...args2: unknown[]) => nodeNet.Socket)(...args))),
+    createServer: (...args: unknown[]) => trackServer((net.createServer as (...args2: unknown[]) => nodeNet.Server)(...args)),
+    connect: (...args: unknown[]) => trackSocket((net.connect as (...args2: unknown[]) => nodeNet.Socket)(...args)),
     socket: (options?: nodeNet.SocketConstructorOpts) => trackSocket(new net.Socket(options)),
     expectShm(...sockets: nodeNet.Socket[]) {
       this.expectTransport('shm', ...sockets);
@@ -144,7 +140,7 @@ export const delay = sleep;
 
 /** Resolves once `server` listens on `host` (null: no host given); returns its port. */
 export async function listen(server: nodeNet.Server, host: string | null = '127.0.0.1', port = 0): Promise<number> {
-  const onError = once(server, 'error').then(([err]) => Promise.reject(err));
+  const onError = once(server, 'error').then(([err]) => Promise.reject(err as Error));
   const listening = new Promise<void>((resolve) => (host === null ? server.listen(port, resolve) : server.listen(port, host, resolve)));
   await Promise.race([listening, onError]);
   return (server.address() as nodeNet.AddressInfo).port;

@@ -96,9 +96,9 @@ forEachImpl((impl) => {
       // The connection still works, then the server finishes closing.
       client.write('ping');
       const reply = await new Promise<string>((resolve) => {
-        let second = '';
-        client.on('data', (chunk) => (second += chunk));
-        client.on('end', () => resolve(second));
+        let text = '';
+        client.on('data', (chunk) => (text += String(chunk)));
+        client.on('end', () => resolve(text));
       });
       expect(reply).to.equal('ping');
       impl.expectShm(accepted!);

@@ -30,7 +30,7 @@ forEachImpl((impl) => {
       expect(server.address()).to.deep.equal({ address: '::1', family: 'IPv6', port });
     });
 
-    it("listen({ port: 0, host }) (options form)", async function () {
+    it('listen({ port: 0, host }) (options form)', async function () {
       const server = impl.createServer();
       await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1' }, resolve));
       expect((server.address() as net.AddressInfo).address).to.equal('127.0.0.1');
@@ -208,8 +208,7 @@ forEachImpl((impl) => {
       const second = impl.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
       await once(second, 'connect');
       await until(() => (server as net.Server & { _connections: number })._connections === 2);
-      const count = (): Promise<number> =>
-        new Promise((resolve, reject) => server.getConnections((err, count2) => (err ? reject(err) : resolve(count2))));
+      const count = (): Promise<number> => new Promise((resolve, reject) => server.getConnections((err, count2) => (err ? reject(err) : resolve(count2))));
       expect(await count()).to.equal(2);
       client.destroy();
       await until(() => (server as net.Server & { _connections: number })._connections === 1);
@@ -334,4 +333,3 @@ forEachImpl((impl) => {
     });
   });
 });
-

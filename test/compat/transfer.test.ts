@@ -86,12 +86,14 @@ forEachImpl((impl) => {
       const cbPort = await listen(callbacks);
       const server = impl.createServer((sock: net.Socket) => {
         sock.setEncoding('utf8');
-        sock.once('data', async (port: string) => {
-          const back = impl.connect(Number(port), '127.0.0.1');
-          await once(back, 'connect');
-          impl.expectShm(back);
-          const msg = await readAll(back);
-          sock.end(`server got: ${msg.toString()}`);
+        sock.once('data', (port: string) => {
+          void (async () => {
+            const back = impl.connect(Number(port), '127.0.0.1');
+            await once(back, 'connect');
+            impl.expectShm(back);
+            const msg = await readAll(back);
+            sock.end(`server got: ${msg.toString()}`);
+          })();
         });
       });
       const port = await listen(server);

@@ -15,7 +15,7 @@ interface CutShort {
 }
 
 function describeErr(err: unknown): string {
-  if (!err) return String(err ?? null);
+  if (!err) return String((err as null | undefined) ?? null);
   const elem = err as NodeJS.ErrnoException;
   return [elem.message, elem.code, elem.errno, elem.syscall].filter((value) => value !== undefined).join(' ');
 }
@@ -49,7 +49,10 @@ async function writeCutShort(impl: Impl, how: 'destroy()' | 'destroy(err)' | 're
   else client.resetAndDestroy();
   const hadError = await closed(client);
   const calledBack = (promise: Promise<string>, which: string): Promise<string> =>
-    Promise.race([promise, new Promise<string>((_, reject) => setTimeout(() => reject(new Error(`${impl.name}: the ${which} write was never called back`)), 2000))]);
+    Promise.race([
+      promise,
+      new Promise<string>((_, reject) => setTimeout(() => reject(new Error(`${impl.name}: the ${which} write was never called back`)), 2000)),
+    ]);
   const result = { first: await calledBack(first, 'first'), second: await calledBack(second, 'second'), errors, hadError, order, peerPaused: peer.isPaused() };
   await new Promise((resolve) => setImmediate(resolve));
   return result;

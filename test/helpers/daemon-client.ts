@@ -108,7 +108,7 @@ export class RawClient {
       try {
         addon.close(fd);
       } catch {
-        /* ignore */
+        // Closed already: nothing to release.
       }
     }
   }
@@ -145,7 +145,7 @@ export function removeDir(dir: string): void {
   try {
     fs.chmodSync(dir, 0o700);
   } catch {
-    /* ignore */
+    // Gone already, or its mode is fine: rmSync below says if it is not.
   }
   fs.rmSync(dir, { recursive: true, force: true });
 }
@@ -172,7 +172,7 @@ export function spawnRacer(socket: string, env: NodeJS.ProcessEnv): Proc {
 }
 
 function raceMain(socket: string): void {
-   
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded in the racer process only, where the race's environment is set
   const { connectDaemon } = require('../../src/shm/autostart') as typeof import('../../src/shm/autostart');
   const fd = connectDaemon({ socketPath: socket, timeoutMs: 15000 });
   const member = new RawClient(fd);

@@ -59,7 +59,10 @@ export const DATA = 4096;
 export class Fixture {
   fd: number;
   region: NativeRegion;
-  constructor(readonly capacity = 4096, initialPos = 0) {
+  constructor(
+    readonly capacity = 4096,
+    initialPos = 0,
+  ) {
     this.fd = addon.memfdCreate('zivm-test', DATA + capacity);
     this.region = new addon.Region(this.fd, DATA + capacity);
     if (initialPos) {

@@ -57,7 +57,15 @@ describe('native addon', () => {
       expect(fx.region.buffer.byteLength).to.equal(0);
       expect(view.length).to.equal(0);
       expect(view[0]).to.equal(undefined);
-      for (const fd of [() => part.write(Buffer.alloc(1)), () => part.writev([Buffer.alloc(1)]), () => part.free(), () => part.head(), () => item.read(1), () => item.available(), () => item.tail()]) {
+      for (const fd of [
+        () => part.write(Buffer.alloc(1)),
+        () => part.writev([Buffer.alloc(1)]),
+        () => part.free(),
+        () => part.head(),
+        () => item.read(1),
+        () => item.available(),
+        () => item.tail(),
+      ]) {
         expect(codeOf(fd).code).to.equal('ERR_ZIVM_CLOSED');
       }
       expect(codeOf(() => fx.producer()).code).to.equal('ERR_ZIVM_CLOSED');

@@ -69,7 +69,26 @@ const ROUNDS = 20;
     victimEv = victim.lines;
 
     const guest = startGuest({
-      args: [PEER, 'guest', '--host-addr', HOST_ADDR, '--port', String(HOST_PORT), '--refused-port', String(REFUSED_PORT), '--guest-port', String(GUEST_PORT), '--bytes', String(BYTES), '--rounds', String(ROUNDS), '--victim-addr', VICTIM_ADDR, '--victim-port', String(VICTIM_PORT)],
+      args: [
+        PEER,
+        'guest',
+        '--host-addr',
+        HOST_ADDR,
+        '--port',
+        String(HOST_PORT),
+        '--refused-port',
+        String(REFUSED_PORT),
+        '--guest-port',
+        String(GUEST_PORT),
+        '--bytes',
+        String(BYTES),
+        '--rounds',
+        String(ROUNDS),
+        '--victim-addr',
+        VICTIM_ADDR,
+        '--victim-port',
+        String(VICTIM_PORT),
+      ],
       ivshmem: { socket: sock, vectors: 1 },
       tap: { ifname: TAP, netnsPid: hostPeer.proc.pid!, mac: GUEST_MAC },
       timeoutMs: 150000,
@@ -172,7 +191,9 @@ const ROUNDS = 20;
     const geo = guestEv.get('victim-gone');
     expect(geo?.error, explain()).to.equal(undefined);
     expect(victimGoneAt - victimKilledAt).to.be.below(5000);
-    process.stderr.write(`      host peer SIGKILLed -> guest socket ${geo!.code ? `error ${geo!.code}` : 'close'} seen on the console after ${victimGoneAt - victimKilledAt} ms\n`);
+    process.stderr.write(
+      `      host peer SIGKILLed -> guest socket ${geo!.code ? `error ${geo!.code}` : 'close'} seen on the console after ${victimGoneAt - victimKilledAt} ms\n`,
+    );
   });
 
   it('(d) the guest powers off mid-connection: the host side is closed within seconds', function () {

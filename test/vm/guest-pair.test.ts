@@ -29,7 +29,6 @@ const TAIL = 1 << 20;
 const REFUSED_PORT = 7739;
 const ROUNDS = 20;
 
-
 /** Collects a guest's `ZIVM-PAIR {json}` console lines, stamped with when they were seen. */
 function collector(events: Ev[]): (chunk: string) => void {
   return consoleEvents(PREFIX, (entry) => events.push(entry));
@@ -55,11 +54,29 @@ const mibps = (bytes: number, ms: number) => (bytes / 1048576 / (ms / 1000)).toF
     const sock = path.join(dir, 'zivm.sock');
     // Several processes of a guest may each take a vector: 4 per peer.
     server = await startServer(sock, ['--size', '64M', '--vectors', '4', '--verbose']);
-    const common = ['--bytes', String(BYTES), '--tcp-bytes', String(TCP_BYTES), '--half-bytes', String(HALF_BYTES), '--tail', String(TAIL), '--refused-port', String(REFUSED_PORT), '--rounds', String(ROUNDS)];
+    const common = [
+      '--bytes',
+      String(BYTES),
+      '--tcp-bytes',
+      String(TCP_BYTES),
+      '--half-bytes',
+      String(HALF_BYTES),
+      '--tail',
+      String(TAIL),
+      '--refused-port',
+      String(REFUSED_PORT),
+      '--rounds',
+      String(ROUNDS),
+    ];
     const t0 = Date.now();
     const pair = await startLinkedPair(
       { args: [PEER, 'server', '--addr', B_ADDR, ...common], ivshmem: { socket: sock, vectors: 4 }, timeoutMs: 150000, onConsole: collector(bEv) },
-      { args: [PEER, 'client', '--addr', A_ADDR, '--peer', B_ADDR, ...common], ivshmem: { socket: sock, vectors: 4 }, timeoutMs: 150000, onConsole: collector(aEv) },
+      {
+        args: [PEER, 'client', '--addr', A_ADDR, '--peer', B_ADDR, ...common],
+        ivshmem: { socket: sock, vectors: 4 },
+        timeoutMs: 150000,
+        onConsole: collector(aEv),
+      },
     );
     guests = pair;
     // Should one guest fail early, the other is not left waiting for it.

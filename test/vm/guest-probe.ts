@@ -106,15 +106,21 @@ async function main(argv: string[]): Promise<number> {
   report('devices', { ivshmem: devs, all: fs.readdirSync(PCI).length });
   if (devs.length === 0) throw new Error('no ivshmem device (1af4:1110) in the guest');
   const dev = devs[0];
-  const resLines = fs.readFileSync(path.join(PCI, dev, 'resource'), 'utf8').trim().split('\n');
+  const resLines = fs
+    .readFileSync(path.join(PCI, dev, 'resource'), 'utf8')
+    .trim()
+    .split('\n');
   const bars = resLines.slice(0, 3).map((line) => {
-    const [subject, entry] = line.trim().split(/\s+/).map((str) => BigInt(str));
+    const [subject, entry] = line
+      .trim()
+      .split(/\s+/)
+      .map((str) => BigInt(str));
     return { start: `0x${subject.toString(16)}`, size: Number(entry - subject + 1n) };
   });
   try {
     fs.writeFileSync(path.join(PCI, dev, 'enable'), '1');
   } catch {
-    /* already enabled by firmware */
+    // Refused when the firmware enabled the device already: it is enabled either way.
   }
   const cfg = new Config(dev);
   report('pci', { dev, bars, command: cfg.read(4, 2), iommuGroup: path.basename(fs.readlinkSync(path.join(PCI, dev, 'iommu_group'))) });
@@ -188,7 +194,7 @@ async function main(argv: string[]): Promise<number> {
     try {
       waitedPending = waitUntil(() => ((Atomics.load(part, 0) >>> 0) & all) === all >>> 0, 10000, 'pending MSI-X vectors');
     } catch {
-      /* reported below */
+      // Not all pending in time: the pending bits read below say which ones were.
     }
     pending = Atomics.load(part, 0) >>> 0;
   }
@@ -275,7 +281,9 @@ async function vfioInterrupts(
     const msix = data.irqs.find((irq) => irq.index === VFIO.MSIX);
     res.group = data.group;
     res.iommu = data.iommu;
-    res.regions = data.regions.filter((res2) => res2.size > 0).map((res2) => ({ index: res2.index, size: res2.size, offset: `0x${res2.offset.toString(16)}`, flags: res2.flags }));
+    res.regions = data.regions
+      .filter((res2) => res2.size > 0)
+      .map((res2) => ({ index: res2.index, size: res2.size, offset: `0x${res2.offset.toString(16)}`, flags: res2.flags }));
     res.msixCount = msix?.count ?? 0;
     res.bar2Size = bar2.size;
     res.bar2Mmap = (bar2.flags & VFIO.REGION_MMAP) !== 0;

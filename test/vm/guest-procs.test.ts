@@ -103,7 +103,10 @@ interface StatPeer {
     const subject = guestEv.get('server')!;
     const list = guestEv.get('local')!;
     const holder = guestEv.get('to-host')!;
-    expect([subject.peer, list.peer, holder.peer].every((elem) => typeof elem === 'number'), explain()).to.equal(true);
+    expect(
+      [subject.peer, list.peer, holder.peer].every((elem) => typeof elem === 'number'),
+      explain(),
+    ).to.equal(true);
     expect(new Set([subject.peer, list.peer, holder.peer]).size).to.equal(3);
     expect(new Set([subject.vector, list.vector, holder.vector]).size).to.equal(3);
     expect(subject.guestPeer).to.equal(list.guestPeer);
@@ -124,7 +127,7 @@ interface StatPeer {
     process.stderr.write(`      in-guest loopback: ${BYTES >> 20} MiB echo + half-close in ${list.ms} ms\n`);
   });
 
-  it('guest process -> host: shm, echo intact, half-close', async function () {
+  it('guest process -> host: shm, echo intact, half-close', function () {
     const holder = guestEv.get('to-host')!;
     expect(holder.transport, explain()).to.equal('shm');
     expect(holder.echoOk).to.equal(true);
@@ -162,7 +165,7 @@ interface StatPeer {
     expect(value.vector).to.be.a('number');
   });
 
-  it('a guest client process killed mid-connection: the host side ends within seconds', async function () {
+  it('a guest client process killed mid-connection: the host side ends within seconds', function () {
     expect(guestEv.get('victim-connected')?.transport, explain()).to.equal('shm');
     const acc = hostEv.find((entry) => entry.ev === 'accepted' && entry.id === 2);
     expect(acc?.transport, explain()).to.equal('shm');
@@ -196,17 +199,25 @@ interface StatPeer {
     // The host's side of that connection (the fourth the host server accepted) ends too.
     const acc = hostEv.filter((entry) => entry.ev === 'accepted');
     const id = acc[acc.length - 2]?.id; // the last one is the client after the new agent
-    expect(hostEv.some((entry) => entry.id === id && entry.ev === 'conn-close'), explain()).to.equal(true);
+    expect(
+      hostEv.some((entry) => entry.id === id && entry.ev === 'conn-close'),
+      explain(),
+    ).to.equal(true);
     const ms = closed!.seenAt - guestEv.get('killing-agent')!.seenAt;
     expect(ms).to.be.below(5000);
     expect(guestEv.get('setup-again')?.out).to.match(/agent pid \d+/);
     const fresh = guestEv.get('after-new-agent')!;
     expect(fresh.transport, explain()).to.equal('shm');
     expect(fresh.echoOk).to.equal(true);
-    process.stderr.write(`      agent SIGKILLed -> its process's connection closed (${closed!.code ?? 'no error'}) ~${ms} ms later; a new agent serves new processes\n`);
+    process.stderr.write(
+      `      agent SIGKILLed -> its process's connection closed (${closed!.code ?? 'no error'}) ~${ms} ms later; a new agent serves new processes\n`,
+    );
   });
 
   it('after the guest powered off, the daemon has reaped it and its processes', function () {
-    expect(peersAfter.filter((peer) => peer.kind === 'guest' || peer.kind === 'guest-process'), JSON.stringify(peersAfter)).to.deep.equal([]);
+    expect(
+      peersAfter.filter((peer) => peer.kind === 'guest' || peer.kind === 'guest-process'),
+      JSON.stringify(peersAfter),
+    ).to.deep.equal([]);
   });
 });

@@ -19,14 +19,14 @@ import { native } from '../../src/shm/native';
 import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { Handshake, RawClient, mapRegion } from '../helpers/daemon-client';
 import * as elem from './exchange';
-import { GuestImage, GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
+import { GuestResult, ROOT, ensureGuestImage, startGuest } from '../../tools/vm/qemu';
 import { sleep } from '../../tools/kit/wait';
 
 const VECTORS = 2;
 const ROUNDS = 20; // doorbell ping-pong rounds through VFIO interrupts in the guest
 const PROBE = path.join(ROOT, 'dist', 'test', 'vm', 'guest-probe.js');
 
-type Probe = Record<string, any>;  
+type Probe = Record<string, any>;
 
 function parseProbe(output: string): Map<string, Probe> {
   const map = new Map<string, Probe>();
@@ -37,7 +37,7 @@ function parseProbe(output: string): Map<string, Probe> {
       const out = JSON.parse(line.slice(i + 'ZIVM-PROBE '.length)) as Probe;
       map.set(String(out.what), out);
     } catch {
-      /* a line garbled by kernel messages: ignore */
+      // A line garbled by kernel messages on the console: the probe's other lines still count.
     }
   }
   return map;
@@ -51,7 +51,6 @@ function parseProbe(output: string): Map<string, Probe> {
   let server: ServerProc | undefined;
   let client: RawClient | undefined;
   let hs: Handshake;
-  let img: GuestImage;
   let result: GuestResult;
   let probe: Map<string, Probe>;
   const host: {
@@ -72,11 +71,24 @@ function parseProbe(output: string): Map<string, Probe> {
     guestBlockOk?: boolean;
     qemuPid?: number;
     errors: string[];
-  } = { nonce: 0, daemonPid: 0, seed: 0, guestSeed: 0, messages: [], joinedId: -1, guestFds: [], left: false, doorbells: new Array<number>(VECTORS).fill(0), pongs: 0, rangAgain: false, errors: [] };
+  } = {
+    nonce: 0,
+    daemonPid: 0,
+    seed: 0,
+    guestSeed: 0,
+    messages: [],
+    joinedId: -1,
+    guestFds: [],
+    left: false,
+    doorbells: new Array<number>(VECTORS).fill(0),
+    pongs: 0,
+    rangAgain: false,
+    errors: [],
+  };
 
   before(async function () {
     const t0 = Date.now();
-    img = ensureGuestImage();
+    ensureGuestImage();
     timings.image = Date.now() - t0;
 
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vm-'));
@@ -105,13 +117,7 @@ function parseProbe(output: string): Map<string, Probe> {
 
     const t2 = Date.now();
     const guest = startGuest({
-      args: [
-        PROBE,
-        '--host-id', String(hs.id),
-        '--seed', String(host.guestSeed),
-        '--timeout', '120000',
-        '--rounds', String(ROUNDS),
-      ],
+      args: [PROBE, '--host-id', String(hs.id), '--seed', String(host.guestSeed), '--timeout', '120000', '--rounds', String(ROUNDS)],
       ivshmem: { socket: sock, vectors: VECTORS },
       timeoutMs: 240000,
     });

@@ -22,7 +22,22 @@ import nodeNet from 'node:net';
 import { say } from '../../tools/kit/child';
 import { spawnNode } from '../../tools/kit/proc';
 import { sleep } from '../../tools/kit/wait';
-import { PairOptions, ctrlConnect, eth0, eth0Since, now, open, pairOptions, pairServer, pairSetup, pick, pingPong, report, sockInfo, startServers } from '../../tools/vm/pair';
+import {
+  PairOptions,
+  ctrlConnect,
+  eth0,
+  eth0Since,
+  now,
+  open,
+  pairOptions,
+  pairServer,
+  pairSetup,
+  pick,
+  pingPong,
+  report,
+  sockInfo,
+  startServers,
+} from '../../tools/vm/pair';
 import { Any, Res, arg, block, bulkEcho, membership, refused, runRoles, sha, zivm } from '../../tools/vm/peer';
 
 /** Ping-pong, then a sha256-checked echo of `bytes`. */
@@ -136,7 +151,12 @@ async function client(argv: string[]): Promise<void> {
  * The other guest reports how its side of that connection ended (tag `tag`).
  */
 async function killedProcess(peer: string, port: number, tag: string): Promise<void> {
-  const value = spawnNode(__filename, ['victim', '--peer', peer, '--port', String(port), '--tag', tag], { name: 'victim', stdin: false, stderr: 'inherit', timeoutMs: Infinity });
+  const value = spawnNode(__filename, ['victim', '--peer', peer, '--port', String(port), '--tag', tag], {
+    name: 'victim',
+    stdin: false,
+    stderr: 'inherit',
+    timeoutMs: Infinity,
+  });
   let info: Res;
   try {
     info = await value.next();

@@ -19,7 +19,7 @@ export function killQuiet(pid: number | undefined, signal: NodeJS.Signals = 'SIG
   try {
     process.kill(pid, signal);
   } catch {
-    /* gone already */
+    // No such process: it is gone already, which is what was wanted.
   }
 }
 

@@ -14,7 +14,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import readline from 'node:readline';
 
-export type Json = Record<string, any>;  
+export type Json = Record<string, any>;
 
 export interface Exit {
   code: number | null;
@@ -172,7 +172,11 @@ export class Proc {
       if (Number.isFinite(ms)) {
         timer = setTimeout(() => {
           finish();
-          reject(new Error(`${this.name}: no expected line within ${ms} ms; lines so far: ${JSON.stringify(this.lines).slice(-2000)}; stderr:\n${this.err.slice(-4000)}`));
+          reject(
+            new Error(
+              `${this.name}: no expected line within ${ms} ms; lines so far: ${JSON.stringify(this.lines).slice(-2000)}; stderr:\n${this.err.slice(-4000)}`,
+            ),
+          );
         }, ms);
       }
     });
@@ -189,7 +193,8 @@ export class Proc {
   /** The next line with this `event`, passing over others; an `error` event fails the wait at once. */
   async event(event: string, ms?: number): Promise<Json> {
     const value = await this.next((list) => list.event === event || list.event === 'error', ms);
-    if (value.event === 'error' && event !== 'error') throw new Error(`${this.name} reported an error: ${JSON.stringify(value)}\nstderr:\n${this.err.slice(-4000)}`);
+    if (value.event === 'error' && event !== 'error')
+      throw new Error(`${this.name} reported an error: ${JSON.stringify(value)}\nstderr:\n${this.err.slice(-4000)}`);
     return value;
   }
 

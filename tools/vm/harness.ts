@@ -15,7 +15,7 @@ export function consoleEvents(prefix: string, on: (e: Ev) => void): (chunk: stri
   let con = '';
   return (chunk) => {
     con += chunk.replace(/\r/g, '');
-    for (let i; (i = con.indexOf('\n')) >= 0; ) {
+    for (let i; (i = con.indexOf('\n')) >= 0;) {
       const line = con.slice(0, i);
       con = con.slice(i + 1);
       const k = line.indexOf(prefix);

@@ -20,7 +20,7 @@ import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 
-export type Any = any;  
+export type Any = any;
 export type Res = Record<string, unknown>;
 
 /** The host peer's address in the guest <-> host tests (on its namespace's lo or tap). */
@@ -30,7 +30,8 @@ export const GUEST_ADDR = '10.77.2.2';
 
 /** zivm of this build (dist/src/index.js). */
 export function zivm(): Any {
-  return require('../../src/index'); // eslint-disable-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- on first use: a guest's environment (ZIVM_GUEST_PCI) is set by then
+  return require('../../src/index');
 }
 
 /** The value after `name` in argv, or `d`; without a default a missing option is an error. */
@@ -93,10 +94,12 @@ export function joinAsGuest(): Res {
   const setup = guestSetup();
   if (!setup.pci) throw new Error(`zivm guest setup said: ${setup.out}`);
   process.env.ZIVM_GUEST_PCI = 'auto';
-  const { getDomain, lastJoinError } = require('../../src/shm/join'); // eslint-disable-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- after the guest's environment was set just above
+  const { getDomain, lastJoinError } = require('../../src/shm/join');
   const data = getDomain(false);
   if (!data) throw new Error(`guest join failed: ${lastJoinError?.message}`);
-  const { publishedAddrs, formatAddr } = require('../../src/shm/addrs'); // eslint-disable-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- zivm's modules are loaded on first use (see the top of this file)
+  const { publishedAddrs, formatAddr } = require('../../src/shm/addrs');
   return {
     pci: data.guest.pci,
     setupPci: setup.pci,
@@ -113,9 +116,12 @@ export function joinAsGuest(): Res {
 
 /** This process in the domain: its peer id and vector, its guest's peer id; or why it is not in it. */
 export function membership(): Res {
-  const { currentDomain, lastJoinError } = require('../../src/shm/join'); // eslint-disable-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- zivm's modules are loaded on first use (see the top of this file)
+  const { currentDomain, lastJoinError } = require('../../src/shm/join');
   const data = currentDomain();
-  return data ? { peer: data.id, vector: data.guest?.vector ?? null, guestPeer: data.guest?.ivPosition ?? null } : { peer: null, reason: lastJoinError?.message ?? null };
+  return data
+    ? { peer: data.id, vector: data.guest?.vector ?? null, guestPeer: data.guest?.ivPosition ?? null }
+    : { peer: null, reason: lastJoinError?.message ?? null };
 }
 
 // ---- the standard servers ----------------------------------------------------------

@@ -139,24 +139,36 @@ export function qemuCommand(img: GuestImage, out: GuestOptions): { file: string;
     append.push(`zivm.env=${k}=${value}`);
   }
   if (out.shell) append.push('zivm.shell=1');
-  for (const arg of out.args) if (/\s/.test(arg) || arg === '') throw new Error(`guest argument ${JSON.stringify(arg)}: no spaces allowed (kernel command line)`);
+  for (const arg of out.args)
+    if (/\s/.test(arg) || arg === '') throw new Error(`guest argument ${JSON.stringify(arg)}: no spaces allowed (kernel command line)`);
   if (out.args.length) append.push('--', ...out.args);
   const cmdline = append.join(' ');
   if (cmdline.length > 2000) throw new Error('kernel command line too long: pass the data in a file instead');
   const args = [
-    '-accel', 'tcg', // /dev/kvm hangs the stock kernel here: always TCG
-    '-M', 'q35',
-    '-m', String(out.memoryMiB ?? 512),
-    '-smp', '1',
+    '-accel',
+    'tcg', // /dev/kvm hangs the stock kernel here: always TCG
+    '-M',
+    'q35',
+    '-m',
+    String(out.memoryMiB ?? 512),
+    '-smp',
+    '1',
     '-nographic',
     '-no-reboot',
-    '-nic', 'none',
-    '-vga', 'none',
-    '-device', 'intel-iommu,intremap=on', // before the other devices
-    '-kernel', img.kernel,
-    '-initrd', img.initrd,
-    '-append', cmdline,
-    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-nic',
+    'none',
+    '-vga',
+    'none',
+    '-device',
+    'intel-iommu,intremap=on', // before the other devices
+    '-kernel',
+    img.kernel,
+    '-initrd',
+    img.initrd,
+    '-append',
+    cmdline,
+    '-virtfs',
+    'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
   ];
   if (out.ivshmem) {
     args.push('-chardev', `socket,path=${out.ivshmem.socket},id=iv`);
@@ -290,9 +302,9 @@ export async function startLinkedPair(first: GuestOptions, second: GuestOptions,
 /** Waits for both guests of a pair; once one has exited, the other gets `graceMs` to follow before it is killed. */
 export async function pairDone(guests: [Guest, Guest], graceMs = 15000): Promise<[GuestResult, GuestResult]> {
   let timer: NodeJS.Timeout | undefined;
-  const first = Promise.race(guests.map((geoVal) => geoVal.done.then(() => geoVal)));
-  first.then((geo) => {
-    const other = guests[0] === geo ? guests[1] : guests[0];
+  const first = Promise.race(guests.map((guest) => guest.done.then(() => guest)));
+  void first.then((done) => {
+    const other = guests[0] === done ? guests[1] : guests[0];
     timer = setTimeout(() => other.kill(), graceMs);
   });
   const res = (await Promise.all(guests.map((geo) => geo.done))) as [GuestResult, GuestResult];
@@ -337,9 +349,19 @@ async function main(argv: string[]): Promise<number> {
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(130)); // the exit hook kills QEMU
   const args = argv.slice(i).map((arg, k) => (k === 0 && fs.existsSync(arg) ? path.resolve(arg) : arg));
   if (link) link.mac = mac ?? PAIR_MACS[link.mode === 'listen' ? 0 : 1];
-  const geo = startGuest({ args, ivshmem: socket ? { socket: path.resolve(socket), vectors } : undefined, link, shell, verbose, echo: true, timeoutMs: shell ? 24 * 3600e3 : undefined });
+  const geo = startGuest({
+    args,
+    ivshmem: socket ? { socket: path.resolve(socket), vectors } : undefined,
+    link,
+    shell,
+    verbose,
+    echo: true,
+    timeoutMs: shell ? 24 * 3600e3 : undefined,
+  });
   const res = await geo.done;
-  process.stderr.write(`\n[qemu exited code=${res.code} signal=${res.signal} after ${res.ms} ms; command exit ${res.exitCode}${res.timedOut ? '; watchdog fired' : ''}]\n`);
+  process.stderr.write(
+    `\n[qemu exited code=${res.code} signal=${res.signal} after ${res.ms} ms; command exit ${res.exitCode}${res.timedOut ? '; watchdog fired' : ''}]\n`,
+  );
   return res.exitCode ?? 1;
 }
 

@@ -7,18 +7,13 @@
 'use strict';
 const http = require('http');
 const crypto = require('crypto');
-const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 
 const out = (v) => process.stdout.write(JSON.stringify(v) + '\n');
 const [port, count, parallel] = process.argv.slice(2, 5).map(Number);
 const keepAlive = process.argv[5] === 'keepalive';
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => { s.transport = socket.transport ?? null; });
-});
+const sockets = clientSockets();
 
 // Without keepAlive, maxSockets stays Infinity: an Agent with a finite one
 // keeps connections alive for the requests queued behind them.
@@ -26,7 +21,9 @@ const agent = keepAlive ? new http.Agent({ keepAlive, maxSockets: parallel }) : 
 const perWorker = {};
 const workerTransports = {};
 const errors = [];
-let ok = 0, bad = 0, bytes = 0;
+let ok = 0,
+  bad = 0,
+  bytes = 0;
 
 function get() {
   return new Promise((resolve) => {
@@ -45,23 +42,34 @@ function get() {
         else bad++;
         resolve();
       });
-      res.on('error', (e) => { errors.push(e.code || e.message); resolve(); });
+      res.on('error', (e) => {
+        errors.push(e.code || e.message);
+        resolve();
+      });
     });
-    req.on('error', (e) => { errors.push(e.code || e.message); resolve(); });
+    req.on('error', (e) => {
+      errors.push(e.code || e.message);
+      resolve();
+    });
   });
 }
 
 async function main() {
   let issued = 0;
   const t0 = Date.now();
-  await Promise.all(Array.from({ length: parallel }, async () => {
-    while (issued < count) {
-      issued++;
-      await get();
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (issued < count) {
+        issued++;
+        await get();
+      }
+    }),
+  );
   const ms = Date.now() - t0;
   agent.destroy();
   out({ event: 'done', keepAlive, count, ok, bad, errors, perWorker, workerTransports, sockets, bytes, ms });
 }
-main().catch((e) => { out({ event: 'error', message: String(e && e.stack || e) }); process.exitCode = 1; });
+main().catch((e) => {
+  out({ event: 'error', message: String((e && e.stack) || e) });
+  process.exitCode = 1;
+});

@@ -17,19 +17,14 @@ const net = require('net');
 const fs = require('fs');
 const path = require('path');
 const crypto = require('crypto');
-const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 
 const out = (v) => process.stdout.write(JSON.stringify(v) + '\n');
 const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
 const [scenario, portArg, targetArg] = process.argv.slice(2);
 const port = Number(portArg);
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => { s.transport = socket.transport ?? null; });
-});
+const sockets = clientSockets();
 const uncaught = [];
 process.on('uncaughtException', (e) => uncaught.push(`${e.code || ''} ${e.message}`.trim()));
 
@@ -73,9 +68,19 @@ const scenarios = {
     const body = crypto.randomBytes(256 * 1024);
     const p = await rawHalfClose(Buffer.concat([Buffer.from(`POST /hash HTTP/1.1\r\nHost: localhost\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
     let hash = {};
-    try { hash = JSON.parse(p.body.toString()); } catch {}
+    try {
+      hash = JSON.parse(p.body.toString());
+    } catch {
+      /* not JSON: the result below says the POST was not intact */
+    }
     return {
-      get: { status: g.status, connection: g.connection, length: g.body.length, intact: g.body.length === 1048576 && sha(g.body) === g.headers['x-sha256'], events: g.events },
+      get: {
+        status: g.status,
+        connection: g.connection,
+        length: g.body.length,
+        intact: g.body.length === 1048576 && sha(g.body) === g.headers['x-sha256'],
+        events: g.events,
+      },
       post: { status: p.status, connection: p.connection, intact: hash.len === body.length && hash.sha256 === sha(body), events: p.events },
     };
   },
@@ -84,7 +89,11 @@ const scenarios = {
     // Requests one after the other on a keep-alive agent (one socket): each sent as soon as the
     // previous response has ended, or 10 ms later (by when a FIN that followed it has come in).
     const outcome = {};
-    for (const [p, pause] of [['/header', 0], ['/end', 0], ['/end', 10]]) {
+    for (const [p, pause] of [
+      ['/header', 0],
+      ['/end', 0],
+      ['/end', 10],
+    ]) {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
       const seen = new Set();
       const errors = {};
@@ -105,33 +114,38 @@ const scenarios = {
     const ca = fs.readFileSync(path.join(__dirname, '..', '..', 'fixtures', 'tls-cert.pem'));
     const runs = [];
     for (let i = 0; i < 10; i++) {
-      runs.push(await new Promise((resolve) => {
-        const r = { events: [] };
-        const req = http.request({ host: '127.0.0.1', port, method: 'CONNECT', path: `localhost:${targetArg}` });
-        req.on('error', (e) => { r.events.push(`connect error ${e.code}`); resolve(r); });
-        req.on('connect', (res, socket, head) => {
-          r.connect = res.statusCode;
-          r.head = head.length;
-          socket.on('close', () => r.events.push('tunnel close'));
-          const get = https.get({ socket, host: 'localhost', servername: 'localhost', path: '/bytes/65536', ca, agent: false }, (resp) => {
-            const chunks = [];
-            resp.on('data', (d) => chunks.push(d));
-            resp.on('end', () => {
-              const body = Buffer.concat(chunks);
-              r.status = resp.statusCode;
-              r.intact = body.length === 65536 && sha(body) === resp.headers['x-sha256'];
-              r.events.push('response end');
+      runs.push(
+        await new Promise((resolve) => {
+          const r = { events: [] };
+          const req = http.request({ host: '127.0.0.1', port, method: 'CONNECT', path: `localhost:${targetArg}` });
+          req.on('error', (e) => {
+            r.events.push(`connect error ${e.code}`);
+            resolve(r);
+          });
+          req.on('connect', (res, socket, head) => {
+            r.connect = res.statusCode;
+            r.head = head.length;
+            socket.on('close', () => r.events.push('tunnel close'));
+            const get = https.get({ socket, host: 'localhost', servername: 'localhost', path: '/bytes/65536', ca, agent: false }, (resp) => {
+              const chunks = [];
+              resp.on('data', (d) => chunks.push(d));
+              resp.on('end', () => {
+                const body = Buffer.concat(chunks);
+                r.status = resp.statusCode;
+                r.intact = body.length === 65536 && sha(body) === resp.headers['x-sha256'];
+                r.events.push('response end');
+              });
+            });
+            get.on('error', (e) => r.events.push(`request error ${e.code}`));
+            get.on('close', () => {
+              r.events.push('request close');
+              // Whatever the tunnel does after the response, give it a moment to show.
+              setTimeout(() => resolve(r), 50);
             });
           });
-          get.on('error', (e) => r.events.push(`request error ${e.code}`));
-          get.on('close', () => {
-            r.events.push('request close');
-            // Whatever the tunnel does after the response, give it a moment to show.
-            setTimeout(() => resolve(r), 50);
-          });
-        });
-        req.end();
-      }));
+          req.end();
+        }),
+      );
     }
     return { runs: runs.map((r) => ({ connect: r.connect, head: r.head, status: r.status, intact: r.intact, events: r.events })) };
   },
@@ -177,7 +191,9 @@ const scenarios = {
         while (buf.length >= 9) {
           const len = buf.readUIntBE(0, 3);
           if (buf.length < 9 + len) break;
-          const type = buf[3], flags = buf[4], stream = buf.readUInt32BE(5) & 0x7fffffff;
+          const type = buf[3],
+            flags = buf[4],
+            stream = buf.readUInt32BE(5) & 0x7fffffff;
           const payload = buf.subarray(9, 9 + len);
           buf = buf.subarray(9 + len);
           const f = { type: NAMES[type] || type, stream };
@@ -224,7 +240,10 @@ const scenarios = {
           s.on('close', () => r.events.push('socket close'));
         });
         req.on('finish', () => r.events.push('request finish'));
-        req.on('error', (e) => { r.events.push(`request error ${e.code}`); resolve(r); });
+        req.on('error', (e) => {
+          r.events.push(`request error ${e.code}`);
+          resolve(r);
+        });
         req.end(crypto.randomBytes(size));
       });
       agent.destroy();
@@ -248,7 +267,9 @@ const scenarios = {
           s.resume();
         }, 200);
       });
-      s.on('data', (d) => { data += d; });
+      s.on('data', (d) => {
+        data += d;
+      });
       s.on('end', () => events.push('end'));
       s.on('error', (e) => events.push(`error ${e.code} ${e.syscall}`));
       s.on('close', () => resolve({ response: data.split('\r\n')[0], body: data.slice(data.indexOf('\r\n\r\n') + 4), events }));
@@ -256,6 +277,12 @@ const scenarios = {
   },
 };
 
-scenarios[scenario]().then((outcome) => {
-  out({ event: 'outcome', outcome, uncaught, sockets });
-}, (e) => { out({ event: 'error', message: String(e && e.stack || e) }); process.exitCode = 1; });
+scenarios[scenario]().then(
+  (outcome) => {
+    out({ event: 'outcome', outcome, uncaught, sockets });
+  },
+  (e) => {
+    out({ event: 'error', message: String((e && e.stack) || e) });
+    process.exitCode = 1;
+  },
+);

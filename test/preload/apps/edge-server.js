@@ -42,7 +42,10 @@ const scenarios = {
       if (req.method === 'GET' && bytes(req, res)) return;
       const h = crypto.createHash('sha256');
       let len = 0;
-      req.on('data', (d) => { h.update(d); len += d.length; });
+      req.on('data', (d) => {
+        h.update(d);
+        len += d.length;
+      });
       req.on('end', () => res.end(JSON.stringify({ len, sha256: h.digest('hex') })));
     });
     accepted(server, 'http');
@@ -67,9 +70,12 @@ const scenarios = {
 
   connect() {
     const dir = path.join(__dirname, '..', '..', 'fixtures');
-    const target = https.createServer({ key: fs.readFileSync(path.join(dir, 'tls-key.pem')), cert: fs.readFileSync(path.join(dir, 'tls-cert.pem')) }, (req, res) => {
-      if (!bytes(req, res)) res.writeHead(404).end();
-    });
+    const target = https.createServer(
+      { key: fs.readFileSync(path.join(dir, 'tls-key.pem')), cert: fs.readFileSync(path.join(dir, 'tls-cert.pem')) },
+      (req, res) => {
+        if (!bytes(req, res)) res.writeHead(404).end();
+      },
+    );
     accepted(target, 'https');
     const proxy = net.createServer((client) => {
       let head = Buffer.alloc(0);

@@ -8,6 +8,7 @@
 const path = require('path');
 const crypto = require('crypto');
 const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 const grpc = require('@grpc/grpc-js');
 const loader = require('@grpc/proto-loader');
 
@@ -16,12 +17,7 @@ const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
 const MiB = 1 << 20;
 const port = Number(process.argv[2]);
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => { s.transport = socket.transport ?? null; });
-});
+const sockets = clientSockets();
 const decisions = [];
 dc.subscribe('zivm:transport', ({ transport, reason }) => decisions.push({ transport, reason }));
 
@@ -51,7 +47,9 @@ async function unaryCalls() {
 function download(count, size) {
   return new Promise((resolve) => {
     const call = client.Download({ count, size });
-    let n = 0, bad = 0, bytes = 0;
+    let n = 0,
+      bad = 0,
+      bytes = 0;
     call.on('data', (c) => {
       if (c.index !== n || c.data.length !== size || sha(c.data) !== c.sha256) bad++;
       n++;
@@ -63,10 +61,17 @@ function download(count, size) {
 }
 
 async function serverStreaming() {
-  for (const [count, size] of [[500, 100], [8, 1.25 * MiB]]) {
+  for (const [count, size] of [
+    [500, 100],
+    [8, 1.25 * MiB],
+  ]) {
     const r = await download(count, size);
     volume += r.bytes;
-    check(`server streaming ${count} x ${size} B`, !r.err && r.n === count && r.bad === 0 && r.bytes === count * size, { err: r.err && r.err.message, n: r.n, bad: r.bad });
+    check(`server streaming ${count} x ${size} B`, !r.err && r.n === count && r.bad === 0 && r.bytes === count * size, {
+      err: r.err && r.err.message,
+      n: r.n,
+      bad: r.bad,
+    });
   }
 }
 
@@ -94,7 +99,8 @@ async function bidi() {
   const sent = [];
   const r = await new Promise((resolve) => {
     const call = client.Chat();
-    let n = 0, bad = 0;
+    let n = 0,
+      bad = 0;
     call.on('data', (c) => {
       const s = sent[n];
       if (!s || c.index !== n || c.sha256 !== s || sha(c.data) !== s) bad++;
@@ -124,7 +130,8 @@ async function deadline() {
 async function cancel() {
   const r = await new Promise((resolve) => {
     const call = client.Download({ count: 0, size: 64 * 1024 });
-    let n = 0, bad = 0;
+    let n = 0,
+      bad = 0;
     call.on('data', (c) => {
       if (c.index !== n || sha(c.data) !== c.sha256) bad++;
       if (++n === 5) call.cancel();
@@ -149,4 +156,7 @@ async function main() {
   client.close();
   out({ event: 'done', results, volume, sockets, decisions });
 }
-main().catch((e) => { out({ event: 'error', message: String(e && e.stack || e) }); process.exitCode = 1; });
+main().catch((e) => {
+  out({ event: 'error', message: String((e && e.stack) || e) });
+  process.exitCode = 1;
+});

@@ -63,7 +63,9 @@ server.addService(Blobs.service, {
   Upload(call, cb) {
     const state = seen('Upload', call);
     const h = crypto.createHash('sha256');
-    let count = 0, bytes = 0, bad = 0;
+    let count = 0,
+      bytes = 0,
+      bad = 0;
     call.on('data', (c) => {
       if (sha(c.data) !== c.sha256 || c.index !== count) bad++;
       h.update(c.data);

@@ -11,7 +11,7 @@
 const http2 = require('http2');
 const net = require('net');
 const crypto = require('crypto');
-const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 
 const out = (v) => process.stdout.write(JSON.stringify(v) + '\n');
 const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
@@ -20,12 +20,7 @@ const sizes = (process.argv[3] || '1,1024,65537,1048576,8388608').split(',').map
 const url = `http://localhost:${port}`;
 const { NGHTTP2_CANCEL } = http2.constants;
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => { s.transport = socket.transport ?? null; });
-});
+const sockets = clientSockets();
 
 const results = [];
 let volume = 0;
@@ -36,7 +31,9 @@ function request(session, headers, body) {
     const req = session.request(headers, { endStream: body === undefined });
     const chunks = [];
     let res;
-    req.on('response', (h) => { res = h; });
+    req.on('response', (h) => {
+      res = h;
+    });
     req.on('data', (d) => chunks.push(d));
     req.on('end', () => resolve({ headers: res, body: Buffer.concat(chunks) }));
     req.on('error', (err) => resolve({ err }));
@@ -56,7 +53,9 @@ async function transfers(name, session) {
   const proxyTransport = session.socket.transport ?? null;
   for (const n of sizes) {
     const g = await request(session, { ':method': 'GET', ':path': `/bytes/${n}` });
-    check(`${name}: GET ${n} B`, !g.err && g.headers[':status'] === 200 && g.body.length === n && sha(g.body) === g.headers['x-sha256'], { err: g.err && g.err.code });
+    check(`${name}: GET ${n} B`, !g.err && g.headers[':status'] === 200 && g.body.length === n && sha(g.body) === g.headers['x-sha256'], {
+      err: g.err && g.err.code,
+    });
     const body = crypto.randomBytes(n);
     const e = await request(session, { ':method': 'POST', ':path': '/echo' }, body);
     check(`${name}: POST ${n} B`, !e.err && e.headers[':status'] === 200 && e.body.length === n && sha(e.body) === sha(body), { err: e.err && e.err.code });
@@ -84,8 +83,14 @@ async function transfers(name, session) {
     req.on('close', () => resolve({ headers, body: Buffer.concat(chunks) }));
   });
   await new Promise((resolve) => (session.destroyed ? setImmediate(resolve) : session.once('close', resolve)));
-  check(`${name}: graceful close`, !r.err && r.body.length === 1048576 && sha(r.body) === r.headers['x-sha256'] &&
-    order.join() === 'request after close(): ERR_HTTP2_GOAWAY_SESSION,end,closed', { order, err: r.err && r.err.code });
+  check(
+    `${name}: graceful close`,
+    !r.err &&
+      r.body.length === 1048576 &&
+      sha(r.body) === r.headers['x-sha256'] &&
+      order.join() === 'request after close(): ERR_HTTP2_GOAWAY_SESSION,end,closed',
+    { order, err: r.err && r.err.code },
+  );
   return { name, proxyTransport };
 }
 
@@ -125,7 +130,9 @@ async function resets() {
       seen.events.push('response');
       seen.length = Number(h['content-length']);
     });
-    req.on('data', (d) => { seen.got += d.length; });
+    req.on('data', (d) => {
+      seen.got += d.length;
+    });
     req.on('aborted', () => seen.events.push('aborted'));
     req.on('end', () => seen.events.push('end'));
     req.on('error', (e) => seen.events.push(`error ${e.code}`));
@@ -137,9 +144,15 @@ async function resets() {
   });
   // Everything written before the close arrives, short of the content-length; the stream then
   // ends (RST_STREAM NO_ERROR first) or fails the content-length check (END_STREAM first).
-  const cutEnds = [['response,end,close', 0], ['response,error ERR_HTTP2_STREAM_ERROR,close', 1]];
-  check('server closes a stream mid-body', cut.got === 262144 && cut.length === 1048576 &&
-    cutEnds.some(([events, rstCode]) => cut.events.join() === events && cut.rstCode === rstCode), cut);
+  const cutEnds = [
+    ['response,end,close', 0],
+    ['response,error ERR_HTTP2_STREAM_ERROR,close', 1],
+  ];
+  check(
+    'server closes a stream mid-body',
+    cut.got === 262144 && cut.length === 1048576 && cutEnds.some(([events, rstCode]) => cut.events.join() === events && cut.rstCode === rstCode),
+    cut,
+  );
 
   // A stream with no answer times out; the client then cancels it.
   const t0 = Date.now();
@@ -193,8 +206,19 @@ async function resets() {
       seen.body = r.body && r.body.toString();
     });
   });
-  check('GOAWAY from the server', goaway.code === 0 && goaway.lastStreamID === 1 && goaway.body === 'bye' && goaway.closed === true &&
-    /^ERR_HTTP2_(GOAWAY|INVALID)_SESSION$/.test(goaway.after) && goaway.events.length === 3 && goaway.events.includes('response') && goaway.events.includes('goaway') && goaway.events[2] === 'session close', goaway);
+  check(
+    'GOAWAY from the server',
+    goaway.code === 0 &&
+      goaway.lastStreamID === 1 &&
+      goaway.body === 'bye' &&
+      goaway.closed === true &&
+      /^ERR_HTTP2_(GOAWAY|INVALID)_SESSION$/.test(goaway.after) &&
+      goaway.events.length === 3 &&
+      goaway.events.includes('response') &&
+      goaway.events.includes('goaway') &&
+      goaway.events[2] === 'session close',
+    goaway,
+  );
 }
 
 // A request made in the same tick as session.close() is refused (REFUSED_STREAM)
@@ -234,4 +258,7 @@ async function main() {
   await resets();
   out({ event: 'done', results, volume, sessions, sockets });
 }
-main().catch((e) => { out({ event: 'error', message: String(e && e.stack || e) }); process.exitCode = 1; });
+main().catch((e) => {
+  out({ event: 'error', message: String((e && e.stack) || e) });
+  process.exitCode = 1;
+});

@@ -29,8 +29,7 @@ server.on('stream', (stream, headers) => {
   let m;
   if (method === 'GET' && (m = /^\/bytes\/(\d+)$/.exec(path))) {
     const body = crypto.randomBytes(Number(m[1]));
-    stream.respond({ ':status': 200, 'content-length': body.length, 'x-sha256': sha(body),
-      'x-transport': String(stream.session.socket.transport ?? null) });
+    stream.respond({ ':status': 200, 'content-length': body.length, 'x-sha256': sha(body), 'x-transport': String(stream.session.socket.transport ?? null) });
     stream.end(body);
   } else if (method === 'POST' && path === '/echo') {
     stream.respond({ ':status': 200 });

@@ -24,7 +24,10 @@ const server = http.createServer((req, res) => {
   } else if (req.method === 'POST' && url.pathname === '/hash') {
     const h = crypto.createHash('sha256');
     let len = 0;
-    req.on('data', (d) => { h.update(d); len += d.length; });
+    req.on('data', (d) => {
+      h.update(d);
+      len += d.length;
+    });
     req.on('end', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ len, sha256: h.digest('hex') }));

@@ -22,6 +22,12 @@ sock.on('connect', async () => {
   }
   sock.end();
 });
-sock.on('data', (d) => { got.update(d); received += d.length; });
+sock.on('data', (d) => {
+  got.update(d);
+  received += d.length;
+});
 sock.on('end', () => out({ event: 'done', sent: total, received, sha256: sent.digest('hex'), echoSha256: got.digest('hex') }));
-sock.on('error', (e) => { out({ event: 'error', message: String(e.stack || e) }); process.exitCode = 1; });
+sock.on('error', (e) => {
+  out({ event: 'error', message: String(e.stack || e) });
+  process.exitCode = 1;
+});

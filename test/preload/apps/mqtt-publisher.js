@@ -40,4 +40,7 @@ client.on('connect', async () => {
     client.end(true);
   }
 });
-client.on('error', (e) => { out({ event: 'error', message: String(e.stack || e) }); process.exitCode = 1; });
+client.on('error', (e) => {
+  out({ event: 'error', message: String(e.stack || e) });
+  process.exitCode = 1;
+});

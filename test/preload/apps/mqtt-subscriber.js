@@ -15,7 +15,10 @@ const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId: 'sub-' + pro
 client.on('connect', () => {
   out({ event: 'connect', transport: client.stream.transport ?? null });
   client.subscribe({ 'zivm/q0': { qos: 0 }, 'zivm/q1': { qos: 1 } }, (err, granted) => {
-    if (err) { out({ event: 'error', message: String(err) }); return; }
+    if (err) {
+      out({ event: 'error', message: String(err) });
+      return;
+    }
     out({ event: 'subscribed', granted: granted.map((g) => [g.topic, g.qos]) });
   });
 });
@@ -31,4 +34,7 @@ client.on('message', (topic, payload, packet) => {
     client.end();
   }
 });
-client.on('error', (e) => { out({ event: 'error', message: String(e.stack || e) }); process.exitCode = 1; });
+client.on('error', (e) => {
+  out({ event: 'error', message: String(e.stack || e) });
+  process.exitCode = 1;
+});

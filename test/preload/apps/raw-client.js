@@ -10,7 +10,13 @@ const total = Number(process.argv[3] || 64 * 1048576);
 
 const sock = net.connect({ port, host: '127.0.0.1' });
 const r = crypto.createHash('sha256');
-let received = 0, endedOwnSide = false, dataBeforeEnd = 0, pauses = 0, dataWhilePaused = 0, paused = false, nextPause = 1048576;
+let received = 0,
+  endedOwnSide = false,
+  dataBeforeEnd = 0,
+  pauses = 0,
+  dataWhilePaused = 0,
+  paused = false,
+  nextPause = 1048576;
 
 sock.on('connect', async () => {
   out({ event: 'connect', transport: sock.transport ?? null });
@@ -36,11 +42,17 @@ sock.on('data', (d) => {
     pauses++;
     paused = true;
     sock.pause();
-    setTimeout(() => { paused = false; sock.resume(); }, 5);
+    setTimeout(() => {
+      paused = false;
+      sock.resume();
+    }, 5);
   }
 });
 sock.on('end', () => {
   out({ event: 'received', bytes: received, sha256: r.digest('hex'), dataBeforeEnd, pauses, dataWhilePaused });
 });
-sock.on('error', (e) => { out({ event: 'error', message: String(e.stack || e) }); process.exitCode = 1; });
+sock.on('error', (e) => {
+  out({ event: 'error', message: String(e.stack || e) });
+  process.exitCode = 1;
+});
 sock.on('close', (hadError) => out({ event: 'close', hadError }));

@@ -12,7 +12,11 @@ const PAUSE_EVERY = 4 * 1048576;
 const server = net.createServer({ allowHalfOpen: true }, (sock) => {
   out({ event: 'connection', transport: sock.transport ?? null, remote: sock.remoteAddress });
   const h = crypto.createHash('sha256');
-  let received = 0, nextPause = PAUSE_EVERY, pauses = 0, dataWhilePaused = 0, paused = false;
+  let received = 0,
+    nextPause = PAUSE_EVERY,
+    pauses = 0,
+    dataWhilePaused = 0,
+    paused = false;
   sock.on('data', (d) => {
     if (paused) dataWhilePaused++;
     h.update(d);
@@ -22,7 +26,10 @@ const server = net.createServer({ allowHalfOpen: true }, (sock) => {
       pauses++;
       paused = true;
       sock.pause();
-      setTimeout(() => { paused = false; sock.resume(); }, 15);
+      setTimeout(() => {
+        paused = false;
+        sock.resume();
+      }, 15);
     }
   });
   sock.on('end', async () => {
@@ -39,6 +46,9 @@ const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     sock.end(() => out({ event: 'sent', bytes: sent, sha256: s.digest('hex') }));
   });
   sock.on('error', (e) => out({ event: 'error', message: String(e.stack || e) }));
-  sock.on('close', (hadError) => { out({ event: 'close', hadError }); server.close(); });
+  sock.on('close', (hadError) => {
+    out({ event: 'close', hadError });
+    server.close();
+  });
 });
 server.listen(0, '127.0.0.1', () => out({ event: 'listening', port: server.address().port }));

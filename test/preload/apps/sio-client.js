@@ -6,7 +6,7 @@
 // {event:'done'}.
 'use strict';
 const crypto = require('crypto');
-const dc = require('diagnostics_channel');
+const { clientSockets } = require('./client-sockets');
 const { io } = require('socket.io-client');
 
 const out = (v) => process.stdout.write(JSON.stringify(v) + '\n');
@@ -15,12 +15,7 @@ const port = Number(process.argv[2]);
 const N = Number(process.argv[3]) || 2000;
 const MiB = 1 << 20;
 
-const sockets = [];
-dc.subscribe('net.client.socket', ({ socket }) => {
-  const s = { transport: undefined };
-  sockets.push(s);
-  socket.once('connect', () => { s.transport = socket.transport ?? null; });
-});
+const sockets = clientSockets();
 
 const results = [];
 let volume = 0;
@@ -68,7 +63,8 @@ async function main() {
 
   // Server to client, in order.
   const got = await new Promise((resolve) => {
-    let next = 0, disorder = 0;
+    let next = 0,
+      disorder = 0;
     const mine = crypto.createHash('sha256');
     a.on('srv-seq', (i, payload) => {
       if (i !== next) disorder++;
@@ -94,4 +90,7 @@ async function main() {
 
   out({ event: 'done', results, volume, sockets });
 }
-main().catch((e) => { out({ event: 'error', message: String(e && e.stack || e) }); process.exitCode = 1; });
+main().catch((e) => {
+  out({ event: 'error', message: String((e && e.stack) || e) });
+  process.exitCode = 1;
+});

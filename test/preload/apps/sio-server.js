@@ -19,7 +19,8 @@ const io = new Server(httpServer, { transports: ['websocket'], maxHttpBufferSize
 
 io.on('connection', (socket) => {
   out({ event: 'socket', name: socket.handshake.query.name, transport: socket.conn.transport.name });
-  let next = 0, disorder = 0;
+  let next = 0,
+    disorder = 0;
   const h = crypto.createHash('sha256');
   socket.on('echo', (v, ack) => ack(v));
   socket.on('bin', (buf, ack) => ack({ len: buf.length, sha256: sha(buf) }));

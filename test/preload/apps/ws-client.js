@@ -17,7 +17,10 @@ function randomSize() {
 }
 const MB = ['é', '€', '😀', 'ß', 'ж'];
 function randomText(bytes) {
-  let s = crypto.randomBytes(Math.ceil(bytes * 0.75) + 3).toString('base64').slice(0, bytes);
+  let s = crypto
+    .randomBytes(Math.ceil(bytes * 0.75) + 3)
+    .toString('base64')
+    .slice(0, bytes);
   // swap some ASCII for multi-byte characters while staying within `bytes`
   if (bytes >= 8) s = s.slice(0, bytes - 7) + MB[bytes % MB.length] + s.slice(bytes - 7 + Buffer.byteLength(MB[bytes % MB.length]));
   return s;
@@ -27,9 +30,14 @@ const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
 const sent = [];
 const hash = crypto.createHash('sha256');
 const echoHash = crypto.createHash('sha256');
-let received = 0, mismatch = null, sentBytes = 0, serverPing = null;
+let received = 0,
+  mismatch = null,
+  sentBytes = 0,
+  serverPing = null;
 
-ws.on('ping', (p) => { serverPing = p.toString(); });
+ws.on('ping', (p) => {
+  serverPing = p.toString();
+});
 ws.on('open', () => {
   out({ event: 'open', transport: ws._socket.transport ?? null });
   for (let i = 0; i < COUNT; i++) {
@@ -58,7 +66,10 @@ ws.on('message', (data, isBinary) => {
   sent[received] = null;
   received++;
   if (received === COUNT) {
-    const t = setTimeout(() => { out({ event: 'error', message: 'no pong' }); ws.terminate(); }, 5000);
+    const t = setTimeout(() => {
+      out({ event: 'error', message: 'no pong' });
+      ws.terminate();
+    }, 5000);
     ws.once('pong', (p) => {
       clearTimeout(t);
       out({ event: 'pong', data: p.toString() });
@@ -68,7 +79,20 @@ ws.on('message', (data, isBinary) => {
   }
 });
 ws.on('close', (code, reason) => {
-  out({ event: 'close', code, reason: reason.toString(), sent: COUNT, received, sentBytes, mismatch, serverPing,
-    sha256: hash.digest('hex'), echoSha256: echoHash.digest('hex') });
+  out({
+    event: 'close',
+    code,
+    reason: reason.toString(),
+    sent: COUNT,
+    received,
+    sentBytes,
+    mismatch,
+    serverPing,
+    sha256: hash.digest('hex'),
+    echoSha256: echoHash.digest('hex'),
+  });
 });
-ws.on('error', (e) => { out({ event: 'error', message: String(e.stack || e) }); process.exitCode = 1; });
+ws.on('error', (e) => {
+  out({ event: 'error', message: String(e.stack || e) });
+  process.exitCode = 1;
+});

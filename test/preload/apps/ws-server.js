@@ -12,19 +12,28 @@ wss.on('listening', () => out({ event: 'listening', port: wss.address().port }))
 wss.on('connection', (ws, req) => {
   out({ event: 'connection', transport: req.socket.transport ?? null });
   const hash = crypto.createHash('sha256');
-  let count = 0, text = 0, binary = 0, bytes = 0, pongs = 0;
+  let count = 0,
+    text = 0,
+    binary = 0,
+    bytes = 0,
+    pongs = 0;
   ws.on('message', (data, isBinary) => {
     const buf = Buffer.isBuffer(data) ? data : Buffer.concat(data);
     const len = Buffer.alloc(5);
     len[0] = isBinary ? 1 : 0;
     len.writeUInt32BE(buf.length, 1);
     hash.update(len).update(buf);
-    count++; bytes += buf.length;
-    if (isBinary) binary++; else text++;
+    count++;
+    bytes += buf.length;
+    if (isBinary) binary++;
+    else text++;
     ws.send(isBinary ? buf : buf.toString('utf8'), { binary: isBinary });
   });
   ws.on('ping', (p) => out({ event: 'ping', data: p.toString() }));
-  ws.on('pong', (p) => { pongs++; out({ event: 'pong', data: p.toString() }); });
+  ws.on('pong', (p) => {
+    pongs++;
+    out({ event: 'pong', data: p.toString() });
+  });
   ws.ping('from-server');
   ws.on('close', (code, reason) => {
     out({ event: 'close', code, reason: reason.toString(), count, text, binary, bytes, pongs, sha256: hash.digest('hex') });
