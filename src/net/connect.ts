@@ -5,6 +5,8 @@ import { Socket } from './socket';
 import { Server } from './server';
 
 const clientSocketChannel = dc.channel('net.client.socket');
+/** Node 22 and later publish each client socket from Socket#connect itself; Node 20 from net.connect only. */
+const connectPublishes = /clientSocketChannel/i.test(Function.prototype.toString.call(Reflect.get(net.Socket.prototype, 'connect')));
 
 export function createServer(connectionListener?: (socket: net.Socket) => void): net.Server;
 export function createServer(options?: net.ServerOpts, connectionListener?: (socket: net.Socket) => void): net.Server;
@@ -24,7 +26,7 @@ export function connect(...args: unknown[]): Socket {
   const normalized = net._normalizeArgs(args);
   const options = normalized[0] as net.SocketConstructorOpts & { timeout?: number };
   const socket = new Socket(options);
-  if (clientSocketChannel.hasSubscribers) clientSocketChannel.publish({ socket });
+  if (!connectPublishes && clientSocketChannel.hasSubscribers) clientSocketChannel.publish({ socket });
   if (options.timeout) socket.setTimeout(options.timeout);
   return (socket as unknown as { connect(args: unknown): Socket }).connect(normalized);
 }

@@ -17,7 +17,7 @@
  */
 import os from 'node:os';
 import { AsyncResource } from 'node:async_hooks';
-import { errnoException, ZivmError } from '../errors';
+import { errnoException, ZivmCorruptError, ZivmError } from '../errors';
 import { debug } from '../log';
 import { formatAddr } from '../shm/addrs';
 import { Channel } from '../shm/channel';
@@ -177,6 +177,7 @@ export class ShmHandle extends Base implements HandleCore {
       return;
     }
     if (!this.accepted && !this.checkAccepted()) return;
+    if (this.ch.stolen()) throw new ZivmCorruptError(`slot ${this.ch.slot} was taken from this connection`);
     if (this.writer.pending) this.writer.flush();
     if (this.closed) return;
     // A chunk delivered now: anything else the peer did waits for its own turn.
@@ -218,6 +219,11 @@ export class ShmHandle extends Base implements HandleCore {
     this.reading = false;
     this.updateActive();
     return 0;
+  }
+
+  /** Whether a read would find something now (bytes, the end, a reset): node:http's agent asks before it reuses an idle socket. */
+  hasPendingRead(): boolean {
+    return !this.closed && !this.held && this.reader.waiting();
   }
 
   /** Called by Socket#_writeGeneric with the bytes of one write or writev. */

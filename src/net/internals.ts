@@ -16,6 +16,8 @@ export interface Internals {
   kBuffer: symbol;
   /** socket[kLastWriteQueueSize]: the write queue size the timeout logic compares with. */
   kLastWriteQueueSize: symbol;
+  /** net's read callback (onStreamRead), which net puts on every handle it owns: anything else there took over reads. */
+  onStreamRead: unknown;
 }
 
 /** net's shutdown request for a handle (a ShutdownWrap). */
@@ -50,7 +52,7 @@ function find(target: object, description: string): symbol | undefined {
 }
 
 function probe(): Internals {
-  const none: Internals = { available: false, owner: Symbol('none'), kBuffer: Symbol('none'), kLastWriteQueueSize: Symbol('none') };
+  const none: Internals = { available: false, owner: Symbol('none'), kBuffer: Symbol('none'), kLastWriteQueueSize: Symbol('none'), onStreamRead: undefined };
   try {
     const handle = {
       reading: false,
@@ -64,12 +66,13 @@ function probe(): Internals {
     const owner = find(handle, 'owner_symbol');
     const kBuffer = find(sock, 'kBuffer');
     const kLastWriteQueueSize = find(sock, 'lastWriteQueueSize');
+    const onStreamRead = (handle as { onread?: unknown }).onread;
     sock.destroy();
     if (!owner || !kBuffer || !kLastWriteQueueSize || (handle as { [k: symbol]: unknown })[owner] !== sock || typeof net._normalizeArgs !== 'function') {
       debug('this Node.js has changed node:net internals: shared memory disabled');
       return none;
     }
-    return { available: true, owner, kBuffer, kLastWriteQueueSize };
+    return { available: true, owner, kBuffer, kLastWriteQueueSize, onStreamRead };
   } catch (err) {
     debug('probing node:net failed (%s): shared memory disabled', (err as Error).message);
     return none;

@@ -8,6 +8,7 @@
  * by the domain from outside any JavaScript.
  */
 import type { HandleCore } from './core';
+import { internals } from './internals';
 
 /** Reads are delivered in chunks of at most this many bytes, as libuv does. */
 const READ_CHUNK = 64 * 1024;
@@ -87,6 +88,10 @@ export class Reader {
         this.handOver(buf);
         return true;
       }
+      if (this.takenOver()) {
+        this.stream!.readBuffer(buf);
+        return true;
+      }
       if (!sock.push(buf)) {
         handle.reading = false;
         handle.updateActive();
@@ -106,6 +111,10 @@ export class Reader {
         this.handOver(null);
         return false;
       }
+      if (this.takenOver()) {
+        this.stream!.emitEOF();
+        return false;
+      }
       sock.push(null);
       sock.read(0);
       return false;
@@ -116,6 +125,23 @@ export class Reader {
     }
     if (!ch.sleepRead()) ch.again();
     return false;
+  }
+
+  /** Something is there to be read: a chunk not yet handed over, bytes in the ring, or news of the other end. */
+  waiting(): boolean {
+    return this.pieces.length > 0 || this.handle.ch.pending();
+  }
+
+  /**
+   * Something other than net put its own read callback on the handle (as
+   * node:http's agent does on an idle socket, to drop one the server sends
+   * to unasked): reads then go to that callback, through the native stream,
+   * as a kernel handle's reads would.
+   */
+  private takenOver(): boolean {
+    if (!this.stream || internals.onStreamRead === undefined) return false;
+    const onread = (this.handle as unknown as { onread?: unknown }).onread;
+    return typeof onread === 'function' && onread !== internals.onStreamRead;
   }
 
   /**

@@ -6,6 +6,7 @@
  * when the reader sleeps (and the same the other way round when a ring is full).
  */
 import { errnoException } from '../errors';
+import { debug } from '../log';
 import { native, NativeRing } from './native';
 import type { Domain, SlotHandler } from './domain';
 import type { Found } from './directory';
@@ -124,7 +125,15 @@ export class Channel implements SlotHandler {
   /** Server side: accepts the connection waiting in `slot`. Undefined if the client gave up meanwhile. */
   static accept(domain: Domain, slot: number, word: number): Channel | undefined {
     const [client, clientGen] = Slot.requester(domain.i32, domain.geo, slot);
-    const ch = new Channel(domain, slot, Lay.genOf(word), 'server', client, clientGen);
+    let ch: Channel;
+    try {
+      ch = new Channel(domain, slot, Lay.genOf(word), 'server', client, clientGen);
+    } catch (err) {
+      // The request's rings make no sense (corrupt, or forged): that connection is refused, nothing else.
+      debug('refused the connection request in slot %d: %s', slot, (err as Error).message);
+      Channel.refuse(domain, slot, word);
+      return undefined;
+    }
     if (!Slot.accept(domain.i32, domain.geo, slot, word)) {
       domain.detach(slot, true, ch);
       ch.released = true;
@@ -194,6 +203,11 @@ export class Channel implements SlotHandler {
     return this.tx.free() === 0;
   }
 
+  /** Something waits to be read: bytes in the ring, or news of the other end. */
+  pending(): boolean {
+    return !this.released && (this.rx.available() > 0 || this.peerEnd() !== 'open');
+  }
+
   /** Room in our ring now. */
   writable(): number {
     return this.released ? 0 : this.tx.free();
@@ -242,6 +256,14 @@ export class Channel implements SlotHandler {
     if (state === 'established') return 'accepted';
     if (state === 'refused') return 'refused';
     return 'pending';
+  }
+
+  /**
+   * The slot no longer carries this connection though we never let go of it:
+   * only a write into the region by someone else does that.
+   */
+  stolen(): boolean {
+    return !this.released && Lay.genOf(Atomics.load(this.domain.i32, this.base + Lay.SLOT.STATE)) !== this.gen;
   }
 
   /** Half-close: we write no more. */

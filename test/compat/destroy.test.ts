@@ -151,7 +151,11 @@ forEachImpl((impl) => {
       expect(clientErrors).to.deep.equal([]);
     });
 
-    it('a peer that is not reading (paused) sees no error; when it reads, it gets what was sent and then the end', async function () {
+    // A reset that arrived while a socket was paused: Node 20 and 22 report it as the end of the stream
+    // once the socket reads; Node 24 and later as ECONNRESET after the bytes sent before it.
+    const pausedReset = Number(process.versions.node.split('.')[0]) >= 24 ? ['data 5', 'error ECONNRESET', 'close'] : ['data 5', 'end', 'close'];
+
+    it('a peer that is not reading (paused) sees no error; when it reads, it gets what was sent and then what the reset means on this Node line', async function () {
       const { client, peer } = await pair(impl, { server: { pauseOnConnect: true } });
       const events: string[] = [];
       peer.on('error', (err: NodeJS.ErrnoException) => events.push(`error ${err.code}`));
@@ -165,7 +169,7 @@ forEachImpl((impl) => {
       expect(events, 'while paused').to.deep.equal([]);
       peer.resume();
       await closed(peer);
-      expect(events).to.deep.equal(['data 5', 'end', 'close']);
+      expect(events).to.deep.equal(pausedReset);
     });
 
     it('a peer that reads gets the bytes sent before the reset, then ECONNRESET', async function () {

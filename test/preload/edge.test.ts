@@ -5,6 +5,8 @@
  * hook, every connection between the two is over shared memory on both ends.
  */
 import { expect } from 'chai';
+import net from 'node:net';
+import { once } from 'node:events';
 import { startApp, event, settle, killAll, loBytes, report, quietest, Mode, MiB } from './harness';
 
 type Json = Record<string, any>;
@@ -51,12 +53,12 @@ function accepted(res: Run): Record<string, (string | null)[]> {
 }
 
 /** Plain: no transport anywhere; hooked: shared memory on every connection between the two programs. */
-function expectTransports(plain: Run, hooked: Run, servers: string[]): void {
+function expectTransports(plain: Run, hooked: Run, servers: string[], sameCount = true): void {
   expect(
     plain.client.every((target) => target === null),
     'plain client connections',
   ).to.equal(true);
-  expect(hooked.client.length, 'client connections with the hook').to.equal(plain.client.length);
+  if (sameCount) expect(hooked.client.length, 'client connections with the hook').to.equal(plain.client.length);
   expect(
     hooked.client.every((target) => target === 'shm'),
     `client connections with the hook: ${hooked.client.join(',')}`,
@@ -64,7 +66,8 @@ function expectTransports(plain: Run, hooked: Run, servers: string[]): void {
   const part = accepted(plain);
   const holder = accepted(hooked);
   for (const name of servers) {
-    expect(holder[name]?.length, `${name} connections with the hook`).to.equal(part[name]?.length);
+    if (sameCount) expect(holder[name]?.length, `${name} connections with the hook`).to.equal(part[name]?.length);
+    else expect(holder[name]?.length, `${name} connections with the hook`).to.equal(hooked.client.length);
     expect(
       part[name].every((target) => target === null),
       `plain ${name} connections`,
@@ -76,8 +79,27 @@ function expectTransports(plain: Run, hooked: Run, servers: string[]): void {
   }
 }
 
+const MAJOR = Number(process.versions.node.split('.')[0]);
+
+/** Whether this Node's kernel sockets answer hasPendingRead(), which node:http's agent asks an idle socket before reusing it. */
+async function kernelHasPendingRead(): Promise<boolean> {
+  const server = net.createServer((sock) => sock.destroy());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const sock = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await once(sock, 'connect');
+  const has = typeof (sock as unknown as { _handle: { hasPendingRead?: unknown } })._handle.hasPendingRead === 'function';
+  sock.destroy();
+  server.close();
+  return has;
+}
+
+let idleSocketsChecked = false;
+
 describe('preload: HTTP edge cases come out as over TCP', function () {
   this.timeout(90000);
+  before(async () => {
+    idleSocketsChecked = await kernelHasPendingRead();
+  });
   afterEach(killAll);
 
   it('(a) a raw client that writes a whole request and half-closes at once gets the complete response', async () => {
@@ -93,15 +115,33 @@ describe('preload: HTTP edge cases come out as over TCP', function () {
 
   it('(b) a keep-alive agent whose server closes after each response: the same requests succeed and fail as over TCP', async () => {
     const { plain, hooked } = await both('serverclose', () => 16 * 1024);
-    console.log(`        (plain: ${JSON.stringify(plain.outcome)})`);
+    console.log(`        (plain: ${JSON.stringify(plain.outcome)}; with the hook: ${JSON.stringify(hooked.outcome)})`);
     // 'Connection: close': a new connection per request, none fails.
     expect(plain.outcome['/header']).to.deep.equal({ ok: 50, errors: {}, connections: 50 });
     // res.end() then req.socket.end(), the next request sent 10 ms after a response: none fails.
     expect(plain.outcome['/end after 10 ms']).to.deep.equal({ ok: 50, errors: {}, connections: 50 });
-    // ... and sent at once: whatever node does over TCP, the same.
-    expect(hooked.outcome).to.deep.equal(plain.outcome);
+    if (!idleSocketsChecked) {
+      // ... and sent at once: the agent reuses the socket whose FIN is on its way, and every
+      // second request fails, always, over TCP: the same.
+      expect(hooked.outcome).to.deep.equal(plain.outcome);
+    } else {
+      // Node lines whose agent asks an idle socket for pending reads (a FIN) before reusing it:
+      // whether the FIN is there by then is a race over TCP too. The same shape, and no more
+      // failures than over TCP would have in the worst case (one in two).
+      expect(hooked.outcome['/header']).to.deep.equal(plain.outcome['/header']);
+      expect(hooked.outcome['/end after 10 ms']).to.deep.equal(plain.outcome['/end after 10 ms']);
+      for (const res of [plain.outcome['/end'], hooked.outcome['/end']]) {
+        expect(
+          Object.keys(res.errors).filter((code) => code !== 'ECONNRESET'),
+          'errors other than ECONNRESET',
+        ).to.deep.equal([]);
+        expect(res.ok + (res.errors.ECONNRESET ?? 0)).to.equal(50);
+        expect(res.connections).to.equal(res.ok);
+        expect(res.ok).to.be.at.least(25);
+      }
+    }
     expect(hooked.uncaught).to.deep.equal(plain.uncaught);
-    expectTransports(plain, hooked, ['http']);
+    expectTransports(plain, hooked, ['http'], !idleSocketsChecked);
     expect(hooked.lo, `loopback bytes with the hook (runs: ${hooked.runs.join(',')})`).to.be.below(16 * 1024);
     expect(plain.lo, 'loopback bytes, plain').to.be.above(100 * 1024);
   });
@@ -136,14 +176,24 @@ describe('preload: HTTP edge cases come out as over TCP', function () {
     const { plain, hooked } = await both('h2flow', () => 4096);
     const server = (res: Run): Json[] =>
       res.server.filter((list) => ['stream', 'stream-error', 'stream-closed', 'session-error', 'uncaught'].includes(list.event));
-    expect(server(plain)).to.deep.equal([
-      { event: 'stream', respond: 'ok' },
-      { event: 'stream-error', code: 'ERR_HTTP2_STREAM_ERROR', message: 'Stream closed with error code NGHTTP2_FLOW_CONTROL_ERROR' },
-      { event: 'stream-closed', rstCode: 3 },
-    ]);
-    expect(plain.outcome.frames.at(-1)).to.deep.equal({ type: 'RST_STREAM', stream: 1, code: 'FLOW_CONTROL_ERROR' });
+    // The server responds before the session fails, whatever the line; how it then fails depends on the
+    // line (Node 20: the stream is reset with FLOW_CONTROL_ERROR; later lines end the session).
+    expect(server(plain)[0]).to.deep.equal({ event: 'stream', respond: 'ok' });
+    expect(server(plain).map((list) => list.event)).to.include('stream-closed');
+    if (MAJOR === 20) {
+      expect(server(plain)).to.deep.equal([
+        { event: 'stream', respond: 'ok' },
+        { event: 'stream-error', code: 'ERR_HTTP2_STREAM_ERROR', message: 'Stream closed with error code NGHTTP2_FLOW_CONTROL_ERROR' },
+        { event: 'stream-closed', rstCode: 3 },
+      ]);
+      expect(plain.outcome.frames.at(-1)).to.deep.equal({ type: 'RST_STREAM', stream: 1, code: 'FLOW_CONTROL_ERROR' });
+    }
     expect(server(hooked)).to.deep.equal(server(plain));
-    expect(hooked.outcome).to.deep.equal(plain.outcome);
+    // The frames the client got back, in order. Whether the server's acknowledgement of the client's
+    // SETTINGS goes out before the session fails depends on the line's nghttp2 and on where reads
+    // were cut (Node 22 over TCP: not at all); every other frame must be the same.
+    const frames = (res: Run): Json => ({ ...res.outcome, frames: res.outcome.frames.filter((frame: Json) => !(frame.type === 'SETTINGS' && frame.ack)) });
+    expect(frames(hooked)).to.deep.equal(frames(plain));
     expect(hooked.uncaught).to.deep.equal(plain.uncaught);
     expectTransports(plain, hooked, ['http2']);
     expect(hooked.lo, `loopback bytes with the hook (runs: ${hooked.runs.join(',')})`).to.be.below(4096);
@@ -169,5 +219,16 @@ describe('preload: HTTP edge cases come out as over TCP', function () {
     expect(plain.outcome).to.deep.equal({ response: 'HTTP/1.1 200 OK', body: 'only one', events: ['second write ok', 'end'] });
     expect(hooked.outcome).to.deep.equal(plain.outcome);
     expectTransports(plain, hooked, ['http']);
+  });
+
+  it('(g) an idle keep-alive socket to which the server sends a response nobody asked for: the next request gets its own response, as over TCP', async () => {
+    const { plain, hooked } = await both('poison', () => 4096);
+    console.log(`        (plain: ${JSON.stringify(plain.outcome)})`);
+    for (const res of plain.outcome as unknown as Json[]) expect([res.first, res.second], 'plain').to.deep.equal(['response N', 'response N']);
+    // Lines whose agent guards idle sockets drop the poisoned one and connect anew.
+    if (idleSocketsChecked) expect((plain.outcome as unknown as Json[]).map((res) => res.connections)).to.deep.equal([2, 2, 2, 2, 2]);
+    expect(hooked.outcome).to.deep.equal(plain.outcome);
+    expect(hooked.uncaught).to.deep.equal(plain.uncaught);
+    expectTransports(plain, hooked, ['raw']);
   });
 });

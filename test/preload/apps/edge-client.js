@@ -8,6 +8,9 @@
 //                window, and the frames it gets back
 //   pausedbody:  POSTs the server never reads, each followed by a GET
 //   latewrite:   a second request written after the server closed
+//   poison:      5 times, on a fresh keep-alive agent: a GET, and 100 ms
+//                later another (by then the server has sent a response nobody
+//                asked for)
 // Prints what it observed as {event:'outcome', outcome}, exceptions nobody
 // caught, and the transport of each of its connections ('net.client.socket').
 'use strict';
@@ -250,6 +253,21 @@ const scenarios = {
       outcome[size] = r;
     }
     return outcome;
+  },
+
+  async poison() {
+    const runs = [];
+    for (let i = 0; i < 5; i++) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      const seen = new Set();
+      const first = await get(agent, '/a', seen);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const second = await get(agent, '/b', seen);
+      agent.destroy();
+      const body = (r) => (r.error ? `error ${r.error}` : r.body.toString().replace(/\d+$/, 'N'));
+      runs.push({ first: body(first), second: body(second), connections: seen.size });
+    }
+    return runs;
   },
 
   async latewrite() {

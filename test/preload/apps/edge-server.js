@@ -11,6 +11,9 @@
 //                every stream
 //   pausedbody:  node:http pausing a POST body it never reads, then answering
 //   latewrite:   node:http answering one request with 'Connection: close'
+//   poison:      a raw HTTP/1.1 server that answers each request, and 30 ms
+//                after the first on a connection sends a response nobody
+//                asked for
 // Reports every connection it accepts with its transport, and what happened.
 // Prints JSON lines.
 'use strict';
@@ -109,6 +112,28 @@ const scenarios = {
     };
     target.listen(0, '127.0.0.1', listening);
     proxy.listen(0, '127.0.0.1', listening);
+  },
+
+  poison() {
+    let n = 0;
+    const server = net.createServer((s) => {
+      let head = '';
+      let first = true;
+      s.on('error', () => {});
+      s.on('data', (d) => {
+        head += d.toString('latin1');
+        let end;
+        while ((end = head.indexOf('\r\n\r\n')) >= 0) {
+          head = head.slice(end + 4);
+          const body = `response ${n++}`;
+          s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: keep-alive\r\n\r\n${body}`);
+          if (first) setTimeout(() => s.writable && s.write('HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned'), 30);
+          first = false;
+        }
+      });
+    });
+    accepted(server, 'raw');
+    server.listen(0, '127.0.0.1', () => out({ event: 'listening', port: server.address().port }));
   },
 
   h2flow() {

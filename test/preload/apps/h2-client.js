@@ -71,8 +71,10 @@ async function transfers(name, session) {
       headers = h;
       session.close(() => order.push('closed'));
       try {
-        session.request({ ':path': '/bytes/1' });
-        order.push('request after close() accepted');
+        // Node 20 throws; later lines return a stream that fails at once with the same error.
+        const late = session.request({ ':path': '/bytes/1' });
+        late.on('error', (e) => order.push(`request after close(): ${e.code}`));
+        late.on('response', () => order.push('request after close() accepted'));
       } catch (e) {
         order.push(`request after close(): ${e.code}`);
       }
@@ -190,8 +192,10 @@ async function resets() {
       setImmediate(() => {
         seen.closed = s2.closed;
         try {
-          s2.request({ ':path': '/bytes/1' });
+          // Node 20 throws; later lines return a stream that fails at once.
+          const late = s2.request({ ':path': '/bytes/1' });
           seen.after = 'no error';
+          late.on('error', (e) => (seen.after = e.code));
         } catch (e) {
           seen.after = e.code;
         }
