@@ -42,6 +42,9 @@ options:
   --idle-exit SECONDS  exit this long after the last peer left (default: never;
                        with --auto: ZIVM_IDLE_MS milliseconds, or 1 s, counted
                        from start-up too)
+  --allow-uid UID,...  also admit processes (or QEMU) of these uids; by default
+                       only the daemon's own uid is admitted, root included
+                       (the socket's file mode must let them in too)
   --auto               started on demand: exit quietly if a daemon already serves
   --verbose            one line per peer join/leave on stderr
 `;
@@ -58,6 +61,7 @@ export const serverCommand: Command = {
       'max-peers': { type: 'string' },
       'max-listeners': { type: 'string' },
       'idle-exit': { type: 'string' },
+      'allow-uid': { type: 'string', multiple: true },
       auto: { type: 'boolean' },
       verbose: { type: 'boolean' },
     });
@@ -82,6 +86,14 @@ export const serverCommand: Command = {
         throw new UsageError('--idle-exit must be a number of seconds >= 0');
       idleMs = seconds * 1000;
     }
+    const allowUids: number[] = [];
+    for (const list of (opts['allow-uid'] as string[] | undefined) ?? []) {
+      for (const item of String(list).split(',')) {
+        const uid = Number(item.trim());
+        if (item.trim() === '' || !Number.isInteger(uid) || uid < 0 || uid > 0xfffffffe) throw new UsageError(`--allow-uid: not a uid: ${item}`);
+        allowUids.push(uid);
+      }
+    }
     let geo;
     try {
       geo = computeGeometry({ size, ringSize, vectors, maxPeers, maxListeners });
@@ -89,7 +101,7 @@ export const serverCommand: Command = {
       throw new UsageError((err as Error).message);
     }
     const verbose = !!opts.verbose && !auto;
-    return runDaemon({ socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose }, (daemon) => {
+    return runDaemon({ socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose, allowUids }, (daemon) => {
       if (!auto) {
         process.stdout.write(
           `zivm server listening on ${daemon.socketPath} (size ${bytesText(geo.size)}, ${geo.nslots} slots, ring ${bytesText(geo.ringSize)}, ` +

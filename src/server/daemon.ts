@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
 import { debug } from '../log';
-import { Geometry, HEADER, REGION_STATE_READY, computeGeometry, writeHeader } from '../shm/layout';
+import { Geometry, HEADER, REGION_STATE_READY, computeGeometry, geometryName, writeHeader } from '../shm/layout';
 import { Native, NativePoller, NativeRegion, closeQuiet, native } from '../shm/native';
 import * as Peers from '../shm/peers';
 import { myUid, unlinkQuiet } from '../sys';
@@ -39,6 +39,8 @@ export interface DaemonOptions {
   auto?: boolean;
   /** One line per join/leave on stderr. */
   verbose?: boolean;
+  /** Uids admitted besides the daemon's own (root is not admitted unless it is the daemon's uid or listed). */
+  allowUids?: number[];
 }
 
 export interface DaemonEvents {
@@ -59,6 +61,7 @@ export class Daemon extends EventEmitter {
   readonly idleMs: number;
   readonly auto: boolean;
   readonly verbose: boolean;
+  readonly allowUids: ReadonlySet<number>;
 
   private addon: Native | null = null;
   private readonly hold: DaemonLock;
@@ -93,6 +96,7 @@ export class Daemon extends EventEmitter {
     this.idleMs = idle;
     this.auto = !!opts.auto;
     this.verbose = !!opts.verbose;
+    this.allowUids = new Set(opts.allowUids ?? []);
   }
 
   /** Peers connected now. */
@@ -120,7 +124,7 @@ export class Daemon extends EventEmitter {
     }
     try {
       const geo = this.geometry;
-      this.memfd = addon.memfdCreate('zivm', geo.size);
+      this.memfd = addon.memfdCreate(geometryName(geo), geo.size);
       this.region = new addon.Region(this.memfd, geo.size);
       this.i32 = new Int32Array(this.region.buffer);
       writeHeader(this.i32, geo, process.pid, crypto.randomBytes(4).readInt32LE(0));
@@ -196,8 +200,9 @@ export class Daemon extends EventEmitter {
       return;
     }
     const uid = myUid();
-    if (uid !== 0 && cred.uid !== uid) {
-      this.log(`refused pid ${cred.pid}: uid ${cred.uid} is not ${uid}`);
+    if (cred.uid !== uid && !this.allowUids.has(cred.uid)) {
+      this.log(`refused pid ${cred.pid}: uid ${cred.uid} is not ${uid} (see --allow-uid)`);
+      if (!this.verbose && !this.auto) process.stderr.write(`zivm: refused pid ${cred.pid}: uid ${cred.uid} is not ${uid} (see --allow-uid)\n`);
       closeQuiet(fd);
       return;
     }

@@ -47,6 +47,13 @@ export interface ListenerHandler {
 const MAX_ROUNDS = 64;
 /** How often a peer looks whether its node's addresses changed. */
 const ADDR_REFRESH_MS = 1000;
+/**
+ * How often every end of every connection, and every connection request for
+ * us, is looked at whether or not a doorbell rang: a wake-up lost, or
+ * suppressed by a word someone wrote into the region (a peer marked as
+ * busy-polling, a pending bit left set), costs at most this long.
+ */
+const RECHECK_MS = 1000;
 
 function netNodeId(): number {
   try {
@@ -84,6 +91,7 @@ export class Domain {
   private refs = 0;
   private published: string | undefined;
   private addrTimer: NodeJS.Timeout | undefined;
+  private recheckTimer: NodeJS.Timeout | undefined;
   private readonly pendingBase: number;
   private readonly pendingWords: number;
   /** Ends of connections (slot * 2 + 1 for the server's) with work to do, in order. */
@@ -116,6 +124,8 @@ export class Domain {
     // Interfaces come up (a tap gets its carrier) and addresses change after we joined.
     this.addrTimer = setInterval(() => this.refreshAddrs(), ADDR_REFRESH_MS);
     this.addrTimer.unref();
+    this.recheckTimer = setInterval(() => this.recheck(), RECHECK_MS);
+    this.recheckTimer.unref();
 
     const { slice, hot } = spinTimes(!!guest);
     if (hot > 0) {
@@ -149,6 +159,16 @@ export class Domain {
     if (key === this.published) return;
     this.published = key;
     publishAddrs(this.i32, this.geo, this.id, addrs);
+  }
+
+  /** Queues every end we hold and every request waiting for us, as if each had been rung (see RECHECK_MS). */
+  private recheck(): void {
+    if (!this.alive) return;
+    for (let end = 0; end < this.handlers.length; end++) {
+      if (this.handlers[end]) this.runq.push(end);
+      else if ((end & 1) === 1 && this.acceptors.size > 0 && this.requestFor(end >> 1)) this.runq.push(end);
+    }
+    if (this.runq.length > 0 && !this.inDispatch) this.ringSelf();
   }
 
   /** Traffic happened: keep busy-polling a little before sleeping. */
@@ -288,6 +308,8 @@ export class Domain {
       const handle = this.handlers[end];
       if (handle) {
         handle.onEvent();
+        // A server end that let go of its slot now may leave a new request behind it: on a later call.
+        if ((end & 1) === 1 && !this.handlers[end] && this.requestFor(slot)) this.runq.push(end);
         return;
       }
       if ((end & 1) === 0) return;
@@ -337,6 +359,7 @@ export class Domain {
     if (!this.alive) return;
     this.alive = false;
     clearInterval(this.addrTimer);
+    clearInterval(this.recheckTimer);
     if (this.guest) this.leaveGuest();
   }
 }

@@ -5,6 +5,7 @@
  * synchronous and happen once, lazily, the first time a listener registers
  * or a connection may be co-resident (getDomain).
  */
+import fs from 'node:fs';
 import { ZivmNoDaemonError, ZivmProtocolError } from '../errors';
 import { debug } from '../log';
 import { guestAgentFromEnv, joinAgent } from '../guest/link';
@@ -15,6 +16,18 @@ import { closeQuiet, native, NativeRegion } from './native';
 import * as Peers from './peers';
 
 const JOIN_TIMEOUT_MS = 5000;
+
+/** The geometry the daemon named its memfd with (see Lay.geometryName), if it did. */
+function namedGeometry(fd: number): Lay.Geometry | undefined {
+  let link: string;
+  try {
+    link = fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    // No /proc: the header is all there is.
+    return undefined;
+  }
+  return Lay.geometryFromName(link);
+}
 
 /**
  * Joins the domain as a process of a VM guest, through the guest's agent
@@ -85,10 +98,15 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
     const [shmMark, shmFd] = next();
     if (shmMark !== -1 || shmFd < 0) throw new ZivmProtocolError('the zivm daemon did not send the shared memory');
     const size = addon.fdSize(shmFd);
+    const named = namedGeometry(shmFd);
+    if (named && named.size !== size) throw new ZivmProtocolError(`the region is ${size} bytes, its daemon made ${named.size}`);
     region = new addon.Region(shmFd, size);
     addon.close(shmFd);
     opened.splice(opened.indexOf(shmFd), 1);
-    const geo = Lay.readHeader(new Int32Array(region.buffer), size);
+    // The daemon's geometry, from the memfd's name; the header (which any member can write) only as a check.
+    const geo = named ?? Lay.readHeader(new Int32Array(region.buffer), size);
+    const damage = Lay.headerDamage(new Int32Array(region.buffer), geo);
+    if (damage.length > 0) debug('the region header is damaged (%s): going by the geometry the daemon gave the memory', damage.join(', '));
     if (id >= geo.maxPeers) throw new ZivmProtocolError(`peer id ${id} is outside the region's peer table`);
     const own: number[] = [];
     const peers = new Map<number, number[]>();

@@ -113,11 +113,19 @@ export function makeRoute(via: number, vector: number): number {
   return ROUTE_VIA | ((vector & 0x3fff) << 16) | (via & 0xffff);
 }
 
-/** Which doorbell rings `peer`: [peer id whose eventfds it is, vector]. */
+/**
+ * Which doorbell rings `peer`: [peer id whose eventfds it is, vector]. A
+ * route that points outside the peer table or the vectors (the word is in
+ * shared memory: anyone may have written it) is not followed: the peer's own
+ * vector 0 is rung.
+ */
 export function routeOf(i32: Int32Array, geo: Geometry, peer: number): [number, number] {
   const route = Atomics.load(i32, (peerOffset(geo, peer) >> 2) + PEER.ROUTE);
   if ((route & ROUTE_VIA) === 0) return [peer, 0];
-  return [route & 0xffff, (route >>> 16) & 0x3fff];
+  const via = route & 0xffff;
+  const vector = (route >>> 16) & 0x3fff;
+  if (via >= geo.maxPeers || vector >= geo.vectors) return [peer, 0];
+  return [via, vector];
 }
 
 /** Listener entry: 64 bytes. */
@@ -326,6 +334,55 @@ export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
   }
   if (size > mappedSize) throw new ZivmBadRegionError(`shared region header says ${size} bytes, ${mappedSize} are mapped`);
   return geo;
+}
+
+/**
+ * The name the daemon gives the region's memfd: its geometry. Nobody but the
+ * creator names a memfd, so a host process reads the geometry from there
+ * (readlink of /proc/self/fd/N: "/memfd:<name> (deleted)"), never from the
+ * header, which every member can write.
+ */
+export function geometryName(geo: Geometry): string {
+  return `zivm:g${VERSION}:${geo.size}:${geo.ringSize}:${geo.vectors}:${geo.maxPeers}:${geo.maxListeners}:${geo.nslots}`;
+}
+
+/** The geometry named by `link` (what /proc/self/fd/N of the memfd reads), or undefined if it names none. */
+export function geometryFromName(link: string): Geometry | undefined {
+  const match = /^\/memfd:zivm:g(\d+):(\d+):(\d+):(\d+):(\d+):(\d+):(\d+)(?: \(deleted\))?$/.exec(link);
+  if (!match) return undefined;
+  const [version, size, ringSize, vectors, maxPeers, maxListeners, nslots] = match.slice(1).map(Number);
+  if (version !== VERSION) throw new ZivmVersionMismatchError(`shared region has layout version ${version}, this zivm speaks ${VERSION}`);
+  try {
+    const geo = computeGeometry({ size, ringSize, vectors, maxPeers, maxListeners, maxSlots: nslots });
+    return geo.nslots === nslots ? geo : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The header fields that disagree with `geo` (a damaged header: the daemon's geometry still holds). */
+export function headerDamage(i32: Int32Array, geo: Geometry): string[] {
+  const expected: [keyof typeof HEADER, number][] = [
+    ['MAGIC0', MAGIC0 | 0],
+    ['MAGIC1', MAGIC1 | 0],
+    ['VERSION', VERSION],
+    ['HEADER_SIZE', HEADER_SIZE],
+    ['STATE', REGION_STATE_READY],
+    ['VECTORS', geo.vectors],
+    ['MAX_PEERS', geo.maxPeers],
+    ['MAX_LISTENERS', geo.maxListeners],
+    ['NSLOTS', geo.nslots],
+    ['RING_SIZE', geo.ringSize],
+    ['SLOT_STRIDE', geo.slotStride],
+    ['SIZE_LO', (geo.size % 0x100000000) | 0],
+    ['SIZE_HI', Math.floor(geo.size / 0x100000000)],
+    ['PEERS_OFF', geo.peersOff],
+    ['LISTENERS_OFF', geo.listenersOff],
+    ['PENDING_OFF', geo.pendingOff],
+    ['PENDING_STRIDE', geo.pendingStride],
+    ['SLOTS_OFF', geo.slotsOff],
+  ];
+  return expected.filter(([field, value]) => Atomics.load(i32, HEADER[field]) !== value).map(([field]) => field);
 }
 
 /** Byte offsets derived from a geometry. */

@@ -33,6 +33,9 @@ export interface ProcOptions {
   stderr?: 'pipe' | 'inherit';
   /** How long next(), expect() and event() wait by default, in ms (default 30000; Infinity: no limit). */
   timeoutMs?: number;
+  /** Run it as this user and group (as root). */
+  uid?: number;
+  gid?: number;
   /** Stamp every line with `seenAt`: Date.now() when it arrived. */
   stamp?: boolean;
   /** A stdout line that is not a JSON object (default: kept with stderr, for the error messages). */
@@ -68,6 +71,8 @@ export class Proc {
     this.proc = spawn(file, args, {
       env: out.env ?? process.env,
       cwd: out.cwd,
+      uid: out.uid,
+      gid: out.gid,
       stdio: [out.stdin === false ? 'ignore' : 'pipe', 'pipe', out.stderr ?? 'pipe'],
     });
     live.add(this);

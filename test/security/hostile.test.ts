@@ -1,0 +1,208 @@
+/**
+ * Attacks from a hostile member of the domain: a separate process that shares
+ * no code with zivm (hostile.py: QEMU's ivshmem-server protocol and the
+ * documented region layout), attached to the daemon's socket as a guest's
+ * QEMU is. Each test attacks honest zivm processes (an echo server, clients)
+ * and asserts what a user sees: the victim neither dies nor stalls for more
+ * than about a second, what the attack touched fails alone, and later
+ * connections work.
+ */
+import { expect } from 'chai';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Json, Proc, killAll } from '../../tools/kit/proc';
+import { ServerProc, startServer } from '../../tools/kit/daemon';
+import { spawnPeer } from '../helpers/proc';
+
+/** The attacker's program, from the source tree (this file runs as dist/test/security/). */
+const HOSTILE = path.resolve(__dirname, '..', '..', '..', 'test', 'security', 'hostile.py');
+
+/** Word indexes of the region layout, as the attacker knows them. */
+const HEADER_VECTORS = 5;
+const PEER_ROUTE = 6;
+const PEER_POLLING = 7;
+const ROUTE_VIA = 0x40000000;
+
+class Hostile {
+  readonly proc: Proc;
+  constructor(socket: string) {
+    this.proc = new Proc('python3', [HOSTILE, socket], { name: 'hostile.py', timeoutMs: 10000 });
+  }
+
+  async joined(): Promise<Json> {
+    return this.proc.event('joined');
+  }
+
+  /** Runs one command; its answer must be ok. */
+  async do(cmd: Json): Promise<Json> {
+    this.proc.send(cmd);
+    const answer = await this.proc.next((line) => 'ok' in line);
+    if (!answer.ok) throw new Error(`hostile ${cmd.op}: ${answer.error}`);
+    return answer;
+  }
+}
+
+interface Scene {
+  dir: string;
+  socket: string;
+  daemon: ServerProc;
+  env: NodeJS.ProcessEnv;
+  server: Proc;
+  port: number;
+}
+
+const scenes: Scene[] = [];
+
+async function scene(daemonArgs: string[] = [], dirMode = 0o700): Promise<Scene> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-attack-'));
+  fs.chmodSync(dir, dirMode);
+  const socket = path.join(dir, 'zivm.sock');
+  const daemon = await startServer(socket, daemonArgs);
+  const env = { ZIVM_SOCKET: socket, NODE_DEBUG: 'zivm' };
+  const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env);
+  const port = (await server.event('listening')).port as number;
+  const made = { dir, socket, daemon, env, server, port };
+  scenes.push(made);
+  return made;
+}
+
+/** A client process that connects and echoes, reporting its transport. */
+async function victim(sc: Scene, env: NodeJS.ProcessEnv = {}): Promise<{ proc: Proc; connect: Json }> {
+  const proc = spawnPeer('victim', [String(sc.port), '127.0.0.1'], { ...sc.env, ...env });
+  return { proc, connect: await proc.event('connect') };
+}
+
+async function echo(proc: Proc, text: string, ms = 5000): Promise<Json> {
+  proc.send({ cmd: 'echo', text });
+  return proc.next((line) => line.event === 'echo' || line.event === 'error' || line.event === 'close', ms);
+}
+
+/** The server is alive and serves a new client over shared memory. */
+async function stillServes(sc: Scene): Promise<void> {
+  expect(sc.server.proc.exitCode, `echo server exit code; stderr:\n${sc.server.stderr().slice(-2000)}`).to.equal(null);
+  const { proc, connect } = await victim(sc);
+  expect(connect.transport, 'a later client').to.equal('shm');
+  const answer = await echo(proc, 'later');
+  expect(answer.event, JSON.stringify(answer)).to.equal('echo');
+  await proc.stop();
+}
+
+describe('attacks by a hostile member of the domain', function () {
+  this.timeout(30000);
+
+  afterEach(async () => {
+    await killAll();
+    for (const sc of scenes.splice(0)) {
+      await sc.daemon.stop();
+      fs.rmSync(sc.dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a connection request whose rings make no sense is refused alone: the server lives on and serves the next client', async () => {
+    const sc = await scene();
+    const bad = new Hostile(sc.socket);
+    await bad.joined();
+    const req = await bad.do({ op: 'request', port: sc.port, corrupt: true });
+    expect(req.rung, 'the attacker rang the server').to.equal(true);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const slots = (await bad.do({ op: 'slots', server: req.owner })).slots as Json[];
+    const forged = slots.find((entry) => entry.slot === req.slot);
+    // Refused (state 4), not taken as a connection.
+    expect(forged && forged.state & 0xff, 'the forged request').to.equal(4);
+    await stillServes(sc);
+  });
+
+  it('a doorbell route that points outside the peer table is not followed: the server lives on (small region)', async () => {
+    const sc = await scene(['--size', '4M', '--ring', '64K']);
+    const bad = new Hostile(sc.socket);
+    const me = await bad.joined();
+    // Its own entry says "ring me as vector 0 of peer 65535", then it asks to connect: accepting rings it.
+    await bad.do({ op: 'peerword', peer: me.id, word: PEER_ROUTE, val: ROUTE_VIA | 0xffff });
+    await bad.do({ op: 'request', port: sc.port, data: 'GET' });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await stillServes(sc);
+  });
+
+  it('a forged VECTORS word in the header does not hold up processes that join later: they join at once, over shared memory', async () => {
+    const sc = await scene();
+    const bad = new Hostile(sc.socket);
+    await bad.joined();
+    await bad.do({ op: 'w32', off: 4 * HEADER_VECTORS, val: 2 });
+    const { proc, connect } = await victim(sc);
+    expect(connect.transport).to.equal('shm');
+    expect(connect.syncMs, 'connect() held the event loop (ms)').to.be.below(500);
+    expect((await echo(proc, 'hello')).event).to.equal('echo');
+    expect(proc.stderr(), 'the damage is said under NODE_DEBUG=zivm').to.match(/region header is damaged \(VECTORS\)/);
+  });
+
+  it('random words written over the header: later processes still connect over shared memory, and say the header is damaged', async () => {
+    const sc = await scene();
+    const bad = new Hostile(sc.socket);
+    await bad.joined();
+    await bad.do({ op: 'random', seed: 7, count: 200, from: 0, to: 128 });
+    const { proc, connect } = await victim(sc);
+    expect(connect.transport).to.equal('shm');
+    expect((await echo(proc, 'hello')).event).to.equal('echo');
+    expect(proc.stderr()).to.match(/region header is damaged/);
+    await stillServes(sc);
+  });
+
+  it('a server marked as busy-polling (so that nobody rings it) still answers, within about a second', async () => {
+    const sc = await scene();
+    const bad = new Hostile(sc.socket);
+    await bad.joined();
+    const { proc, connect } = await victim(sc);
+    expect(connect.transport).to.equal('shm');
+    expect((await echo(proc, 'warm')).event).to.equal('echo');
+    const owner = ((await bad.do({ op: 'listeners' })).listeners as Json[]).find((entry) => entry.port === sc.port)!.owner as number;
+    // Keep the word set, as a busy-polling peer would: its doorbell is never rung.
+    const timer = setInterval(() => bad.proc.send({ op: 'peerword', peer: owner, word: PEER_POLLING, val: 1 }), 20);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const answer = await echo(proc, 'through', 5000);
+      expect(answer.event, JSON.stringify(answer)).to.equal('echo');
+      expect(answer.ms, 'echo time (ms)').to.be.below(2500);
+    } finally {
+      clearInterval(timer);
+    }
+  });
+
+  it('a slot taken from under a live connection fails that connection alone (ERR_ZIVM_CORRUPT); the server accepts the next one', async () => {
+    const sc = await scene();
+    const bad = new Hostile(sc.socket);
+    await bad.joined();
+    const { proc, connect } = await victim(sc);
+    expect(connect.transport).to.equal('shm');
+    expect((await echo(proc, 'before')).event).to.equal('echo');
+    const owner = ((await bad.do({ op: 'listeners' })).listeners as Json[]).find((entry) => entry.port === sc.port)!.owner as number;
+    const slots = (await bad.do({ op: 'slots', server: owner })).slots as Json[];
+    expect(slots.length, 'the live connection').to.equal(1);
+    await bad.do({ op: 'steal', slot: slots[0].slot });
+    const answer = await echo(proc, 'after', 5000);
+    expect(answer.event).to.equal('error');
+    expect(answer.code).to.equal('ERR_ZIVM_CORRUPT');
+    await stillServes(sc);
+  });
+
+  it('a process of another uid is refused by the daemon (root included) and uses TCP; --allow-uid admits it', async () => {
+    const nobody = 65534;
+    for (const allow of [false, true]) {
+      const sc = await scene(allow ? ['--allow-uid', String(nobody)] : [], 0o755);
+      fs.chmodSync(sc.socket, 0o666);
+      const proc = new Proc(process.execPath, [path.join(__dirname, '..', 'fixtures', 'victim.js'), String(sc.port), '127.0.0.1'], {
+        name: 'victim (uid nobody)',
+        env: { ...process.env, ...sc.env },
+        timeoutMs: 10000,
+        uid: nobody,
+        gid: nobody,
+      });
+      const connect = await proc.event('connect');
+      expect(connect.transport, allow ? 'admitted' : 'refused').to.equal(allow ? 'shm' : 'tcp');
+      expect((await echo(proc, 'hi')).event).to.equal('echo');
+      if (!allow) expect(sc.daemon.out.stderr).to.match(/refused pid \d+: uid 65534/);
+      await proc.stop();
+      await sc.daemon.stop();
+    }
+  });
+});
