@@ -325,7 +325,8 @@ export class Daemon extends EventEmitter {
         }
       };
       // The processes of a guest that left went with it.
-      for (const id of Peers.reapGuest(i32, geo, member.id, member.gen, wake)) this.log(`peer ${id} left (a process of guest peer ${member.id})`);
+      for (const id of Peers.reapGuest(i32, geo, member.id, member.gen, wake, (peer) => this.clients.has(peer)))
+        this.log(`peer ${id} left (a process of guest peer ${member.id})`);
     }
     this.log(`peer ${member.id} left (pid ${member.pid})`);
     this.emit('leave', member.id);

@@ -184,13 +184,22 @@ export function reap(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number
 
 /**
  * Reaps guest `id` (of generation `gen`) and, first, every process of that
- * guest (entries routed through its doorbells): they went with it. Returns
- * the ids of the processes reaped.
+ * guest (entries routed through its doorbells): they went with it. An id the
+ * daemon handed to a member of its own (`member(peer)`) is never one of them,
+ * whatever its entry says: entries are in shared memory. Returns the ids of
+ * the processes reaped.
  */
-export function reapGuest(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number, wake: (peer: number) => void): number[] {
+export function reapGuest(
+  i32: Int32Array,
+  geo: Lay.Geometry,
+  id: number,
+  gen: number,
+  wake: (peer: number) => void,
+  member: (peer: number) => boolean,
+): number[] {
   const procs: number[] = [];
   for (let peer = 0; peer < geo.maxPeers; peer++) {
-    if (peer === id || kindOf(i32, geo, peer) !== 'guest-process' || isFree(i32, geo, peer)) continue;
+    if (peer === id || member(peer) || kindOf(i32, geo, peer) !== 'guest-process' || isFree(i32, geo, peer)) continue;
     if (routeOf(i32, geo, peer)[0] !== id) continue;
     reap(i32, geo, peer, genOf(i32, geo, peer), wake);
     procs.push(peer);

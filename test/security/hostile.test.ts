@@ -20,7 +20,9 @@ const HOSTILE = path.resolve(__dirname, '..', '..', '..', 'test', 'security', 'h
 
 /** Word indexes of the region layout, as the attacker knows them. */
 const HEADER_VECTORS = 5;
+const PEER_KIND = 3;
 const PEER_ROUTE = 6;
+const KIND_GUEST_PROCESS = 3;
 const PEER_POLLING = 7;
 const ROUTE_VIA = 0x40000000;
 
@@ -182,6 +184,24 @@ describe('attacks by a hostile member of the domain', function () {
     const answer = await echo(proc, 'after', 5000);
     expect(answer.event).to.equal('error');
     expect(answer.code).to.equal('ERR_ZIVM_CORRUPT');
+    await stillServes(sc);
+  });
+
+  it("an honest process whose entry is rewritten as one of the attacker's guest processes is not reaped when the attacker leaves", async () => {
+    const sc = await scene();
+    const bad = new Hostile(sc.socket);
+    const me = await bad.joined();
+    const { proc, connect } = await victim(sc);
+    expect(connect.transport).to.equal('shm');
+    expect((await echo(proc, 'before')).event).to.equal('echo');
+    const owner = ((await bad.do({ op: 'listeners' })).listeners as Json[]).find((entry) => entry.port === sc.port)!.owner as number;
+    await bad.do({ op: 'peerword', peer: owner, word: PEER_KIND, val: KIND_GUEST_PROCESS });
+    await bad.do({ op: 'peerword', peer: owner, word: PEER_ROUTE, val: ROUTE_VIA | me.id });
+    await bad.do({ op: 'quit' });
+    await bad.proc.exited;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const answer = await echo(proc, 'after');
+    expect(answer.event, JSON.stringify(answer)).to.equal('echo');
     await stillServes(sc);
   });
 
