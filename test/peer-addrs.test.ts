@@ -35,6 +35,8 @@ function peer(res: { i32: Int32Array; g: Lay.Geometry }, id: number, node: numbe
     i32: res.i32,
     geo: res.g,
     guest: guest ? {} : undefined,
+    // What the daemon would have told a host process: here, the entries of kind 'process'.
+    isHostProcess: (pid: number) => Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.KIND) === Lay.PEER_KIND_PROCESS,
     peerAlive: (pid: number, gen: number) =>
       Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE &&
       Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.GEN) === gen,

@@ -10,7 +10,8 @@ import type { Domain } from '../shm/domain';
 import { getDomain } from '../shm/join';
 import { Channel } from '../shm/channel';
 import { register, unregister } from '../shm/directory';
-import { parseAddr } from '../shm/addrs';
+import { type Addr, parseAddr } from '../shm/addrs';
+import * as Ticket from '../shm/ticket';
 import { ShmHandle } from './handle';
 import { acceptedSocket, type Socket } from './socket';
 import { internals } from './internals';
@@ -29,6 +30,9 @@ interface Registration {
   domain: Domain;
   index: number;
   word: number;
+  /** What the listener is bound to. */
+  addr: Addr;
+  port: number;
 }
 
 /** What net's listening handle (a libuv TCP handle) offers here: its connection callback, and its owner. */
@@ -143,7 +147,7 @@ function registerShm(server: ServerInternals, backlog: number, flags: number): v
     debug('listener table of the region is full: %s:%d is served over TCP only', address.address, address.port);
     return;
   }
-  const reg: Registration = { domain, index: entry.index, word: entry.word };
+  const reg: Registration = { domain, index: entry.index, word: entry.word, addr, port: address.port };
   server[kListener] = reg;
   domain.acceptors.set(entry.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
   debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, entry.index);
@@ -178,7 +182,19 @@ function incoming(server: ServerInternals, reg: Registration, slot: number, word
     Channel.refuse(reg.domain, slot, word);
     return;
   }
-  const ch = Channel.accept(reg.domain, slot, word);
+  const domain = reg.domain;
+  let snap: Int32Array | undefined;
+  // A host process vets each request (ticket.ts); inside a guest, its agent's domain is the guest's own.
+  if (!domain.guest) {
+    snap = Ticket.snapshot(domain.i32, domain.geo, slot);
+    const verdict = Ticket.vet(domain.secret, (id) => domain.isHostProcess(id), reg, slot, snap);
+    if (verdict.refused !== undefined || snap[0] !== word) {
+      debug('refused the connection request in slot %d: %s', slot, verdict.refused ?? 'it changed while being read');
+      Channel.refuse(domain, slot, word);
+      return;
+    }
+  }
+  const ch = Channel.accept(domain, slot, word, snap);
   if (!ch) return;
   const handle = new ShmHandle(ch);
   // Through the listening handle's onconnection, as a kernel connection arrives:

@@ -16,7 +16,8 @@ import * as Peers from '../shm/peers';
 import { myUid, unlinkQuiet } from '../sys';
 import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Outbox } from './outbox';
-import { Member as Client, discardInput, farewell, welcome } from './protocol';
+import { Member as Client, farewell, readInput, welcome } from './protocol';
+import { NOTE_END, NOTE_MEMBER, note, secretNotes, SECRET_PARTS } from '../shm/notes';
 
 /** An auto-started daemon waits at least this long for its first peer. */
 const AUTO_START_GRACE_MS = 1000;
@@ -70,6 +71,8 @@ export class Daemon extends EventEmitter {
   private i32: Int32Array | null = null;
   private listenFd = -1;
   private listenPoller: NativePoller | null = null;
+  /** Known to host processes only (see shm/notes.ts): what their connection requests are signed with. */
+  private readonly secret = crypto.randomBytes(SECRET_PARTS * 5);
   private clients = new Map<number, Client>();
   private doomed = new Set<Client>();
   private idleTimer: NodeJS.Timeout | null = null;
@@ -225,7 +228,7 @@ export class Daemon extends EventEmitter {
     }
     const gen = Peers.admit(i32, geo, id, { pid: cred.pid });
 
-    const member: Client = { id, gen, pid: cred.pid, sock: fd, efds, poller: null, outbox: new Outbox(addon, fd), gone: false };
+    const member: Client = { id, gen, pid: cred.pid, sock: fd, efds, poller: null, outbox: new Outbox(addon, fd), gone: false, host: false };
     const others = [...this.clients.values()].sort((first, second) => first.id - second.id);
     this.clients.set(id, member);
     if (this.idleTimer) clearTimeout(this.idleTimer);
@@ -245,8 +248,26 @@ export class Daemon extends EventEmitter {
 
   private onClientReadable(member: Client, status: number): void {
     if (member.gone || this.closed) return;
-    if (status < 0 || discardInput(member.sock, member.id) === 'closed') this.doomed.add(member);
+    if (status < 0 || readInput(this.addon!, member.sock, member.id, () => this.hello(member)) === 'closed') this.doomed.add(member);
     this.settle();
+  }
+
+  /**
+   * A member said HELLO: it is a host process running zivm (QEMU never sends
+   * a thing). It gets the domain's secret and the host processes among the
+   * members; the other host processes learn that it is one.
+   */
+  private hello(member: Client): void {
+    if (member.host) return;
+    member.host = true;
+    for (const value of secretNotes(this.secret)) this.send(member, value, -1, -1);
+    const hosts = [...this.clients.values()].filter((other) => other.host && !other.gone);
+    for (const other of hosts) {
+      this.send(member, note(NOTE_MEMBER, other.id), -1, -1);
+      if (other !== member) this.send(other, note(NOTE_MEMBER, member.id), -1, -1);
+    }
+    this.send(member, note(NOTE_END, 0), -1, -1);
+    this.log(`peer ${member.id} is a host process`, false);
   }
 
   /** Sends or queues one protocol message; a broken socket dooms the member. */

@@ -12,12 +12,13 @@
  *   5. its own ID once per vector, each with its own eventfd (its interrupt
  *      setup)
  * Later: another member's ID with an fd (it joined) or without (it left).
- * Members send nothing; what they send is read and dropped; EOF means they left.
+ * QEMU sends nothing; a host process running zivm sends HELLO and gets
+ * zivm's notes (shm/notes.ts). Anything else is read and dropped; EOF means
+ * the member left.
  */
-import fs from 'node:fs';
 import { debug } from '../log';
-import type { NativePoller } from '../shm/native';
-import { errCode } from '../sys';
+import { HELLO } from '../shm/notes';
+import { closeQuiet, type Native, type NativePoller } from '../shm/native';
 import type { Outbox } from './outbox';
 
 /** The protocol version sent first on every connection. */
@@ -34,6 +35,8 @@ export interface Member {
   poller: NativePoller | null;
   outbox: Outbox;
   gone: boolean;
+  /** It said HELLO (see shm/notes.ts): a host process running zivm, not QEMU. */
+  host: boolean;
 }
 
 export type Send = (to: Member, value: number, fd: number, ref: number) => void;
@@ -64,24 +67,26 @@ export function farewell(member: Member, others: Member[], vectors: number, send
   }
 }
 
-const scratch = Buffer.alloc(4096);
-
 /**
- * Reads and drops what a member sent (plain reads: a stray partial message
- * must not make us wait for the rest, and fds passed along with it are
- * released by the kernel). 'closed' on EOF or a broken socket.
+ * Reads what a member sent: HELLO from a host process (`onHello`), anything
+ * else is dropped (fds passed along with it are closed). 'closed' on EOF or a
+ * broken socket.
  */
-export function discardInput(sock: number, id: number): 'open' | 'closed' {
+export function readInput(addon: Native, sock: number, id: number, onHello: () => void): 'open' | 'closed' {
   for (let k = 0; k < 16; k++) {
-    let got: number;
+    let msg: [number, number] | null | false;
     try {
-      got = fs.readSync(sock, scratch, 0, scratch.length, null);
+      msg = addon.recvMsg(sock);
     } catch (err) {
-      const code = errCode(err);
-      return code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR' ? 'open' : 'closed';
+      debug('peer %d sent a message cut short: %s', id, (err as Error).message);
+      return 'closed';
     }
-    if (got === 0) return 'closed';
-    debug('peer %d sent %d bytes (ignored)', id, got);
+    if (msg === null) return 'open';
+    if (msg === false) return 'closed';
+    const [value, fd] = msg;
+    if (fd >= 0) closeQuiet(fd);
+    if (value === HELLO && fd < 0) onHello();
+    else debug('peer %d sent %d (ignored)', id, value);
   }
   return 'open';
 }

@@ -13,6 +13,7 @@ import type { Found } from './directory';
 import { Addr, mapV4, publishedAddrs, readAddr } from './addrs';
 import * as Lay from './layout';
 import * as Slot from './slot';
+import * as Ticket from './ticket';
 
 const EPHEMERAL_LOW = 32768;
 const EPHEMERAL_COUNT = 60999 - 32768 + 1;
@@ -59,6 +60,8 @@ export class Channel implements SlotHandler {
   private readonly rxReaderSleeping: number;
   private readonly rxWriterSleeping: number;
   private released = false;
+  /** Server side: the request's words as they were vetted (ticket.ts). */
+  private fixed: Int32Array | undefined;
 
   private constructor(domain: Domain, slot: number, gen: number, side: Side, peer: number, peerGen: number) {
     this.domain = domain;
@@ -115,7 +118,10 @@ export class Channel implements SlotHandler {
         serverPort: remotePort,
         mapped: listener.family === 6 && remote.family === 4,
       },
-      (slot, gen) => (ch = new Channel(domain, slot, gen, 'client', listener.owner, listener.ownerGen)),
+      (slot, gen) => {
+        ch = new Channel(domain, slot, gen, 'client', listener.owner, listener.ownerGen);
+        if (domain.secret) Ticket.sign(domain.secret, i32, geo, slot);
+      },
     );
     if (!claimed || !ch) return undefined;
     domain.notify(listener.owner, claimed.slot, listener.ownerGen, true);
@@ -123,11 +129,12 @@ export class Channel implements SlotHandler {
   }
 
   /** Server side: accepts the connection waiting in `slot`. Undefined if the client gave up meanwhile. */
-  static accept(domain: Domain, slot: number, word: number): Channel | undefined {
-    const [client, clientGen] = Slot.requester(domain.i32, domain.geo, slot);
+  static accept(domain: Domain, slot: number, word: number, snap?: Int32Array): Channel | undefined {
+    const [client, clientGen] = snap ? [snap[Lay.SLOT.CLIENT], snap[Lay.SLOT.CLIENT_GEN]] : Slot.requester(domain.i32, domain.geo, slot);
     let ch: Channel;
     try {
       ch = new Channel(domain, slot, Lay.genOf(word), 'server', client, clientGen);
+      ch.fixed = snap;
     } catch (err) {
       // The request's rings make no sense (corrupt, or forged): that connection is refused, nothing else.
       debug('refused the connection request in slot %d: %s', slot, (err as Error).message);
@@ -149,15 +156,17 @@ export class Channel implements SlotHandler {
   }
 
   endpoints(): Endpoints {
-    const i32 = this.domain.i32;
-    const family = Atomics.load(i32, this.base + Lay.SLOT.FAMILY) === 6 ? 6 : 4;
-    const clientAddr = readAddr(i32, this.base + Lay.SLOT.CLIENT_ADDR, family);
-    const clientPort = Atomics.load(i32, this.base + Lay.SLOT.CLIENT_PORT);
-    const serverAddr = readAddr(i32, this.base + Lay.SLOT.SERVER_ADDR, family);
-    const serverPort = Atomics.load(i32, this.base + Lay.SLOT.SERVER_PORT);
+    // The server's side: the request as it was vetted, not as the slot may read now.
+    const i32 = this.fixed ?? this.domain.i32;
+    const base = this.fixed ? 0 : this.base;
+    const family = Atomics.load(i32, base + Lay.SLOT.FAMILY) === 6 ? 6 : 4;
+    const clientAddr = readAddr(i32, base + Lay.SLOT.CLIENT_ADDR, family);
+    const clientPort = Atomics.load(i32, base + Lay.SLOT.CLIENT_PORT) & 0xffff;
+    const serverAddr = readAddr(i32, base + Lay.SLOT.SERVER_ADDR, family);
+    const serverPort = Atomics.load(i32, base + Lay.SLOT.SERVER_PORT) & 0xffff;
     if (this.side === 'client') return { family, local: clientAddr, localPort: clientPort, remote: serverAddr, remotePort: serverPort };
     // A dual-stack listener sees an IPv4 client at IPv4-mapped addresses, as the kernel shows them.
-    if (Atomics.load(i32, this.base + Lay.SLOT.MAPPED) === 1)
+    if (Atomics.load(i32, base + Lay.SLOT.MAPPED) === 1)
       return { family: 6, local: mapV4(serverAddr), localPort: serverPort, remote: mapV4(clientAddr), remotePort: clientPort };
     return { family, local: serverAddr, localPort: serverPort, remote: clientAddr, remotePort: clientPort };
   }

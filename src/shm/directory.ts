@@ -106,6 +106,8 @@ export function find(domain: Domain, addr: Addr, port: number): Found | undefine
     const owner = Atomics.load(i32, entry + Lay.LISTENER.OWNER);
     const ownerGen = Atomics.load(i32, entry + Lay.LISTENER.OWNER_GEN);
     if (!domain.peerAlive(owner, ownerGen)) continue;
+    // This host's addresses are served by host processes only, as the daemon named them (a guest may write any entry).
+    if (local && !domain.guest && !domain.isHostProcess(owner)) continue;
     if (!local && !crossNodeOk(domain, owner, addr)) continue;
     if (Atomics.load(i32, entry + Lay.LISTENER.STATE) !== word) continue; // changed while we read it
     const found: Found = { index: i, word, owner, ownerGen, family: family === 6 ? 6 : 4, sameNode: local };

@@ -69,6 +69,13 @@ function handOver(fed: Feedable): (() => void) | [() => void] {
   return fed.bare ? [fed.feed] : fed.feed;
 }
 
+/** What the daemon told us as a host process (see notes.ts). */
+export interface HostNotes {
+  secret: Buffer | undefined;
+  /** Members that are host processes (ourselves included). */
+  members: Set<number>;
+}
+
 export class Domain {
   readonly id: number;
   readonly gen: number;
@@ -78,6 +85,11 @@ export class Domain {
   readonly nodeId: number;
   /** Inside a VM guest: our share of the ivshmem device (doorbells through BAR0, ours on an MSI-X vector). */
   readonly guest: GuestLink | undefined;
+  /**
+   * The domain's secret, from the daemon to host processes only: a
+   * connection request between host processes is signed with it (ticket.ts).
+   */
+  readonly secret: Buffer | undefined;
   /** False once the daemon is gone or close() ran: no new connections. */
   alive = true;
 
@@ -101,14 +113,24 @@ export class Domain {
   private inDispatch = false;
 
   /** Made by join.ts once the daemon (or a guest's agent) has handed us our share. */
-  constructor(ctlFd: number, id: number, region: NativeRegion, geo: Lay.Geometry, ownFds: number[], peerFds: Map<number, number[]>, guest?: GuestLink) {
+  constructor(
+    ctlFd: number,
+    id: number,
+    region: NativeRegion,
+    geo: Lay.Geometry,
+    ownFds: number[],
+    peerFds: Map<number, number[]>,
+    guest?: GuestLink,
+    host?: HostNotes,
+  ) {
     this.guest = guest;
+    this.secret = host?.secret;
     const addon = native();
     this.id = id;
     this.region = region;
     this.geo = geo;
     this.i32 = new Int32Array(region.buffer);
-    this.bells = new Doorbells(this.i32, geo, id, ctlFd, ownFds, peerFds, guest);
+    this.bells = new Doorbells(this.i32, geo, id, ctlFd, ownFds, peerFds, guest, host?.members ?? new Set());
     this.bells.on('peer-left', (peer) => this.onPeerLeft(peer));
     this.bells.on('orphaned', () => this.orphan());
     this.handlers = new Array<SlotHandler | undefined>(geo.nslots * 2);
@@ -174,6 +196,11 @@ export class Domain {
   /** Traffic happened: keep busy-polling a little before sleeping. */
   kick(): void {
     this.spinState[0] = 1;
+  }
+
+  /** Is peer `id` a host process, as the daemon told us (never as the region says)? */
+  isHostProcess(id: number): boolean {
+    return this.bells.hostMembers.has(id);
   }
 
   /** Is peer `id` of generation `gen` a member right now? */

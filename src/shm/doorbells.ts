@@ -11,6 +11,7 @@ import { debug } from '../log';
 import type { GuestLink } from '../guest/link';
 import * as Lay from './layout';
 import { closeQuiet, native, NativePoller } from './native';
+import { NOTE_MEMBER, readNote } from './notes';
 import * as Peers from './peers';
 
 export interface DoorbellEvents {
@@ -37,6 +38,8 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
     private readonly ownFds: number[],
     peerFds: Map<number, number[]>,
     private readonly guest: GuestLink | undefined,
+    /** Members that are host processes, as the daemon says (notes.ts); kept up to date here. */
+    readonly hostMembers: Set<number>,
   ) {
     super();
     for (const [peer, fds] of peerFds) {
@@ -127,6 +130,11 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
         return;
       }
       const [id, fd] = msg;
+      const seen = fd < 0 ? readNote(id) : undefined;
+      if (seen) {
+        if (seen.type === NOTE_MEMBER && seen.payload < this.geo.maxPeers) this.hostMembers.add(seen.payload);
+        continue;
+      }
       if (fd >= 0) {
         if (id === this.id) {
           addon.close(fd); // more vectors than the header said; we only poll the first
@@ -144,6 +152,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
         if (list) for (const peerFd of list) addon.close(peerFd);
         this.peerFds.delete(id);
         this.peerGens.delete(id);
+        this.hostMembers.delete(id);
         debug('peer %d left the domain', id);
         const left = (): void => {
           this.emit('peer-left', id);

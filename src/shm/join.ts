@@ -13,9 +13,12 @@ import { connectDaemon } from './autostart';
 import { Domain } from './domain';
 import * as Lay from './layout';
 import { closeQuiet, native, NativeRegion } from './native';
+import * as Notes from './notes';
 import * as Peers from './peers';
 
 const JOIN_TIMEOUT_MS = 5000;
+/** How long a daemon may take to answer HELLO (one that never does is older than these notes). */
+const HELLO_TIMEOUT_MS = 1000;
 
 /** The geometry the daemon named its memfd with (see Lay.geometryName), if it did. */
 function namedGeometry(fd: number): Lay.Geometry | undefined {
@@ -124,7 +127,50 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
         list.push(peerFd);
       }
     }
-    const domain = new Domain(fd, id, region, geo, own, peers);
+    // We are a host process running zivm: say so, and take the daemon's notes (see notes.ts).
+    const host = { secret: undefined as Buffer | undefined, members: new Set<number>([id]) };
+    try {
+      addon.sendMsg(fd, Notes.HELLO, -1);
+      const secret = Buffer.alloc(Notes.SECRET_PARTS * 5);
+      let parts = 0;
+      const helloDeadline = Math.min(deadline, Date.now() + HELLO_TIMEOUT_MS);
+      for (;;) {
+        const msg = addon.recvMsg(fd);
+        if (msg === false) throw new ZivmProtocolError('the zivm daemon closed the connection while we joined');
+        if (msg === null) {
+          const left = helloDeadline - Date.now();
+          if (left <= 0) throw new ZivmProtocolError('the zivm daemon did not answer HELLO (an older daemon?)');
+          addon.waitReadable(fd, left);
+          continue;
+        }
+        const [value, peerFd] = msg;
+        const seen = Notes.readNote(value);
+        if (seen && peerFd < 0) {
+          if (seen.type === Notes.NOTE_END) break;
+          if (seen.type === Notes.NOTE_MEMBER && seen.payload < geo.maxPeers) host.members.add(seen.payload);
+          if (seen.type === Notes.NOTE_SECRET && Notes.takeSecretPart(secret, seen.payload)) parts++;
+          continue;
+        }
+        if (peerFd < 0) {
+          const gone = peers.get(value);
+          if (gone) for (const goneFd of gone) addon.close(goneFd);
+          peers.delete(value);
+          host.members.delete(value);
+        } else if (value === id) {
+          addon.close(peerFd); // more vectors than we poll
+        } else {
+          opened.push(peerFd);
+          let list = peers.get(value);
+          if (!list) peers.set(value, (list = []));
+          list.push(peerFd);
+        }
+      }
+      if (parts >= Notes.SECRET_PARTS) host.secret = secret;
+    } catch (err) {
+      if (err instanceof ZivmProtocolError && /HELLO/.test(err.message)) debug('%s: shared memory only with guests', err.message);
+      else throw err;
+    }
+    const domain = new Domain(fd, id, region, geo, own, peers, undefined, host);
     debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, domain.gen, geo.nslots, geo.ringSize);
     return domain;
   } catch (err) {

@@ -165,6 +165,7 @@ export const SLOT = {
   SERVER_ADDR: 13, // 16 bytes: words 13..16
   SERVER_PORT: 17,
   MAPPED: 18, // 1: the server listens on an IPv6 wildcard and sees this IPv4 client as ::ffff:a.b.c.d
+  TICKET: 19, // 2 words: a host process's signature of the request (ticket.ts)
   CLIENT_FLAGS: 32, // byte 128: written by the client side (or the daemon when the client died)
   SERVER_FLAGS: 48, // byte 192: written by the server side (or the daemon when the server died)
 } as const;

@@ -16,11 +16,16 @@ one JSON answer per line on stdout:
   {"op": "ring", "peer": P, "vector": V}  rings that peer's doorbell
   {"op": "news"}                          reads the daemon's news (peers that joined or left)
   {"op": "listeners"}                     the active listener entries
-  {"op": "request", "port": P, "corrupt": bool, "data": text}
+  {"op": "request", "port": P, "corrupt": bool, "data": text, "as": "owner"?}
                                           writes a connection request to the owner of the listener on
                                           port P into a free slot (with rings that make no sense, if
                                           corrupt; with `data` already in it, if given), sets its bit and
-                                          rings the owner
+                                          rings the owner; "as": "owner" writes the request in the
+                                          name of the listener's owner itself
+  {"op": "listen", "port": P, "node": N, "addr": [a, b, c, d]}
+                                          writes a listener entry of its own for addr:P on node N (the
+                                          network namespace's inode, as a host process would write it)
+  {"op": "owner", "port": P, "owner": ID}  rewrites the owner of the listener entry on port P
   {"op": "slots", "server": S}            the slots whose server is peer S: slot, state word, flags
   {"op": "steal", "slot": N}              marks slot N free under its owners (the next generation)
   {"op": "peerword", "peer": P, "word": W, "val": V}
@@ -142,8 +147,9 @@ def main():
                 continue
             gen = ((state >> 8) + 1) & 0xffffff
             region[base + 4:base + SLOT_HEADER_SIZE] = bytes(SLOT_HEADER_SIZE - 4)
-            my_gen = word(hdr(H_PEERS_OFF) + my_id * PEER_SIZE + 4 * P_GEN)
-            for field, val in ((S_CLIENT, my_id), (S_CLIENT_GEN, my_gen), (S_SERVER, entry['owner']),
+            client = entry['owner'] if cmd.get('as') == 'owner' else my_id
+            my_gen = word(hdr(H_PEERS_OFF) + client * PEER_SIZE + 4 * P_GEN)
+            for field, val in ((S_CLIENT, client), (S_CLIENT_GEN, my_gen), (S_SERVER, entry['owner']),
                                (S_SERVER_GEN, entry['ownerGen']), (S_LISTENER, entry['index']),
                                (S_LISTENER_STATE, entry['state']), (S_FAMILY, 4),
                                (S_CLIENT_PORT, 40000 + n), (S_SERVER_PORT, cmd['port'])):
@@ -164,6 +170,8 @@ def main():
             return {'slot': n, 'gen': gen, 'owner': owner, 'rung': ring(owner)}
         raise ValueError('no free slot')
 
+    # Alive in its own entry, as any member announces itself (PEER.STATE = ALIVE).
+    put(hdr(H_PEERS_OFF) + my_id * PEER_SIZE, 2)
     out({'event': 'joined', 'id': my_id, 'size': size})
     for line in sys.stdin:
         line = line.strip()
@@ -205,6 +213,27 @@ def main():
                 out({'ok': True, 'listeners': listeners()})
             elif op == 'request':
                 out(dict({'ok': True}, **request(cmd)))
+            elif op == 'listen':
+                for i in range(hdr(H_MAX_LISTENERS)):
+                    base = hdr(H_LISTENERS_OFF) + i * LISTENER_SIZE
+                    state = word(base)
+                    if state & 0xff != 0:
+                        continue
+                    my_gen = word(hdr(H_PEERS_OFF) + my_id * PEER_SIZE + 4 * P_GEN)
+                    node = cmd['node']
+                    for field, val in ((L_OWNER, my_id), (L_OWNER_GEN, my_gen), (L_PORT, cmd['port']), (L_FAMILY, 4),
+                                       (5, 0), (6, node % 2**32), (7, node // 2**32)):
+                        put(base + 4 * field, val)
+                    region[base + 32:base + 48] = bytes(cmd['addr']) + bytes(12)
+                    put(base, ((((state >> 8) + 1) & 0xffffff) << 8) | LST_ACTIVE)
+                    out({'ok': True, 'index': i})
+                    break
+                else:
+                    out({'ok': False, 'error': 'listener table full'})
+            elif op == 'owner':
+                entry = [e for e in listeners() if e['port'] == cmd['port']][0]
+                put(hdr(H_LISTENERS_OFF) + entry['index'] * LISTENER_SIZE + 4 * L_OWNER, cmd['owner'])
+                out({'ok': True})
             elif op == 'slots':
                 found = []
                 for n in range(hdr(H_NSLOTS)):

@@ -28,8 +28,9 @@ const ROUTE_VIA = 0x40000000;
 
 class Hostile {
   readonly proc: Proc;
-  constructor(socket: string) {
-    this.proc = new Proc('python3', [HOSTILE, socket], { name: 'hostile.py', timeoutMs: 10000 });
+  /** `uid`: run as that user (the program is handed over as text: the checkout may be private to us). */
+  constructor(socket: string, uid?: number) {
+    this.proc = new Proc('python3', ['-c', fs.readFileSync(HOSTILE, 'utf8'), socket], { name: 'hostile.py', timeoutMs: 10000, uid, gid: uid, cwd: '/' });
   }
 
   async joined(): Promise<Json> {
@@ -205,23 +206,61 @@ describe('attacks by a hostile member of the domain', function () {
     await stillServes(sc);
   });
 
-  it('a process of another uid is refused by the daemon (root included) and uses TCP; --allow-uid admits it', async () => {
+  it("a listener entry written by the attacker for a plain TCP server's port on 127.0.0.1 captures nothing: the client goes over TCP to the real server", async () => {
+    const sc = await scene();
+    const plain = spawnPeer('peer', ['echo-server', 'net', '127.0.0.1'], sc.env);
+    const port = (await plain.event('listening')).port as number;
+    const bad = new Hostile(sc.socket);
+    await bad.joined();
+    await bad.do({ op: 'listen', port, node: fs.statSync('/proc/self/ns/net').ino, addr: [127, 0, 0, 1] });
+    const proc = spawnPeer('victim', [String(port), '127.0.0.1'], sc.env);
+    const connect = await proc.event('connect');
+    expect(connect.transport).to.equal('tcp');
+    const answer = await echo(proc, 'to the real one');
+    expect(answer.event, JSON.stringify(answer)).to.equal('echo');
+  });
+
+  it('a listener entry of a zivm server rewritten to name the attacker as its owner: clients go over TCP to the real server', async () => {
+    const sc = await scene();
+    const bad = new Hostile(sc.socket);
+    const me = await bad.joined();
+    await bad.do({ op: 'owner', port: sc.port, owner: me.id });
+    const { proc, connect } = await victim(sc);
+    expect(connect.transport).to.equal('tcp');
+    expect((await echo(proc, 'hello')).event).to.equal('echo');
+  });
+
+  it('a connection request written by the attacker to a server bound to 127.0.0.1 is refused, even in the name of a host process', async () => {
+    const sc = await scene();
+    const bad = new Hostile(sc.socket);
+    await bad.joined();
+    for (const as of ['itself', 'the server']) {
+      const req = await bad.do({ op: 'request', port: sc.port, data: 'GET / HTTP/1.0\r\n\r\n', ...(as === 'the server' ? { as: 'owner' } : {}) });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const slots = (await bad.do({ op: 'slots', server: req.owner })).slots as Json[];
+      expect(slots.find((entry) => entry.slot === req.slot)?.state & 0xff, `a request in the name of ${as}`).to.equal(4);
+    }
+    expect(
+      sc.server.lines.filter((line) => line.event === 'connection'),
+      'connections the server saw',
+    ).to.deep.equal([]);
+    await stillServes(sc);
+  });
+
+  it('a member of another uid is refused by the daemon (root included); --allow-uid admits it', async () => {
     const nobody = 65534;
     for (const allow of [false, true]) {
       const sc = await scene(allow ? ['--allow-uid', String(nobody)] : [], 0o755);
       fs.chmodSync(sc.socket, 0o666);
-      const proc = new Proc(process.execPath, [path.join(__dirname, '..', 'fixtures', 'victim.js'), String(sc.port), '127.0.0.1'], {
-        name: 'victim (uid nobody)',
-        env: { ...process.env, ...sc.env },
-        timeoutMs: 10000,
-        uid: nobody,
-        gid: nobody,
-      });
-      const connect = await proc.event('connect');
-      expect(connect.transport, allow ? 'admitted' : 'refused').to.equal(allow ? 'shm' : 'tcp');
-      expect((await echo(proc, 'hi')).event).to.equal('echo');
-      if (!allow) expect(sc.daemon.out.stderr).to.match(/refused pid \d+: uid 65534/);
-      await proc.stop();
+      const other = new Hostile(sc.socket, nobody);
+      if (allow) {
+        expect((await other.joined()).id, 'admitted').to.be.a('number');
+      } else {
+        await other.proc.exited;
+        expect(other.proc.lines, 'what the refused member got').to.deep.equal([]);
+        expect(sc.daemon.out.stderr).to.match(/refused pid \d+: uid 65534/);
+      }
+      await other.proc.stop();
       await sc.daemon.stop();
     }
   });

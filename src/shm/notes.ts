@@ -1,0 +1,52 @@
+/**
+ * zivm's additions to the ivshmem-server stream, between the daemon and host
+ * processes only. QEMU speaks the protocol as documented and never sends a
+ * thing; a host process says HELLO once it has its interrupt set-up, and the
+ * daemon answers with notes (negative values QEMU never sees): the domain's
+ * secret, which members are host processes (and, later, each host process
+ * that says hello), then END. Host processes are thus known from what the
+ * daemon saw on its socket, never from the region, which a guest can write.
+ *
+ * Every value fits a JavaScript number (|v| < 2^53): a note is
+ * -(2^52 + type * 2^48 + payload), payload < 2^48.
+ */
+
+/** What a host process sends, once: 'ZIVM' and the notes' version. */
+export const HELLO = 0x5a49564d * 0x10000 + 1;
+
+export const NOTE_MEMBER = 1; // payload: the id of a member that is a host process
+export const NOTE_SECRET = 2; // payload: index (bits 40..47) and 40 bits of the secret
+export const NOTE_END = 3; // the answer to HELLO is complete
+
+const BASE = 2 ** 52;
+const TYPE = 2 ** 48;
+const PART = 2 ** 40;
+/** Secret parts of 40 bits each: 80 bits. */
+export const SECRET_PARTS = 2;
+
+export function note(type: number, payload: number): number {
+  return -(BASE + type * TYPE + payload);
+}
+
+/** The note a value is, or undefined for any other message. */
+export function readNote(value: number): { type: number; payload: number } | undefined {
+  if (!(value <= -BASE) || value < -(2 ** 53)) return undefined;
+  const rest = -value - BASE;
+  const type = Math.floor(rest / TYPE);
+  return { type, payload: rest - type * TYPE };
+}
+
+/** The secret as SECRET_PARTS notes. */
+export function secretNotes(secret: Buffer): number[] {
+  const notes: number[] = [];
+  for (let index = 0; index < SECRET_PARTS; index++) notes.push(note(NOTE_SECRET, index * PART + secret.readUIntLE(index * 5, 5)));
+  return notes;
+}
+
+/** Puts a secret note's part in place in `secret` (SECRET_PARTS * 5 bytes); false if it is not a valid part. */
+export function takeSecretPart(secret: Buffer, payload: number): boolean {
+  const index = Math.floor(payload / PART);
+  if (index >= SECRET_PARTS) return false;
+  secret.writeUIntLE(payload - index * PART, index * 5, 5);
+  return true;
+}
