@@ -36,6 +36,7 @@ function peer(res: { i32: Int32Array; g: Lay.Geometry }, id: number, node: numbe
     geo: res.g,
     guest: guest ? {} : undefined,
     // What the daemon would have told a host process: here, the entries of kind 'process'.
+    guestAddrs: guest ? [] : [addr('10.77.2.2')],
     isHostProcess: (pid: number) => Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.KIND) === Lay.PEER_KIND_PROCESS,
     peerAlive: (pid: number, gen: number) =>
       Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE &&
@@ -80,7 +81,7 @@ describe('peer addresses: publishing and cross-node lookup', () => {
     expect(find(host, addr('127.0.0.1'), 81)?.owner).to.equal(0);
   });
 
-  it('a host reaches a guest listener by the guest address; between two host nodes nothing changes', () => {
+  it('a host reaches a guest listener by the guest address the operator declared; between two host nodes nothing changes', () => {
     const res = region();
     const host = peer(res, 0, 1000, Lay.PEER_KIND_PROCESS, ['10.77.1.1']);
     const other = peer(res, 2, 2000, Lay.PEER_KIND_PROCESS, ['10.77.3.3']);
@@ -88,6 +89,9 @@ describe('peer addresses: publishing and cross-node lookup', () => {
     register(guest, { addr: addr('10.77.2.2'), port: 90, ipv6Only: false, backlog: 5 });
     register(other, { addr: addr('0.0.0.0'), port: 91, ipv6Only: false, backlog: 5 });
     expect(find(host, addr('10.77.2.2'), 90)?.owner).to.equal(1);
+    register(guest, { addr: addr('10.77.9.9'), port: 92, ipv6Only: false, backlog: 5 });
+    publishAddrs(res.i32, res.g, 1, [addr('10.77.2.2'), addr('10.77.9.9')]);
+    expect(find(host, addr('10.77.9.9'), 92), 'an address the guest published but the operator did not declare').to.equal(undefined);
     expect(find(host, addr('10.77.3.3'), 91), 'another network namespace of the host: TCP, as before').to.equal(undefined);
     // The guest dies: its entry is no longer alive.
     Atomics.store(res.i32, (Lay.peerOffset(res.g, 1) >> 2) + Lay.PEER.STATE, Lay.PEER_DEAD);

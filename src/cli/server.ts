@@ -11,6 +11,7 @@ import {
 } from '../config';
 import { UsageError } from '../errors';
 import { computeGeometry } from '../shm/layout';
+import { type Addr, isLoopback, isUnspecified, parseAddr } from '../shm/addrs';
 import { runDaemon } from '../server/run';
 import { Command, intOption, noMore, parse } from './command';
 import { bytesText } from './format';
@@ -45,6 +46,10 @@ options:
   --allow-uid UID,...  also admit processes (or QEMU) of these uids; by default
                        only the daemon's own uid is admitted, root included
                        (the socket's file mode must let them in too)
+  --guest-addr A,...   the addresses of this domain's guests (their eth0, as the
+                       operator set them up): host processes reach guests, and
+                       take connections from them, over shared memory at these
+                       addresses only; none declared: TCP between host and guests
   --auto               started on demand: exit quietly if a daemon already serves
   --verbose            one line per peer join/leave on stderr
 `;
@@ -62,6 +67,7 @@ export const serverCommand: Command = {
       'max-listeners': { type: 'string' },
       'idle-exit': { type: 'string' },
       'allow-uid': { type: 'string', multiple: true },
+      'guest-addr': { type: 'string', multiple: true },
       auto: { type: 'boolean' },
       verbose: { type: 'boolean' },
     });
@@ -94,6 +100,14 @@ export const serverCommand: Command = {
         allowUids.push(uid);
       }
     }
+    const guestAddrs: Addr[] = [];
+    for (const list of (opts['guest-addr'] as string[] | undefined) ?? []) {
+      for (const item of String(list).split(',')) {
+        const addr = parseAddr(item.trim());
+        if (!addr || isLoopback(addr) || isUnspecified(addr)) throw new UsageError(`--guest-addr: not a guest address: ${item}`);
+        guestAddrs.push(addr);
+      }
+    }
     let geo;
     try {
       geo = computeGeometry({ size, ringSize, vectors, maxPeers, maxListeners });
@@ -101,7 +115,7 @@ export const serverCommand: Command = {
       throw new UsageError((err as Error).message);
     }
     const verbose = !!opts.verbose && !auto;
-    return runDaemon({ socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose, allowUids }, (daemon) => {
+    return runDaemon({ socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose, allowUids, guestAddrs }, (daemon) => {
       if (!auto) {
         process.stdout.write(
           `zivm server listening on ${daemon.socketPath} (size ${bytesText(geo.size)}, ${geo.nslots} slots, ring ${bytesText(geo.ringSize)}, ` +

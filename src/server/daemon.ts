@@ -17,7 +17,8 @@ import { myUid, unlinkQuiet } from '../sys';
 import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Outbox } from './outbox';
 import { Member as Client, farewell, readInput, welcome } from './protocol';
-import { NOTE_END, NOTE_MEMBER, note, secretNotes, SECRET_PARTS } from '../shm/notes';
+import { NOTE_END, NOTE_MEMBER, guestAddrNotes, note, secretNotes, SECRET_PARTS } from '../shm/notes';
+import type { Addr } from '../shm/addrs';
 
 /** An auto-started daemon waits at least this long for its first peer. */
 const AUTO_START_GRACE_MS = 1000;
@@ -42,6 +43,8 @@ export interface DaemonOptions {
   verbose?: boolean;
   /** Uids admitted besides the daemon's own (root is not admitted unless it is the daemon's uid or listed). */
   allowUids?: number[];
+  /** The addresses of this domain's guests, as the operator declared them: the only ones host processes reach guests at. */
+  guestAddrs?: Addr[];
 }
 
 export interface DaemonEvents {
@@ -63,6 +66,7 @@ export class Daemon extends EventEmitter {
   readonly auto: boolean;
   readonly verbose: boolean;
   readonly allowUids: ReadonlySet<number>;
+  readonly guestAddrs: readonly Addr[];
 
   private addon: Native | null = null;
   private readonly hold: DaemonLock;
@@ -100,6 +104,7 @@ export class Daemon extends EventEmitter {
     this.auto = !!opts.auto;
     this.verbose = !!opts.verbose;
     this.allowUids = new Set(opts.allowUids ?? []);
+    this.guestAddrs = opts.guestAddrs ?? [];
   }
 
   /** Peers connected now. */
@@ -266,6 +271,7 @@ export class Daemon extends EventEmitter {
       this.send(member, note(NOTE_MEMBER, other.id), -1, -1);
       if (other !== member) this.send(other, note(NOTE_MEMBER, member.id), -1, -1);
     }
+    for (const addr of this.guestAddrs) for (const value of guestAddrNotes(addr.family, addr.bytes)) this.send(member, value, -1, -1);
     this.send(member, note(NOTE_END, 0), -1, -1);
     this.log(`peer ${member.id} is a host process`, false);
   }

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { spinTimes } from '../config';
 import { debug } from '../log';
 import { GuestLink, guestNodeId } from '../guest/link';
-import { formatAddr, publishableAddrs, publishAddrs } from './addrs';
+import { type Addr, formatAddr, publishableAddrs, publishAddrs } from './addrs';
 import * as Lay from './layout';
 import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
 import * as Peers from './peers';
@@ -74,6 +74,8 @@ export interface HostNotes {
   secret: Buffer | undefined;
   /** Members that are host processes (ourselves included). */
   members: Set<number>;
+  /** The addresses the operator declared for the domain's guests. */
+  guestAddrs: Addr[];
 }
 
 export class Domain {
@@ -90,6 +92,8 @@ export class Domain {
    * connection request between host processes is signed with it (ticket.ts).
    */
   readonly secret: Buffer | undefined;
+  /** Host process: the addresses of the domain's guests, as the operator declared them to the daemon. */
+  readonly guestAddrs: readonly Addr[];
   /** False once the daemon is gone or close() ran: no new connections. */
   alive = true;
 
@@ -125,6 +129,7 @@ export class Domain {
   ) {
     this.guest = guest;
     this.secret = host?.secret;
+    this.guestAddrs = host?.guestAddrs ?? [];
     const addon = native();
     this.id = id;
     this.region = region;

@@ -13,6 +13,7 @@ import { connectDaemon } from './autostart';
 import { Domain } from './domain';
 import * as Lay from './layout';
 import { closeQuiet, native, NativeRegion } from './native';
+import type { Addr } from './addrs';
 import * as Notes from './notes';
 import * as Peers from './peers';
 
@@ -128,7 +129,8 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
       }
     }
     // We are a host process running zivm: say so, and take the daemon's notes (see notes.ts).
-    const host = { secret: undefined as Buffer | undefined, members: new Set<number>([id]) };
+    const host = { secret: undefined as Buffer | undefined, members: new Set<number>([id]), guestAddrs: [] as Addr[] };
+    const guestAddrs = new Notes.GuestAddrReader();
     try {
       addon.sendMsg(fd, Notes.HELLO, -1);
       const secret = Buffer.alloc(Notes.SECRET_PARTS * 5);
@@ -149,6 +151,8 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
           if (seen.type === Notes.NOTE_END) break;
           if (seen.type === Notes.NOTE_MEMBER && seen.payload < geo.maxPeers) host.members.add(seen.payload);
           if (seen.type === Notes.NOTE_SECRET && Notes.takeSecretPart(secret, seen.payload)) parts++;
+          const guestAddr = guestAddrs.take(seen.type, seen.payload);
+          if (guestAddr) host.guestAddrs.push(guestAddr);
           continue;
         }
         if (peerFd < 0) {

@@ -17,6 +17,8 @@ export const HELLO = 0x5a49564d * 0x10000 + 1;
 export const NOTE_MEMBER = 1; // payload: the id of a member that is a host process
 export const NOTE_SECRET = 2; // payload: index (bits 40..47) and 40 bits of the secret
 export const NOTE_END = 3; // the answer to HELLO is complete
+export const NOTE_GUEST4 = 4; // payload: an IPv4 address the operator declared for the domain's guests
+export const NOTE_GUEST6 = 5; // payload: index (bits 32..33) and 32 bits of such an IPv6 address, four in a row
 
 const BASE = 2 ** 52;
 const TYPE = 2 ** 48;
@@ -49,4 +51,35 @@ export function takeSecretPart(secret: Buffer, payload: number): boolean {
   if (index >= SECRET_PARTS) return false;
   secret.writeUIntLE(payload - index * PART, index * 5, 5);
   return true;
+}
+
+/** The notes that declare `addr` (16 bytes; IPv4 in the first 4) a guest address. */
+export function guestAddrNotes(family: 4 | 6, bytes: Uint8Array): number[] {
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, 16);
+  if (family === 4) return [note(NOTE_GUEST4, view.readUInt32BE(0))];
+  return [0, 1, 2, 3].map((index) => note(NOTE_GUEST6, index * 2 ** 32 + view.readUInt32BE(4 * index)));
+}
+
+/** Puts the guest address notes together as they come: `take(note)` returns an address once one is complete. */
+export class GuestAddrReader {
+  private readonly v6 = Buffer.alloc(16);
+  private have = 0;
+
+  take(type: number, payload: number): { family: 4 | 6; bytes: Uint8Array } | undefined {
+    if (type === NOTE_GUEST4) {
+      const bytes = new Uint8Array(16);
+      Buffer.from(bytes.buffer).writeUInt32BE(payload % 2 ** 32, 0);
+      return { family: 4, bytes };
+    }
+    if (type !== NOTE_GUEST6) return undefined;
+    const index = Math.floor(payload / 2 ** 32);
+    if (index !== this.have) {
+      this.have = 0;
+      return undefined;
+    }
+    this.v6.writeUInt32BE(payload % 2 ** 32, 4 * index);
+    if (++this.have < 4) return undefined;
+    this.have = 0;
+    return { family: 6, bytes: new Uint8Array(this.v6) };
+  }
 }

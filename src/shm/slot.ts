@@ -59,6 +59,18 @@ function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
 }
 
 /**
+ * Zeroes the part of a ring's data area that its last connection wrote into
+ * (its head: bytes ever written; all of it past one lap, or if the head makes
+ * no sense), so that no later user of the slot reads them.
+ */
+function wipeUsed(i32: Int32Array, hdr: number, data: number, ringSize: number): void {
+  const low = Atomics.load(i32, (hdr + Lay.RING_HEAD) >> 2) >>> 0;
+  const high = Atomics.load(i32, ((hdr + Lay.RING_HEAD) >> 2) + 1);
+  const used = high !== 0 ? ringSize : Math.min(low, ringSize);
+  if (used > 0) new Uint8Array(i32.buffer, data, used).fill(0);
+}
+
+/**
  * Client: claims a free slot and puts a request in it (CONNECTING). Returns the
  * slot and the connection's generation, or undefined when every slot is taken.
  * `prepare(slot)` runs while the slot is ours alone, before the request is
@@ -76,7 +88,10 @@ export function request(
     if (Lay.stateOf(word) !== Lay.SLOT_FREE) continue;
     const gen = (Lay.genOf(word) + 1) & 0xffffff;
     if (Atomics.compareExchange(i32, header + Lay.SLOT.STATE, word, Lay.makeState(gen, Lay.SLOT_CLAIMED)) !== word) continue;
-    // Ours alone until published as CONNECTING.
+    // Ours alone until published as CONNECTING. What the last connection left in its rings goes first.
+    const rings = Lay.ringOffsets(geo, slot);
+    wipeUsed(i32, rings.c2sHdr, rings.c2sData, geo.ringSize);
+    wipeUsed(i32, rings.s2cHdr, rings.s2cData, geo.ringSize);
     new Uint8Array(i32.buffer, Lay.slotOffset(geo, slot) + 4, Lay.SLOT_HEADER_SIZE - 4).fill(0);
     Atomics.store(i32, header + Lay.SLOT.CLIENT, req.client);
     Atomics.store(i32, header + Lay.SLOT.CLIENT_GEN, req.clientGen);
@@ -91,7 +106,6 @@ export function request(
     Atomics.store(i32, header + Lay.SLOT.SERVER_PORT, req.serverPort);
     Atomics.store(i32, header + Lay.SLOT.MAPPED, req.mapped ? 1 : 0);
     // Both readers start asleep: the first byte each way rings the doorbell.
-    const rings = Lay.ringOffsets(geo, slot);
     Atomics.store(i32, (rings.c2sHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
     Atomics.store(i32, (rings.s2cHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
     prepare(slot, gen);

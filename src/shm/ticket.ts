@@ -6,7 +6,8 @@
  * a member the daemon named as a host process is one. Anything else comes
  * from the guest side and is taken only as the network would take it: to a
  * listener that is not bound to loopback, dialled at an address of this host
- * that is not loopback, from an address that is not this host's own.
+ * that is not loopback, from an address the operator declared for the
+ * domain's guests (zivm server --guest-addr).
  *
  * The server decides on a copy of the request's words taken once (snapshot),
  * and uses that copy afterwards: what was checked is what is used.
@@ -60,6 +61,7 @@ export interface Vetting {
 export function vet(
   secret: Buffer | undefined,
   isHost: (id: number) => boolean,
+  guestAddrs: readonly Addr[],
   listen: { addr: Addr; port: number },
   slot: number,
   snap: Int32Array,
@@ -81,5 +83,7 @@ export function vet(
     return { host: false, refused: 'dialled at an address the listener is not bound to' };
   if (isLoopback(dialled) || isUnspecified(dialled) || !isOwnAddress(dialled)) return { host: false, refused: 'dialled at an address that is not for guests' };
   if (isOwnAddress(source)) return { host: false, refused: 'a source address of this host' };
+  if (!guestAddrs.some((declared) => declared.family === family && sameBytes(declared.bytes, source.bytes)))
+    return { host: false, refused: 'a source address the operator did not declare for guests (zivm server --guest-addr)' };
   return { host: false };
 }

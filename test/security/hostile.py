@@ -25,6 +25,8 @@ one JSON answer per line on stdout:
   {"op": "listen", "port": P, "node": N, "addr": [a, b, c, d]}
                                           writes a listener entry of its own for addr:P on node N (the
                                           network namespace's inode, as a host process would write it)
+  {"op": "publish", "addr": [a, b, c, d], "kind": K}
+                                          publishes addr as its own (peer entry address words), kind K
   {"op": "owner", "port": P, "owner": ID}  rewrites the owner of the listener entry on port P
   {"op": "slots", "server": S}            the slots whose server is peer S: slot, state word, flags
   {"op": "steal", "slot": N}              marks slot N free under its owners (the next generation)
@@ -230,6 +232,12 @@ def main():
                     break
                 else:
                     out({'ok': False, 'error': 'listener table full'})
+            elif op == 'publish':
+                entry = hdr(H_PEERS_OFF) + my_id * PEER_SIZE
+                put(entry + 4 * 3, cmd.get('kind', 2))
+                put(entry + 4 * 8, 1)  # one IPv4 address, no IPv6
+                region[entry + 36:entry + 40] = bytes(cmd['addr'])
+                out({'ok': True})
             elif op == 'owner':
                 entry = [e for e in listeners() if e['port'] == cmd['port']][0]
                 put(hdr(H_LISTENERS_OFF) + entry['index'] * LISTENER_SIZE + 4 * L_OWNER, cmd['owner'])

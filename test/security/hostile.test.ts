@@ -247,6 +247,24 @@ describe('attacks by a hostile member of the domain', function () {
     await stillServes(sc);
   });
 
+  it('an address the attacker publishes as its own (not one the operator declared for guests) captures nothing: the client uses TCP', async () => {
+    const sc = await scene();
+    const bad = new Hostile(sc.socket);
+    await bad.joined();
+    const target = [10, 99, 0, 1];
+    await bad.do({ op: 'publish', addr: target });
+    await bad.do({ op: 'listen', port: 4444, node: 12345, addr: target });
+    // The client runs in a network namespace of its own (no route anywhere): TCP fails there at once.
+    const proc = new Proc('unshare', ['-n', process.execPath, path.join(__dirname, '..', 'fixtures', 'victim.js'), '4444', target.join('.')], {
+      name: 'victim (own netns)',
+      env: { ...process.env, ...sc.env },
+      timeoutMs: 10000,
+    });
+    const first = await proc.next((line) => line.event === 'connect' || line.event === 'error');
+    expect(first, 'not over shared memory to the attacker').to.deep.include({ event: 'error' });
+    expect(first.code).to.match(/ENETUNREACH|EHOSTUNREACH|ECONNREFUSED/);
+  });
+
   it('a member of another uid is refused by the daemon (root included); --allow-uid admits it', async () => {
     const nobody = 65534;
     for (const allow of [false, true]) {

@@ -54,7 +54,7 @@ const ROUNDS = 20;
     ensureGuestImage();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vmnet-'));
     const sock = path.join(dir, 'zivm.sock');
-    server = await startServer(sock, ['--size', '64M', '--vectors', '1', '--verbose']);
+    server = await startServer(sock, ['--size', '64M', '--vectors', '1', '--verbose', '--guest-addr', GUEST_ADDR]);
 
     // Host peers, each in a network namespace of its own: the main one with its address on a
     // tap device the guest's eth0 is plugged into, the victim with its address on its lo.

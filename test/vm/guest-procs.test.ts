@@ -51,7 +51,7 @@ interface StatPeer {
     ensureGuestImage();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vmprocs-'));
     sock = path.join(dir, 'zivm.sock');
-    server = await startServer(sock, ['--size', '64M', '--vectors', String(VECTORS), '--verbose']);
+    server = await startServer(sock, ['--size', '64M', '--vectors', String(VECTORS), '--verbose', '--guest-addr', GUEST_ADDR]);
 
     // The host peer, in a network namespace of its own whose only address besides loopback is on its lo.
     hostPeer = spawnNsPeer(`ip addr add ${HOST_ADDR}/32 dev lo`, PEER, ['host', '--port', String(HOST_PORT)], { ZIVM_SOCKET: sock });

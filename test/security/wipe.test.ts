@@ -1,0 +1,70 @@
+/**
+ * A connection's bytes do not outlive it in the region: the next connection
+ * to take its slot wipes what the rings held before anyone can read them.
+ */
+import { expect } from 'chai';
+import type net from 'node:net';
+import * as zivm from '../../src';
+import { currentDomain } from '../../src/shm/join';
+import * as Lay from '../../src/shm/layout';
+import { ShmHandle } from '../../src/net/handle';
+
+const clients: net.Socket[] = [];
+
+async function pair(server: net.Server, port: number): Promise<{ client: zivm.Socket; peer: net.Socket }> {
+  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  const client = zivm.connect(port, '127.0.0.1');
+  clients.push(client);
+  await new Promise((resolve) => client.once('connect', resolve));
+  const peer = await accepted;
+  expect(client.transport).to.equal('shm');
+  return { client, peer };
+}
+
+function slotOf(sock: net.Socket): number {
+  return (sock as unknown as { _handle: ShmHandle })._handle.ch.slot;
+}
+
+/** Whether `marker` is anywhere in the data areas of `slot`. */
+function inRings(slot: number, marker: Buffer): boolean {
+  const domain = currentDomain()!;
+  const rings = Lay.ringOffsets(domain.geo, slot);
+  const data = Buffer.from(domain.i32.buffer, rings.c2sData, 2 * domain.geo.ringSize);
+  return data.includes(marker);
+}
+
+describe('ring data of a finished connection', function () {
+  this.timeout(10000);
+
+  it('is wiped when its slot is taken again, both directions', async () => {
+    const server = zivm.createServer();
+    const sockets: net.Socket[] = [];
+    server.on('connection', (sock) => sockets.push(sock));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      const up = Buffer.from('marker-client-to-server-4f1c');
+      const down = Buffer.from('marker-server-to-client-9a2e');
+      const first = await pair(server, port);
+      const slot = slotOf(first.client);
+      const got = new Promise((resolve) => first.client.once('data', resolve));
+      first.peer.once('data', () => first.peer.write(down));
+      first.client.write(up);
+      await got;
+      expect(inRings(slot, up) && inRings(slot, down), 'the bytes are in the rings while the connection lives').to.equal(true);
+      first.client.destroy();
+      first.peer.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The next connection takes the first free slot: the same one.
+      const second = await pair(server, port);
+      expect(slotOf(second.client), 'the same slot').to.equal(slot);
+      expect(inRings(slot, up), 'client -> server bytes of the last connection').to.equal(false);
+      expect(inRings(slot, down), 'server -> client bytes of the last connection').to.equal(false);
+      second.client.destroy();
+      second.peer.destroy();
+    } finally {
+      for (const sock of [...sockets, ...clients.splice(0)]) sock.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
