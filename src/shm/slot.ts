@@ -67,7 +67,15 @@ function wipeUsed(i32: Int32Array, hdr: number, data: number, ringSize: number):
   const low = Atomics.load(i32, (hdr + Lay.RING_HEAD) >> 2) >>> 0;
   const high = Atomics.load(i32, ((hdr + Lay.RING_HEAD) >> 2) + 1);
   const used = high !== 0 ? ringSize : Math.min(low, ringSize);
-  if (used > 0) new Uint8Array(i32.buffer, data, used).fill(0);
+  if (used > 0) bytesOf(i32).fill(0, data, data + used);
+}
+
+/** A byte view of the region behind `i32`, made once per region. */
+const byteViews = new WeakMap<ArrayBufferLike, Uint8Array>();
+function bytesOf(i32: Int32Array): Uint8Array {
+  let view = byteViews.get(i32.buffer);
+  if (!view) byteViews.set(i32.buffer, (view = new Uint8Array(i32.buffer)));
+  return view;
 }
 
 /**
@@ -92,7 +100,7 @@ export function request(
     const rings = Lay.ringOffsets(geo, slot);
     wipeUsed(i32, rings.c2sHdr, rings.c2sData, geo.ringSize);
     wipeUsed(i32, rings.s2cHdr, rings.s2cData, geo.ringSize);
-    new Uint8Array(i32.buffer, Lay.slotOffset(geo, slot) + 4, Lay.SLOT_HEADER_SIZE - 4).fill(0);
+    bytesOf(i32).fill(0, Lay.slotOffset(geo, slot) + 4, Lay.slotOffset(geo, slot) + Lay.SLOT_HEADER_SIZE);
     Atomics.store(i32, header + Lay.SLOT.CLIENT, req.client);
     Atomics.store(i32, header + Lay.SLOT.CLIENT_GEN, req.clientGen);
     Atomics.store(i32, header + Lay.SLOT.SERVER, req.server);
