@@ -79,7 +79,9 @@ describe('daemon', function () {
   describe('protocol', () => {
     it('greets the first client with version, id, region, then its own interrupt setup', async () => {
       const srv = await server(SMALL);
-      expect(srv.out.stdout).to.match(/^zivm server listening on .*zivm\.sock \(size 4 MiB, \d+ slots, ring 64 KiB, 1 vector\)\n$/);
+      expect(srv.out.stdout).to.match(/^zivm server listening on .*zivm\.sock \(size 4 MiB, \d+ slots, ring 64 KiB, 1 vector\)\n/);
+      expect(srv.out.stdout).to.contain(`-chardev socket,path=${srv.socket},id=zivm -device ivshmem-doorbell,chardev=zivm,vectors=1\n`);
+      expect(srv.out.stdout).to.contain('no guest addresses declared');
       const member = client(srv.socket);
       expect(member.next()).to.deep.equal([0, -1]);
       const [id, idFd] = member.next();

@@ -11,7 +11,7 @@ import {
 } from '../config';
 import { UsageError } from '../errors';
 import { computeGeometry } from '../shm/layout';
-import { type Addr, isLoopback, isUnspecified, parseAddr } from '../shm/addrs';
+import { type Addr, formatAddr, isLoopback, isUnspecified, parseAddr } from '../shm/addrs';
 import { runDaemon } from '../server/run';
 import { Command, intOption, noMore, parse } from './command';
 import { bytesText } from './format';
@@ -119,7 +119,12 @@ export const serverCommand: Command = {
       if (!auto) {
         process.stdout.write(
           `zivm server listening on ${daemon.socketPath} (size ${bytesText(geo.size)}, ${geo.nslots} slots, ring ${bytesText(geo.ringSize)}, ` +
-            `${geo.vectors} vector${geo.vectors === 1 ? '' : 's'})\n`,
+            `${geo.vectors} vector${geo.vectors === 1 ? '' : 's'})\n` +
+            `QEMU, for each guest of this domain: -chardev socket,path=${daemon.socketPath},id=zivm ` +
+            `-device ivshmem-doorbell,chardev=zivm,vectors=${geo.vectors}\n` +
+            (guestAddrs.length > 0
+              ? `guest addresses: ${guestAddrs.map(formatAddr).join(', ')}\n`
+              : 'no guest addresses declared (--guest-addr): host processes and guests talk over TCP\n'),
         );
       }
     });
