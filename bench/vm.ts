@@ -142,7 +142,7 @@ async function main(argv: string[]): Promise<number> {
   const img = ensureGuestImage({ quiet: true });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-benchvm-'));
   const sock = path.join(dir, 'zivm.sock');
-  const daemon = await startServer(sock, ['--size', '64M', '--vectors', '4']);
+  const daemon = await startServer(sock, ['--size', '64M', '--vectors', '4', '--guests']);
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(130)); // qemu.ts's exit hook kills QEMU
   const aEv: Json[] = [];
   const bEv: Json[] = [];

@@ -41,7 +41,8 @@ import { until } from '../tools/kit/wait';
 import { RawClient, mapRegion, processAlive, removeDir, spawnRacer, tempDir } from './helpers/daemon-client';
 
 const MiB = 1024 * 1024;
-const SMALL = ['--size', '4M', '--ring', '64K'];
+// Raw clients here speak the ivshmem-server protocol as QEMU does (no HELLO): a daemon that admits guests.
+const SMALL = ['--size', '4M', '--ring', '64K', '--guests'];
 
 describe('daemon', function () {
   this.timeout(15000);

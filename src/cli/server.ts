@@ -46,6 +46,10 @@ options:
   --allow-uid UID,...  also admit processes (or QEMU) of these uids; by default
                        only the daemon's own uid is admitted, root included
                        (the socket's file mode must let them in too)
+  --guests             admit QEMU guests (-device ivshmem-doorbell on this socket);
+                       without it (and without --guest-addr) the domain is host
+                       processes only: anything that does not say it is one
+                       gets nothing
   --guest-addr A,...   the addresses of this domain's guests (their eth0, as the
                        operator set them up): host processes reach guests, and
                        take connections from them, over shared memory at these
@@ -68,6 +72,7 @@ export const serverCommand: Command = {
       'idle-exit': { type: 'string' },
       'allow-uid': { type: 'string', multiple: true },
       'guest-addr': { type: 'string', multiple: true },
+      guests: { type: 'boolean' },
       auto: { type: 'boolean' },
       verbose: { type: 'boolean' },
     });
@@ -115,18 +120,23 @@ export const serverCommand: Command = {
       throw new UsageError((err as Error).message);
     }
     const verbose = !!opts.verbose && !auto;
-    return runDaemon({ socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose, allowUids, guestAddrs }, (daemon) => {
-      if (!auto) {
-        process.stdout.write(
-          `zivm server listening on ${daemon.socketPath} (size ${bytesText(geo.size)}, ${geo.nslots} slots, ring ${bytesText(geo.ringSize)}, ` +
-            `${geo.vectors} vector${geo.vectors === 1 ? '' : 's'})\n` +
-            `QEMU, for each guest of this domain: -chardev socket,path=${daemon.socketPath},id=zivm ` +
-            `-device ivshmem-doorbell,chardev=zivm,vectors=${geo.vectors}\n` +
-            (guestAddrs.length > 0
-              ? `guest addresses: ${guestAddrs.map(formatAddr).join(', ')}\n`
-              : 'no guest addresses declared (--guest-addr): host processes and guests talk over TCP\n'),
-        );
-      }
-    });
+    return runDaemon(
+      { socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose, allowUids, guestAddrs, guests: !!opts.guests },
+      (daemon) => {
+        if (!auto) {
+          process.stdout.write(
+            `zivm server listening on ${daemon.socketPath} (size ${bytesText(geo.size)}, ${geo.nslots} slots, ring ${bytesText(geo.ringSize)}, ` +
+              `${geo.vectors} vector${geo.vectors === 1 ? '' : 's'})\n` +
+              (daemon.guests
+                ? `QEMU, for each guest of this domain: -chardev socket,path=${daemon.socketPath},id=zivm ` +
+                  `-device ivshmem-doorbell,chardev=zivm,vectors=${geo.vectors}\n` +
+                  (guestAddrs.length > 0
+                    ? `guest addresses: ${guestAddrs.map(formatAddr).join(', ')}\n`
+                    : 'no guest addresses declared (--guest-addr): host processes and guests talk over TCP\n')
+                : 'host processes only (no QEMU guests: see --guests)\n'),
+          );
+        }
+      },
+    );
   },
 };

@@ -17,8 +17,11 @@ import { myUid, unlinkQuiet } from '../sys';
 import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Outbox } from './outbox';
 import { Member as Client, farewell, readInput, welcome } from './protocol';
-import { NOTE_END, NOTE_MEMBER, guestAddrNotes, note, secretNotes, SECRET_PARTS } from '../shm/notes';
+import { HELLO, NOTE_END, NOTE_MEMBER, guestAddrNotes, note, secretNotes, SECRET_PARTS } from '../shm/notes';
 import type { Addr } from '../shm/addrs';
+
+/** How long a newcomer has to say HELLO in a domain of host processes only. */
+const HELLO_WAIT_MS = 2000;
 
 /** An auto-started daemon waits at least this long for its first peer. */
 const AUTO_START_GRACE_MS = 1000;
@@ -45,6 +48,12 @@ export interface DaemonOptions {
   allowUids?: number[];
   /** The addresses of this domain's guests, as the operator declared them: the only ones host processes reach guests at. */
   guestAddrs?: Addr[];
+  /**
+   * Admit QEMU guests (members that never say HELLO). Without it the domain is
+   * host processes only: a newcomer gets nothing until it has said HELLO, and
+   * is turned away if it does not within a moment.
+   */
+  guests?: boolean;
 }
 
 export interface DaemonEvents {
@@ -67,6 +76,7 @@ export class Daemon extends EventEmitter {
   readonly verbose: boolean;
   readonly allowUids: ReadonlySet<number>;
   readonly guestAddrs: readonly Addr[];
+  readonly guests: boolean;
 
   private addon: Native | null = null;
   private readonly hold: DaemonLock;
@@ -79,6 +89,8 @@ export class Daemon extends EventEmitter {
   private readonly secret = crypto.randomBytes(SECRET_PARTS * 5);
   private clients = new Map<number, Client>();
   private doomed = new Set<Client>();
+  /** Newcomers that have yet to say HELLO (a domain of host processes only), and how to turn each away. */
+  private waiting = new Map<number, () => void>();
   private idleTimer: NodeJS.Timeout | null = null;
   private flushTimer: NodeJS.Timeout | null = null;
   private started = false;
@@ -105,6 +117,7 @@ export class Daemon extends EventEmitter {
     this.verbose = !!opts.verbose;
     this.allowUids = new Set(opts.allowUids ?? []);
     this.guestAddrs = opts.guestAddrs ?? [];
+    this.guests = !!opts.guests || this.guestAddrs.length > 0;
   }
 
   /** Peers connected now. */
@@ -167,6 +180,7 @@ export class Daemon extends EventEmitter {
       this.listenFd = -1;
     }
     this.hold.release();
+    for (const turnAwayNow of [...this.waiting.values()]) turnAwayNow();
     for (const member of this.clients.values()) this.release(member);
     this.clients.clear();
     this.doomed.clear();
@@ -191,11 +205,69 @@ export class Daemon extends EventEmitter {
   private onAcceptable(status: number): void {
     if (this.closed) return;
     if (status < 0) debug('listen poll error %d', status);
-    acceptEach(this.addon!, this.listenFd, 256, (fd) => this.admit(fd));
+    acceptEach(this.addon!, this.listenFd, 256, (fd) => (this.guests ? this.admit(fd) : this.awaitHello(fd)));
     this.settle();
   }
 
-  private admit(fd: number): void {
+  /**
+   * A domain of host processes only: the newcomer gets nothing (not even the
+   * region) until it says HELLO, which QEMU never does.
+   */
+  private awaitHello(fd: number): void {
+    const addon = this.addon!;
+    let settled = false;
+    const give = (why: string | undefined): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      this.waiting.delete(fd);
+      poller?.close();
+      if (why === undefined && !this.closed) {
+        const member = this.admit(fd);
+        if (member) this.hello(member);
+        this.settle();
+        return;
+      }
+      let pid = 0;
+      try {
+        pid = addon.peerCred(fd).pid;
+      } catch {
+        // Gone already: it is turned away all the same.
+      }
+      closeQuiet(fd);
+      if (why) {
+        this.log(`refused pid ${pid}: ${why}`);
+        if (!this.verbose && !this.auto) process.stderr.write(`zivm: refused pid ${pid}: ${why}\n`);
+      }
+    };
+    const timer = setTimeout(() => give('it did not say HELLO (a QEMU guest? this daemon admits guests with --guests or --guest-addr)'), HELLO_WAIT_MS);
+    let poller: NativePoller | undefined;
+    try {
+      poller = new addon.Poller(
+        fd,
+        () => {
+          let msg: [number, number] | null | false;
+          try {
+            msg = addon.recvMsg(fd);
+          } catch {
+            msg = false;
+          }
+          if (msg === null) return;
+          if (msg === false) return give('');
+          if (msg[1] >= 0) closeQuiet(msg[1]);
+          give(msg[0] === HELLO && msg[1] < 0 ? undefined : 'it sent something other than HELLO');
+        },
+        false,
+      );
+    } catch (err) {
+      give(`cannot watch it: ${(err as Error).message}`);
+      return;
+    }
+    this.waiting.set(fd, () => give(''));
+  }
+
+  /** Admits the member on `fd`; returns it, or undefined if it was turned away. */
+  private admit(fd: number): Client | undefined {
     const addon = this.addon!;
     const geo = this.geometry;
     const i32 = this.i32!;
@@ -249,6 +321,7 @@ export class Daemon extends EventEmitter {
     welcome(member, others, this.memfd, this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
     this.log(`peer ${id} joined (pid ${cred.pid}, gen ${gen})`);
     this.emit('join', id, cred.pid);
+    return member;
   }
 
   private onClientReadable(member: Client, status: number): void {

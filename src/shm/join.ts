@@ -81,6 +81,8 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
   const opened: number[] = [];
   let region: NativeRegion | undefined;
   try {
+    // A host process running zivm says so first: a daemon of host processes only waits for it.
+    addon.sendMsg(fd, Notes.HELLO, -1);
     const deadline = Date.now() + JOIN_TIMEOUT_MS;
     const next = (): [number, number] => {
       for (;;) {
@@ -128,11 +130,10 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
         list.push(peerFd);
       }
     }
-    // We are a host process running zivm: say so, and take the daemon's notes (see notes.ts).
+    // We said HELLO on connecting (see below): the daemon's notes come after the interrupt set-up (notes.ts).
     const host = { secret: undefined as Buffer | undefined, members: new Set<number>([id]), guestAddrs: [] as Addr[] };
     const guestAddrs = new Notes.GuestAddrReader();
     try {
-      addon.sendMsg(fd, Notes.HELLO, -1);
       const secret = Buffer.alloc(Notes.SECRET_PARTS * 5);
       let parts = 0;
       const helloDeadline = Math.min(deadline, Date.now() + HELLO_TIMEOUT_MS);

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Geometry, HEADER, readHeader } from '../../src/shm/layout';
 import { NativeRegion, native } from '../../src/shm/native';
+import { HELLO } from '../../src/shm/notes';
 import { Proc, spawnNode } from '../../tools/kit/proc';
 
 export const SELF = __filename;
@@ -175,6 +176,8 @@ function raceMain(socket: string): void {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded in the racer process only, where the race's environment is set
   const { connectDaemon } = require('../../src/shm/autostart') as typeof import('../../src/shm/autostart');
   const fd = connectDaemon({ socketPath: socket, timeoutMs: 15000 });
+  // A host process says so first: an auto-started daemon admits host processes only.
+  native().sendMsg(fd, HELLO, -1);
   const member = new RawClient(fd);
   member.next(10000); // version
   const [id] = member.next(10000);

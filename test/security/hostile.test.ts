@@ -57,11 +57,12 @@ interface Scene {
 
 const scenes: Scene[] = [];
 
+/** A domain that admits guests (the attacker attaches as one), an echo server in it, and the environment to join it. */
 async function scene(daemonArgs: string[] = [], dirMode = 0o700): Promise<Scene> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-attack-'));
   fs.chmodSync(dir, dirMode);
   const socket = path.join(dir, 'zivm.sock');
-  const daemon = await startServer(socket, daemonArgs);
+  const daemon = await startServer(socket, ['--guests', ...daemonArgs]);
   const env = { ZIVM_SOCKET: socket, NODE_DEBUG: 'zivm' };
   const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env);
   const port = (await server.event('listening')).port as number;
@@ -263,6 +264,29 @@ describe('attacks by a hostile member of the domain', function () {
     const first = await proc.next((line) => line.event === 'connect' || line.event === 'error');
     expect(first, 'not over shared memory to the attacker').to.deep.include({ event: 'error' });
     expect(first.code).to.match(/ENETUNREACH|EHOSTUNREACH|ECONNREFUSED/);
+  });
+
+  it('a daemon that does not admit guests (the default) gives an attacker that attaches as QEMU nothing, not even the region', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-attack-'));
+    const socket = path.join(dir, 'zivm.sock');
+    const daemon = await startServer(socket, []);
+    try {
+      expect(daemon.out.stdout).to.contain('host processes only');
+      const bad = new Hostile(socket);
+      const exit = await bad.proc.exit(10000);
+      expect(exit.code, 'the attacker gave up').to.not.equal(0);
+      expect(bad.proc.lines, 'what the attacker got').to.deep.equal([]);
+      expect(daemon.out.stderr).to.match(/refused pid \d+: it did not say HELLO/);
+      // Host processes still join it and talk over shared memory.
+      const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], { ZIVM_SOCKET: socket });
+      const port = (await server.event('listening')).port as number;
+      const proc = spawnPeer('victim', [String(port), '127.0.0.1'], { ZIVM_SOCKET: socket });
+      expect((await proc.event('connect')).transport).to.equal('shm');
+      expect((await echo(proc, 'hi')).event).to.equal('echo');
+    } finally {
+      await daemon.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a member of another uid is refused by the daemon (root included); --allow-uid admits it', async () => {

@@ -53,7 +53,7 @@ const mibps = (bytes: number, ms: number) => (bytes / 1048576 / (ms / 1000)).toF
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vmpair-'));
     const sock = path.join(dir, 'zivm.sock');
     // Several processes of a guest may each take a vector: 4 per peer.
-    server = await startServer(sock, ['--size', '64M', '--vectors', '4', '--verbose']);
+    server = await startServer(sock, ['--size', '64M', '--vectors', '4', '--verbose', '--guests']);
     const common = [
       '--bytes',
       String(BYTES),

@@ -94,7 +94,7 @@ function parseProbe(output: string): Map<string, Probe> {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-vm-'));
     const sock = path.join(dir, 'zivm.sock');
     const t1 = Date.now();
-    server = await startServer(sock, ['--size', '64M', '--vectors', String(VECTORS), '--verbose']);
+    server = await startServer(sock, ['--size', '64M', '--vectors', String(VECTORS), '--verbose', '--guests']);
     client = RawClient.connect(sock);
     hs = client.handshake(VECTORS);
     timings.daemon = Date.now() - t1;
