@@ -86,6 +86,13 @@ export class ZivmNoDaemonError extends ZivmError {
   }
 }
 
+/** A daemon found beside ours serves host processes only: it is not a domain of guests (route.ts). */
+export class ZivmNotGuestsError extends ZivmError {
+  constructor(message: string) {
+    super('ERR_ZIVM_NOT_GUESTS', message);
+  }
+}
+
 /** The daemon socket's folder is not private to this user. */
 export class ZivmUnsafeDirError extends ZivmError {
   readonly dir: string;

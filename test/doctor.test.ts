@@ -81,7 +81,7 @@ describe('zivm doctor', function () {
         expect(lhs.report.routes[0].reason).to.contain(`pid ${list.pid}`);
         const rhs = await doctor([`127.0.0.1:${plainPort}`]);
         expect(rhs.report.routes[0]).to.include({ transport: 'tcp' });
-        expect(rhs.report.routes[0].reason).to.contain('no zivm server listens');
+        expect(rhs.report.routes[0].reason).to.contain('no co-resident listener for');
 
         const s1 = zivm.connect(list.port, '127.0.0.1');
         const s2 = zivm.connect(plainPort, '127.0.0.1');

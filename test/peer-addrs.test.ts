@@ -37,6 +37,7 @@ function peer(res: { i32: Int32Array; g: Lay.Geometry }, id: number, node: numbe
     guest: guest ? {} : undefined,
     // What the daemon would have told a host process: here, the entries of kind 'process'.
     guestAddrs: guest ? [] : [addr('10.77.2.2')],
+    declares: (wanted: Addr) => !guest && formatAddr(wanted) === '10.77.2.2',
     isHostProcess: (pid: number) => Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.KIND) === Lay.PEER_KIND_PROCESS,
     peerAlive: (pid: number, gen: number) =>
       Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE &&

@@ -14,10 +14,10 @@ import { UsageError, ZivmNoDaemonError } from '../errors';
 import { guestAgentFromEnv } from '../guest/link';
 import { internals } from '../net/internals';
 import { parseAddr } from '../shm/addrs';
-import { find } from '../shm/directory';
 import { snapshot } from '../shm/inspect';
 import { getDomain, lastJoinError } from '../shm/join';
 import { addonSource, native, PACKAGE_ROOT } from '../shm/native';
+import { route as routeTo } from '../shm/route';
 import { checkDir } from '../shm/sockdir';
 import { Command, parse } from './command';
 
@@ -175,18 +175,19 @@ export async function diagnose(target?: { host: string; port: number }): Promise
       const route = (transport: 'shm' | 'tcp', reason: string): void => {
         routes!.push({ address, port: target.port, transport, reason });
       };
-      if (!usable || !domain) {
-        route('tcp', !usable ? 'shared memory cannot be used here (see above)' : 'no zivm domain here, so no zivm server listens on this host');
+      if (!usable) {
+        route('tcp', 'shared memory cannot be used here (see above)');
         continue;
       }
       const addr = parseAddr(address);
-      const listener = addr && find(domain, addr, target.port);
-      if (!listener) {
-        route('tcp', `no zivm server listens on ${address}:${target.port} (a plain server, another host, or nobody)`);
+      const way = addr ? routeTo(addr, target.port, address) : { reason: `cannot read address ${address}` };
+      if ('reason' in way) {
+        route('tcp', way.reason);
         continue;
       }
-      const owner = snapshot(domain.i32, domain.geo).peers.find((peer) => peer.id === listener.owner);
-      route('shm', `zivm listener of peer ${listener.owner}${owner ? ` (pid ${owner.pid})` : ''}`);
+      const owner = snapshot(way.domain.i32, way.domain.geo).peers.find((peer) => peer.id === way.listener.owner);
+      const where = way.domain.admitsGuests ? ' in the memory of a domain of guests' : '';
+      route('shm', `zivm listener of peer ${way.listener.owner}${owner ? ` (pid ${owner.pid})` : ''}${where}`);
     }
   }
 

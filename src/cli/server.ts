@@ -1,4 +1,5 @@
 /** `zivm server`: the domain daemon in the foreground. */
+import path from 'node:path';
 import {
   DEFAULT_MAX_LISTENERS,
   DEFAULT_MAX_PEERS,
@@ -132,7 +133,9 @@ export const serverCommand: Command = {
                   `-device ivshmem-doorbell,chardev=zivm,vectors=${geo.vectors}\n` +
                   (guestAddrs.length > 0
                     ? `guest addresses: ${guestAddrs.map(formatAddr).join(', ')}\n`
-                    : 'no guest addresses declared (--guest-addr): host processes and guests talk over TCP\n')
+                    : 'no guest addresses declared (--guest-addr): host processes and guests talk over TCP\n') +
+                  `host processes whose daemon socket is in ${path.dirname(daemon.socketPath)} (ZIVM_DIR) join this domain too, ` +
+                  'for connections with its guests only\n'
                 : 'host processes only (no QEMU guests: see --guests)\n'),
           );
         }

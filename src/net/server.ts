@@ -7,10 +7,10 @@
 import net from 'node:net';
 import dc from 'node:diagnostics_channel';
 import type { Domain } from '../shm/domain';
-import { getDomain } from '../shm/join';
+import { guestDomains, hostDomain, watchGuestDomains } from '../shm/route';
 import { Channel } from '../shm/channel';
-import { register, unregister } from '../shm/directory';
-import { type Addr, parseAddr } from '../shm/addrs';
+import { type ListenSpec, register, unregister } from '../shm/directory';
+import { type Addr, isLoopback, parseAddr } from '../shm/addrs';
 import * as Ticket from '../shm/ticket';
 import { ShmHandle } from './handle';
 import { acceptedSocket, type Socket } from './socket';
@@ -51,7 +51,7 @@ type ServerInternals = net.Server & {
   noDelay?: boolean;
   keepAlive?: boolean;
   keepAliveInitialDelay: number;
-  [kListener]?: Registration;
+  [kListener]?: Listening;
 };
 
 /** An accepted socket, before it is handed to the application. */
@@ -127,6 +127,19 @@ function tlsServer(): typeof import('node:tls').Server {
   return (require('node:tls') as typeof import('node:tls')).Server;
 }
 
+/**
+ * The listener's registrations: in the host domain, for host processes, and
+ * (unless it is bound to loopback) in each domain of guests, for theirs.
+ */
+interface Listening {
+  regs: Registration[];
+  spec: ListenSpec;
+  text: string;
+}
+
+/** Servers whose listeners go into domains of guests joined later. */
+const forGuests = new Set<ServerInternals>();
+
 function registerShm(server: ServerInternals, backlog: number, flags: number): void {
   if (server[kListener]) return;
   let address: net.AddressInfo | string | null;
@@ -139,26 +152,44 @@ function registerShm(server: ServerInternals, backlog: number, flags: number): v
   if (!address || typeof address !== 'object') return; // a pipe
   const addr = parseAddr(address.address);
   if (!addr) return;
-  const domain = getDomain(true);
-  if (!domain) return;
+  const listening: Listening = {
+    regs: [],
+    spec: { addr, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog },
+    text: `${address.address}:${address.port}`,
+  };
+  const host = hostDomain(true);
+  if (host) registerIn(server, listening, host);
+  if (!isLoopback(addr)) {
+    for (const domain of guestDomains()) registerIn(server, listening, domain);
+    if (forGuests.size === 0) watchGuestDomains((domain) => forGuests.forEach((waiting) => registerIn(waiting, waiting[kListener]!, domain)));
+    forGuests.add(server);
+  }
+  server[kListener] = listening;
+}
+
+function registerIn(server: ServerInternals, listening: Listening, domain: Domain): void {
   domain.refreshAddrs(); // the addresses peers on other nodes will look for now
-  const entry = register(domain, { addr: addr, port: address.port, ipv6Only: (flags & UV_TCP_IPV6ONLY) !== 0, backlog });
+  const entry = register(domain, listening.spec);
   if (!entry) {
-    debug('listener table of the region is full: %s:%d is served over TCP only', address.address, address.port);
+    debug('listener table of the region is full: %s is served over TCP only', listening.text);
     return;
   }
-  const reg: Registration = { domain, index: entry.index, word: entry.word, addr, port: address.port };
-  server[kListener] = reg;
+  const reg: Registration = { domain, index: entry.index, word: entry.word, addr: listening.spec.addr, port: listening.spec.port };
+  listening.regs.push(reg);
   domain.acceptors.set(entry.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
-  debug('listening on %s:%d over TCP and shared memory (listener %d)', address.address, address.port, entry.index);
+  const whose = domain.guest || !domain.admitsGuests ? 'shared memory' : 'the shared memory of guests';
+  debug('listening on %s over TCP and %s (listener %d)', listening.text, whose, entry.index);
 }
 
 function unregisterShm(server: ServerInternals): void {
-  const reg = server[kListener];
-  if (!reg) return;
+  const listening = server[kListener];
+  if (!listening) return;
   server[kListener] = undefined;
-  reg.domain.acceptors.delete(reg.index);
-  unregister(reg.domain, reg.index, reg.word);
+  forGuests.delete(server);
+  for (const reg of listening.regs.splice(0)) {
+    reg.domain.acceptors.delete(reg.index);
+    unregister(reg.domain, reg.index, reg.word);
+  }
 }
 
 /*
@@ -168,9 +199,9 @@ function unregisterShm(server: ServerInternals): void {
  * in practice accepted that connection already.
  */
 patched.close = function close(this: ServerInternals, cb?: (err?: Error) => void) {
-  const reg = this[kListener];
-  if (reg && this._handle) {
-    for (const [slot, word] of reg.domain.requestsFor(reg.index)) incoming(this, reg, slot, word);
+  const listening = this[kListener];
+  if (listening && this._handle) {
+    for (const reg of listening.regs) for (const [slot, word] of reg.domain.requestsFor(reg.index)) incoming(this, reg, slot, word);
   }
   unregisterShm(this);
   return base.close.call(this, cb);
@@ -178,7 +209,7 @@ patched.close = function close(this: ServerInternals, cb?: (err?: Error) => void
 
 /** A connection request in `slot`: accept it the way net's onconnection does. */
 function incoming(server: ServerInternals, reg: Registration, slot: number, word: number): void {
-  if (!server._handle || server[kListener] !== reg) {
+  if (!server._handle || !server[kListener]?.regs.includes(reg)) {
     Channel.refuse(reg.domain, slot, word);
     return;
   }
@@ -187,6 +218,7 @@ function incoming(server: ServerInternals, reg: Registration, slot: number, word
   // A host process vets each request (ticket.ts); inside a guest, its agent's domain is the guest's own.
   if (!domain.guest) {
     snap = Ticket.snapshot(domain.i32, domain.geo, slot);
+    // In a domain of guests nobody holds a secret: requests are taken only as the network would take them from a guest.
     const verdict = Ticket.vet(domain.secret, (id) => domain.isHostProcess(id), domain.guestAddrs, reg, slot, snap);
     if (verdict.refused !== undefined || snap[0] !== word) {
       debug('refused the connection request in slot %d: %s', slot, verdict.refused ?? 'it changed while being read');

@@ -16,7 +16,7 @@ import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsWrapped, kT
 import { track } from './stats';
 import { getDomain, lastJoinError } from '../shm/join';
 import { Channel } from '../shm/channel';
-import { find } from '../shm/directory';
+import { guestDomains, route } from '../shm/route';
 import { parseAddr } from '../shm/addrs';
 
 const NetSocket = net.Socket;
@@ -88,8 +88,7 @@ patched.connect = function connect(this: SocketInternals, ...args: unknown[]) {
     this[kTransport] = options.path != null ? 'pipe' : 'tcp';
     return base.connect.call(this, normalized);
   }
-  const domain = getDomain(false);
-  if (!domain) {
+  if (!getDomain(false) && guestDomains().length === 0) {
     this[kTransport] = 'tcp';
     chose(this, 'tcp', `no zivm domain here${lastJoinError ? ` (${lastJoinError.message})` : ''}`, options.host as string, options.port as number);
     return base.connect.call(this, normalized);
@@ -191,15 +190,14 @@ function tryShm(socket: SocketInternals, tcp: TcpLike, req: ConnectReq, address:
     chose(socket, 'tcp', reason, address, port);
     return connect.call(tcp, req, address, port);
   };
-  const domain = getDomain(false);
-  if (!domain) return tcpPath('no zivm domain here');
   if (socket._handle !== tcp) return tcpPath('socket changed handle');
   if (tcp[kTlsWrapped]) return tcpPath('TLS wraps the kernel handle');
   if (tcp[kNativeConsumed] || tcp._consumed) return tcpPath('a native stream consumer took the kernel handle');
   const addr = parseAddr(address);
   if (!addr) return tcpPath('unparsable address');
-  const listener = find(domain, addr, port);
-  if (!listener) return tcpPath(`no co-resident listener for ${address}:${port}`);
+  const way = route(addr, port, address);
+  if ('reason' in way) return tcpPath(way.reason);
+  const { domain, listener } = way;
   const local = typeof req.localAddress === 'string' ? parseAddr(req.localAddress) : undefined;
   // A socket bound to a port (localPort) has it reserved in the kernel: the connection keeps it.
   let localPort = 0;

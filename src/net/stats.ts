@@ -109,7 +109,7 @@ export function stats(): Stats {
     .map((server) => ({
       address: server.address(),
       connections: (server as unknown as { _connections: number })._connections,
-      shm: Boolean((server as unknown as Record<symbol, unknown>)[kListener]),
+      shm: ((server as unknown as Record<symbol, { regs: unknown[] } | undefined>)[kListener]?.regs.length ?? 0) > 0,
     }));
   return {
     pid: process.pid,

@@ -17,7 +17,7 @@ import { myUid, unlinkQuiet } from '../sys';
 import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Outbox } from './outbox';
 import { Member as Client, farewell, readInput, welcome } from './protocol';
-import { HELLO, NOTE_END, NOTE_MEMBER, guestAddrNotes, note, secretNotes, SECRET_PARTS } from '../shm/notes';
+import { HELLO, NOTE_END, NOTE_GUESTS, NOTE_MEMBER, guestAddrNotes, note, secretNotes, SECRET_PARTS } from '../shm/notes';
 import type { Addr } from '../shm/addrs';
 
 /** How long a newcomer has to say HELLO in a domain of host processes only. */
@@ -333,12 +333,15 @@ export class Daemon extends EventEmitter {
   /**
    * A member said HELLO: it is a host process running zivm (QEMU never sends
    * a thing). It gets the domain's secret and the host processes among the
-   * members; the other host processes learn that it is one.
+   * members; the other host processes learn that it is one. A domain that
+   * admits guests says so instead of handing out a secret: host processes
+   * connect to each other in a domain no guest maps (route.ts), never here.
    */
   private hello(member: Client): void {
     if (member.host) return;
     member.host = true;
-    for (const value of secretNotes(this.secret)) this.send(member, value, -1, -1);
+    if (this.guests) this.send(member, note(NOTE_GUESTS, 1), -1, -1);
+    else for (const value of secretNotes(this.secret)) this.send(member, value, -1, -1);
     const hosts = [...this.clients.values()].filter((other) => other.host && !other.gone);
     for (const other of hosts) {
       this.send(member, note(NOTE_MEMBER, other.id), -1, -1);

@@ -15,7 +15,7 @@ import * as Peers from './peers';
  */
 function crossNodeOk(domain: Domain, peer: number, addr: Addr): boolean {
   // A host process reaches a guest only at an address the operator declared for the domain's guests.
-  if (!domain.guest && !domain.guestAddrs.some((declared) => declared.family === addr.family && sameBytes(declared.bytes, addr.bytes))) return false;
+  if (!domain.guest && !domain.declares(addr)) return false;
   const kind = Peers.kindOf(domain.i32, domain.geo, peer);
   if (!domain.guest && kind !== 'guest' && kind !== 'guest-process') return false;
   return publishedAddrs(domain.i32, domain.geo, peer).some((published) => published.family === addr.family && sameBytes(published.bytes, addr.bytes));

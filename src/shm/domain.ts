@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { spinTimes } from '../config';
 import { debug } from '../log';
 import { GuestLink, guestNodeId } from '../guest/link';
-import { type Addr, formatAddr, publishableAddrs, publishAddrs } from './addrs';
+import { type Addr, formatAddr, publishableAddrs, publishAddrs, sameBytes } from './addrs';
 import * as Lay from './layout';
 import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
 import * as Peers from './peers';
@@ -76,6 +76,8 @@ export interface HostNotes {
   members: Set<number>;
   /** The addresses the operator declared for the domain's guests. */
   guestAddrs: Addr[];
+  /** The daemon admits QEMU guests: connections between host processes stay out of this memory. */
+  admitsGuests: boolean;
 }
 
 export class Domain {
@@ -94,6 +96,12 @@ export class Domain {
   readonly secret: Buffer | undefined;
   /** Host process: the addresses of the domain's guests, as the operator declared them to the daemon. */
   readonly guestAddrs: readonly Addr[];
+  /**
+   * Host process: guests map this memory (the daemon said so). Only
+   * connections with the domain's guests live here; host processes connect
+   * to each other in a domain of host processes (route.ts).
+   */
+  readonly admitsGuests: boolean;
   /** False once the daemon is gone or close() ran: no new connections. */
   alive = true;
 
@@ -130,6 +138,7 @@ export class Domain {
     this.guest = guest;
     this.secret = host?.secret;
     this.guestAddrs = host?.guestAddrs ?? [];
+    this.admitsGuests = !guest && (host?.admitsGuests ?? true);
     const addon = native();
     this.id = id;
     this.region = region;
@@ -201,6 +210,11 @@ export class Domain {
   /** Traffic happened: keep busy-polling a little before sleeping. */
   kick(): void {
     this.spinState[0] = 1;
+  }
+
+  /** Did the operator declare `addr` an address of this domain's guests? */
+  declares(addr: Addr): boolean {
+    return this.guestAddrs.some((declared) => declared.family === addr.family && sameBytes(declared.bytes, addr.bytes));
   }
 
   /** Is peer `id` a host process, as the daemon told us (never as the region says)? */

@@ -6,7 +6,7 @@
  * or a connection may be co-resident (getDomain).
  */
 import fs from 'node:fs';
-import { ZivmNoDaemonError, ZivmProtocolError } from '../errors';
+import { ZivmNoDaemonError, ZivmNotGuestsError, ZivmProtocolError } from '../errors';
 import { debug } from '../log';
 import { guestAgentFromEnv, joinAgent } from '../guest/link';
 import { connectDaemon } from './autostart';
@@ -75,7 +75,7 @@ export function joinGuest(socket: string, pci: string): Domain {
  * Joins the domain served at the daemon socket (started if `autostart`).
  * Throws on any failure; the caller decides to fall back.
  */
-export function joinHost(opts: { autostart: boolean; socketPath?: string }): Domain {
+export function joinHost(opts: { autostart: boolean; socketPath?: string; guestsOnly?: boolean }): Domain {
   const addon = native();
   const fd = connectDaemon({ autostart: opts.autostart, socketPath: opts.socketPath });
   const opened: number[] = [];
@@ -131,7 +131,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
       }
     }
     // We said HELLO on connecting (see below): the daemon's notes come after the interrupt set-up (notes.ts).
-    const host = { secret: undefined as Buffer | undefined, members: new Set<number>([id]), guestAddrs: [] as Addr[] };
+    const host = { secret: undefined as Buffer | undefined, members: new Set<number>([id]), guestAddrs: [] as Addr[], admitsGuests: false };
     const guestAddrs = new Notes.GuestAddrReader();
     try {
       const secret = Buffer.alloc(Notes.SECRET_PARTS * 5);
@@ -152,6 +152,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
           if (seen.type === Notes.NOTE_END) break;
           if (seen.type === Notes.NOTE_MEMBER && seen.payload < geo.maxPeers) host.members.add(seen.payload);
           if (seen.type === Notes.NOTE_SECRET && Notes.takeSecretPart(secret, seen.payload)) parts++;
+          if (seen.type === Notes.NOTE_GUESTS) host.admitsGuests = true;
           const guestAddr = guestAddrs.take(seen.type, seen.payload);
           if (guestAddr) host.guestAddrs.push(guestAddr);
           continue;
@@ -172,9 +173,12 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string }): Dom
       }
       if (parts >= Notes.SECRET_PARTS) host.secret = secret;
     } catch (err) {
-      if (err instanceof ZivmProtocolError && /HELLO/.test(err.message)) debug('%s: shared memory only with guests', err.message);
-      else throw err;
+      if (err instanceof ZivmProtocolError && /HELLO/.test(err.message)) {
+        debug('%s: shared memory only with guests', err.message);
+        host.admitsGuests = true;
+      } else throw err;
     }
+    if (opts.guestsOnly && !host.admitsGuests) throw new ZivmNotGuestsError(`${opts.socketPath ?? 'the daemon'} serves host processes only`);
     const domain = new Domain(fd, id, region, geo, own, peers, undefined, host);
     debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, domain.gen, geo.nslots, geo.ringSize);
     return domain;

@@ -19,6 +19,7 @@ export const NOTE_SECRET = 2; // payload: index (bits 40..47) and 40 bits of the
 export const NOTE_END = 3; // the answer to HELLO is complete
 export const NOTE_GUEST4 = 4; // payload: an IPv4 address the operator declared for the domain's guests
 export const NOTE_GUEST6 = 5; // payload: index (bits 32..33) and 32 bits of such an IPv6 address, four in a row
+export const NOTE_GUESTS = 6; // the domain admits QEMU guests: host processes meet elsewhere (no secret is sent)
 
 const BASE = 2 ** 52;
 const TYPE = 2 ** 48;

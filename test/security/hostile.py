@@ -32,7 +32,12 @@ one JSON answer per line on stdout:
   {"op": "steal", "slot": N}              marks slot N free under its owners (the next generation)
   {"op": "peerword", "peer": P, "word": W, "val": V}
                                           writes word W of peer P's entry
+  {"op": "find", "hex": H}                 how many times the bytes H occur anywhere in the region
   {"op": "quit"}
+
+With `--hello` after the socket path it says what a host process running zivm
+says first (HELLO: 'ZIVM' and version 1 as one 64-bit value), which makes it a
+process of the daemon's own user gone wrong rather than a guest.
 """
 import json
 import mmap
@@ -78,6 +83,8 @@ def main():
     path = sys.argv[1]
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
+    if '--hello' in sys.argv[2:]:
+        sock.sendall(struct.pack('<q', 0x5a49564d * 0x10000 + 1))
     version, _ = recv_msg(sock, 5)
     my_id, _ = recv_msg(sock, 5)
     mark, memfd = recv_msg(sock, 5)
@@ -255,6 +262,13 @@ def main():
                 base = slot_base(cmd['slot'])
                 put(base, ((((word(base) >> 8) + 1) & 0xffffff) << 8) | SLOT_FREE)
                 out({'ok': True})
+            elif op == 'find':
+                pattern = bytes.fromhex(cmd['hex'])
+                count, at = 0, region.find(pattern)
+                while at >= 0:
+                    count += 1
+                    at = region.find(pattern, at + 1)
+                out({'ok': True, 'count': count})
             elif op == 'peerword':
                 put(hdr(H_PEERS_OFF) + cmd['peer'] * PEER_SIZE + 4 * cmd['word'], cmd['val'])
                 out({'ok': True})

@@ -28,9 +28,15 @@ const ROUTE_VIA = 0x40000000;
 
 class Hostile {
   readonly proc: Proc;
-  /** `uid`: run as that user (the program is handed over as text: the checkout may be private to us). */
-  constructor(socket: string, uid?: number) {
-    this.proc = new Proc('python3', ['-c', fs.readFileSync(HOSTILE, 'utf8'), socket], { name: 'hostile.py', timeoutMs: 10000, uid, gid: uid, cwd: '/' });
+  /**
+   * Attaches to `socket` as a guest's QEMU does; with `hello`, says HELLO
+   * first as a host process does (a process of our own user gone wrong).
+   * `uid`: run as that user (the program is handed over as text: the
+   * checkout may be private to us).
+   */
+  constructor(socket: string, opts: { uid?: number; hello?: boolean } = {}) {
+    const args = ['-c', fs.readFileSync(HOSTILE, 'utf8'), socket, ...(opts.hello ? ['--hello'] : [])];
+    this.proc = new Proc('python3', args, { name: 'hostile.py', timeoutMs: 10000, uid: opts.uid, gid: opts.uid, cwd: '/' });
   }
 
   async joined(): Promise<Json> {
@@ -48,8 +54,12 @@ class Hostile {
 
 interface Scene {
   dir: string;
+  /** The host daemon's socket: host processes only. */
   socket: string;
+  /** The socket of a daemon that admits guests, beside it (host processes find it there). */
+  guests: string;
   daemon: ServerProc;
+  guestDaemon: ServerProc;
   env: NodeJS.ProcessEnv;
   server: Proc;
   port: number;
@@ -57,16 +67,22 @@ interface Scene {
 
 const scenes: Scene[] = [];
 
-/** A domain that admits guests (the attacker attaches as one), an echo server in it, and the environment to join it. */
-async function scene(daemonArgs: string[] = [], dirMode = 0o700): Promise<Scene> {
+/**
+ * A host domain and, beside it, a domain that admits guests (where the
+ * attacker attaches as one, unless a test makes it a host process gone
+ * wrong); an echo server bound to `echoAddr`, and the environment to join.
+ */
+async function scene(daemonArgs: string[] = [], opts: { dirMode?: number; echoAddr?: string } = {}): Promise<Scene> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-attack-'));
-  fs.chmodSync(dir, dirMode);
+  fs.chmodSync(dir, opts.dirMode ?? 0o700);
   const socket = path.join(dir, 'zivm.sock');
-  const daemon = await startServer(socket, ['--guests', ...daemonArgs]);
+  const guests = path.join(dir, 'guests.sock');
+  const daemon = await startServer(socket, daemonArgs);
+  const guestDaemon = await startServer(guests, ['--guests', ...daemonArgs]);
   const env = { ZIVM_SOCKET: socket, NODE_DEBUG: 'zivm' };
-  const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1'], env);
+  const server = spawnPeer('peer', ['echo-server', 'zivm', opts.echoAddr ?? '127.0.0.1'], env);
   const port = (await server.event('listening')).port as number;
-  const made = { dir, socket, daemon, env, server, port };
+  const made = { dir, socket, guests, daemon, guestDaemon, env, server, port };
   scenes.push(made);
   return made;
 }
@@ -99,13 +115,14 @@ describe('attacks by a hostile member of the domain', function () {
     await killAll();
     for (const sc of scenes.splice(0)) {
       await sc.daemon.stop();
+      await sc.guestDaemon.stop();
       fs.rmSync(sc.dir, { recursive: true, force: true });
     }
   });
 
   it('a connection request whose rings make no sense is refused alone: the server lives on and serves the next client', async () => {
     const sc = await scene();
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.socket, { hello: true });
     await bad.joined();
     const req = await bad.do({ op: 'request', port: sc.port, corrupt: true });
     expect(req.rung, 'the attacker rang the server').to.equal(true);
@@ -119,7 +136,7 @@ describe('attacks by a hostile member of the domain', function () {
 
   it('a doorbell route that points outside the peer table is not followed: the server lives on (small region)', async () => {
     const sc = await scene(['--size', '4M', '--ring', '64K']);
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.socket, { hello: true });
     const me = await bad.joined();
     // Its own entry says "ring me as vector 0 of peer 65535", then it asks to connect: accepting rings it.
     await bad.do({ op: 'peerword', peer: me.id, word: PEER_ROUTE, val: ROUTE_VIA | 0xffff });
@@ -130,7 +147,7 @@ describe('attacks by a hostile member of the domain', function () {
 
   it('a forged VECTORS word in the header does not hold up processes that join later: they join at once, over shared memory', async () => {
     const sc = await scene();
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.socket, { hello: true });
     await bad.joined();
     await bad.do({ op: 'w32', off: 4 * HEADER_VECTORS, val: 2 });
     const { proc, connect } = await victim(sc);
@@ -142,7 +159,7 @@ describe('attacks by a hostile member of the domain', function () {
 
   it('random words written over the header: later processes still connect over shared memory, and say the header is damaged', async () => {
     const sc = await scene();
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.socket, { hello: true });
     await bad.joined();
     await bad.do({ op: 'random', seed: 7, count: 200, from: 0, to: 128 });
     const { proc, connect } = await victim(sc);
@@ -154,7 +171,7 @@ describe('attacks by a hostile member of the domain', function () {
 
   it('a server marked as busy-polling (so that nobody rings it) still answers, within about a second', async () => {
     const sc = await scene();
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.socket, { hello: true });
     await bad.joined();
     const { proc, connect } = await victim(sc);
     expect(connect.transport).to.equal('shm');
@@ -174,7 +191,7 @@ describe('attacks by a hostile member of the domain', function () {
 
   it('a slot taken from under a live connection fails that connection alone (ERR_ZIVM_CORRUPT); the server accepts the next one', async () => {
     const sc = await scene();
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.socket, { hello: true });
     await bad.joined();
     const { proc, connect } = await victim(sc);
     expect(connect.transport).to.equal('shm');
@@ -191,7 +208,7 @@ describe('attacks by a hostile member of the domain', function () {
 
   it("an honest process whose entry is rewritten as one of the attacker's guest processes is not reaped when the attacker leaves", async () => {
     const sc = await scene();
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.socket, { hello: true });
     const me = await bad.joined();
     const { proc, connect } = await victim(sc);
     expect(connect.transport).to.equal('shm');
@@ -211,7 +228,7 @@ describe('attacks by a hostile member of the domain', function () {
     const sc = await scene();
     const plain = spawnPeer('peer', ['echo-server', 'net', '127.0.0.1'], sc.env);
     const port = (await plain.event('listening')).port as number;
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.guests);
     await bad.joined();
     await bad.do({ op: 'listen', port, node: fs.statSync('/proc/self/ns/net').ino, addr: [127, 0, 0, 1] });
     const proc = spawnPeer('victim', [String(port), '127.0.0.1'], sc.env);
@@ -221,36 +238,61 @@ describe('attacks by a hostile member of the domain', function () {
     expect(answer.event, JSON.stringify(answer)).to.equal('echo');
   });
 
-  it('a listener entry of a zivm server rewritten to name the attacker as its owner: clients go over TCP to the real server', async () => {
-    const sc = await scene();
-    const bad = new Hostile(sc.socket);
+  it("a zivm server's listener entry in the guests' memory rewritten to name the attacker as its owner: host clients still reach the real server", async () => {
+    const sc = await scene([], { echoAddr: '0.0.0.0' });
+    const bad = new Hostile(sc.guests);
     const me = await bad.joined();
+    // A server on the wildcard is registered for guests too: the attacker sees its entry, and takes it.
     await bad.do({ op: 'owner', port: sc.port, owner: me.id });
     const { proc, connect } = await victim(sc);
-    expect(connect.transport).to.equal('tcp');
+    // Host clients look for host listeners in memory no guest maps.
+    expect(connect.transport).to.equal('shm');
     expect((await echo(proc, 'hello')).event).to.equal('echo');
+    expect(sc.server.lines.filter((line) => line.event === 'connection').length, 'connections the real server saw').to.equal(1);
   });
 
-  it('a connection request written by the attacker to a server bound to 127.0.0.1 is refused, even in the name of a host process', async () => {
+  it('a server bound to 127.0.0.1 is not even listed in memory a guest maps; requests forged to a wildcard server at a loopback address are refused', async () => {
     const sc = await scene();
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.guests);
     await bad.joined();
+    const listed = ((await bad.do({ op: 'listeners' })).listeners as Json[]).filter((entry) => entry.port === sc.port);
+    expect(listed, "the loopback server in the guests' listener table").to.deep.equal([]);
+    // A server on the wildcard is listed there; the attacker dials it at 127.0.0.1, as itself and in the name of the server.
+    const wild = spawnPeer('peer', ['echo-server', 'zivm', '0.0.0.0'], sc.env);
+    const port = (await wild.event('listening')).port as number;
     for (const as of ['itself', 'the server']) {
-      const req = await bad.do({ op: 'request', port: sc.port, data: 'GET / HTTP/1.0\r\n\r\n', ...(as === 'the server' ? { as: 'owner' } : {}) });
+      const req = await bad.do({ op: 'request', port, data: 'GET / HTTP/1.0\r\n\r\n', ...(as === 'the server' ? { as: 'owner' } : {}) });
       await new Promise((resolve) => setTimeout(resolve, 300));
       const slots = (await bad.do({ op: 'slots', server: req.owner })).slots as Json[];
       expect(slots.find((entry) => entry.slot === req.slot)?.state & 0xff, `a request in the name of ${as}`).to.equal(4);
     }
     expect(
-      sc.server.lines.filter((line) => line.event === 'connection'),
+      wild.lines.filter((line) => line.event === 'connection'),
       'connections the server saw',
     ).to.deep.equal([]);
+    expect(wild.stderr()).to.match(/refused the connection request in slot \d+: dialled at an address that is not for guests/);
     await stillServes(sc);
+  });
+
+  it('connections between host processes never pass through memory a guest maps (and do through the host domain, which a process of our own user can read)', async () => {
+    const sc = await scene([], { echoAddr: '0.0.0.0' });
+    const guest = new Hostile(sc.guests);
+    await guest.joined();
+    const own = new Hostile(sc.socket, { hello: true });
+    await own.joined();
+    const { proc, connect } = await victim(sc);
+    expect(connect.transport).to.equal('shm');
+    const marker = `marker-${process.pid}-${Date.now()}`;
+    expect((await echo(proc, marker)).event).to.equal('echo');
+    const hex = Buffer.from(marker).toString('hex');
+    expect((await guest.do({ op: 'find', hex })).count, "the marker in the guests' memory").to.equal(0);
+    // The check can fail: the same search in the host domain finds the bytes (both directions of the echo).
+    expect((await own.do({ op: 'find', hex })).count, 'the marker in the host domain').to.be.at.least(1);
   });
 
   it('an address the attacker publishes as its own (not one the operator declared for guests) captures nothing: the client uses TCP', async () => {
     const sc = await scene();
-    const bad = new Hostile(sc.socket);
+    const bad = new Hostile(sc.guests);
     await bad.joined();
     const target = [10, 99, 0, 1];
     await bad.do({ op: 'publish', addr: target });
@@ -292,18 +334,19 @@ describe('attacks by a hostile member of the domain', function () {
   it('a member of another uid is refused by the daemon (root included); --allow-uid admits it', async () => {
     const nobody = 65534;
     for (const allow of [false, true]) {
-      const sc = await scene(allow ? ['--allow-uid', String(nobody)] : [], 0o755);
-      fs.chmodSync(sc.socket, 0o666);
-      const other = new Hostile(sc.socket, nobody);
+      const sc = await scene(allow ? ['--allow-uid', String(nobody)] : [], { dirMode: 0o755 });
+      fs.chmodSync(sc.guests, 0o666);
+      const other = new Hostile(sc.guests, { uid: nobody });
       if (allow) {
         expect((await other.joined()).id, 'admitted').to.be.a('number');
       } else {
         await other.proc.exited;
         expect(other.proc.lines, 'what the refused member got').to.deep.equal([]);
-        expect(sc.daemon.out.stderr).to.match(/refused pid \d+: uid 65534/);
+        expect(sc.guestDaemon.out.stderr).to.match(/refused pid \d+: uid 65534/);
       }
       await other.proc.stop();
       await sc.daemon.stop();
+      await sc.guestDaemon.stop();
     }
   });
 });
