@@ -24,7 +24,7 @@ namespace {
 
 constexpr int kMaxFdsPerMsg = 16;  // more are closed on arrival
 constexpr int kSplitWaitMs = 1000;  // how long to wait for the rest of a split message
-constexpr int kConnectTimeoutSec = 10;  // a listener whose backlog stays full
+constexpr int kConnectTimeoutSec = 1;  // a listener whose backlog stays full
 
 bool MakeAddr(Napi::Env env, const std::string& path, sockaddr_un* addr) {
   memset(addr, 0, sizeof *addr);

@@ -6,10 +6,10 @@ import { UsageError } from '../errors';
 import { GuestAgent } from '../guest/agent';
 import { bindVfio, ivshmemDevices, pciDriver } from '../guest/device';
 import { agentSocketPath } from '../guest/link';
-import { Command, parse } from './command';
+import { Command, intOption, parse } from './command';
 
-const GUEST_USAGE = `usage: zivm guest setup [PCI-ADDRESS] [--mode OCTAL]
-       zivm guest agent PCI-ADDRESS [--mode OCTAL]
+const GUEST_USAGE = `usage: zivm guest setup [PCI-ADDRESS] [--mode OCTAL] [--per-uid N]
+       zivm guest agent PCI-ADDRESS [--mode OCTAL] [--per-uid N]
        zivm guest stop [PCI-ADDRESS]
        zivm guest list
 
@@ -26,7 +26,10 @@ Inside a QEMU guest with -device ivshmem-doorbell joined to a zivm daemon on the
   list    lists the ivshmem devices, their drivers and agents
 
   --mode OCTAL   who may join: the agent socket's mode (default 600: root only;
-                 666: every user of the guest)
+                 666: every user of the guest, each of whom then maps the
+                 memory of every connection of the guest's processes)
+  --per-uid N    how many processes of one uid other than root may be members
+                 at once (default: half of the device's vectors, at least 1)
 `;
 
 function agentPid(pci: string): number | undefined {
@@ -52,7 +55,7 @@ export const guestCommand: Command = {
   summary: 'inside a VM guest: hand the ivshmem device to zivm (binding, agent)',
   usage: GUEST_USAGE,
   async run(args) {
-    const { values: opts, positionals: rest } = parse(args, { mode: { type: 'string' } });
+    const { values: opts, positionals: rest } = parse(args, { mode: { type: 'string' }, 'per-uid': { type: 'string' } });
     if (opts.help) {
       process.stdout.write(GUEST_USAGE);
       return 0;
@@ -60,6 +63,7 @@ export const guestCommand: Command = {
     const [action, address, ...extra] = rest;
     if (extra.length) throw new UsageError(`unexpected argument ${extra[0]}`);
     const mode = modeOption(opts.mode);
+    const perUid = opts['per-uid'] === undefined ? undefined : intOption(opts['per-uid'], 'per-uid', 1, 0xffff, 1);
     const devices = ivshmemDevices();
     if (action === 'list') {
       if (address) throw new UsageError(`unexpected argument ${address}`);
@@ -93,7 +97,7 @@ export const guestCommand: Command = {
       const log = (line: string) => process.stderr.write(`zivm guest agent: ${line}\n`);
       let agent: GuestAgent;
       try {
-        agent = GuestAgent.start(pci, { mode, log });
+        agent = GuestAgent.start(pci, { mode, perUid, log });
       } catch (err) {
         log((err as Error).message);
         return 1;
@@ -133,17 +137,18 @@ export const guestCommand: Command = {
       process.stdout.write(`agent already running (pid ${running})\nexport ZIVM_GUEST_PCI=${pci}\n`);
       return 0;
     }
-    return startAgent(pci, opts.mode === undefined ? undefined : String(opts.mode));
+    const passOn = [...(opts.mode === undefined ? [] : ['--mode', String(opts.mode)]), ...(perUid === undefined ? [] : ['--per-uid', String(perUid)])];
+    return startAgent(pci, passOn);
   },
 };
 
 /** Starts `zivm guest agent` detached (its log next to its socket) and waits until it is ready. */
-async function startAgent(pci: string, mode: string | undefined): Promise<number> {
+async function startAgent(pci: string, options: string[]): Promise<number> {
   const sock = agentSocketPath(pci);
   fs.mkdirSync(path.dirname(sock), { recursive: true, mode: 0o755 });
   const logFile = `${sock}.log`;
   const logFd = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, [path.join(__dirname, 'main.js'), 'guest', 'agent', pci, ...(mode ? ['--mode', mode] : [])], {
+  const child = spawn(process.execPath, [path.join(__dirname, 'main.js'), 'guest', 'agent', pci, ...options], {
     detached: true,
     stdio: ['ignore', 'pipe', logFd],
     env: { ...process.env, ZIVM_GUEST_PCI: 'off' },

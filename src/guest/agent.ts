@@ -9,8 +9,17 @@
  *   - a peer entry of its own, claimed in the region's peer table (from the top;
  *     the daemon hands out ids from the bottom, both by CAS), whose PEER.ROUTE says
  *     "ring me as vector v of the guest's peer id";
- *   - vector v's eventfd (its interrupts) and the device fd (to map BAR2, the
- *     region, and to write BAR0's Doorbell).
+ *   - vector v's eventfd (its interrupts), and BAR2 (the region) and BAR0 (to
+ *     write the Doorbell register) as fds of the device's sysfs resource files,
+ *     which map those BARs and nothing else: not the VFIO device fd, with
+ *     which a process could re-route or mask the interrupts of the guest's
+ *     other processes, or reset the device. A kernel that keeps the memory of
+ *     a device bound to a driver from being mapped through sysfs (strict
+ *     devmem, the default: boot the guest with iomem=relaxed) leaves only the
+ *     device fd to hand out: then only root's processes, which could open the
+ *     device themselves, may join.
+ * A uid other than root holds at most `perUid` members at once (half the
+ * vectors by default), so that one user of the guest cannot take them all.
  * A process that goes away (its socket to the agent closes: exit, crash,
  * SIGKILL) is reaped like the daemon reaps a host process: its listeners freed,
  * its connections flagged dead, the other ends woken. When the guest itself
@@ -19,8 +28,10 @@
  * Protocol (unix socket, 8-byte little-endian values as in ivshmem-server's,
  * fds in SCM_RIGHTS): the agent sends, in order,
  *   AGENT_PROTOCOL | peer id | gen | vector + its eventfd | IVPosition + the
- *   device fd | BAR0 offset | BAR2 offset | BAR2 size
- * or a single negative errno (ENOSPC: every vector is taken) and closes. The
+ *   BAR2 fd | BAR2 offset | BAR2 size | BAR0 offset + the BAR0 fd | how BAR0
+ *   is reached (BAR0_MAP: map it, BAR0_WRITE: pwrite the device fd)
+ * or a single negative errno (ENOSPC: every vector is taken; EDQUOT: the
+ * process's uid holds its share; EACCES: only root may join) and closes. The
  * process then keeps the socket open for as long as it is a member.
  */
 import fs from 'node:fs';
@@ -31,10 +42,40 @@ import * as Lay from '../shm/layout';
 import { closeQuiet, native, NativePoller } from '../shm/native';
 import * as Peers from '../shm/peers';
 import { GuestDevice } from './device';
-import { AGENT_PROTOCOL, ENOSPC, agentSocketPath, guestNodeId } from './link';
+import { AGENT_PROTOCOL, BAR0_MAP, BAR0_SIZE, BAR0_WRITE, EACCES, EDQUOT, ENOSPC, agentSocketPath, guestNodeId } from './link';
+
+const PCI_DEVICES = '/sys/bus/pci/devices';
+
+interface SysfsBars {
+  bar2Fd: number;
+  bar0Fd: number;
+}
+
+/**
+ * Opens BAR2 and BAR0 of `pci` as its sysfs resource files, and maps BAR2
+ * once to be sure the kernel lets them be mapped. Throws if it does not.
+ */
+function sysfsBars(pci: string, size: number): SysfsBars {
+  const addon = native();
+  const bar2Fd = fs.openSync(path.join(PCI_DEVICES, pci, 'resource2'), 'r+');
+  let bar0Fd = -1;
+  try {
+    bar0Fd = fs.openSync(path.join(PCI_DEVICES, pci, 'resource0'), 'r+');
+    if (fs.fstatSync(bar2Fd).size !== size) throw new ZivmGuestError(`resource2 is not the size of the region (${size} bytes)`);
+    if (fs.fstatSync(bar0Fd).size < BAR0_SIZE) throw new ZivmGuestError(`resource0 is smaller than ivshmem's ${BAR0_SIZE} bytes of registers`);
+    new addon.Region(bar2Fd, size, 0).close();
+    new addon.Region(bar0Fd, BAR0_SIZE, 0).close();
+    return { bar2Fd, bar0Fd };
+  } catch (err) {
+    closeQuiet(bar2Fd);
+    if (bar0Fd >= 0) closeQuiet(bar0Fd);
+    throw err;
+  }
+}
 
 interface Member {
   fd: number;
+  uid: number;
   id: number;
   gen: number;
   vector: number;
@@ -47,6 +88,8 @@ export interface AgentOptions {
   socket?: string;
   /** Socket mode (default 0o600: root's processes only). */
   mode?: number;
+  /** Members one uid other than root may be at once (default: half the vectors, at least 1). */
+  perUid?: number;
   log?: (line: string) => void;
 }
 
@@ -59,13 +102,19 @@ export class GuestAgent {
   private readonly acceptPoller: NativePoller;
   private readonly members = new Map<number, Member>();
   private readonly log: (line: string) => void;
+  private readonly perUid: number;
+  /** The device's BAR2 and BAR0 as sysfs resource files (what a member maps), if the kernel lets them be mapped. */
+  private readonly bars: SysfsBars | undefined;
   private closed = false;
   /** Entries of this guest's processes that no socket of ours stands for (an agent before us was killed): their pids are watched. */
   private readonly adopted = new Map<number, { gen: number; pid: number }>();
   private readonly adoptTimer: NodeJS.Timeout;
 
-  private constructor(dev: GuestDevice, socket: string, listenFd: number, geo: Lay.Geometry, log: (line: string) => void) {
+  private constructor(dev: GuestDevice, socket: string, listenFd: number, geo: Lay.Geometry, bars: SysfsBars | undefined, opts: AgentOptions) {
+    const log = opts.log ?? (() => undefined);
     this.dev = dev;
+    this.bars = bars;
+    this.perUid = opts.perUid ?? Math.max(1, Math.floor(dev.irqFds.length / 2));
     this.socket = socket;
     this.listenFd = listenFd;
     this.geo = geo;
@@ -113,7 +162,16 @@ export class GuestAgent {
     const log = opts.log ?? (() => undefined);
     const dev = GuestDevice.open(pci);
     let listenFd = -1;
+    let bars: SysfsBars | undefined;
     try {
+      try {
+        bars = sysfsBars(pci, dev.region.size);
+      } catch (err) {
+        log(
+          `BAR2 cannot be mapped through sysfs (${(err as Error).message}): the kernel keeps the memory of a device bound ` +
+            'to a driver to that driver (boot the guest with iomem=relaxed). Only root may join: other users would need the device itself',
+        );
+      }
       const i32 = new Int32Array(dev.region.buffer);
       const geo = Lay.readHeader(i32, dev.region.size);
       const id = dev.ivPosition;
@@ -139,7 +197,7 @@ export class GuestAgent {
       }
       listenFd = addon.unixListen(socket, 64);
       fs.chmodSync(socket, opts.mode ?? 0o600);
-      const agent = new GuestAgent(dev, socket, listenFd, geo, log);
+      const agent = new GuestAgent(dev, socket, listenFd, geo, bars, { ...opts, log });
       log(`agent for ${pci}: guest peer ${id}, ${dev.irqFds.length} vectors, ${geo.nslots} slots, socket ${socket}`);
       return agent;
     } catch (err) {
@@ -147,6 +205,7 @@ export class GuestAgent {
         addon.close(listenFd);
         fs.rmSync(socket, { force: true });
       }
+      if (bars) for (const fd of [bars.bar2Fd, bars.bar0Fd]) closeQuiet(fd);
       dev.close();
       throw err;
     }
@@ -181,10 +240,26 @@ export class GuestAgent {
     const addon = native();
     const { i32, geo, dev } = this;
     let pid = 0;
+    let uid = -1;
     try {
-      pid = addon.peerCred(fd).pid;
+      ({ pid, uid } = addon.peerCred(fd));
     } catch {
       // No credentials for the socket: the process's pid stays 0 (unknown); its socket still tells when it leaves.
+    }
+    if (uid !== 0 && !this.bars) {
+      this.log(`refused pid ${pid}: uid ${uid} is not root, and this kernel lets only the device itself be handed out (boot with iomem=relaxed)`);
+      addon.sendMsg(fd, -EACCES, -1);
+      addon.close(fd);
+      return;
+    }
+    if (uid !== 0) {
+      const held = [...this.members.values()].filter((other) => other.uid === uid).length;
+      if (held >= this.perUid) {
+        this.log(`refused pid ${pid}: uid ${uid} holds ${held} of the ${dev.irqFds.length} vectors (at most ${this.perUid} per uid; see --per-uid)`);
+        addon.sendMsg(fd, -EDQUOT, -1);
+        addon.close(fd);
+        return;
+      }
     }
     const used = new Set([...this.members.values()].map((other) => other.vector));
     for (const id of this.adopted.keys()) used.add(Peers.routeOf(i32, geo, id)[1]);
@@ -214,15 +289,17 @@ export class GuestAgent {
       addon.sendMsg(fd, id, -1);
       addon.sendMsg(fd, gen, -1);
       addon.sendMsg(fd, vector, dev.irqFds[vector]);
-      addon.sendMsg(fd, dev.ivPosition, dev.deviceFd);
-      addon.sendMsg(fd, dev.bar0Offset, -1);
-      addon.sendMsg(fd, dev.bar2Offset, -1);
+      const bars = this.bars;
+      addon.sendMsg(fd, dev.ivPosition, bars ? bars.bar2Fd : dev.deviceFd);
+      addon.sendMsg(fd, bars ? 0 : dev.bar2Offset, -1);
       addon.sendMsg(fd, dev.region.size, -1);
+      addon.sendMsg(fd, bars ? 0 : dev.bar0Offset, bars ? bars.bar0Fd : dev.deviceFd);
+      addon.sendMsg(fd, bars ? BAR0_MAP : BAR0_WRITE, -1);
     } catch (err) {
       Peers.reap(i32, geo, id, gen, (peer) => this.wake(peer));
       throw err;
     }
-    const member: Member = { fd, id, gen, vector, pid, poller: undefined as unknown as NativePoller };
+    const member: Member = { fd, uid, id, gen, vector, pid, poller: undefined as unknown as NativePoller };
     member.poller = new addon.Poller(fd, () => this.onMember(member), false);
     this.members.set(id, member);
     this.log(`peer ${id} joined (pid ${pid}, vector ${vector})`);
@@ -277,6 +354,7 @@ export class GuestAgent {
     const addon = native();
     addon.close(this.listenFd);
     fs.rmSync(this.socket, { force: true });
+    if (this.bars) for (const fd of [this.bars.bar2Fd, this.bars.bar0Fd]) closeQuiet(fd);
     this.dev.close();
   }
 }

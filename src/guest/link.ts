@@ -10,8 +10,20 @@ import * as Lay from '../shm/layout';
 import { closeQuiet, native, NativeRegion } from '../shm/native';
 
 /** Version of the agent's protocol (its first message). */
-export const AGENT_PROTOCOL = 1;
+export const AGENT_PROTOCOL = 2;
 export const ENOSPC = 28;
+export const EDQUOT = 122;
+export const EACCES = 13;
+/** How a process reaches BAR0's registers: maps the resource file it was given, or writes the device fd. */
+export const BAR0_MAP = 1;
+export const BAR0_WRITE = 2;
+/** ivshmem's registers: BAR0's size. */
+export const BAR0_SIZE = 256;
+/** BAR0's Doorbell register, as a 32-bit word index: (peer << 16) | vector rings that peer's vector. */
+const DOORBELL_WORD = 3;
+
+/** How a process rings other peers: a mapped BAR0, or the device fd and BAR0's offset in it. */
+type Bar0 = { map: NativeRegion } | { deviceFd: number; offset: number };
 
 /** A guest's node id: above every host one (bit 50, the IVPosition, and the region's nonce in the low 32 bits). */
 export function guestNodeId(ivPosition: number, i32: Int32Array): number {
@@ -21,19 +33,23 @@ export function guestNodeId(ivPosition: number, i32: Int32Array): number {
 
 /**
  * A process's share of the guest's device, handed out by the agent: the
- * region (BAR2 mapped through the device fd), BAR0 for doorbells, and the
- * eventfd of the MSI-X vector peers ring this process with.
+ * region (BAR2) and BAR0 for doorbells, each mapped from the device's sysfs
+ * resource file, and the eventfd of the MSI-X vector peers ring this process
+ * with. Not the device itself: its interrupts stay the agent's.
  */
 export class GuestLink {
+  private readonly doorbell: Int32Array | undefined;
+
   constructor(
     readonly pci: string,
     readonly ivPosition: number,
     readonly vector: number,
     readonly irqFd: number,
     readonly region: NativeRegion,
-    private readonly deviceFd: number,
-    private readonly bar0Offset: number,
-  ) {}
+    private readonly bar0: Bar0,
+  ) {
+    if ('map' in bar0) this.doorbell = new Int32Array(bar0.map.buffer, 0, DOORBELL_WORD + 1);
+  }
 
   private closed = false;
 
@@ -41,7 +57,9 @@ export class GuestLink {
   ring(peer: number, vector: number): void {
     if (this.closed) return;
     if (peer === this.ivPosition && vector === this.vector) native().notify(this.irqFd);
-    else native().bar0Notify(this.deviceFd, this.bar0Offset, peer, vector);
+    // One 32-bit store to the register, ordered after our writes to the region.
+    else if (this.doorbell) Atomics.store(this.doorbell, DOORBELL_WORD, ((peer & 0xffff) << 16) | (vector & 0xffff));
+    else if ('deviceFd' in this.bar0) native().bar0Notify(this.bar0.deviceFd, this.bar0.offset, peer, vector);
   }
 
   close(): void {
@@ -49,8 +67,9 @@ export class GuestLink {
     this.closed = true;
     const addon = native();
     this.region.close();
+    if ('map' in this.bar0) this.bar0.map.close();
+    else addon.close(this.bar0.deviceFd);
     addon.close(this.irqFd);
-    addon.close(this.deviceFd);
   }
 }
 
@@ -134,17 +153,38 @@ export function joinAgent(socket: string, pci: string): { id: number; gen: numbe
     const [version] = next();
     if (version === -ENOSPC)
       throw new ZivmGuestError(`the zivm guest agent at ${socket} has no vector left for another process (QEMU's ivshmem-doorbell vectors= sets how many)`);
+    if (version === -EDQUOT)
+      throw new ZivmGuestError(`the zivm guest agent at ${socket} gives this user no more vectors (zivm guest setup --per-uid sets how many)`);
+    if (version === -EACCES)
+      throw new ZivmGuestError(
+        `the zivm guest agent at ${socket} lets only root join (this guest's kernel keeps the device's memory to its driver: boot it with iomem=relaxed)`,
+      );
     if (version !== AGENT_PROTOCOL) throw new ZivmGuestError(`the zivm guest agent speaks protocol ${version}, expected ${AGENT_PROTOCOL}`);
     const [id] = next();
     const [gen] = next();
     const [vector, irqFd] = next();
-    const [ivPosition, deviceFd] = next();
-    const [bar0Offset] = next();
+    const [ivPosition, bar2Fd] = next();
     const [bar2Offset] = next();
     const [size] = next();
-    if (irqFd < 0 || deviceFd < 0) throw new ZivmGuestError('the zivm guest agent did not pass its file descriptors');
-    const region = new addon.Region(deviceFd, size, bar2Offset);
-    return { id, gen, fd, link: new GuestLink(pci, ivPosition, vector, irqFd, region, deviceFd, bar0Offset) };
+    const [bar0Offset, bar0Fd] = next();
+    const [bar0Access] = next();
+    if (irqFd < 0 || bar2Fd < 0 || bar0Fd < 0) throw new ZivmGuestError('the zivm guest agent did not pass its file descriptors');
+    if (bar0Access !== BAR0_MAP && bar0Access !== BAR0_WRITE) throw new ZivmGuestError(`the zivm guest agent says BAR0 is reached by ${bar0Access}`);
+    const region = new addon.Region(bar2Fd, size, bar2Offset);
+    let bar0: Bar0;
+    try {
+      bar0 = bar0Access === BAR0_MAP ? { map: new addon.Region(bar0Fd, BAR0_SIZE, bar0Offset) } : { deviceFd: bar0Fd, offset: bar0Offset };
+    } catch (err) {
+      region.close();
+      throw err;
+    }
+    // The mappings stay; the fds are not needed any more (but the one BAR0 is written through).
+    for (const mapped of new Set([bar2Fd, bar0Access === BAR0_MAP ? bar0Fd : -1])) {
+      if (mapped < 0 || (bar0Access === BAR0_WRITE && mapped === bar0Fd)) continue;
+      addon.close(mapped);
+      opened.splice(opened.indexOf(mapped), 1);
+    }
+    return { id, gen, fd, link: new GuestLink(pci, ivPosition, vector, irqFd, region, bar0) };
   } catch (err) {
     for (const openedFd of opened) closeQuiet(openedFd);
     addon.close(fd);

@@ -17,7 +17,12 @@ import type { Addr } from './addrs';
 import * as Notes from './notes';
 import * as Peers from './peers';
 
-const JOIN_TIMEOUT_MS = 5000;
+/**
+ * How long joining may hold the event loop once the daemon's socket took the
+ * connection: a live daemon answers within milliseconds; a hung one costs
+ * this much, then again only after a growing pause (see getDomain).
+ */
+const JOIN_TIMEOUT_MS = 1000;
 /** How long a daemon may take to answer HELLO (one that never does is older than these notes). */
 const HELLO_TIMEOUT_MS = 1000;
 
@@ -193,7 +198,10 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
 let current: Domain | undefined;
 let lastFailure = 0;
 let lastFailureAutostart = false;
+/** After a failed join, the next try waits this long, doubling with each failure in a row up to RETRY_MAX_MS. */
 const RETRY_AFTER_MS = 1000;
+const RETRY_MAX_MS = 30000;
+let retryAfter = RETRY_AFTER_MS;
 
 /** Why the last join failed (for debug lines). */
 export let lastJoinError: Error | undefined;
@@ -207,17 +215,19 @@ export let lastJoinError: Error | undefined;
 export function getDomain(autostart: boolean): Domain | undefined {
   if (current?.alive) return current;
   const now = Date.now();
-  if (lastFailure && now - lastFailure < RETRY_AFTER_MS && (lastFailureAutostart || !autostart)) return undefined;
+  if (lastFailure && now - lastFailure < retryAfter && (lastFailureAutostart || !autostart)) return undefined;
   try {
     const agent = guestAgentFromEnv();
     current = agent ? joinGuest(agent.socket, agent.pci) : joinHost({ autostart });
     lastJoinError = undefined;
     lastFailure = 0;
+    retryAfter = RETRY_AFTER_MS;
     return current;
   } catch (err) {
     lastJoinError = err as Error;
     // A missing daemon is normal for a client; anything else is worth a pause.
     if (!(err instanceof ZivmNoDaemonError && !autostart)) {
+      if (lastFailure) retryAfter = Math.min(retryAfter * 2, RETRY_MAX_MS);
       lastFailure = now;
       lastFailureAutostart = autostart;
     }

@@ -3,8 +3,9 @@
  * guest on a zivm daemon of its own, the two on one private link (eth0):
  *
  *   attack-peer.js server --addr B --port P --for MS
- *     guest B: ADDR/24 on eth0, joins its domain through `zivm guest setup`,
- *     serves a zivm echo on 0.0.0.0:P for MS ms, then exits.
+ *     guest B: ADDR/24 on eth0, joins its domain through `zivm guest setup`
+ *     (--mode 666), has uid 65534 try to join as well, serves a zivm echo on
+ *     0.0.0.0:P for MS ms, then exits.
  *
  *   attack-peer.js attacker --addr A --host-node N --victim-ports LO,ZLO,W
  *                           --b-addr B --b-port P --markers M1,M2 --for MS
@@ -24,7 +25,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
 import { sleep } from '../../tools/kit/wait';
-import { Any, arg, echoServer, joinAsGuest, reporter, setAddress } from '../../tools/vm/peer';
+import { Any, arg, echoServer, joinAsGuest, joinsAs, reporter, setAddress } from '../../tools/vm/peer';
 import { ROOT } from '../../tools/vm/qemu';
 
 const report = reporter('ZIVM-ATTACK ');
@@ -112,7 +113,11 @@ async function attacker(argv: string[]): Promise<void> {
 
 async function server(argv: string[]): Promise<void> {
   setAddress(arg(argv, '--addr'), 24, 'eth0');
-  report('joined', joinAsGuest());
+  // Every user may join (666), but this guest's kernel is strict about device memory (no
+  // iomem=relaxed): the agent has only the device to hand out, so it lets root alone join.
+  const joined = joinAsGuest(['--mode', '666']);
+  report('joined', joined);
+  report('other-uid', await joinsAs(65534, `/run/zivm/guest-${joined.pci as string}.sock`));
   const port = Number(arg(argv, '--port'));
   await echoServer(port, (subject: Any) => report('accepted', { transport: subject.transport ?? null, remoteAddress: subject.remoteAddress ?? null }));
   report('listening', { port });

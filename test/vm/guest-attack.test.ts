@@ -117,7 +117,11 @@ async function echo(proc: Proc, text: string, ms = 20000): Promise<Json> {
     guests = pair;
     const done = pairDone(pair);
     try {
-      await waitFor(() => aEv.some((entry) => entry.what === 'armed' || entry.what === 'error') && bEv.some((entry) => entry.what === 'listening' || entry.what === 'error'), 150000);
+      await waitFor(
+        () =>
+          aEv.some((entry) => entry.what === 'armed' || entry.what === 'error') && bEv.some((entry) => entry.what === 'listening' || entry.what === 'error'),
+        150000,
+      );
 
       // Host <-> host, at loopback ports the attacker has listener entries for.
       const toPlain = spawnPeer('victim', [String(loPort), '127.0.0.1'], env);
@@ -162,6 +166,16 @@ async function echo(proc: Proc, text: string, ms = 20000): Promise<Json> {
     expect(ra?.exitCode, explain()).to.equal(0);
   });
 
+  it('in B (a kernel strict about device memory), the agent hands out only the device, so it lets only root join: uid 65534 is refused', function () {
+    const other = event(bEv, 'other-uid');
+    expect(other?.code, explain()).to.equal(0);
+    expect(
+      other!.joins.map((join: Json) => join.values),
+      JSON.stringify(other),
+    ).to.deep.equal([[-13], [-13]]);
+    expect(other!.joins.flatMap((join: Json) => join.links)).to.deep.equal([]);
+  });
+
   it("A does not receive host connections to 127.0.0.1: the plain server's client goes over TCP, the zivm server's over the host domain, both to the real server", function () {
     expect(host.plain.connect.transport, explain()).to.equal('tcp');
     expect(host.plain.echo.event, explain()).to.equal('echo');
@@ -189,7 +203,10 @@ async function echo(proc: Proc, text: string, ms = 20000): Promise<Json> {
       { as: 'itself', state: 4 },
       { as: 'owner', state: 4 },
     ]);
-    expect(wild!.lines.filter((line) => line.event === 'connection'), 'connections the wildcard server saw').to.deep.equal([]);
+    expect(
+      wild!.lines.filter((line) => line.event === 'connection'),
+      'connections the wildcard server saw',
+    ).to.deep.equal([]);
   });
 
   it('A never sees a byte of the host<->host or host<->B connections in the memory it maps (and does find what it wrote itself)', function () {

@@ -61,6 +61,8 @@ interface StatPeer {
     const guest = startGuest({
       args: [PEER, 'guest', '--host-addr', HOST_ADDR, '--port', String(HOST_PORT), '--guest-port', String(GUEST_PORT), '--bytes', String(BYTES)],
       ivshmem: { socket: sock, vectors: VECTORS },
+      // Lets the agent hand out BAR2 and BAR0 through sysfs while vfio-pci holds the device.
+      kernelArgs: ['iomem=relaxed'],
       timeoutMs: 200000,
       onConsole: consoleEvents('ZIVM-PROCS ', (out) => {
         guestEv.set(String(out.what), out);
@@ -163,6 +165,23 @@ interface StatPeer {
     expect(value?.transport, explain()).to.equal('shm');
     expect(value.echoOk).to.equal(true);
     expect(value.vector).to.be.a('number');
+  });
+
+  it('another user of the guest joins once (--per-uid 1), and gets BAR2, BAR0 and an eventfd, never the VFIO device', function () {
+    const other = guestEv.get('other-uid')!;
+    expect(other?.code, explain()).to.equal(0);
+    const [first, second] = other.joins as { values: number[]; links: string[] }[];
+    expect(first.values.length, JSON.stringify(other)).to.equal(9);
+    expect(first.values[0], 'the protocol version').to.equal(2);
+    expect(first.values[8], 'BAR0 is mapped (BAR0_MAP), not written through the device').to.equal(1);
+    expect(first.links.map((link) => link.replace(/^.*\//, '').replace(/^anon_inode:\[(\w+)\]$/, '$1')).sort()).to.deep.equal([
+      'eventfd',
+      'resource0',
+      'resource2',
+    ]);
+    for (const link of first.links) expect(link, 'no VFIO fd').to.not.match(/vfio/);
+    expect(second.values, 'the second join of that uid').to.deep.equal([-122]);
+    expect(second.links).to.deep.equal([]);
   });
 
   it('a guest client process killed mid-connection: the host side ends within seconds', function () {

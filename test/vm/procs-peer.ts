@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import { Commands, say, stdinClosed } from '../../tools/kit/child';
 import { Proc, spawnNode } from '../../tools/kit/proc';
 import { sleep } from '../../tools/kit/wait';
-import { Any, GUEST_ADDR, arg, guestSetup, membership, reporter, runRoles, setAddress, tailClient, tailServer, zivm } from '../../tools/vm/peer';
+import { Any, GUEST_ADDR, arg, guestSetup, joinsAs, membership, reporter, runRoles, setAddress, tailClient, tailServer, zivm } from '../../tools/vm/peer';
 
 const report = reporter('ZIVM-PROCS ');
 
@@ -81,7 +81,8 @@ async function guest(argv: string[]): Promise<void> {
   const bytes = Number(arg(argv, '--bytes'));
 
   setAddress(GUEST_ADDR, 32, 'lo');
-  const setup = guestSetup();
+  // Every user of the guest may join (mode 666), one process per uid other than root.
+  const setup = guestSetup(['--mode', '666', '--per-uid', '1']);
   report('setup', { out: setup.out.trim() });
 
   // 1. A server process.
@@ -116,6 +117,10 @@ async function guest(argv: string[]): Promise<void> {
   report('vector-reused', { ...(await again.next()), serverSaw: await server.next() });
   again.proc.stdin!.end();
   await again.exited;
+
+  // 3b. Another user of the guest: one member at a time (--per-uid 1), and what it gets is its
+  //     share (BAR2 and BAR0 as resource files, an eventfd), never the device itself.
+  report('other-uid', await joinsAs(65534, `/run/zivm/guest-${setup.pci}.sock`));
 
   // 4. A guest process killed mid-connection: a client holding a connection to the host,
   //    then the server holding one from the host (the host test connects when asked).

@@ -19,6 +19,7 @@
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { Proc } from '../kit/proc';
 
 export type Any = any;
 export type Res = Record<string, unknown>;
@@ -78,8 +79,8 @@ export function setAddress(addr: string, bits: number, dev: string): void {
  * `zivm guest setup`: binds the only ivshmem device to vfio-pci and starts the
  * agent. Its output, and the device it names in `export ZIVM_GUEST_PCI=...`.
  */
-export function guestSetup(): { out: string; pci: string | undefined } {
-  const out = execFileSync(process.execPath, [require.resolve('../../src/cli/main'), 'guest', 'setup'], { encoding: 'utf8' });
+export function guestSetup(options: string[] = []): { out: string; pci: string | undefined } {
+  const out = execFileSync(process.execPath, [require.resolve('../../src/cli/main'), 'guest', 'setup', ...options], { encoding: 'utf8' });
   return { out, pci: /^export ZIVM_GUEST_PCI=(\S+)$/m.exec(out)?.[1] };
 }
 
@@ -89,9 +90,9 @@ export function guestSetup(): { out: string; pci: string | undefined } {
  * joined as, for the `joined` report: ids, vector, the addresses published.
  * (The address goes on first: a guest publishes its node's addresses when it joins.)
  */
-export function joinAsGuest(): Res {
+export function joinAsGuest(setupOptions: string[] = []): Res {
   const t0 = Date.now();
-  const setup = guestSetup();
+  const setup = guestSetup(setupOptions);
   if (!setup.pci) throw new Error(`zivm guest setup said: ${setup.out}`);
   process.env.ZIVM_GUEST_PCI = 'auto';
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- after the guest's environment was set just above
@@ -112,6 +113,36 @@ export function joinAsGuest(): Res {
     published: (publishedAddrs(data.i32, data.geo, data.id) as Any[]).map(formatAddr),
     ms: Date.now() - t0,
   };
+}
+
+/**
+ * Two joins at once by `uid`, as raw clients of the agent's protocol (a
+ * Python program given as text: nothing of the checkout needs to be readable
+ * by that user): the values each got and where the fds passed with them point.
+ */
+export async function joinsAs(uid: number, socket: string): Promise<Any> {
+  const program = [
+    'import json, os, select, socket, struct, sys',
+    'out, socks = [], []',
+    'for _ in range(2):',
+    '    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)',
+    '    s.connect(sys.argv[1])',
+    '    socks.append(s)',
+    '    values, links = [], []',
+    '    while len(values) < 9 and select.select([s], [], [], 5)[0]:',
+    '        data, fds, _f, _a = socket.recv_fds(s, 8, 4)',
+    '        if len(data) < 8:',
+    '            break',
+    "        values.append(struct.unpack('<q', data)[0])",
+    "        links += [os.readlink('/proc/self/fd/%d' % fd) for fd in fds]",
+    '        if values[-1] < 0:',
+    '            break',
+    "    out.append({'values': values, 'links': links})",
+    "print(json.dumps({'joins': out}))",
+  ].join('\n');
+  const proc = new Proc('python3', ['-c', program, socket], { name: `uid ${uid}`, uid, gid: uid, cwd: '/', timeoutMs: 20000 });
+  const exit = await proc.exit(20000);
+  return { code: exit.code, joins: proc.lines[0]?.joins ?? null, stderr: proc.stderr().slice(-500) };
 }
 
 /** This process in the domain: its peer id and vector, its guest's peer id; or why it is not in it. */

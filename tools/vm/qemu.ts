@@ -98,6 +98,8 @@ export interface GuestOptions {
   onConsole?: (chunk: string) => void;
   /** Extra QEMU arguments. */
   qemuArgs?: string[];
+  /** Extra kernel command line arguments (e.g. iomem=relaxed). */
+  kernelArgs?: string[];
 }
 
 export interface GuestResult {
@@ -131,7 +133,7 @@ let exitHook = false;
 
 /** The QEMU command line for a guest (exported for inspection and for users who want to run it by hand). */
 export function qemuCommand(img: GuestImage, out: GuestOptions): { file: string; args: string[] } {
-  const append = ['console=ttyS0', 'intel_iommu=on', 'panic=-1', out.verbose ? 'loglevel=7' : 'quiet'];
+  const append = ['console=ttyS0', 'intel_iommu=on', 'panic=-1', out.verbose ? 'loglevel=7' : 'quiet', ...(out.kernelArgs ?? [])];
   append.push(`zivm.node=${out.node ?? process.execPath}`);
   append.push(`zivm.cwd=${out.cwd ?? ROOT}`);
   for (const [k, value] of Object.entries(out.env ?? {})) {
