@@ -45,8 +45,8 @@ export function autostartAllowed(env: Env = process.env): boolean {
 export const DEFAULT_SIZE = 256 * 1024 * 1024;
 export const DEFAULT_RING = 512 * 1024;
 export const DEFAULT_VECTORS = 1;
-export const DEFAULT_MAX_PEERS = 64;
-export const DEFAULT_MAX_LISTENERS = 256;
+export const DEFAULT_MAX_PEERS = 1024;
+export const DEFAULT_MAX_LISTENERS = 1024;
 /** How long an auto-started daemon stays after its last peer, unless ZIVM_IDLE_MS says. */
 export const DEFAULT_AUTO_IDLE_MS = 1000;
 

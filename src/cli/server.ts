@@ -39,8 +39,8 @@ options:
   --ring SIZE          bytes per direction of each connection, a power of two
                        (default ZIVM_RING or 512K)
   --vectors N          interrupt vectors per peer (default 1)
-  --max-peers N        peer ids 0..N-1 (default 64)
-  --max-listeners N    listening sockets in the whole domain (default 256)
+  --max-peers N        peer ids 0..N-1 (default 1024)
+  --max-listeners N    listening sockets in the whole domain (default 1024)
   --idle-exit SECONDS  exit this long after the last peer left (default: never;
                        with --auto: ZIVM_IDLE_MS milliseconds, or 1 s, counted
                        from start-up too)

@@ -16,8 +16,8 @@ import * as Peers from '../shm/peers';
 import { myUid, unlinkQuiet } from '../sys';
 import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Outbox } from './outbox';
-import { Member as Client, farewell, readInput, welcome } from './protocol';
-import { HELLO, NOTE_END, NOTE_GUESTS, NOTE_MEMBER, guestAddrNotes, note, secretNotes, SECRET_PARTS } from '../shm/notes';
+import { Member as Client, answerFdRequest, farewell, readInput, welcome } from './protocol';
+import { helloVersion, NOTE_END, NOTE_GUESTS, NOTE_MEMBER, NOTE_ON_REQUEST, guestAddrNotes, note, secretNotes, SECRET_PARTS } from '../shm/notes';
 import type { Addr } from '../shm/addrs';
 
 /** How long a newcomer has to say HELLO in a domain of host processes only. */
@@ -223,7 +223,8 @@ export class Daemon extends EventEmitter {
       this.waiting.delete(fd);
       poller?.close();
       if (why === undefined && !this.closed) {
-        const member = this.admit(fd);
+        // A domain without guests: a host process that asks for doorbells gets those of the peers it talks to.
+        const member = this.admit(fd, version >= 2);
         if (member) this.hello(member);
         this.settle();
         return;
@@ -240,6 +241,7 @@ export class Daemon extends EventEmitter {
         if (!this.verbose && !this.auto) process.stderr.write(`zivm: refused pid ${pid}: ${why}\n`);
       }
     };
+    let version = 0;
     const timer = setTimeout(() => give('it did not say HELLO (a QEMU guest? this daemon admits guests with --guests or --guest-addr)'), HELLO_WAIT_MS);
     let poller: NativePoller | undefined;
     try {
@@ -255,7 +257,8 @@ export class Daemon extends EventEmitter {
           if (msg === null) return;
           if (msg === false) return give('');
           if (msg[1] >= 0) closeQuiet(msg[1]);
-          give(msg[0] === HELLO && msg[1] < 0 ? undefined : 'it sent something other than HELLO');
+          version = msg[1] < 0 ? helloVersion(msg[0]) : 0;
+          give(version > 0 ? undefined : 'it sent something other than HELLO');
         },
         false,
       );
@@ -267,7 +270,7 @@ export class Daemon extends EventEmitter {
   }
 
   /** Admits the member on `fd`; returns it, or undefined if it was turned away. */
-  private admit(fd: number): Client | undefined {
+  private admit(fd: number, onRequest = false): Client | undefined {
     const addon = this.addon!;
     const geo = this.geometry;
     const i32 = this.i32!;
@@ -305,7 +308,7 @@ export class Daemon extends EventEmitter {
     }
     const gen = Peers.admit(i32, geo, id, { pid: cred.pid });
 
-    const member: Client = { id, gen, pid: cred.pid, sock: fd, efds, poller: null, outbox: new Outbox(addon, fd), gone: false, host: false };
+    const member: Client = { id, gen, pid: cred.pid, sock: fd, efds, poller: null, outbox: new Outbox(addon, fd), gone: false, host: false, onRequest };
     const others = [...this.clients.values()].sort((first, second) => first.id - second.id);
     this.clients.set(id, member);
     if (this.idleTimer) clearTimeout(this.idleTimer);
@@ -326,7 +329,9 @@ export class Daemon extends EventEmitter {
 
   private onClientReadable(member: Client, status: number): void {
     if (member.gone || this.closed) return;
-    if (status < 0 || readInput(this.addon!, member.sock, member.id, () => this.hello(member)) === 'closed') this.doomed.add(member);
+    const onFdRequest = (peer: number): void =>
+      answerFdRequest(member, member.host ? this.clients.get(peer) : undefined, peer, this.vectors, (to, value, fd, ref) => this.send(to, value, fd, ref));
+    if (status < 0 || readInput(this.addon!, member.sock, member.id, () => this.hello(member), onFdRequest) === 'closed') this.doomed.add(member);
     this.settle();
   }
 
@@ -342,6 +347,7 @@ export class Daemon extends EventEmitter {
     member.host = true;
     if (this.guests) this.send(member, note(NOTE_GUESTS, 1), -1, -1);
     else for (const value of secretNotes(this.secret)) this.send(member, value, -1, -1);
+    if (member.onRequest) this.send(member, note(NOTE_ON_REQUEST, 1), -1, -1);
     const hosts = [...this.clients.values()].filter((other) => other.host && !other.gone);
     for (const other of hosts) {
       this.send(member, note(NOTE_MEMBER, other.id), -1, -1);

@@ -17,7 +17,7 @@
  * the member left.
  */
 import { debug } from '../log';
-import { HELLO } from '../shm/notes';
+import { helloVersion, readFdRequest } from '../shm/notes';
 import { closeQuiet, type Native, type NativePoller } from '../shm/native';
 import type { Outbox } from './outbox';
 
@@ -37,6 +37,8 @@ export interface Member {
   gone: boolean;
   /** It said HELLO (see shm/notes.ts): a host process running zivm, not QEMU. */
   host: boolean;
+  /** It said HELLO2: it asks for the doorbells of the peers it rings, and gets no others. */
+  onRequest: boolean;
 }
 
 export type Send = (to: Member, value: number, fd: number, ref: number) => void;
@@ -44,14 +46,19 @@ export type Send = (to: Member, value: number, fd: number, ref: number) => void;
 /**
  * The handshake for newcomer `member`, and its announcement to `others` first, so
  * that by the time it has its own interrupt setup every other member has its
- * doorbells queued.
+ * doorbells queued. A member that said HELLO2 gets other members' doorbells
+ * when it asks (see answerFdRequest), not all of them up front: it holds
+ * eventfds for the peers it talks to.
  */
 export function welcome(member: Member, others: Member[], memfd: number, vectors: number, send: Send): void {
   send(member, PROTOCOL_VERSION, -1, -1);
   send(member, member.id, -1, -1);
   send(member, -1, memfd, -1);
-  for (const other of others) for (let vector = 0; vector < vectors; vector++) send(other, member.id, member.efds[vector], member.id);
-  for (const other of others) for (let vector = 0; vector < vectors; vector++) send(member, other.id, other.efds[vector], other.id);
+  for (const other of others) {
+    if (other.onRequest) continue;
+    for (let vector = 0; vector < vectors; vector++) send(other, member.id, member.efds[vector], member.id);
+  }
+  if (!member.onRequest) for (const other of others) for (let vector = 0; vector < vectors; vector++) send(member, other.id, other.efds[vector], other.id);
   for (let vector = 0; vector < vectors; vector++) send(member, member.id, member.efds[vector], member.id);
 }
 
@@ -67,12 +74,28 @@ export function farewell(member: Member, others: Member[], vectors: number, send
   }
 }
 
+/** Answers `member`'s request for the doorbells of `peer`: its fds, or its id alone if it is not a member (any more). */
+export function answerFdRequest(member: Member, peer: Member | undefined, peerId: number, vectors: number, send: Send): void {
+  if (!peer || peer.gone || peer === member) {
+    send(member, peerId, -1, -1);
+    return;
+  }
+  for (let vector = 0; vector < vectors; vector++) send(member, peer.id, peer.efds[vector], peer.id);
+}
+
 /**
- * Reads what a member sent: HELLO from a host process (`onHello`), anything
- * else is dropped (fds passed along with it are closed). 'closed' on EOF or a
- * broken socket.
+ * Reads what a member sent: HELLO from a host process (`onHello`), a
+ * request for a peer's doorbells from one (`onFdRequest`); anything else is
+ * dropped (fds passed along with it are closed). 'closed' on EOF or a broken
+ * socket.
  */
-export function readInput(addon: Native, sock: number, id: number, onHello: () => void): 'open' | 'closed' {
+export function readInput(
+  addon: Native,
+  sock: number,
+  id: number,
+  onHello: (version: number) => void,
+  onFdRequest: (peer: number) => void = () => undefined,
+): 'open' | 'closed' {
   for (let k = 0; k < 16; k++) {
     let msg: [number, number] | null | false;
     try {
@@ -85,7 +108,9 @@ export function readInput(addon: Native, sock: number, id: number, onHello: () =
     if (msg === false) return 'closed';
     const [value, fd] = msg;
     if (fd >= 0) closeQuiet(fd);
-    if (value === HELLO && fd < 0) onHello();
+    const wanted = fd < 0 ? readFdRequest(value) : undefined;
+    if (helloVersion(value) > 0 && fd < 0) onHello(helloVersion(value));
+    else if (wanted !== undefined) onFdRequest(wanted);
     else debug('peer %d sent %d (ignored)', id, value);
   }
   return 'open';

@@ -78,6 +78,8 @@ export interface HostNotes {
   guestAddrs: Addr[];
   /** The daemon admits QEMU guests: connections between host processes stay out of this memory. */
   admitsGuests: boolean;
+  /** Other members' doorbells come when asked for (notes.fdRequest), not all up front. */
+  onRequest: boolean;
 }
 
 export class Domain {
@@ -144,7 +146,7 @@ export class Domain {
     this.region = region;
     this.geo = geo;
     this.i32 = new Int32Array(region.buffer);
-    this.bells = new Doorbells(this.i32, geo, id, ctlFd, ownFds, peerFds, guest, host?.members ?? new Set());
+    this.bells = new Doorbells(this.i32, geo, id, ctlFd, ownFds, peerFds, guest, host?.members ?? new Set(), host?.onRequest ?? false);
     this.bells.on('peer-left', (peer) => this.onPeerLeft(peer));
     this.bells.on('orphaned', () => this.orphan());
     this.handlers = new Array<SlotHandler | undefined>(geo.nslots * 2);

@@ -1,7 +1,8 @@
 /**
- * Whom to ring, and how. A host process holds an eventfd per vector of every
- * other peer (the daemon hands them out, and news of peers joining and
- * leaving, on our socket to it); a guest process rings anyone through BAR0
+ * Whom to ring, and how. A host process holds an eventfd per vector of the
+ * peers it rings (in a domain of host processes the daemon hands them out when
+ * asked; in one with guests, those of every peer, as QEMU's protocol has it),
+ * and hears of peers joining and leaving on its socket to the daemon; a guest process rings anyone through BAR0
  * of the guest's device. A peer rung for a slot gets the slot's bit in its
  * pending bitmap; a doorbell is rung only on that bit's 0 -> 1 edge, and not
  * at all while the peer busy-polls.
@@ -11,7 +12,10 @@ import { debug } from '../log';
 import type { GuestLink } from '../guest/link';
 import * as Lay from './layout';
 import { closeQuiet, native, NativePoller } from './native';
-import { NOTE_MEMBER, readNote } from './notes';
+import { fdRequest, NOTE_MEMBER, readNote } from './notes';
+
+/** How long ringing a peer waits for its doorbells from the daemon before it goes on without (see askFor). */
+const ASK_WAIT_MS = 20;
 import * as Peers from './peers';
 
 export interface DoorbellEvents {
@@ -28,6 +32,8 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
   /** The generation of the peer each entry of peerFds belongs to: an id handed out again has new fds. */
   private readonly peerGens = new Map<number, number>();
   private readonly ctl: NativePoller | undefined;
+  /** Peers whose doorbells we asked the daemon for, and the generation we asked for. */
+  private readonly asked = new Map<number, number>();
   private orphaned = false;
 
   constructor(
@@ -40,6 +46,8 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
     private readonly guest: GuestLink | undefined,
     /** Members that are host processes, as the daemon says (notes.ts); kept up to date here. */
     readonly hostMembers: Set<number>,
+    /** The daemon hands out a peer's doorbells when asked (notes.fdRequest): we hold those of the peers we ring. */
+    private readonly onRequest = false,
   ) {
     super();
     for (const [peer, fds] of peerFds) {
@@ -100,6 +108,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
   private ringPeer(peer: number, vector: number, attempt: number): void {
     const gen = Peers.genOf(this.i32, this.geo, peer);
     if (this.peerGens.get(peer) !== gen) this.readControl(false);
+    if (this.peerGens.get(peer) !== gen && this.onRequest && !this.orphaned) this.askFor(peer, gen);
     const fd = this.peerGens.get(peer) === gen ? this.peerFds.get(peer)?.[vector] : undefined;
     if (fd !== undefined) {
       native().notify(fd);
@@ -107,6 +116,31 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
     }
     // Not announced to us yet (the daemon is behind): try again shortly, for a while.
     if (attempt < 200 && !this.orphaned) setTimeout(() => this.ringPeer(peer, vector, attempt + 1), 5).unref();
+  }
+
+  /**
+   * Asks the daemon for `peer`'s doorbells (once per generation of the peer)
+   * and waits for the answer a little: a live daemon answers in microseconds.
+   * Without an answer in time the caller's retries and the periodic re-check
+   * carry on.
+   */
+  private askFor(peer: number, gen: number): void {
+    const addon = native();
+    if (this.asked.get(peer) !== gen) {
+      this.asked.set(peer, gen);
+      try {
+        addon.sendMsg(this.ctlFd, fdRequest(peer), -1);
+      } catch {
+        return; // a broken socket: the poller sees the daemon gone
+      }
+    }
+    const deadline = Date.now() + ASK_WAIT_MS;
+    while (this.peerGens.get(peer) !== gen && !this.orphaned) {
+      const left = deadline - Date.now();
+      if (left <= 0) return;
+      addon.waitReadable(this.ctlFd, left);
+      this.readControl(false);
+    }
   }
 
   /**
@@ -152,6 +186,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
         if (list) for (const peerFd of list) addon.close(peerFd);
         this.peerFds.delete(id);
         this.peerGens.delete(id);
+        this.asked.delete(id);
         this.hostMembers.delete(id);
         debug('peer %d left the domain', id);
         const left = (): void => {

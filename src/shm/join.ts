@@ -87,7 +87,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
   let region: NativeRegion | undefined;
   try {
     // A host process running zivm says so first: a daemon of host processes only waits for it.
-    addon.sendMsg(fd, Notes.HELLO, -1);
+    addon.sendMsg(fd, Notes.HELLO2, -1);
     const deadline = Date.now() + JOIN_TIMEOUT_MS;
     const next = (): [number, number] => {
       for (;;) {
@@ -136,7 +136,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
       }
     }
     // We said HELLO on connecting (see below): the daemon's notes come after the interrupt set-up (notes.ts).
-    const host = { secret: undefined as Buffer | undefined, members: new Set<number>([id]), guestAddrs: [] as Addr[], admitsGuests: false };
+    const host = { secret: undefined as Buffer | undefined, members: new Set<number>([id]), guestAddrs: [] as Addr[], admitsGuests: false, onRequest: false };
     const guestAddrs = new Notes.GuestAddrReader();
     try {
       const secret = Buffer.alloc(Notes.SECRET_PARTS * 5);
@@ -158,6 +158,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
           if (seen.type === Notes.NOTE_MEMBER && seen.payload < geo.maxPeers) host.members.add(seen.payload);
           if (seen.type === Notes.NOTE_SECRET && Notes.takeSecretPart(secret, seen.payload)) parts++;
           if (seen.type === Notes.NOTE_GUESTS) host.admitsGuests = true;
+          if (seen.type === Notes.NOTE_ON_REQUEST) host.onRequest = true;
           const guestAddr = guestAddrs.take(seen.type, seen.payload);
           if (guestAddr) host.guestAddrs.push(guestAddr);
           continue;

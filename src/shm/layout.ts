@@ -249,7 +249,7 @@ export function computeGeometry(opts: {
   const maxSlots = Math.min(opts.maxSlots ?? MAX_SLOTS, MAX_SLOTS);
   // The pending bitmaps depend on the slot count, which depends on the room left: take the
   // bitmaps for the largest count, then fit.
-  let nslots = maxSlots;
+  let nslots = Math.max(1, Math.min(maxSlots, Math.floor(size / slotStride)));
   let pendingStride = 0;
   let pendingOff = 0;
   let slotsOff = 0;
@@ -259,8 +259,8 @@ export function computeGeometry(opts: {
     slotsOff = alignUp(pendingOff + maxPeers * pendingStride, PAGE);
     const fit = Math.floor((size - slotsOff) / slotStride);
     if (fit >= nslots) break;
-    if (fit < 1) throw new RangeError(`a region of ${size} bytes has no room for one connection with ${ringSize}-byte rings`);
-    nslots = fit;
+    if (fit < 1 && nslots === 1) throw new RangeError(`a region of ${size} bytes has no room for one connection with ${ringSize}-byte rings`);
+    nslots = Math.max(1, fit);
   }
   return { size, vectors, maxPeers, maxListeners, nslots, ringSize, slotStride, peersOff, listenersOff, pendingOff, pendingStride, slotsOff };
 }

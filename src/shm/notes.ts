@@ -13,6 +13,13 @@
 
 /** What a host process sends, once: 'ZIVM' and the notes' version. */
 export const HELLO = 0x5a49564d * 0x10000 + 1;
+/** Version 2: the same, and it asks for the doorbells of the peers it rings (fdRequest) rather than getting all of them. */
+export const HELLO2 = 0x5a49564d * 0x10000 + 2;
+
+/** The notes' version a value says HELLO in (1 or 2), or 0. */
+export function helloVersion(value: number): number {
+  return value === HELLO ? 1 : value === HELLO2 ? 2 : 0;
+}
 
 export const NOTE_MEMBER = 1; // payload: the id of a member that is a host process
 export const NOTE_SECRET = 2; // payload: index (bits 40..47) and 40 bits of the secret
@@ -20,6 +27,20 @@ export const NOTE_END = 3; // the answer to HELLO is complete
 export const NOTE_GUEST4 = 4; // payload: an IPv4 address the operator declared for the domain's guests
 export const NOTE_GUEST6 = 5; // payload: index (bits 32..33) and 32 bits of such an IPv6 address, four in a row
 export const NOTE_GUESTS = 6; // the domain admits QEMU guests: host processes meet elsewhere (no secret is sent)
+export const NOTE_ON_REQUEST = 7; // other members' doorbells are not announced: ask for a peer's (fdRequest) when it is first rung
+
+/** What a host process sends for the doorbells of peer P (P < 2^16): 'ZIFQ', then P. The daemon answers as it announces a peer: P with each fd, or P alone if P is not a member. */
+const FD_REQUEST = 0x5a494651 * 0x10000;
+
+export function fdRequest(peer: number): number {
+  return FD_REQUEST + peer;
+}
+
+/** The peer a value asks the doorbells of, or undefined if it is no such request. */
+export function readFdRequest(value: number): number | undefined {
+  const peer = value - FD_REQUEST;
+  return Number.isInteger(peer) && peer >= 0 && peer < 0x10000 ? peer : undefined;
+}
 
 const BASE = 2 ** 52;
 const TYPE = 2 ** 48;
