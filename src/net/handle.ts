@@ -118,8 +118,9 @@ export class ShmHandle extends Base implements HandleCore {
     this.updateActive();
     held.tcp.close();
     held.req.oncomplete(0, this, held.req, true, true);
-    // Bytes or a FIN may have come with the accept: look on a later turn, as a kernel socket would.
-    this.ch.again();
+    // Bytes or a FIN may have come with the accept: look on a later turn, as a kernel socket would
+    // (with nothing there, a reading end sleeps until rung; one not reading yet looks in readStart).
+    if (this.reader.waiting() || (this.reading && !this.ch.sleepRead())) this.ch.again();
   }
 
   /** Connected but not yet accepted: a refusal now (the listener closed, its owner died) is a reset, as over TCP. */
@@ -210,8 +211,9 @@ export class ShmHandle extends Base implements HandleCore {
     if (this.closed) return 0;
     this.reading = true;
     this.updateActive();
-    // As libuv: what is there is read on a later turn of the loop.
-    if (!this.held) this.ch.again();
+    // As libuv: what is there is read on a later turn of the loop; with nothing there, the
+    // reader sleeps (the other end rings it when it writes), and nobody is rung now.
+    if (!this.held && (this.reader.waiting() || !this.ch.sleepRead())) this.ch.again();
     return 0;
   }
 

@@ -218,8 +218,7 @@ function incoming(server: ServerInternals, reg: Registration, slot: number, word
   // A host process vets each request (ticket.ts); inside a guest, its agent's domain is the guest's own.
   if (!domain.guest) {
     snap = Ticket.snapshot(domain.i32, domain.geo, slot);
-    // In a domain of guests nobody holds a secret: requests are taken only as the network would take them from a guest.
-    const verdict = Ticket.vet(domain.secret, (id) => domain.isHostProcess(id), domain.guestAddrs, reg, slot, snap);
+    const verdict = Ticket.vet(domain.admitsGuests, domain.guestAddrs, reg, snap);
     if (verdict.refused !== undefined || snap[0] !== word) {
       debug('refused the connection request in slot %d: %s', slot, verdict.refused ?? 'it changed while being read');
       Channel.refuse(domain, slot, word);

@@ -17,7 +17,7 @@ import { myUid, unlinkQuiet } from '../sys';
 import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Outbox } from './outbox';
 import { Member as Client, answerFdRequest, farewell, readInput, welcome } from './protocol';
-import { helloVersion, NOTE_END, NOTE_GUESTS, NOTE_MEMBER, NOTE_ON_REQUEST, guestAddrNotes, note, secretNotes, SECRET_PARTS } from '../shm/notes';
+import { helloVersion, NOTE_END, NOTE_GUESTS, NOTE_MEMBER, NOTE_ON_REQUEST, guestAddrNotes, note } from '../shm/notes';
 import type { Addr } from '../shm/addrs';
 
 /** How long a newcomer has to say HELLO in a domain of host processes only. */
@@ -86,7 +86,6 @@ export class Daemon extends EventEmitter {
   private listenFd = -1;
   private listenPoller: NativePoller | null = null;
   /** Known to host processes only (see shm/notes.ts): what their connection requests are signed with. */
-  private readonly secret = crypto.randomBytes(SECRET_PARTS * 5);
   private clients = new Map<number, Client>();
   private doomed = new Set<Client>();
   /** Newcomers that have yet to say HELLO (a domain of host processes only), and how to turn each away. */
@@ -337,16 +336,15 @@ export class Daemon extends EventEmitter {
 
   /**
    * A member said HELLO: it is a host process running zivm (QEMU never sends
-   * a thing). It gets the domain's secret and the host processes among the
-   * members; the other host processes learn that it is one. A domain that
-   * admits guests says so instead of handing out a secret: host processes
-   * connect to each other in a domain no guest maps (route.ts), never here.
+   * a thing). It learns the host processes among the members, and the other
+   * host processes learn that it is one. A domain that admits guests says so:
+   * host processes connect to each other in a domain no guest maps
+   * (route.ts), never here.
    */
   private hello(member: Client): void {
     if (member.host) return;
     member.host = true;
     if (this.guests) this.send(member, note(NOTE_GUESTS, 1), -1, -1);
-    else for (const value of secretNotes(this.secret)) this.send(member, value, -1, -1);
     if (member.onRequest) this.send(member, note(NOTE_ON_REQUEST, 1), -1, -1);
     const hosts = [...this.clients.values()].filter((other) => other.host && !other.gone);
     for (const other of hosts) {

@@ -13,7 +13,6 @@ import type { Found } from './directory';
 import { Addr, mapV4, publishedAddrs, readAddr } from './addrs';
 import * as Lay from './layout';
 import * as Slot from './slot';
-import * as Ticket from './ticket';
 
 const EPHEMERAL_LOW = 32768;
 const EPHEMERAL_COUNT = 60999 - 32768 + 1;
@@ -120,7 +119,6 @@ export class Channel implements SlotHandler {
       },
       (slot, gen) => {
         ch = new Channel(domain, slot, gen, 'client', listener.owner, listener.ownerGen);
-        if (domain.secret) Ticket.sign(domain.secret, i32, geo, slot);
       },
     );
     if (!claimed || !ch) return undefined;

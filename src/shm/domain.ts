@@ -71,7 +71,6 @@ function handOver(fed: Feedable): (() => void) | [() => void] {
 
 /** What the daemon told us as a host process (see notes.ts). */
 export interface HostNotes {
-  secret: Buffer | undefined;
   /** Members that are host processes (ourselves included). */
   members: Set<number>;
   /** The addresses the operator declared for the domain's guests. */
@@ -91,11 +90,6 @@ export class Domain {
   readonly nodeId: number;
   /** Inside a VM guest: our share of the ivshmem device (doorbells through BAR0, ours on an MSI-X vector). */
   readonly guest: GuestLink | undefined;
-  /**
-   * The domain's secret, from the daemon to host processes only: a
-   * connection request between host processes is signed with it (ticket.ts).
-   */
-  readonly secret: Buffer | undefined;
   /** Host process: the addresses of the domain's guests, as the operator declared them to the daemon. */
   readonly guestAddrs: readonly Addr[];
   /**
@@ -138,7 +132,6 @@ export class Domain {
     host?: HostNotes,
   ) {
     this.guest = guest;
-    this.secret = host?.secret;
     this.guestAddrs = host?.guestAddrs ?? [];
     this.admitsGuests = !guest && (host?.admitsGuests ?? true);
     const addon = native();

@@ -136,11 +136,9 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
       }
     }
     // We said HELLO on connecting (see below): the daemon's notes come after the interrupt set-up (notes.ts).
-    const host = { secret: undefined as Buffer | undefined, members: new Set<number>([id]), guestAddrs: [] as Addr[], admitsGuests: false, onRequest: false };
+    const host = { members: new Set<number>([id]), guestAddrs: [] as Addr[], admitsGuests: false, onRequest: false };
     const guestAddrs = new Notes.GuestAddrReader();
     try {
-      const secret = Buffer.alloc(Notes.SECRET_PARTS * 5);
-      let parts = 0;
       const helloDeadline = Math.min(deadline, Date.now() + HELLO_TIMEOUT_MS);
       for (;;) {
         const msg = addon.recvMsg(fd);
@@ -156,7 +154,6 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
         if (seen && peerFd < 0) {
           if (seen.type === Notes.NOTE_END) break;
           if (seen.type === Notes.NOTE_MEMBER && seen.payload < geo.maxPeers) host.members.add(seen.payload);
-          if (seen.type === Notes.NOTE_SECRET && Notes.takeSecretPart(secret, seen.payload)) parts++;
           if (seen.type === Notes.NOTE_GUESTS) host.admitsGuests = true;
           if (seen.type === Notes.NOTE_ON_REQUEST) host.onRequest = true;
           const guestAddr = guestAddrs.take(seen.type, seen.payload);
@@ -177,7 +174,6 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
           list.push(peerFd);
         }
       }
-      if (parts >= Notes.SECRET_PARTS) host.secret = secret;
     } catch (err) {
       if (err instanceof ZivmProtocolError && /HELLO/.test(err.message)) {
         debug('%s: shared memory only with guests', err.message);

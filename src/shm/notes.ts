@@ -2,9 +2,10 @@
  * zivm's additions to the ivshmem-server stream, between the daemon and host
  * processes only. QEMU speaks the protocol as documented and never sends a
  * thing; a host process says HELLO once it has its interrupt set-up, and the
- * daemon answers with notes (negative values QEMU never sees): the domain's
- * secret, which members are host processes (and, later, each host process
- * that says hello), then END. Host processes are thus known from what the
+ * daemon answers with notes (negative values QEMU never sees): whether the
+ * domain admits guests, whether doorbells come on request, which members are
+ * host processes (and, later, each host process that says hello), the guests'
+ * declared addresses, then END. Host processes are thus known from what the
  * daemon saw on its socket, never from the region, which a guest can write.
  *
  * Every value fits a JavaScript number (|v| < 2^53): a note is
@@ -22,11 +23,11 @@ export function helloVersion(value: number): number {
 }
 
 export const NOTE_MEMBER = 1; // payload: the id of a member that is a host process
-export const NOTE_SECRET = 2; // payload: index (bits 40..47) and 40 bits of the secret
+// 2: no longer sent (a secret for signed requests, before host processes had a domain of their own)
 export const NOTE_END = 3; // the answer to HELLO is complete
 export const NOTE_GUEST4 = 4; // payload: an IPv4 address the operator declared for the domain's guests
 export const NOTE_GUEST6 = 5; // payload: index (bits 32..33) and 32 bits of such an IPv6 address, four in a row
-export const NOTE_GUESTS = 6; // the domain admits QEMU guests: host processes meet elsewhere (no secret is sent)
+export const NOTE_GUESTS = 6; // the domain admits QEMU guests: host processes meet elsewhere
 export const NOTE_ON_REQUEST = 7; // other members' doorbells are not announced: ask for a peer's (fdRequest) when it is first rung
 
 /** What a host process sends for the doorbells of peer P (P < 2^16): 'ZIFQ', then P. The daemon answers as it announces a peer: P with each fd, or P alone if P is not a member. */
@@ -44,9 +45,6 @@ export function readFdRequest(value: number): number | undefined {
 
 const BASE = 2 ** 52;
 const TYPE = 2 ** 48;
-const PART = 2 ** 40;
-/** Secret parts of 40 bits each: 80 bits. */
-export const SECRET_PARTS = 2;
 
 export function note(type: number, payload: number): number {
   return -(BASE + type * TYPE + payload);
@@ -58,21 +56,6 @@ export function readNote(value: number): { type: number; payload: number } | und
   const rest = -value - BASE;
   const type = Math.floor(rest / TYPE);
   return { type, payload: rest - type * TYPE };
-}
-
-/** The secret as SECRET_PARTS notes. */
-export function secretNotes(secret: Buffer): number[] {
-  const notes: number[] = [];
-  for (let index = 0; index < SECRET_PARTS; index++) notes.push(note(NOTE_SECRET, index * PART + secret.readUIntLE(index * 5, 5)));
-  return notes;
-}
-
-/** Puts a secret note's part in place in `secret` (SECRET_PARTS * 5 bytes); false if it is not a valid part. */
-export function takeSecretPart(secret: Buffer, payload: number): boolean {
-  const index = Math.floor(payload / PART);
-  if (index >= SECRET_PARTS) return false;
-  secret.writeUIntLE(payload - index * PART, index * 5, 5);
-  return true;
 }
 
 /** The notes that declare `addr` (16 bytes; IPv4 in the first 4) a guest address. */
