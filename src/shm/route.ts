@@ -7,8 +7,9 @@
  * that admits QEMU guests (`zivm server --guests` or `--guest-addr`) is a
  * domain of its own, shared by its guests (one guest, or the guests the
  * operator put into one trust zone) and the host; a host process finds such
- * daemons beside the host daemon's socket (`*.sock` in the same folder, which
- * is private to the user) and joins each one the first time it may need it.
+ * daemons beside the host daemon's socket (`*.sock` in the same folder with
+ * a zivm daemon's lock file beside it) and joins each one the first time it
+ * may need it.
  * A connection goes to a guest domain only when its destination is an
  * address the operator declared for that domain's guests; a listener is
  * registered in every guest domain unless it is bound to loopback (which no
@@ -18,7 +19,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { socketPath } from '../config';
+import { lockPath, socketPath } from '../config';
+import { myUid } from '../sys';
 import { debug } from '../log';
 import { guestAgentFromEnv } from '../guest/link';
 import { type Addr, isOwnAddress } from './addrs';
@@ -37,10 +39,19 @@ let scannedAt = 0;
 let scanTimer: NodeJS.Timeout | undefined;
 const joinedListeners: ((domain: Domain) => void)[] = [];
 
-function inodeOf(file: string): number | undefined {
+/**
+ * The inode of `file` if it is the socket of a zivm daemon: a socket with the
+ * daemon's lock file beside it (a zivm daemon holds one while it runs), owned
+ * by us or root. Anything else in the folder is never connected to.
+ */
+function daemonSocketInode(file: string): number | undefined {
   try {
     const stat = fs.statSync(file);
-    return stat.isSocket() ? stat.ino : undefined;
+    const lock = fs.lstatSync(lockPath(file));
+    if (!stat.isSocket() || !lock.isFile()) return undefined;
+    const uid = myUid();
+    if ((stat.uid !== uid && stat.uid !== 0) || (lock.uid !== uid && lock.uid !== 0)) return undefined;
+    return stat.ino;
   } catch {
     return undefined;
   }
@@ -63,7 +74,7 @@ function scan(): void {
     if (!name.endsWith('.sock')) continue;
     const file = path.join(dir, name);
     if (file === primary || guests.get(file)?.alive) continue;
-    const ino = inodeOf(file);
+    const ino = daemonSocketInode(file);
     if (ino === undefined || passed.get(file) === ino) continue;
     try {
       const domain = joinHost({ autostart: false, socketPath: file, guestsOnly: true });

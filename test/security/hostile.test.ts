@@ -9,6 +9,7 @@
  */
 import { expect } from 'chai';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Json, Proc, killAll } from '../../tools/kit/proc';
@@ -306,6 +307,29 @@ describe('attacks by a hostile member of the domain', function () {
     const first = await proc.next((line) => line.event === 'connect' || line.event === 'error');
     expect(first, 'not over shared memory to the attacker').to.deep.include({ event: 'error' });
     expect(first.code).to.match(/ENETUNREACH|EHOSTUNREACH|ECONNREFUSED/);
+  });
+
+  it('a socket in the folder that is not a zivm daemon (no lock file beside it) is never connected to when looking for daemons of guests', async () => {
+    const sc = await scene();
+    let touched = 0;
+    const other = net.createServer((sock) => {
+      touched++;
+      sock.destroy();
+    });
+    await new Promise<void>((resolve) => other.listen(path.join(sc.dir, 'other.sock'), resolve));
+    try {
+      // A host client dialling an address that is not this host's looks for daemons of guests beside its own.
+      const proc = new Proc('unshare', ['-n', process.execPath, path.join(__dirname, '..', 'fixtures', 'victim.js'), '4444', '10.99.0.1'], {
+        name: 'victim (own netns)',
+        env: { ...process.env, ...sc.env },
+        timeoutMs: 10000,
+      });
+      expect((await proc.next((line) => line.event === 'connect' || line.event === 'error')).event).to.equal('error');
+      expect(proc.stderr(), 'the daemon of guests beside it was joined').to.match(/joined the domain of guests at .*guests\.sock/);
+      expect(touched, 'connections to the other socket').to.equal(0);
+    } finally {
+      other.close();
+    }
   });
 
   it('a daemon that does not admit guests (the default) gives an attacker that attaches as QEMU nothing, not even the region', async () => {
