@@ -54,9 +54,14 @@ describe('ring data of a finished connection', function () {
       expect(inRings(slot, up) && inRings(slot, down), 'the bytes are in the rings while the connection lives').to.equal(true);
       first.client.destroy();
       first.peer.destroy();
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      // The next connection takes the first free slot: the same one.
-      const second = await pair(server, port);
+      // Wait for both sides to release the slot, then connect until a connection
+      // takes it (others may free lower slots meanwhile; those stay held).
+      const stateWord = (Lay.slotOffset(currentDomain()!.geo, slot) >> 2) + Lay.SLOT.STATE;
+      for (let i = 0; i < 200 && Lay.stateOf(Atomics.load(currentDomain()!.i32, stateWord)) !== Lay.SLOT_FREE; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      let second = await pair(server, port);
+      for (let i = 0; i < 64 && slotOf(second.client) !== slot; i++) second = await pair(server, port);
       expect(slotOf(second.client), 'the same slot').to.equal(slot);
       expect(inRings(slot, up), 'client -> server bytes of the last connection').to.equal(false);
       expect(inRings(slot, down), 'server -> client bytes of the last connection').to.equal(false);
