@@ -31,6 +31,8 @@ inline void CpuRelax() {
 // How long to spin before offering the core to whoever else is runnable.
 constexpr uint64_t kYieldEveryNs = 20000;
 constexpr int kMissesBeforeBackoff = 3;
+// A sched_yield() that takes longer than this let another thread run on our core.
+constexpr uint64_t kGaveAwayNs = 5000;
 constexpr uint64_t kBackoffNs = 20000000;  // 20 ms
 
 }  // namespace
@@ -227,14 +229,16 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
   }
   if (!s->hot_) return;
   s->SetPolling(1);
-  const uint64_t start = now;
   uint64_t deadline = now + s->sliceNs_;
   uint64_t yieldAt = now + kYieldEveryNs;
+  // Whether a sched_yield() of this spin gave the core away (someone else ran).
+  bool gaveAway = false;
   for (;;) {
     if (s->AnyPending()) {
       // Work that only came after we had to give the core away means the
       // peer needed our core: spinning costs it more than a doorbell would.
-      if (now - start >= kYieldEveryNs) s->Miss(now);
+      // (Work that merely took a while, with a core of its own, is a hit.)
+      if (gaveAway) s->Miss(now);
       else s->misses_ = 0;
       s->lastWork_ = now;
       s->Call();
@@ -246,6 +250,9 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
       // Cooperative: if another process wants this core (often the peer we
       // wait for), let it run; if not, this returns at once.
       sched_yield();
+      uint64_t back = NowNs();
+      if (back - now > kGaveAwayNs) gaveAway = true;
+      now = back;
       yieldAt = now + kYieldEveryNs;
     } else {
       CpuRelax();

@@ -117,7 +117,12 @@ export class ShmHandle extends Base implements HandleCore {
     this.accepted = state === 'accepted';
     this.updateActive();
     held.tcp.close();
-    held.req.oncomplete(0, this, held.req, true, true);
+    try {
+      held.req.oncomplete(0, this, held.req, true, true);
+    } finally {
+      // The server hears of the request now, with whatever the 'connect' listeners wrote.
+      this.ch.announce();
+    }
     // Bytes or a FIN may have come with the accept: look on a later turn, as a kernel socket would
     // (with nothing there, a reading end sleeps until rung; one not reading yet looks in readStart).
     if (this.reader.waiting() || (this.reading && !this.ch.sleepRead())) this.ch.again();

@@ -13,7 +13,7 @@ import { internals, type ConnectReq, type TcpLike } from './internals';
 import { chose } from './debug';
 import { zivmOff } from '../config';
 import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsWrapped, kTransport, kTryShm } from '../symbols';
-import { track } from './stats';
+import { track, untrack } from './stats';
 import { getDomain, lastJoinError } from '../shm/join';
 import { Channel } from '../shm/channel';
 import { guestDomains, route } from '../shm/route';
@@ -252,6 +252,11 @@ patched._writeGeneric = function _writeGeneric(
     bufs = [typeof data === 'string' ? Buffer.from(data, encoding) : (data as Uint8Array)];
   }
   handle.writeBuffers(bufs, cb);
+};
+
+patched._destroy = function _destroy(this: SocketInternals, err: Error | null, cb: (err: Error | null) => void) {
+  untrack(this);
+  return base._destroy.call(this, err, cb);
 };
 
 patched.resetAndDestroy = function resetAndDestroy(this: SocketInternals) {

@@ -9,15 +9,17 @@ import { kListener } from '../symbols';
 import { snapshot, DomainSnapshot } from '../shm/inspect';
 
 /*
- * Live sockets and servers, held weakly and without listeners of our own on
- * them (code that counts an object's listeners sees what net would give it):
- * the ones closed meanwhile are dropped whenever the sets have doubled, and
- * when stats() looks.
+ * Live sockets, held until they are destroyed (Socket#_destroy lets go of
+ * them: see socket.ts), and servers, held weakly (the few closed meanwhile
+ * are dropped whenever their set has doubled, and when stats() looks). No
+ * listeners of our own on either: code that counts an object's listeners
+ * sees what net would give it. Sockets are not held weakly: a WeakRef keeps
+ * its target through every young-generation collection, which would age every
+ * short-lived connection into the old generation.
  */
+const liveSockets = new Set<net.Socket>();
 const tracked = new WeakSet<object>();
-const socketRefs = new Set<WeakRef<net.Socket>>();
 const serverRefs = new Set<WeakRef<net.Server>>();
-let pruneSocketsAt = 1024;
 let pruneServersAt = 64;
 const counts = { shm: 0, tcp: 0, reasons: new Map<string, number>() };
 
@@ -28,17 +30,23 @@ function prune<T extends object>(refs: Set<WeakRef<T>>, gone: (target: T) => boo
   }
 }
 
-const socketGone = (sock: net.Socket): boolean => sock.destroyed;
 const serverGone = (server: net.Server): boolean => !server.listening;
 
+let pruneSocketsAt = 1024;
+
 export function track(sock: net.Socket): void {
-  if (tracked.has(sock)) return;
-  tracked.add(sock);
-  socketRefs.add(new WeakRef(sock));
-  if (socketRefs.size >= pruneSocketsAt) {
-    prune(socketRefs, socketGone);
-    pruneSocketsAt = Math.max(1024, socketRefs.size * 2);
+  if (sock.destroyed) return;
+  liveSockets.add(sock);
+  // A subclass whose _destroy bypasses ours is dropped here, once destroyed.
+  if (liveSockets.size >= pruneSocketsAt) {
+    for (const held of liveSockets) if (held.destroyed) liveSockets.delete(held);
+    pruneSocketsAt = Math.max(1024, liveSockets.size * 2);
   }
+}
+
+/** The socket is destroyed: stats() no longer lists it. */
+export function untrack(sock: net.Socket): void {
+  liveSockets.delete(sock);
 }
 
 export function trackServer(server: net.Server): void {
@@ -87,12 +95,13 @@ export interface Stats {
 
 export function stats(): Stats {
   const domain = currentDomain();
-  prune(socketRefs, socketGone);
   prune(serverRefs, serverGone);
   const sockets: SocketStats[] = [];
-  for (const ref of socketRefs) {
-    const sock = ref.deref();
-    if (!sock) continue;
+  for (const sock of liveSockets) {
+    if (sock.destroyed) {
+      liveSockets.delete(sock);
+      continue;
+    }
     sockets.push({
       transport: (sock as unknown as { transport?: string }).transport,
       localAddress: sock.localAddress,

@@ -185,9 +185,20 @@ export function publishedAddrs(i32: Int32Array, geo: Lay.Geometry, id: number): 
   return addrs;
 }
 
+/** Word `index` (0..3) of a 16-byte address as the region holds it (little-endian). */
+export function addrWord(bytes: Uint8Array, index: number): number {
+  const at = 4 * index;
+  return bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16) | (bytes[at + 3] << 24);
+}
+
 export function writeAddr(i32: Int32Array, wordIdx: number, bytes: Uint8Array): void {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
-  for (let i = 0; i < 4; i++) Atomics.store(i32, wordIdx + i, view.getInt32(i * 4, true));
+  for (let i = 0; i < 4; i++) Atomics.store(i32, wordIdx + i, addrWord(bytes, i));
+}
+
+/** Whether the four words at `wordIdx` hold the address `bytes` (nothing allocated). */
+export function holdsAddr(i32: Int32Array, wordIdx: number, bytes: Uint8Array): boolean {
+  for (let i = 0; i < 4; i++) if (Atomics.load(i32, wordIdx + i) !== addrWord(bytes, i)) return false;
+  return true;
 }
 
 export function readAddr(i32: Int32Array, wordIdx: number, family: number): Addr {

@@ -59,6 +59,8 @@ export class Channel implements SlotHandler {
   private readonly rxReaderSleeping: number;
   private readonly rxWriterSleeping: number;
   private released = false;
+  /** Client side: the server has not been rung for the request yet (see announce()). */
+  private unannounced = false;
   /** Server side: the request's words as they were vetted (ticket.ts). */
   private fixed: Int32Array | undefined;
 
@@ -122,7 +124,11 @@ export class Channel implements SlotHandler {
       },
     );
     if (!claimed || !ch) return undefined;
-    domain.notify(listener.owner, claimed.slot, listener.ownerGen, true);
+    // A listener of this process looks on its next turn. Another is rung by
+    // announce() once the connect completed, or by the first write before
+    // that: one doorbell for the request and the bytes that come with it.
+    if (listener.owner === domain.id) domain.notify(listener.owner, claimed.slot, listener.ownerGen, true);
+    else ch.unannounced = true;
     return ch;
   }
 
@@ -144,7 +150,8 @@ export class Channel implements SlotHandler {
       ch.released = true;
       return undefined;
     }
-    domain.notify(client, slot, clientGen, true);
+    // The client is not rung: its connect completed already (see ShmHandle.beginConnect),
+    // and it learns of the accept with the first bytes, the FIN or the close that follow.
     return ch;
   }
 
@@ -227,7 +234,19 @@ export class Channel implements SlotHandler {
 
   private wakeIf(sleepingWord: number): void {
     const i32 = this.domain.i32;
-    if (Atomics.load(i32, sleepingWord) !== 0 && Atomics.exchange(i32, sleepingWord, 0) !== 0) this.domain.notify(this.peer, this.slot, this.peerGen);
+    if (Atomics.load(i32, sleepingWord) !== 0 && Atomics.exchange(i32, sleepingWord, 0) !== 0) this.ringPeer();
+  }
+
+  /** Rings the other end for this slot; the first ring of a request always rings (a bit left set by the slot's last connection hides nothing). */
+  private ringPeer(): void {
+    const force = this.unannounced;
+    this.unannounced = false;
+    this.domain.notify(this.peer, this.slot, this.peerGen, force);
+  }
+
+  /** Client side: rings the server for the request unless a write, a FIN or a close did already. */
+  announce(): void {
+    if (this.unannounced && !this.released) this.ringPeer();
   }
 
   /** Asks the domain for another unit of work for this end, on a later call from the event loop. */
@@ -289,8 +308,7 @@ export class Channel implements SlotHandler {
     // keepRequest: a connection already reported connected that the server has yet to
     // accept keeps its slot (what was written, and the FIN, reach the server as over
     // TCP); the server frees it after accepting, or when refusing.
-    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest))
-      this.domain.notify(this.peer, this.slot, this.peerGen);
+    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest)) this.ringPeer();
   }
 
   // -- flags ------------------------------------------------------------------
@@ -307,7 +325,7 @@ export class Channel implements SlotHandler {
   signal(bits: number): void {
     if (this.released) return;
     Atomics.or(this.domain.i32, this.myFlags, bits);
-    this.domain.notify(this.peer, this.slot, this.peerGen);
+    this.ringPeer();
   }
 
   get isReleased(): boolean {

@@ -4,7 +4,7 @@
  * succeeded, so the kernel has already proved the port is its own.
  */
 import type { Domain } from './domain';
-import { Addr, isLoopback, isOwnAddress, isUnspecified, publishedAddrs, readAddr, sameBytes, writeAddr } from './addrs';
+import { Addr, holdsAddr, isLoopback, isOwnAddress, isUnspecified, publishedAddrs, readAddr, sameBytes, writeAddr } from './addrs';
 import * as Lay from './layout';
 import * as Peers from './peers';
 
@@ -51,9 +51,30 @@ export function register(domain: Domain, spec: ListenSpec): { index: number; wor
     Atomics.store(i32, entry + Lay.LISTENER.PICKS, 0);
     const word = Lay.makeState(gen, Lay.LST_ACTIVE);
     Atomics.store(i32, entry + Lay.LISTENER.STATE, word);
+    raiseHigh(i32, i + 1);
     return { index: i, word };
   }
   return undefined;
+}
+
+/** Raises the header's listener high-water mark to at least `high` (see Lay.HEADER.LISTENERS_HIGH). */
+function raiseHigh(i32: Int32Array, high: number): void {
+  for (;;) {
+    const now = Atomics.load(i32, Lay.HEADER.LISTENERS_HIGH);
+    if (now >= high || Atomics.compareExchange(i32, Lay.HEADER.LISTENERS_HIGH, now, high) === now) return;
+  }
+}
+
+/**
+ * How many listener entries a finder looks at: in a domain of host processes
+ * (all admitted by the daemon, all trusted alike) up to the high-water mark;
+ * where guests map the memory, every entry (a guest may write the mark).
+ */
+function scanLimit(domain: Domain): number {
+  const { i32, geo } = domain;
+  if (domain.guest || domain.admitsGuests) return geo.maxListeners;
+  const high = Atomics.load(i32, Lay.HEADER.LISTENERS_HIGH);
+  return high > 0 && high < geo.maxListeners ? high : geo.maxListeners;
 }
 
 export function unregister(domain: Domain, index: number, word: number): void {
@@ -87,7 +108,8 @@ export function find(domain: Domain, addr: Addr, port: number): Found | undefine
   const nodeHi = Math.floor(domain.nodeId / 0x100000000) | 0;
   const exacts: Found[] = [];
   const wildcards: Found[] = [];
-  for (let i = 0; i < geo.maxListeners; i++) {
+  const limit = scanLimit(domain);
+  for (let i = 0; i < limit; i++) {
     const entry = Lay.listenerOffset(geo, i) >> 2;
     const word = Atomics.load(i32, entry + Lay.LISTENER.STATE);
     if (Lay.stateOf(word) !== Lay.LST_ACTIVE) continue;
@@ -96,13 +118,14 @@ export function find(domain: Domain, addr: Addr, port: number): Found | undefine
     if (sameNode !== local) continue;
     const family = Atomics.load(i32, entry + Lay.LISTENER.FAMILY);
     const flags = Atomics.load(i32, entry + Lay.LISTENER.FLAGS);
-    const listenAddr = readAddr(i32, entry + Lay.LISTENER.ADDR, family);
     let exact = false;
     let wild = false;
     if (flags & Lay.LFLAG_WILDCARD) {
       wild = family === addr.family || (family === 6 && addr.family === 4 && !(flags & Lay.LFLAG_IPV6ONLY));
     } else if (family === addr.family) {
-      exact = sameBytes(listenAddr.bytes, addr.bytes) || (local && isUnspecified(addr) && isLoopback(listenAddr));
+      exact =
+        holdsAddr(i32, entry + Lay.LISTENER.ADDR, addr.bytes) ||
+        (local && isUnspecified(addr) && isLoopback(readAddr(i32, entry + Lay.LISTENER.ADDR, family)));
     }
     if (!exact && !wild) continue;
     const owner = Atomics.load(i32, entry + Lay.LISTENER.OWNER);

@@ -65,6 +65,12 @@ export const HEADER = {
   SLOTS_OFF: 18,
   DAEMON_PID: 19,
   NONCE: 20,
+  /**
+   * One past the highest listener entry ever claimed (never lowered): finders
+   * in a domain of host processes look no further. A hint only, clamped to
+   * MAX_LISTENERS where it is read; domains with guests scan every entry.
+   */
+  LISTENERS_HIGH: 21,
 } as const;
 
 export const REGION_STATE_INIT = 0;
@@ -287,6 +293,7 @@ export function writeHeader(i32: Int32Array, geo: Geometry, daemonPid: number, n
   i32[HEADER.SLOTS_OFF] = geo.slotsOff;
   i32[HEADER.DAEMON_PID] = daemonPid;
   i32[HEADER.NONCE] = nonce | 0;
+  i32[HEADER.LISTENERS_HIGH] = 0;
   Atomics.store(i32, HEADER.STATE, REGION_STATE_INIT);
 }
 

@@ -54,8 +54,7 @@ export interface Request {
 }
 
 function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
-  for (let k = 0; k < 4; k++) Atomics.store(i32, at + k, view.getInt32(4 * k, true));
+  for (let k = 0; k < 4; k++) Atomics.store(i32, at + k, bytes[4 * k] | (bytes[4 * k + 1] << 8) | (bytes[4 * k + 2] << 16) | (bytes[4 * k + 3] << 24));
 }
 
 /**
