@@ -6,8 +6,10 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
+#include <vector>
 
 #include "errors.h"
 #include "fdstat.h"
@@ -48,6 +50,7 @@ Napi::Function Region::Init(Napi::Env env) {
                          InstanceAccessor<&Region::GetBuffer>("buffer"),
                          InstanceAccessor<&Region::GetSize>("size"),
                          InstanceMethod<&Region::Close>("close"),
+                         InstanceMethod<&Region::Resident>("resident"),
                      });
 }
 
@@ -137,6 +140,42 @@ Napi::Value Region::GetBuffer(const Napi::CallbackInfo& info) {
 Napi::Value Region::GetSize(const Napi::CallbackInfo& info) {
   if (!CheckThis(info, &kRegionTag)) return Napi::Value();
   return Napi::Number::New(info.Env(), static_cast<double>(size_));
+}
+
+// resident([offset, length]): bytes of the mapping's pages [offset, offset + length)
+// that are memory now (mincore: for a shared mapping, pages any process
+// touched), not what is merely mapped.
+Napi::Value Region::Resident(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
+  Napi::Env env = info.Env();
+  if (closed()) {
+    ThrowCode(env, ERR_CLOSED, "region is closed");
+    return Napi::Value();
+  }
+  int64_t offset = 0;
+  int64_t length = static_cast<int64_t>(size_);
+  if (info.Length() > 0 && !info[0].IsUndefined() && !ArgInteger(info, 0, "offset", 0, static_cast<int64_t>(size_), &offset)) return Napi::Value();
+  if (info.Length() > 1 && !info[1].IsUndefined() && !ArgInteger(info, 1, "length", 0, static_cast<int64_t>(size_) - offset, &length))
+    return Napi::Value();
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  size_t start = static_cast<size_t>(offset) / page * page;
+  size_t end = static_cast<size_t>(offset + length);
+  if (end <= start) return Napi::Number::New(env, 0);
+  // In chunks: one byte of vector per page.
+  constexpr size_t kChunkPages = 65536;
+  std::vector<unsigned char> vec(kChunkPages);
+  double bytes = 0;
+  for (size_t at = start; at < end; at += kChunkPages * page) {
+    size_t span = std::min(end - at, kChunkPages * page);
+    if (mincore(mapping_->addr + at, span, vec.data()) != 0) {
+      ThrowErrno(env, "mincore", errno);
+      return Napi::Value();
+    }
+    size_t pages = (span + page - 1) / page;
+    for (size_t i = 0; i < pages; i++)
+      if (vec[i] & 1) bytes += static_cast<double>(page);
+  }
+  return Napi::Number::New(env, bytes);
 }
 
 Napi::Value Region::Close(const Napi::CallbackInfo& info) {

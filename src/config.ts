@@ -41,8 +41,16 @@ export function autostartAllowed(env: Env = process.env): boolean {
   return env.ZIVM_AUTOSTART !== '0';
 }
 
-/** Region and ring sizes of a daemon when neither the command line nor the environment says. */
-export const DEFAULT_SIZE = 256 * 1024 * 1024;
+/**
+ * Region and ring sizes of a daemon when neither the command line nor the
+ * environment says. A domain of host processes maps 4 GiB of a memfd: only
+ * the pages connections touch are memory (about 12 KiB for a connection that
+ * moved a few KiB), and the slots (about 4,000 with 512 KiB rings) are a table,
+ * not an allocation. A daemon of guests gives QEMU a BAR of the region's size:
+ * 256 MiB.
+ */
+export const DEFAULT_SIZE = 4 * 1024 * 1024 * 1024;
+export const DEFAULT_GUEST_SIZE = 256 * 1024 * 1024;
 export const DEFAULT_RING = 512 * 1024;
 export const DEFAULT_VECTORS = 1;
 export const DEFAULT_MAX_PEERS = 1024;
@@ -78,9 +86,9 @@ function sizeFrom(env: Env, name: 'ZIVM_SIZE' | 'ZIVM_RING', fallback: number): 
   }
 }
 
-/** ZIVM_SIZE: region size of a daemon started without --size. Throws RangeError when unreadable. */
-export function regionSize(env: Env = process.env): number {
-  return sizeFrom(env, 'ZIVM_SIZE', DEFAULT_SIZE);
+/** ZIVM_SIZE: region size of a daemon started without --size (`guests`: one that admits QEMU guests). Throws RangeError when unreadable. */
+export function regionSize(env: Env = process.env, guests = false): number {
+  return sizeFrom(env, 'ZIVM_SIZE', guests ? DEFAULT_GUEST_SIZE : DEFAULT_SIZE);
 }
 
 /** ZIVM_RING: bytes per ring direction of a daemon started without --ring. Throws RangeError when unreadable. */

@@ -23,7 +23,7 @@ function region(): { i32: Int32Array; g: Lay.Geometry } {
 
 /** A stand-in domain: peer `id` of `node`, alive, publishing `addrs`. */
 function peer(res: { i32: Int32Array; g: Lay.Geometry }, id: number, node: number, kind: number, addrs: string[], guest = false): Domain {
-  const entry = Lay.peerOffset(res.g, id) >> 2;
+  const entry = Lay.peerOffset(res.g, id) >>> 2;
   Atomics.store(res.i32, entry + Lay.PEER.GEN, 7);
   Atomics.store(res.i32, entry + Lay.PEER.KIND, kind);
   publishAddrs(res.i32, res.g, id, addrs.map(addr));
@@ -38,10 +38,10 @@ function peer(res: { i32: Int32Array; g: Lay.Geometry }, id: number, node: numbe
     // What the daemon would have told a host process: here, the entries of kind 'process'.
     guestAddrs: guest ? [] : [addr('10.77.2.2')],
     declares: (wanted: Addr) => !guest && formatAddr(wanted) === '10.77.2.2',
-    isHostProcess: (pid: number) => Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.KIND) === Lay.PEER_KIND_PROCESS,
+    isHostProcess: (pid: number) => Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >>> 2) + Lay.PEER.KIND) === Lay.PEER_KIND_PROCESS,
     peerAlive: (pid: number, gen: number) =>
-      Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE &&
-      Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >> 2) + Lay.PEER.GEN) === gen,
+      Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >>> 2) + Lay.PEER.STATE) === Lay.PEER_ALIVE &&
+      Atomics.load(res.i32, (Lay.peerOffset(res.g, pid) >>> 2) + Lay.PEER.GEN) === gen,
   } as unknown as Domain;
 }
 
@@ -95,7 +95,7 @@ describe('peer addresses: publishing and cross-node lookup', () => {
     expect(find(host, addr('10.77.9.9'), 92), 'an address the guest published but the operator did not declare').to.equal(undefined);
     expect(find(host, addr('10.77.3.3'), 91), 'another network namespace of the host: TCP, as before').to.equal(undefined);
     // The guest dies: its entry is no longer alive.
-    Atomics.store(res.i32, (Lay.peerOffset(res.g, 1) >> 2) + Lay.PEER.STATE, Lay.PEER_DEAD);
+    Atomics.store(res.i32, (Lay.peerOffset(res.g, 1) >>> 2) + Lay.PEER.STATE, Lay.PEER_DEAD);
     expect(find(host, addr('10.77.2.2'), 90)).to.equal(undefined);
   });
   it('a peer publishes addresses that appear after it joined (an interface that comes up later), within about a second', async function () {

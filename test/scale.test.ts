@@ -10,8 +10,51 @@ import os from 'node:os';
 import path from 'node:path';
 import { Json, Proc, killAll } from '../tools/kit/proc';
 import { spawnPeer } from './helpers/proc';
+import * as zivm from '../src';
+import { currentDomain } from '../src/shm/join';
 
 const RING = Number(process.env.ZIVM_TEST_RING ?? 200);
+const MANY = Number(process.env.ZIVM_TEST_CONNECTIONS ?? 2000);
+/** Memory an idle connection that echoed 1 KiB may hold: its slot header page and a page or two of each ring. */
+const IDLE_BYTES = 24 * 1024;
+
+describe(`${MANY} connections between two processes at once`, function () {
+  this.timeout(300000);
+  afterEach(() => killAll());
+
+  it('every one over shared memory both ends, echoes intact, memory held by what was touched, not by the size of the region', async () => {
+    const accepted: Record<string, number> = {};
+    const server = zivm.createServer((sock) => {
+      const transport = String(sock.transport);
+      accepted[transport] = (accepted[transport] ?? 0) + 1;
+      sock.on('error', () => undefined); // the client's end of the run ends them; nothing to report
+      sock.pipe(sock);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const domain = currentDomain()!;
+      expect(domain.geo.nslots, 'slots of the default region').to.be.at.least(MANY);
+      const before = domain.region.resident();
+      const client = spawnPeer('many-client', []);
+      client.send({ cmd: 'open', port: (server.address() as { port: number }).port, count: MANY });
+      const opened = await client.event('opened', 240000);
+      expect(opened.errors, 'errors').to.deep.equal([]);
+      expect(opened.transports, 'client ends').to.deep.equal({ shm: MANY });
+      expect(opened.intact, 'echoes intact').to.equal(MANY);
+      expect(accepted, 'server ends').to.deep.equal({ shm: MANY });
+      const held = domain.region.resident() - before;
+      expect(held, `memory the ${MANY} connections hold`).to.be.at.most(MANY * IDLE_BYTES);
+      process.stderr.write(
+        `      ${MANY} connections in ${String(opened.ms)} ms; ${(held / 1048576).toFixed(1)} MiB more resident (${Math.round(held / MANY)} B each), ` +
+          `${(domain.region.resident() / 1048576).toFixed(1)} MiB of the ${(domain.geo.size / 1073741824).toFixed(0)} GiB region in all\n`,
+      );
+      client.send({ cmd: 'close' });
+      await client.event('closed', 120000);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
 
 describe(`${RING} processes in a ring`, function () {
   this.timeout(300000);

@@ -41,7 +41,7 @@ function usedSlots(): number {
   if (!domain) return 0;
   let count = 0;
   for (let i = 0; i < domain.geo.nslots; i++) {
-    const word = Atomics.load(domain.i32, (Lay.slotOffset(domain.geo, i) >> 2) + Lay.SLOT.STATE);
+    const word = Atomics.load(domain.i32, (Lay.slotOffset(domain.geo, i) >>> 2) + Lay.SLOT.STATE);
     if (Lay.stateOf(word) !== Lay.SLOT_FREE) count++;
   }
   return count;

@@ -35,7 +35,8 @@ or QEMU guests with -device ivshmem-doorbell) over an ivshmem-server socket.
 options:
   --socket PATH        socket to serve (default: ZIVM_SOCKET, else zivm.sock in
                        ZIVM_DIR, $XDG_RUNTIME_DIR/zivm or <tmpdir>/zivm-<uid>)
-  --size SIZE          region size, e.g. 256M, 1G (default ZIVM_SIZE or 256M)
+  --size SIZE          region size, e.g. 256M, 4G (default ZIVM_SIZE, else 4G;
+                       256M with --guests or --guest-addr: the BAR QEMU maps)
   --ring SIZE          bytes per direction of each connection, a power of two
                        (default ZIVM_RING or 512K)
   --vectors N          interrupt vectors per peer (default 1)
@@ -86,7 +87,7 @@ export const serverCommand: Command = {
     const auto = !!opts.auto;
     const sock = typeof opts.socket === 'string' ? opts.socket : socketPath(env);
     if (!sock) throw new UsageError('--socket needs a path');
-    const size = sizeOption(opts.size, 'size', () => regionSize(env));
+    const size = sizeOption(opts.size, 'size', () => regionSize(env, !!opts.guests || ((opts['guest-addr'] as string[] | undefined) ?? []).length > 0));
     const ringSize = sizeOption(opts.ring, 'ring', () => ringSizeFromEnv(env));
     const vectors = intOption(opts.vectors, 'vectors', 1, 1024, DEFAULT_VECTORS);
     const maxPeers = intOption(opts['max-peers'], 'max-peers', 2, 4096, DEFAULT_MAX_PEERS);

@@ -4,6 +4,7 @@
  */
 import { socketPath } from '../config';
 import { Domain } from '../shm/domain';
+import * as Lay from '../shm/layout';
 import { snapshot, DomainSnapshot } from '../shm/inspect';
 import { joinHost } from '../shm/join';
 import { Command, noMore, parse } from './command';
@@ -56,6 +57,45 @@ export function formatSnapshot(sock: string, snap: DomainSnapshot, self: number)
   return text;
 }
 
+/** What the region holds in memory: resident pages (whoever touched them), per connection too. */
+export interface MemoryReport {
+  /** Bytes mapped (the region's size): a table of slots, not memory. */
+  mapped: number;
+  /** Bytes of the region that are memory now. */
+  resident: number;
+  slots: { used: number; free: number };
+  /** Connections per peer (either end). */
+  perPeer: Record<string, number>;
+  /** The connections holding the most memory (slot header and both rings). */
+  largest: { slot: number; resident: number }[];
+}
+
+export function memoryReport(domain: Domain, snap: DomainSnapshot): MemoryReport {
+  const { geo, region } = domain;
+  const perPeer: Record<string, number> = {};
+  const largest: { slot: number; resident: number }[] = [];
+  for (const conn of snap.connections) {
+    for (const peer of new Set([conn.client.peer, conn.server.peer])) perPeer[peer] = (perPeer[peer] ?? 0) + 1;
+    largest.push({ slot: conn.slot, resident: region.resident(Lay.slotOffset(geo, conn.slot), geo.slotStride) });
+  }
+  largest.sort((lhs, rhs) => rhs.resident - lhs.resident);
+  return {
+    mapped: geo.size,
+    resident: region.resident(),
+    slots: { used: snap.connections.length, free: geo.nslots - snap.connections.length },
+    perPeer,
+    largest: largest.slice(0, 5),
+  };
+}
+
+function formatMemory(mem: MemoryReport): string {
+  let text = `\nMEMORY: ${sizeText(mem.resident)} resident of ${sizeText(mem.mapped)} mapped; slots ${mem.slots.used} used, ${mem.slots.free} free\n`;
+  const peers = Object.entries(mem.perPeer).sort((lhs, rhs) => rhs[1] - lhs[1]);
+  if (peers.length > 0) text += table([['PEER', 'CONNECTIONS'], ...peers.map(([peer, count]) => [peer, String(count)])]);
+  if (mem.largest.length > 0) text += '\nLARGEST\n' + table([['SLOT', 'RESIDENT'], ...mem.largest.map((big) => [String(big.slot), sizeText(big.resident)])]);
+  return text;
+}
+
 export function runStat(opts: { socket?: string; json?: boolean }): number {
   const sock = opts.socket ?? socketPath();
   let domain: Domain;
@@ -67,8 +107,9 @@ export function runStat(opts: { socket?: string; json?: boolean }): number {
   }
   const snap = snapshot(domain.i32, domain.geo);
   snap.peers = snap.peers.filter((peer) => peer.id !== domain.id);
-  if (opts.json) process.stdout.write(JSON.stringify({ socket: sock, ...snap }, null, 2) + '\n');
-  else process.stdout.write(formatSnapshot(sock, snap, domain.id));
+  const memory = memoryReport(domain, snap);
+  if (opts.json) process.stdout.write(JSON.stringify({ socket: sock, ...snap, memory }, null, 2) + '\n');
+  else process.stdout.write(formatSnapshot(sock, snap, domain.id) + formatMemory(memory));
   return 0;
 }
 

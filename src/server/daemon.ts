@@ -8,7 +8,7 @@
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
-import { DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
+import { DEFAULT_GUEST_SIZE, DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
 import { debug } from '../log';
 import { Geometry, HEADER, REGION_STATE_READY, computeGeometry, geometryName, writeHeader } from '../shm/layout';
 import { Native, NativePoller, NativeRegion, closeQuiet, native } from '../shm/native';
@@ -103,7 +103,7 @@ export class Daemon extends EventEmitter {
     this.hold = new DaemonLock(this.socketPath);
     this.vectors = opts.vectors ?? DEFAULT_VECTORS;
     this.geometry = computeGeometry({
-      size: opts.size ?? DEFAULT_SIZE,
+      size: opts.size ?? (opts.guests || (opts.guestAddrs?.length ?? 0) > 0 ? DEFAULT_GUEST_SIZE : DEFAULT_SIZE),
       ringSize: opts.ringSize ?? DEFAULT_RING,
       vectors: this.vectors,
       maxPeers: opts.maxPeers ?? DEFAULT_MAX_PEERS,

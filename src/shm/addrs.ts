@@ -154,7 +154,7 @@ export function publishableAddrs(): Addr[] {
 
 /** Writes `addrs` into peer `id`'s entry (the peer itself, before it goes PEER_ALIVE). */
 export function publishAddrs(i32: Int32Array, geo: Lay.Geometry, id: number, addrs: Addr[]): void {
-  const entry = Lay.peerOffset(geo, id) >> 2;
+  const entry = Lay.peerOffset(geo, id) >>> 2;
   Atomics.store(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS, 0);
   let v4Count = 0;
   let v6Count = 0;
@@ -171,7 +171,7 @@ export function publishAddrs(i32: Int32Array, geo: Lay.Geometry, id: number, add
 
 /** The addresses peer `id` published (read it only while it is alive). */
 export function publishedAddrs(i32: Int32Array, geo: Lay.Geometry, id: number): Addr[] {
-  const entry = Lay.peerOffset(geo, id) >> 2;
+  const entry = Lay.peerOffset(geo, id) >>> 2;
   const count = Atomics.load(i32, entry + Lay.PEER_ADDRS.ADDR_COUNTS);
   const v4Count = Math.min(count & 0xff, Lay.ADDR_MAX_V4);
   const v6Count = Math.min((count >> 8) & 0xff, Lay.ADDR_MAX_V6);

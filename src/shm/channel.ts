@@ -78,13 +78,13 @@ export class Channel implements SlotHandler {
     const rxHdr = client ? rings.s2cHdr : rings.c2sHdr;
     this.tx = new addon.Ring(domain.region, txHdr, client ? rings.c2sData : rings.s2cData, domain.geo.ringSize, true);
     this.rx = new addon.Ring(domain.region, rxHdr, client ? rings.s2cData : rings.c2sData, domain.geo.ringSize, false);
-    this.base = Lay.slotOffset(domain.geo, slot) >> 2;
+    this.base = Lay.slotOffset(domain.geo, slot) >>> 2;
     this.myFlags = this.base + (client ? Lay.SLOT.CLIENT_FLAGS : Lay.SLOT.SERVER_FLAGS);
     this.theirFlags = this.base + (client ? Lay.SLOT.SERVER_FLAGS : Lay.SLOT.CLIENT_FLAGS);
-    this.txReaderSleeping = (txHdr + Lay.RING_READER_SLEEPING) >> 2;
-    this.txWriterSleeping = (txHdr + Lay.RING_WRITER_SLEEPING) >> 2;
-    this.rxReaderSleeping = (rxHdr + Lay.RING_READER_SLEEPING) >> 2;
-    this.rxWriterSleeping = (rxHdr + Lay.RING_WRITER_SLEEPING) >> 2;
+    this.txReaderSleeping = (txHdr + Lay.RING_READER_SLEEPING) >>> 2;
+    this.txWriterSleeping = (txHdr + Lay.RING_WRITER_SLEEPING) >>> 2;
+    this.rxReaderSleeping = (rxHdr + Lay.RING_READER_SLEEPING) >>> 2;
+    this.rxWriterSleeping = (rxHdr + Lay.RING_WRITER_SLEEPING) >>> 2;
     domain.attach(slot, side === 'server', this);
   }
 

@@ -32,7 +32,7 @@ export interface ListenSpec {
 export function register(domain: Domain, spec: ListenSpec): { index: number; word: number } | undefined {
   const { i32, geo } = domain;
   for (let i = 0; i < geo.maxListeners; i++) {
-    const entry = Lay.listenerOffset(geo, i) >> 2;
+    const entry = Lay.listenerOffset(geo, i) >>> 2;
     const state = Atomics.load(i32, entry + Lay.LISTENER.STATE);
     if (Lay.stateOf(state) !== Lay.LST_FREE) continue;
     const gen = (Lay.genOf(state) + 1) & 0xffffff;
@@ -78,7 +78,7 @@ function scanLimit(domain: Domain): number {
 }
 
 export function unregister(domain: Domain, index: number, word: number): void {
-  const entry = Lay.listenerOffset(domain.geo, index) >> 2;
+  const entry = Lay.listenerOffset(domain.geo, index) >>> 2;
   Atomics.compareExchange(domain.i32, entry + Lay.LISTENER.STATE, word, Lay.makeState(Lay.genOf(word) + 1, Lay.LST_FREE));
 }
 
@@ -110,7 +110,7 @@ export function find(domain: Domain, addr: Addr, port: number): Found | undefine
   const wildcards: Found[] = [];
   const limit = scanLimit(domain);
   for (let i = 0; i < limit; i++) {
-    const entry = Lay.listenerOffset(geo, i) >> 2;
+    const entry = Lay.listenerOffset(geo, i) >>> 2;
     const word = Atomics.load(i32, entry + Lay.LISTENER.STATE);
     if (Lay.stateOf(word) !== Lay.LST_ACTIVE) continue;
     if (Atomics.load(i32, entry + Lay.LISTENER.PORT) !== port) continue;
@@ -124,8 +124,7 @@ export function find(domain: Domain, addr: Addr, port: number): Found | undefine
       wild = family === addr.family || (family === 6 && addr.family === 4 && !(flags & Lay.LFLAG_IPV6ONLY));
     } else if (family === addr.family) {
       exact =
-        holdsAddr(i32, entry + Lay.LISTENER.ADDR, addr.bytes) ||
-        (local && isUnspecified(addr) && isLoopback(readAddr(i32, entry + Lay.LISTENER.ADDR, family)));
+        holdsAddr(i32, entry + Lay.LISTENER.ADDR, addr.bytes) || (local && isUnspecified(addr) && isLoopback(readAddr(i32, entry + Lay.LISTENER.ADDR, family)));
     }
     if (!exact && !wild) continue;
     const owner = Atomics.load(i32, entry + Lay.LISTENER.OWNER);
@@ -147,7 +146,7 @@ export function find(domain: Domain, addr: Addr, port: number): Found | undefine
  */
 function pick(i32: Int32Array, geo: Lay.Geometry, found: Found[]): Found | undefined {
   if (found.length <= 1) return found[0];
-  const first = Lay.listenerOffset(geo, found[0].index) >> 2;
+  const first = Lay.listenerOffset(geo, found[0].index) >>> 2;
   const count = Atomics.add(i32, first + Lay.LISTENER.PICKS, 1) >>> 0;
   return found[count % found.length];
 }

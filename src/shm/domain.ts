@@ -54,6 +54,8 @@ const ADDR_REFRESH_MS = 1000;
  * busy-polling, a pending bit left set), costs at most this long.
  */
 const RECHECK_MS = 1000;
+/** Slots looked at for requests per re-check (see recheck()). */
+const RECHECK_SLOTS = 64;
 
 function netNodeId(): number {
   try {
@@ -118,6 +120,8 @@ export class Domain {
   private readonly runq: RunQueue;
   private readonly feeds: Feedable[] = [];
   private selfRung = false;
+  /** Where the next re-check looks for requests. */
+  private recheckFrom = 0;
   private inDispatch = false;
 
   /** Made by join.ts once the daemon (or a guest's agent) has handed us our share. */
@@ -144,8 +148,8 @@ export class Domain {
     this.bells.on('orphaned', () => this.orphan());
     this.handlers = new Array<SlotHandler | undefined>(geo.nslots * 2);
     this.nodeId = guest ? guestNodeId(guest.ivPosition, this.i32) : netNodeId();
-    this.pendingBase = Lay.pendingOffset(geo, id) >> 2;
-    this.pendingWords = geo.pendingStride >> 2;
+    this.pendingBase = Lay.pendingOffset(geo, id) >>> 2;
+    this.pendingWords = geo.pendingStride >>> 2;
 
     this.gen = Peers.genOf(this.i32, geo, id);
     // A guest process's entry was filled in by the guest's agent (its pid in the guest, its route).
@@ -192,12 +196,26 @@ export class Domain {
     publishAddrs(this.i32, this.geo, this.id, addrs);
   }
 
-  /** Queues every end we hold and every request waiting for us, as if each had been rung (see RECHECK_MS). */
+  /**
+   * Queues every end we hold, every slot whose bit is set in our pending bitmap
+   * (a peer that thought we busy-polled, or a doorbell lost, set it without
+   * ringing), and the requests for us in a share of the slots, as if each had
+   * been rung (see RECHECK_MS). Slot headers are a page apart: looking at
+   * every one each second would cost a process milliseconds of page walks in
+   * a large region; a request whose bit someone cleared is found within
+   * nslots / RECHECK_SLOTS seconds.
+   */
   private recheck(): void {
     if (!this.alive) return;
-    for (let end = 0; end < this.handlers.length; end++) {
-      if (this.handlers[end]) this.runq.push(end);
-      else if ((end & 1) === 1 && this.acceptors.size > 0 && this.requestFor(end >> 1)) this.runq.push(end);
+    this.harvest();
+    for (let end = 0; end < this.handlers.length; end++) if (this.handlers[end]) this.runq.push(end);
+    if (this.acceptors.size > 0) {
+      const nslots = this.geo.nslots;
+      for (let k = Math.min(nslots, RECHECK_SLOTS); k > 0; k--) {
+        const slot = this.recheckFrom;
+        this.recheckFrom = slot + 1 < nslots ? slot + 1 : 0;
+        if (!this.handlers[slot * 2 + 1] && this.requestFor(slot)) this.runq.push(slot * 2 + 1);
+      }
     }
     if (this.runq.length > 0 && !this.inDispatch) this.ringSelf();
   }

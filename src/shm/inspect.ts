@@ -50,8 +50,8 @@ export interface DomainSnapshot {
 }
 
 function u64(i32: Int32Array, byteOffset: number): number {
-  const lo = Atomics.load(i32, byteOffset >> 2) >>> 0;
-  const hi = Atomics.load(i32, (byteOffset >> 2) + 1) >>> 0;
+  const lo = Atomics.load(i32, byteOffset >>> 2) >>> 0;
+  const hi = Atomics.load(i32, (byteOffset >>> 2) + 1) >>> 0;
   return hi * 0x100000000 + lo;
 }
 
@@ -74,7 +74,7 @@ function end(flags: number, peer: number, addr: string, port: number): Connectio
 export function snapshot(i32: Int32Array, geo: Lay.Geometry): DomainSnapshot {
   const peers: PeerInfo[] = [];
   for (let id = 0; id < geo.maxPeers; id++) {
-    const entry = Lay.peerOffset(geo, id) >> 2;
+    const entry = Lay.peerOffset(geo, id) >>> 2;
     const peerState = Atomics.load(i32, entry + Lay.PEER.STATE);
     if (peerState === Lay.PEER_FREE) continue;
     const kind = Atomics.load(i32, entry + Lay.PEER.KIND);
@@ -96,7 +96,7 @@ export function snapshot(i32: Int32Array, geo: Lay.Geometry): DomainSnapshot {
   }
   const listeners: ListenerInfo[] = [];
   for (let i = 0; i < geo.maxListeners; i++) {
-    const entry = Lay.listenerOffset(geo, i) >> 2;
+    const entry = Lay.listenerOffset(geo, i) >>> 2;
     if (Lay.stateOf(Atomics.load(i32, entry + Lay.LISTENER.STATE)) !== Lay.LST_ACTIVE) continue;
     const family = Atomics.load(i32, entry + Lay.LISTENER.FAMILY);
     const flags = Atomics.load(i32, entry + Lay.LISTENER.FLAGS);
@@ -112,7 +112,7 @@ export function snapshot(i32: Int32Array, geo: Lay.Geometry): DomainSnapshot {
   }
   const connections: ConnectionInfo[] = [];
   for (let slot = 0; slot < geo.nslots; slot++) {
-    const header = Lay.slotOffset(geo, slot) >> 2;
+    const header = Lay.slotOffset(geo, slot) >>> 2;
     const slotState = Lay.stateOf(Atomics.load(i32, header + Lay.SLOT.STATE));
     if (slotState === Lay.SLOT_FREE) continue;
     const family = Atomics.load(i32, header + Lay.SLOT.FAMILY) === 6 ? 6 : 4;

@@ -126,7 +126,7 @@ export function makeRoute(via: number, vector: number): number {
  * vector 0 is rung.
  */
 export function routeOf(i32: Int32Array, geo: Geometry, peer: number): [number, number] {
-  const route = Atomics.load(i32, (peerOffset(geo, peer) >> 2) + PEER.ROUTE);
+  const route = Atomics.load(i32, (peerOffset(geo, peer) >>> 2) + PEER.ROUTE);
   if ((route & ROUTE_VIA) === 0) return [peer, 0];
   const via = route & 0xffff;
   const vector = (route >>> 16) & 0x3fff;

@@ -15,6 +15,8 @@ export interface NativeRegion {
   readonly size: number;
   /** Unmaps. Idempotent. Rings made on this region throw ERR_ZIVM_CLOSED afterwards. */
   close(): void;
+  /** Bytes of [offset, offset + length) (default: all of it) that are memory now, whoever touched them (mincore). */
+  resident(offset?: number, length?: number): number;
 }
 
 /**

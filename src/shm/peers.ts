@@ -23,7 +23,7 @@ const KINDS: Record<PeerKind, number> = {
 };
 
 function word(geo: Lay.Geometry, id: number): number {
-  return Lay.peerOffset(geo, id) >> 2;
+  return Lay.peerOffset(geo, id) >>> 2;
 }
 
 /**
@@ -144,8 +144,8 @@ export function isPolling(i32: Int32Array, geo: Lay.Geometry, id: number): boole
 export const routeOf = Lay.routeOf;
 
 function clearPending(i32: Int32Array, geo: Lay.Geometry, id: number): void {
-  const bitmap = Lay.pendingOffset(geo, id) >> 2;
-  for (let k = 0; k < geo.pendingStride >> 2; k++) Atomics.store(i32, bitmap + k, 0);
+  const bitmap = Lay.pendingOffset(geo, id) >>> 2;
+  for (let k = 0; k < geo.pendingStride >>> 2; k++) Atomics.store(i32, bitmap + k, 0);
 }
 
 /**
@@ -159,7 +159,7 @@ export function reap(i32: Int32Array, geo: Lay.Geometry, id: number, gen: number
   Atomics.store(i32, entry + Lay.PEER.STATE, Lay.PEER_DEAD);
 
   for (let i = 0; i < geo.maxListeners; i++) {
-    const listener = Lay.listenerOffset(geo, i) >> 2;
+    const listener = Lay.listenerOffset(geo, i) >>> 2;
     for (let tries = 0; tries < 1000; tries++) {
       const stateWord = Atomics.load(i32, listener + Lay.LISTENER.STATE);
       if (Lay.stateOf(stateWord) === Lay.LST_FREE) break;

@@ -33,7 +33,7 @@ export function stateName(word: number): SlotState {
 
 /** Word index of slot `slot`'s header. */
 export function base(geo: Lay.Geometry, slot: number): number {
-  return Lay.slotOffset(geo, slot) >> 2;
+  return Lay.slotOffset(geo, slot) >>> 2;
 }
 
 /** What goes with a request: who asks whom, through which listener, and the two endpoints. */
@@ -63,8 +63,8 @@ function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
  * no sense), so that no later user of the slot reads them.
  */
 function wipeUsed(i32: Int32Array, hdr: number, data: number, ringSize: number): void {
-  const low = Atomics.load(i32, (hdr + Lay.RING_HEAD) >> 2) >>> 0;
-  const high = Atomics.load(i32, ((hdr + Lay.RING_HEAD) >> 2) + 1);
+  const low = Atomics.load(i32, (hdr + Lay.RING_HEAD) >>> 2) >>> 0;
+  const high = Atomics.load(i32, ((hdr + Lay.RING_HEAD) >>> 2) + 1);
   const used = high !== 0 ? ringSize : Math.min(low, ringSize);
   if (used > 0) bytesOf(i32).fill(0, data, data + used);
 }
@@ -113,8 +113,8 @@ export function request(
     Atomics.store(i32, header + Lay.SLOT.SERVER_PORT, req.serverPort);
     Atomics.store(i32, header + Lay.SLOT.MAPPED, req.mapped ? 1 : 0);
     // Both readers start asleep: the first byte each way rings the doorbell.
-    Atomics.store(i32, (rings.c2sHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
-    Atomics.store(i32, (rings.s2cHdr + Lay.RING_READER_SLEEPING) >> 2, 1);
+    Atomics.store(i32, (rings.c2sHdr + Lay.RING_READER_SLEEPING) >>> 2, 1);
+    Atomics.store(i32, (rings.s2cHdr + Lay.RING_READER_SLEEPING) >>> 2, 1);
     prepare(slot, gen);
     Atomics.store(i32, header + Lay.SLOT.STATE, Lay.makeState(gen, Lay.SLOT_CONNECTING));
     return { slot, gen };
@@ -266,7 +266,7 @@ export function reapSide(
   const otherGen = isClient ? serverGen : clientGen;
   if (other < 0 || other >= geo.maxPeers || other === id || !alive(other, otherGen)) return true;
   const bit = 1 << (slot & 31);
-  const old = Atomics.or(i32, (Lay.pendingOffset(geo, other) >> 2) + (slot >> 5), bit);
+  const old = Atomics.or(i32, (Lay.pendingOffset(geo, other) >>> 2) + (slot >> 5), bit);
   if ((old & bit) === 0) wake(other);
   return true;
 }

@@ -276,7 +276,8 @@ describe('attacks by a hostile member of the domain', function () {
   });
 
   it('connections between host processes never pass through memory a guest maps (and do through the host domain, which a process of our own user can read)', async () => {
-    const sc = await scene([], { echoAddr: '0.0.0.0' });
+    // A small host region: the attacker's process searches all of it, and all of the guests' memory.
+    const sc = await scene(['--size', '64M'], { echoAddr: '0.0.0.0' });
     const guest = new Hostile(sc.guests);
     await guest.joined();
     const own = new Hostile(sc.socket, { hello: true });

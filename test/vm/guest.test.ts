@@ -152,7 +152,7 @@ function parseProbe(output: string): Map<string, Probe> {
         } else if (res[1] < 0 && res[0] === host.joinedId) host.left = true;
       }
       if (host.joinedId >= 0 && !host.left) {
-        const pw = peerOffset(g, host.joinedId) >> 2;
+        const pw = peerOffset(g, host.joinedId) >>> 2;
         host.peerWhileRunning = { state: Atomics.load(i32, pw + PEER.STATE), pid: Atomics.load(i32, pw + PEER.PID) };
       }
       if (!replied && Atomics.load(write, elem.W_GUEST) >= elem.GUEST_WROTE) {
@@ -186,7 +186,7 @@ function parseProbe(output: string): Map<string, Probe> {
     clearInterval(timer);
     poll();
     for (const part of pollers) part.close();
-    if (host.joinedId >= 0) host.peerAfter = { state: Atomics.load(i32, (peerOffset(g, host.joinedId) >> 2) + PEER.STATE) };
+    if (host.joinedId >= 0) host.peerAfter = { state: Atomics.load(i32, (peerOffset(g, host.joinedId) >>> 2) + PEER.STATE) };
     probe = parseProbe(result.output);
     region.close();
     timings.total = Date.now() - t0;
