@@ -55,10 +55,19 @@ describe('observability', function () {
     const conn = snap.connections.find((item: Any) => item.server.port === list.port && item.client.port === sock.localPort);
     expect(conn, JSON.stringify(snap.connections)).to.include({ state: 'established', bytesToServer: 12345, bytesToClient: 12345 });
     expect(snap.peers.map((part: Any) => part.pid)).to.include.members([process.pid, list.pid]);
+    // Memory: what the pages connections touched hold, not the region's size; this connection is among those holding some.
+    expect(snap.memory.mapped).to.equal(snap.size);
+    expect(snap.memory.resident).to.be.above(0).and.below(snap.size);
+    expect(snap.memory.slots.used + snap.memory.slots.free).to.equal(snap.slots);
+    expect(snap.memory.slots.used).to.be.at.least(1);
+    expect(snap.memory.perPeer[String(conn.server.peer)]).to.be.at.least(1);
+    expect(snap.memory.largest.length).to.be.at.least(1);
+    expect(snap.memory.largest[0].resident).to.be.above(0);
     const table = await run([CLI, 'stat']);
     expect(table.stdout)
       .to.match(/LISTENERS/)
-      .and.match(new RegExp(`127\\.0\\.0\\.1\\s+${list.port}`));
+      .and.match(new RegExp(`127\\.0\\.0\\.1\\s+${list.port}`))
+      .and.match(/MEMORY: \S+ resident of \S+ mapped; slots \d+ used, \d+ free/);
     sock.destroy();
   });
 
