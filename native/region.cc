@@ -51,6 +51,7 @@ Napi::Function Region::Init(Napi::Env env) {
                          InstanceAccessor<&Region::GetSize>("size"),
                          InstanceMethod<&Region::Close>("close"),
                          InstanceMethod<&Region::Resident>("resident"),
+                         InstanceMethod<&Region::Discard>("discard"),
                      });
 }
 
@@ -176,6 +177,29 @@ Napi::Value Region::Resident(const Napi::CallbackInfo& info) {
       if (vec[i] & 1) bytes += static_cast<double>(page);
   }
   return Napi::Number::New(env, bytes);
+}
+
+// discard(offset, length): gives the pages of [offset, offset + length) back
+// (MADV_REMOVE: every mapping of the memory reads zeros there afterwards, and
+// they are no longer memory until written again). offset and length page
+// aligned. False where the mapping cannot (a device's memory).
+Napi::Value Region::Discard(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
+  Napi::Env env = info.Env();
+  if (closed()) {
+    ThrowCode(env, ERR_CLOSED, "region is closed");
+    return Napi::Value();
+  }
+  int64_t offset, length;
+  if (!ArgInteger(info, 0, "offset", 0, static_cast<int64_t>(size_), &offset)) return Napi::Value();
+  if (!ArgInteger(info, 1, "length", 0, static_cast<int64_t>(size_) - offset, &length)) return Napi::Value();
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  if (offset % page != 0 || length % page != 0) {
+    ThrowRangeError(env, "discard: offset and length must be multiples of the page size (" + std::to_string(page) + ")");
+    return Napi::Value();
+  }
+  if (length == 0) return Napi::Boolean::New(env, true);
+  return Napi::Boolean::New(env, madvise(mapping_->addr + offset, static_cast<size_t>(length), MADV_REMOVE) == 0);
 }
 
 Napi::Value Region::Close(const Napi::CallbackInfo& info) {

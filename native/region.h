@@ -41,6 +41,7 @@ class Region : public Napi::ObjectWrap<Region> {
   Napi::Value GetSize(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value Resident(const Napi::CallbackInfo& info);
+  Napi::Value Discard(const Napi::CallbackInfo& info);
 
   static void FinalizeBuffer(napi_env env, void* data, void* hint);
   static void EnvCleanup(void* arg);

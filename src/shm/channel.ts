@@ -15,6 +15,13 @@ import * as Lay from './layout';
 import * as Slot from './slot';
 
 const EPHEMERAL_LOW = 32768;
+/**
+ * A ring that carried at least this much since it was last given back gives
+ * its pages back once it has stood empty for a re-check (about a second), and
+ * when the connection ends: memory follows traffic. Smaller ones keep theirs
+ * (a page or two), wiped when the slot is taken again.
+ */
+const TRIM_MIN = 64 * 1024;
 const EPHEMERAL_COUNT = 60999 - 32768 + 1;
 
 export type Side = 'client' | 'server';
@@ -61,6 +68,9 @@ export class Channel implements SlotHandler {
   private released = false;
   /** Client side: the server has not been rung for the request yet (see announce()). */
   private unannounced = false;
+  /** Our ring's head when its pages were last given back, and when last looked at (see idle()). */
+  private trimmedAt = 0;
+  private headSeen = -1;
   /** Server side: the request's words as they were vetted (ticket.ts). */
   private fixed: Int32Array | undefined;
 
@@ -308,7 +318,7 @@ export class Channel implements SlotHandler {
     // keepRequest: a connection already reported connected that the server has yet to
     // accept keeps its slot (what was written, and the FIN, reach the server as over
     // TCP); the server frees it after accepting, or when refusing.
-    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest)) this.ringPeer();
+    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest, () => this.discardRings())) this.ringPeer();
   }
 
   // -- flags ------------------------------------------------------------------
@@ -330,6 +340,38 @@ export class Channel implements SlotHandler {
 
   get isReleased(): boolean {
     return this.released;
+  }
+
+  // -- memory -------------------------------------------------------------------
+
+  /** Both sides let go: the rings that carried bulk data give their pages back before the slot is free for another connection. */
+  private discardRings(): void {
+    const { i32, geo, region } = this.domain;
+    const rings = Lay.ringOffsets(geo, this.slot);
+    for (const [hdr, data] of [
+      [rings.c2sHdr, rings.c2sData],
+      [rings.s2cHdr, rings.s2cData],
+    ]) {
+      if (Slot.usedOf(i32, hdr, geo.ringSize) < TRIM_MIN) continue;
+      if (region.discard(data, geo.ringSize)) Slot.forgetRing(i32, hdr);
+    }
+  }
+
+  /**
+   * Called about once a second (Domain.recheck): our ring, if it carried bulk
+   * data since it was last given back and has stood empty since the last call,
+   * gives its pages back. Only we write into it, and with nothing unread the
+   * reader touches none of it.
+   */
+  idle(): void {
+    if (this.released) return;
+    const head = this.tx.head();
+    const seen = this.headSeen;
+    this.headSeen = head;
+    if (head !== seen || head - this.trimmedAt < TRIM_MIN || this.tx.tail() !== head) return;
+    const { geo, region } = this.domain;
+    const rings = Lay.ringOffsets(geo, this.slot);
+    if (region.discard(this.side === 'client' ? rings.c2sData : rings.s2cData, geo.ringSize)) this.trimmedAt = head;
   }
 
   // -- SlotHandler ------------------------------------------------------------

@@ -24,6 +24,8 @@ export interface SlotHandler {
   onPeerLeft(): void;
   /** We are leaving the domain (in a guest, the agent went away): the connection is over. */
   onLeaving(): void;
+  /** About once a second: memory that stood unused may be given back. */
+  idle?(): void;
 }
 
 /** A read waiting for a native stream: `feed()` hands it over. */
@@ -208,7 +210,16 @@ export class Domain {
   private recheck(): void {
     if (!this.alive) return;
     this.harvest();
-    for (let end = 0; end < this.handlers.length; end++) if (this.handlers[end]) this.runq.push(end);
+    for (let end = 0; end < this.handlers.length; end++) {
+      const handler = this.handlers[end];
+      if (!handler) continue;
+      this.runq.push(end);
+      try {
+        handler.idle?.();
+      } catch (err) {
+        debug('slot %d: giving memory back failed: %s', end >> 1, (err as Error).message);
+      }
+    }
     if (this.acceptors.size > 0) {
       const nslots = this.geo.nslots;
       for (let k = Math.min(nslots, RECHECK_SLOTS); k > 0; k--) {

@@ -17,6 +17,8 @@ export interface NativeRegion {
   close(): void;
   /** Bytes of [offset, offset + length) (default: all of it) that are memory now, whoever touched them (mincore). */
   resident(offset?: number, length?: number): number;
+  /** Gives the pages of [offset, offset + length) back (page aligned): zeros for every mapping, no memory until written again. False where the mapping cannot (a device's memory). */
+  discard(offset: number, length: number): boolean;
 }
 
 /**

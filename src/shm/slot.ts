@@ -63,10 +63,23 @@ function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
  * no sense), so that no later user of the slot reads them.
  */
 function wipeUsed(i32: Int32Array, hdr: number, data: number, ringSize: number): void {
+  const used = usedOf(i32, hdr, ringSize);
+  if (used > 0) bytesOf(i32).fill(0, data, data + used);
+}
+
+/** Bytes of a ring's data area its connection has written into: its head (bytes ever written), all of it past one lap. */
+export function usedOf(i32: Int32Array, hdr: number, ringSize: number): number {
   const low = Atomics.load(i32, (hdr + Lay.RING_HEAD) >>> 2) >>> 0;
   const high = Atomics.load(i32, ((hdr + Lay.RING_HEAD) >>> 2) + 1);
-  const used = high !== 0 ? ringSize : Math.min(low, ringSize);
-  if (used > 0) bytesOf(i32).fill(0, data, data + used);
+  return high !== 0 ? ringSize : Math.min(low, ringSize);
+}
+
+/** A ring whose data area was given back (all zeros): its indexes go to zero too, so that nothing is wiped again. */
+export function forgetRing(i32: Int32Array, hdr: number): void {
+  for (const at of [Lay.RING_HEAD, Lay.RING_TAIL]) {
+    Atomics.store(i32, (hdr + at) >>> 2, 0);
+    Atomics.store(i32, ((hdr + at) >>> 2) + 1, 0);
+  }
 }
 
 /** A byte view of the region behind `i32`, made once per region. */
@@ -192,7 +205,16 @@ export type CloseHow = 'fin' | 'reset';
  * - otherwise the side's flags get `how` and CLOSED, and whichever side lets go
  *   last frees the slot.
  */
-export function letGo(i32: Int32Array, geo: Lay.Geometry, slot: number, gen: number, client: boolean, how: CloseHow, keepRequest: boolean): boolean {
+export function letGo(
+  i32: Int32Array,
+  geo: Lay.Geometry,
+  slot: number,
+  gen: number,
+  client: boolean,
+  how: CloseHow,
+  keepRequest: boolean,
+  beforeFree?: () => void,
+): boolean {
   const stateWord = base(geo, slot) + Lay.SLOT.STATE;
   const word = Atomics.load(i32, stateWord);
   if (Lay.genOf(word) !== gen) return false; // freed already (the peer died and was reaped)
@@ -205,7 +227,11 @@ export function letGo(i32: Int32Array, geo: Lay.Geometry, slot: number, gen: num
   Atomics.or(i32, mine, (how === 'fin' ? Lay.F_FIN : Lay.F_RST) | Lay.F_CLOSED);
   if (Atomics.load(i32, theirs) & Lay.F_CLOSED) {
     const now = Atomics.load(i32, stateWord);
-    if (Lay.genOf(now) === gen && Lay.stateOf(now) !== Lay.SLOT_FREE) Atomics.compareExchange(i32, stateWord, now, Lay.makeState(gen + 1, Lay.SLOT_FREE));
+    if (Lay.genOf(now) === gen && Lay.stateOf(now) !== Lay.SLOT_FREE) {
+      // Both sides are done with the rings and nobody else may take the slot yet.
+      beforeFree?.();
+      Atomics.compareExchange(i32, stateWord, now, Lay.makeState(gen + 1, Lay.SLOT_FREE));
+    }
     return false;
   }
   return true;
