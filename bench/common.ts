@@ -66,7 +66,7 @@ export function zivmStats(): Json | undefined {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- only when zivm is loaded already (the cache is looked at above): this never loads it
     const stats = (require(ZIVM_INDEX) as { stats(): Json }).stats();
-    return { connections: stats.connections, peer: stats.peer };
+    return { connections: stats.connections, peer: stats.peer, memory: stats.memory };
   } catch {
     return undefined;
   }
@@ -148,8 +148,9 @@ export function listen(server: nodeNet.Server, target: TransportKey, params: Jso
     if (typeof addr === 'string') say({ event: 'listening', path: addr, pid: process.pid });
     else say({ event: 'listening', host: '127.0.0.1', port: addr?.port, pid: process.pid });
   };
-  if (target === 'net-unix') server.listen(String(params.path), done);
-  else server.listen(0, '127.0.0.1', done);
+  // A deep backlog (the kernel caps it at net.core.somaxconn): the scale case opens thousands of connections at once.
+  if (target === 'net-unix') server.listen({ path: String(params.path), backlog: 65535 }, done);
+  else server.listen({ port: 0, host: '127.0.0.1', backlog: 65535 }, done);
 }
 
 export function connectTo(net: typeof nodeNet, ep: Endpoint): nodeNet.Socket {
@@ -175,6 +176,8 @@ export interface RunSettings {
   idleSeconds: number;
   /** concurrent connections for `many` and for the http load generator. */
   many: number;
+  /** concurrent connections for `scale`. */
+  scale: number;
   httpConnections: number;
   /** Private folder of this run: the zivm daemon's socket, Unix sockets. */
   tmp: string;

@@ -22,12 +22,12 @@ import { CaseResult, Machine, MetricResult, Results, TrialRecord, notes, ratios,
 import { scenario as pingPong } from './ping-pong';
 import { scenario as pump } from './pump';
 import { scenario as connect } from './connect';
-import { scenario as many } from './many';
+import { scenario as many, scaleScenario as scale } from './many';
 import { scenario as httpCase } from './http';
 import { scenario as idle } from './idle';
 import { scenario as tlsCase } from './tls';
 
-export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, httpCase, tlsCase, idle];
+export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, scale, httpCase, tlsCase, idle];
 
 const ROOT = path.join(__dirname, '..', '..');
 /** bench/results in a checkout (git-ignored), else zivm-bench-results in the current folder. */
@@ -51,6 +51,7 @@ options:
   --sizes LIST       pump write sizes, e.g. 64,1K,64K,1M (the default)
   --rounds N         ping-pong round trips timed (default 20000, 2000 with --quick)
   --idle SECS        idle window (default 5, 1 with --quick)
+  --scale N          connections of the scale case (default 10000, 1000 with --quick)
   --quick            short everything, for a smoke run
   --out DIR          where to write bench-<date>.json/.svg (default bench/results
                      in a checkout, else ./zivm-bench-results)
@@ -90,6 +91,7 @@ export function parseArgs(argv: string[]): Options | 'help' {
     sizes: { type: 'string' },
     rounds: { type: 'string' },
     idle: { type: 'string' },
+    scale: { type: 'string' },
     out: { type: 'string' },
     quick: { type: 'boolean' },
     'no-write': { type: 'boolean' },
@@ -132,6 +134,7 @@ export function parseArgs(argv: string[]): Options | 'help' {
       sizes: list('sizes')?.map((value) => parseSize(value, 'sizes', 64 << 20)) ?? [64, 1024, 64 * 1024, 1 << 20],
       idleSeconds: str('idle') !== undefined ? positive(str('idle')!, 'idle', false, 3600) : quick ? 1 : 5,
       many: 100,
+      scale: str('scale') !== undefined ? positive(str('scale')!, 'scale', true, 100000) : quick ? 1000 : 10000,
       httpConnections: 10,
     },
     cases,

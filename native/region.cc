@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,8 @@ Napi::Function Region::Init(Napi::Env env) {
                          InstanceMethod<&Region::Close>("close"),
                          InstanceMethod<&Region::Resident>("resident"),
                          InstanceMethod<&Region::Discard>("discard"),
+                         InstanceMethod<&Region::Zero>("zero"),
+                         InstanceMethod<&Region::Copy>("copy"),
                      });
 }
 
@@ -62,6 +65,8 @@ Region::Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) 
   int64_t offset = 0;
   if (!ArgFd(info, 0, "fd", &fd)) return;
   if (!ArgInteger(info, 1, "size", 1, kMaxSafeInteger, &size)) return;
+  int64_t view = size;
+  if (info.Length() > 3 && !info[3].IsUndefined() && !ArgInteger(info, 3, "view", 1, size, &view)) return;
   if (info.Length() > 2 && !info[2].IsUndefined()) {
     if (!ArgInteger(info, 2, "offset", 0, kMaxSafeInteger, &offset)) return;
     const int64_t page = sysconf(_SC_PAGESIZE);
@@ -87,8 +92,8 @@ Region::Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) 
                              " of an fd of " + std::to_string(st.st_size) + " bytes");
     return;
   }
-  if (static_cast<uint64_t>(size) > static_cast<uint64_t>(v8::TypedArray::kMaxLength)) {
-    ThrowRangeError(env, "cannot map " + std::to_string(size) + " bytes: an ArrayBuffer holds at most " +
+  if (static_cast<uint64_t>(view) > static_cast<uint64_t>(v8::TypedArray::kMaxLength)) {
+    ThrowRangeError(env, "cannot view " + std::to_string(view) + " bytes of a mapping: an ArrayBuffer holds at most " +
                              std::to_string(static_cast<uint64_t>(v8::TypedArray::kMaxLength)));
     return;
   }
@@ -99,7 +104,7 @@ Region::Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) 
   }
   Mapping* m = new Mapping{static_cast<uint8_t*>(addr), static_cast<size_t>(size), false, 2};
   napi_value ab;
-  napi_status status = napi_create_external_arraybuffer(env, addr, static_cast<size_t>(size), FinalizeBuffer, m, &ab);
+  napi_status status = napi_create_external_arraybuffer(env, addr, static_cast<size_t>(view), FinalizeBuffer, m, &ab);
   if (status != napi_ok) {
     // If Node ran the finalizer already it dropped its reference; otherwise the
     // record is leaked on purpose (a late finalizer must still find it).
@@ -229,6 +234,40 @@ Napi::Value Region::Close(const Napi::CallbackInfo& info) {
   }
   if (detached && mapping_ != nullptr) Unmap(mapping_);
   return env.Undefined();
+}
+
+
+// zero(offset, length): writes zeros over [offset, offset + length) of the
+// mapping, anywhere in it (the buffer may view only its start).
+Napi::Value Region::Zero(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
+  Napi::Env env = info.Env();
+  if (closed()) {
+    ThrowCode(env, ERR_CLOSED, "region is closed");
+    return Napi::Value();
+  }
+  int64_t offset, length;
+  if (!ArgInteger(info, 0, "offset", 0, static_cast<int64_t>(size_), &offset)) return Napi::Value();
+  if (!ArgInteger(info, 1, "length", 0, static_cast<int64_t>(size_) - offset, &length)) return Napi::Value();
+  if (length > 0) memset(mapping_->addr + offset, 0, static_cast<size_t>(length));
+  return env.Undefined();
+}
+
+
+// copy(offset, length): a new Buffer with the bytes of [offset, offset + length),
+// anywhere in the mapping (for inspection: nothing on a connection's path).
+Napi::Value Region::Copy(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
+  Napi::Env env = info.Env();
+  if (closed()) {
+    ThrowCode(env, ERR_CLOSED, "region is closed");
+    return Napi::Value();
+  }
+  int64_t offset, length;
+  if (!ArgInteger(info, 0, "offset", 0, static_cast<int64_t>(size_), &offset)) return Napi::Value();
+  if (!ArgInteger(info, 1, "length", 0, std::min<int64_t>(static_cast<int64_t>(size_) - offset, int64_t{1} << 30), &length))
+    return Napi::Value();
+  return Napi::Buffer<uint8_t>::Copy(env, mapping_->addr + offset, static_cast<size_t>(length));
 }
 
 }  // namespace zivm

@@ -1,6 +1,8 @@
 // Region: a MAP_SHARED mapping of a shared-memory fd, exposed to JS as an
-// external ArrayBuffer. new Region(fd, size[, offset]): `offset` (page
-// aligned, default 0) is where in the fd the mapping starts; offset + size
+// external ArrayBuffer. new Region(fd, size[, offset[, view]]): `offset` (page
+// aligned, default 0) is where in the fd the mapping starts; `view` (default
+// size) is how many bytes from the start the ArrayBuffer covers (the rest is
+// reached by rings, zero(), discard() and resident() only); offset + size
 // must lie inside the fd unless the fd reports no size at all (a VFIO device
 // fd, whose regions sit at index << 40: the caller's size then counts).
 #ifndef ZIVM_REGION_H
@@ -42,6 +44,8 @@ class Region : public Napi::ObjectWrap<Region> {
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value Resident(const Napi::CallbackInfo& info);
   Napi::Value Discard(const Napi::CallbackInfo& info);
+  Napi::Value Zero(const Napi::CallbackInfo& info);
+  Napi::Value Copy(const Napi::CallbackInfo& info);
 
   static void FinalizeBuffer(napi_env env, void* data, void* hint);
   static void EnvCleanup(void* arg);

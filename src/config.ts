@@ -43,13 +43,13 @@ export function autostartAllowed(env: Env = process.env): boolean {
 
 /**
  * Region and ring sizes of a daemon when neither the command line nor the
- * environment says. A domain of host processes maps 4 GiB of a memfd: only
+ * environment says. A domain of host processes maps 16 GiB of a memfd: only
  * the pages connections touch are memory (about 12 KiB for a connection that
- * moved a few KiB), and the slots (about 4,000 with 512 KiB rings) are a table,
+ * moved a few KiB), and the slots (16,365 with 512 KiB rings) are a table,
  * not an allocation. A daemon of guests gives QEMU a BAR of the region's size:
  * 256 MiB.
  */
-export const DEFAULT_SIZE = 4 * 1024 * 1024 * 1024;
+export const DEFAULT_SIZE = 16 * 1024 * 1024 * 1024;
 export const DEFAULT_GUEST_SIZE = 256 * 1024 * 1024;
 export const DEFAULT_RING = 512 * 1024;
 export const DEFAULT_VECTORS = 1;

@@ -31,6 +31,7 @@ import {
   peerOffset,
   pendingOffset,
   slotOffset,
+  bitmapOffset,
   writeHeader,
 } from '../src/shm/layout';
 import { native } from '../src/shm/native';
@@ -273,8 +274,9 @@ describe('daemon', function () {
       const s7 = slot(7, makeState(2, SLOT_REFUSED), SV, SG, data, DG);
       const s8 = slot(8, makeState(5, SLOT_ESTABLISHED), data, DG, data, DG); // to itself
       const s33 = slot(33, makeState(1, SLOT_ESTABLISHED), data, DG, SV, SG, 0, F_FIN);
-      const pendS = pendingOffset(geo, SV) >> 2;
-      const pendD = pendingOffset(geo, data) >> 2;
+      const pendS = bitmapOffset(geo, SV) >> 2;
+      const pendD = bitmapOffset(geo, data) >> 2;
+      const summaryS = pendingOffset(geo, SV) >> 2;
       i32[pendS] = 1 << 3; // the survivor already has slot 3 pending: no second wake for it
       i32[pendD] = -1;
       i32[pendD + 1] = 0x1234;
@@ -317,9 +319,11 @@ describe('daemon', function () {
       // the survivor: pending bits for slots 1, 2, 3, 4, 7 and 33; woken once per newly set bit
       expect(i32[pendS] >>> 0).to.equal(((1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 7)) >>> 0);
       expect(i32[pendS + 1]).to.equal(1 << 1);
+      expect(i32[summaryS], 'summary: bitmap words 0 and 1').to.equal(3);
       expect(woken).to.deep.equal([SV, SV, SV, SV, SV]);
-      // the dead peer: bitmap cleared, entry free, generation kept
-      for (let k = 0; k < geo.pendingStride >> 2; k++) expect(i32[pendD + k]).to.equal(0);
+      // the dead peer: summary and bitmap cleared, entry free, generation kept
+      const areaD = pendingOffset(geo, data) >> 2;
+      for (let k = 0; k < geo.pendingStride >> 2; k++) expect(i32[areaD + k]).to.equal(0);
       expect(i32[(peerOffset(geo, data) >> 2) + PEER.STATE]).to.equal(PEER_FREE);
       expect(i32[(peerOffset(geo, data) >> 2) + PEER.GEN]).to.equal(DG);
       expect(i32[(peerOffset(geo, SV) >> 2) + PEER.STATE]).to.equal(PEER_ALIVE);

@@ -13,8 +13,24 @@ import { spawnPeer } from './helpers/proc';
 import * as zivm from '../src';
 import { currentDomain } from '../src/shm/join';
 
-const RING = Number(process.env.ZIVM_TEST_RING ?? 200);
-const MANY = Number(process.env.ZIVM_TEST_CONNECTIONS ?? 2000);
+/** `npm run test:long`: 10,000 connections and 1,000 processes (as many as memory allows: the figure is printed). */
+const LONG = !!process.env.ZIVM_LONG;
+const RING = Number(process.env.ZIVM_TEST_RING ?? (LONG ? 1000 : 200));
+const MANY = Number(process.env.ZIVM_TEST_CONNECTIONS ?? (LONG ? 10000 : 2000));
+/** Memory left for everything else when a long run decides how many processes fit. */
+const RESERVE = 3 * 1024 ** 3;
+
+/** MemAvailable of /proc/meminfo, in bytes. */
+function memAvailable(): number {
+  const match = /^MemAvailable:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+  return match ? Number(match[1]) * 1024 : os.freemem();
+}
+
+/** Resident memory of process `pid`, in bytes. */
+function rssOf(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match ? Number(match[1]) * 1024 : 0;
+}
 /** Memory an idle connection that echoed 1 KiB may hold: its slot header page and a page or two of each ring. */
 const IDLE_BYTES = 24 * 1024;
 
@@ -57,7 +73,7 @@ describe(`${MANY} connections between two processes at once`, function () {
 });
 
 describe(`${RING} processes in a ring`, function () {
-  this.timeout(300000);
+  this.timeout(LONG ? 3600000 : 300000);
 
   let dir = '';
   afterEach(async () => {
@@ -72,14 +88,25 @@ describe(`${RING} processes in a ring`, function () {
     const members: Proc[] = [];
     const ports: number[] = [];
     // Started a few at a time: a 2-core machine starts Node processes at a few dozen a second.
+    // A long run stops where the next batch would leave less than RESERVE of memory.
+    let rss = 0;
     for (let first = 0; first < RING; first += 20) {
+      const count = Math.min(RING, first + 20) - first;
+      if (LONG && rss > 0 && memAvailable() - count * rss < RESERVE) break;
       const batch = [];
-      for (let k = first; k < Math.min(RING, first + 20); k++) batch.push(spawnPeer('ring-member', [], env));
+      for (let k = 0; k < count; k++) batch.push(spawnPeer('ring-member', [], env));
       members.push(...batch);
       for (const member of batch) ports.push((await member.event('listening', 60000)).port as number);
+      rss = Math.max(rss, ...batch.map((member) => rssOf(member.pid)));
     }
+    const ring = members.length;
+    if (ring < RING)
+      process.stderr.write(
+        `      memory allows ${ring} of the ${RING} processes asked for (${(rss / 1048576).toFixed(0)} MiB resident each, ` +
+          `${(memAvailable() / 1073741824).toFixed(1)} GiB left)\n`,
+      );
     const t0 = Date.now();
-    members.forEach((member, k) => member.send({ cmd: 'connect', port: ports[(k + 1) % RING] }));
+    members.forEach((member, k) => member.send({ cmd: 'connect', port: ports[(k + 1) % ring] }));
     const results: Json[] = [];
     for (const member of members) results.push(await member.next((line) => line.event === 'done' || line.event === 'error', 60000));
     const ms = Date.now() - t0;
@@ -91,6 +118,6 @@ describe(`${RING} processes in a ring`, function () {
     const fds = results.map((res) => res.fds as number).sort((first, second) => first - second);
     // Node's own fds, the daemon socket, our doorbell, the two peers' doorbells: the same whatever the ring's size.
     expect(fds[fds.length - 1], `fds per process (median ${fds[fds.length >> 1]})`).to.be.below(64);
-    process.stderr.write(`      ${RING} processes: ${RING} connections over shared memory in ${ms} ms; fds per process ${fds[0]}..${fds[fds.length - 1]}\n`);
+    process.stderr.write(`      ${ring} processes: ${ring} connections over shared memory in ${ms} ms; fds per process ${fds[0]}..${fds[fds.length - 1]}\n`);
   });
 });

@@ -35,7 +35,7 @@ or QEMU guests with -device ivshmem-doorbell) over an ivshmem-server socket.
 options:
   --socket PATH        socket to serve (default: ZIVM_SOCKET, else zivm.sock in
                        ZIVM_DIR, $XDG_RUNTIME_DIR/zivm or <tmpdir>/zivm-<uid>)
-  --size SIZE          region size, e.g. 256M, 4G (default ZIVM_SIZE, else 4G;
+  --size SIZE          region size, e.g. 256M, 16G (default ZIVM_SIZE, else 16G;
                        256M with --guests or --guest-addr: the BAR QEMU maps)
   --ring SIZE          bytes per direction of each connection, a power of two
                        (default ZIVM_RING or 512K)

@@ -76,7 +76,10 @@ export function memoryReport(domain: Domain, snap: DomainSnapshot): MemoryReport
   const largest: { slot: number; resident: number }[] = [];
   for (const conn of snap.connections) {
     for (const peer of new Set([conn.client.peer, conn.server.peer])) perPeer[peer] = (perPeer[peer] ?? 0) + 1;
-    largest.push({ slot: conn.slot, resident: region.resident(Lay.slotOffset(geo, conn.slot), geo.slotStride) });
+    largest.push({
+      slot: conn.slot,
+      resident: region.resident(Lay.slotOffset(geo, conn.slot), Lay.SLOT_SIZE) + region.resident(Lay.dataOffset(geo, conn.slot), 2 * geo.ringSize),
+    });
   }
   largest.sort((lhs, rhs) => rhs.resident - lhs.resident);
   return {

@@ -15,6 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ZivmGuestError } from '../errors';
+import { viewSize } from '../shm/layout';
 import { IVSHMEM, VFIO, native, NativeRegion, VfioDevice } from '../shm/native';
 
 const PCI = '/sys/bus/pci/devices';
@@ -119,7 +120,7 @@ export class GuestDevice {
       addon.vfioEnableBusMaster(dev.deviceFd, cfg.offset);
       const ivPosition = addon.bar0Read32(dev.deviceFd, bar0.offset, IVSHMEM.IV_POSITION);
       if (ivPosition < 0 || ivPosition > 0xffff) throw new ZivmGuestError(`ivshmem device ${pci} has no peer id yet (IVPosition ${ivPosition})`);
-      region = new addon.Region(dev.deviceFd, bar2.size, bar2.offset);
+      region = new addon.Region(dev.deviceFd, bar2.size, bar2.offset, viewSize(bar2.size));
       for (let vector = 0; vector < Math.min(msix.count, 0x3fff); vector++) irqFds.push(addon.eventfd());
       addon.vfioSetMsix(dev.deviceFd, irqFds);
       for (const fd of irqFds) addon.drain(fd); // what QEMU had pending fires on unmask; later stale ones are harmless

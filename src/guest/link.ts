@@ -170,7 +170,7 @@ export function joinAgent(socket: string, pci: string): { id: number; gen: numbe
     const [bar0Access] = next();
     if (irqFd < 0 || bar2Fd < 0 || bar0Fd < 0) throw new ZivmGuestError('the zivm guest agent did not pass its file descriptors');
     if (bar0Access !== BAR0_MAP && bar0Access !== BAR0_WRITE) throw new ZivmGuestError(`the zivm guest agent says BAR0 is reached by ${bar0Access}`);
-    const region = new addon.Region(bar2Fd, size, bar2Offset);
+    const region = new addon.Region(bar2Fd, size, bar2Offset, Lay.viewSize(size));
     let bar0: Bar0;
     try {
       bar0 = bar0Access === BAR0_MAP ? { map: new addon.Region(bar0Fd, BAR0_SIZE, bar0Offset) } : { deviceFd: bar0Fd, offset: bar0Offset };

@@ -91,6 +91,8 @@ export interface Stats {
   servers: { address: ReturnType<net.Server['address']>; connections: number; shm: boolean }[];
   /** The whole domain as the region shows it (every peer's listeners and connections). */
   domain?: DomainSnapshot;
+  /** The domain's shared memory: bytes mapped (the region's size) and bytes that are memory now (any process touched them). */
+  memory?: { mapped: number; resident: number };
 }
 
 export function stats(): Stats {
@@ -127,5 +129,6 @@ export function stats(): Stats {
     sockets,
     servers,
     domain: domain ? snapshot(domain.i32, domain.geo) : undefined,
+    memory: domain ? { mapped: domain.geo.size, resident: domain.region.resident() } : undefined,
   };
 }

@@ -6,6 +6,7 @@
  * are freed, its connections flagged dead, and the other ends woken.
  */
 import crypto from 'node:crypto';
+import { viewSize } from '../shm/layout';
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import { DEFAULT_GUEST_SIZE, DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
@@ -145,7 +146,7 @@ export class Daemon extends EventEmitter {
     try {
       const geo = this.geometry;
       this.memfd = addon.memfdCreate(geometryName(geo), geo.size);
-      this.region = new addon.Region(this.memfd, geo.size);
+      this.region = new addon.Region(this.memfd, geo.size, 0, viewSize(geo.size, geo));
       this.i32 = new Int32Array(this.region.buffer);
       writeHeader(this.i32, geo, process.pid, crypto.randomBytes(4).readInt32LE(0));
       Atomics.store(this.i32, HEADER.STATE, REGION_STATE_READY);

@@ -113,6 +113,7 @@ export class Channel implements SlotHandler {
     const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.HEADER.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
     let ch: Channel | undefined;
     const claimed = Slot.request(
+      domain.region,
       i32,
       geo,
       {
@@ -132,8 +133,10 @@ export class Channel implements SlotHandler {
       (slot, gen) => {
         ch = new Channel(domain, slot, gen, 'client', listener.owner, listener.ownerGen);
       },
+      domain.slotHint,
     );
     if (!claimed || !ch) return undefined;
+    domain.slotHint = claimed.slot + 1;
     // A listener of this process looks on its next turn. Another is rung by
     // announce() once the connect completed, or by the first write before
     // that: one doorbell for the request and the bytes that come with it.
@@ -315,6 +318,8 @@ export class Channel implements SlotHandler {
     if (this.released) return;
     this.released = true;
     this.domain.detach(this.slot, this.side === 'server', this);
+    // Slots low in the table are taken again first: their pages are memory already.
+    if (this.slot < this.domain.slotHint) this.domain.slotHint = this.slot;
     // keepRequest: a connection already reported connected that the server has yet to
     // accept keeps its slot (what was written, and the FIN, reach the server as over
     // TCP); the server frees it after accepting, or when refusing.

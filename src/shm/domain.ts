@@ -116,12 +116,18 @@ export class Domain {
   private published: string | undefined;
   private addrTimer: NodeJS.Timeout | undefined;
   private recheckTimer: NodeJS.Timeout | undefined;
-  private readonly pendingBase: number;
-  private readonly pendingWords: number;
+  private readonly summaryBase: number;
+  private readonly summaryWords: number;
+  private readonly bitmapBase: number;
+  private readonly bitmapWords: number;
   /** Ends of connections (slot * 2 + 1 for the server's) with work to do, in order. */
   private readonly runq: RunQueue;
   private readonly feeds: Feedable[] = [];
   private selfRung = false;
+  /** Where this process's next connection looks for a free slot first (Slot.request). */
+  slotHint = 0;
+  /** The next harvest reads every bitmap word, not only those the summary points at. */
+  private fullHarvest = false;
   /** Where the next re-check looks for requests. */
   private recheckFrom = 0;
   private inDispatch = false;
@@ -150,8 +156,10 @@ export class Domain {
     this.bells.on('orphaned', () => this.orphan());
     this.handlers = new Array<SlotHandler | undefined>(geo.nslots * 2);
     this.nodeId = guest ? guestNodeId(guest.ivPosition, this.i32) : netNodeId();
-    this.pendingBase = Lay.pendingOffset(geo, id) >>> 2;
-    this.pendingWords = geo.pendingStride >>> 2;
+    this.summaryBase = Lay.pendingOffset(geo, id) >>> 2;
+    this.summaryWords = Lay.summaryWords(geo);
+    this.bitmapBase = Lay.bitmapOffset(geo, id) >>> 2;
+    this.bitmapWords = Lay.bitmapWords(geo);
 
     this.gen = Peers.genOf(this.i32, geo, id);
     // A guest process's entry was filled in by the guest's agent (its pid in the guest, its route).
@@ -169,7 +177,7 @@ export class Domain {
       this.spinner = new addon.Spinner(
         region,
         Lay.pendingOffset(geo, id),
-        this.pendingWords,
+        this.summaryWords,
         Peers.pollingWordOf(geo, id) << 2,
         (status: number, round: number) => this.onDoorbell(status, round),
       );
@@ -182,7 +190,8 @@ export class Domain {
     this.bell = new addon.Poller(this.bells.ownFd, (status, round) => this.onDoorbell(status, round), true);
     this.bell.unref();
     // Bits someone set for this id's previous holder would hide our first
-    // doorbells (a set bit is not rung again): look at them once.
+    // doorbells (a set bit is not rung again): look at all of them once.
+    this.fullHarvest = true;
     this.ringSelf();
   }
 
@@ -202,14 +211,14 @@ export class Domain {
    * Queues every end we hold, every slot whose bit is set in our pending bitmap
    * (a peer that thought we busy-polled, or a doorbell lost, set it without
    * ringing), and the requests for us in a share of the slots, as if each had
-   * been rung (see RECHECK_MS). Slot headers are a page apart: looking at
-   * every one each second would cost a process milliseconds of page walks in
-   * a large region; a request whose bit someone cleared is found within
+   * been rung (see RECHECK_MS). Looking at every slot header each second
+   * would cost every idle process a walk over the whole slot table (16,365
+   * entries by default); a request whose bit someone cleared is found within
    * nslots / RECHECK_SLOTS seconds.
    */
   private recheck(): void {
     if (!this.alive) return;
-    this.harvest();
+    this.harvest(true);
     for (let end = 0; end < this.handlers.length; end++) {
       const handler = this.handlers[end];
       if (!handler) continue;
@@ -285,7 +294,11 @@ export class Domain {
     // A read for a native stream: the caller hands it over from outside JavaScript.
     const fed = this.feeds.shift();
     if (fed) return handOver(fed);
-    this.harvest();
+    // What is queued runs first; the bitmap is read again once it is done (or each new turn).
+    if (round === 0 || this.runq.length === 0) {
+      this.harvest(this.fullHarvest);
+      this.fullHarvest = false;
+    }
     const end = this.runq.shift();
     if (end < 0) return false;
     try {
@@ -313,24 +326,44 @@ export class Domain {
     if (!this.inDispatch) this.ringSelf();
   }
 
-  /** Moves the slots whose bits are set in our pending bitmap to the run queue. */
-  private harvest(): void {
+  /**
+   * Moves the slots whose bits are set in our pending bitmap to the run queue:
+   * the bitmap words the summary points at, or (`full`: the re-check, which
+   * also catches a bit set without its summary bit) every word.
+   */
+  private harvest(full = false): void {
     const i32 = this.i32;
-    const base = this.pendingBase;
-    for (let word = 0; word < this.pendingWords; word++) {
-      if (Atomics.load(i32, base + word) === 0) continue;
-      let bits = Atomics.exchange(i32, base + word, 0);
-      while (bits !== 0) {
-        const bit = 31 - Math.clz32(bits);
-        bits &= ~(1 << bit);
-        const slot = (word << 5) + bit;
-        if (slot >= this.geo.nslots) continue;
-        if (this.handlers[slot * 2]) this.runq.push(slot * 2);
-        // A connection request goes first, as a listening socket is looked at
-        // before its client's connect completes (in this process, that is).
-        if (this.handlers[slot * 2 + 1]) this.runq.push(slot * 2 + 1);
-        else if (this.requestFor(slot)) this.runq.unshift(slot * 2 + 1);
+    if (full) {
+      for (let word = 0; word < this.summaryWords; word++) Atomics.store(i32, this.summaryBase + word, 0);
+      for (let word = 0; word < this.bitmapWords; word++) this.harvestWord(word);
+      return;
+    }
+    for (let high = 0; high < this.summaryWords; high++) {
+      if (Atomics.load(i32, this.summaryBase + high) === 0) continue;
+      let words = Atomics.exchange(i32, this.summaryBase + high, 0);
+      while (words !== 0) {
+        const bit = 31 - Math.clz32(words);
+        words &= ~(1 << bit);
+        const word = (high << 5) + bit;
+        if (word < this.bitmapWords) this.harvestWord(word);
       }
+    }
+  }
+
+  private harvestWord(word: number): void {
+    const at = this.bitmapBase + word;
+    if (Atomics.load(this.i32, at) === 0) return;
+    let bits = Atomics.exchange(this.i32, at, 0);
+    while (bits !== 0) {
+      const bit = 31 - Math.clz32(bits);
+      bits &= ~(1 << bit);
+      const slot = (word << 5) + bit;
+      if (slot >= this.geo.nslots) continue;
+      if (this.handlers[slot * 2]) this.runq.push(slot * 2);
+      // A connection request goes first, as a listening socket is looked at
+      // before its client's connect completes (in this process, that is).
+      if (this.handlers[slot * 2 + 1]) this.runq.push(slot * 2 + 1);
+      else if (this.requestFor(slot)) this.runq.unshift(slot * 2 + 1);
     }
   }
 

@@ -81,10 +81,7 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
   notify(peer: number, slot: number, peerGen?: number, force = false): void {
     if (peer < 0 || peer >= this.geo.maxPeers) return;
     if (peerGen !== undefined && Peers.genOf(this.i32, this.geo, peer) !== peerGen) return;
-    const word = (Lay.pendingOffset(this.geo, peer) >>> 2) + (slot >> 5);
-    const mask = 1 << (slot & 31);
-    const old = Atomics.or(this.i32, word, mask);
-    if ((old & mask) !== 0 && !force) return;
+    if (!Lay.markPending(this.i32, this.geo, peer, slot) && !force) return;
     // A peer that busy-polls sees the bit by itself.
     if (Peers.isPolling(this.i32, this.geo, peer)) return;
     // A process in a guest is rung as one of the guest's vectors (PEER.ROUTE).

@@ -111,7 +111,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
     const size = addon.fdSize(shmFd);
     const named = namedGeometry(shmFd);
     if (named && named.size !== size) throw new ZivmProtocolError(`the region is ${size} bytes, its daemon made ${named.size}`);
-    region = new addon.Region(shmFd, size);
+    region = new addon.Region(shmFd, size, 0, Lay.viewSize(size, named));
     addon.close(shmFd);
     opened.splice(opened.indexOf(shmFd), 1);
     // The daemon's geometry, from the memfd's name; the header (which any member can write) only as a check.

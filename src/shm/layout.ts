@@ -10,19 +10,26 @@
  *  ┌──────────┬──────────┬─────────┬─────────┬─────────┬─────────┬────────┬────────┐
  *  │ magic0   │ magic1   │ version │ hdrSize │ state   │ vectors │maxPeers│maxLsnr │  0..31
  *  ├──────────┼──────────┼─────────┼─────────┼─────────┼─────────┼────────┼────────┤
- *  │ nslots   │ ringSize │slotStrd │portCntr │ sizeLo  │ sizeHi  │peersOff│lsnrOff │ 32..63
+ *  │ nslots   │ ringSize │ringsOff │portCntr │ sizeLo  │ sizeHi  │peersOff│lsnrOff │ 32..63
  *  ├──────────┼──────────┼─────────┼─────────┼─────────┼─────────┼────────┼────────┤
  *  │pendingOff│pendStride│slotsOff │daemonPid│ nonce   │ (reserved up to 4096)        64..
  *  └──────────┴──────────┴─────────┴─────────┴─────────┴──────────────────────────────┘
  *  peersOff        maxPeers × PEER (128 bytes; words 8..31 hold the peer's node addresses, PEER_ADDRS)
  *  lsnrOff         maxListeners × LISTENER (64 bytes)
- *  pendingOff      maxPeers × pendStride: one bit per slot, "slot i needs you"
- *  slotsOff        nslots × slotStride (page aligned):
+ *  pendingOff      maxPeers × pendStride: a summary (bit w: word w of the bitmap may have bits set;
+ *                  64-byte aligned) then the bitmap (one bit per slot, "slot i needs you"
+ *  slotsOff        nslots × SLOT_SIZE (1024 bytes, a dense table: four slots to a page):
  *                    0     SLOT header (client/server words, addresses)
  *                    256   ring client→server header (RING_HEADER_SIZE)
  *                    512   ring server→client header
- *                    4096  ring client→server data (ringSize)
- *                    4096+ringSize  ring server→client data (ringSize)
+ *  ringsOff        nslots × 2 × ringSize (page aligned): slot i's data area at ringsOff + i × 2 × ringSize,
+ *                    ring client→server data first, then ring server→client data
+ *
+ * Everything up to ringsOff is the control area, a few MiB at most: the only part
+ * JavaScript views (one Int32Array). Ring data is touched by the native side alone
+ * (rings, wipe, discard, resident), so the data area may be larger than the
+ * biggest TypedArray a runtime allows, and a walk over every slot header reads
+ * a quarter as many pages as there are slots.
  *
  *  RING header (256 bytes, producer line and consumer line two cache lines apart):
  *    0   u64 head            written by the producer only (bytes ever written)
@@ -38,7 +45,7 @@ import { ZivmBadRegionError, ZivmVersionMismatchError } from '../errors';
 
 export const MAGIC0 = 0x4d56495a; // 'ZIVM'
 export const MAGIC1 = 0x4e474552; // 'REGN'
-export const VERSION = 1;
+export const VERSION = 2;
 export const HEADER_SIZE = 4096;
 export const PAGE = 4096;
 
@@ -54,7 +61,7 @@ export const HEADER = {
   MAX_LISTENERS: 7,
   NSLOTS: 8,
   RING_SIZE: 9,
-  SLOT_STRIDE: 10,
+  RINGS_OFF: 10,
   PORT_COUNTER: 11,
   SIZE_LO: 12,
   SIZE_HI: 13,
@@ -187,7 +194,8 @@ export const F_RST = 2; // reset: the other side drops what it has and fails wit
 export const F_CLOSED = 4; // the side released the slot (its socket is gone)
 export const F_DEAD = 8; // the side's peer left the domain (set by the daemon or a survivor)
 
-export const SLOT_HEADER_SIZE = 4096;
+/** A slot's entry in the slot table: its header words and both ring headers. */
+export const SLOT_SIZE = 1024;
 export const RING_C2S_HDR = 256;
 export const RING_S2C_HDR = 512;
 
@@ -215,12 +223,12 @@ export interface Geometry {
   maxListeners: number;
   nslots: number;
   ringSize: number;
-  slotStride: number;
   peersOff: number;
   listenersOff: number;
   pendingOff: number;
   pendingStride: number;
   slotsOff: number;
+  ringsOff: number;
 }
 
 function alignUp(value: number, multiple: number): number {
@@ -251,24 +259,39 @@ export function computeGeometry(opts: {
   if (!Number.isInteger(vectors) || vectors < 1 || vectors > 1024) throw new RangeError(`vectors must be 1..1024, got ${vectors}`);
   const peersOff = HEADER_SIZE;
   const listenersOff = alignUp(peersOff + maxPeers * PEER_SIZE, 64);
-  const slotStride = SLOT_HEADER_SIZE + 2 * ringSize;
+  const dataStride = 2 * ringSize;
   const maxSlots = Math.min(opts.maxSlots ?? MAX_SLOTS, MAX_SLOTS);
   // The pending bitmaps depend on the slot count, which depends on the room left: take the
   // bitmaps for the largest count, then fit.
-  let nslots = Math.max(1, Math.min(maxSlots, Math.floor(size / slotStride)));
+  let nslots = Math.max(1, Math.min(maxSlots, Math.floor(size / (dataStride + SLOT_SIZE))));
   let pendingStride = 0;
   let pendingOff = 0;
   let slotsOff = 0;
+  let ringsOff = 0;
   for (;;) {
-    pendingStride = alignUp(Math.ceil(nslots / 8), 64);
+    pendingStride = summaryBytesFor(nslots) + alignUp(Math.ceil(nslots / 32) * 4, 64);
     pendingOff = alignUp(listenersOff + maxListeners * LISTENER_SIZE, 64);
     slotsOff = alignUp(pendingOff + maxPeers * pendingStride, PAGE);
-    const fit = Math.floor((size - slotsOff) / slotStride);
+    ringsOff = alignUp(slotsOff + nslots * SLOT_SIZE, PAGE);
+    const fit = Math.floor((size - ringsOff) / dataStride);
     if (fit >= nslots) break;
     if (fit < 1 && nslots === 1) throw new RangeError(`a region of ${size} bytes has no room for one connection with ${ringSize}-byte rings`);
-    nslots = Math.max(1, fit);
+    nslots = Math.max(1, Math.min(nslots - 1, fit));
   }
-  return { size, vectors, maxPeers, maxListeners, nslots, ringSize, slotStride, peersOff, listenersOff, pendingOff, pendingStride, slotsOff };
+  return { size, vectors, maxPeers, maxListeners, nslots, ringSize, peersOff, listenersOff, pendingOff, pendingStride, slotsOff, ringsOff };
+}
+
+/** Bytes of a pending area's summary for `nslots` slots: one bit per 32-bit word of the bitmap. */
+function summaryBytesFor(nslots: number): number {
+  return alignUp(Math.ceil(Math.ceil(nslots / 32) / 32) * 4, 64);
+}
+
+/** Words of a pending area's summary and of its bitmap. */
+export function summaryWords(geo: Geometry): number {
+  return Math.ceil(Math.ceil(geo.nslots / 32) / 32);
+}
+export function bitmapWords(geo: Geometry): number {
+  return Math.ceil(geo.nslots / 32);
 }
 
 /** Writes a fresh header (state INIT). The caller sets STATE to READY last. */
@@ -282,7 +305,7 @@ export function writeHeader(i32: Int32Array, geo: Geometry, daemonPid: number, n
   i32[HEADER.MAX_LISTENERS] = geo.maxListeners;
   i32[HEADER.NSLOTS] = geo.nslots;
   i32[HEADER.RING_SIZE] = geo.ringSize;
-  i32[HEADER.SLOT_STRIDE] = geo.slotStride;
+  i32[HEADER.RINGS_OFF] = geo.ringsOff;
   i32[HEADER.PORT_COUNTER] = 0;
   i32[HEADER.SIZE_LO] = (geo.size % 0x100000000) | 0;
   i32[HEADER.SIZE_HI] = Math.floor(geo.size / 0x100000000);
@@ -315,12 +338,12 @@ export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
     maxListeners: i32[HEADER.MAX_LISTENERS],
     nslots: i32[HEADER.NSLOTS],
     ringSize: i32[HEADER.RING_SIZE],
-    slotStride: i32[HEADER.SLOT_STRIDE],
     peersOff: i32[HEADER.PEERS_OFF],
     listenersOff: i32[HEADER.LISTENERS_OFF],
     pendingOff: i32[HEADER.PENDING_OFF],
     pendingStride: i32[HEADER.PENDING_STRIDE],
     slotsOff: i32[HEADER.SLOTS_OFF],
+    ringsOff: i32[HEADER.RINGS_OFF],
   };
   // Recompute from the primary numbers and insist on the same answer: a header
   // that disagrees with itself is corrupt, whatever its magic says.
@@ -341,6 +364,8 @@ export function readHeader(i32: Int32Array, mappedSize: number): Geometry {
     if (expect[field] !== geo[field]) throw new ZivmBadRegionError(`shared region header is inconsistent (${field})`);
   }
   if (size > mappedSize) throw new ZivmBadRegionError(`shared region header says ${size} bytes, ${mappedSize} are mapped`);
+  if (geo.ringsOff > i32.byteLength)
+    throw new ZivmBadRegionError(`shared region's control area (${geo.ringsOff} bytes) is larger than the ${i32.byteLength} bytes viewed`);
   return geo;
 }
 
@@ -381,7 +406,7 @@ export function headerDamage(i32: Int32Array, geo: Geometry): string[] {
     ['MAX_LISTENERS', geo.maxListeners],
     ['NSLOTS', geo.nslots],
     ['RING_SIZE', geo.ringSize],
-    ['SLOT_STRIDE', geo.slotStride],
+    ['RINGS_OFF', geo.ringsOff],
     ['SIZE_LO', (geo.size % 0x100000000) | 0],
     ['SIZE_HI', Math.floor(geo.size / 0x100000000)],
     ['PEERS_OFF', geo.peersOff],
@@ -393,6 +418,14 @@ export function headerDamage(i32: Int32Array, geo: Geometry): string[] {
   return expected.filter(([field, value]) => Atomics.load(i32, HEADER[field]) !== value).map(([field]) => field);
 }
 
+/** The most a control area (everything before ringsOff) can take, whatever the geometry: what to view before the geometry is known. */
+export const CONTROL_MAX = 256 * 1024 * 1024;
+
+/** How many bytes of a `size`-byte region JavaScript views: the control area of `geo`, or as much as any control area takes when the geometry is not known yet. */
+export function viewSize(size: number, geo?: Geometry): number {
+  return geo ? geo.ringsOff : Math.min(size, CONTROL_MAX);
+}
+
 /** Byte offsets derived from a geometry. */
 export function peerOffset(geo: Geometry, id: number): number {
   return geo.peersOff + id * PEER_SIZE;
@@ -400,19 +433,43 @@ export function peerOffset(geo: Geometry, id: number): number {
 export function listenerOffset(geo: Geometry, index: number): number {
   return geo.listenersOff + index * LISTENER_SIZE;
 }
+/** Peer `peer`'s pending area: its summary starts here. */
 export function pendingOffset(geo: Geometry, peer: number): number {
   return geo.pendingOff + peer * geo.pendingStride;
 }
+/** Peer `peer`'s pending bitmap: one bit per slot. */
+export function bitmapOffset(geo: Geometry, peer: number): number {
+  return pendingOffset(geo, peer) + summaryBytesFor(geo.nslots);
+}
+
+/**
+ * Marks slot `slot` as needing peer `peer`: its bit in the bitmap, then the
+ * bitmap word's bit in the summary (a harvester clears the summary first, so
+ * it never loses a bit: it sees this one now or on the next doorbell).
+ * Returns whether the slot's bit was clear (so the peer must be rung).
+ */
+export function markPending(i32: Int32Array, geo: Geometry, peer: number, slot: number): boolean {
+  const bit = 1 << (slot & 31);
+  const old = Atomics.or(i32, (bitmapOffset(geo, peer) >>> 2) + (slot >> 5), bit);
+  const word = slot >> 5;
+  Atomics.or(i32, (pendingOffset(geo, peer) >>> 2) + (word >> 5), 1 << (word & 31));
+  return (old & bit) === 0;
+}
 export function slotOffset(geo: Geometry, slot: number): number {
-  return geo.slotsOff + slot * geo.slotStride;
+  return geo.slotsOff + slot * SLOT_SIZE;
+}
+/** Where slot `slot`'s data area (both rings' data, 2 × ringSize bytes) starts: beyond the control area, so never behind `>>> 2`. */
+export function dataOffset(geo: Geometry, slot: number): number {
+  return geo.ringsOff + slot * 2 * geo.ringSize;
 }
 /** Ring offsets of a slot: c2s = client→server, s2c = server→client. */
 export function ringOffsets(geo: Geometry, slot: number): { c2sHdr: number; s2cHdr: number; c2sData: number; s2cData: number } {
   const base = slotOffset(geo, slot);
+  const data = dataOffset(geo, slot);
   return {
     c2sHdr: base + RING_C2S_HDR,
     s2cHdr: base + RING_S2C_HDR,
-    c2sData: base + SLOT_HEADER_SIZE,
-    s2cData: base + SLOT_HEADER_SIZE + geo.ringSize,
+    c2sData: data,
+    s2cData: data + geo.ringSize,
   };
 }

@@ -10,7 +10,7 @@ import { makeZivmError, ZivmNoAddonError } from '../errors';
 
 /** A mapping of a shared-memory fd. */
 export interface NativeRegion {
-  /** External ArrayBuffer over the whole mapping; detached (length 0) after close(). */
+  /** External ArrayBuffer over the mapping's first `view` bytes (all of it unless the constructor was told otherwise); detached (length 0) after close(). */
   readonly buffer: ArrayBuffer;
   readonly size: number;
   /** Unmaps. Idempotent. Rings made on this region throw ERR_ZIVM_CLOSED afterwards. */
@@ -19,6 +19,10 @@ export interface NativeRegion {
   resident(offset?: number, length?: number): number;
   /** Gives the pages of [offset, offset + length) back (page aligned): zeros for every mapping, no memory until written again. False where the mapping cannot (a device's memory). */
   discard(offset: number, length: number): boolean;
+  /** Writes zeros over [offset, offset + length), anywhere in the mapping. */
+  zero(offset: number, length: number): void;
+  /** A copy of the bytes of [offset, offset + length) (at most 1 GiB), anywhere in the mapping: for inspection. */
+  copy(offset: number, length: number): Buffer;
 }
 
 /**
@@ -139,7 +143,7 @@ export interface Native {
    * reports no size at all, such as a VFIO device fd: its regions sit at
    * `index << 40` and their size comes from the region info (vfioOpen).
    */
-  Region: new (fd: number, size: number, offset?: number) => NativeRegion;
+  Region: new (fd: number, size: number, offset?: number, view?: number) => NativeRegion;
   Ring: new (region: NativeRegion, headerOffset: number, dataOffset: number, capacity: number, producer: boolean) => NativeRing;
   /**
    * Watches `fd` for readability with uv_poll on the main loop. When readable:

@@ -62,9 +62,14 @@ function writeBytes(i32: Int32Array, at: number, bytes: Uint8Array): void {
  * (its head: bytes ever written; all of it past one lap, or if the head makes
  * no sense), so that no later user of the slot reads them.
  */
-function wipeUsed(i32: Int32Array, hdr: number, data: number, ringSize: number): void {
+function wipeUsed(region: Zeroes, i32: Int32Array, hdr: number, data: number, ringSize: number): void {
   const used = usedOf(i32, hdr, ringSize);
-  if (used > 0) bytesOf(i32).fill(0, data, data + used);
+  if (used > 0) region.zero(data, used);
+}
+
+/** What wipes ring data (beyond the control area JavaScript views): the region. */
+export interface Zeroes {
+  zero(offset: number, length: number): void;
 }
 
 /** Bytes of a ring's data area its connection has written into: its head (bytes ever written), all of it past one lap. */
@@ -94,15 +99,20 @@ function bytesOf(i32: Int32Array): Uint8Array {
  * Client: claims a free slot and puts a request in it (CONNECTING). Returns the
  * slot and the connection's generation, or undefined when every slot is taken.
  * `prepare(slot)` runs while the slot is ours alone, before the request is
- * published (the caller attaches itself there).
+ * published (the caller attaches itself there). The search starts at slot
+ * `from` (a hint: where this process last found one free) and wraps around.
  */
 export function request(
+  region: Zeroes,
   i32: Int32Array,
   geo: Lay.Geometry,
   req: Request,
   prepare: (slot: number, gen: number) => void,
+  from = 0,
 ): { slot: number; gen: number } | undefined {
-  for (let slot = 0; slot < geo.nslots; slot++) {
+  const start = from >= 0 && from < geo.nslots ? from : 0;
+  for (let k = 0; k < geo.nslots; k++) {
+    const slot = start + k < geo.nslots ? start + k : start + k - geo.nslots;
     const header = base(geo, slot);
     const word = Atomics.load(i32, header + Lay.SLOT.STATE);
     if (Lay.stateOf(word) !== Lay.SLOT_FREE) continue;
@@ -110,9 +120,9 @@ export function request(
     if (Atomics.compareExchange(i32, header + Lay.SLOT.STATE, word, Lay.makeState(gen, Lay.SLOT_CLAIMED)) !== word) continue;
     // Ours alone until published as CONNECTING. What the last connection left in its rings goes first.
     const rings = Lay.ringOffsets(geo, slot);
-    wipeUsed(i32, rings.c2sHdr, rings.c2sData, geo.ringSize);
-    wipeUsed(i32, rings.s2cHdr, rings.s2cData, geo.ringSize);
-    bytesOf(i32).fill(0, Lay.slotOffset(geo, slot) + 4, Lay.slotOffset(geo, slot) + Lay.SLOT_HEADER_SIZE);
+    wipeUsed(region, i32, rings.c2sHdr, rings.c2sData, geo.ringSize);
+    wipeUsed(region, i32, rings.s2cHdr, rings.s2cData, geo.ringSize);
+    bytesOf(i32).fill(0, Lay.slotOffset(geo, slot) + 4, Lay.slotOffset(geo, slot) + Lay.SLOT_SIZE);
     Atomics.store(i32, header + Lay.SLOT.CLIENT, req.client);
     Atomics.store(i32, header + Lay.SLOT.CLIENT_GEN, req.clientGen);
     Atomics.store(i32, header + Lay.SLOT.SERVER, req.server);
@@ -291,8 +301,6 @@ export function reapSide(
   const other = isClient ? server : client;
   const otherGen = isClient ? serverGen : clientGen;
   if (other < 0 || other >= geo.maxPeers || other === id || !alive(other, otherGen)) return true;
-  const bit = 1 << (slot & 31);
-  const old = Atomics.or(i32, (Lay.pendingOffset(geo, other) >>> 2) + (slot >> 5), bit);
-  if ((old & bit) === 0) wake(other);
+  if (Lay.markPending(i32, geo, other, slot)) wake(other);
   return true;
 }

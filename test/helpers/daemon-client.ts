@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Geometry, HEADER, readHeader } from '../../src/shm/layout';
+import { Geometry, HEADER, readHeader, viewSize } from '../../src/shm/layout';
 import { NativeRegion, native } from '../../src/shm/native';
 import { HELLO } from '../../src/shm/notes';
 import { Proc, spawnNode } from '../../tools/kit/proc';
@@ -130,7 +130,7 @@ export interface Handshake {
 export function mapRegion(fd: number): { region: NativeRegion; i32: Int32Array; g: Geometry; daemonPid: number } {
   const addon = native();
   const size = addon.fdSize(fd);
-  const region = new addon.Region(fd, size);
+  const region = new addon.Region(fd, size, 0, viewSize(size));
   const i32 = new Int32Array(region.buffer);
   const geo = readHeader(i32, size);
   return { region, i32, g: geo, daemonPid: i32[HEADER.DAEMON_PID] };

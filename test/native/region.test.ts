@@ -190,4 +190,50 @@ describe('native addon', () => {
       }
     });
   });
+  describe('Region with a view', () => {
+    const BIG = 6 * 1024 ** 3; // past any TypedArray limit of Node 20 (4 GiB): sparse, no memory
+
+    it('maps all of a region larger than an ArrayBuffer may be and views only its start; zero(), copy() and rings reach the rest', () => {
+      const fd = addon.memfdCreate('big', BIG);
+      const res = new addon.Region(fd, BIG, 0, 65536);
+      const other = new addon.Region(fd, 65536, BIG - 65536);
+      try {
+        expect(res.size).to.equal(BIG);
+        expect(res.buffer.byteLength).to.equal(65536);
+        // A ring whose header sits in the view and whose data lies past 4 GiB.
+        const data = BIG - 32768;
+        const producer = new addon.Ring(res, 0, data, 4096, true);
+        const consumer = new addon.Ring(res, 0, data, 4096, false);
+        expect(producer.write(Buffer.from('far away'))).to.equal(8);
+        expect(consumer.read(100)!.toString()).to.equal('far away');
+        expect(new Uint8Array(other.buffer)[32768]).to.equal('f'.charCodeAt(0));
+        expect(res.copy(data, 8).toString()).to.equal('far away');
+        res.zero(data + 1, 3);
+        expect(res.copy(data, 8).toString()).to.equal('f\0\0\0away');
+        expect(res.resident(BIG - 65536, 65536)).to.equal(4096);
+      } finally {
+        res.close();
+        other.close();
+        addon.close(fd);
+      }
+    });
+
+    it('refuses a view larger than the mapping or not positive, and zero()/copy() outside it', () => {
+      const fd = addon.memfdCreate('r', 8192);
+      const res = new addon.Region(fd, 8192, 0, 4096);
+      try {
+        expect(codeOf(() => new addon.Region(fd, 4096, 0, 8192)).code).to.equal('ERR_ZIVM_BAD_ARG');
+        expect(codeOf(() => new addon.Region(fd, 4096, 0, 0)).code).to.equal('ERR_ZIVM_BAD_ARG');
+        expect(codeOf(() => res.zero(8000, 200)).code).to.equal('ERR_ZIVM_BAD_ARG');
+        expect(codeOf(() => res.copy(-1, 2)).code).to.equal('ERR_ZIVM_BAD_ARG');
+        expect(codeOf(() => res.copy(8192, 1)).code).to.equal('ERR_ZIVM_BAD_ARG');
+        expect(res.copy(8192, 0).length).to.equal(0);
+      } finally {
+        res.close();
+        addon.close(fd);
+      }
+      expect(codeOf(() => res.copy(0, 1)).code).to.equal('ERR_ZIVM_CLOSED');
+      expect(codeOf(() => res.zero(0, 1)).code).to.equal('ERR_ZIVM_CLOSED');
+    });
+  });
 });

@@ -71,14 +71,14 @@ def recv_msg(sock, timeout):
 
 
 # The region layout (src/shm/layout.ts), as an attacker reads it.
-H_VECTORS, H_MAX_PEERS, H_MAX_LISTENERS, H_NSLOTS, H_RING_SIZE, H_SLOT_STRIDE = 5, 6, 7, 8, 9, 10
+H_VECTORS, H_MAX_PEERS, H_MAX_LISTENERS, H_NSLOTS, H_RING_SIZE, H_RINGS_OFF = 5, 6, 7, 8, 9, 10
 H_PEERS_OFF, H_LISTENERS_OFF, H_PENDING_OFF, H_PENDING_STRIDE, H_SLOTS_OFF = 14, 15, 16, 17, 18
 PEER_SIZE, LISTENER_SIZE = 128, 64
 P_GEN = 1
 L_STATE, L_OWNER, L_OWNER_GEN, L_PORT, L_FAMILY = 0, 1, 2, 3, 4
 S_STATE, S_CLIENT, S_CLIENT_GEN, S_SERVER, S_SERVER_GEN, S_LISTENER, S_LISTENER_STATE, S_FAMILY = 0, 1, 2, 3, 4, 5, 6, 7
 S_CLIENT_ADDR, S_CLIENT_PORT, S_SERVER_ADDR, S_SERVER_PORT, S_CLIENT_FLAGS, S_SERVER_FLAGS = 8, 12, 13, 17, 32, 48
-RING_C2S_HDR, SLOT_HEADER_SIZE = 256, 4096
+RING_C2S_HDR, SLOT_SIZE = 256, 1024
 LST_ACTIVE, SLOT_FREE, SLOT_CONNECTING = 2, 0, 2
 
 
@@ -172,7 +172,10 @@ def main():
         return found
 
     def slot_base(n):
-        return hdr(H_SLOTS_OFF) + n * hdr(H_SLOT_STRIDE)
+        return hdr(H_SLOTS_OFF) + n * SLOT_SIZE
+
+    def data_base(n):
+        return hdr(H_RINGS_OFF) + n * 2 * hdr(H_RING_SIZE)
 
     def ring(peer, vector=0):
         if device is not None:
@@ -195,7 +198,7 @@ def main():
             if state & 0xff != SLOT_FREE:
                 continue
             gen = ((state >> 8) + 1) & 0xffffff
-            region[base + 4:base + SLOT_HEADER_SIZE] = bytes(SLOT_HEADER_SIZE - 4)
+            region[base + 4:base + SLOT_SIZE] = bytes(SLOT_SIZE - 4)
             client = entry['owner'] if cmd.get('as') == 'owner' else my_id
             my_gen = word(hdr(H_PEERS_OFF) + client * PEER_SIZE + 4 * P_GEN)
             for field, val in ((S_CLIENT, client), (S_CLIENT_GEN, my_gen), (S_SERVER, entry['owner']),
@@ -210,12 +213,18 @@ def main():
                 put(ring_hdr + 4, 0x7fffffff)  # the head's high half: 2^62 bytes written
             elif cmd.get('data'):
                 data = cmd['data'].encode('latin1')
-                region[base + SLOT_HEADER_SIZE:base + SLOT_HEADER_SIZE + len(data)] = data
+                region[data_base(n):data_base(n) + len(data)] = data
                 put(ring_hdr, len(data))
             put(base, (gen << 8) | SLOT_CONNECTING)
             owner = entry['owner']
-            bitmap = hdr(H_PENDING_OFF) + owner * hdr(H_PENDING_STRIDE) + 4 * (n >> 5)
+            # The owner's pending area: a summary (one bit per bitmap word, 64-byte aligned), then the bitmap.
+            area = hdr(H_PENDING_OFF) + owner * hdr(H_PENDING_STRIDE)
+            bitmap_words = (hdr(H_NSLOTS) + 31) // 32
+            summary_bytes = ((bitmap_words + 31) // 32 * 4 + 63) // 64 * 64
+            bitmap = area + summary_bytes + 4 * (n >> 5)
             put(bitmap, word(bitmap) | (1 << (n & 31)))
+            summary = area + 4 * ((n >> 5) >> 5)
+            put(summary, word(summary) | (1 << ((n >> 5) & 31)))
             return {'slot': n, 'gen': gen, 'owner': owner, 'rung': ring(owner)}
         raise ValueError('no free slot')
 

@@ -29,7 +29,7 @@ function slotOf(sock: net.Socket): number {
 function inRings(slot: number, marker: Buffer): boolean {
   const domain = currentDomain()!;
   const rings = Lay.ringOffsets(domain.geo, slot);
-  const data = Buffer.from(domain.i32.buffer, rings.c2sData, 2 * domain.geo.ringSize);
+  const data = domain.region.copy(rings.c2sData, 2 * domain.geo.ringSize);
   return data.includes(marker);
 }
 

@@ -37,7 +37,7 @@ export const GUEST_PINGPONG = 4; // answer each doorbell on the host's vector 0 
 export const GUEST_DONE = 5; // about to exit
 
 export function scratchOffset(geo: Geometry): number {
-  const end = geo.slotsOff + geo.nslots * geo.slotStride;
+  const end = geo.ringsOff + geo.nslots * 2 * geo.ringSize;
   if (geo.size - end >= SCRATCH_SIZE + PAGE) return end;
   const res = ringOffsets(geo, geo.nslots - 1);
   if (geo.ringSize < SCRATCH_SIZE) throw new Error(`no room for the VM test's scratch area (ring ${geo.ringSize})`);
