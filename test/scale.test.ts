@@ -96,7 +96,7 @@ describe(`${RING} processes in a ring`, function () {
       const batch = [];
       for (let k = 0; k < count; k++) batch.push(spawnPeer('ring-member', [], env));
       members.push(...batch);
-      for (const member of batch) ports.push((await member.event('listening', 60000)).port as number);
+      for (const member of batch) ports.push((await member.event('listening', Math.max(60000, members.length * 300))).port as number);
       rss = Math.max(rss, ...batch.map((member) => rssOf(member.pid)));
     }
     const ring = members.length;
@@ -105,10 +105,12 @@ describe(`${RING} processes in a ring`, function () {
         `      memory allows ${ring} of the ${RING} processes asked for (${(rss / 1048576).toFixed(0)} MiB resident each, ` +
           `${(memAvailable() / 1073741824).toFixed(1)} GiB left)\n`,
       );
+    // Every process gets to run on a 2-core machine: the waits grow with their number.
+    const wait = Math.max(60000, ring * 300);
     const t0 = Date.now();
-    members.forEach((member, k) => member.send({ cmd: 'connect', port: ports[(k + 1) % ring] }));
+    members.forEach((member, k) => member.send({ cmd: 'connect', port: ports[(k + 1) % ring], wait: wait / 2 }));
     const results: Json[] = [];
-    for (const member of members) results.push(await member.next((line) => line.event === 'done' || line.event === 'error', 60000));
+    for (const member of members) results.push(await member.next((line) => line.event === 'done' || line.event === 'error', wait));
     const ms = Date.now() - t0;
     const errors = results.filter((res) => res.event !== 'done');
     expect(errors, 'errors').to.deep.equal([]);

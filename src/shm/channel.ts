@@ -19,9 +19,9 @@ const EPHEMERAL_LOW = 32768;
  * A ring that carried at least this much since it was last given back gives
  * its pages back once it has stood empty for a re-check (about a second), and
  * when the connection ends: memory follows traffic. Smaller ones keep theirs
- * (a page or two), wiped when the slot is taken again.
+ * (two pages at most), wiped when the slot is taken again.
  */
-const TRIM_MIN = 64 * 1024;
+const TRIM_MIN = 8 * 1024;
 const EPHEMERAL_COUNT = 60999 - 32768 + 1;
 
 export type Side = 'client' | 'server';

@@ -47,8 +47,17 @@ export interface ListenerHandler {
 
 /** Units of work done in one turn of the event loop before the rest waits for the next. */
 const MAX_ROUNDS = 64;
-/** How often a peer looks whether its node's addresses changed. */
+/**
+ * How often a peer looks whether its node's addresses changed: every second
+ * for the first ADDR_FAST_COUNT looks after joining (a guest's tap gets its
+ * carrier, a namespace its addresses, while its processes start), then every
+ * ADDR_SLOW_MS. Each look is a netlink dump of the node's addresses: about a
+ * millisecond of CPU here, which a thousand idle processes would pay every
+ * second.
+ */
 const ADDR_REFRESH_MS = 1000;
+const ADDR_FAST_COUNT = 10;
+const ADDR_SLOW_MS = 10000;
 /**
  * How often every end of every connection, and every connection request for
  * us, is looked at whether or not a doorbell rang: a wake-up lost, or
@@ -167,7 +176,14 @@ export class Domain {
     this.refreshAddrs();
     Peers.goAlive(this.i32, geo, id);
     // Interfaces come up (a tap gets its carrier) and addresses change after we joined.
-    this.addrTimer = setInterval(() => this.refreshAddrs(), ADDR_REFRESH_MS);
+    let looks = 0;
+    this.addrTimer = setInterval(() => {
+      this.refreshAddrs();
+      if (++looks !== ADDR_FAST_COUNT) return;
+      clearInterval(this.addrTimer);
+      this.addrTimer = setInterval(() => this.refreshAddrs(), ADDR_SLOW_MS);
+      this.addrTimer.unref();
+    }, ADDR_REFRESH_MS);
     this.addrTimer.unref();
     this.recheckTimer = setInterval(() => this.recheck(), RECHECK_MS);
     this.recheckTimer.unref();
