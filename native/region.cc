@@ -189,15 +189,9 @@ Napi::Value Region::Resident(const Napi::CallbackInfo& info) {
 // they are no longer memory until written again). offset and length page
 // aligned. False where the mapping cannot (a device's memory).
 Napi::Value Region::Discard(const Napi::CallbackInfo& info) {
-  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
-  Napi::Env env = info.Env();
-  if (closed()) {
-    ThrowCode(env, ERR_CLOSED, "region is closed");
-    return Napi::Value();
-  }
   int64_t offset, length;
-  if (!ArgInteger(info, 0, "offset", 0, static_cast<int64_t>(size_), &offset)) return Napi::Value();
-  if (!ArgInteger(info, 1, "length", 0, static_cast<int64_t>(size_) - offset, &length)) return Napi::Value();
+  if (!EnterRange(info, kMaxSafeInteger, &offset, &length)) return Napi::Value();
+  Napi::Env env = info.Env();
   const int64_t page = sysconf(_SC_PAGESIZE);
   if (offset % page != 0 || length % page != 0) {
     ThrowRangeError(env, "discard: offset and length must be multiples of the page size (" + std::to_string(page) + ")");
@@ -237,37 +231,34 @@ Napi::Value Region::Close(const Napi::CallbackInfo& info) {
 }
 
 
+// The common start of the calls on a byte range of the mapping: right class,
+// still mapped, and [offset, offset + length) inside it, length at most `most`.
+bool Region::EnterRange(const Napi::CallbackInfo& info, int64_t most, int64_t* offset, int64_t* length) {
+  if (!CheckThis(info, &kRegionTag)) return false;
+  if (closed()) {
+    ThrowCode(info.Env(), ERR_CLOSED, "region is closed");
+    return false;
+  }
+  if (!ArgInteger(info, 0, "offset", 0, static_cast<int64_t>(size_), offset)) return false;
+  return ArgInteger(info, 1, "length", 0, std::min<int64_t>(static_cast<int64_t>(size_) - *offset, most), length);
+}
+
 // zero(offset, length): writes zeros over [offset, offset + length) of the
 // mapping, anywhere in it (the buffer may view only its start).
 Napi::Value Region::Zero(const Napi::CallbackInfo& info) {
-  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
-  Napi::Env env = info.Env();
-  if (closed()) {
-    ThrowCode(env, ERR_CLOSED, "region is closed");
-    return Napi::Value();
-  }
   int64_t offset, length;
-  if (!ArgInteger(info, 0, "offset", 0, static_cast<int64_t>(size_), &offset)) return Napi::Value();
-  if (!ArgInteger(info, 1, "length", 0, static_cast<int64_t>(size_) - offset, &length)) return Napi::Value();
+  if (!EnterRange(info, kMaxSafeInteger, &offset, &length)) return Napi::Value();
   if (length > 0) memset(mapping_->addr + offset, 0, static_cast<size_t>(length));
-  return env.Undefined();
+  return info.Env().Undefined();
 }
 
-
 // copy(offset, length): a new Buffer with the bytes of [offset, offset + length),
-// anywhere in the mapping (for inspection: nothing on a connection's path).
+// at most 1 GiB, anywhere in the mapping (for inspection: nothing on a
+// connection's path).
 Napi::Value Region::Copy(const Napi::CallbackInfo& info) {
-  if (!CheckThis(info, &kRegionTag)) return Napi::Value();
-  Napi::Env env = info.Env();
-  if (closed()) {
-    ThrowCode(env, ERR_CLOSED, "region is closed");
-    return Napi::Value();
-  }
   int64_t offset, length;
-  if (!ArgInteger(info, 0, "offset", 0, static_cast<int64_t>(size_), &offset)) return Napi::Value();
-  if (!ArgInteger(info, 1, "length", 0, std::min<int64_t>(static_cast<int64_t>(size_) - offset, int64_t{1} << 30), &length))
-    return Napi::Value();
-  return Napi::Buffer<uint8_t>::Copy(env, mapping_->addr + offset, static_cast<size_t>(length));
+  if (!EnterRange(info, int64_t{1} << 30, &offset, &length)) return Napi::Value();
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), mapping_->addr + offset, static_cast<size_t>(length));
 }
 
 }  // namespace zivm

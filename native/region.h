@@ -46,6 +46,7 @@ class Region : public Napi::ObjectWrap<Region> {
   Napi::Value Discard(const Napi::CallbackInfo& info);
   Napi::Value Zero(const Napi::CallbackInfo& info);
   Napi::Value Copy(const Napi::CallbackInfo& info);
+  bool EnterRange(const Napi::CallbackInfo& info, int64_t most, int64_t* offset, int64_t* length);
 
   static void FinalizeBuffer(napi_env env, void* data, void* hint);
   static void EnvCleanup(void* arg);
