@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { HEADER, PEER, PEER_FREE, PEER_JOINING, peerOffset } from '../../src/shm/layout';
+import { HEADER, PEER, PEER_FREE, PEER_JOINING, VERSION, peerOffset } from '../../src/shm/layout';
 import { native } from '../../src/shm/native';
 import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { Handshake, RawClient, mapRegion } from '../helpers/daemon-client';
@@ -218,7 +218,7 @@ function parseProbe(output: string): Map<string, Probe> {
     const holder = probe.get('header');
     expect(holder, explain()).to.not.equal(undefined);
     expect(holder!.magic).to.deep.equal(['4d56495a', '4e474552']);
-    expect(holder!.version).to.equal(1);
+    expect(holder!.version).to.equal(VERSION);
     expect(holder!.nonce).to.equal(host.nonce);
     expect(holder!.daemonPid).to.equal(host.daemonPid);
     expect(holder!.daemonPid).to.equal(server!.child.pid);
