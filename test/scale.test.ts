@@ -114,7 +114,8 @@ describe(`${RING} processes in a ring`, function () {
     const ms = Date.now() - t0;
     const errors = results.filter((res) => res.event !== 'done');
     expect(errors, 'errors').to.deep.equal([]);
-    expect(results.filter((res) => res.transport !== 'shm').length, 'client ends not over shared memory').to.equal(0);
+    const why = results.filter((res) => res.why).map((res) => JSON.stringify(res.why));
+    expect(results.filter((res) => res.transport !== 'shm').length, `client ends not over shared memory (${[...new Set(why)].join('; ')})`).to.equal(0);
     expect(results.filter((res) => res.accepted !== 'shm').length, 'server ends not over shared memory').to.equal(0);
     expect(results.filter((res) => !res.ok).length, 'echoes that differ').to.equal(0);
     const fds = results.map((res) => res.fds as number).sort((first, second) => first - second);
