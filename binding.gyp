@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/region.cc",
         "native/ring.cc",
+        "native/readpool.cc",
         "native/doorbell.cc",
         "native/callback.cc",
         "native/spin.cc",

@@ -7,6 +7,7 @@
 #include "spin.h"
 #include "fdpass.h"
 #include "region.h"
+#include "readpool.h"
 #include "ring.h"
 #include "vfio.h"
 
@@ -16,6 +17,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("Region", Region::Init(env));
   exports.Set("Ring", Ring::Init(env));
+  exports.Set("readPool", Napi::Function::New<ReadPoolStats>(env, "readPool"));
+  exports.Set("readPoolTrim", Napi::Function::New<ReadPoolTrim>(env, "readPoolTrim"));
   exports.Set("Poller", Poller::Init(env));
   exports.Set("Spinner", Spinner::Init(env));
   exports.Set("memfdCreate", Napi::Function::New<MemfdCreate>(env, "memfdCreate"));

@@ -7,6 +7,7 @@
 
 #include "errors.h"
 #include "layout.h"
+#include "readpool.h"
 
 namespace zivm {
 
@@ -244,17 +245,14 @@ Napi::Value Ring::Read(const Napi::CallbackInfo& info) {
   if (!Used(env, &used)) return Napi::Value();
   if (used == 0) return env.Null();
   size_t n = static_cast<size_t>(std::min<uint64_t>(used, static_cast<uint64_t>(max)));
-  napi_value buf;
-  void* dst = nullptr;
-  if (napi_create_buffer(env, n, &dst, &buf) != napi_ok) {
-    if (!env.IsExceptionPending()) ThrowCode(env, "ERR_ZIVM_NO_MEMORY", "could not allocate a Buffer of " + Str(n) + " bytes");
-    return Napi::Value();
-  }
+  uint8_t* dst = nullptr;
+  Napi::Value buf = NewReadBuffer(env, n, &dst);
+  if (buf.IsEmpty()) return Napi::Value();
   // Allocation may run GC but no JS: the region is still mapped (we hold it).
-  CopyOut(pos_, static_cast<uint8_t*>(dst), n);
+  CopyOut(pos_, dst, n);
   pos_ += n;
   Publish(pos_);
-  return Napi::Value(env, buf);
+  return buf;
 }
 
 Napi::Value Ring::Head(const Napi::CallbackInfo& info) {

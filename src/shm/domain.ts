@@ -230,10 +230,12 @@ export class Domain {
    * been rung (see RECHECK_MS). Looking at every slot header each second
    * would cost every idle process a walk over the whole slot table (16,365
    * entries by default); a request whose bit someone cleared is found within
-   * nslots / RECHECK_SLOTS seconds.
+   * nslots / RECHECK_SLOTS seconds. Read buffers not used for a second give
+   * their pages back too.
    */
   private recheck(): void {
     if (!this.alive) return;
+    native().readPoolTrim();
     this.harvest(true);
     for (let end = 0; end < this.handlers.length; end++) {
       const handler = this.handlers[end];

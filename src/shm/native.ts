@@ -154,6 +154,14 @@ export interface Native {
    */
   Poller: new (fd: number, onReadable: (status: number, round: number) => unknown, drainEventfd: boolean) => NativePoller;
 
+  /**
+   * This thread's pool of 64 KiB read buffers (reads of 32 KiB or more use
+   * one): chunks free, handed out (their Buffers not yet collected), and
+   * that may hold pages.
+   */
+  readPool(): { free: number; out: number; resident: number; chunk: number };
+  /** Gives the pages of free read chunks beyond a few back, once no read has taken one for a second. Returns how many. */
+  readPoolTrim(): number;
   /** memfd_create(MFD_CLOEXEC|MFD_ALLOW_SEALING) + ftruncate(size) + seal against shrink/grow. Returns the fd. */
   memfdCreate(name: string, size: number): number;
   /** fstat(fd).st_size */

@@ -1,0 +1,143 @@
+#include "readpool.h"
+
+#include <sys/mman.h>
+#include <time.h>
+
+#include <string>
+#include <vector>
+
+#include "errors.h"
+
+namespace zivm {
+
+namespace {
+
+// Set once this thread's pool has been destroyed (thread or process exit): a
+// Buffer collected after that leaves its chunk alone. A trivially destructible
+// thread_local, readable at any time.
+thread_local bool poolGone = false;
+
+// A pool is trimmed once no chunk has been taken for this long.
+constexpr int64_t kTrimIdleNs = 1000000000;
+
+int64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+struct Pool {
+  uint8_t* base = nullptr;  // READ_POOL_CHUNKS chunks, reserved on first use
+  bool unavailable = false;  // the reservation failed: no pooling on this thread
+  uint32_t fresh = 0;        // chunks [fresh, READ_POOL_CHUNKS) never handed out
+  // Free chunks, most recently returned last; free[0, trimmed) have no pages.
+  std::vector<uint32_t> free;
+  size_t trimmed = 0;
+  size_t out = 0;
+  int64_t lastTakeNs = 0;
+
+  ~Pool() {
+    poolGone = true;
+    // Buffers still alive keep pointing into the mapping: leave it then.
+    if (base != nullptr && out == 0) munmap(base, READ_POOL_CHUNKS * READ_POOL_CHUNK);
+  }
+
+  uint8_t* Take() {
+    if (base == nullptr && !unavailable) {
+      void* p = mmap(nullptr, READ_POOL_CHUNKS * READ_POOL_CHUNK, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p == MAP_FAILED) {
+        unavailable = true;
+      } else {
+        base = static_cast<uint8_t*>(p);
+        free.reserve(READ_POOL_CHUNKS);
+      }
+    }
+    if (base == nullptr) return nullptr;
+    uint32_t i;
+    if (!free.empty()) {
+      i = free.back();
+      free.pop_back();
+      if (trimmed > free.size()) trimmed = free.size();
+    } else if (fresh < READ_POOL_CHUNKS) {
+      i = fresh++;
+    } else {
+      return nullptr;
+    }
+    out++;
+    lastTakeNs = NowNs();
+    return base + static_cast<size_t>(i) * READ_POOL_CHUNK;
+  }
+
+  void Give(uint8_t* chunk) {
+    out--;
+    free.push_back(static_cast<uint32_t>((chunk - base) / READ_POOL_CHUNK));
+  }
+
+  size_t Trim() {
+    if (NowNs() - lastTakeNs < kTrimIdleNs) return 0;
+    if (free.size() <= READ_POOL_KEEP) return 0;
+    size_t upTo = free.size() - READ_POOL_KEEP;
+    size_t n = 0;
+    for (size_t k = trimmed; k < upTo; k++) {
+      madvise(base + static_cast<size_t>(free[k]) * READ_POOL_CHUNK, READ_POOL_CHUNK, MADV_DONTNEED);
+      n++;
+    }
+    if (upTo > trimmed) trimmed = upTo;
+    return n;
+  }
+};
+
+thread_local Pool pool;
+
+// Runs on the thread of the Buffer's environment (Node defers a Buffer's
+// finalizer to its event loop).
+void Release(napi_env, void* data, void*) {
+  if (!poolGone) pool.Give(static_cast<uint8_t*>(data));
+}
+
+}  // namespace
+
+Napi::Value NewReadBuffer(Napi::Env env, size_t n, uint8_t** data) {
+  napi_value buf;
+  if (n >= READ_POOL_MIN && n <= READ_POOL_CHUNK) {
+    uint8_t* chunk = pool.Take();
+    if (chunk != nullptr) {
+      if (napi_create_external_buffer(env, n, chunk, Release, nullptr, &buf) == napi_ok) {
+        *data = chunk;
+        return Napi::Value(env, buf);
+      }
+      // A runtime that does not allow external buffers: a Buffer of its own.
+      pool.Give(chunk);
+      if (env.IsExceptionPending()) env.GetAndClearPendingException();
+    }
+  }
+  void* dst = nullptr;
+  if (napi_create_buffer(env, n, &dst, &buf) != napi_ok) {
+    if (!env.IsExceptionPending()) {
+      ThrowCode(env, "ERR_ZIVM_NO_MEMORY", "could not allocate a Buffer of " + std::to_string(n) + " bytes");
+    }
+    return Napi::Value();
+  }
+  *data = static_cast<uint8_t*>(dst);
+  return Napi::Value(env, buf);
+}
+
+Napi::Value ReadPoolStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  size_t freeCount = poolGone ? 0 : pool.free.size();
+  size_t trimmed = poolGone ? 0 : pool.trimmed;
+  o.Set("free", Napi::Number::New(env, static_cast<double>(freeCount)));
+  o.Set("out", Napi::Number::New(env, static_cast<double>(poolGone ? 0 : pool.out)));
+  // Chunks that may hold pages: handed out, or free and not trimmed.
+  o.Set("resident", Napi::Number::New(env, static_cast<double>(poolGone ? 0 : pool.out + freeCount - trimmed)));
+  o.Set("chunk", Napi::Number::New(env, static_cast<double>(READ_POOL_CHUNK)));
+  return o;
+}
+
+Napi::Value ReadPoolTrim(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(poolGone ? 0 : pool.Trim()));
+}
+
+}  // namespace zivm
