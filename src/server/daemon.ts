@@ -337,8 +337,9 @@ export class Daemon extends EventEmitter {
 
   /**
    * A member said HELLO: it is a host process running zivm (QEMU never sends
-   * a thing). It learns the host processes among the members, and the other
-   * host processes learn that it is one. A domain that admits guests says so:
+   * a thing). In a domain that admits guests, it learns the host processes
+   * among the members, and the other host processes learn that it is one; such
+   * a domain says so:
    * host processes connect to each other in a domain no guest maps
    * (route.ts), never here.
    */
@@ -347,10 +348,17 @@ export class Daemon extends EventEmitter {
     member.host = true;
     if (this.guests) this.send(member, note(NOTE_GUESTS, 1), -1, -1);
     if (member.onRequest) this.send(member, note(NOTE_ON_REQUEST, 1), -1, -1);
-    const hosts = [...this.clients.values()].filter((other) => other.host && !other.gone);
-    for (const other of hosts) {
-      this.send(member, note(NOTE_MEMBER, other.id), -1, -1);
-      if (other !== member) this.send(other, note(NOTE_MEMBER, member.id), -1, -1);
+    // Where guests are admitted, every host process learns which members are
+    // host processes. Elsewhere every member is one (it said HELLO before it
+    // was admitted) and nobody is told: each join costs the daemon one
+    // member's messages, not one to every member (1,000 processes joining one
+    // after another would make a million).
+    if (this.guests) {
+      const hosts = [...this.clients.values()].filter((other) => other.host && !other.gone);
+      for (const other of hosts) {
+        this.send(member, note(NOTE_MEMBER, other.id), -1, -1);
+        if (other !== member) this.send(other, note(NOTE_MEMBER, member.id), -1, -1);
+      }
     }
     for (const addr of this.guestAddrs) for (const value of guestAddrNotes(addr.family, addr.bytes)) this.send(member, value, -1, -1);
     this.send(member, note(NOTE_END, 0), -1, -1);

@@ -268,9 +268,13 @@ export class Domain {
     return this.guestAddrs.some((declared) => declared.family === addr.family && sameBytes(declared.bytes, addr.bytes));
   }
 
-  /** Is peer `id` a host process, as the daemon told us (never as the region says)? */
+  /**
+   * Is peer `id` a host process, as the daemon told us (never as the region
+   * says)? In a domain that admits no guests, every member is: the daemon
+   * admitted each one after it said HELLO.
+   */
   isHostProcess(id: number): boolean {
-    return this.bells.hostMembers.has(id);
+    return (!this.guest && !this.admitsGuests) || this.bells.hostMembers.has(id);
   }
 
   /** Is peer `id` of generation `gen` a member right now? */
