@@ -27,6 +27,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("notify", Napi::Function::New<Notify>(env, "notify"));
   exports.Set("drain", Napi::Function::New<Drain>(env, "drain"));
   exports.Set("unixListen", Napi::Function::New<UnixListen>(env, "unixListen"));
+  exports.Set("socketPair", Napi::Function::New<SocketPair>(env, "socketPair"));
   exports.Set("unixAccept", Napi::Function::New<UnixAccept>(env, "unixAccept"));
   exports.Set("unixConnect", Napi::Function::New<UnixConnect>(env, "unixConnect"));
   exports.Set("sendMsg", Napi::Function::New<SendMsg>(env, "sendMsg"));

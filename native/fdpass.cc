@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <string>
 
@@ -26,15 +27,24 @@ constexpr int kMaxFdsPerMsg = 16;  // more are closed on arrival
 constexpr int kSplitWaitMs = 1000;  // how long to wait for the rest of a split message
 constexpr int kConnectTimeoutSec = 1;  // a listener whose backlog stays full
 
-bool MakeAddr(Napi::Env env, const std::string& path, sockaddr_un* addr) {
+// A path, or "@name" for a name in the abstract namespace (Linux: no file,
+// scoped to the network namespace). *len is the address length to pass on.
+bool MakeAddr(Napi::Env env, const std::string& path, sockaddr_un* addr, socklen_t* len) {
   memset(addr, 0, sizeof *addr);
   addr->sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr->sun_path) {
+  bool abstract = !path.empty() && path[0] == '@';
+  if (path.size() < (abstract ? 2u : 1u) || path.size() >= sizeof addr->sun_path) {
     ThrowRangeError(env, "unix socket path must be 1.." + std::to_string(sizeof addr->sun_path - 1) + " bytes, got " +
                              std::to_string(path.size()));
     return false;
   }
   memcpy(addr->sun_path, path.data(), path.size());
+  if (abstract) {
+    addr->sun_path[0] = '\0';
+    *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  } else {
+    *len = sizeof *addr;
+  }
   return true;
 }
 
@@ -132,13 +142,14 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   if (!ArgString(info, 0, "path", &path)) return Napi::Value();
   if (!ArgInteger(info, 1, "backlog", 0, INT32_MAX, &backlog)) return Napi::Value();
   sockaddr_un addr;
-  if (!MakeAddr(env, path, &addr)) return Napi::Value();
+  socklen_t addrLen;
+  if (!MakeAddr(env, path, &addr, &addrLen)) return Napi::Value();
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     ThrowErrno(env, "socket", errno);
     return Napi::Value();
   }
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), addrLen) != 0) {
     int e = errno;
     close(fd);
     ThrowErrno(env, "bind", e, path.c_str());
@@ -151,6 +162,19 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
     return Napi::Value();
   }
   return Napi::Number::New(env, fd);
+}
+
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) {
+    ThrowErrno(env, "socketpair", errno);
+    return Napi::Value();
+  }
+  Napi::Array pair = Napi::Array::New(env, 2);
+  pair.Set(0u, Napi::Number::New(env, fds[0]));
+  pair.Set(1u, Napi::Number::New(env, fds[1]));
+  return pair;
 }
 
 Napi::Value UnixAccept(const Napi::CallbackInfo& info) {
@@ -171,7 +195,8 @@ Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
   std::string path;
   if (!ArgString(info, 0, "path", &path)) return Napi::Value();
   sockaddr_un addr;
-  if (!MakeAddr(env, path, &addr)) return Napi::Value();
+  socklen_t addrLen;
+  if (!MakeAddr(env, path, &addr, &addrLen)) return Napi::Value();
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     ThrowErrno(env, "socket", errno);
@@ -183,7 +208,7 @@ Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
   timeval tv = {kConnectTimeoutSec, 0};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   for (;;) {
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) break;
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), addrLen) == 0) break;
     if (errno == EINTR) continue;  // an interrupted unix connect leaves the socket unconnected
     if (errno == EISCONN) break;
     int e = errno;

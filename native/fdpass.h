@@ -9,6 +9,7 @@ namespace zivm {
 Napi::Value MemfdCreate(const Napi::CallbackInfo& info);
 Napi::Value FdSize(const Napi::CallbackInfo& info);
 Napi::Value UnixListen(const Napi::CallbackInfo& info);
+Napi::Value SocketPair(const Napi::CallbackInfo& info);
 Napi::Value UnixAccept(const Napi::CallbackInfo& info);
 Napi::Value UnixConnect(const Napi::CallbackInfo& info);
 Napi::Value SendMsg(const Napi::CallbackInfo& info);

@@ -31,6 +31,21 @@ export function socketPath(env: Env = process.env): string {
   return path.join(socketDir(env), SOCKET_NAME);
 }
 
+/**
+ * The broker socket of the daemon of user `uid` (server/broker.ts): a name in
+ * the abstract namespace, which belongs to a network namespace, so only
+ * processes in the daemon's own network namespace reach it. ZIVM_BROKER=off:
+ * a daemon brokers nothing and a process dials no broker.
+ */
+export function brokerName(uid: number): string {
+  return `@zivm-broker.${uid}`;
+}
+
+export function brokerOff(env: Env = process.env): boolean {
+  const value = (env.ZIVM_BROKER ?? '').toLowerCase();
+  return value === 'off' || value === '0' || value === 'false';
+}
+
 /** The lock file that goes with a daemon socket. */
 export function lockPath(sock: string): string {
   return `${sock}.lock`;

@@ -12,6 +12,7 @@ import { Channel } from '../shm/channel';
 import { type ListenSpec, register, unregister } from '../shm/directory';
 import { type Addr, isLoopback, parseAddr } from '../shm/addrs';
 import * as Ticket from '../shm/ticket';
+import { servePair } from '../shm/pairs';
 import { ShmHandle } from './handle';
 import { acceptedSocket, type Socket } from './socket';
 import { internals } from './internals';
@@ -177,6 +178,15 @@ function registerIn(server: ServerInternals, listening: Listening, domain: Domai
   const reg: Registration = { domain, index: entry.index, word: entry.word, addr: listening.spec.addr, port: listening.spec.port };
   listening.regs.push(reg);
   domain.acceptors.set(entry.index, { onIncoming: (slot, word) => incoming(server, reg, slot, word) });
+  if (!domain.guest && !domain.admitsGuests && !domain.pair) {
+    // Its daemon may pair this listener with processes of other users (shm/pairs.ts).
+    let byIndex = hostListeners.get(domain);
+    if (!byIndex) {
+      hostListeners.set(domain, (byIndex = new Map<number, { server: ServerInternals; reg: Registration }>()));
+      domain.bells.on('serve', (payload, fd) => onServe(domain, payload, fd));
+    }
+    byIndex.set(entry.index, { server, reg });
+  }
   const whose = domain.guest || !domain.admitsGuests ? 'shared memory' : 'the shared memory of guests';
   debug('listening on %s over TCP and %s (listener %d)', listening.text, whose, entry.index);
 }
@@ -188,8 +198,34 @@ function unregisterShm(server: ServerInternals): void {
   forGuests.delete(server);
   for (const reg of listening.regs.splice(0)) {
     reg.domain.acceptors.delete(reg.index);
-    unregister(reg.domain, reg.index, reg.word);
+    if (hostListeners.get(reg.domain)?.get(reg.index)?.reg === reg) hostListeners.get(reg.domain)!.delete(reg.index);
+    if (reg.domain.alive) unregister(reg.domain, reg.index, reg.word);
   }
+}
+
+/** Our listeners in each host domain, by index: what its daemon names when it pairs one (SERVE). */
+const hostListeners = new Map<Domain, Map<number, { server: ServerInternals; reg: Registration }>>();
+
+/**
+ * The daemon paired our listener `hostIndex` with a process of another user:
+ * it takes that listener's connections in the pair domain too, each vetted as
+ * from the network within our namespace (ticket.ts).
+ */
+function onServe(host: Domain, payload: number, fd: number): void {
+  const served = servePair(host, payload, fd);
+  if (!served) return;
+  const { pair, hostIndex, pairIndex, word } = served;
+  const mine = hostListeners.get(host)?.get(hostIndex);
+  const listening = mine?.server[kListener];
+  if (!mine || !listening || !listening.regs.includes(mine.reg)) {
+    debug('paired listener %d is gone: its requests in the pair domain are refused', hostIndex);
+    return;
+  }
+  if (pair.acceptors.has(pairIndex)) return;
+  const reg: Registration = { domain: pair, index: pairIndex, word, addr: mine.reg.addr, port: mine.reg.port };
+  listening.regs.push(reg);
+  pair.acceptors.set(pairIndex, { onIncoming: (slot, slotWord) => incoming(mine.server, reg, slot, slotWord) });
+  debug('listening on %s in a pair domain with a process of another user too (listener %d)', listening.text, pairIndex);
 }
 
 /*
@@ -218,7 +254,7 @@ function incoming(server: ServerInternals, reg: Registration, slot: number, word
   // A host process vets each request (ticket.ts); inside a guest, its agent's domain is the guest's own.
   if (!domain.guest) {
     snap = Ticket.snapshot(domain.i32, domain.geo, slot);
-    const verdict = Ticket.vet(domain.admitsGuests, domain.guestAddrs, reg, snap);
+    const verdict = Ticket.vet(domain.pair ? 'pair' : domain.admitsGuests ? 'guests' : 'host', domain.guestAddrs, reg, snap);
     if (verdict.refused !== undefined || snap[0] !== word) {
       debug('refused the connection request in slot %d: %s', slot, verdict.refused ?? 'it changed while being read');
       Channel.refuse(domain, slot, word);

@@ -17,6 +17,7 @@ import { track, untrack } from './stats';
 import { getDomain, lastJoinError } from '../shm/join';
 import { Channel } from '../shm/channel';
 import { guestDomains, route } from '../shm/route';
+import { pairsPossible } from '../shm/pairs';
 import { parseAddr } from '../shm/addrs';
 
 const NetSocket = net.Socket;
@@ -88,7 +89,7 @@ patched.connect = function connect(this: SocketInternals, ...args: unknown[]) {
     this[kTransport] = options.path != null ? 'pipe' : 'tcp';
     return base.connect.call(this, normalized);
   }
-  if (!getDomain(false) && guestDomains().length === 0) {
+  if (!getDomain(false) && guestDomains().length === 0 && !pairsPossible()) {
     this[kTransport] = 'tcp';
     chose(this, 'tcp', `no zivm domain here${lastJoinError ? ` (${lastJoinError.message})` : ''}`, options.host as string, options.port as number);
     return base.connect.call(this, normalized);

@@ -9,17 +9,24 @@ import crypto from 'node:crypto';
 import { viewSize } from '../shm/layout';
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
-import { DEFAULT_GUEST_SIZE, DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
+import { brokerOff, DEFAULT_GUEST_SIZE, DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
 import { debug } from '../log';
 import { Geometry, HEADER, REGION_STATE_READY, computeGeometry, geometryName, writeHeader } from '../shm/layout';
-import { Native, NativePoller, NativeRegion, closeQuiet, native } from '../shm/native';
+import { Native, NativePoller, NativeRegion, closeQuiet, native, recvOrEnd } from '../shm/native';
 import * as Peers from '../shm/peers';
 import { myUid, unlinkQuiet } from '../sys';
 import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
+import { Broker, startBroker } from './broker';
 import { Outbox } from './outbox';
 import { Member as Client, answerFdRequest, farewell, readInput, welcome } from './protocol';
 import { helloVersion, NOTE_END, NOTE_GUESTS, NOTE_MEMBER, NOTE_ON_REQUEST, guestAddrNotes, note } from '../shm/notes';
 import type { Addr } from '../shm/addrs';
+
+/** How often a daemon whose broker name is taken tries again. */
+const BROKER_RETRY_MS = 1000;
+
+/** Listener entries of a pair domain: the listeners of one process that one other process dialled. */
+const PAIR_LISTENERS = 16;
 
 /** How long a newcomer has to say HELLO in a domain of host processes only. */
 const HELLO_WAIT_MS = 2000;
@@ -28,7 +35,8 @@ const HELLO_WAIT_MS = 2000;
 const AUTO_START_GRACE_MS = 1000;
 
 export interface DaemonOptions {
-  socketPath: string;
+  /** Where it listens (not for a pair domain). */
+  socketPath?: string;
   /** Region size in bytes (default 256 MiB). */
   size?: number;
   /** Bytes per ring direction, a power of two (default 512 KiB). */
@@ -55,6 +63,15 @@ export interface DaemonOptions {
    * is turned away if it does not within a moment.
    */
   guests?: boolean;
+  /**
+   * A pair domain (see broker.ts): the memory of the connections between two
+   * processes of different users, made by the daemon of one of them. No
+   * socket, no lock: its two members are handed in with adopt(), and it
+   * closes when both have left.
+   */
+  pair?: boolean;
+  /** A domain of host processes only: also broker connections for processes of other users (broker.ts). Default true. */
+  broker?: boolean;
 }
 
 export interface DaemonEvents {
@@ -78,9 +95,13 @@ export class Daemon extends EventEmitter {
   readonly allowUids: ReadonlySet<number>;
   readonly guestAddrs: readonly Addr[];
   readonly guests: boolean;
+  readonly pair: boolean;
 
   private addon: Native | null = null;
-  private readonly hold: DaemonLock;
+  private readonly hold: DaemonLock | null;
+  private broker: Broker | null = null;
+  private brokerTimer: NodeJS.Timeout | null = null;
+  private readonly brokerOn: boolean;
   private memfd = -1;
   private region: NativeRegion | null = null;
   private i32: Int32Array | null = null;
@@ -98,10 +119,11 @@ export class Daemon extends EventEmitter {
 
   constructor(opts: DaemonOptions) {
     super();
-    if (!opts.socketPath) throw new TypeError('socketPath is required');
-    this.socketPath = path.resolve(opts.socketPath);
-    this.lockPath = lockPath(this.socketPath);
-    this.hold = new DaemonLock(this.socketPath);
+    this.pair = !!opts.pair;
+    if (!opts.socketPath && !this.pair) throw new TypeError('socketPath is required');
+    this.socketPath = opts.socketPath ? path.resolve(opts.socketPath) : '';
+    this.lockPath = this.socketPath ? lockPath(this.socketPath) : '';
+    this.hold = this.pair ? null : new DaemonLock(this.socketPath);
     this.vectors = opts.vectors ?? DEFAULT_VECTORS;
     this.geometry = computeGeometry({
       size: opts.size ?? (opts.guests || (opts.guestAddrs?.length ?? 0) > 0 ? DEFAULT_GUEST_SIZE : DEFAULT_SIZE),
@@ -118,6 +140,7 @@ export class Daemon extends EventEmitter {
     this.allowUids = new Set(opts.allowUids ?? []);
     this.guestAddrs = opts.guestAddrs ?? [];
     this.guests = !!opts.guests || this.guestAddrs.length > 0;
+    this.brokerOn = !this.pair && !this.guests && opts.broker !== false;
   }
 
   /** Peers connected now. */
@@ -139,7 +162,7 @@ export class Daemon extends EventEmitter {
     if (this.started) throw new Error('daemon already started');
     this.started = true;
     const addon = (this.addon = native());
-    if (!this.hold.take(addon, this.auto)) {
+    if (this.hold && !this.hold.take(addon, this.auto)) {
       this.closed = true;
       return false;
     }
@@ -150,16 +173,38 @@ export class Daemon extends EventEmitter {
       this.i32 = new Int32Array(this.region.buffer);
       writeHeader(this.i32, geo, process.pid, crypto.randomBytes(4).readInt32LE(0));
       Atomics.store(this.i32, HEADER.STATE, REGION_STATE_READY);
+      if (this.pair) return true;
 
       this.listen();
     } catch (err) {
       this.close();
       throw err;
     }
+    if (this.brokerOn) this.takeBroker();
     // Started for a client that may never come; give the one that started us time to connect, though.
     if (this.auto) this.armIdle(Math.max(this.idleMs, AUTO_START_GRACE_MS));
     this.log(`serving ${this.socketPath} (pid ${process.pid})`, false);
     return true;
+  }
+
+  /**
+   * Brokers for other users (broker.ts), under the one name per user and
+   * network namespace: held by another daemon of ours that is on its way
+   * out, it is tried again each second until it is ours.
+   */
+  private takeBroker(): void {
+    if (brokerOff()) return;
+    this.broker = startBroker(this);
+    if (this.broker || this.brokerTimer) return;
+    this.brokerTimer = setInterval(() => {
+      if (this.closed || this.broker) return;
+      this.broker = startBroker(this);
+      if (this.broker && this.brokerTimer) {
+        clearInterval(this.brokerTimer);
+        this.brokerTimer = null;
+      }
+    }, BROKER_RETRY_MS);
+    this.brokerTimer.unref();
   }
 
   /** Stops serving and removes every trace (socket, lock, region). Idempotent. */
@@ -179,7 +224,11 @@ export class Daemon extends EventEmitter {
       if (late) debug('turned away %d connection(s) that came in while closing', late);
       this.listenFd = -1;
     }
-    this.hold.release();
+    if (this.brokerTimer) clearInterval(this.brokerTimer);
+    this.brokerTimer = null;
+    this.broker?.close();
+    this.broker = null;
+    this.hold?.release();
     for (const turnAwayNow of [...this.waiting.values()]) turnAwayNow();
     for (const member of this.clients.values()) this.release(member);
     this.clients.clear();
@@ -189,7 +238,7 @@ export class Daemon extends EventEmitter {
     this.i32 = null;
     if (this.memfd >= 0) closeQuiet(this.memfd);
     this.memfd = -1;
-    this.hold.removeDir();
+    this.hold?.removeDir();
     this.emit('close');
   }
 
@@ -248,12 +297,7 @@ export class Daemon extends EventEmitter {
       poller = new addon.Poller(
         fd,
         () => {
-          let msg: [number, number] | null | false;
-          try {
-            msg = addon.recvMsg(fd);
-          } catch {
-            msg = false;
-          }
+          const msg = recvOrEnd(fd);
           if (msg === null) return;
           if (msg === false) return give('');
           if (msg[1] >= 0) closeQuiet(msg[1]);
@@ -267,6 +311,69 @@ export class Daemon extends EventEmitter {
       return;
     }
     this.waiting.set(fd, () => give(''));
+  }
+
+  /**
+   * A pair domain takes one of its two members: `fd` is the daemon's end of a
+   * socket pair whose other end goes to the process (broker.ts decided who).
+   * It gets every other member's doorbells up front, as in QEMU's protocol.
+   */
+  adopt(fd: number): { id: number; gen: number } | undefined {
+    if (!this.pair || this.closed) throw new Error('adopt() is for an open pair domain');
+    const member = this.admit(fd);
+    if (!member) return undefined;
+    if (this.i32) {
+      // Alive from now on: the dialler may put its request in before the listener's process has joined.
+      Peers.announce(this.i32, this.geometry, member.id, { kind: 'process', node: 0, pid: member.pid });
+      Peers.goAlive(this.i32, this.geometry, member.id);
+    }
+    return { id: member.id, gen: member.gen };
+  }
+
+  /** A member of this domain that said HELLO (a host process), if `id` is one now. */
+  hostMember(id: number): { id: number; gen: number; pid: number } | undefined {
+    const member = this.clients.get(id);
+    return member && member.host && !member.gone && !this.doomed.has(member) ? member : undefined;
+  }
+
+  /** Is member `id` of generation `gen` still here? */
+  memberAlive(id: number, gen: number): boolean {
+    const member = this.clients.get(id);
+    return !!member && member.gen === gen && !member.gone && !this.doomed.has(member);
+  }
+
+  /** Sends member `id` a note with an fd of ours, which is closed once sent (or at once, if the member is gone). */
+  sendOwned(id: number, value: number, fd: number): boolean {
+    const member = this.clients.get(id);
+    if (!member || member.gone || this.doomed.has(member)) {
+      closeQuiet(fd);
+      return false;
+    }
+    const outcome = member.outbox.send(value, fd, -2, true);
+    if (outcome === 'broken') this.doomed.add(member);
+    else if (outcome === 'queued') this.armFlush();
+    this.settle();
+    return outcome !== 'broken';
+  }
+
+  /** A new pair domain with this domain's ring size (broker.ts); undefined if it cannot be made. */
+  makePair(size: number): Daemon | undefined {
+    const pair = new Daemon({
+      pair: true,
+      size,
+      ringSize: this.geometry.ringSize,
+      vectors: 1,
+      maxPeers: 2,
+      maxListeners: PAIR_LISTENERS,
+      verbose: this.verbose,
+    });
+    try {
+      pair.start();
+    } catch (err) {
+      this.log(`cannot make a pair domain: ${(err as Error).message}`);
+      return undefined;
+    }
+    return pair;
   }
 
   /** Admits the member on `fd`; returns it, or undefined if it was turned away. */
@@ -283,7 +390,8 @@ export class Daemon extends EventEmitter {
       return;
     }
     const uid = myUid();
-    if (cred.uid !== uid && !this.allowUids.has(cred.uid)) {
+    // A pair domain's members were chosen by the broker.
+    if (!this.pair && cred.uid !== uid && !this.allowUids.has(cred.uid)) {
       this.log(`refused pid ${cred.pid}: uid ${cred.uid} is not ${uid} (see --allow-uid)`);
       if (!this.verbose && !this.auto) process.stderr.write(`zivm: refused pid ${cred.pid}: uid ${cred.uid} is not ${uid} (see --allow-uid)\n`);
       closeQuiet(fd);
@@ -446,7 +554,10 @@ export class Daemon extends EventEmitter {
     }
     this.log(`peer ${member.id} left (pid ${member.pid})`);
     this.emit('leave', member.id);
-    if (this.clients.size === 0) this.armIdle();
+    if (this.clients.size === 0) {
+      if (this.pair) this.close();
+      else this.armIdle();
+    }
   }
 
   /** Closes a client's fds without telling anyone (shutdown). */
@@ -506,7 +617,7 @@ export class Daemon extends EventEmitter {
     this.listen();
   }
 
-  private log(line: string, loud = true): void {
+  log(line: string, loud = true): void {
     debug('%s', line);
     if (loud && this.verbose) process.stderr.write(`zivm: ${line}\n`);
   }

@@ -3,7 +3,7 @@
  * at most one fd each) in order. A message the member's socket has no room
  * for waits; a member whose socket stays full too long is given up on.
  */
-import { Native } from '../shm/native';
+import { closeQuiet, Native } from '../shm/native';
 import { errCode } from '../sys';
 
 /** A member whose socket stays full this long is dropped. */
@@ -14,6 +14,8 @@ interface Msg {
   fd: number;
   /** The peer whose eventfd `fd` is (-1 for the region fd, or none). */
   ref: number;
+  /** `fd` is ours to close once sent (or dropped). */
+  owned: boolean;
 }
 
 export type SendResult = 'sent' | 'queued' | 'broken';
@@ -31,14 +33,21 @@ export class Outbox {
     return this.queue.length === 0;
   }
 
-  /** Sends now, or queues behind what waits already. 'broken': the socket failed. */
-  send(value: number, fd: number, ref: number): SendResult {
+  /**
+   * Sends now, or queues behind what waits already. 'broken': the socket
+   * failed. `owned`: the fd is closed once sent, or when the message is
+   * dropped, whatever the outcome.
+   */
+  send(value: number, fd: number, ref: number, owned = false): SendResult {
     if (this.queue.length === 0) {
       const outcome = this.trySend(value, fd);
-      if (outcome !== 'full') return outcome;
+      if (outcome !== 'full') {
+        if (owned && fd >= 0) closeQuiet(fd);
+        return outcome;
+      }
       this.blockedSince = Date.now();
     }
-    this.queue.push({ value, fd, ref });
+    this.queue.push({ value, fd, ref, owned });
     return 'queued';
   }
 
@@ -53,6 +62,7 @@ export class Outbox {
       if (outcome === 'broken') return 'broken';
       if (outcome === 'full') return now - this.blockedSince > SEND_STALL_MS ? 'stalled' : 'pending';
       this.queue.shift();
+      if (msg.owned && msg.fd >= 0) closeQuiet(msg.fd);
       this.blockedSince = now;
     }
     return 'done';
@@ -66,6 +76,7 @@ export class Outbox {
   }
 
   clear(): void {
+    for (const msg of this.queue) if (msg.owned && msg.fd >= 0) closeQuiet(msg.fd);
     this.queue = [];
   }
 

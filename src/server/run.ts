@@ -1,5 +1,4 @@
 /** Running a daemon as the process's job (`zivm server`): signals, exit code. */
-import path from 'node:path';
 import { Daemon, DaemonOptions } from './daemon';
 
 /**
@@ -14,7 +13,7 @@ export function runDaemon(opts: DaemonOptions, onReady?: (daemon: Daemon) => voi
   try {
     daemon = new Daemon(opts);
     if (!daemon.start()) {
-      if (!opts.auto) process.stderr.write(`zivm: a daemon already serves ${path.resolve(opts.socketPath)}\n`);
+      if (!opts.auto) process.stderr.write(`zivm: a daemon already serves ${daemon.socketPath}\n`);
       return Promise.resolve(opts.auto ? 0 : 1);
     }
   } catch (err) {

@@ -3,6 +3,7 @@
  * family), parsed and printed as Node does; this node's own addresses, and
  * the ones a peer publishes in its entry for peers on other nodes.
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import net from 'node:net';
 import * as Lay from './layout';
@@ -206,4 +207,14 @@ export function readAddr(i32: Int32Array, wordIdx: number, family: number): Addr
   const view = new DataView(bytes.buffer);
   for (let i = 0; i < 4; i++) view.setInt32(i * 4, Atomics.load(i32, wordIdx + i), true);
   return { family: family === 6 ? 6 : 4, bytes };
+}
+
+/** This process's node: its network namespace (the inode of /proc/self/ns/net). */
+export function netNodeId(): number {
+  try {
+    return fs.statSync('/proc/self/ns/net').ino;
+  } catch {
+    // No /proc here: every process counts as being in one network namespace.
+    return 1;
+  }
 }

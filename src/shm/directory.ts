@@ -8,12 +8,17 @@ import { Addr, holdsAddr, isLoopback, isOwnAddress, isUnspecified, publishedAddr
 import * as Lay from './layout';
 import * as Peers from './peers';
 
+/** What finding a listener needs of a domain (a daemon looks into its own region with the same view). */
+export type DirectoryView = Pick<Domain, 'i32' | 'geo' | 'nodeId' | 'guest' | 'admitsGuests' | 'pair' | 'declares' | 'isHostProcess' | 'peerAlive'>;
+/** What registering a listener needs: the region, and whose entry it is. */
+export type RegisterView = Pick<Domain, 'i32' | 'geo' | 'id' | 'gen' | 'nodeId'>;
+
 /**
  * May this node reach `peer`'s listener on another node through `addr`? Only
  * between a VM guest and the rest (one side a guest): between two network
  * namespaces of one host the kernel's routing and filtering decide, as before.
  */
-function crossNodeOk(domain: Domain, peer: number, addr: Addr): boolean {
+function crossNodeOk(domain: DirectoryView, peer: number, addr: Addr): boolean {
   // A host process reaches a guest only at an address the operator declared for the domain's guests.
   if (!domain.guest && !domain.declares(addr)) return false;
   const kind = Peers.kindOf(domain.i32, domain.geo, peer);
@@ -29,7 +34,7 @@ export interface ListenSpec {
 }
 
 /** Registers a listener; returns its index and state word, or undefined if the table is full. */
-export function register(domain: Domain, spec: ListenSpec): { index: number; word: number } | undefined {
+export function register(domain: RegisterView, spec: ListenSpec): { index: number; word: number } | undefined {
   const { i32, geo } = domain;
   for (let i = 0; i < geo.maxListeners; i++) {
     const entry = Lay.listenerOffset(geo, i) >>> 2;
@@ -68,11 +73,12 @@ function raiseHigh(i32: Int32Array, high: number): void {
 /**
  * How many listener entries a finder looks at: in a domain of host processes
  * (all admitted by the daemon, all trusted alike) up to the high-water mark;
- * where guests map the memory, every entry (a guest may write the mark).
+ * where guests (or, in a pair domain, another user's process) map the
+ * memory, every entry (they may write the mark).
  */
-function scanLimit(domain: Domain): number {
+function scanLimit(domain: DirectoryView): number {
   const { i32, geo } = domain;
-  if (domain.guest || domain.admitsGuests) return geo.maxListeners;
+  if (domain.guest || domain.admitsGuests || domain.pair) return geo.maxListeners;
   const high = Atomics.load(i32, Lay.HEADER.LISTENERS_HIGH);
   return high > 0 && high < geo.maxListeners ? high : geo.maxListeners;
 }
@@ -101,7 +107,7 @@ export interface Found {
  * guest, another network namespace) whose owner published that address
  * (publishAddrs), bound to it exactly or to the wildcard.
  */
-export function find(domain: Domain, addr: Addr, port: number): Found | undefined {
+export function find(domain: DirectoryView, addr: Addr, port: number): Found | undefined {
   const local = isOwnAddress(addr);
   const { i32, geo } = domain;
   const nodeLo = (domain.nodeId % 0x100000000) | 0;

@@ -4,11 +4,10 @@
  * and happens once, lazily, the first time a listener registers or a connection
  * may be co-resident. The domain then routes doorbell wakeups to channels.
  */
-import fs from 'node:fs';
 import { spinTimes } from '../config';
 import { debug } from '../log';
 import { GuestLink, guestNodeId } from '../guest/link';
-import { type Addr, formatAddr, publishableAddrs, publishAddrs, sameBytes } from './addrs';
+import { type Addr, formatAddr, netNodeId, publishableAddrs, publishAddrs, sameBytes } from './addrs';
 import * as Lay from './layout';
 import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
 import * as Peers from './peers';
@@ -68,15 +67,6 @@ const RECHECK_MS = 1000;
 /** Slots looked at for requests per re-check (see recheck()). */
 const RECHECK_SLOTS = 64;
 
-function netNodeId(): number {
-  try {
-    return fs.statSync('/proc/self/ns/net').ino;
-  } catch {
-    // No /proc here: every process counts as being in one network namespace.
-    return 1;
-  }
-}
-
 /** What the event loop's caller makes of a read to hand over (see native/callback.h): [fn] outside any scope, fn in one. */
 function handOver(fed: Feedable): (() => void) | [() => void] {
   return fed.bare ? [fed.feed] : fed.feed;
@@ -92,6 +82,12 @@ export interface HostNotes {
   admitsGuests: boolean;
   /** Other members' doorbells come when asked for (notes.fdRequest), not all up front. */
   onRequest: boolean;
+  /**
+   * A pair domain (pairs.ts): this process and one process of another user,
+   * which may write anything in it. Requests are vetted as the network would
+   * take them within one network namespace (ticket.ts).
+   */
+  pair?: boolean;
 }
 
 export class Domain {
@@ -111,8 +107,14 @@ export class Domain {
    * to each other in a domain of host processes (route.ts).
    */
   readonly admitsGuests: boolean;
+  /** A pair domain: shared with one process of another user (see HostNotes.pair). */
+  readonly pair: boolean;
   /** False once the daemon is gone or close() ran: no new connections. */
   alive = true;
+  /** A pair domain to leave once idle, and left. */
+  private leaving = false;
+  private leaveQueued = false;
+  private left = false;
 
   /** Whom to ring, and how (eventfds from the daemon, or the guest's BAR0). */
   readonly bells: Doorbells;
@@ -155,6 +157,7 @@ export class Domain {
     this.guest = guest;
     this.guestAddrs = host?.guestAddrs ?? [];
     this.admitsGuests = !guest && (host?.admitsGuests ?? true);
+    this.pair = !guest && !!host?.pair;
     const addon = native();
     this.id = id;
     this.region = region;
@@ -173,18 +176,21 @@ export class Domain {
     this.gen = Peers.genOf(this.i32, geo, id);
     // A guest process's entry was filled in by the guest's agent (its pid in the guest, its route).
     Peers.announce(this.i32, geo, id, { kind: guest ? 'guest-process' : 'process', node: this.nodeId, pid: guest ? undefined : process.pid });
+    // No other node reaches us through a pair domain: its peer is in our network namespace.
     this.refreshAddrs();
     Peers.goAlive(this.i32, geo, id);
     // Interfaces come up (a tap gets its carrier) and addresses change after we joined.
     let looks = 0;
-    this.addrTimer = setInterval(() => {
-      this.refreshAddrs();
-      if (++looks !== ADDR_FAST_COUNT) return;
-      clearInterval(this.addrTimer);
-      this.addrTimer = setInterval(() => this.refreshAddrs(), ADDR_SLOW_MS);
+    if (!this.pair) {
+      this.addrTimer = setInterval(() => {
+        this.refreshAddrs();
+        if (++looks !== ADDR_FAST_COUNT) return;
+        clearInterval(this.addrTimer);
+        this.addrTimer = setInterval(() => this.refreshAddrs(), ADDR_SLOW_MS);
+        this.addrTimer.unref();
+      }, ADDR_REFRESH_MS);
       this.addrTimer.unref();
-    }, ADDR_REFRESH_MS);
-    this.addrTimer.unref();
+    }
     this.recheckTimer = setInterval(() => this.recheck(), RECHECK_MS);
     this.recheckTimer.unref();
 
@@ -216,6 +222,7 @@ export class Domain {
    * nodes find our listeners), again whenever they changed since last time.
    */
   refreshAddrs(): void {
+    if (this.pair) return; // its peer is in our network namespace: nobody looks for our addresses there
     const addrs = publishableAddrs();
     const key = addrs.map(formatAddr).join(',');
     if (key === this.published) return;
@@ -271,7 +278,8 @@ export class Domain {
   /**
    * Is peer `id` a host process, as the daemon told us (never as the region
    * says)? In a domain that admits no guests, every member is: the daemon
-   * admitted each one after it said HELLO.
+   * admitted each one after it said HELLO (a pair domain's two members were
+   * chosen by a daemon, each a host process).
    */
   isHostProcess(id: number): boolean {
     return (!this.guest && !this.admitsGuests) || this.bells.hostMembers.has(id);
@@ -290,7 +298,41 @@ export class Domain {
   detach(slot: number, server: boolean, handle: SlotHandler): void {
     const index = slot * 2 + (server ? 1 : 0);
     if (this.handlers[index] === handle) this.handlers[index] = undefined;
+    if (this.leaving) this.scheduleLeave();
   }
+
+  /** On a later turn: whoever let go of a slot may still look at the region on this one. */
+  private scheduleLeave(): void {
+    if (this.leaveQueued || this.left) return;
+    this.leaveQueued = true;
+    setImmediate(() => {
+      this.leaveQueued = false;
+      this.leaveIfIdle();
+    });
+  }
+
+  /**
+   * A pair domain is left once its other process has gone (or its daemon)
+   * and the last of our connections in it has let go of its slot: its
+   * memory, its doorbells and its socket go (the daemon then ends it).
+   */
+  private leaveIfIdle(): void {
+    if (this.left || this.handlers.some((handler) => handler !== undefined)) return;
+    this.left = true;
+    this.alive = false;
+    clearInterval(this.addrTimer);
+    clearInterval(this.recheckTimer);
+    this.acceptors.clear();
+    this.bell.close();
+    this.spinner?.close();
+    this.bells.close();
+    this.region.close();
+    debug('left pair domain (peer %d): its other process is gone', this.id);
+    this.onLeft?.();
+  }
+
+  /** Called once a pair domain has been left (pairs.ts forgets it). */
+  onLeft: (() => void) | undefined;
 
   /** Keeps the event loop alive while at least one ref is held. */
   ref(): void {
@@ -478,9 +520,20 @@ export class Domain {
       if (!handle) continue;
       if (Slot.involves(i32, this.geo, i >> 1, id)) handle.onPeerLeft();
     }
+    if (this.pair) {
+      this.alive = false;
+      this.leaving = true;
+      this.scheduleLeave();
+    }
   }
 
   private orphan(): void {
+    if (this.pair && !this.left) {
+      this.alive = false;
+      this.leaving = true;
+      this.scheduleLeave();
+      return;
+    }
     if (!this.alive) return;
     this.alive = false;
     clearInterval(this.addrTimer);

@@ -12,7 +12,7 @@ import { debug } from '../log';
 import type { GuestLink } from '../guest/link';
 import * as Lay from './layout';
 import { closeQuiet, native, NativePoller } from './native';
-import { fdRequest, NOTE_MEMBER, readNote } from './notes';
+import { fdRequest, NOTE_MEMBER, NOTE_SERVE, readNote } from './notes';
 
 /** How long ringing a peer waits for its doorbells from the daemon before it goes on without (see askFor). */
 const ASK_WAIT_MS = 20;
@@ -23,6 +23,12 @@ export interface DoorbellEvents {
   'peer-joined': (id: number) => void;
   /** A peer left the domain. */
   'peer-left': (id: number) => void;
+  /**
+   * The daemon paired one of our listeners with a process of another user
+   * (notes.NOTE_SERVE): `fd` is our end of the pair domain's socket, or -1
+   * when we have that pair domain already. Whoever handles it owns the fd.
+   */
+  serve: (payload: number, fd: number) => void;
   /** The daemon went away: no news any more, no new connections. */
   orphaned: () => void;
 }
@@ -161,7 +167,21 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
         return;
       }
       const [id, fd] = msg;
-      const seen = fd < 0 ? readNote(id) : undefined;
+      const serve = readNote(id);
+      if (serve && serve.type === NOTE_SERVE) {
+        const handOut = (): void => {
+          if (this.listenerCount('serve') > 0) this.emit('serve', serve.payload, fd);
+          else if (fd >= 0) closeQuiet(fd);
+        };
+        if (dispatch) handOut();
+        else process.nextTick(handOut);
+        continue;
+      }
+      if (fd >= 0 && serve) {
+        addon.close(fd); // a note with an fd it does not carry
+        continue;
+      }
+      const seen = fd < 0 ? serve : undefined;
       if (seen) {
         if (seen.type === NOTE_MEMBER && seen.payload < this.geo.maxPeers) this.hostMembers.add(seen.payload);
         continue;
@@ -193,6 +213,17 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
         else process.nextTick(left);
       }
     }
+  }
+
+  /** Lets go of every fd: the daemon's socket (it sees us leave), our doorbells and the peers'. */
+  close(): void {
+    this.orphaned = true;
+    this.ctl?.close();
+    closeQuiet(this.ctlFd);
+    for (const fds of this.peerFds.values()) for (const fd of fds) closeQuiet(fd);
+    this.peerFds.clear();
+    this.peerGens.clear();
+    for (const fd of this.ownFds) closeQuiet(fd);
   }
 
   private orphan(): void {

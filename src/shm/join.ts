@@ -80,9 +80,10 @@ export function joinGuest(socket: string, pci: string): Domain {
  * Joins the domain served at the daemon socket (started if `autostart`).
  * Throws on any failure; the caller decides to fall back.
  */
-export function joinHost(opts: { autostart: boolean; socketPath?: string; guestsOnly?: boolean }): Domain {
+export function joinHost(opts: { autostart: boolean; socketPath?: string; guestsOnly?: boolean; pairFd?: number }): Domain {
   const addon = native();
-  const fd = connectDaemon({ autostart: opts.autostart, socketPath: opts.socketPath });
+  // A pair domain (pairs.ts) comes as a socket already connected to the daemon that made it.
+  const fd = opts.pairFd ?? connectDaemon({ autostart: opts.autostart, socketPath: opts.socketPath });
   const opened: number[] = [];
   let region: NativeRegion | undefined;
   try {
@@ -136,7 +137,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
       }
     }
     // We said HELLO on connecting (see below): the daemon's notes come after the interrupt set-up (notes.ts).
-    const host = { members: new Set<number>([id]), guestAddrs: [] as Addr[], admitsGuests: false, onRequest: false };
+    const host = { members: new Set<number>([id]), guestAddrs: [] as Addr[], admitsGuests: false, onRequest: false, pair: opts.pairFd !== undefined };
     const guestAddrs = new Notes.GuestAddrReader();
     try {
       const helloDeadline = Math.min(deadline, Date.now() + HELLO_TIMEOUT_MS);
@@ -181,6 +182,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
       } else throw err;
     }
     if (opts.guestsOnly && !host.admitsGuests) throw new ZivmNotGuestsError(`${opts.socketPath ?? 'the daemon'} serves host processes only`);
+    if (host.pair && (host.admitsGuests || geo.maxPeers !== 2)) throw new ZivmProtocolError('a pair domain has two members and no guests');
     const domain = new Domain(fd, id, region, geo, own, peers, undefined, host);
     debug('joined domain as peer %d (gen %d): %d slots of %d-byte rings', id, domain.gen, geo.nslots, geo.ringSize);
     return domain;

@@ -173,8 +173,14 @@ export interface Native {
   /** Reads an eventfd until EAGAIN; returns the sum read (0 if none). */
   drain(fd: number): number;
 
-  /** socket(AF_UNIX, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC), bind, listen. */
+  /**
+   * socket(AF_UNIX, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC), bind, listen.
+   * A path starting with '@' names a socket in the abstract namespace (no
+   * file; one namespace per network namespace), as in unixConnect.
+   */
   unixListen(path: string, backlog: number): number;
+  /** socketpair(AF_UNIX, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC): two connected ends. */
+  socketPair(): [number, number];
   /** accept4(SOCK_NONBLOCK|SOCK_CLOEXEC); -1 when no connection is waiting. */
   unixAccept(fd: number): number;
   /** Connects (blocking connect, then O_NONBLOCK|O_CLOEXEC). */
@@ -278,6 +284,15 @@ export function native(): Native {
     why = `no build and no prebuilt binary for ${process.platform}-${process.arch} here (${src.error?.split('\n')[0]})`;
   }
   throw new ZivmNoAddonError(`zivm native addon could not be loaded (npm rebuild zivm builds it from source; that needs g++, make and python3): ${why}`);
+}
+
+/** One message from a unix socket (see Native.recvMsg), with a broken socket read as its end (false). */
+export function recvOrEnd(fd: number): [number, number] | null | false {
+  try {
+    return native().recvMsg(fd);
+  } catch {
+    return false;
+  }
 }
 
 /** Closes `fd`; one that is closed already is fine (shutdown paths). */

@@ -88,3 +88,63 @@ export class GuestAddrReader {
     return { family: 6, bytes: new Uint8Array(this.v6) };
   }
 }
+
+/*
+ * Between processes of different users (see shm/pairs.ts and
+ * server/broker.ts). A process that dials a port another uid listens on
+ * connects to that uid's daemon's broker socket and says where it dials:
+ * DIAL4 (an IPv4 address and the port), or DIAL6 four times (an IPv6
+ * address, 32 bits each, as GUEST6) then DIAL_PORT. The daemon answers PAIR
+ * (with the dialler's end of a new pair domain's socket, or without an fd
+ * for a pair domain it has with that process already), or NO_PAIR. The
+ * listening process, a member of the daemon's domain, gets SERVE on its own
+ * socket: which of its listeners was paired, and where.
+ */
+export const NOTE_DIAL4 = 8; // payload: address * 2^16 + port
+export const NOTE_DIAL6 = 9; // payload: index (bits 32..33) and 32 bits of the IPv6 address dialled
+export const NOTE_DIAL_PORT = 10; // payload: the port, after four DIAL6
+export const NOTE_PAIR = 11; // payload: pair serial * 2^16 + the listener's index in the pair domain; fd: the socket of a new pair domain
+export const NOTE_NO_PAIR = 12; // payload: why (PAIR_REFUSALS)
+export const NOTE_SERVE = 13; // payload: pair serial * 2^32 + host listener index * 2^16 + pair listener index; fd: the socket of a new pair domain
+
+/** Why a broker answers NO_PAIR, by the payload it sends. */
+export const PAIR_REFUSALS = [
+  'the dial could not be read',
+  'no listener of that daemon holds the address and port',
+  'same user: such processes meet in their own domain',
+  'the daemon could not make a pair domain',
+  'the listener is not a host process',
+  'too many pair domains already (the listening process, or this user)',
+] as const;
+
+/** The notes a dialler sends for (addr, port): `bytes` is 16 bytes, IPv4 in the first 4. */
+export function dialNotes(family: 4 | 6, bytes: Uint8Array, port: number): number[] {
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, 16);
+  if (family === 4) return [note(NOTE_DIAL4, view.readUInt32BE(0) * 0x10000 + port)];
+  return [...[0, 1, 2, 3].map((index) => note(NOTE_DIAL6, index * 2 ** 32 + view.readUInt32BE(4 * index))), note(NOTE_DIAL_PORT, port)];
+}
+
+/** Puts a dial together as its notes come: `take(type, payload)` returns it once complete. */
+export class DialReader {
+  private readonly v6 = new GuestAddrReader();
+  private pending: { family: 6; bytes: Uint8Array } | undefined;
+
+  take(type: number, payload: number): { family: 4 | 6; bytes: Uint8Array; port: number } | undefined {
+    if (type === NOTE_DIAL4) {
+      const bytes = new Uint8Array(16);
+      Buffer.from(bytes.buffer).writeUInt32BE(Math.floor(payload / 0x10000) % 2 ** 32, 0);
+      return { family: 4, bytes, port: payload % 0x10000 };
+    }
+    if (type === NOTE_DIAL6) {
+      const got = this.v6.take(NOTE_GUEST6, payload);
+      if (got) this.pending = { family: 6, bytes: got.bytes };
+      return undefined;
+    }
+    if (type === NOTE_DIAL_PORT && this.pending && payload < 0x10000) {
+      const done = { ...this.pending, port: payload };
+      this.pending = undefined;
+      return done;
+    }
+    return undefined;
+  }
+}

@@ -27,6 +27,7 @@ import { type Addr, isOwnAddress } from './addrs';
 import { find, type Found } from './directory';
 import type { Domain } from './domain';
 import { getDomain, joinHost, lastJoinError } from './join';
+import { pairRoute } from './pairs';
 
 /** How often the folder is looked at for daemons of guests, at most. */
 const SCAN_MS = 1000;
@@ -137,12 +138,16 @@ export function route(addr: Addr, port: number, text: string): Route {
   }
   if (isOwnAddress(addr)) {
     const domain = hostDomain(false);
+    const listener = domain ? find(domain, addr, port) : undefined;
+    if (domain && listener) return { domain, listener };
+    // A process of another user may listen there (pairs.ts).
+    const paired = pairRoute(addr, port, text);
+    if (paired) return paired;
     if (!domain) {
       if (own) return { reason: 'the zivm domain admits guests: host processes connect to each other only in a domain without guests' };
       return { reason: `no zivm domain here${lastJoinError ? ` (${lastJoinError.message})` : ''}` };
     }
-    const listener = find(domain, addr, port);
-    return listener ? { domain, listener } : { reason: `no co-resident listener for ${text}:${port}` };
+    return { reason: `no co-resident listener for ${text}:${port}` };
   }
   if (own) hostDomain(false); // a ZIVM_SOCKET domain of guests is one of the guest domains
   for (const domain of guestDomains()) {

@@ -7,6 +7,7 @@
  * would take it from a guest: to a listener that is not bound to loopback,
  * dialled at an address of this host that is not loopback, from an address
  * the operator declared for the domain's guests (zivm server --guest-addr).
+ * In a pair domain (pairs.ts), as from a process of this node.
  *
  * The server decides on a copy of the request's words taken once (snapshot),
  * and uses that copy afterwards: what was checked is what is used.
@@ -33,22 +34,48 @@ export interface Vetting {
 
 /**
  * Host process side: may the request `snap` reach our listener bound to
- * `listen`? `guests`: the domain admits guests (else every request is taken).
+ * `listen`? In a domain of host processes (`host`) every request is taken; in
+ * one of guests, as the network would take it from a guest; in a pair domain
+ * (shared with one process of another user in our network namespace), as the
+ * network would take it from a process of this node: dialled at an address of
+ * this node the listener is bound to, from one.
  */
-export function vet(guests: boolean, guestAddrs: readonly Addr[], listen: { addr: Addr; port: number }, snap: Int32Array): Vetting {
-  if (!guests) return {};
-  // From the guest side: as the network would have it.
+export function vet(kind: 'host' | 'guests' | 'pair', guestAddrs: readonly Addr[], listen: { addr: Addr; port: number }, snap: Int32Array): Vetting {
+  if (kind === 'host') return {};
   const family = snap[Lay.SLOT.FAMILY];
   if (family !== 4 && family !== 6) return { refused: `address family ${family}` };
   const dialled = readAddr(snap, Lay.SLOT.SERVER_ADDR, family);
   const source = readAddr(snap, Lay.SLOT.CLIENT_ADDR, family);
-  if (isLoopback(listen.addr)) return { refused: 'a listener on loopback is for this host only' };
   if (snap[Lay.SLOT.SERVER_PORT] !== listen.port) return { refused: `dialled port ${snap[Lay.SLOT.SERVER_PORT]} is not the listener's` };
-  if (!isUnspecified(listen.addr) && (listen.addr.family !== family || !sameBytes(listen.addr.bytes, dialled.bytes)))
-    return { refused: 'dialled at an address the listener is not bound to' };
+  if (!isUnspecified(listen.addr) && !sameAddr(listen.addr, family, dialled)) return { refused: 'dialled at an address the listener is not bound to' };
+  if (kind === 'pair') {
+    if (isUnspecified(dialled) || !isOwnAddress(dialled)) return { refused: 'dialled at an address that is not of this node' };
+    if (isUnspecified(source) || !isOwnAddress(source)) return { refused: 'a source address that is not of this node' };
+    return {};
+  }
+  // From the guest side: as the network would have it.
+  if (isLoopback(listen.addr)) return { refused: 'a listener on loopback is for this host only' };
   if (isLoopback(dialled) || isUnspecified(dialled) || !isOwnAddress(dialled)) return { refused: 'dialled at an address that is not for guests' };
   if (isOwnAddress(source)) return { refused: 'a source address of this host' };
   if (!guestAddrs.some((declared) => declared.family === family && sameBytes(declared.bytes, source.bytes)))
     return { refused: 'a source address the operator did not declare for guests (zivm server --guest-addr)' };
   return {};
+}
+
+/**
+ * Is `dialled` (of `family`) the address `listen` is bound to? An IPv6
+ * listener takes IPv4 requests as their mapped form.
+ */
+function sameAddr(listen: Addr, family: number, dialled: Addr): boolean {
+  if (listen.family === family) return sameBytes(listen.bytes, dialled.bytes);
+  if (listen.family === 6 && family === 4) {
+    const bytes = listen.bytes;
+    return (
+      bytes.subarray(0, 10).every((byte) => byte === 0) &&
+      bytes[10] === 0xff &&
+      bytes[11] === 0xff &&
+      sameBytes(bytes.subarray(12, 16), dialled.bytes.subarray(0, 4))
+    );
+  }
+  return false;
 }

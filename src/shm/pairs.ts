@@ -1,0 +1,237 @@
+/**
+ * Pair domains, from a process's side (the daemon's side: server/broker.ts).
+ *
+ * A connection to a port of this host that a process of another user
+ * listens on: the kernel's table of TCP sockets (/proc/net/tcp, tcp6) says
+ * which user holds the port, as the kernel would pick the listener (an exact
+ * address before a wildcard); that user's daemon is asked through its broker
+ * socket, whose owner is checked (SO_PEERCRED). If one of its processes
+ * listens there under zivm, the daemon hands us our end of a pair domain
+ * with that process, or names one we have already. Later connections to that
+ * process's listeners find them in the pair domain without asking.
+ *
+ * The listening process is told by its daemon (SERVE) and joins the pair
+ * domain on its side; the server registers its listener there (net/server.ts).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import { brokerName, brokerOff } from '../config';
+import { debug } from '../log';
+import { myUid } from '../sys';
+import { type Addr, isUnspecified, sameBytes } from './addrs';
+import { find, type Found } from './directory';
+import type { Domain } from './domain';
+import { joinHost } from './join';
+import * as Lay from './layout';
+import { closeQuiet, native } from './native';
+import { dialNotes, NOTE_NO_PAIR, NOTE_PAIR, PAIR_REFUSALS, readNote } from './notes';
+
+/** How long asking a broker may hold the event loop (it answers in well under a millisecond). */
+const DIAL_WAIT_MS = 200;
+/** A user whose broker could not be reached is not asked again for this long. */
+const NO_BROKER_MS = 1000;
+/** A port nobody of another user listens on is not looked up again for this long. */
+const NO_OWNER_MS = 1000;
+
+/** The pair domains we dialled, by the broker's user and its serial. */
+const dialled = new Map<string, Domain>();
+/** The pair domains we serve in, by our host domain and the serial its daemon gave. */
+const served = new Map<Domain, Map<number, Domain>>();
+const noBroker = new Map<number, number>();
+const noOwner = new Map<string, number>();
+
+export type PairRoute = { domain: Domain; listener: Found } | { reason: string };
+
+/** Can a connection to this host's address go to another user's process? (Brokers are not turned off.) */
+export function pairsPossible(): boolean {
+  return !brokerOff();
+}
+
+/**
+ * Where a connection to (addr, port), an address of this host, goes when no
+ * listener of our own domain holds it: a pair domain with the process of
+ * another user that does, or why not (undefined: nobody of another user
+ * listens there).
+ */
+export function pairRoute(addr: Addr, port: number, text: string): PairRoute | undefined {
+  if (brokerOff()) return undefined;
+  for (const domain of dialled.values()) {
+    if (!domain.alive) continue;
+    const listener = find(domain, addr, port);
+    if (listener) return { domain, listener };
+  }
+  const now = Date.now();
+  const ownerKey = `${addr.family}/${Buffer.from(addr.bytes).toString('hex')}/${port}`;
+  if ((noOwner.get(ownerKey) ?? 0) > now) return undefined;
+  const uid = portOwner(addr, port);
+  if (uid === undefined || uid === myUid()) {
+    noOwner.set(ownerKey, now + NO_OWNER_MS);
+    if (noOwner.size > 4096) noOwner.clear();
+    return undefined;
+  }
+  if ((noBroker.get(uid) ?? 0) > now) return { reason: `user ${uid} listens on ${text}:${port} and has no zivm broker here` };
+  return dial(uid, addr, port, text);
+}
+
+function dial(uid: number, addr: Addr, port: number, text: string): PairRoute {
+  const addon = native();
+  let fd: number;
+  try {
+    fd = addon.unixConnect(brokerName(uid));
+  } catch (err) {
+    noBroker.set(uid, Date.now() + NO_BROKER_MS);
+    return { reason: `user ${uid} listens on ${text}:${port} and has no zivm broker here (${(err as Error).message})` };
+  }
+  let passed = -1;
+  try {
+    const owner = addon.peerCred(fd).uid;
+    if (owner !== uid) {
+      noBroker.set(uid, Date.now() + NO_BROKER_MS);
+      return { reason: `the broker socket of user ${uid} is held by user ${owner}` };
+    }
+    for (const value of dialNotes(addr.family, addr.bytes, port)) addon.sendMsg(fd, value, -1);
+    const deadline = Date.now() + DIAL_WAIT_MS;
+    let msg: [number, number] | null | false;
+    for (;;) {
+      msg = addon.recvMsg(fd);
+      if (msg !== null) break;
+      const left = deadline - Date.now();
+      if (left <= 0) return { reason: `the zivm broker of user ${uid} did not answer in time` };
+      addon.waitReadable(fd, left);
+    }
+    if (msg === false) return { reason: `the zivm broker of user ${uid} closed the connection` };
+    passed = msg[1];
+    const seen = readNote(msg[0]);
+    if (seen?.type === NOTE_NO_PAIR) return { reason: `the zivm daemon of user ${uid}: ${PAIR_REFUSALS[seen.payload] ?? 'refused'}` };
+    if (seen?.type !== NOTE_PAIR) return { reason: `the zivm broker of user ${uid} answered something else` };
+    const key = `${uid}/${Math.floor(seen.payload / 0x10000)}`;
+    let domain = dialled.get(key);
+    if (passed >= 0) {
+      const fresh = joinHost({ autostart: false, pairFd: passed });
+      passed = -1;
+      domain = fresh;
+      dialled.set(key, fresh);
+      fresh.onLeft = () => {
+        if (dialled.get(key) === fresh) dialled.delete(key);
+      };
+      debug('joined a pair domain with a process of user %d (pair %s)', uid, key);
+    }
+    if (!domain?.alive) return { reason: `the pair domain with user ${uid} is gone` };
+    const listener = find(domain, addr, port);
+    if (!listener) return { reason: `no listener of user ${uid} at ${text}:${port} in our pair domain` };
+    return { domain, listener };
+  } catch (err) {
+    return { reason: `pairing with user ${uid} failed: ${(err as Error).message}` };
+  } finally {
+    closeQuiet(fd);
+    if (passed >= 0) closeQuiet(passed);
+  }
+}
+
+/**
+ * Our daemon paired one of our listeners (notes.NOTE_SERVE): the pair domain
+ * (joined now if `fd` is its socket), with the host listener's index and the
+ * listener's index in the pair domain; undefined if it cannot be joined.
+ */
+export function servePair(host: Domain, payload: number, fd: number): { pair: Domain; hostIndex: number; pairIndex: number; word: number } | undefined {
+  const serial = Math.floor(payload / 2 ** 32);
+  const hostIndex = Math.floor(payload / 0x10000) % 0x10000;
+  const pairIndex = payload % 0x10000;
+  let byHost = served.get(host);
+  if (!byHost) served.set(host, (byHost = new Map<number, Domain>()));
+  let pair = byHost.get(serial);
+  if (fd >= 0) {
+    try {
+      pair = joinHost({ autostart: false, pairFd: fd });
+    } catch (err) {
+      debug('cannot join the pair domain our daemon made: %s', (err as Error).message);
+      return undefined;
+    }
+    const joined = pair;
+    const map = byHost;
+    map.set(serial, joined);
+    joined.onLeft = () => {
+      if (map.get(serial) === joined) map.delete(serial);
+    };
+  }
+  if (!pair?.alive || pairIndex >= pair.geo.maxListeners) return undefined;
+  // The entry's state word as the daemon wrote it (unregistering later frees it only if it is still that).
+  const word = Atomics.load(pair.i32, (Lay.listenerOffset(pair.geo, pairIndex) >>> 2) + Lay.LISTENER.STATE);
+  return { pair, hostIndex, pairIndex, word };
+}
+
+/** What /proc/net/tcp{,6} says of a listening socket. */
+interface Listen {
+  family: 4 | 6;
+  bytes: Uint8Array;
+  uid: number;
+}
+
+/**
+ * The user whose socket listens on (addr, port) in our network namespace, as
+ * the kernel would pick it: bound to the address exactly, else to the
+ * wildcard (an IPv6 wildcard also takes IPv4); undefined if none.
+ */
+export function portOwner(addr: Addr, port: number): number | undefined {
+  const listens = [...readListens('/proc/net/tcp', 4, port), ...readListens('/proc/net/tcp6', 6, port)];
+  const mapped = addr.family === 4 ? mapV4(addr.bytes) : undefined;
+  const exact = listens.find(
+    (sock) =>
+      (sock.family === addr.family && sameBytes(sock.bytes, addr.bytes)) || (mapped !== undefined && sock.family === 6 && sameBytes(sock.bytes, mapped)),
+  );
+  if (exact) return exact.uid;
+  const wild =
+    listens.find((sock) => sock.family === addr.family && isUnspecified(sock)) ??
+    (addr.family === 4 ? listens.find((sock) => sock.family === 6 && isUnspecified(sock)) : undefined);
+  return wild?.uid;
+}
+
+function mapV4(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(16);
+  out[10] = 0xff;
+  out[11] = 0xff;
+  out.set(bytes.subarray(0, 4), 12);
+  return out;
+}
+
+/** The listening sockets on `port` in one of the kernel's tables (st 0A), with their owners. */
+function readListens(file: string, family: 4 | 6, port: number): Listen[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'latin1');
+  } catch {
+    return [];
+  }
+  const portHex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `;
+  const out: Listen[] = [];
+  let at = text.indexOf(portHex);
+  while (at >= 0) {
+    const lineStart = text.lastIndexOf('\n', at) + 1;
+    const lineEnd = text.indexOf('\n', at);
+    const fields = text
+      .slice(lineStart, lineEnd < 0 ? undefined : lineEnd)
+      .trim()
+      .split(/\s+/);
+    // sl local rem st tx:rx tr:when retrnsmt uid ...; the port must be the local one
+    if (fields.length > 7 && fields[3] === '0A' && fields[1].endsWith(portHex.trimEnd())) {
+      const bytes = hexAddr(fields[1].slice(0, fields[1].indexOf(':')), family);
+      const uid = Number(fields[7]);
+      if (bytes && Number.isInteger(uid)) out.push({ family, bytes, uid });
+    }
+    at = text.indexOf(portHex, at + 1);
+  }
+  return out;
+}
+
+/** An address as the kernel prints it: 32-bit words in host order (little-endian here), in hex. */
+function hexAddr(hex: string, family: 4 | 6): Uint8Array | undefined {
+  if (hex.length !== (family === 4 ? 8 : 32)) return undefined;
+  const bytes = new Uint8Array(16);
+  const view = new DataView(bytes.buffer);
+  for (let word = 0; word < hex.length / 8; word++) {
+    const value = Number.parseInt(hex.slice(word * 8, word * 8 + 8), 16);
+    if (!Number.isFinite(value)) return undefined;
+    view.setUint32(word * 4, value, os.endianness() === 'LE');
+  }
+  return bytes;
+}

@@ -1,0 +1,167 @@
+/**
+ * Processes of different users on one host: a process of another user may
+ * reach any listener over loopback TCP, and over shared memory it gets just
+ * that, in a pair domain the listener's daemon makes for the two of them
+ * (server/broker.ts, shm/pairs.ts). Neither maps the other's domain. Each
+ * user starts its own daemon, as with no configuration at all. Needs root
+ * (the peers run as two other users).
+ */
+import { expect } from 'chai';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FIXTURES } from '../helpers/proc';
+import { Proc, spawnNode } from '../../tools/kit/proc';
+import { native } from '../../src/shm/native';
+
+const USER_A = 64101;
+const USER_B = 64102;
+
+/** The zivm regions a process maps: the memfd's name (its geometry) by inode. */
+function zivmMaps(pid: number): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length >= 6 && fields[5].startsWith('/memfd:zivm:')) found.set(fields[4], fields[5]);
+  }
+  return found;
+}
+
+/** Is user `uid`'s broker name held (a listening socket in /proc/net/unix)? */
+function brokerHeld(uid: number): boolean {
+  return fs.readFileSync('/proc/net/unix', 'utf8').includes(`@zivm-broker.${uid}\n`);
+}
+
+async function until(what: string, test: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!test()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** maxPeers in a region's memfd name (/memfd:zivm:g<version>:<size>:<ring>:<vectors>:<maxPeers>:...). */
+function maxPeersOf(name: string): number {
+  return Number(name.split(':')[6]);
+}
+
+describe('processes of different users', function () {
+  this.timeout(60000);
+  const procs: Proc[] = [];
+  const dirs: string[] = [];
+
+  before(function () {
+    if (process.getuid?.() !== 0) throw new Error('these tests run peers as other users: run them as root');
+  });
+
+  afterEach(async () => {
+    for (const proc of procs.splice(0)) await proc.stop();
+    // Each test's daemons are gone (they leave a second after their last process) before the next starts its own.
+    await until('the daemons of the test have exited', () => !brokerHeld(USER_A) && !brokerHeld(USER_B));
+    for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A folder for `uid`'s daemon socket, its own (mode 0700). */
+  function dirFor(uid: number): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `zivm-users-${uid}-`));
+    fs.chownSync(dir, uid, uid);
+    fs.chmodSync(dir, 0o700);
+    dirs.push(dir);
+    return path.join(dir, 'zivm');
+  }
+
+  function run(uid: number, script: string, args: (string | number)[], env: NodeJS.ProcessEnv = {}): Proc {
+    const proc = spawnNode(path.join(FIXTURES, script), args, {
+      uid,
+      gid: uid,
+      cwd: '/',
+      env: { ...process.env, HOME: '/', XDG_RUNTIME_DIR: '', ...env },
+      timeoutMs: 20000,
+    });
+    procs.push(proc);
+    return proc;
+  }
+
+  async function server(impl: 'zivm' | 'net' = 'zivm'): Promise<{ proc: Proc; port: number }> {
+    const proc = run(USER_A, 'peer.js', ['echo-server', impl, '127.0.0.1'], { ZIVM_DIR: dirFor(USER_A) });
+    const listening = await proc.expect('listening');
+    return { proc, port: Number(listening.port) };
+  }
+
+  it('a client of another user reaches a zivm server over shared memory, bytes intact both ways, remoteAddress as over loopback', async () => {
+    const srv = await server();
+    const client = run(USER_B, 'peer.js', ['transfer', 'zivm', srv.port, '127.0.0.1', 8 << 20, 7], { ZIVM_DIR: dirFor(USER_B) });
+    const connect = await client.expect('connect');
+    expect(connect.transport).to.equal('shm');
+    const conn = await srv.proc.expect('connection');
+    expect(conn.transport).to.equal('shm');
+    expect(conn.remoteAddress).to.equal('127.0.0.1');
+    const done = await client.expect('done');
+    expect(done.bytes).to.equal(8 << 20);
+    expect(done.received).to.equal(done.sent);
+  });
+
+  it('each maps only its own memory: the client the pair domain, never the server user’s domain', async () => {
+    const srv = await server();
+    const victim = run(USER_B, 'victim.js', [srv.port, '127.0.0.1'], { ZIVM_DIR: dirFor(USER_B) });
+    expect((await victim.expect('connect')).transport).to.equal('shm');
+    victim.send({ cmd: 'echo', text: 'marker-1' });
+    await victim.expect('echo');
+    const theirs = zivmMaps(srv.proc.pid);
+    const mine = zivmMaps(victim.pid);
+    expect(mine.size, 'regions the client maps').to.equal(1);
+    const [pairInode, pairName] = [...mine.entries()][0];
+    expect(maxPeersOf(pairName), 'a pair domain has two members').to.equal(2);
+    expect(theirs.has(pairInode), 'the server maps the same pair domain').to.equal(true);
+    const hostRegions = [...theirs.entries()].filter(([inode]) => inode !== pairInode);
+    expect(hostRegions.length, 'the server maps its own domain too').to.equal(1);
+    expect(maxPeersOf(hostRegions[0][1])).to.be.greaterThan(2);
+  });
+
+  it('many connections from one process share one pair domain, set up once', async () => {
+    const srv = await server();
+    const client = run(USER_B, 'many-client.js', [], { ZIVM_DIR: dirFor(USER_B), NODE_DEBUG: 'zivm' });
+    client.send({ cmd: 'open', port: srv.port, count: 50 });
+    const opened = await client.event('opened');
+    expect(opened.transports).to.deep.equal({ shm: 50 });
+    expect(opened.intact).to.equal(50);
+    expect(zivmMaps(client.pid).size, 'regions the client maps').to.equal(1);
+    expect(client.stderr().match(/joined a pair domain/g)?.length, 'pair domains joined').to.equal(1);
+  });
+
+  it('the server process dying ends the other user’s connection within a second, as a reset', async () => {
+    const srv = await server();
+    const victim = run(USER_B, 'victim.js', [srv.port, '127.0.0.1'], { ZIVM_DIR: dirFor(USER_B) });
+    expect((await victim.expect('connect')).transport).to.equal('shm');
+    victim.send({ cmd: 'echo', text: 'before' });
+    await victim.expect('echo');
+    const killedAt = Date.now();
+    srv.proc.kill('SIGKILL');
+    const ended = await victim.next((line) => line.event === 'error' || line.event === 'close', 5000);
+    expect(Date.now() - killedAt).to.be.below(1000);
+    if (ended.event === 'error') expect(ended.code).to.equal('ECONNRESET');
+  });
+
+  it('a port of another user that no zivm process serves stays on TCP, as it was', async () => {
+    const srv = await server('net');
+    const client = run(USER_B, 'peer.js', ['transfer', 'zivm', srv.port, '127.0.0.1', 1 << 20, 3], { ZIVM_DIR: dirFor(USER_B) });
+    expect((await client.expect('connect')).transport).to.equal('tcp');
+    const done = await client.expect('done');
+    expect(done.received).to.equal(done.sent);
+  });
+
+  it('a broker name taken by someone else is not trusted: TCP, and the server still works', async () => {
+    // Taken before the server user's daemon starts (abstract names are first come, first served).
+    const squat = native().unixListen(`@zivm-broker.${USER_A}`, 4);
+    try {
+      const srv = await server();
+      const client = run(USER_B, 'peer.js', ['transfer', 'zivm', srv.port, '127.0.0.1', 1 << 20, 5], { ZIVM_DIR: dirFor(USER_B), NODE_DEBUG: 'zivm' });
+      expect((await client.expect('connect')).transport).to.equal('tcp');
+      const done = await client.expect('done');
+      expect(done.received).to.equal(done.sent);
+      expect(client.stderr()).to.match(/broker socket of user 64101 is held by user 0/);
+    } finally {
+      native().close(squat);
+    }
+  });
+});
