@@ -30,15 +30,16 @@ import { dialNotes, NOTE_NO_PAIR, NOTE_PAIR, PAIR_REFUSALS, readNote } from './n
 const DIAL_WAIT_MS = 200;
 /** A user whose broker could not be reached is not asked again for this long. */
 const NO_BROKER_MS = 1000;
-/** A port nobody of another user listens on is not looked up again for this long. */
-const NO_OWNER_MS = 1000;
+/** Who holds a port (or that nobody of another user does) is looked up again after this long. */
+const OWNER_MS = 1000;
 
 /** The pair domains we dialled, by the broker's user and its serial. */
 const dialled = new Map<string, Domain>();
 /** The pair domains we serve in, by our host domain and the serial its daemon gave. */
 const served = new Map<Domain, Map<number, Domain>>();
 const noBroker = new Map<number, number>();
-const noOwner = new Map<string, number>();
+/** Who holds an address and port, as last looked up: the uid (or undefined), until when. */
+const owners = new Map<string, { uid: number | undefined; until: number }>();
 
 export type PairRoute = { domain: Domain; listener: Found } | { reason: string };
 
@@ -62,13 +63,15 @@ export function pairRoute(addr: Addr, port: number, text: string): PairRoute | u
   }
   const now = Date.now();
   const ownerKey = `${addr.family}/${Buffer.from(addr.bytes).toString('hex')}/${port}`;
-  if ((noOwner.get(ownerKey) ?? 0) > now) return undefined;
-  const uid = portOwner(addr, port);
-  if (uid === undefined || uid === myUid()) {
-    noOwner.set(ownerKey, now + NO_OWNER_MS);
-    if (noOwner.size > 4096) noOwner.clear();
-    return undefined;
+  let owner = owners.get(ownerKey);
+  if (!owner || owner.until <= now) {
+    // The kernel's table is read at most once a second per address and port: a pool of connections to a plain server reads it once.
+    if (owners.size > 4096) owners.clear();
+    owner = { uid: portOwner(addr, port), until: now + OWNER_MS };
+    owners.set(ownerKey, owner);
   }
+  const uid = owner.uid;
+  if (uid === undefined || uid === myUid()) return undefined;
   if ((noBroker.get(uid) ?? 0) > now) return { reason: `user ${uid} listens on ${text}:${port} and has no zivm broker here` };
   return dial(uid, addr, port, text);
 }

@@ -41,6 +41,13 @@ ivshmem-doorbell device itself, as root in the guest can (see Device).
 With `--hello` after the socket path it says what a host process running zivm
 says first (HELLO: 'ZIVM' and version 1 as one 64-bit value), which makes it a
 process of the daemon's own user gone wrong rather than a guest.
+
+`broker:UID:A.B.C.D:PORT` instead of the socket path dials as a process of
+another user would (zivm's notes on the ivshmem stream, src/shm/notes.ts): it
+asks the broker of user UID (the abstract socket name `zivm-broker.UID`) for
+a pair domain with whoever listens on A.B.C.D:PORT, and attaches to the pair
+domain's socket it is handed. "request" then takes "src" and "dst" (4 bytes
+each): the addresses it claims to come from and to dial (127.0.0.1 by default).
 """
 import json
 import mmap
@@ -119,9 +126,22 @@ def main():
         device = Device()
         my_id, memfd = device.my_id, device.memfd
         sock = None
+    elif path.startswith('broker:'):
+        _, uid, ip, port = path.split(':')
+        broker = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        broker.connect('\0zivm-broker.' + uid)
+        dial = -(2**52 + 8 * 2**48 + struct.unpack('>I', socket.inet_aton(ip))[0] * 0x10000 + int(port))
+        broker.sendall(struct.pack('<q', dial))
+        answer = recv_msg(broker, 5)
+        broker.close()
+        if answer is None or answer[1] < 0:
+            raise SystemExit('the broker gave no pair domain: %r' % (answer,))
+        sock = socket.socket(fileno=answer[1])
+        sock.setblocking(True)
     else:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
+    if sock is not None:
         if '--hello' in sys.argv[2:]:
             sock.sendall(struct.pack('<q', 0x5a49564d * 0x10000 + 1))
         version, _ = recv_msg(sock, 5)
@@ -206,8 +226,8 @@ def main():
                                (S_LISTENER_STATE, entry['state']), (S_FAMILY, 4),
                                (S_CLIENT_PORT, 40000 + n), (S_SERVER_PORT, cmd['port'])):
                 put(base + 4 * field, val)
-            region[base + 4 * S_CLIENT_ADDR:base + 4 * S_CLIENT_ADDR + 4] = bytes([127, 0, 0, 1])
-            region[base + 4 * S_SERVER_ADDR:base + 4 * S_SERVER_ADDR + 4] = bytes([127, 0, 0, 1])
+            region[base + 4 * S_CLIENT_ADDR:base + 4 * S_CLIENT_ADDR + 4] = bytes(cmd.get('src', [127, 0, 0, 1]))
+            region[base + 4 * S_SERVER_ADDR:base + 4 * S_SERVER_ADDR + 4] = bytes(cmd.get('dst', [127, 0, 0, 1]))
             ring_hdr = base + RING_C2S_HDR
             if cmd.get('corrupt'):
                 put(ring_hdr + 4, 0x7fffffff)  # the head's high half: 2^62 bytes written

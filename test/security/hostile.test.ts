@@ -15,9 +15,9 @@ import path from 'node:path';
 import { Json, Proc, killAll } from '../../tools/kit/proc';
 import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { spawnPeer } from '../helpers/proc';
+import { Hostile } from '../helpers/hostile';
 
 /** The attacker's program, from the source tree (this file runs as dist/test/security/). */
-const HOSTILE = path.resolve(__dirname, '..', '..', '..', 'test', 'security', 'hostile.py');
 
 /** Word indexes of the region layout, as the attacker knows them. */
 const HEADER_VECTORS = 5;
@@ -26,32 +26,6 @@ const PEER_ROUTE = 6;
 const KIND_GUEST_PROCESS = 3;
 const PEER_POLLING = 7;
 const ROUTE_VIA = 0x40000000;
-
-class Hostile {
-  readonly proc: Proc;
-  /**
-   * Attaches to `socket` as a guest's QEMU does; with `hello`, says HELLO
-   * first as a host process does (a process of our own user gone wrong).
-   * `uid`: run as that user (the program is handed over as text: the
-   * checkout may be private to us).
-   */
-  constructor(socket: string, opts: { uid?: number; hello?: boolean } = {}) {
-    const args = ['-c', fs.readFileSync(HOSTILE, 'utf8'), socket, ...(opts.hello ? ['--hello'] : [])];
-    this.proc = new Proc('python3', args, { name: 'hostile.py', timeoutMs: 10000, uid: opts.uid, gid: opts.uid, cwd: '/' });
-  }
-
-  async joined(): Promise<Json> {
-    return this.proc.event('joined');
-  }
-
-  /** Runs one command; its answer must be ok. */
-  async do(cmd: Json): Promise<Json> {
-    this.proc.send(cmd);
-    const answer = await this.proc.next((line) => 'ok' in line);
-    if (!answer.ok) throw new Error(`hostile ${cmd.op}: ${answer.error}`);
-    return answer;
-  }
-}
 
 interface Scene {
   dir: string;

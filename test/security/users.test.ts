@@ -13,6 +13,7 @@ import path from 'node:path';
 import { FIXTURES } from '../helpers/proc';
 import { Proc, spawnNode } from '../../tools/kit/proc';
 import { native } from '../../src/shm/native';
+import { Hostile } from '../helpers/hostile';
 
 const USER_A = 64101;
 const USER_B = 64102;
@@ -127,6 +128,35 @@ describe('processes of different users', function () {
     expect(opened.intact).to.equal(50);
     expect(zivmMaps(client.pid).size, 'regions the client maps').to.equal(1);
     expect(client.stderr().match(/joined a pair domain/g)?.length, 'pair domains joined').to.equal(1);
+  });
+
+  it('a hostile dialler of another user (none of our code) gets nothing a loopback client would not, and cannot take the server down', async () => {
+    const srv = await server();
+    const hostile = new Hostile(`broker:${USER_A}:127.0.0.1:${srv.port}`, { uid: USER_B });
+    procs.push(hostile.proc);
+    const joined = await hostile.joined();
+    expect(joined.size, 'a pair domain').to.equal(1024 * 1024 * 1024);
+    // Requests that loopback TCP could not bring: from an address not of this node, to one, to another port.
+    await hostile.do({ op: 'request', port: srv.port, src: [192, 0, 2, 7] });
+    await hostile.do({ op: 'request', port: srv.port, dst: [192, 0, 2, 8] });
+    await hostile.do({ op: 'request', port: srv.port, data: 'forged', src: [10, 11, 12, 13] });
+    // A request whose ring is corrupt: that connection fails, nothing else.
+    await hostile.do({ op: 'request', port: srv.port, corrupt: true });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const taken = srv.proc.lines.filter((line) => line.event === 'connection');
+    expect(taken.length, 'requests taken').to.be.at.most(1);
+    // Then words at random all over its pair domain.
+    await hostile.do({ op: 'random', seed: 5, count: 20000, from: 0, to: joined.size as number });
+    await hostile.do({ op: 'ring', peer: 1 - (joined.id as number) });
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    expect(srv.proc.running, 'the server').to.equal(true);
+    // An honest process of the same user is served, in memory the attacker does not map.
+    const victim = run(USER_B, 'victim.js', [srv.port, '127.0.0.1'], { ZIVM_DIR: dirFor(USER_B) });
+    expect((await victim.expect('connect')).transport).to.equal('shm');
+    victim.send({ cmd: 'echo', text: 'marker-7f3a9c' });
+    expect((await victim.expect('echo')).text).to.equal('marker-7f3a9c');
+    const seen = await hostile.do({ op: 'find', hex: Buffer.from('marker-7f3a9c').toString('hex') });
+    expect(seen.count, 'marker bytes in the attacker’s memory').to.equal(0);
   });
 
   it('the server process dying ends the other user’s connection within a second, as a reset', async () => {
