@@ -51,8 +51,28 @@ describe('processes of different users', function () {
   const procs: Proc[] = [];
   const dirs: string[] = [];
 
+  /** A copy of the package the other users may read (the checkout may be private to us): its fixtures. */
+  let fixtures = '';
+  let copy = '';
   before(function () {
     if (process.getuid?.() !== 0) throw new Error('these tests run peers as other users: run them as root');
+    copy = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-users-pkg-'));
+    fs.chmodSync(copy, 0o755);
+    const root = path.resolve(FIXTURES, '..', '..', '..');
+    fs.copyFileSync(path.join(root, 'package.json'), path.join(copy, 'package.json'));
+    fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true });
+    // The addon: built here, or a prebuilt one.
+    for (const dir of [path.join('build', 'Release'), 'prebuilds']) {
+      if (fs.existsSync(path.join(root, dir))) fs.cpSync(path.join(root, dir), path.join(copy, dir), { recursive: true });
+    }
+    for (const dep of ['eventemitter3', 'node-gyp-build']) {
+      fs.cpSync(path.join(root, 'node_modules', dep), path.join(copy, 'node_modules', dep), { recursive: true });
+    }
+    fixtures = path.join(copy, 'dist', 'test', 'fixtures');
+  });
+
+  after(() => {
+    if (copy) fs.rmSync(copy, { recursive: true, force: true });
   });
 
   afterEach(async () => {
@@ -72,7 +92,7 @@ describe('processes of different users', function () {
   }
 
   function run(uid: number, script: string, args: (string | number)[], env: NodeJS.ProcessEnv = {}): Proc {
-    const proc = spawnNode(path.join(FIXTURES, script), args, {
+    const proc = spawnNode(path.join(fixtures, script), args, {
       uid,
       gid: uid,
       cwd: '/',
