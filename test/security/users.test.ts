@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { FIXTURES } from '../helpers/proc';
-import { Proc, spawnNode } from '../../tools/kit/proc';
+import { Proc } from '../../tools/kit/proc';
 import { native } from '../../src/shm/native';
 import { Hostile } from '../helpers/hostile';
 
@@ -26,6 +26,16 @@ function zivmMaps(pid: number): Map<string, string> {
     if (fields.length >= 6 && fields[5].startsWith('/memfd:zivm:')) found.set(fields[4], fields[5]);
   }
   return found;
+}
+
+/** May users other than us run `file` (every folder on its way searchable by others, the file executable by them)? */
+function othersMayRun(file: string): boolean {
+  let at = path.resolve(file);
+  if ((fs.statSync(at).mode & 0o001) === 0) return false;
+  for (at = path.dirname(at); ; at = path.dirname(at)) {
+    if ((fs.statSync(at).mode & 0o001) === 0) return false;
+    if (at === path.dirname(at)) return true;
+  }
 }
 
 /** Is user `uid`'s broker name held (a listening socket in /proc/net/unix)? */
@@ -54,6 +64,7 @@ describe('processes of different users', function () {
   /** A copy of the package the other users may read (the checkout may be private to us): its fixtures. */
   let fixtures = '';
   let copy = '';
+  let nodeBin = '';
   before(function () {
     if (process.getuid?.() !== 0) throw new Error('these tests run peers as other users: run them as root');
     copy = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-users-pkg-'));
@@ -69,6 +80,13 @@ describe('processes of different users', function () {
       fs.cpSync(path.join(root, 'node_modules', dep), path.join(copy, 'node_modules', dep), { recursive: true });
     }
     fixtures = path.join(copy, 'dist', 'test', 'fixtures');
+    // The running node, where others may run it (a Node line may come from a folder of ours).
+    nodeBin = process.execPath;
+    if (!othersMayRun(nodeBin)) {
+      nodeBin = path.join(copy, 'node');
+      fs.copyFileSync(process.execPath, nodeBin);
+      fs.chmodSync(nodeBin, 0o755);
+    }
   });
 
   after(() => {
@@ -92,7 +110,8 @@ describe('processes of different users', function () {
   }
 
   function run(uid: number, script: string, args: (string | number)[], env: NodeJS.ProcessEnv = {}): Proc {
-    const proc = spawnNode(path.join(fixtures, script), args, {
+    const proc = new Proc(nodeBin, [path.join(fixtures, script), ...args.map(String)], {
+      name: `${script} ${args[0] ?? ''}`.trim(),
       uid,
       gid: uid,
       cwd: '/',
