@@ -7,7 +7,7 @@
 export const kTransport = Symbol('zivm.transport');
 /** server[kListener]: the server's registration in the domain's directory. */
 export const kListener = Symbol('zivm.listener');
-/** kernelHandle[kIntercepted]: its connect is routed by zivm. */
+/** kernelHandle[kIntercepted]: its connect is routed by zivm; the value is its socket. */
 export const kIntercepted = Symbol('zivm.intercepted');
 /** socket[kTryShm]: this connection may still go over shared memory. */
 export const kTryShm = Symbol('zivm.tryShm');

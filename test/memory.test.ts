@@ -12,6 +12,7 @@ import * as zivm from '../src';
 import { currentDomain } from '../src/shm/join';
 import * as Lay from '../src/shm/layout';
 import type { ShmHandle } from '../src/net/handle';
+import { spawnPeer } from './helpers/proc';
 
 const BULK = 8 * 1024 * 1024;
 /** What a slot may hold once its rings gave their pages back: its header page and a page or two. */
@@ -108,5 +109,31 @@ describe('memory follows traffic', function () {
     // The connection is as it was: more bytes, both ways, intact.
     const again = crypto.randomBytes(1024 * 1024 + 7);
     expect((await echo(client, again)).equals(again), 'echo after the rings were given back').to.equal(true);
+  });
+
+  it('a process that opens one connection after another keeps to a few slots, whose pages are memory already', async () => {
+    // The server is busy for a moment after each connection ends: the client's
+    // 'close' comes, and its next connection starts, while the server still holds
+    // the last slot; by the connection after that, it is free again.
+    const busy = spawnPeer('peer', ['busy-echo-server', 'zivm', '127.0.0.1', '3']);
+    try {
+      const list = await busy.event('listening');
+      const slots = new Set<number>();
+      for (let k = 0; k < 300; k++) {
+        const client = zivm.connect(list.port as number, '127.0.0.1');
+        open.push(client);
+        await new Promise((resolve) => client.once('connect', resolve));
+        expect(client.transport).to.equal('shm');
+        slots.add(slotOf(client));
+        const byte = Buffer.from([k & 0xff]);
+        expect((await echo(client, byte)).equals(byte)).to.equal(true);
+        const closed = new Promise((resolve) => client.once('close', resolve));
+        client.end();
+        await closed;
+      }
+      expect(slots.size, `slots used: ${[...slots].slice(0, 12).join(', ')}...`).to.be.at.most(4);
+    } finally {
+      busy.kill();
+    }
   });
 });

@@ -145,7 +145,6 @@ type ConnectFn = (this: TcpLike, req: ConnectReq, address: string, port: number)
 function intercept(socket: SocketInternals): void {
   const tcp = socket._handle as TcpLike | null;
   if (!tcp || tcp instanceof ShmHandle || tcp[kIntercepted]) return;
-  tcp[kIntercepted] = true;
   guardNativeConsumers(socket, tcp);
   const kernel = tcp as unknown as Record<'connect' | 'connect6', ConnectFn>;
   const connect4 = kernel.connect;
@@ -171,19 +170,23 @@ function intercept(socket: SocketInternals): void {
  *    once), marks the handle: the connection stays on it (TCP).
  */
 function guardNativeConsumers(socket: SocketInternals, tcp: TcpLike): void {
-  const proto = Object.getPrototypeOf(tcp) as object;
-  Object.defineProperty(tcp, 'isStreamBase', {
-    configurable: true,
-    enumerable: true,
-    get(): unknown {
-      const native: unknown = Reflect.get(proto, 'isStreamBase', tcp);
-      if (!native || socket._handle !== tcp || !socket[kTryShm] || socket[kTransport] !== undefined) return native;
-      if (nativeStreams && boundToHttp2Session(socket)) socket[kNativeReads] = true;
-      else tcp[kNativeConsumed] = true;
-      return native;
-    },
-  });
+  tcp[kIntercepted] = socket;
+  // One descriptor for every handle: kernel handles keep sharing their hidden class.
+  Object.defineProperty(tcp, 'isStreamBase', guardedIsStreamBase);
 }
+
+const guardedIsStreamBase: PropertyDescriptor = {
+  configurable: true,
+  enumerable: true,
+  get(this: TcpLike): unknown {
+    const native: unknown = Reflect.get(Object.getPrototypeOf(this) as object, 'isStreamBase', this);
+    const socket = this[kIntercepted] as SocketInternals | undefined;
+    if (!native || !socket || socket._handle !== this || !socket[kTryShm] || socket[kTransport] !== undefined) return native;
+    if (nativeStreams && boundToHttp2Session(socket)) socket[kNativeReads] = true;
+    else this[kNativeConsumed] = true;
+    return native;
+  },
+};
 
 function tryShm(socket: SocketInternals, tcp: TcpLike, req: ConnectReq, address: string, port: number, connect: ConnectFn): number {
   const tcpPath = (reason: string): number => {

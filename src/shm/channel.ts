@@ -23,6 +23,9 @@ const EPHEMERAL_LOW = 32768;
  */
 const TRIM_MIN = 8 * 1024;
 const EPHEMERAL_COUNT = 60999 - 32768 + 1;
+/** Slots let go of lately that a process remembers, and how many of them a new connection tries (see Domain.recentSlots). */
+const RECENT_MAX = 64;
+const RECENT_TRIES = 4;
 
 export type Side = 'client' | 'server';
 
@@ -112,31 +115,35 @@ export class Channel implements SlotHandler {
       local ?? (listener.sameNode ? sourceFor(remote) : (publishedAddrs(i32, geo, domain.id).find((addr) => addr.family === remote.family) ?? remote));
     const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.HEADER.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
     let ch: Channel | undefined;
-    const claimed = Slot.request(
-      domain.region,
-      i32,
-      geo,
-      {
-        client: domain.id,
-        clientGen: domain.gen,
-        server: listener.owner,
-        serverGen: listener.ownerGen,
-        listener: listener.index,
-        listenerWord: listener.word,
-        family: remote.family,
-        clientAddr: localAddr.bytes,
-        clientPort: port,
-        serverAddr: remote.bytes,
-        serverPort: remotePort,
-        mapped: listener.family === 6 && remote.family === 4,
-      },
-      (slot, gen) => {
-        ch = new Channel(domain, slot, gen, 'client', listener.owner, listener.ownerGen);
-      },
-      domain.slotHint,
-    );
+    const req: Slot.Request = {
+      client: domain.id,
+      clientGen: domain.gen,
+      server: listener.owner,
+      serverGen: listener.ownerGen,
+      listener: listener.index,
+      listenerWord: listener.word,
+      family: remote.family,
+      clientAddr: localAddr.bytes,
+      clientPort: port,
+      serverAddr: remote.bytes,
+      serverPort: remotePort,
+      mapped: listener.family === 6 && remote.family === 4,
+    };
+    const prepare = (slot: number, gen: number): void => {
+      ch = new Channel(domain, slot, gen, 'client', listener.owner, listener.ownerGen);
+    };
+    // A slot let go of lately first (see Domain.recentSlots), then the first free one from the hint.
+    let claimed: { slot: number; gen: number } | undefined;
+    const recent = domain.recentSlots;
+    for (let k = recent.length - 1; k >= 0 && k >= recent.length - RECENT_TRIES && !claimed; k--) {
+      claimed = Slot.request(domain.region, i32, geo, req, prepare, recent[k], 1);
+      if (claimed) recent.splice(k, 1);
+    }
+    if (!claimed) {
+      claimed = Slot.request(domain.region, i32, geo, req, prepare, domain.slotHint);
+      if (claimed) domain.slotHint = claimed.slot + 1;
+    }
     if (!claimed || !ch) return undefined;
-    domain.slotHint = claimed.slot + 1;
     // A listener of this process looks on its next turn. Another is rung by
     // announce() once the connect completed, or by the first write before
     // that: one doorbell for the request and the bytes that come with it.
@@ -318,8 +325,11 @@ export class Channel implements SlotHandler {
     if (this.released) return;
     this.released = true;
     this.domain.detach(this.slot, this.side === 'server', this);
-    // Slots low in the table are taken again first: their pages are memory already.
+    // Slots taken before are taken again first: their pages are memory already.
     if (this.slot < this.domain.slotHint) this.domain.slotHint = this.slot;
+    const recent = this.domain.recentSlots;
+    if (recent.length >= RECENT_MAX) recent.shift();
+    recent.push(this.slot);
     // keepRequest: a connection already reported connected that the server has yet to
     // accept keeps its slot (what was written, and the FIN, reach the server as over
     // TCP); the server frees it after accepting, or when refusing.

@@ -137,6 +137,15 @@ export class Domain {
   private selfRung = false;
   /** Where this process's next connection looks for a free slot first (Slot.request). */
   slotHint = 0;
+  /**
+   * Slots this process let go of lately, the latest last: a new connection
+   * tries them before the hint. The other end may still hold one for a
+   * moment (it lets go when it has read our close), so the slot is free again
+   * by the next connection but one; taking it again keeps a process that
+   * opens connection after connection on a few slots whose pages are mapped
+   * already, rather than on a new slot (and new pages) each time.
+   */
+  readonly recentSlots: number[] = [];
   /** The next harvest reads every bitmap word, not only those the summary points at. */
   private fullHarvest = false;
   /** Where the next re-check looks for requests. */

@@ -100,7 +100,8 @@ function bytesOf(i32: Int32Array): Uint8Array {
  * slot and the connection's generation, or undefined when every slot is taken.
  * `prepare(slot)` runs while the slot is ours alone, before the request is
  * published (the caller attaches itself there). The search starts at slot
- * `from` (a hint: where this process last found one free) and wraps around.
+ * `from` (a hint: where this process last found one free) and wraps around,
+ * looking at `count` slots at most.
  */
 export function request(
   region: Zeroes,
@@ -109,9 +110,11 @@ export function request(
   req: Request,
   prepare: (slot: number, gen: number) => void,
   from = 0,
+  count = geo.nslots,
 ): { slot: number; gen: number } | undefined {
   const start = from >= 0 && from < geo.nslots ? from : 0;
-  for (let k = 0; k < geo.nslots; k++) {
+  const tries = Math.min(count, geo.nslots);
+  for (let k = 0; k < tries; k++) {
     const slot = start + k < geo.nslots ? start + k : start + k - geo.nslots;
     const header = base(geo, slot);
     const word = Atomics.load(i32, header + Lay.SLOT.STATE);
