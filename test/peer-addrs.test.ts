@@ -5,6 +5,7 @@
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import type { Domain } from '../src/shm/domain';
 import { parseAddr, publishAddrs, publishedAddrs, publishableAddrs, formatAddr, Addr } from '../src/shm/addrs';
@@ -130,5 +131,92 @@ describe('peer addresses: publishing and cross-node lookup', () => {
     expect(res.before).to.deep.equal([]);
     expect(res.after).to.deep.equal(['10.66.0.1']);
     expect(res.ms).to.be.below(3000);
+  });
+});
+
+describe('parsing addresses', () => {
+  /** What node:net makes of it: undefined if not an IP address, else its canonical text (IPv4-mapped as IPv4). */
+  function reference(text: string): string | undefined {
+    const version = net.isIP(text);
+    if (version === 4) return text;
+    if (version !== 6) return undefined;
+    const host = new URL(`http://[${text.replace(/%.*$/, '')}]/`).hostname.slice(1, -1);
+    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
+    if (!mapped) return host;
+    const high = parseInt(mapped[1], 16);
+    const low = parseInt(mapped[2], 16);
+    return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
+  }
+
+  function check(text: string): void {
+    const ours = parseAddr(text);
+    const want = reference(text);
+    expect(ours === undefined ? undefined : formatAddr(ours), JSON.stringify(text)).to.equal(want);
+  }
+
+  it('takes exactly what net.isIP takes, with the bytes node:url reads', () => {
+    const known = [
+      '',
+      '1.2.3.4',
+      '255.255.255.255',
+      '256.1.1.1',
+      '01.2.3.4',
+      '1.2.3',
+      '1.2.3.4.5',
+      '1..2.3',
+      '0.0.0.0',
+      ' 1.2.3.4',
+      '::',
+      '::1',
+      '1::',
+      '::ffff:1.2.3.4',
+      '::ffff:7f00:1',
+      '1:2:3:4:5:6:7:8',
+      '1:2:3:4:5:6:7::',
+      '1:2:3:4::5:6:7:8',
+      '1:2:3:4:5:6:1.2.3.4',
+      '1:2:1.2.3.4',
+      '::1.2.3.4',
+      '1::2::3',
+      ':1::',
+      '1:::2',
+      'fe80::1%eth0',
+      'fe80::1%',
+      'fe80::1%e/0',
+      'FE80::ABCD',
+      '12345::',
+      '::g',
+      '1:2:3:4:5:6:7:8:9',
+      '::01.2.3.4',
+      '2001:db8::1.2.3.4',
+      '1:2:3:4:5::1.2.3.4',
+      '1:2:3:4:5:6::1.2.3.4',
+      ':',
+      ':::',
+      '1:',
+    ];
+    for (const text of known) check(text);
+    // Random strings over the characters addresses are made of.
+    const alphabet = '0123456789abcdefABCDEF:.%';
+    let seed = 12345;
+    const rand = (below: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % below;
+    };
+    for (let k = 0; k < 40000; k++) {
+      let text = '';
+      const len = rand(24);
+      for (let i = 0; i < len; i++) text += alphabet[rand(alphabet.length)];
+      check(text);
+    }
+    // Random valid addresses, written in every way node prints or takes them.
+    for (let k = 0; k < 5000; k++) {
+      const bytes = Buffer.alloc(16);
+      for (let i = 0; i < 16; i++) bytes[i] = rand(4) === 0 ? rand(256) : 0;
+      const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
+      check(groups.join(':'));
+      check(formatAddr({ family: 6, bytes: new Uint8Array(bytes) }));
+      check(`${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`);
+    }
   });
 });

@@ -5,7 +5,6 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import net from 'node:net';
 import * as Lay from './layout';
 
 /** An address as 16 bytes (IPv4 in the first 4) plus its family. */
@@ -14,43 +13,125 @@ export interface Addr {
   bytes: Uint8Array;
 }
 
+/**
+ * Parses an IP address written as Node writes and accepts them (net.isIP):
+ * a dotted quad without leading zeros, or IPv6 with at most one `::`, an
+ * optional dotted-quad tail and an optional zone (`%eth0`, dropped). Anything
+ * else is undefined. By hand, not with net.isIP: its expressions cost a
+ * process ~20 ms to compile the first time, on the way to its first
+ * connection.
+ */
 export function parseAddr(address: string): Addr | undefined {
-  const version = net.isIP(address);
-  if (version === 4) {
-    const bytes = new Uint8Array(16);
-    const parts = address.split('.');
-    for (let i = 0; i < 4; i++) bytes[i] = Number(parts[i]);
-    return { family: 4, bytes };
-  }
-  if (version !== 6) return undefined;
-  let text = address;
-  const scope = text.indexOf('%');
-  if (scope >= 0) text = text.slice(0, scope);
-  const buf = new Uint8Array(16);
-  // An embedded IPv4 tail becomes two groups.
-  const lastColon = text.lastIndexOf(':');
-  const tail = text.slice(lastColon + 1);
-  if (tail.includes('.')) {
-    const parts = tail.split('.').map(Number);
-    text = text.slice(0, lastColon + 1) + ((parts[0] << 8) | parts[1]).toString(16) + ':' + ((parts[2] << 8) | parts[3]).toString(16);
-  }
-  const [head, rest] = text.split('::');
-  const headGroups = head ? head.split(':') : [];
-  const restGroups = rest !== undefined && rest !== '' ? rest.split(':') : [];
-  const groups: number[] = [...headGroups.map((group) => parseInt(group, 16))];
-  if (rest !== undefined) for (let i = headGroups.length + restGroups.length; i < 8; i++) groups.push(0);
-  groups.push(...restGroups.map((group) => parseInt(group, 16)));
-  for (let i = 0; i < 8; i++) {
-    buf[i * 2] = (groups[i] >> 8) & 0xff;
-    buf[i * 2 + 1] = groups[i] & 0xff;
-  }
+  if (typeof address !== 'string') return undefined;
+  const bytes = new Uint8Array(16);
+  if (address.indexOf(':') < 0) return quad(address, 0, address.length, bytes, 0) ? { family: 4, bytes } : undefined;
+  let end = address.indexOf('%');
+  if (end < 0) end = address.length;
+  else if (!validZone(address, end + 1)) return undefined;
+  if (!parseV6(address, end, bytes)) return undefined;
   // IPv4-mapped (::ffff:a.b.c.d) is the IPv4 address.
-  if (buf.subarray(0, 10).every((byte) => byte === 0) && buf[10] === 0xff && buf[11] === 0xff) {
-    const v4 = new Uint8Array(16);
-    v4.set(buf.subarray(12, 16), 0);
-    return { family: 4, bytes: v4 };
+  for (let i = 0; i < 10; i++) if (bytes[i] !== 0) return { family: 6, bytes };
+  if (bytes[10] !== 0xff || bytes[11] !== 0xff) return { family: 6, bytes };
+  const v4 = new Uint8Array(16);
+  v4.set(bytes.subarray(12, 16), 0);
+  return { family: 4, bytes: v4 };
+}
+
+/** A dotted quad in text[start, end) into out[at, at + 4): decimal 0-255 each, no leading zeros. */
+function quad(text: string, start: number, end: number, out: Uint8Array, at: number): boolean {
+  let part = 0;
+  let value = -1;
+  let digits = 0;
+  for (let i = start; i <= end; i++) {
+    const code = i < end ? text.charCodeAt(i) : 46; // a '.' after the end closes the last part
+    if (code >= 48 && code <= 57) {
+      if (digits > 0 && value === 0) return false; // a leading zero
+      value = (value < 0 ? 0 : value * 10) + (code - 48);
+      if (++digits > 3 || value > 255) return false;
+    } else if (code === 46) {
+      if (digits === 0 || part > 3) return false;
+      out[at + part++] = value;
+      value = -1;
+      digits = 0;
+    } else return false;
   }
-  return { family: 6, bytes: buf };
+  return part === 4;
+}
+
+/** A zone after '%': one or more of [0-9a-zA-Z-.:], as net.isIPv6 takes it. */
+function validZone(text: string, start: number): boolean {
+  if (start >= text.length) return false;
+  for (let i = start; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    const ok = (code >= 48 && code <= 58) || (code >= 65 && code <= 90) || (code >= 97 && code <= 122) || code === 45 || code === 46;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+function hexValue(code: number): number {
+  if (code >= 48 && code <= 57) return code - 48;
+  if (code >= 97 && code <= 102) return code - 87;
+  if (code >= 65 && code <= 70) return code - 55;
+  return -1;
+}
+
+/** IPv6 text[0, end) into out (16 bytes). */
+function parseV6(text: string, end: number, out: Uint8Array): boolean {
+  const groups: number[] = [];
+  let gap = -1; // where '::' stands, in groups
+  let i = 0;
+  if (text.charCodeAt(0) === 58) {
+    if (text.charCodeAt(1) !== 58) return false;
+    gap = 0;
+    i = 2;
+    if (i === end) return fill(groups, gap, out);
+  }
+  for (;;) {
+    // One group: 1-4 hex digits, or a dotted-quad tail.
+    let value = 0;
+    let digits = 0;
+    const groupStart = i;
+    while (i < end) {
+      const nibble = hexValue(text.charCodeAt(i));
+      if (nibble < 0) break;
+      value = (value << 4) | nibble;
+      digits++;
+      i++;
+    }
+    if (i < end && text.charCodeAt(i) === 46) {
+      // The tail: a dotted quad, last, counting for two groups.
+      const tail = new Uint8Array(4);
+      if (!quad(text, groupStart, end, tail, 0)) return false;
+      groups.push((tail[0] << 8) | tail[1], (tail[2] << 8) | tail[3]);
+      break;
+    }
+    if (digits === 0 || digits > 4) return false;
+    groups.push(value);
+    if (i === end) break;
+    if (text.charCodeAt(i) !== 58) return false;
+    i++;
+    if (text.charCodeAt(i) === 58) {
+      if (gap >= 0) return false;
+      gap = groups.length;
+      i++;
+      if (i === end) break;
+    } else if (i === end) return false; // a trailing single ':'
+  }
+  return fill(groups, gap, out);
+}
+
+/** 8 groups, or fewer with a gap ('::' standing for one or more zero groups) at `gap`. */
+function fill(groups: number[], gap: number, out: Uint8Array): boolean {
+  if (gap < 0 ? groups.length !== 8 : groups.length > 7) return false;
+  const zeros = 8 - groups.length;
+  let next = 0;
+  for (let k = 0; k < 8; k++) {
+    const value = gap >= 0 && k >= gap && k < gap + zeros ? 0 : groups[next++];
+    out[k * 2] = (value >> 8) & 0xff;
+    out[k * 2 + 1] = value & 0xff;
+  }
+  return true;
 }
 
 /** An IPv4 address as the IPv4-mapped IPv6 address a dual-stack socket sees. */
