@@ -143,14 +143,15 @@ export function listen(server: nodeNet.Server, target: TransportKey, params: Jso
     say({ event: 'error', message: err.message });
     process.exit(1);
   });
+  const host = typeof params.host === 'string' ? params.host : '127.0.0.1';
   const done = (): void => {
     const addr = server.address();
     if (typeof addr === 'string') say({ event: 'listening', path: addr, pid: process.pid });
-    else say({ event: 'listening', host: '127.0.0.1', port: addr?.port, pid: process.pid });
+    else say({ event: 'listening', host, port: addr?.port, pid: process.pid });
   };
   // A deep backlog (the kernel caps it at net.core.somaxconn): the scale case opens thousands of connections at once.
   if (target === 'net-unix') server.listen({ path: String(params.path), backlog: 65535 }, done);
-  else server.listen({ port: 0, host: '127.0.0.1', backlog: 65535 }, done);
+  else server.listen({ port: 0, host, backlog: 65535 }, done);
 }
 
 export function connectTo(net: typeof nodeNet, ep: Endpoint): nodeNet.Socket {
@@ -209,6 +210,8 @@ export interface Scenario {
   metrics(s: RunSettings): Metric[];
   /** Runs one trial over one transport in a fresh server/client process pair. */
   trial?(t: TransportKey, s: RunSettings, index: number): Promise<TrialOutcome>;
+  /** The transports it compares, if not all (the others show no figure). */
+  transports?: readonly TransportKey[];
   /** Alternatively: one trial of every transport at once (the idle case). */
   trialAll?(ts: readonly TransportKey[], s: RunSettings, index: number): Promise<Map<TransportKey, TrialOutcome | Error>>;
 }
@@ -227,9 +230,12 @@ export function childEnv(subject: RunSettings, extra: { zivmOff?: boolean; prelo
 /** A scenario process seen from the driver: its JSON lines, commands to it, stop(). */
 export type Child = Proc;
 
-/** Starts a scenario process: dist/bench/<scenario>.js <role> <transport> <params>. */
-export function startChild(scenario: string, role: string, target: TransportKey, params: Json, env: NodeJS.ProcessEnv): Child {
-  return spawnNode(path.join(__dirname, `${scenario}.js`), [role, target, JSON.stringify(params)], { env, name: `${scenario} ${role} (${target})` });
+/** Starts a scenario process: dist/bench/<scenario>.js <role> <transport> <params>; in network namespace `netns` if given (ip netns exec). */
+export function startChild(scenario: string, role: string, target: TransportKey, params: Json, env: NodeJS.ProcessEnv, netns?: string): Child {
+  const file = path.join(__dirname, `${scenario}.js`);
+  const name = `${scenario} ${role} (${target})${netns ? ` in ${netns}` : ''}`;
+  if (netns) return new Proc('ip', ['netns', 'exec', netns, process.execPath, file, role, target, JSON.stringify(params)], { env, name });
+  return spawnNode(file, [role, target, JSON.stringify(params)], { env, name });
 }
 
 /** The usual pair: a server for transport t, listening; its endpoint. */

@@ -26,8 +26,9 @@ import { scenario as many, scaleScenario as scale } from './many';
 import { scenario as httpCase } from './http';
 import { scenario as idle } from './idle';
 import { scenario as tlsCase } from './tls';
+import { scenario as pods } from './pods';
 
-export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, scale, httpCase, tlsCase, idle];
+export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, scale, httpCase, tlsCase, idle, pods];
 
 const ROOT = path.join(__dirname, '..', '..');
 /** bench/results in a checkout (git-ignored), else zivm-bench-results in the current folder. */
@@ -110,6 +111,12 @@ export function parseArgs(argv: string[]): Options | 'help' {
     if (list('cases')) throw new UsageError(why);
     caseNames = caseNames.filter((name) => name !== 'http');
     leftOut = `${why}: left out`;
+  }
+  if (caseNames.includes('pods') && process.getuid?.() !== 0) {
+    const why = 'the pods case makes network namespaces: it runs as root only';
+    if (list('cases')) throw new UsageError(why);
+    caseNames = caseNames.filter((name) => name !== 'pods');
+    leftOut = [leftOut, `${why}: left out`].filter(Boolean).join('; ');
   }
   const cases = caseNames.map((name) => {
     const subject = SCENARIOS.find((elem) => elem.name === name);
@@ -253,8 +260,9 @@ function rotate<T>(args: readonly T[], count: number): T[] {
   return [...args.slice(k), ...args.slice(0, k)];
 }
 
-async function runCase(sc: Scenario, settings: RunSettings, transports: TransportKey[], daemon: Daemon, errors: string[]): Promise<CaseResult> {
+async function runCase(sc: Scenario, settings: RunSettings, all: TransportKey[], daemon: Daemon, errors: string[]): Promise<CaseResult> {
   const t0 = performance.now();
+  const transports = sc.transports ? all.filter((target) => sc.transports!.includes(target)) : all;
   const trials: TrialRecord[] = [];
   const record = (target: TransportKey, i: number, seconds: number, out: TrialOutcome | Error): void => {
     let rec: TrialRecord;

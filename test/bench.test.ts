@@ -89,6 +89,18 @@ describe('bench driver (smoke)', function () {
     expect(res2.stdout).to.match(/zivm shm/);
   });
 
+  it('runs the pods case (two network namespaces on a bridge), zivm over shared memory and node:net over the veth pairs, and removes the namespaces', async function () {
+    if (process.getuid?.() !== 0) throw new Error('the pods case makes network namespaces: run the tests as root');
+    const before = fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : [];
+    const res = await run(['--quick', '--trials', '1', '--cases', 'pods', '--no-write', '--transports', 'zivm-shm,net-tcp']);
+    expect(res.code, res.stderr).to.equal(0);
+    expect(res.stderr).to.match(/^pods: 2 trials/m);
+    const row = res.stdout.split('\n').find((line) => /64 B round trip p50, pod to pod/.test(line));
+    expect(row, res.stdout).to.be.a('string');
+    expect(row).to.match(/µs ↓\s+\d/);
+    expect(fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : [], 'network namespaces left').to.deep.equal(before);
+  });
+
   it('rejects an unknown case with usage status 2', async () => {
     const res = await run(['--cases', 'nope', '--no-write']);
     expect(res.code).to.equal(2);

@@ -134,6 +134,7 @@ describe('memory follows traffic', function () {
       expect(slots.size, `slots used: ${[...slots].slice(0, 12).join(', ')}...`).to.be.at.most(4);
     } finally {
       busy.kill();
+      await busy.exit(5000);
     }
   });
 });

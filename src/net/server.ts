@@ -10,7 +10,7 @@ import type { Domain } from '../shm/domain';
 import { guestDomains, hostDomain, watchGuestDomains } from '../shm/route';
 import { Channel } from '../shm/channel';
 import { type ListenSpec, register, unregister } from '../shm/directory';
-import { type Addr, isLoopback, parseAddr } from '../shm/addrs';
+import { type Addr, formatAddr, isLoopback, parseAddr } from '../shm/addrs';
 import * as Ticket from '../shm/ticket';
 import { servePair } from '../shm/pairs';
 import { ShmHandle } from './handle';
@@ -183,7 +183,7 @@ function registerIn(server: ServerInternals, listening: Listening, domain: Domai
     let byIndex = hostListeners.get(domain);
     if (!byIndex) {
       hostListeners.set(domain, (byIndex = new Map<number, { server: ServerInternals; reg: Registration }>()));
-      domain.bells.on('serve', (payload, fd) => onServe(domain, payload, fd));
+      domain.bells.on('serve', (payload, fd, peer) => onServe(domain, payload, fd, peer));
     }
     byIndex.set(entry.index, { server, reg });
   }
@@ -211,8 +211,8 @@ const hostListeners = new Map<Domain, Map<number, { server: ServerInternals; reg
  * it takes that listener's connections in the pair domain too, each vetted as
  * from the network within our namespace (ticket.ts).
  */
-function onServe(host: Domain, payload: number, fd: number): void {
-  const served = servePair(host, payload, fd);
+function onServe(host: Domain, payload: number, fd: number, peer: Addr | undefined): void {
+  const served = servePair(host, payload, fd, peer);
   if (!served) return;
   const { pair, hostIndex, pairIndex, word } = served;
   const mine = hostListeners.get(host)?.get(hostIndex);
@@ -225,7 +225,12 @@ function onServe(host: Domain, payload: number, fd: number): void {
   const reg: Registration = { domain: pair, index: pairIndex, word, addr: mine.reg.addr, port: mine.reg.port };
   listening.regs.push(reg);
   pair.acceptors.set(pairIndex, { onIncoming: (slot, slotWord) => incoming(mine.server, reg, slot, slotWord) });
-  debug('listening on %s in a pair domain with a process of another user too (listener %d)', listening.text, pairIndex);
+  debug(
+    'listening on %s in a pair domain with a process of %s too (listener %d)',
+    listening.text,
+    peer ? `another network namespace (${formatAddr(peer)})` : 'another user',
+    pairIndex,
+  );
 }
 
 /*
@@ -254,7 +259,9 @@ function incoming(server: ServerInternals, reg: Registration, slot: number, word
   // A host process vets each request (ticket.ts); inside a guest, its agent's domain is the guest's own.
   if (!domain.guest) {
     snap = Ticket.snapshot(domain.i32, domain.geo, slot);
-    const verdict = Ticket.vet(domain.pair ? 'pair' : domain.admitsGuests ? 'guests' : 'host', domain.guestAddrs, reg, snap);
+    const verdict = domain.podPeer
+      ? Ticket.vet('pod', [domain.podPeer], reg, snap)
+      : Ticket.vet(domain.pair ? 'pair' : domain.admitsGuests ? 'guests' : 'host', domain.guestAddrs, reg, snap);
     if (verdict.refused !== undefined || snap[0] !== word) {
       debug('refused the connection request in slot %d: %s', slot, verdict.refused ?? 'it changed while being read');
       Channel.refuse(domain, slot, word);

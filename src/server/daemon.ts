@@ -19,7 +19,8 @@ import { DaemonLock, acceptEach, listenOn, turnAway } from './lock';
 import { Broker, startBroker } from './broker';
 import { Outbox } from './outbox';
 import { Member as Client, answerFdRequest, farewell, readInput, welcome } from './protocol';
-import { helloVersion, NOTE_END, NOTE_GUESTS, NOTE_MEMBER, NOTE_ON_REQUEST, guestAddrNotes, note } from '../shm/notes';
+import { helloVersion, NOTE_END, NOTE_GUESTS, NOTE_MEMBER, NOTE_ON_REQUEST, NOTE_POD, guestAddrNotes, note } from '../shm/notes';
+import { Pods } from './pods';
 import type { Addr } from '../shm/addrs';
 
 /** How often a daemon whose broker name is taken tries again. */
@@ -72,6 +73,12 @@ export interface DaemonOptions {
   pair?: boolean;
   /** A domain of host processes only: also broker connections for processes of other users (broker.ts). Default true. */
   broker?: boolean;
+  /**
+   * The domain of one network namespace other than the daemon's, and one uid
+   * (pods.ts): no socket, no lock; its members come in through the daemon's
+   * socket and are handed over (adoptHello); it closes when the last one has left.
+   */
+  pod?: boolean;
 }
 
 export interface DaemonEvents {
@@ -96,8 +103,10 @@ export class Daemon extends EventEmitter {
   readonly guestAddrs: readonly Addr[];
   readonly guests: boolean;
   readonly pair: boolean;
+  readonly pod: boolean;
 
   private addon: Native | null = null;
+  private pods: Pods | null = null;
   private readonly hold: DaemonLock | null;
   private broker: Broker | null = null;
   private brokerTimer: NodeJS.Timeout | null = null;
@@ -120,10 +129,12 @@ export class Daemon extends EventEmitter {
   constructor(opts: DaemonOptions) {
     super();
     this.pair = !!opts.pair;
-    if (!opts.socketPath && !this.pair) throw new TypeError('socketPath is required');
-    this.socketPath = opts.socketPath ? path.resolve(opts.socketPath) : '';
+    this.pod = !!opts.pod && !this.pair;
+    const socketless = this.pair || this.pod;
+    if (!opts.socketPath && !socketless) throw new TypeError('socketPath is required');
+    this.socketPath = opts.socketPath && !socketless ? path.resolve(opts.socketPath) : '';
     this.lockPath = this.socketPath ? lockPath(this.socketPath) : '';
-    this.hold = this.pair ? null : new DaemonLock(this.socketPath);
+    this.hold = socketless ? null : new DaemonLock(this.socketPath);
     this.vectors = opts.vectors ?? DEFAULT_VECTORS;
     this.geometry = computeGeometry({
       size: opts.size ?? (opts.guests || (opts.guestAddrs?.length ?? 0) > 0 ? DEFAULT_GUEST_SIZE : DEFAULT_SIZE),
@@ -140,7 +151,7 @@ export class Daemon extends EventEmitter {
     this.allowUids = new Set(opts.allowUids ?? []);
     this.guestAddrs = opts.guestAddrs ?? [];
     this.guests = !!opts.guests || this.guestAddrs.length > 0;
-    this.brokerOn = !this.pair && !this.guests && opts.broker !== false;
+    this.brokerOn = !socketless && !this.guests && opts.broker !== false;
   }
 
   /** Peers connected now. */
@@ -173,9 +184,10 @@ export class Daemon extends EventEmitter {
       this.i32 = new Int32Array(this.region.buffer);
       writeHeader(this.i32, geo, process.pid, crypto.randomBytes(4).readInt32LE(0));
       Atomics.store(this.i32, HEADER.STATE, REGION_STATE_READY);
-      if (this.pair) return true;
+      if (this.pair || this.pod) return true;
 
       this.listen();
+      if (!this.guests) this.pods = new Pods(this);
     } catch (err) {
       this.close();
       throw err;
@@ -228,6 +240,8 @@ export class Daemon extends EventEmitter {
     this.brokerTimer = null;
     this.broker?.close();
     this.broker = null;
+    this.pods?.close();
+    this.pods = null;
     this.hold?.release();
     for (const turnAwayNow of [...this.waiting.values()]) turnAwayNow();
     for (const member of this.clients.values()) this.release(member);
@@ -272,6 +286,11 @@ export class Daemon extends EventEmitter {
       this.waiting.delete(fd);
       poller?.close();
       if (why === undefined && !this.closed) {
+        // A process of another network namespace (a container, a pod) gets a domain of its namespace's (pods.ts).
+        if (this.pods?.take(fd, version)) {
+          this.settle();
+          return;
+        }
         // A domain without guests: a host process that asks for doorbells gets those of the peers it talks to.
         const member = this.admit(fd, version >= 2);
         if (member) this.hello(member);
@@ -302,6 +321,15 @@ export class Daemon extends EventEmitter {
           if (msg === false) return give('');
           if (msg[1] >= 0) closeQuiet(msg[1]);
           version = msg[1] < 0 ? helloVersion(msg[0]) : 0;
+          // A process asking where another network namespace's address leads (pods.ts).
+          if (version === 0 && msg[1] < 0 && this.pods?.isDial(msg[0])) {
+            settled = true;
+            clearTimeout(timer);
+            this.waiting.delete(fd);
+            poller?.close();
+            this.pods.dial(fd, msg[0]);
+            return;
+          }
           give(version > 0 ? undefined : 'it sent something other than HELLO');
         },
         false,
@@ -328,6 +356,43 @@ export class Daemon extends EventEmitter {
       Peers.goAlive(this.i32, this.geometry, member.id);
     }
     return { id: member.id, gen: member.gen };
+  }
+
+  /**
+   * A pod domain takes a process that said HELLO on the daemon's socket (pods.ts
+   * decided which domain): it is admitted and answered as in the daemon's own domain.
+   */
+  adoptHello(fd: number, version: number): boolean {
+    if (!this.pod || this.closed) throw new Error('adoptHello() is for an open pod domain');
+    const member = this.admit(fd, version >= 2);
+    if (!member) return false;
+    this.hello(member);
+    this.settle();
+    return true;
+  }
+
+  /** The members that said HELLO (host processes), as pods.ts reads their network namespace. */
+  hostMembers(): { id: number; gen: number; pid: number }[] {
+    return [...this.clients.values()].filter((member) => member.host && !member.gone && !this.doomed.has(member));
+  }
+
+  /** Sends member `id` notes (no fds). */
+  sendNotes(id: number, values: number[]): boolean {
+    const member = this.clients.get(id);
+    if (!member || member.gone || this.doomed.has(member)) return false;
+    for (const value of values) this.send(member, value, -1, -1);
+    this.settle();
+    return !this.doomed.has(member);
+  }
+
+  /** Pod domains have members (the daemon of a host with pods is not idle). */
+  podsChanged(): void {
+    if (this.closed || this.pair || this.pod) return;
+    if (this.clients.size === 0 && !(this.pods?.active ?? false)) this.armIdle();
+    else if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = null;
+    }
   }
 
   /** A member of this domain that said HELLO (a host process), if `id` is one now. */
@@ -376,6 +441,26 @@ export class Daemon extends EventEmitter {
     return pair;
   }
 
+  /** A new pod domain with this domain's geometry (pods.ts); undefined if it cannot be made. */
+  makePod(): Daemon | undefined {
+    const pod = new Daemon({
+      pod: true,
+      size: this.geometry.size,
+      ringSize: this.geometry.ringSize,
+      vectors: this.vectors,
+      maxPeers: this.geometry.maxPeers,
+      maxListeners: this.geometry.maxListeners,
+      verbose: this.verbose,
+    });
+    try {
+      pod.start();
+    } catch (err) {
+      this.log(`cannot make a pod domain: ${(err as Error).message}`);
+      return undefined;
+    }
+    return pod;
+  }
+
   /** Admits the member on `fd`; returns it, or undefined if it was turned away. */
   private admit(fd: number, onRequest = false): Client | undefined {
     const addon = this.addon!;
@@ -390,8 +475,8 @@ export class Daemon extends EventEmitter {
       return;
     }
     const uid = myUid();
-    // A pair domain's members were chosen by the broker.
-    if (!this.pair && cred.uid !== uid && !this.allowUids.has(cred.uid)) {
+    // A pair domain's members were chosen by the broker; a pod domain's by pods.ts (one uid each).
+    if (!this.pair && !this.pod && cred.uid !== uid && !this.allowUids.has(cred.uid)) {
       this.log(`refused pid ${cred.pid}: uid ${cred.uid} is not ${uid} (see --allow-uid)`);
       if (!this.verbose && !this.auto) process.stderr.write(`zivm: refused pid ${cred.pid}: uid ${cred.uid} is not ${uid} (see --allow-uid)\n`);
       closeQuiet(fd);
@@ -456,6 +541,7 @@ export class Daemon extends EventEmitter {
     member.host = true;
     if (this.guests) this.send(member, note(NOTE_GUESTS, 1), -1, -1);
     if (member.onRequest) this.send(member, note(NOTE_ON_REQUEST, 1), -1, -1);
+    if (this.pod) this.send(member, note(NOTE_POD, 1), -1, -1);
     // Where guests are admitted, every host process learns which members are
     // host processes. Elsewhere every member is one (it said HELLO before it
     // was admitted) and nobody is told: each join costs the daemon one
@@ -555,8 +641,8 @@ export class Daemon extends EventEmitter {
     this.log(`peer ${member.id} left (pid ${member.pid})`);
     this.emit('leave', member.id);
     if (this.clients.size === 0) {
-      if (this.pair) this.close();
-      else this.armIdle();
+      if (this.pair || this.pod) this.close();
+      else if (!(this.pods?.active ?? false)) this.armIdle();
     }
   }
 
@@ -589,7 +675,7 @@ export class Daemon extends EventEmitter {
   private idleExit(ms: number): void {
     if (this.closed) return;
     this.onAcceptable(0); // someone may be waiting in the backlog: they win
-    if (this.clients.size || this.closed) return;
+    if (this.clients.size || this.closed || (this.pods?.active ?? false)) return;
     unlinkQuiet(this.socketPath); // from now on nobody new reaches this listening socket...
     const late = acceptEach(this.addon!, this.listenFd, Infinity, (fd) => this.admit(fd)); // ...so once this backlog is empty, it stays empty
     if (late === 0) {

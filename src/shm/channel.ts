@@ -111,8 +111,12 @@ export class Channel implements SlotHandler {
     // kernel would pick (127.0.0.1 for all of 127/8, else the dialled address
     // itself); across nodes, one its own node published. A port the socket
     // was bound to (localPort) is kept; otherwise an ephemeral one is made up.
+    // With another network namespace, the address its daemon saw we have.
+    const podSource = domain.podSource?.family === remote.family ? domain.podSource : undefined;
     const localAddr =
-      local ?? (listener.sameNode ? sourceFor(remote) : (publishedAddrs(i32, geo, domain.id).find((addr) => addr.family === remote.family) ?? remote));
+      local ??
+      podSource ??
+      (listener.sameNode ? sourceFor(remote) : (publishedAddrs(i32, geo, domain.id).find((addr) => addr.family === remote.family) ?? remote));
     const port = localPort > 0 && localPort < 65536 ? localPort : EPHEMERAL_LOW + ((Atomics.add(i32, Lay.HEADER.PORT_COUNTER, 1) >>> 0) % EPHEMERAL_COUNT);
     let ch: Channel | undefined;
     const req: Slot.Request = {

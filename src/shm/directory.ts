@@ -9,7 +9,10 @@ import * as Lay from './layout';
 import * as Peers from './peers';
 
 /** What finding a listener needs of a domain (a daemon looks into its own region with the same view). */
-export type DirectoryView = Pick<Domain, 'i32' | 'geo' | 'nodeId' | 'guest' | 'admitsGuests' | 'pair' | 'declares' | 'isHostProcess' | 'peerAlive'>;
+export type DirectoryView = Pick<Domain, 'i32' | 'geo' | 'nodeId' | 'guest' | 'admitsGuests' | 'pair' | 'declares' | 'isHostProcess' | 'peerAlive'> & {
+  /** Addresses other than this node's whose listeners count as on this node (a pair domain with another network namespace: the addresses the daemon found it holds). */
+  podAddrs?: readonly Addr[];
+};
 /** What registering a listener needs: the region, and whose entry it is. */
 export type RegisterView = Pick<Domain, 'i32' | 'geo' | 'id' | 'gen' | 'nodeId'>;
 
@@ -108,7 +111,7 @@ export interface Found {
  * (publishAddrs), bound to it exactly or to the wildcard.
  */
 export function find(domain: DirectoryView, addr: Addr, port: number): Found | undefined {
-  const local = isOwnAddress(addr);
+  const local = isOwnAddress(addr) || (domain.podAddrs?.some((held) => held.family === addr.family && sameBytes(held.bytes, addr.bytes)) ?? false);
   const { i32, geo } = domain;
   const nodeLo = (domain.nodeId % 0x100000000) | 0;
   const nodeHi = Math.floor(domain.nodeId / 0x100000000) | 0;

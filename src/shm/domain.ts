@@ -88,6 +88,8 @@ export interface HostNotes {
    * take them within one network namespace (ticket.ts).
    */
   pair?: boolean;
+  /** A domain of a network namespace other than the daemon's: a container's, a pod's (server/pods.ts). */
+  pod?: boolean;
 }
 
 export class Domain {
@@ -107,8 +109,28 @@ export class Domain {
    * to each other in a domain of host processes (route.ts).
    */
   readonly admitsGuests: boolean;
-  /** A pair domain: shared with one process of another user (see HostNotes.pair). */
+  /** A pair domain: shared with one process of another user (see HostNotes.pair), or of another network namespace. */
   readonly pair: boolean;
+  /** The domain of a network namespace other than the daemon's (see HostNotes.pod): other namespaces' addresses are asked of the daemon. */
+  readonly inPod: boolean;
+  /**
+   * A pair domain with a process of another network namespace: the addresses
+   * its daemon found that namespace holds, for the dials it answered (its
+   * listeners are reached at those, as at an address of this node).
+   */
+  readonly podAddrs: Addr[] = [];
+  /**
+   * Such a pair domain: our address as the daemon saw it in the kernel (the
+   * dialler's), which the other side vets requests against and sees as
+   * remoteAddress.
+   */
+  podSource: Addr | undefined;
+  /**
+   * A pair domain the daemon made for a process of another network namespace
+   * dialling one of our listeners: that process's address as the daemon saw it
+   * in the kernel. Every request here is vetted against it (ticket.ts).
+   */
+  podPeer: Addr | undefined;
   /** False once the daemon is gone or close() ran: no new connections. */
   alive = true;
   /** A pair domain to leave once idle, and left. */
@@ -167,6 +189,7 @@ export class Domain {
     this.guestAddrs = host?.guestAddrs ?? [];
     this.admitsGuests = !guest && (host?.admitsGuests ?? true);
     this.pair = !guest && !!host?.pair;
+    this.inPod = !guest && !!host?.pod;
     const addon = native();
     this.id = id;
     this.region = region;

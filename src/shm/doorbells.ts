@@ -12,7 +12,8 @@ import { debug } from '../log';
 import type { GuestLink } from '../guest/link';
 import * as Lay from './layout';
 import { closeQuiet, native, NativePoller } from './native';
-import { fdRequest, NOTE_MEMBER, NOTE_SERVE, readNote } from './notes';
+import { DialReader, fdRequest, NOTE_DIAL4, NOTE_DIAL6, NOTE_DIAL_PORT, NOTE_MEMBER, NOTE_SERVE, readNote } from './notes';
+import type { Addr } from './addrs';
 
 /** How long ringing a peer waits for its doorbells from the daemon before it goes on without (see askFor). */
 const ASK_WAIT_MS = 20;
@@ -28,12 +29,16 @@ export interface DoorbellEvents {
    * (notes.NOTE_SERVE): `fd` is our end of the pair domain's socket, or -1
    * when we have that pair domain already. Whoever handles it owns the fd.
    */
-  serve: (payload: number, fd: number) => void;
+  /** The daemon paired one of our listeners; `peer`: the dialler's address as the daemon saw it (another network namespace's process). */
+  serve: (payload: number, fd: number, peer: Addr | undefined) => void;
   /** The daemon went away: no news any more, no new connections. */
   orphaned: () => void;
 }
 
 export class Doorbells extends EventEmitter<DoorbellEvents> {
+  /** The dialler's address that comes before a SERVE, being read. */
+  private readonly serveFrom = new DialReader();
+  private servePeer: Addr | undefined;
   private readonly peerFds = new Map<number, number[]>();
   /** The generation of the peer each entry of peerFds belongs to: an id handed out again has new fds. */
   private readonly peerGens = new Map<number, number>();
@@ -168,9 +173,17 @@ export class Doorbells extends EventEmitter<DoorbellEvents> {
       }
       const [id, fd] = msg;
       const serve = readNote(id);
+      if (serve && fd < 0 && (serve.type === NOTE_DIAL4 || serve.type === NOTE_DIAL6 || serve.type === NOTE_DIAL_PORT)) {
+        // The address of the dialler the next SERVE is for (server/pods.ts).
+        const peer = this.serveFrom.take(serve.type, serve.payload);
+        if (peer) this.servePeer = { family: peer.family, bytes: peer.bytes };
+        continue;
+      }
       if (serve && serve.type === NOTE_SERVE) {
+        const peer = this.servePeer;
+        this.servePeer = undefined;
         const handOut = (): void => {
-          if (this.listenerCount('serve') > 0) this.emit('serve', serve.payload, fd);
+          if (this.listenerCount('serve') > 0) this.emit('serve', serve.payload, fd, peer);
           else if (fd >= 0) closeQuiet(fd);
         };
         if (dispatch) handOut();

@@ -137,7 +137,14 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
       }
     }
     // We said HELLO on connecting (see below): the daemon's notes come after the interrupt set-up (notes.ts).
-    const host = { members: new Set<number>([id]), guestAddrs: [] as Addr[], admitsGuests: false, onRequest: false, pair: opts.pairFd !== undefined };
+    const host = {
+      members: new Set<number>([id]),
+      guestAddrs: [] as Addr[],
+      admitsGuests: false,
+      onRequest: false,
+      pair: opts.pairFd !== undefined,
+      pod: false,
+    };
     const guestAddrs = new Notes.GuestAddrReader();
     try {
       const helloDeadline = Math.min(deadline, Date.now() + HELLO_TIMEOUT_MS);
@@ -157,6 +164,7 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
           if (seen.type === Notes.NOTE_MEMBER && seen.payload < geo.maxPeers) host.members.add(seen.payload);
           if (seen.type === Notes.NOTE_GUESTS) host.admitsGuests = true;
           if (seen.type === Notes.NOTE_ON_REQUEST) host.onRequest = true;
+          if (seen.type === Notes.NOTE_POD) host.pod = true;
           const guestAddr = guestAddrs.take(seen.type, seen.payload);
           if (guestAddr) host.guestAddrs.push(guestAddr);
           continue;

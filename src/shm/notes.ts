@@ -106,6 +106,16 @@ export const NOTE_DIAL_PORT = 10; // payload: the port, after four DIAL6
 export const NOTE_PAIR = 11; // payload: pair serial * 2^16 + the listener's index in the pair domain; fd: the socket of a new pair domain
 export const NOTE_NO_PAIR = 12; // payload: why (PAIR_REFUSALS)
 export const NOTE_SERVE = 13; // payload: pair serial * 2^32 + host listener index * 2^16 + pair listener index; fd: the socket of a new pair domain
+/**
+ * The domain is one of a network namespace other than the daemon's (a
+ * container, a pod; server/pods.ts): connections to the addresses of other
+ * namespaces on this host are asked of the daemon (DIAL notes on a new
+ * connection to its socket). Where a daemon pairs namespaces, the DIAL notes
+ * it sends before PAIR (to the dialler) and before SERVE (to the listening
+ * process) name the dialler's address, as the daemon saw it in the kernel:
+ * the source the listener sees, with port 0.
+ */
+export const NOTE_POD = 14;
 
 /** Why a broker answers NO_PAIR, by the payload it sends. */
 export const PAIR_REFUSALS = [
@@ -115,6 +125,11 @@ export const PAIR_REFUSALS = [
   'the daemon could not make a pair domain',
   'the listener is not a host process',
   'too many pair domains already (the listening process, or this user)',
+  'no other network namespace of this host holds that address',
+  'more than one network namespace of this host holds that address',
+  'nothing listens there in that network namespace',
+  'the dialling network namespace has no address to dial from',
+  'dialled from a network namespace zivm cannot tell (its process is not visible to the daemon)',
 ] as const;
 
 /** The notes a dialler sends for (addr, port): `bytes` is 16 bytes, IPv4 in the first 4. */

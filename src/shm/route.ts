@@ -28,6 +28,7 @@ import { find, type Found } from './directory';
 import type { Domain } from './domain';
 import { getDomain, joinHost, lastJoinError } from './join';
 import { pairRoute } from './pairs';
+import { podRoute } from './podroute';
 
 /** How often the folder is looked at for daemons of guests, at most. */
 const SCAN_MS = 1000;
@@ -149,11 +150,14 @@ export function route(addr: Addr, port: number, text: string): Route {
     }
     return { reason: `no co-resident listener for ${text}:${port}` };
   }
+  // From a container or pod: the address may be another network namespace's of this host (podroute.ts).
+  const podded = own?.inPod ? podRoute(addr, port, text) : undefined;
+  if (podded && 'domain' in podded) return podded;
   if (own) hostDomain(false); // a ZIVM_SOCKET domain of guests is one of the guest domains
   for (const domain of guestDomains()) {
     if (!domain.declares(addr)) continue;
     const listener = find(domain, addr, port);
     return listener ? { domain, listener } : { reason: `no listener of the guests at ${text}:${port}` };
   }
-  return { reason: `${text} is not an address of this host or of a guest declared to zivm` };
+  return podded ?? { reason: `${text} is not an address of this host or of a guest declared to zivm` };
 }

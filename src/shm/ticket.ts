@@ -7,7 +7,9 @@
  * would take it from a guest: to a listener that is not bound to loopback,
  * dialled at an address of this host that is not loopback, from an address
  * the operator declared for the domain's guests (zivm server --guest-addr).
- * In a pair domain (pairs.ts), as from a process of this node.
+ * In a pair domain (pairs.ts), as from a process of this node; in one with
+ * a process of another network namespace (server/pods.ts), as from the
+ * address the daemon saw that process has.
  *
  * The server decides on a copy of the request's words taken once (snapshot),
  * and uses that copy afterwards: what was checked is what is used.
@@ -40,7 +42,7 @@ export interface Vetting {
  * network would take it from a process of this node: dialled at an address of
  * this node the listener is bound to, from one.
  */
-export function vet(kind: 'host' | 'guests' | 'pair', guestAddrs: readonly Addr[], listen: { addr: Addr; port: number }, snap: Int32Array): Vetting {
+export function vet(kind: 'host' | 'guests' | 'pair' | 'pod', guestAddrs: readonly Addr[], listen: { addr: Addr; port: number }, snap: Int32Array): Vetting {
   if (kind === 'host') return {};
   const family = snap[Lay.SLOT.FAMILY];
   if (family !== 4 && family !== 6) return { refused: `address family ${family}` };
@@ -48,6 +50,14 @@ export function vet(kind: 'host' | 'guests' | 'pair', guestAddrs: readonly Addr[
   const source = readAddr(snap, Lay.SLOT.CLIENT_ADDR, family);
   if (snap[Lay.SLOT.SERVER_PORT] !== listen.port) return { refused: `dialled port ${snap[Lay.SLOT.SERVER_PORT]} is not the listener's` };
   if (!isUnspecified(listen.addr) && !sameAddr(listen.addr, family, dialled)) return { refused: 'dialled at an address the listener is not bound to' };
+  if (kind === 'pod') {
+    // From a process of another network namespace: at one of ours, from the address its daemon saw it has (`guestAddrs`: that one).
+    if (isLoopback(dialled) || isUnspecified(dialled) || !isOwnAddress(dialled))
+      return { refused: 'dialled at an address that is not of this network namespace' };
+    if (!guestAddrs.some((vouched) => vouched.family === family && sameBytes(vouched.bytes, source.bytes)))
+      return { refused: 'a source address other than the one the daemon saw the dialler has' };
+    return {};
+  }
   if (kind === 'pair') {
     if (isUnspecified(dialled) || !isOwnAddress(dialled)) return { refused: 'dialled at an address that is not of this node' };
     if (isUnspecified(source) || !isOwnAddress(source)) return { refused: 'a source address that is not of this node' };

@@ -14,19 +14,10 @@ import { FIXTURES } from '../helpers/proc';
 import { Proc } from '../../tools/kit/proc';
 import { native } from '../../src/shm/native';
 import { Hostile } from '../helpers/hostile';
+import { maxPeersOf, zivmMaps } from '../helpers/maps';
 
 const USER_A = 64101;
 const USER_B = 64102;
-
-/** The zivm regions a process maps: the memfd's name (its geometry) by inode. */
-function zivmMaps(pid: number): Map<string, string> {
-  const found = new Map<string, string>();
-  for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
-    const fields = line.trim().split(/\s+/);
-    if (fields.length >= 6 && fields[5].startsWith('/memfd:zivm:')) found.set(fields[4], fields[5]);
-  }
-  return found;
-}
 
 /** May users other than us run `file` (every folder on its way searchable by others, the file executable by them)? */
 function othersMayRun(file: string): boolean {
@@ -49,11 +40,6 @@ async function until(what: string, test: () => boolean, ms = 5000): Promise<void
     if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-}
-
-/** maxPeers in a region's memfd name (/memfd:zivm:g<version>:<size>:<ring>:<vectors>:<maxPeers>:...). */
-function maxPeersOf(name: string): number {
-  return Number(name.split(':')[6]);
 }
 
 describe('processes of different users', function () {

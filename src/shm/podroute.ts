@@ -1,0 +1,115 @@
+/**
+ * Connections to the addresses of other network namespaces of this host
+ * (containers, pods), from a process of such a namespace (the daemon's side:
+ * server/pods.ts).
+ *
+ * Our domain is our namespace's. A connection to an address that is not
+ * ours is asked of the daemon, on a new connection to its socket: it answers
+ * with a pair domain shared with the process that listens there (made now,
+ * or one we have), after our address as it saw it in the kernel, or says why
+ * not (NODE_DEBUG=zivm says it; the connection goes over TCP). Later
+ * connections to that process at an address the daemon confirmed find its
+ * listeners in the pair domain without asking; an address it had nothing for
+ * is not asked about again for a second.
+ */
+import { socketPath } from '../config';
+import { debug } from '../log';
+import { type Addr, formatAddr, sameBytes } from './addrs';
+import { checkDir } from './sockdir';
+import { find, type Found } from './directory';
+import type { Domain } from './domain';
+import { joinHost } from './join';
+import { closeQuiet, native } from './native';
+import { DialReader, dialNotes, NOTE_DIAL4, NOTE_DIAL6, NOTE_DIAL_PORT, NOTE_NO_PAIR, NOTE_PAIR, PAIR_REFUSALS, readNote } from './notes';
+import path from 'node:path';
+
+/** How long asking the daemon may hold the event loop (it answers in well under a millisecond). */
+const DIAL_WAIT_MS = 200;
+/** An address and port the daemon had nothing for is not asked about again for this long. */
+const NOTHING_MS = 1000;
+
+/** The pair domains we dialled, by the daemon's serial. */
+const dialled = new Map<number, Domain>();
+const nothing = new Map<string, number>();
+
+export type PodRoute = { domain: Domain; listener: Found } | { reason: string };
+
+/** Where a connection from a pod's process to (addr, port), not an address of its own, goes. */
+export function podRoute(addr: Addr, port: number, text: string): PodRoute {
+  for (const domain of dialled.values()) {
+    if (!domain.alive || !domain.podAddrs.some((held) => held.family === addr.family && sameBytes(held.bytes, addr.bytes))) continue;
+    const listener = find(domain, addr, port);
+    if (listener) return { domain, listener };
+  }
+  const key = `${addr.family}/${Buffer.from(addr.bytes).toString('hex')}/${port}`;
+  const now = Date.now();
+  const until = nothing.get(key);
+  if (until !== undefined && until > now) return { reason: `no zivm listener at ${text}:${port} in another network namespace of this host` };
+  const answer = ask(addr, port, text);
+  if ('reason' in answer && answer.nothing) {
+    if (nothing.size > 4096) nothing.clear();
+    nothing.set(key, now + NOTHING_MS);
+  }
+  return answer;
+}
+
+function ask(addr: Addr, port: number, text: string): PodRoute & { nothing?: boolean } {
+  const addon = native();
+  const sock = socketPath();
+  let fd: number;
+  try {
+    checkDir(path.dirname(sock));
+    fd = addon.unixConnect(sock);
+  } catch (err) {
+    return { reason: `cannot ask the zivm daemon about ${text}:${port}: ${(err as Error).message}` };
+  }
+  let passed = -1;
+  try {
+    for (const value of dialNotes(addr.family, addr.bytes, port)) addon.sendMsg(fd, value, -1);
+    const deadline = Date.now() + DIAL_WAIT_MS;
+    const source = new DialReader();
+    let from: Addr | undefined;
+    for (;;) {
+      let msg = addon.recvMsg(fd);
+      while (msg === null) {
+        const left = deadline - Date.now();
+        if (left <= 0) return { reason: 'the zivm daemon did not answer in time' };
+        addon.waitReadable(fd, left);
+        msg = addon.recvMsg(fd);
+      }
+      if (msg === false) return { reason: 'the zivm daemon closed the connection' };
+      if (msg[1] >= 0) passed = msg[1];
+      const seen = readNote(msg[0]);
+      if (seen && (seen.type === NOTE_DIAL4 || seen.type === NOTE_DIAL6 || seen.type === NOTE_DIAL_PORT)) {
+        const got = source.take(seen.type, seen.payload);
+        if (got) from = { family: got.family, bytes: got.bytes };
+        continue;
+      }
+      if (seen?.type === NOTE_NO_PAIR) return { reason: `the zivm daemon: ${PAIR_REFUSALS[seen.payload] ?? 'refused'} (${text}:${port})`, nothing: true };
+      if (seen?.type !== NOTE_PAIR || !from) return { reason: 'the zivm daemon answered something else' };
+      const serial = Math.floor(seen.payload / 0x10000);
+      let domain = dialled.get(serial);
+      if (passed >= 0) {
+        const fresh = joinHost({ autostart: false, pairFd: passed });
+        passed = -1;
+        domain = fresh;
+        dialled.set(serial, fresh);
+        fresh.onLeft = () => {
+          if (dialled.get(serial) === fresh) dialled.delete(serial);
+        };
+        debug('joined a pair domain with a process of another network namespace (pair %d, we are %s)', serial, formatAddr(from));
+      }
+      if (!domain?.alive) return { reason: 'the pair domain with that network namespace is gone' };
+      domain.podSource = from;
+      if (!domain.podAddrs.some((held) => held.family === addr.family && sameBytes(held.bytes, addr.bytes))) domain.podAddrs.push(addr);
+      const listener = find(domain, addr, port);
+      if (!listener) return { reason: `no listener at ${text}:${port} in our pair domain with its network namespace` };
+      return { domain, listener };
+    }
+  } catch (err) {
+    return { reason: `asking the zivm daemon about ${text}:${port} failed: ${(err as Error).message}` };
+  } finally {
+    closeQuiet(fd);
+    if (passed >= 0) closeQuiet(passed);
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * Containers and pods: processes in network namespaces of their own, each
+ * with an address on a bridge, that share the daemon's socket (a folder
+ * bind-mounted into each, as a DaemonSet's hostPath gives pods). The test
+ * makes the namespaces, veth pairs and the bridge (in a namespace of its
+ * own: the host's network is not touched) and removes them. Needs root and
+ * iproute2.
+ */
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FIXTURES } from './helpers/proc';
+import { Proc, killAll } from '../tools/kit/proc';
+import { maxPeersOf, zivmMaps } from './helpers/maps';
+
+const PEER = path.join(FIXTURES, 'peer.js');
+const MAIN = path.join(FIXTURES, '..', '..', 'src', 'cli', 'main.js');
+const MiB = 1024 * 1024;
+
+function ip(...args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8' });
+}
+
+/** Bytes that crossed a namespace's eth0, both ways. */
+function ethBytes(ns: string): number {
+  const [link] = JSON.parse(ip('-n', ns, '-s', '-j', 'link', 'show', 'eth0')) as { stats64: { rx: { bytes: number }; tx: { bytes: number } } }[];
+  return link.stats64.rx.bytes + link.stats64.tx.bytes;
+}
+
+describe('pods: processes in network namespaces of their own', function () {
+  this.timeout(120000);
+  const prefix = `zp${process.pid % 100000}x`;
+  const pods = [1, 2, 3].map((i) => ({ ns: `${prefix}${i}`, addr: `10.77.0.${i}`, addr6: `fd77::${i}` }));
+  const bridge = `${prefix}br`;
+  let dir = '';
+  let sock = '';
+  let daemon: Proc | undefined;
+
+  before(async function () {
+    if (process.getuid?.() !== 0) throw new Error('these tests make network namespaces: run them as root');
+    try {
+      ip('-V');
+    } catch {
+      throw new Error('these tests need iproute2 (apt-get install iproute2)');
+    }
+    ip('netns', 'add', bridge);
+    ip('-n', bridge, 'link', 'add', 'br0', 'type', 'bridge');
+    ip('-n', bridge, 'link', 'set', 'br0', 'up');
+    pods.forEach(({ ns, addr, addr6 }, k) => {
+      ip('netns', 'add', ns);
+      ip('-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', `p${k}`, 'netns', bridge);
+      ip('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', 'eth0');
+      ip('-n', ns, 'addr', 'add', `${addr6}/64`, 'dev', 'eth0', 'nodad');
+      ip('-n', ns, 'link', 'set', 'eth0', 'up');
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+      ip('-n', bridge, 'link', 'set', `p${k}`, 'master', 'br0');
+      ip('-n', bridge, 'link', 'set', `p${k}`, 'up');
+    });
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-pods-'));
+    sock = path.join(dir, 'node', 'zivm.sock');
+    daemon = new Proc(process.execPath, [MAIN, 'server', '--socket', sock, '--verbose'], { name: 'node daemon', timeoutMs: 10000 });
+    const deadline = Date.now() + 5000;
+    while (!fs.existsSync(sock)) {
+      if (Date.now() > deadline) throw new Error(`no daemon socket at ${sock}: ${daemon.stderr()}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  });
+
+  after(async () => {
+    await killAll();
+    for (const { ns } of pods) execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    execFileSync('ip', ['netns', 'del', bridge], { stdio: 'ignore' });
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const running: Proc[] = [];
+  afterEach(async () => {
+    const stopping = running.splice(0);
+    for (const proc of stopping) proc.kill('SIGKILL');
+    await Promise.all(stopping.map((proc) => proc.exit(5000)));
+  });
+
+  /** test/fixtures/peer.js in network namespace `ns`, with the node's daemon socket. */
+  function inPod(ns: string, args: string[]): Proc {
+    const proc = new Proc('ip', ['netns', 'exec', ns, process.execPath, PEER, ...args], {
+      name: `${args[0]} in ${ns}`,
+      env: { ...process.env, ZIVM_SOCKET: sock, ZIVM_AUTOSTART: '0' },
+    });
+    running.push(proc);
+    return proc;
+  }
+
+  it('two pods connect over shared memory at their own addresses: a 64 MiB echo arrives intact both ways, the listener sees the dialler at its address, no bytes cross the veth pair', async () => {
+    const [podA, podB] = pods;
+    const server = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7001']);
+    expect((await server.event('listening')).port).to.equal(7001);
+    const before = ethBytes(podA.ns) + ethBytes(podB.ns);
+    const client = inPod(podB.ns, ['transfer', 'zivm', '7001', podA.addr, String(64 * MiB), '7']);
+    expect(await client.next()).to.deep.include({ event: 'connect', transport: 'shm' });
+    const conn = await server.event('connection');
+    expect(conn).to.deep.include({ transport: 'shm', remoteAddress: podB.addr });
+    const done = await client.event('done');
+    expect(done.bytes).to.equal(64 * MiB);
+    expect(done.received, 'sha256 of what came back').to.equal(done.sent);
+    expect(ethBytes(podA.ns) + ethBytes(podB.ns) - before, 'bytes on the veth pairs').to.be.below(MiB);
+  });
+
+  it("each pod maps only its own namespace's domain and the pair domains of its own connections", async () => {
+    const [podA, podB, podC] = pods;
+    const server = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7007']);
+    const bystander = inPod(podC.ns, ['echo-server', 'zivm', '0.0.0.0', '7008']);
+    await Promise.all([server.event('listening'), bystander.event('listening')]);
+    const client = inPod(podB.ns, ['flood', 'zivm', '7007', podA.addr]);
+    expect(await client.next()).to.deep.include({ event: 'connect', transport: 'shm' });
+    await server.event('connection');
+    const mapsA = zivmMaps(server.pid);
+    const mapsB = zivmMaps(client.pid);
+    const mapsC = zivmMaps(bystander.pid);
+    const shared = [...mapsA.keys()].filter((inode) => mapsB.has(inode));
+    expect(shared, 'regions both pods map').to.have.length(1);
+    expect(maxPeersOf(mapsA.get(shared[0])!), 'the one they share is a pair domain').to.equal(2);
+    expect(mapsA.size, "A's regions: its namespace's domain and the pair domain").to.equal(2);
+    expect(mapsB.size, "B's regions: its namespace's domain and the pair domain").to.equal(2);
+    expect(
+      [...mapsC.keys()].filter((inode) => mapsA.has(inode) || mapsB.has(inode)),
+      'regions C shares with them',
+    ).to.deep.equal([]);
+  });
+
+  it('over IPv6 too: a pod dials another at its IPv6 address and is seen at its own', async () => {
+    const [podA, podB] = pods;
+    const server = inPod(podA.ns, ['echo-server', 'zivm', '::', '7009']);
+    await server.event('listening');
+    const client = inPod(podB.ns, ['transfer', 'zivm', '7009', podA.addr6, String(4 * MiB), '9']);
+    expect(await client.next()).to.deep.include({ event: 'connect', transport: 'shm' });
+    expect(await server.event('connection')).to.deep.include({ transport: 'shm', remoteAddress: podB.addr6 });
+    const done = await client.event('done');
+    expect(done.received, 'sha256 of what came back').to.equal(done.sent);
+  });
+
+  it("a pod's loopback stays in that pod: another pod dialling 127.0.0.1 gets its own loopback (ECONNREFUSED), the pod itself gets its listener", async () => {
+    const [podA, podB] = pods;
+    const server = inPod(podA.ns, ['echo-server', 'zivm', '127.0.0.1', '7002']);
+    await server.event('listening');
+    const other = inPod(podB.ns, ['flood', 'zivm', '7002', '127.0.0.1']);
+    expect(await other.next()).to.deep.include({ event: 'error', code: 'ECONNREFUSED' });
+    const own = inPod(podA.ns, ['flood', 'zivm', '7002', '127.0.0.1']);
+    expect(await own.next()).to.deep.include({ event: 'connect', transport: 'shm' });
+  });
+
+  it("a pod reaches only the namespace that holds the address: a third pod's address with nothing listening is ECONNREFUSED, a port only another pod listens on is too, and a listener on the same port in another pod takes nothing", async () => {
+    const [podA, podB, podC] = pods;
+    const serverA = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7003']);
+    const serverC = inPod(podC.ns, ['echo-server', 'zivm', '0.0.0.0', '7003']);
+    const onlyC = inPod(podC.ns, ['echo-server', 'zivm', '0.0.0.0', '7004']);
+    await Promise.all([serverA.event('listening'), serverC.event('listening'), onlyC.event('listening')]);
+    // Nothing of A's at 7004: A's kernel refuses, C's listener there is not asked.
+    const toA = inPod(podB.ns, ['flood', 'zivm', '7004', podA.addr]);
+    expect(await toA.next()).to.deep.include({ event: 'error', code: 'ECONNREFUSED' });
+    // A at 7003 (C listens on 7003 too): A takes it.
+    const client = inPod(podB.ns, ['transfer', 'zivm', '7003', podA.addr, String(MiB), '3']);
+    expect(await client.next()).to.deep.include({ event: 'connect', transport: 'shm' });
+    expect((await client.event('done')).received).to.be.a('string');
+    expect(await serverA.event('connection')).to.deep.include({ transport: 'shm', remoteAddress: podB.addr });
+    expect(await serverC.find((line) => line.event === 'connection', 300), 'a connection that reached C').to.equal(undefined);
+    // A third pod with no zivm process listening at a port: refused as by its kernel.
+    const toNothing = inPod(podB.ns, ['flood', 'zivm', '7099', podC.addr]);
+    expect(await toNothing.next()).to.deep.include({ event: 'error', code: 'ECONNREFUSED' });
+  });
+
+  it('a pod killed mid-transfer ends the connection of the other pod within a second', async () => {
+    const [podA, podB] = pods;
+    const server = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7005']);
+    await server.event('listening');
+    const client = inPod(podB.ns, ['flood', 'zivm', '7005', podA.addr]);
+    expect(await client.next()).to.deep.include({ event: 'connect', transport: 'shm' });
+    await server.event('connection');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const killedAt = Date.now();
+    server.kill('SIGKILL');
+    const ended = await client.next((line) => line.event === 'error' || line.event === 'close', 5000);
+    expect(Date.now() - killedAt, `ended by ${JSON.stringify(ended)}`).to.be.below(1000);
+  });
+
+  it('leaves nothing behind: the pods and the daemon gone, no file in the socket folder or /dev/shm', async () => {
+    const shmBefore = fs.readdirSync('/dev/shm').filter((name) => name.includes('zivm'));
+    const [podA, podB] = pods;
+    const server = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7006']);
+    await server.event('listening');
+    const client = inPod(podB.ns, ['transfer', 'zivm', '7006', podA.addr, String(MiB), '5']);
+    await client.event('done');
+    const stopping = running.splice(0);
+    for (const proc of stopping) proc.kill('SIGKILL');
+    await Promise.all(stopping.map((proc) => proc.exit(5000)));
+    daemon?.kill('SIGTERM');
+    await daemon?.exit(5000);
+    daemon = undefined;
+    const deadline = Date.now() + 5000;
+    while (fs.existsSync(path.dirname(sock)) && fs.readdirSync(path.dirname(sock)).length > 0) {
+      if (Date.now() > deadline) throw new Error(`left in the socket folder: ${fs.readdirSync(path.dirname(sock)).join(', ')}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(fs.readdirSync('/dev/shm').filter((name) => name.includes('zivm'))).to.deep.equal(shmBefore);
+  });
+});
