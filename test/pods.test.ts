@@ -18,6 +18,10 @@ import { maxPeersOf, zivmMaps } from './helpers/maps';
 const PEER = path.join(FIXTURES, 'peer.js');
 const MAIN = path.join(FIXTURES, '..', '..', 'src', 'cli', 'main.js');
 const MiB = 1024 * 1024;
+/** The node's addresses on the bridge: the pods' gateway, and one that no pod holds (as a pod of another node would be). */
+const GATEWAY = '10.77.0.254';
+const NODE_OTHER = '10.77.0.99';
+const SERVICE = '10.96.0.10';
 
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8' });
@@ -45,9 +49,19 @@ describe('pods: processes in network namespaces of their own', function () {
     } catch {
       throw new Error('these tests need iproute2 (apt-get install iproute2)');
     }
+    try {
+      execFileSync('iptables-save', ['--version'], { stdio: 'ignore' });
+    } catch {
+      throw new Error('these tests need iptables (apt-get install iptables): the node namespace gets Service DNAT rules');
+    }
+    // The node: the bridge, the node's own addresses on it (the pods' gateway), routing, and the daemon.
     ip('netns', 'add', bridge);
     ip('-n', bridge, 'link', 'add', 'br0', 'type', 'bridge');
     ip('-n', bridge, 'link', 'set', 'br0', 'up');
+    ip('-n', bridge, 'link', 'set', 'lo', 'up');
+    ip('-n', bridge, 'addr', 'add', `${GATEWAY}/24`, 'dev', 'br0');
+    ip('-n', bridge, 'addr', 'add', `${NODE_OTHER}/24`, 'dev', 'br0');
+    execFileSync('ip', ['netns', 'exec', bridge, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
     pods.forEach(({ ns, addr, addr6 }, k) => {
       ip('netns', 'add', ns);
       ip('-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', `p${k}`, 'netns', bridge);
@@ -55,12 +69,16 @@ describe('pods: processes in network namespaces of their own', function () {
       ip('-n', ns, 'addr', 'add', `${addr6}/64`, 'dev', 'eth0', 'nodad');
       ip('-n', ns, 'link', 'set', 'eth0', 'up');
       ip('-n', ns, 'link', 'set', 'lo', 'up');
+      ip('-n', ns, 'route', 'add', 'default', 'via', GATEWAY);
       ip('-n', bridge, 'link', 'set', `p${k}`, 'master', 'br0');
       ip('-n', bridge, 'link', 'set', `p${k}`, 'up');
     });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-pods-'));
     sock = path.join(dir, 'node', 'zivm.sock');
-    daemon = new Proc(process.execPath, [MAIN, 'server', '--socket', sock, '--verbose'], { name: 'node daemon', timeoutMs: 10000 });
+    daemon = new Proc('ip', ['netns', 'exec', bridge, process.execPath, MAIN, 'server', '--socket', sock, '--verbose'], {
+      name: 'node daemon',
+      timeoutMs: 10000,
+    });
     const deadline = Date.now() + 5000;
     while (!fs.existsSync(sock)) {
       if (Date.now() > deadline) throw new Error(`no daemon socket at ${sock}: ${daemon.stderr()}`);
@@ -138,6 +156,48 @@ describe('pods: processes in network namespaces of their own', function () {
     expect(await server.event('connection')).to.deep.include({ transport: 'shm', remoteAddress: podB.addr6 });
     const done = await client.event('done');
     expect(done.received, 'sha256 of what came back').to.equal(done.sent);
+  });
+
+  it("a Service's address whose DNAT rule picks a pod of this node goes over shared memory to that pod; one whose rule picks an address of no pod here stays TCP", async () => {
+    const [podA, podB] = pods;
+    const rules = [
+      '-N KUBE-SERVICES',
+      '-N KUBE-SVC-ECHO',
+      '-N KUBE-SEP-A',
+      '-N KUBE-SVC-AWAY',
+      '-N KUBE-SEP-AWAY',
+      '-N KUBE-MARK-MASQ',
+      '-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000',
+      '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+      `-A KUBE-SERVICES -d ${SERVICE}/32 -p tcp -m comment --comment "default/echo cluster IP" -m tcp --dport 80 -j KUBE-SVC-ECHO`,
+      `-A KUBE-SERVICES -d ${SERVICE}/32 -p tcp -m comment --comment "default/away cluster IP" -m tcp --dport 81 -j KUBE-SVC-AWAY`,
+      `-A KUBE-SVC-ECHO -m comment --comment "default/echo -> ${podA.addr}:7010" -j KUBE-SEP-A`,
+      `-A KUBE-SEP-A -s ${podA.addr}/32 -j KUBE-MARK-MASQ`,
+      `-A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination ${podA.addr}:7010`,
+      '-A KUBE-SVC-AWAY -j KUBE-SEP-AWAY',
+      `-A KUBE-SEP-AWAY -p tcp -m tcp -j DNAT --to-destination ${NODE_OTHER}:7011`,
+    ];
+    for (const rule of rules)
+      execFileSync('ip', ['netns', 'exec', bridge, 'iptables', '-t', 'nat', ...rule.match(/"[^"]*"|\S+/g)!.map((word) => word.replace(/^"|"$/g, ''))]);
+    try {
+      const server = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7010']);
+      await server.event('listening');
+      const client = inPod(podB.ns, ['transfer', 'zivm', '80', SERVICE, String(4 * MiB), '11']);
+      expect(await client.next(), 'the client, connected').to.deep.include({ event: 'connect', transport: 'shm', remoteAddress: SERVICE, remotePort: 80 });
+      expect(await server.event('connection')).to.deep.include({ transport: 'shm', remoteAddress: podB.addr });
+      const done = await client.event('done');
+      expect(done.received, 'sha256 of what came back').to.equal(done.sent);
+      // The same Service over plain TCP, through the node's rules: the rules are real.
+      const plain = inPod(podB.ns, ['transfer', 'net', '80', SERVICE, String(MiB), '12']);
+      expect(await plain.next()).to.deep.include({ event: 'connect', transport: 'tcp' });
+      expect((await plain.event('done')).bytes).to.equal(MiB);
+      // Sent to an address of the node that no pod holds (a pod of another node, as far as zivm can tell): TCP, refused there.
+      const away = inPod(podB.ns, ['flood', 'zivm', '81', SERVICE]);
+      expect(await away.next()).to.deep.include({ event: 'error', code: 'ECONNREFUSED' });
+    } finally {
+      execFileSync('ip', ['netns', 'exec', bridge, 'iptables', '-t', 'nat', '-F']);
+      execFileSync('ip', ['netns', 'exec', bridge, 'iptables', '-t', 'nat', '-X']);
+    }
   });
 
   it("a pod's loopback stays in that pod: another pod dialling 127.0.0.1 gets its own loopback (ECONNREFUSED), the pod itself gets its listener", async () => {

@@ -211,7 +211,11 @@ function tryShm(socket: SocketInternals, tcp: TcpLike, req: ConnectReq, address:
   }
   let ch: Channel | undefined;
   try {
-    ch = Channel.connect(domain, listener, addr, port, local, localPort);
+    // A Service's address leads elsewhere (the node's DNAT rules): the connection goes there and shows what was dialled.
+    ch = way.via
+      ? Channel.connect(domain, listener, way.via.addr, way.via.port, local, localPort)
+      : Channel.connect(domain, listener, addr, port, local, localPort);
+    if (ch && way.via) ch.dialledAs = { addr, port };
   } catch (err) {
     return tcpPath(`shared memory failed: ${(err as Error).message}`);
   }

@@ -31,6 +31,7 @@ import { DialDesk, PairBook, type DialAnswer, type PairDomain } from './dialdesk
 import { dialNotes, NOTE_DIAL4, NOTE_DIAL6, NOTE_NO_PAIR, NOTE_PAIR, NOTE_SERVE, note, readNote } from '../shm/notes';
 import * as Peers from '../shm/peers';
 import { myUid } from '../sys';
+import { dnatTarget } from './dnat';
 import { listensIn, nsAddrs, nsOf } from './netns';
 
 /** A pair domain's region: sparse, as the broker's. */
@@ -182,17 +183,9 @@ export class Pods {
     return addrs;
   }
 
-  /** Pairs the dialler on `fd` with the listener at (addr, port) in another network namespace: the answer to send it. */
-  private pairFor(fd: number, addr: Addr, port: number): DialAnswer {
-    const addon = native();
-    const refuse = (why: number): DialAnswer => ({ values: [note(NOTE_NO_PAIR, why)], fd: -1 });
-    const cred = addon.peerCred(fd);
-    const from = nsOf(cred.pid);
-    if (from === undefined) return refuse(10);
-    // Loopback and the unspecified address stay in the dialler's own namespace.
-    if (isLoopback(addr) || isUnspecified(addr)) return refuse(6);
+  /** The network namespaces (other than `from`) that hold `addr`, as their kernels say. */
+  private holdersOf(addr: Addr, from: number): Map<number, { pods: Pod[]; pid: number; addrs: Addr[] }> {
     const same = (held: Addr): boolean => held.family === addr.family && sameBytes(held.bytes, addr.bytes);
-    // Which namespace holds the address, as its kernel says.
     const holders = new Map<number, { pods: Pod[]; pid: number; addrs: Addr[] }>();
     for (const pod of this.pods.values()) {
       if (pod.ns === from) continue;
@@ -206,7 +199,45 @@ export class Pods {
       const addrs = this.addrsOf(pod.ns, member.pid);
       if (addrs.some(same)) holders.set(pod.ns, { pods: [pod], pid: member.pid, addrs });
     }
-    if (holders.size === 0) return refuse(6);
+    return holders;
+  }
+
+  /**
+   * Pairs the dialler on `fd` with the listener at (dialled, dialledPort) in
+   * another network namespace, or where the node's DNAT rules send it (a
+   * Service's address): the answer to send it.
+   */
+  private pairFor(fd: number, dialled: Addr, dialledPort: number): DialAnswer {
+    const addon = native();
+    const refuse = (why: number): DialAnswer => ({ values: [note(NOTE_NO_PAIR, why)], fd: -1 });
+    const cred = addon.peerCred(fd);
+    const from = nsOf(cred.pid);
+    if (from === undefined) return refuse(10);
+    // Loopback and the unspecified address stay in the dialler's own namespace.
+    if (isLoopback(dialled) || isUnspecified(dialled)) return refuse(6);
+    // The dialler's address, as its kernel would pick the source: one of its namespace's own addresses of that family.
+    const source = this.addrsOf(from, cred.pid).find(
+      (held) => held.family === dialled.family && !(held.family === 6 && held.bytes[0] === 0xfe && (held.bytes[1] & 0xc0) === 0x80),
+    );
+    if (!source) return refuse(9);
+    let addr = dialled;
+    let port = dialledPort;
+    let holders = this.holdersOf(addr, from);
+    let translated = false;
+    if (holders.size === 0) {
+      // No namespace holds it: a Service's address, if the node's DNAT rules send it to one that does.
+      const verdict = dnatTarget(source, dialled, dialledPort);
+      if ('unknown' in verdict) {
+        this.host.log(`${formatAddr(dialled)}:${dialledPort}: ${verdict.unknown}`, false);
+        return refuse(11);
+      }
+      if ('none' in verdict) return refuse(6);
+      addr = verdict.to;
+      port = verdict.port;
+      translated = true;
+      holders = this.holdersOf(addr, from);
+      if (holders.size === 0) return refuse(12);
+    }
     if (holders.size > 1) return refuse(7);
     const [ns, holder] = [...holders][0];
     // The listener, as the kernel of that namespace would pick it, among the domains of its users.
@@ -237,11 +268,6 @@ export class Pods {
     if (!listensIn(holder.pid, addr, port)) return refuse(8);
     const owner = found.pod.domain.hostMember(found.at.owner);
     if (!owner || owner.gen !== found.at.ownerGen) return refuse(4);
-    // The dialler's address, as its kernel would pick the source: one of its namespace's own addresses of that family.
-    const source = this.addrsOf(from, cred.pid).find(
-      (held) => held.family === addr.family && !(held.family === 6 && held.bytes[0] === 0xfe && (held.bytes[1] & 0xc0) === 0x80),
-    );
-    if (!source) return refuse(9);
     const key = `${cred.pid}/${found.pod.key}/${owner.id}/${owner.gen}`;
     const opened = this.pairs.open(key, { owner: { pod: found.pod, id: owner.id } }, () => {
       let ofListener = 0;
@@ -277,6 +303,8 @@ export class Pods {
       `paired pid ${cred.pid} (namespace ${from}, ${formatAddr(source)}) with pid ${owner.pid} (namespace ${ns}) for ${formatAddr(addr)}:${port}: pair ${pair.serial}`,
       false,
     );
-    return { values: [...sourceNotes, note(NOTE_PAIR, pair.serial * 0x10000 + pairIndex)], fd: dialEnd };
+    // Where a Service's address led: the dialler connects there, and shows the address it dialled.
+    const toNotes = translated ? dialNotes(addr.family, addr.bytes, port) : [];
+    return { values: [...sourceNotes, ...toNotes, note(NOTE_PAIR, pair.serial * 0x10000 + pairIndex)], fd: dialEnd };
   }
 }

@@ -74,6 +74,8 @@ export class Channel implements SlotHandler {
   /** Our ring's head when its pages were last given back, and when last looked at (see idle()). */
   private trimmedAt = 0;
   private headSeen = -1;
+  /** Client side: the address and port dialled, when the connection went elsewhere (a Service's address: podroute.ts). */
+  dialledAs: { addr: Addr; port: number } | undefined;
   /** Server side: the request's words as they were vetted (ticket.ts). */
   private fixed: Int32Array | undefined;
 
@@ -193,7 +195,11 @@ export class Channel implements SlotHandler {
     const clientPort = Atomics.load(i32, base + Lay.SLOT.CLIENT_PORT) & 0xffff;
     const serverAddr = readAddr(i32, base + Lay.SLOT.SERVER_ADDR, family);
     const serverPort = Atomics.load(i32, base + Lay.SLOT.SERVER_PORT) & 0xffff;
-    if (this.side === 'client') return { family, local: clientAddr, localPort: clientPort, remote: serverAddr, remotePort: serverPort };
+    if (this.side === 'client') {
+      const shown = this.dialledAs;
+      if (shown) return { family: shown.addr.family, local: clientAddr, localPort: clientPort, remote: shown.addr, remotePort: shown.port };
+      return { family, local: clientAddr, localPort: clientPort, remote: serverAddr, remotePort: serverPort };
+    }
     // A dual-stack listener sees an IPv4 client at IPv4-mapped addresses, as the kernel shows them.
     if (Atomics.load(i32, base + Lay.SLOT.MAPPED) === 1)
       return { family: 6, local: mapV4(serverAddr), localPort: serverPort, remote: mapV4(clientAddr), remotePort: clientPort };

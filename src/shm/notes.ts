@@ -130,7 +130,12 @@ export const PAIR_REFUSALS = [
   'nothing listens there in that network namespace',
   'the dialling network namespace has no address to dial from',
   'dialled from a network namespace zivm cannot tell (its process is not visible to the daemon)',
+  "the daemon cannot tell where the node's NAT rules send it",
+  "the node's NAT rules send it to no network namespace of this node (a pod on another node, say)",
 ] as const;
+
+/** Refusals that may go another way next time (a Service's rules pick at random): not remembered by the dialler. */
+export const PAIR_REFUSALS_AGAIN = new Set([12]);
 
 /** The notes a dialler sends for (addr, port): `bytes` is 16 bytes, IPv4 in the first 4. */
 export function dialNotes(family: 4 | 6, bytes: Uint8Array, port: number): number[] {

@@ -20,7 +20,7 @@ import { find, type Found } from './directory';
 import type { Domain } from './domain';
 import { joinHost } from './join';
 import { closeQuiet, native } from './native';
-import { DialReader, dialNotes, NOTE_DIAL4, NOTE_DIAL6, NOTE_DIAL_PORT, NOTE_NO_PAIR, NOTE_PAIR, PAIR_REFUSALS, readNote } from './notes';
+import { DialReader, dialNotes, NOTE_DIAL4, NOTE_DIAL6, NOTE_DIAL_PORT, NOTE_NO_PAIR, NOTE_PAIR, PAIR_REFUSALS, PAIR_REFUSALS_AGAIN, readNote } from './notes';
 import path from 'node:path';
 
 /** How long asking the daemon may hold the event loop (it answers in well under a millisecond). */
@@ -32,7 +32,8 @@ const NOTHING_MS = 1000;
 const dialled = new Map<number, Domain>();
 const nothing = new Map<string, number>();
 
-export type PodRoute = { domain: Domain; listener: Found } | { reason: string };
+/** `via`: where a Service's address led (the node's DNAT rules): the connection goes there and shows the address dialled. */
+export type PodRoute = { domain: Domain; listener: Found; via?: { addr: Addr; port: number } } | { reason: string };
 
 /** Where a connection from a pod's process to (addr, port), not an address of its own, goes. */
 export function podRoute(addr: Addr, port: number, text: string): PodRoute {
@@ -69,6 +70,7 @@ function ask(addr: Addr, port: number, text: string): PodRoute & { nothing?: boo
     const deadline = Date.now() + DIAL_WAIT_MS;
     const source = new DialReader();
     let from: Addr | undefined;
+    let via: { addr: Addr; port: number } | undefined;
     for (;;) {
       let msg = addon.recvMsg(fd);
       while (msg === null) {
@@ -81,11 +83,14 @@ function ask(addr: Addr, port: number, text: string): PodRoute & { nothing?: boo
       if (msg[1] >= 0) passed = msg[1];
       const seen = readNote(msg[0]);
       if (seen && (seen.type === NOTE_DIAL4 || seen.type === NOTE_DIAL6 || seen.type === NOTE_DIAL_PORT)) {
+        // Our address (port 0), then, for a Service's address, where it led.
         const got = source.take(seen.type, seen.payload);
-        if (got) from = { family: got.family, bytes: got.bytes };
+        if (got && got.port === 0) from = { family: got.family, bytes: got.bytes };
+        else if (got) via = { addr: { family: got.family, bytes: got.bytes }, port: got.port };
         continue;
       }
-      if (seen?.type === NOTE_NO_PAIR) return { reason: `the zivm daemon: ${PAIR_REFUSALS[seen.payload] ?? 'refused'} (${text}:${port})`, nothing: true };
+      if (seen?.type === NOTE_NO_PAIR)
+        return { reason: `the zivm daemon: ${PAIR_REFUSALS[seen.payload] ?? 'refused'} (${text}:${port})`, nothing: !PAIR_REFUSALS_AGAIN.has(seen.payload) };
       if (seen?.type !== NOTE_PAIR || !from) return { reason: 'the zivm daemon answered something else' };
       const serial = Math.floor(seen.payload / 0x10000);
       let domain = dialled.get(serial);
@@ -101,10 +106,11 @@ function ask(addr: Addr, port: number, text: string): PodRoute & { nothing?: boo
       }
       if (!domain?.alive) return { reason: 'the pair domain with that network namespace is gone' };
       domain.podSource = from;
-      if (!domain.podAddrs.some((held) => held.family === addr.family && sameBytes(held.bytes, addr.bytes))) domain.podAddrs.push(addr);
-      const listener = find(domain, addr, port);
+      const to = via?.addr ?? addr;
+      if (!domain.podAddrs.some((held) => held.family === to.family && sameBytes(held.bytes, to.bytes))) domain.podAddrs.push(to);
+      const listener = find(domain, to, via?.port ?? port);
       if (!listener) return { reason: `no listener at ${text}:${port} in our pair domain with its network namespace` };
-      return { domain, listener };
+      return via ? { domain, listener, via } : { domain, listener };
     }
   } catch (err) {
     return { reason: `asking the zivm daemon about ${text}:${port} failed: ${(err as Error).message}` };

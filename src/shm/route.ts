@@ -123,7 +123,8 @@ export function hostDomain(autostart: boolean): Domain | undefined {
   return domain;
 }
 
-export type Route = { domain: Domain; listener: Found } | { reason: string };
+/** `via`: where a Service's address led (podroute.ts): the connection goes there and shows the address dialled. */
+export type Route = { domain: Domain; listener: Found; via?: { addr: Addr; port: number } } | { reason: string };
 
 /**
  * Where a connection from this process to (addr, port) goes over shared
