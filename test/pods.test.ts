@@ -14,6 +14,7 @@ import path from 'node:path';
 import { FIXTURES } from './helpers/proc';
 import { Proc, killAll } from '../tools/kit/proc';
 import { maxPeersOf, zivmMaps } from './helpers/maps';
+import { readableCopy, type ReadableCopy } from './helpers/readable';
 
 const PEER = path.join(FIXTURES, 'peer.js');
 const MAIN = path.join(FIXTURES, '..', '..', 'src', 'cli', 'main.js');
@@ -41,6 +42,8 @@ describe('pods: processes in network namespaces of their own', function () {
   let dir = '';
   let sock = '';
   let daemon: Proc | undefined;
+  /** The package as other users may run it (pods of other uids). */
+  let copy: ReadableCopy | undefined;
 
   before(async function () {
     if (process.getuid?.() !== 0) throw new Error('these tests make network namespaces: run them as root');
@@ -73,9 +76,13 @@ describe('pods: processes in network namespaces of their own', function () {
       ip('-n', bridge, 'link', 'set', `p${k}`, 'master', 'br0');
       ip('-n', bridge, 'link', 'set', `p${k}`, 'up');
     });
+    // The node's folder, as a hostPath is (others may pass through it); the daemon makes its own folder in it.
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-pods-'));
+    fs.chmodSync(dir, 0o755);
     sock = path.join(dir, 'node', 'zivm.sock');
-    daemon = new Proc('ip', ['netns', 'exec', bridge, process.execPath, MAIN, 'server', '--socket', sock, '--verbose'], {
+    copy = readableCopy();
+    // --pods: containers of every uid may reach the socket.
+    daemon = new Proc('ip', ['netns', 'exec', bridge, process.execPath, MAIN, 'server', '--socket', sock, '--pods', '--verbose'], {
       name: 'node daemon',
       timeoutMs: 10000,
     });
@@ -91,6 +98,7 @@ describe('pods: processes in network namespaces of their own', function () {
     for (const { ns } of pods) execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
     execFileSync('ip', ['netns', 'del', bridge], { stdio: 'ignore' });
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    copy?.remove();
   });
 
   const running: Proc[] = [];
@@ -99,6 +107,17 @@ describe('pods: processes in network namespaces of their own', function () {
     for (const proc of stopping) proc.kill('SIGKILL');
     await Promise.all(stopping.map((proc) => proc.exit(5000)));
   });
+
+  /** test/fixtures/peer.js in network namespace `ns` as user `uid`, with the node's daemon socket. */
+  function inPodAs(ns: string, uid: number, args: string[]): Proc {
+    const proc = new Proc(
+      'ip',
+      ['netns', 'exec', ns, 'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', copy!.nodeBin, path.join(copy!.fixtures, 'peer.js'), ...args],
+      { name: `${args[0]} in ${ns} as ${uid}`, cwd: '/', env: { ...process.env, HOME: '/', ZIVM_SOCKET: sock, ZIVM_AUTOSTART: '0' } },
+    );
+    running.push(proc);
+    return proc;
+  }
 
   /** test/fixtures/peer.js in network namespace `ns`, with the node's daemon socket. */
   function inPod(ns: string, args: string[]): Proc {
@@ -198,6 +217,29 @@ describe('pods: processes in network namespaces of their own', function () {
       execFileSync('ip', ['netns', 'exec', bridge, 'iptables', '-t', 'nat', '-F']);
       execFileSync('ip', ['netns', 'exec', bridge, 'iptables', '-t', 'nat', '-X']);
     }
+  });
+
+  it('pods of other uids (the daemon with --pods): each maps only the domain of its namespace and uid, and the pair domain', async () => {
+    const [podA, podB] = pods;
+    const server = inPodAs(podA.ns, 64101, ['echo-server', 'zivm', '0.0.0.0', '7012']);
+    await server.event('listening');
+    const client = inPodAs(podB.ns, 64102, ['flood', 'zivm', '7012', podA.addr]);
+    expect(await client.next()).to.deep.include({ event: 'connect', transport: 'shm' });
+    expect(await server.event('connection')).to.deep.include({ transport: 'shm', remoteAddress: podB.addr });
+    const mapsA = zivmMaps(server.pid);
+    const mapsB = zivmMaps(client.pid);
+    const shared = [...mapsA.keys()].filter((inode) => mapsB.has(inode));
+    expect(shared, 'regions both map').to.have.length(1);
+    expect(maxPeersOf(mapsA.get(shared[0])!)).to.equal(2);
+    expect(mapsA.size).to.equal(2);
+    expect(mapsB.size).to.equal(2);
+    // A root pod in A's namespace has a domain of its own, not the one of uid 64101.
+    const rootInA = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7013']);
+    await rootInA.event('listening');
+    expect(
+      [...zivmMaps(rootInA.pid).keys()].filter((inode) => mapsA.has(inode)),
+      'regions of root and of uid 64101 in one namespace in common',
+    ).to.deep.equal([]);
   });
 
   it("a pod's loopback stays in that pod: another pod dialling 127.0.0.1 gets its own loopback (ECONNREFUSED), the pod itself gets its listener", async () => {

@@ -56,6 +56,10 @@ options:
                        operator set them up): host processes reach guests, and
                        take connections from them, over shared memory at these
                        addresses only; none declared: TCP between host and guests
+  --pods               containers and pods of every uid may reach the socket (mode
+                       0666; run as root): each network namespace and uid gets a
+                       domain of its own; processes of this network namespace
+                       are admitted as without it
   --auto               started on demand: exit quietly if a daemon already serves
   --verbose            one line per peer join/leave on stderr
 `;
@@ -75,6 +79,7 @@ export const serverCommand: Command = {
       'allow-uid': { type: 'string', multiple: true },
       'guest-addr': { type: 'string', multiple: true },
       guests: { type: 'boolean' },
+      pods: { type: 'boolean' },
       auto: { type: 'boolean' },
       verbose: { type: 'boolean' },
     });
@@ -115,6 +120,8 @@ export const serverCommand: Command = {
         guestAddrs.push(addr);
       }
     }
+    if (opts.pods && (opts.guests || guestAddrs.length > 0))
+      throw new UsageError('--pods is for a daemon of host processes, not with --guests or --guest-addr');
     let geo;
     try {
       geo = computeGeometry({ size, ringSize, vectors, maxPeers, maxListeners });
@@ -123,7 +130,21 @@ export const serverCommand: Command = {
     }
     const verbose = !!opts.verbose && !auto;
     return runDaemon(
-      { socketPath: sock, size, ringSize, vectors, maxPeers, maxListeners, idleMs, auto, verbose, allowUids, guestAddrs, guests: !!opts.guests },
+      {
+        socketPath: sock,
+        size,
+        ringSize,
+        vectors,
+        maxPeers,
+        maxListeners,
+        idleMs,
+        auto,
+        verbose,
+        allowUids,
+        guestAddrs,
+        guests: !!opts.guests,
+        pods: !!opts.pods,
+      },
       (daemon) => {
         if (!auto) {
           process.stdout.write(
@@ -137,7 +158,8 @@ export const serverCommand: Command = {
                     : 'no guest addresses declared (--guest-addr): host processes and guests talk over TCP\n') +
                   `host processes whose daemon socket is in ${path.dirname(daemon.socketPath)} (ZIVM_DIR) join this domain too, ` +
                   'for connections with its guests only\n'
-                : 'host processes only (no QEMU guests: see --guests)\n'),
+                : 'host processes only (no QEMU guests: see --guests)\n') +
+              (opts.pods ? 'containers and pods of every uid may reach the socket (--pods): a domain per network namespace and uid\n' : ''),
           );
         }
       },

@@ -8,6 +8,7 @@
 import crypto from 'node:crypto';
 import { viewSize } from '../shm/layout';
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import path from 'node:path';
 import { brokerOff, DEFAULT_GUEST_SIZE, DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
 import { debug } from '../log';
@@ -79,6 +80,13 @@ export interface DaemonOptions {
    * socket and are handed over (adoptHello); it closes when the last one has left.
    */
   pod?: boolean;
+  /**
+   * Containers and pods of every uid may reach the socket: it is made mode
+   * 0666 (and a folder the daemon made 0711). Processes in the daemon's own
+   * network namespace are still admitted only as before (its uid, --allow-uid);
+   * those of other namespaces get domains of their own namespace and uid (pods.ts).
+   */
+  pods?: boolean;
 }
 
 export interface DaemonEvents {
@@ -104,6 +112,7 @@ export class Daemon extends EventEmitter {
   readonly guests: boolean;
   readonly pair: boolean;
   readonly pod: boolean;
+  readonly podsOpen: boolean;
 
   private addon: Native | null = null;
   private pods: Pods | null = null;
@@ -152,6 +161,7 @@ export class Daemon extends EventEmitter {
     this.guestAddrs = opts.guestAddrs ?? [];
     this.guests = !!opts.guests || this.guestAddrs.length > 0;
     this.brokerOn = !socketless && !this.guests && opts.broker !== false;
+    this.podsOpen = !socketless && !this.guests && !!opts.pods;
   }
 
   /** Peers connected now. */
@@ -260,6 +270,11 @@ export class Daemon extends EventEmitter {
   private listen(): void {
     const addon = this.addon!;
     this.listenFd = listenOn(addon, this.socketPath);
+    if (this.podsOpen) {
+      // Reachable by the containers' processes, whatever their uid (admission is still ours to decide).
+      fs.chmodSync(this.socketPath, 0o666);
+      if (this.hold?.createdDir) fs.chmodSync(path.dirname(this.socketPath), 0o711);
+    }
     this.listenPoller = new addon.Poller(this.listenFd, (status) => this.onAcceptable(status), false);
   }
 

@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FIXTURES } from '../helpers/proc';
+import { readableCopy, type ReadableCopy } from '../helpers/readable';
 import { Proc } from '../../tools/kit/proc';
 import { native } from '../../src/shm/native';
 import { Hostile } from '../helpers/hostile';
@@ -18,16 +18,6 @@ import { maxPeersOf, zivmMaps } from '../helpers/maps';
 
 const USER_A = 64101;
 const USER_B = 64102;
-
-/** May users other than us run `file` (every folder on its way searchable by others, the file executable by them)? */
-function othersMayRun(file: string): boolean {
-  let at = path.resolve(file);
-  if ((fs.statSync(at).mode & 0o001) === 0) return false;
-  for (at = path.dirname(at); ; at = path.dirname(at)) {
-    if ((fs.statSync(at).mode & 0o001) === 0) return false;
-    if (at === path.dirname(at)) return true;
-  }
-}
 
 /** Is user `uid`'s broker name held (a listening socket in /proc/net/unix)? */
 function brokerHeld(uid: number): boolean {
@@ -49,35 +39,15 @@ describe('processes of different users', function () {
 
   /** A copy of the package the other users may read (the checkout may be private to us): its fixtures. */
   let fixtures = '';
-  let copy = '';
   let nodeBin = '';
+  let copy: ReadableCopy | undefined;
   before(function () {
     if (process.getuid?.() !== 0) throw new Error('these tests run peers as other users: run them as root');
-    copy = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-users-pkg-'));
-    fs.chmodSync(copy, 0o755);
-    const root = path.resolve(FIXTURES, '..', '..', '..');
-    fs.copyFileSync(path.join(root, 'package.json'), path.join(copy, 'package.json'));
-    fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true });
-    // The addon: built here, or a prebuilt one.
-    for (const dir of [path.join('build', 'Release'), 'prebuilds']) {
-      if (fs.existsSync(path.join(root, dir))) fs.cpSync(path.join(root, dir), path.join(copy, dir), { recursive: true });
-    }
-    for (const dep of ['eventemitter3', 'node-gyp-build']) {
-      fs.cpSync(path.join(root, 'node_modules', dep), path.join(copy, 'node_modules', dep), { recursive: true });
-    }
-    fixtures = path.join(copy, 'dist', 'test', 'fixtures');
-    // The running node, where others may run it (a Node line may come from a folder of ours).
-    nodeBin = process.execPath;
-    if (!othersMayRun(nodeBin)) {
-      nodeBin = path.join(copy, 'node');
-      fs.copyFileSync(process.execPath, nodeBin);
-      fs.chmodSync(nodeBin, 0o755);
-    }
+    copy = readableCopy();
+    ({ fixtures, nodeBin } = copy);
   });
 
-  after(() => {
-    if (copy) fs.rmSync(copy, { recursive: true, force: true });
-  });
+  after(() => copy?.remove());
 
   afterEach(async () => {
     for (const proc of procs.splice(0)) await proc.stop();
