@@ -272,6 +272,24 @@ describe('pods: processes in network namespaces of their own', function () {
     expect(await toNothing.next()).to.deep.include({ event: 'error', code: 'ECONNREFUSED' });
   });
 
+  it("a pod that puts another pod's address on its own interface takes none of its connections over shared memory (the daemon sees two holders: TCP)", async () => {
+    const [podA, podB, podC] = pods;
+    const serverA = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7014']);
+    const serverC = inPod(podC.ns, ['echo-server', 'zivm', '0.0.0.0', '7014']);
+    await Promise.all([serverA.event('listening'), serverC.event('listening')]);
+    ip('-n', podC.ns, 'addr', 'add', `${podA.addr}/32`, 'dev', 'lo');
+    try {
+      const client = inPod(podB.ns, ['flood', 'zivm', '7014', podA.addr]);
+      const first = await client.next();
+      expect(first.transport, JSON.stringify(first)).to.not.equal('shm');
+      expect(await serverC.find((line) => line.event === 'connection' && line.transport === 'shm', 300), 'a shared-memory connection that reached C').to.equal(
+        undefined,
+      );
+    } finally {
+      ip('-n', podC.ns, 'addr', 'del', `${podA.addr}/32`, 'dev', 'lo');
+    }
+  });
+
   it('a pod killed mid-transfer ends the connection of the other pod within a second', async () => {
     const [podA, podB] = pods;
     const server = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7005']);
