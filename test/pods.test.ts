@@ -119,6 +119,11 @@ describe('pods: processes in network namespaces of their own', function () {
     return proc;
   }
 
+  /** test/fixtures/peer.js in the node's network namespace (the daemon's). */
+  function inNode(args: string[]): Proc {
+    return inPod(bridge, args);
+  }
+
   /** test/fixtures/peer.js in network namespace `ns`, with the node's daemon socket. */
   function inPod(ns: string, args: string[]): Proc {
     const proc = new Proc('ip', ['netns', 'exec', ns, process.execPath, PEER, ...args], {
@@ -242,6 +247,23 @@ describe('pods: processes in network namespaces of their own', function () {
     ).to.deep.equal([]);
   });
 
+  it("the node and a pod: a node process reaches a pod at the pod's address, a pod reaches a node process at the node's address, each seen at its own", async () => {
+    const [podA, podB] = pods;
+    // A process of the node (the daemon's network namespace): its own domain, the daemon's.
+    const nodeServer = inNode(['echo-server', 'zivm', '0.0.0.0', '7015']);
+    const podServer = inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7016']);
+    await Promise.all([nodeServer.event('listening'), podServer.event('listening')]);
+    const toNode = inPod(podB.ns, ['transfer', 'zivm', '7015', GATEWAY, String(2 * MiB), '15']);
+    expect(await toNode.next()).to.deep.include({ event: 'connect', transport: 'shm', remoteAddress: GATEWAY });
+    expect(await nodeServer.event('connection')).to.deep.include({ transport: 'shm', remoteAddress: podB.addr });
+    expect((await toNode.event('done')).received).to.be.a('string');
+    const toPod = inNode(['transfer', 'zivm', '7016', podA.addr, String(2 * MiB), '16']);
+    expect(await toPod.next()).to.deep.include({ event: 'connect', transport: 'shm', remoteAddress: podA.addr });
+    expect(await podServer.event('connection')).to.deep.include({ transport: 'shm', remoteAddress: GATEWAY });
+    const done = await toPod.event('done');
+    expect(done.received, 'sha256 of what came back').to.equal(done.sent);
+  });
+
   it("a pod's loopback stays in that pod: another pod dialling 127.0.0.1 gets its own loopback (ECONNREFUSED), the pod itself gets its listener", async () => {
     const [podA, podB] = pods;
     const server = inPod(podA.ns, ['echo-server', 'zivm', '127.0.0.1', '7002']);
@@ -278,6 +300,8 @@ describe('pods: processes in network namespaces of their own', function () {
     const serverC = inPod(podC.ns, ['echo-server', 'zivm', '0.0.0.0', '7014']);
     await Promise.all([serverA.event('listening'), serverC.event('listening')]);
     ip('-n', podC.ns, 'addr', 'add', `${podA.addr}/32`, 'dev', 'lo');
+    // The daemon reads a namespace's addresses again after a second.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
     try {
       const client = inPod(podB.ns, ['flood', 'zivm', '7014', podA.addr]);
       const first = await client.next();

@@ -23,7 +23,8 @@
  * The listening process vets every request of the pair domain against that
  * address (ticket.ts).
  */
-import { type Addr, formatAddr, isLoopback, isUnspecified, sameBytes } from '../shm/addrs';
+import os from 'node:os';
+import { type Addr, formatAddr, isLoopback, isUnspecified, parseAddr, sameBytes } from '../shm/addrs';
 import { find, type DirectoryView } from '../shm/directory';
 import * as Lay from '../shm/layout';
 import { closeQuiet, native } from '../shm/native';
@@ -56,7 +57,7 @@ export interface PodDomain {
 }
 
 /** What pods.ts needs of the daemon whose socket they came in on. */
-export interface PodHost {
+export interface PodHost extends PodDomain {
   /** Containers of every uid are let in (zivm server --pods). */
   readonly podsOpen: boolean;
   makePod(): PodDomain | undefined;
@@ -155,7 +156,8 @@ export class Pods {
       });
       this.host.log(`pod domain for network namespace ${ns}, uid ${cred.uid}`, false);
     }
-    pod.domain.adoptHello(fd, version);
+    // Turned away (its ids all taken, say): a domain it would have been the first of goes at once.
+    if (!pod.domain.adoptHello(fd, version) && pod.domain.peerCount === 0) pod.domain.close();
     this.host.podsChanged();
     return true;
   }
@@ -185,13 +187,21 @@ export class Pods {
     return addrs;
   }
 
+  /** The domains by network namespace: the pods', and the daemon's own (its namespace's host processes) as the node's. */
+  private domains(): Pod[] {
+    const all = [...this.pods.values()];
+    if (this.ownNs !== undefined) all.push({ key: 'node', ns: this.ownNs, uid: myUid(), domain: this.host });
+    return all;
+  }
+
   /** The network namespaces (other than `from`) that hold `addr`, as their kernels say. */
   private holdersOf(addr: Addr, from: number): Map<number, { pods: Pod[]; pid: number; addrs: Addr[] }> {
     const same = (held: Addr): boolean => held.family === addr.family && sameBytes(held.bytes, addr.bytes);
     const holders = new Map<number, { pods: Pod[]; pid: number; addrs: Addr[] }>();
-    for (const pod of this.pods.values()) {
+    for (const pod of this.domains()) {
       if (pod.ns === from) continue;
-      const member = pod.domain.hostMembers()[0];
+      // The node's addresses are read through the daemon itself; a pod's through one of its processes.
+      const member = pod.key === 'node' ? { pid: process.pid } : pod.domain.hostMembers()[0];
       if (!member) continue;
       const known = holders.get(pod.ns);
       if (known) {
@@ -218,9 +228,8 @@ export class Pods {
     // Loopback and the unspecified address stay in the dialler's own namespace.
     if (isLoopback(dialled) || isUnspecified(dialled)) return refuse(6);
     // The dialler's address, as its kernel would pick the source: one of its namespace's own addresses of that family.
-    const source = this.addrsOf(from, cred.pid).find(
-      (held) => held.family === dialled.family && !(held.family === 6 && held.bytes[0] === 0xfe && (held.bytes[1] & 0xc0) === 0x80),
-    );
+    const source =
+      from === this.ownNs ? (nodeSourceFor(dialled) ?? sourceFor(this.addrsOf(from, process.pid), dialled)) : sourceFor(this.addrsOf(from, cred.pid), dialled);
     if (!source) return refuse(9);
     let addr = dialled;
     let port = dialledPort;
@@ -309,4 +318,56 @@ export class Pods {
     const toNotes = translated ? dialNotes(addr.family, addr.bytes, port) : [];
     return { values: [...sourceNotes, ...toNotes, note(NOTE_PAIR, pair.serial * 0x10000 + pairIndex)], fd: dialEnd };
   }
+}
+
+/** Bits two addresses of one family have in common from the start. */
+function commonPrefix(first: Uint8Array, second: Uint8Array, bytes: number): number {
+  let bits = 0;
+  for (let i = 0; i < bytes; i++) {
+    const diff = first[i] ^ second[i];
+    if (diff === 0) {
+      bits += 8;
+      continue;
+    }
+    return bits + Math.clz32(diff) - 24;
+  }
+  return bits;
+}
+
+/**
+ * The dialler's address, as its kernel would pick the source: one of its
+ * namespace's own addresses of the destination's family (IPv6 link-local
+ * ones aside), the one closest to the destination (the subnet it shares with
+ * it, on a bridge), the first of them otherwise.
+ */
+function sourceFor(held: Addr[], to: Addr): Addr | undefined {
+  let best: Addr | undefined;
+  let bestBits = -1;
+  for (const addr of held) {
+    if (addr.family !== to.family || (addr.family === 6 && addr.bytes[0] === 0xfe && (addr.bytes[1] & 0xc0) === 0x80)) continue;
+    const bits = commonPrefix(addr.bytes, to.bytes, addr.family === 4 ? 4 : 16);
+    if (bits > bestBits) {
+      best = addr;
+      bestBits = bits;
+    }
+  }
+  return best;
+}
+
+/**
+ * From the node's own namespace (the daemon's): the address of the interface
+ * whose subnet holds the destination, the first one the kernel lists for it
+ * (its primary, the one it picks as the source).
+ */
+function nodeSourceFor(to: Addr): Addr | undefined {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const iface of list ?? []) {
+      if (iface.internal || !iface.cidr) continue;
+      const addr = parseAddr(iface.address);
+      const bits = Number(iface.cidr.split('/')[1]);
+      if (!addr || addr.family !== to.family || !Number.isInteger(bits)) continue;
+      if (commonPrefix(addr.bytes, to.bytes, addr.family === 4 ? 4 : 16) >= bits) return addr;
+    }
+  }
+  return undefined;
 }

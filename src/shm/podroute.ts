@@ -14,13 +14,14 @@
  */
 import { socketPath } from '../config';
 import { debug } from '../log';
-import { type Addr, formatAddr, sameBytes } from './addrs';
+import { type Addr, formatAddr, parseAddr, sameBytes } from './addrs';
 import { checkDir } from './sockdir';
 import { find, type Found } from './directory';
 import type { Domain } from './domain';
 import { joinHost } from './join';
 import { closeQuiet, native } from './native';
 import { DialReader, dialNotes, NOTE_DIAL4, NOTE_DIAL6, NOTE_DIAL_PORT, NOTE_NO_PAIR, NOTE_PAIR, PAIR_REFUSALS, PAIR_REFUSALS_AGAIN, readNote } from './notes';
+import os from 'node:os';
 import path from 'node:path';
 
 /** How long asking the daemon may hold the event loop (it answers in well under a millisecond). */
@@ -35,7 +36,38 @@ const nothing = new Map<string, number>();
 /** `via`: where a Service's address led (the node's DNAT rules): the connection goes there and shows the address dialled. */
 export type PodRoute = { domain: Domain; listener: Found; via?: { addr: Addr; port: number } } | { reason: string };
 
-/** Where a connection from a pod's process to (addr, port), not an address of its own, goes. */
+let links: { at: number; nets: { net: Addr; bits: number }[] } | undefined;
+
+/**
+ * Is `addr` on a subnet this host is on (an interface's, loopback aside)?
+ * Containers sit on a bridge of the host: a host process asks the daemon
+ * about such addresses only, not about every address it dials.
+ */
+export function onLink(addr: Addr): boolean {
+  const now = Date.now();
+  if (!links || now - links.at > 1000) {
+    const nets: { net: Addr; bits: number }[] = [];
+    for (const list of Object.values(os.networkInterfaces())) {
+      for (const iface of list ?? []) {
+        if (iface.internal || !iface.cidr) continue;
+        const net = parseAddr(iface.address);
+        const bits = Number(iface.cidr.split('/')[1]);
+        if (net && Number.isInteger(bits)) nets.push({ net, bits });
+      }
+    }
+    links = { at: now, nets };
+  }
+  return links.nets.some(({ net, bits }) => {
+    if (net.family !== addr.family) return false;
+    for (let bit = 0; bit < bits; bit++) {
+      const mask = 0x80 >> (bit & 7);
+      if ((net.bytes[bit >> 3] & mask) !== (addr.bytes[bit >> 3] & mask)) return false;
+    }
+    return true;
+  });
+}
+
+/** Where a connection from a pod's process (or a host process, to an address on one of its subnets) to (addr, port), not an address of its own, goes. */
 export function podRoute(addr: Addr, port: number, text: string): PodRoute {
   for (const domain of dialled.values()) {
     if (!domain.alive || !domain.podAddrs.some((held) => held.family === addr.family && sameBytes(held.bytes, addr.bytes))) continue;

@@ -28,7 +28,7 @@ import { find, type Found } from './directory';
 import type { Domain } from './domain';
 import { getDomain, joinHost, lastJoinError } from './join';
 import { pairRoute } from './pairs';
-import { podRoute } from './podroute';
+import { onLink, podRoute } from './podroute';
 
 /** How often the folder is looked at for daemons of guests, at most. */
 const SCAN_MS = 1000;
@@ -160,5 +160,7 @@ export function route(addr: Addr, port: number, text: string): Route {
     const listener = find(domain, addr, port);
     return listener ? { domain, listener } : { reason: `no listener of the guests at ${text}:${port}` };
   }
+  // From a host process: a container's address on one of this host's bridges (podroute.ts).
+  if (!podded && own && !own.admitsGuests && onLink(addr)) return podRoute(addr, port, text);
   return podded ?? { reason: `${text} is not an address of this host or of a guest declared to zivm` };
 }
