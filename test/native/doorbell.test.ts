@@ -197,7 +197,8 @@ describe('native addon', () => {
           if (!exited) child.kill('SIGKILL');
         }, waitMs);
         child.on('error', reject);
-        child.on('exit', (status, signal) => {
+        // 'close', not 'exit': the output pipes are read to the end and closed by then.
+        child.on('close', (status, signal) => {
           exited = signal === null;
           clearTimeout(timer);
           resolve({ exited, status, stdout, stderr });
