@@ -15,6 +15,17 @@ export function zivmOff(env: Env = process.env): boolean {
   return value === 'off' || value === '0' || value === 'false' || value === 'tcp';
 }
 
+let offAtFirstUse: boolean | undefined;
+
+/**
+ * zivmOff() as it was when the process first connected or listened: read once
+ * (reading the environment costs a microsecond or two, on every connection).
+ */
+export function zivmOffOnce(): boolean {
+  offAtFirstUse ??= zivmOff();
+  return offAtFirstUse;
+}
+
 /** The daemon socket's file name in its folder. */
 export const SOCKET_NAME = 'zivm.sock';
 

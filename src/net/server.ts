@@ -17,7 +17,7 @@ import { ShmHandle } from './handle';
 import { acceptedSocket, type Socket } from './socket';
 import { internals } from './internals';
 import { debug } from '../log';
-import { zivmOff } from '../config';
+import { zivmOffOnce } from '../config';
 import { errnoException } from '../errors';
 import { kListener } from '../symbols';
 import { getSystemErrorName } from 'node:util';
@@ -83,7 +83,7 @@ patched._listen2 = function _listen2(this: ServerInternals, ...args: unknown[]) 
   base._listen2.apply(this, args);
   if (this._handle) trackServer(this);
   if (this._handle && internals.available && typeof this._handle.onconnection === 'function') this._handle.onconnection = onTcpConnection;
-  if (!this._handle || this[kListener] || zivmOff() || !internals.available) return;
+  if (!this._handle || this[kListener] || zivmOffOnce() || !internals.available) return;
   // A TLS server wraps each connection's kernel handle: it stays on TCP.
   if (this instanceof tlsServer()) return;
   // A server that accepts its connections paused may hand them to other

@@ -11,7 +11,7 @@ import type { SocketLike } from './core';
 import { boundToHttp2Session } from './streambase';
 import { internals, type ConnectReq, type TcpLike } from './internals';
 import { chose } from './debug';
-import { zivmOff } from '../config';
+import { zivmOffOnce } from '../config';
 import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsWrapped, kTransport, kTryShm } from '../symbols';
 import { track, untrack } from './stats';
 import { getDomain, lastJoinError } from '../shm/join';
@@ -35,12 +35,36 @@ export interface SocketConstructor {
   readonly prototype: Socket;
 }
 
+/**
+ * node:net's Socket copies its options (`{ ...options }`) and then sets four
+ * of them to fixed values. With the V8 of Node 20, adding properties to such
+ * a copy makes new hidden classes every time: about 10 µs per socket, more
+ * than the rest of a shared-memory connect. The copy of an options object that
+ * has the four already only changes their values. Newer V8s need no help.
+ */
+const PREFILL =
+  Number(process.versions.v8.split('.')[0]) < 12 &&
+  [
+    'options = { ...options };',
+    'options.allowHalfOpen = Boolean(options.allowHalfOpen);',
+    'options.emitClose = false;',
+    'options.autoDestroy = true;',
+    'options.decodeStrings = false;',
+  ].every((line) => Function.prototype.toString.call(NetSocket).includes(line));
+
+function prefilled(options: net.SocketConstructorOpts | undefined): net.SocketConstructorOpts | undefined {
+  if (!PREFILL || options === null || typeof options !== 'object') return options;
+  const given = options as Record<string, unknown>;
+  if (given.emitClose === false && given.autoDestroy === true && given.decodeStrings === false && typeof given.allowHalfOpen === 'boolean') return options;
+  return { allowHalfOpen: Boolean(options.allowHalfOpen), emitClose: false, autoDestroy: true, decodeStrings: false, ...options } as net.SocketConstructorOpts;
+}
+
 // A plain function, not a class: http, tls and tty call net.Socket without `new`.
 export const Socket = function Socket(this: unknown, options?: net.SocketConstructorOpts): Socket | void {
   // Subclasses of node:net's own Socket (tls.TLSSocket when node:tls was loaded
   // first) call this on their instance too: initialise it rather than make another.
   if (!(this instanceof NetSocket)) return new (Socket as unknown as new (options?: unknown) => Socket)(options);
-  (NetSocket as unknown as (this: unknown, options?: unknown) => void).call(this, options);
+  (NetSocket as unknown as (this: unknown, options?: unknown) => void).call(this, prefilled(options));
 } as unknown as SocketConstructor;
 Object.setPrototypeOf(Socket.prototype, NetSocket.prototype);
 Object.setPrototypeOf(Socket, NetSocket);
@@ -85,7 +109,7 @@ patched.connect = function connect(this: SocketInternals, ...args: unknown[]) {
   track(this);
   this[kTryShm] = false;
   // TLS needs a kernel handle to wrap: TLS sockets (and user-buffer reads) stay on TCP.
-  if (options.path != null || zivmOff() || !internals.available || this[internals.kBuffer] || this.encrypted === true) {
+  if (options.path != null || zivmOffOnce() || !internals.available || this[internals.kBuffer] || this.encrypted === true) {
     this[kTransport] = options.path != null ? 'pipe' : 'tcp';
     return base.connect.call(this, normalized);
   }
@@ -100,7 +124,8 @@ patched.connect = function connect(this: SocketInternals, ...args: unknown[]) {
   // Addresses are tried in net's order (happy eyeballs included); each attempt's
   // kernel handle is intercepted, so the first address with a co-resident
   // listener goes over shared memory, exactly where net would have connected.
-  const opts: Record<string, unknown> = { ...options };
+  // `lookup` first: the copy then has it already (see PREFILL).
+  const opts: Record<string, unknown> = { lookup: undefined, ...options };
   const userLookup = opts.lookup;
   if (userLookup === undefined || userLookup === null || typeof userLookup === 'function') {
     opts.lookup = interceptingLookup(this, (userLookup ?? dns.lookup) as LookupFn);
@@ -276,7 +301,11 @@ patched.resetAndDestroy = function resetAndDestroy(this: SocketInternals) {
 
 /** Builds the socket for an accepted connection (its handle a shared-memory or a kernel one). */
 export function acceptedSocket(handle: object, options: net.SocketConstructorOpts & Record<string, unknown>, transport: Transport): Socket {
-  const socket = new Socket({ ...options, handle } as net.SocketConstructorOpts);
+  const socket = new Socket(
+    (PREFILL
+      ? { allowHalfOpen: Boolean(options.allowHalfOpen), emitClose: false, autoDestroy: true, decodeStrings: false, ...options, handle }
+      : { ...options, handle }) as unknown as net.SocketConstructorOpts,
+  );
   (socket as unknown as SocketInternals)[kTransport] = transport;
   return socket;
 }

@@ -22,6 +22,38 @@ forEachImpl((impl) => {
     });
   });
 
+  describe('new Socket(options)', function () {
+    it("leaves the caller's options as they were and sets the socket up as node:net's would", function () {
+      const settings = (sock: net.Socket) => {
+        const inner = sock as unknown as {
+          allowHalfOpen: boolean;
+          _readableState: { emitClose: boolean; autoDestroy: boolean };
+          _writableState: { emitClose: boolean; autoDestroy: boolean; decodeStrings: boolean };
+        };
+        return {
+          allowHalfOpen: inner.allowHalfOpen,
+          readable: [inner._readableState.emitClose, inner._readableState.autoDestroy],
+          writable: [inner._writableState.emitClose, inner._writableState.autoDestroy, inner._writableState.decodeStrings],
+        };
+      };
+      const variants: Record<string, unknown>[] = [
+        {},
+        { port: 1, host: '127.0.0.1' },
+        { allowHalfOpen: 1, emitClose: true, autoDestroy: false, decodeStrings: true },
+        { allowHalfOpen: true, emitClose: false, autoDestroy: true, decodeStrings: false },
+      ];
+      for (const options of variants) {
+        const before = JSON.stringify(options);
+        const ours = new impl.net.Socket(options);
+        const theirs = new nodeNet.Socket({ ...options });
+        expect(JSON.stringify(options), before).to.equal(before);
+        expect(settings(ours), before).to.deep.equal(settings(theirs));
+        ours.destroy();
+        theirs.destroy();
+      }
+    });
+  });
+
   describe('instanceof', function () {
     it('sockets are node:net Sockets and stream.Duplex', async function () {
       const { client, peer } = await pair(impl);
