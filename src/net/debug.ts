@@ -7,7 +7,7 @@ import { record } from './stats';
 export const transportChannel = dc.channel('zivm:transport');
 
 export function chose(socket: object, transport: 'shm' | 'tcp', reason: string, address?: string, port?: number): void {
-  debug('%s to %s:%s: %s', transport, address, port, reason);
+  if (debug.enabled) debug('%s to %s:%s: %s', transport, address, port, reason);
   record(transport, reason);
   if (transportChannel.hasSubscribers) transportChannel.publish({ socket, transport, reason, address, port });
 }
