@@ -20,7 +20,7 @@ import { AsyncResource } from 'node:async_hooks';
 import { errnoException, ZivmCorruptError, ZivmError } from '../errors';
 import { debug } from '../log';
 import { formatAddr } from '../shm/addrs';
-import { Channel } from '../shm/channel';
+import { AS_DOUBLE, Channel } from '../shm/channel';
 import { kTransport } from '../symbols';
 import type { HandleCore, SocketLike } from './core';
 import { internals, type ConnectReq, type ShutdownReq, type TcpLike } from './internals';
@@ -50,8 +50,8 @@ export const nativeStreams = JSStream !== undefined;
 
 export class ShmHandle extends Base implements HandleCore {
   reading = false;
-  bytesRead = 0;
-  bytesWritten = 0;
+  bytesRead = AS_DOUBLE;
+  bytesWritten = AS_DOUBLE;
   writeQueueSize = 0;
   readonly fd = -1;
   readonly transport = 'shm';
@@ -71,6 +71,8 @@ export class ShmHandle extends Base implements HandleCore {
 
   constructor(ch: Channel) {
     super();
+    this.bytesRead = 0;
+    this.bytesWritten = 0;
     // net sets `onread` on its handle; on a native stream that is an accessor of its own.
     if (!JSStream) (this as unknown as { onread: unknown }).onread = null;
     this.ch = ch;

@@ -27,6 +27,16 @@ const EPHEMERAL_COUNT = 60999 - 32768 + 1;
 const RECENT_MAX = 64;
 const RECENT_TRIES = 4;
 
+/**
+ * The first value of a class field that counts bytes or holds a ring
+ * position, set to its real start in the constructor. Such a number outgrows
+ * V8's small integers after 2 GiB; a field that started as one then changes
+ * the shape of every object of its class, and the optimised code that uses
+ * them is thrown away in the middle of a transfer. Started as a double, it
+ * stays one.
+ */
+export const AS_DOUBLE = 0.5;
+
 export type Side = 'client' | 'server';
 
 /**
@@ -72,14 +82,16 @@ export class Channel implements SlotHandler {
   /** Client side: the server has not been rung for the request yet (see announce()). */
   private unannounced = false;
   /** Our ring's head when its pages were last given back, and when last looked at (see idle()). */
-  private trimmedAt = 0;
-  private headSeen = -1;
+  private trimmedAt = AS_DOUBLE;
+  private headSeen = AS_DOUBLE;
   /** Client side: the address and port dialled, when the connection went elsewhere (a Service's address: podroute.ts). */
   dialledAs: { addr: Addr; port: number } | undefined;
   /** Server side: the request's words as they were vetted (ticket.ts). */
   private fixed: Int32Array | undefined;
 
   private constructor(domain: Domain, slot: number, gen: number, side: Side, peer: number, peerGen: number) {
+    this.trimmedAt = 0;
+    this.headSeen = -1;
     this.domain = domain;
     this.slot = slot;
     this.gen = gen;
