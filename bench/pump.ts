@@ -3,7 +3,10 @@
  * fresh connection and writes the same buffer as fast as backpressure allows
  * ('drain') for the set duration, then ends; the server only counts. The rate
  * is the server's: bytes received between the first byte and 'end'. CPU is
- * process.cpuUsage() in each process over its part of the transfer.
+ * process.cpuUsage() in each process over its part of the transfer. The sizes
+ * of WARM_MIN and up then run once more, on new connections of the same
+ * processes: by then V8 has optimised the data path (the first runs include
+ * that, as a fresh process would see it).
  */
 import { loBytesOrNaN } from '../tools/kit/lo';
 import type { Json, Metric, RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
@@ -11,6 +14,9 @@ import { TransportTally, childMain, connectTo, cpuSince, listen, netFor, now, pa
 import { sizeLabel } from './format';
 
 const NAME = 'pump';
+/** Sizes whose rate is measured a second time, warm. */
+const WARM_MIN = 64 * 1024;
+const warmSizes = (sizes: number[]): number[] => sizes.filter((size) => size >= WARM_MIN);
 
 export const scenario: Scenario = {
   name: NAME,
@@ -18,26 +24,34 @@ export const scenario: Scenario = {
     `one process pair per trial, a fresh connection per write size (${subject.sizes.map(sizeLabel).join(', ')}, in that order); ` +
     `the client writes one buffer repeatedly for ${subject.duration} s, waiting for 'drain' when write() returns false, then ends; ` +
     `MB/s = bytes received / (server's 'end' - first byte), 1 MB = 10^6 B; CPU = process.cpuUsage() user+system of each process over the transfer, ` +
-    `in seconds per GB (10^9 B)`,
-  metrics: (subject) =>
-    subject.sizes.flatMap((count): Metric[] => [
+    `in seconds per GB (10^9 B); the sizes of ${sizeLabel(WARM_MIN)} and up then once more on new connections of the same processes (warm: ` +
+    `V8 has optimised the data path by then)`,
+  metrics: (subject) => [
+    ...subject.sizes.flatMap((count): Metric[] => [
       { key: `${count}:rate`, label: `${sizeLabel(count)} writes`, unit: 'MB/s', better: 'higher' },
       { key: `${count}:cpuTx`, label: `${sizeLabel(count)} writes, sender CPU`, unit: 's/GB', better: 'lower' },
       { key: `${count}:cpuRx`, label: `${sizeLabel(count)} writes, receiver CPU`, unit: 's/GB', better: 'lower' },
     ]),
+    ...warmSizes(subject.sizes).map((count): Metric => ({ key: `${count}:warm`, label: `${sizeLabel(count)} writes, warm`, unit: 'MB/s', better: 'higher' })),
+  ],
   trial: (target: TransportKey, subject: RunSettings): Promise<TrialOutcome> =>
     pairedTrial(NAME, target, subject, { client: { sizes: subject.sizes, duration: subject.duration } }, async (server, client) => {
       const metrics: Record<string, number> = {};
       const perSize: Json[] = [];
       const seen = { client: {} as Record<string, number>, server: {} as Record<string, number> };
       const wait = 30000 + subject.duration * 4000;
-      for (const size of subject.sizes) {
+      const runs = [...subject.sizes.map((size) => ({ size, warm: false })), ...warmSizes(subject.sizes).map((size) => ({ size, warm: true }))];
+      for (const { size, warm } of runs) {
         const item = await client.expect('size-done', wait);
         const res = await server.expect('conn-done', wait);
         if (item.size !== size) throw new Error(`pump: expected size ${size}, client reported ${item.size}`);
         if (res.bytes !== item.written) throw new Error(`pump ${sizeLabel(size)}: client wrote ${item.written} bytes, server received ${res.bytes}`);
         seen.client[item.transport] = (seen.client[item.transport] ?? 0) + 1;
         seen.server[res.transport] = (seen.server[res.transport] ?? 0) + 1;
+        if (warm) {
+          metrics[`${size}:warm`] = res.bytes / 1e6 / res.seconds;
+          continue;
+        }
         const gb = res.bytes / 1e9;
         metrics[`${size}:rate`] = res.bytes / 1e6 / res.seconds;
         metrics[`${size}:cpuTx`] = item.cpu / gb;
@@ -132,7 +146,8 @@ function oneSize(net: ReturnType<typeof netFor>, ep: Json, size: number, duratio
 function client(target: TransportKey, params: Json): void {
   const net = netFor(target);
   void (async () => {
-    for (const size of params.sizes as number[]) say(await oneSize(net, params.ep, size, Number(params.duration)));
+    const sizes = params.sizes as number[];
+    for (const size of [...sizes, ...warmSizes(sizes)]) say(await oneSize(net, params.ep, size, Number(params.duration)));
     say({ event: 'done', zivm: zivmStats() });
   })().catch((err: Error) => {
     say({ event: 'error', message: err.message });

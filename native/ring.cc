@@ -39,6 +39,7 @@ Napi::Function Ring::Init(Napi::Env env) {
                          InstanceMethod<&Ring::Available>("available"),
                          InstanceMethod<&Ring::Head>("head"),
                          InstanceMethod<&Ring::Tail>("tail"),
+                         InstanceMethod<&Ring::Resync>("resync"),
                      });
 }
 
@@ -259,6 +260,22 @@ Napi::Value Ring::Head(const Napi::CallbackInfo& info) {
   if (!Enter(info, -1, "head")) return Napi::Value();
   uint64_t v = producer_ ? pos_ : LoadAcquire(SharedHead());
   return Napi::Number::New(info.Env(), static_cast<double>(v));
+}
+
+// resync(): the ring's header now belongs to another connection of the same
+// slot (the object is used again instead of a new one): this end's position
+// is read from it again, with the constructor's check.
+Napi::Value Ring::Resync(const Napi::CallbackInfo& info) {
+  if (!Enter(info, -1, "resync")) return Napi::Value();
+  uint64_t head = LoadAcquire(SharedHead());
+  uint64_t tail = LoadAcquire(SharedTail());
+  if (head - tail > capacity_) {
+    ThrowCode(info.Env(), ERR_CORRUPT, "ring is corrupt: head " + Str(head) + " and tail " + Str(tail) +
+                                           " are more than " + Str(capacity_) + " apart");
+    return Napi::Value();
+  }
+  pos_ = producer_ ? head : tail;
+  return info.Env().Undefined();
 }
 
 Napi::Value Ring::Tail(const Napi::CallbackInfo& info) {

@@ -28,6 +28,7 @@ class Ring : public Napi::ObjectWrap<Ring> {
   Napi::Value Available(const Napi::CallbackInfo& info);
   Napi::Value Head(const Napi::CallbackInfo& info);
   Napi::Value Tail(const Napi::CallbackInfo& info);
+  Napi::Value Resync(const Napi::CallbackInfo& info);
 
   // Common entry checks: right class, region still mapped, right end
   // (`end`: 1 producer only, 0 consumer only, -1 either).

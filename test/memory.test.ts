@@ -111,6 +111,29 @@ describe('memory follows traffic', function () {
     expect((await echo(client, again)).equals(again), 'echo after the rings were given back').to.equal(true);
   });
 
+  it("a slot's next connection takes up its ring objects again: connections one after another, each moving another amount, arrive intact", async () => {
+    const ringSize = currentDomain()!.geo.ringSize;
+    const seen = new Set<unknown>();
+    let reused = 0;
+    for (let k = 0; k < 60; k++) {
+      const client = zivm.connect(port, '127.0.0.1');
+      open.push(client);
+      await new Promise((resolve) => client.once('connect', resolve));
+      expect(client.transport).to.equal('shm');
+      const ch = (client as unknown as { _handle: ShmHandle })._handle.ch;
+      if (seen.has(ch.tx)) reused++;
+      seen.add(ch.tx);
+      // From a byte to one and a half rings: the positions the kept objects take up are anywhere in the ring.
+      const size = k % 3 === 0 ? 1 + k : Math.floor((ringSize * 1.5 * ((k * 7919) % 97)) / 97) + 1;
+      const payload = crypto.randomBytes(size);
+      expect((await echo(client, payload)).equals(payload), `connection ${k}: ${size} B echoed intact`).to.equal(true);
+      const closed = new Promise((resolve) => client.once('close', resolve));
+      client.end();
+      await closed;
+    }
+    expect(reused, 'connections that took up kept ring objects').to.be.at.least(30);
+  });
+
   it('a process that opens one connection after another keeps to a few slots, whose pages are memory already', async () => {
     // The server is busy for a moment after each connection ends: the client's
     // 'close' comes, and its next connection starts, while the server still holds

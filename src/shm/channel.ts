@@ -103,8 +103,25 @@ export class Channel implements SlotHandler {
     const client = side === 'client';
     const txHdr = client ? rings.c2sHdr : rings.s2cHdr;
     const rxHdr = client ? rings.s2cHdr : rings.c2sHdr;
-    this.tx = new addon.Ring(domain.region, txHdr, client ? rings.c2sData : rings.s2cData, domain.geo.ringSize, true);
-    this.rx = new addon.Ring(domain.region, rxHdr, client ? rings.s2cData : rings.c2sData, domain.geo.ringSize, false);
+    // The ring objects of this slot's last connection on our side, if kept; else new ones.
+    const kept = domain.takeRings(slot, !client);
+    let resynced = false;
+    if (kept) {
+      try {
+        kept.tx.resync();
+        kept.rx.resync();
+        resynced = true;
+      } catch {
+        // Made anew below, which throws what is wrong (a corrupt header, a closed region).
+      }
+    }
+    if (kept && resynced) {
+      this.tx = kept.tx;
+      this.rx = kept.rx;
+    } else {
+      this.tx = new addon.Ring(domain.region, txHdr, client ? rings.c2sData : rings.s2cData, domain.geo.ringSize, true);
+      this.rx = new addon.Ring(domain.region, rxHdr, client ? rings.s2cData : rings.c2sData, domain.geo.ringSize, false);
+    }
     this.base = Lay.slotOffset(domain.geo, slot) >>> 2;
     this.myFlags = this.base + (client ? Lay.SLOT.CLIENT_FLAGS : Lay.SLOT.SERVER_FLAGS);
     this.theirFlags = this.base + (client ? Lay.SLOT.SERVER_FLAGS : Lay.SLOT.CLIENT_FLAGS);
@@ -347,6 +364,8 @@ export class Channel implements SlotHandler {
     if (this.released) return;
     this.released = true;
     this.domain.detach(this.slot, this.side === 'server', this);
+    // Nothing of ours reads or writes through them any more (see write(), read()).
+    this.domain.keepRings(this.slot, this.side === 'server', this.tx, this.rx);
     // Slots taken before are taken again first: their pages are memory already.
     if (this.slot < this.domain.slotHint) this.domain.slotHint = this.slot;
     const recent = this.domain.recentSlots;

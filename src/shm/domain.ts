@@ -9,7 +9,7 @@ import { debug } from '../log';
 import { GuestLink, guestNodeId } from '../guest/link';
 import { type Addr, formatAddr, netNodeId, publishableAddrs, publishAddrs, sameBytes } from './addrs';
 import * as Lay from './layout';
-import { native, NativePoller, NativeRegion, NativeSpinner } from './native';
+import { native, NativePoller, NativeRegion, NativeRing, NativeSpinner } from './native';
 import * as Peers from './peers';
 import { Doorbells } from './doorbells';
 import { RunQueue } from './runqueue';
@@ -64,6 +64,8 @@ const ADDR_SLOW_MS = 10000;
  * busy-polling, a pending bit left set), costs at most this long.
  */
 const RECHECK_MS = 1000;
+/** Ring objects kept for the next connection of their slot (Domain.keepRings). */
+const KEPT_RINGS = 128;
 /** Slots looked at for requests per re-check (see recheck()). */
 const RECHECK_SLOTS = 64;
 
@@ -168,6 +170,13 @@ export class Domain {
    * already, rather than on a new slot (and new pages) each time.
    */
   readonly recentSlots: number[] = [];
+  /**
+   * The ring objects of connections that ended, by slot and side (slot * 2,
+   * plus 1 for the server's end): a new connection in the same slot, on the
+   * same side, takes them again rather than making two native objects (see
+   * Channel). At most KEPT_RINGS, the oldest dropped first.
+   */
+  private readonly keptRings = new Map<number, { tx: NativeRing; rx: NativeRing }>();
   /** The next harvest reads every bitmap word, not only those the summary points at. */
   private fullHarvest = false;
   /** Where the next re-check looks for requests. */
@@ -320,6 +329,27 @@ export class Domain {
   /** Is peer `id` of generation `gen` a member right now? */
   peerAlive(id: number, gen: number): boolean {
     return Peers.alive(this.i32, this.geo, id, gen);
+  }
+
+  /** Keeps the ring objects of an end that let go of its slot, for the slot's next connection on that side. */
+  keepRings(slot: number, server: boolean, tx: NativeRing, rx: NativeRing): void {
+    const key = slot * 2 + (server ? 1 : 0);
+    this.keptRings.delete(key);
+    this.keptRings.set(key, { tx, rx });
+    if (this.keptRings.size > KEPT_RINGS) {
+      for (const oldest of this.keptRings.keys()) {
+        this.keptRings.delete(oldest);
+        break;
+      }
+    }
+  }
+
+  /** The ring objects kept for `slot` on this side, if any; they are no longer kept. */
+  takeRings(slot: number, server: boolean): { tx: NativeRing; rx: NativeRing } | undefined {
+    const key = slot * 2 + (server ? 1 : 0);
+    const kept = this.keptRings.get(key);
+    if (kept) this.keptRings.delete(key);
+    return kept;
   }
 
   /** Routes events of `slot` to `handle`; a slot has a client end and a server end (both may be in this process). */

@@ -49,6 +49,8 @@ export interface NativeRing {
   /** Both: total bytes the producer has published (head) and the consumer has released (tail), as seen by this end. */
   head(): number;
   tail(): number;
+  /** Reads this end's position from the header again (the object serves another connection of its slot). Throws ERR_ZIVM_CORRUPT as the constructor does. */
+  resync(): void;
 }
 
 export interface NativePoller {

@@ -13,6 +13,34 @@ describe('native addon', () => {
       fx = undefined;
     });
 
+    it('resync() takes up the positions a new connection of the slot left in the header, and refuses a corrupt one', () => {
+      fx = new Fixture();
+      const part = fx.producer();
+      const item = fx.consumer();
+      part.write(streamBytes(0, 1000));
+      expectStream(item.read(600)!, 0);
+      // The slot's next connection: its header says 5000 bytes went through, 4000 of them read.
+      const dv = new DataView(fx.region.buffer);
+      dv.setBigUint64(HDR + RING_HEAD, 5000n, true);
+      dv.setBigUint64(HDR + RING_TAIL, 4000n, true);
+      part.resync();
+      item.resync();
+      expect([part.head(), part.tail(), part.free()]).to.deep.equal([5000, 4000, 4096 - 1000]);
+      expect([item.head(), item.tail(), item.available()]).to.deep.equal([5000, 4000, 1000]);
+      // What the header says is unread is read (whatever it is), then the stream goes on from there, across the end of the data area.
+      expect(item.read(4096)!.length).to.equal(1000);
+      expect(part.write(streamBytes(5000, 3000))).to.equal(3000);
+      expectStream(item.read(4096)!, 5000);
+      expect([part.head(), item.tail()]).to.deep.equal([8000, 8000]);
+      dv.setBigUint64(HDR + RING_HEAD, 9000n, true);
+      dv.setBigUint64(HDR + RING_TAIL, 100n, true);
+      for (const end of [part, item]) {
+        const err = codeOf(() => end.resync());
+        expect(err.code).to.equal('ERR_ZIVM_CORRUPT');
+        expect(err.err.message).to.equal('ring is corrupt: head 9000 and tail 100 are more than 4096 apart');
+      }
+    });
+
     it('reads null from an empty ring', () => {
       fx = new Fixture();
       const item = fx.consumer();
