@@ -3,11 +3,10 @@
  * shared memory. Everything not listed here is node:net's own.
  */
 import type net from 'node:net';
-import { patchTls } from './net/tls';
 import { guardIpcSend } from './net/ipc';
 import type { Socket, Transport } from './net/socket';
 
-patchTls();
+// Children forked from now on check the handles they are sent (ipc.ts).
 guardIpcSend();
 
 export * from 'node:net';

@@ -9,16 +9,14 @@ import { syncBuiltinESMExports } from 'node:module';
 import { zivmOff } from './config';
 import { debug } from './log';
 import { kNetPatched } from './symbols';
-import { internals } from './net/internals';
 import { Socket } from './net/socket';
 import { Server } from './net/server';
 import { connect, createConnection, createServer } from './net/connect';
-import { patchTls } from './net/tls';
 import { guardIpcSend } from './net/ipc';
 
 const target = net as unknown as Record<string | symbol, unknown>;
 
-if (!zivmOff() && internals.available && !target[kNetPatched]) {
+if (!zivmOff() && !target[kNetPatched]) {
   target[kNetPatched] = true;
   target.Socket = Socket;
   target.Stream = Socket;
@@ -26,7 +24,6 @@ if (!zivmOff() && internals.available && !target[kNetPatched]) {
   target.connect = connect;
   target.createConnection = createConnection;
   target.createServer = createServer;
-  patchTls();
   guardIpcSend();
   syncBuiltinESMExports();
   debug('node:net patched by zivm/register');

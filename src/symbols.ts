@@ -17,6 +17,8 @@ export const kDialPort = Symbol('zivm.dialPort');
 export const kNativeConsumed = Symbol('zivm.nativeConsumed');
 /** socket[kNativeReads]: an HTTP/2 session will take its handle once connected, whichever it is. */
 export const kNativeReads = Symbol('zivm.nativeReads');
+/** handle[kShmHandle] is true on shared-memory handles (ShmHandle.prototype): known without loading their module. */
+export const kShmHandle = Symbol('zivm.shmHandle');
 /** kernelHandle[kTlsWrapped]: TLS wraps it: the connection stays on TCP. */
 export const kTlsWrapped = Symbol('zivm.tlsWrapped');
 

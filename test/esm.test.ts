@@ -127,6 +127,39 @@ describe('entry points', function () {
     }
   });
 
+  it('the preload hook loads only the net layer: no data plane, no node:tls, until the first listen() or connect(); then TLS knows shared-memory handles', async () => {
+    const script = `
+      const path = require('path');
+      const dist = path.join(${JSON.stringify(ROOT)}, 'dist', 'src') + path.sep;
+      const loaded = () => Object.keys(require.cache).filter((f) => f.startsWith(dist)).map((f) => f.slice(dist.length)).sort();
+      const tlsLoaded = () => process.moduleLoadList.includes('NativeModule tls');
+      const before = loaded();
+      const tlsBefore = tlsLoaded();
+      const net = require('net');
+      const server = net.createServer((s) => s.pipe(s));
+      server.listen(0, '127.0.0.1', () => {
+        const afterListen = loaded();
+        const c = net.connect(server.address().port, '127.0.0.1', () => {
+          const proto = require('tls').TLSSocket.prototype;
+          console.log(JSON.stringify({ before, tlsBefore, afterListen, transport: c.transport, tlsPatched: proto[Symbol.for('zivm.tls')] === true }));
+          c.destroy();
+          server.close();
+        });
+      });
+    `;
+    const res = await run(['--require', path.join(ROOT, 'dist', 'src', 'register.js'), '-e', script], ROOT);
+    expect(res.code, res.stderr).to.equal(0);
+    const out = JSON.parse(res.stdout) as { before: string[]; tlsBefore: boolean; afterListen: string[]; transport: string; tlsPatched: boolean };
+    expect(out.before, 'loaded with the hook').to.include.members(['register.js', 'net/socket.js', 'net/server.js']);
+    const heavy = (list: string[]): string[] =>
+      list.filter((file) => /^(shm|guest|server)\//.test(file) || /^net\/(handle|dial|listen|reader|writer|tls|streambase)\.js$/.test(file));
+    expect(heavy(out.before), 'the data plane, loaded with the hook').to.deep.equal([]);
+    expect(out.tlsBefore, 'node:tls loaded with the hook').to.equal(false);
+    expect(out.afterListen, 'loaded by listen()').to.include.members(['net/listen.js', 'net/handle.js', 'net/tls.js', 'shm/domain.js']);
+    expect(out.transport).to.equal('shm');
+    expect(out.tlsPatched, 'TLSSocket knows shared-memory handles').to.equal(true);
+  });
+
   it('publishes each routing decision on TRANSPORT_CHANNEL', async () => {
     const server = spawnPeer('peer', ['echo-server', 'zivm', '127.0.0.1']);
     const list = await server.next();

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { autostartAllowed, socketPath, zivmOff } from '../config';
 import { UsageError, ZivmNoDaemonError } from '../errors';
 import { guestAgentFromEnv } from '../guest/link';
-import { internals } from '../net/internals';
+import { netInternals } from '../net/internals';
 import { parseAddr } from '../shm/addrs';
 import { snapshot } from '../shm/inspect';
 import { getDomain, lastJoinError } from '../shm/join';
@@ -109,7 +109,7 @@ export async function diagnose(target?: { host: string; port: number }): Promise
     add('addon', 'fail', `${(err as Error).message}`);
   }
 
-  if (internals.available) add('node:net', 'ok', `internals of Node ${process.version} as zivm expects`);
+  if (netInternals().available) add('node:net', 'ok', `internals of Node ${process.version} as zivm expects`);
   else add('node:net', 'fail', `this Node's net internals are not the ones zivm knows: shared memory is disabled (NODE_DEBUG=zivm says more)`);
 
   const sock = socketPath();

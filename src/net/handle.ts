@@ -21,12 +21,14 @@ import { errnoException, ZivmCorruptError, ZivmError } from '../errors';
 import { debug } from '../log';
 import { formatAddr } from '../shm/addrs';
 import { AS_DOUBLE, Channel } from '../shm/channel';
-import { kTransport } from '../symbols';
+import { kShmHandle, kTransport } from '../symbols';
 import type { HandleCore, SocketLike } from './core';
-import { internals, type ConnectReq, type ShutdownReq, type TcpLike } from './internals';
+import { netInternals, type ConnectReq, type ShutdownReq, type TcpLike } from './internals';
 import { NativeReads, Reader } from './reader';
 import { boundToHttp2Session, jsStreamClass } from './streambase';
 import { Writer } from './writer';
+
+const internals = netInternals();
 
 /** The kernel socket held back while a shared-memory connect is tried. */
 interface HeldConnect {
@@ -402,3 +404,6 @@ export class ShmHandle extends Base implements HandleCore {
     else this.ch.domain.unref();
   }
 }
+
+// Marks shared-memory handles for code that does not load this module (socket.ts: isShmHandle).
+Object.defineProperty(ShmHandle.prototype, kShmHandle, { value: true });

@@ -1,7 +1,8 @@
 /**
  * Module-private parts of node:net that a handle of our own must cooperate
  * with. They are found once, by description, on a socket built around a probe
- * handle. If Node changed them, `available` is false and zivm uses TCP only.
+ * handle, the first time they are needed. If Node changed them, `available`
+ * is false and zivm uses TCP only.
  * Also the shapes of net's own objects that zivm handles (kernel handles,
  * connect and shutdown requests), which @types/node does not describe.
  */
@@ -79,7 +80,12 @@ function probe(): Internals {
   }
 }
 
-export const internals: Internals = probe();
+let probed: Internals | undefined;
+
+/** node:net's internals, probed on first use (the probe builds a socket: a process that never makes one does not pay for it). */
+export function netInternals(): Internals {
+  return (probed ??= probe());
+}
 
 declare module 'node:net' {
   // Exported by node:net, not typed by @types/node.

@@ -7,7 +7,7 @@
  * over listen with pauseOnConnect, and zivm keeps those on TCP (server.ts).
  */
 import { ChildProcess } from 'node:child_process';
-import { ShmHandle } from './handle';
+import { isShmHandle } from './socket';
 
 const kWrapped = Symbol.for('zivm.ipcSend');
 
@@ -15,7 +15,7 @@ type Send = (this: unknown, message: unknown, handle?: unknown, ...rest: unknown
 
 function sendable(sent: unknown): void {
   const handle = (sent as { _handle?: unknown } | null | undefined)?._handle;
-  if (handle instanceof ShmHandle) {
+  if (isShmHandle(handle)) {
     const err = new TypeError(
       'This handle type cannot be sent: the connection is over zivm shared memory (listen with pauseOnConnect, or set ZIVM=off, to keep connections that are handed to other processes on TCP)',
     ) as TypeError & { code: string };

@@ -8,7 +8,9 @@
  * by the domain from outside any JavaScript.
  */
 import type { HandleCore } from './core';
-import { internals } from './internals';
+import { netInternals } from './internals';
+
+const internals = netInternals();
 
 /** Reads are delivered in chunks of at most this many bytes, as libuv does. */
 const READ_CHUNK = 64 * 1024;

@@ -5,24 +5,17 @@
  * happy eyeballs, errors, timeouts, the TCP path itself) is node:net's own.
  */
 import net from 'node:net';
-import dns from 'node:dns';
-import { ShmHandle, nativeStreams } from './handle';
-import type { SocketLike } from './core';
-import { boundToHttp2Session } from './streambase';
-import { internals, type ConnectReq, type TcpLike } from './internals';
-import { chose } from './debug';
+import type { ShmHandle } from './handle';
+import type * as Dial from './dial';
+import type { SocketInternals, Transport } from './dial';
+import { netInternals } from './internals';
 import { zivmOffOnce } from '../config';
-import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsWrapped, kTransport, kTryShm } from '../symbols';
+import { kShmHandle, kTransport, kTryShm } from '../symbols';
 import { track, untrack } from './stats';
-import { getDomain, lastJoinError } from '../shm/join';
-import { Channel } from '../shm/channel';
-import { guestDomains, route } from '../shm/route';
-import { pairsPossible } from '../shm/pairs';
-import { parseAddr } from '../shm/addrs';
 
 const NetSocket = net.Socket;
 const base = NetSocket.prototype as unknown as Record<string, (...args: unknown[]) => unknown>;
-export type Transport = 'shm' | 'tcp' | 'pipe';
+export type { Transport } from './dial';
 
 export interface Socket extends net.Socket {
   /** 'shm' when the bytes move through shared memory, 'tcp' or 'pipe' when through the kernel; undefined before connect. */
@@ -69,27 +62,31 @@ export const Socket = function Socket(this: unknown, options?: net.SocketConstru
 Object.setPrototypeOf(Socket.prototype, NetSocket.prototype);
 Object.setPrototypeOf(Socket, NetSocket);
 
-/** A net.Socket with the parts of node:net's internals used here (@types/node has none of them). */
-type SocketInternals = SocketLike & {
-  [kTransport]?: Transport;
-  [kTryShm]?: boolean;
-  [kDialPort]?: number;
-  [kNativeReads]?: boolean;
-  encrypted?: boolean;
-  _pendingData: unknown;
-  _pendingEncoding: string;
-  _reset(): void;
-};
 /** Socket.prototype, where net's methods are overridden. */
 const patched = Socket.prototype as unknown as Record<string, unknown>;
-type LookupFn = (host: string, opts: dns.LookupOptions, cb: (err: NodeJS.ErrnoException | null, address: unknown, family?: number) => void) => void;
+
+let dialModule: typeof Dial | undefined;
+
+/**
+ * The shared-memory side of connect() and the data plane under it, loaded by
+ * the first connect() that may use them (dial.ts).
+ */
+function dial(): typeof Dial {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- on first use, not with this module: a process that loads zivm and never connects or listens does not load the data plane
+  return (dialModule ??= require('./dial') as typeof Dial);
+}
+
+/** Is `handle` a shared-memory handle? (Without loading handle.ts: there is none before it is loaded.) */
+export function isShmHandle(handle: unknown): handle is ShmHandle {
+  return (handle as Record<symbol, unknown> | null | undefined)?.[kShmHandle] === true;
+}
 
 Object.defineProperty(Socket.prototype, 'transport', {
   configurable: true,
   enumerable: false,
   get(this: SocketInternals): Transport | undefined {
     const handle = this._handle;
-    if (handle instanceof ShmHandle) return 'shm';
+    if (isShmHandle(handle)) return 'shm';
     if (this[kTransport]) return this[kTransport];
     if (!handle) return undefined;
     return (handle as { constructor?: { name?: string } }).constructor?.name === 'Pipe' ? 'pipe' : 'tcp';
@@ -109,42 +106,12 @@ patched.connect = function connect(this: SocketInternals, ...args: unknown[]) {
   track(this);
   this[kTryShm] = false;
   // TLS needs a kernel handle to wrap: TLS sockets (and user-buffer reads) stay on TCP.
-  if (options.path != null || zivmOffOnce() || !internals.available || this[internals.kBuffer] || this.encrypted === true) {
+  if (options.path != null || zivmOffOnce() || this.encrypted === true || !netInternals().available || this[netInternals().kBuffer]) {
     this[kTransport] = options.path != null ? 'pipe' : 'tcp';
     return base.connect.call(this, normalized);
   }
-  if (!getDomain(false) && guestDomains().length === 0 && !pairsPossible()) {
-    this[kTransport] = 'tcp';
-    chose(this, 'tcp', `no zivm domain here${lastJoinError ? ` (${lastJoinError.message})` : ''}`, options.host as string, options.port as number);
-    return base.connect.call(this, normalized);
-  }
-  this[kTransport] = undefined;
-  this[kTryShm] = true;
-  this[kDialPort] = Number(options.port);
-  // Addresses are tried in net's order (happy eyeballs included); each attempt's
-  // kernel handle is intercepted, so the first address with a co-resident
-  // listener goes over shared memory, exactly where net would have connected.
-  // `lookup` first: the copy then has it already (see PREFILL).
-  const opts: Record<string, unknown> = { lookup: undefined, ...options };
-  const userLookup = opts.lookup;
-  if (userLookup === undefined || userLookup === null || typeof userLookup === 'function') {
-    opts.lookup = interceptingLookup(this, (userLookup ?? dns.lookup) as LookupFn);
-  }
-  base.connect.call(this, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((arg) => arg !== undefined)));
-  intercept(this);
-  return this;
+  return dial().connectMaybeShm(this, normalized, options, base.connect);
 };
-
-/** The lookup net would use, with the kernel handle intercepted by the time it answers. */
-function interceptingLookup(socket: SocketInternals, lookup: LookupFn): LookupFn {
-  return function zivmLookup(host, opts, cb) {
-    lookup(host, opts, (err, address, family) => {
-      // A lookup may answer synchronously, inside connect(): the handle must be wrapped by now.
-      intercept(socket);
-      cb(err, address, family);
-    });
-  };
-}
 
 /*
  * Happy eyeballs (autoSelectFamily) gives every attempt after the first a new
@@ -158,107 +125,10 @@ if (kReinitializeHandle) {
     writable: true,
     value: function (this: SocketInternals, handle: unknown) {
       const result = reinit.call(this, handle);
-      if (this[kTryShm]) intercept(this);
+      if (this[kTryShm]) dial().intercept(this);
       return result;
     },
   });
-}
-
-type ConnectFn = (this: TcpLike, req: ConnectReq, address: string, port: number) => number;
-
-/** Wraps the kernel handle's connect so the choice is made on the resolved address. */
-function intercept(socket: SocketInternals): void {
-  const tcp = socket._handle as TcpLike | null;
-  if (!tcp || tcp instanceof ShmHandle || tcp[kIntercepted]) return;
-  guardNativeConsumers(socket, tcp);
-  const kernel = tcp as unknown as Record<'connect' | 'connect6', ConnectFn>;
-  const connect4 = kernel.connect;
-  const connect6 = kernel.connect6;
-  kernel.connect = function (req, address, port) {
-    return tryShm(socket, tcp, req, address, port, connect4);
-  };
-  kernel.connect6 = function (req, address, port) {
-    return tryShm(socket, tcp, req, address, port, connect6);
-  };
-}
-
-/*
- * Native stream consumers (HTTP/2's session, the HTTP parser, TLS) look at
- * `_handle.isStreamBase` before they take the C++ stream under a socket. A
- * socket still choosing its transport may yet swap its kernel handle for a
- * shared-memory one, so the kernel handle says yes, and, while the choice is
- * pending:
- *  - for HTTP/2, which takes the socket's handle only once connected, notes
- *    it: a shared-memory handle, itself a native stream, reads as HTTP/2
- *    needs (see Reader);
- *  - for anyone else (TLS, the HTTP parser: they take the kernel handle at
- *    once), marks the handle: the connection stays on it (TCP).
- */
-function guardNativeConsumers(socket: SocketInternals, tcp: TcpLike): void {
-  tcp[kIntercepted] = socket;
-  // One descriptor for every handle: kernel handles keep sharing their hidden class.
-  Object.defineProperty(tcp, 'isStreamBase', guardedIsStreamBase);
-}
-
-const guardedIsStreamBase: PropertyDescriptor = {
-  configurable: true,
-  enumerable: true,
-  get(this: TcpLike): unknown {
-    const native: unknown = Reflect.get(Object.getPrototypeOf(this) as object, 'isStreamBase', this);
-    const socket = this[kIntercepted] as SocketInternals | undefined;
-    if (!native || !socket || socket._handle !== this || !socket[kTryShm] || socket[kTransport] !== undefined) return native;
-    if (nativeStreams && boundToHttp2Session(socket)) socket[kNativeReads] = true;
-    else this[kNativeConsumed] = true;
-    return native;
-  },
-};
-
-function tryShm(socket: SocketInternals, tcp: TcpLike, req: ConnectReq, address: string, port: number, connect: ConnectFn): number {
-  const tcpPath = (reason: string): number => {
-    socket[kTransport] = 'tcp';
-    chose(socket, 'tcp', reason, address, port);
-    return connect.call(tcp, req, address, port);
-  };
-  if (socket._handle !== tcp) return tcpPath('socket changed handle');
-  if (tcp[kTlsWrapped]) return tcpPath('TLS wraps the kernel handle');
-  if (tcp[kNativeConsumed] || tcp._consumed) return tcpPath('a native stream consumer took the kernel handle');
-  const addr = parseAddr(address);
-  if (!addr) return tcpPath('unparsable address');
-  const way = route(addr, port, address);
-  if ('reason' in way) return tcpPath(way.reason);
-  const { domain, listener } = way;
-  const local = typeof req.localAddress === 'string' ? parseAddr(req.localAddress) : undefined;
-  // A socket bound to a port (localPort) has it reserved in the kernel: the connection keeps it.
-  let localPort = 0;
-  if (req.localPort) {
-    const bound: { port?: number } = {};
-    if (typeof tcp.getsockname === 'function' && tcp.getsockname(bound) === 0) localPort = bound.port ?? 0;
-  }
-  let ch: Channel | undefined;
-  try {
-    // A Service's address leads elsewhere (the node's DNAT rules): the connection goes there and shows what was dialled.
-    ch = way.via
-      ? Channel.connect(domain, listener, way.via.addr, way.via.port, local, localPort)
-      : Channel.connect(domain, listener, addr, port, local, localPort);
-    if (ch && way.via) ch.dialledAs = { addr, port };
-  } catch (err) {
-    return tcpPath(`shared memory failed: ${(err as Error).message}`);
-  }
-  if (!ch) return tcpPath('every connection slot of the region is taken');
-  const handle = new ShmHandle(ch);
-  if (socket[kNativeReads]) handle.useNativeReads(true);
-  handle[internals.owner] = socket;
-  (handle as unknown as { onread: unknown }).onread = tcp.onread;
-  // Options net applies to the handle once connected go to this one: so do overrides put on the kernel handle before.
-  for (const name of ['setKeepAlive', 'setNoDelay'] as const) {
-    if (Object.prototype.hasOwnProperty.call(tcp, name))
-      (handle as unknown as Record<string, unknown>)[name] = (tcp as unknown as Record<string, unknown>)[name];
-  }
-  socket._handle = handle;
-  socket[kTransport] = 'shm';
-  chose(socket, 'shm', `listener of peer ${listener.owner} in slot ${ch.slot}`, address, port);
-  handle.beginConnect({ req, tcp, connect });
-  return 0;
 }
 
 patched._writeGeneric = function _writeGeneric(
@@ -269,7 +139,7 @@ patched._writeGeneric = function _writeGeneric(
   cb: (err?: Error | null) => void,
 ) {
   const handle = this._handle;
-  if (this.connecting || !(handle instanceof ShmHandle)) return base._writeGeneric.call(this, writev, data, encoding, cb);
+  if (this.connecting || !isShmHandle(handle)) return base._writeGeneric.call(this, writev, data, encoding, cb);
   this._pendingData = null;
   this._pendingEncoding = '';
   this._unrefTimer();
@@ -293,7 +163,7 @@ patched._destroy = function _destroy(this: SocketInternals, err: Error | null, c
 };
 
 patched.resetAndDestroy = function resetAndDestroy(this: SocketInternals) {
-  if (!(this._handle instanceof ShmHandle)) return base.resetAndDestroy.call(this);
+  if (!isShmHandle(this._handle)) return base.resetAndDestroy.call(this);
   if (this.connecting) this.once('connect', () => this._reset());
   else this._reset();
   return this;

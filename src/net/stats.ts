@@ -4,9 +4,10 @@
  * many connections took each path (with the reasons for TCP).
  */
 import type net from 'node:net';
-import { currentDomain } from '../shm/join';
+import type { DomainSnapshot } from '../shm/inspect';
+import type * as Inspect from '../shm/inspect';
+import type * as Join from '../shm/join';
 import { kListener } from '../symbols';
-import { snapshot, DomainSnapshot } from '../shm/inspect';
 
 /*
  * Live sockets, held until they are destroyed (Socket#_destroy lets go of
@@ -96,6 +97,11 @@ export interface Stats {
 }
 
 export function stats(): Stats {
+  // The data plane, loaded by the first connect() or listen(): before that there is no domain to show.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above: loading it here would load it with zivm
+  const { currentDomain } = require('../shm/join') as typeof Join;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- as join
+  const { snapshot } = require('../shm/inspect') as typeof Inspect;
   const domain = currentDomain();
   prune(serverRefs, serverGone);
   const sockets: SocketStats[] = [];
