@@ -81,10 +81,11 @@ describe('pods: processes in network namespaces of their own', function () {
     fs.chmodSync(dir, 0o755);
     sock = path.join(dir, 'node', 'zivm.sock');
     copy = readableCopy();
-    // --pods: containers of every uid may reach the socket.
+    // --pods: containers of every uid may reach the socket; NODE_DEBUG says why a connection stays on TCP.
     daemon = new Proc('ip', ['netns', 'exec', bridge, process.execPath, MAIN, 'server', '--socket', sock, '--pods', '--verbose'], {
       name: 'node daemon',
       timeoutMs: 10000,
+      env: { ...process.env, NODE_DEBUG: 'zivm' },
     });
     const deadline = Date.now() + 5000;
     while (!fs.existsSync(sock)) {
@@ -124,11 +125,11 @@ describe('pods: processes in network namespaces of their own', function () {
     return inPod(bridge, args);
   }
 
-  /** test/fixtures/peer.js in network namespace `ns`, with the node's daemon socket. */
-  function inPod(ns: string, args: string[]): Proc {
+  /** test/fixtures/peer.js in network namespace `ns`, with the node's daemon socket (and `env`). */
+  function inPod(ns: string, args: string[], env: Record<string, string> = {}): Proc {
     const proc = new Proc('ip', ['netns', 'exec', ns, process.execPath, PEER, ...args], {
       name: `${args[0]} in ${ns}`,
-      env: { ...process.env, ZIVM_SOCKET: sock, ZIVM_AUTOSTART: '0' },
+      env: { ...process.env, ZIVM_SOCKET: sock, ZIVM_AUTOSTART: '0', ...env },
     });
     running.push(proc);
     return proc;
@@ -221,6 +222,73 @@ describe('pods: processes in network namespaces of their own', function () {
     } finally {
       execFileSync('ip', ['netns', 'exec', bridge, 'iptables', '-t', 'nat', '-F']);
       execFileSync('ip', ['netns', 'exec', bridge, 'iptables', '-t', 'nat', '-X']);
+    }
+  });
+
+  it("the same with kube-proxy's nftables mode (table ip kube-proxy): the endpoint `numgen random` picks among pods of this node over shared memory, one of another node over TCP, and a rule zivm cannot read keeps TCP and says why", async () => {
+    try {
+      execFileSync('nft', ['--version'], { stdio: 'ignore' });
+    } catch {
+      throw new Error('this test needs nft (apt-get install nftables): the node namespace gets Service DNAT rules in nftables');
+    }
+    const [podA, podB, podC] = pods;
+    // As kube-proxy writes them (nftables mode): a verdict map by address . protocol . port, a service chain drawing an endpoint, endpoint chains with the masquerade mark.
+    const table = 'ip kube-proxy';
+    const rules = [
+      `add table ${table} { comment "rules for kube-proxy" ; }`,
+      `add map ${table} service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }`,
+      `add chain ${table} nat-prerouting { type nat hook prerouting priority dstnat ; policy accept ; }`,
+      ...['mark-for-masquerade', 'services', 'service-ECHO', 'endpoint-A', 'endpoint-C', 'service-AWAY', 'endpoint-AWAY', 'service-ODD'].map(
+        (chain) => `add chain ${table} ${chain}`,
+      ),
+      `add rule ${table} mark-for-masquerade mark set mark or 0x4000`,
+      `add rule ${table} nat-prerouting jump services`,
+      `add rule ${table} services ip daddr . meta l4proto . th dport vmap @service-ips`,
+      `add rule ${table} service-ECHO ip daddr ${SERVICE} ip saddr != 10.77.0.0/24 jump mark-for-masquerade`,
+      `add rule ${table} service-ECHO numgen random mod 2 vmap { 0 : goto endpoint-A , 1 : goto endpoint-C }`,
+      `add rule ${table} endpoint-A ip saddr ${podA.addr} jump mark-for-masquerade`,
+      `add rule ${table} endpoint-A meta l4proto tcp dnat to ${podA.addr}:7017`,
+      `add rule ${table} endpoint-C ip saddr ${podC.addr} jump mark-for-masquerade`,
+      `add rule ${table} endpoint-C counter meta l4proto tcp dnat to ${podC.addr}:7017`,
+      `add rule ${table} service-AWAY numgen random mod 1 vmap { 0 : goto endpoint-AWAY }`,
+      `add rule ${table} endpoint-AWAY meta l4proto tcp dnat to ${NODE_OTHER}:7018`,
+      // A match zivm does not read (the incoming interface), on the way to a pod of this node.
+      `add rule ${table} service-ODD iifname "p1" jump mark-for-masquerade`,
+      `add rule ${table} service-ODD meta l4proto tcp dnat to ${podA.addr}:7017`,
+      `add element ${table} service-ips { ${SERVICE} . tcp . 80 comment "default/echo:http" : goto service-ECHO }`,
+      `add element ${table} service-ips { ${SERVICE} . tcp . 81 : goto service-AWAY }`,
+      `add element ${table} service-ips { ${SERVICE} . tcp . 82 : goto service-ODD }`,
+    ];
+    execFileSync('ip', ['netns', 'exec', bridge, 'nft', '-f', '-'], { input: rules.join('\n') + '\n' });
+    try {
+      const servers = [inPod(podA.ns, ['echo-server', 'zivm', '0.0.0.0', '7017']), inPod(podC.ns, ['echo-server', 'zivm', '0.0.0.0', '7017'])];
+      await Promise.all(servers.map((server) => server.event('listening')));
+      // The daemon reads the node's rules again after a second.
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const client = inPod(podB.ns, ['transfer', 'zivm', '80', SERVICE, String(4 * MiB), '17']);
+      expect(await client.next(), 'the client, connected').to.deep.include({ event: 'connect', transport: 'shm', remoteAddress: SERVICE, remotePort: 80 });
+      const done = await client.event('done');
+      expect(done.received, 'sha256 of what came back').to.equal(done.sent);
+      const reached = await Promise.all(servers.map((server) => server.find((line) => line.event === 'connection', 500)));
+      expect(reached.filter(Boolean), 'connections that reached pod A or pod C').to.have.length(1);
+      expect(reached.find(Boolean)).to.deep.include({ transport: 'shm', remoteAddress: podB.addr });
+      // The same Service over plain TCP, through the node's rules: the rules are real.
+      const plain = inPod(podB.ns, ['transfer', 'net', '80', SERVICE, String(MiB), '18']);
+      expect(await plain.next()).to.deep.include({ event: 'connect', transport: 'tcp' });
+      expect((await plain.event('done')).bytes).to.equal(MiB);
+      // Sent to an address of the node that no pod holds (a pod of another node, as far as zivm can tell): TCP, refused there.
+      const away = inPod(podB.ns, ['flood', 'zivm', '81', SERVICE]);
+      expect(await away.next()).to.deep.include({ event: 'error', code: 'ECONNREFUSED' });
+      // A rule zivm cannot read: TCP (which the kernel takes to pod A), and NODE_DEBUG=zivm says why, in the pod and in the daemon.
+      const odd = inPod(podB.ns, ['transfer', 'zivm', '82', SERVICE, String(MiB), '19'], { NODE_DEBUG: 'zivm' });
+      expect(await odd.next()).to.deep.include({ event: 'connect', transport: 'tcp' });
+      expect((await odd.event('done')).bytes).to.equal(MiB);
+      expect(odd.stderr()).to.include(`tcp to ${SERVICE}:82: the zivm daemon: the daemon cannot tell where the node's NAT rules send it`);
+      expect(daemon!.stderr()).to.match(
+        new RegExp(`${SERVICE.replace(/\./g, '\\.')}:82: a rule zivm cannot read \\(.*iifname.*\\), in ip kube-proxy service-ODD`),
+      );
+    } finally {
+      execFileSync('ip', ['netns', 'exec', bridge, 'nft', 'delete', 'table', 'ip', 'kube-proxy']);
     }
   });
 
