@@ -26,20 +26,27 @@ export function autocannonPath(): string | undefined {
   }
 }
 
-/** Seconds of responses not counted at the start (JIT, connection setup). */
+/** Seconds of responses not counted at the start of the first window (connection set-up). */
 const WARMUP = 0.3;
+/** Where the warm window starts, in seconds after the first response (1 with --quick): V8 has optimised both sides by then. */
+const WARM_S = 3;
+const warmOf = (subject: RunSettings): number => (subject.quick ? 1 : WARM_S);
 
 export const scenario: Scenario = {
   name: NAME,
   method: (subject) =>
     `node:http server answering every request with a ${BODY.length} B text body; autocannon (${subject.httpConnections} connections, no pipelining) in a separate process, ` +
-    `one run of whole seconds (autocannon's granularity), of which the 2xx responses from ${WARMUP} s after the first one, for ${subject.duration} s, count; zivm only through the preload hook (NODE_OPTIONS=--require dist/src/register.js); requests per second`,
-  metrics: (subject) => [{ key: 'rps', label: `node:http, ${subject.httpConnections} connections`, unit: 'req/s', better: 'higher' }],
+    `one run of whole seconds (autocannon's granularity), with two windows of ${subject.duration} s each: from ${WARMUP} s after the first response (a fresh pair of processes, V8 still compiling), and warm, from ${warmOf(subject)} s after it; ` +
+    `2xx responses per second; zivm only through the preload hook (NODE_OPTIONS=--require dist/src/register.js)`,
+  metrics: (subject) => [
+    { key: 'rps', label: `node:http, ${subject.httpConnections} conns, fresh`, unit: 'req/s', better: 'higher' },
+    { key: 'rps:warm', label: `node:http, ${subject.httpConnections} conns, warm`, unit: 'req/s', better: 'higher' },
+  ],
   async trial(target: TransportKey, subject: RunSettings): Promise<TrialOutcome> {
     if (!autocannonPath()) throw new Error('autocannon is not installed (npm install -D autocannon)');
     const zivm = target.startsWith('zivm');
     const spec = {
-      client: { duration: subject.duration, warmup: WARMUP, connections: subject.httpConnections },
+      client: { duration: subject.duration, warmup: WARMUP, warm: warmOf(subject), connections: subject.httpConnections },
       serverEnv: childEnv(subject, { preload: zivm, zivmOff: target === 'zivm-tcp' }),
       clientEnv: childEnv(subject, { preload: zivm }),
     };
@@ -47,12 +54,21 @@ export const scenario: Scenario = {
       const res = await client.expect('result', 15000 + subject.duration * 4000);
       const sr = await serverReport(server);
       if (res.errors || res.timeouts || res.non2xx) throw new Error(`http: ${res.errors} errors, ${res.timeouts} timeouts, ${res.non2xx} non-2xx responses`);
-      if (!(res.requests > 0)) throw new Error('http: no request completed');
+      if (!(res.requests > 0) || !(res.warmRequests > 0)) throw new Error(`http: no request completed in a window (${res.requests}, ${res.warmRequests})`);
       if (zivm && (!res.zivm || !sr.hooked)) throw new Error(`http: the preload hook is not active (client ${!!res.zivm}, server ${sr.hooked})`);
       return {
-        metrics: { rps: res.requests / res.seconds },
+        metrics: { rps: res.requests / res.seconds, 'rps:warm': res.warmRequests / res.warmSeconds },
         seen: { client: res.seen, server: sr.seen },
-        detail: { requests: res.requests, seconds: res.seconds, requestsWholeRun: res.total, latencyP50ms: res.p50, latencyP99ms: res.p99, zivm: res.zivm },
+        detail: {
+          requests: res.requests,
+          seconds: res.seconds,
+          warmRequests: res.warmRequests,
+          warmSeconds: res.warmSeconds,
+          requestsWholeRun: res.total,
+          latencyP50ms: res.p50,
+          latencyP99ms: res.p99,
+          zivm: res.zivm,
+        },
       };
     });
   },
@@ -83,9 +99,31 @@ interface Cannon {
 
 /**
  * One autocannon run (it works in whole seconds, so it runs for
- * ceil(warm-up + duration)); the rate counts 2xx responses from `warmup`
- * seconds after the first response to `warmup + duration`.
+ * ceil(warm + duration)); two rates: the 2xx responses from `warmup` seconds
+ * after the first response to `warmup + duration`, and from `warm` seconds
+ * after it to `warm + duration`.
  */
+class Window {
+  count = 0;
+  /** When the window closed (the first response after its end), 0 while open. */
+  closedAt = 0;
+  constructor(
+    readonly from: number,
+    readonly to: number,
+  ) {}
+
+  add(time: number, ok: boolean): void {
+    if (time < this.from || this.closedAt) return;
+    if (time >= this.to) this.closedAt = time;
+    else if (ok) this.count++;
+  }
+
+  /** Seconds the window covered (up to the last response seen, if the run ended first). */
+  seconds(last: number): number {
+    return (this.closedAt || Math.min(this.to, last)) - this.from;
+  }
+}
+
 function client(_t: TransportKey, params: Json): void {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded in the client role only: the server roles never need it
   const autocannon = require('autocannon') as (opts: Json, cb: (err: Error | null, r: CannonResult) => void) => Cannon;
@@ -97,15 +135,13 @@ function client(_t: TransportKey, params: Json): void {
   });
   const ep = params.ep as { path?: string; port?: number };
   const warmup = Number(params.warmup);
+  const warmAt = Number(params.warm);
   const duration = Number(params.duration);
   const opts: Json = ep.path ? { url: 'http://localhost/', socketPath: ep.path } : { url: `http://127.0.0.1:${ep.port}/` };
   opts.connections = Number(params.connections);
-  opts.duration = Math.ceil(warmup + duration + 0.1);
-  let first = 0;
-  let from = 0;
-  let to = 0;
-  let inWindow = 0;
-  let windowEnd = 0;
+  opts.duration = Math.ceil(Math.max(warmup, warmAt) + duration + 0.1);
+  let fresh: Window | undefined;
+  let warm: Window | undefined;
   let last = 0;
   const inst = autocannon(opts, (err, res) => {
     if (err) {
@@ -114,8 +150,10 @@ function client(_t: TransportKey, params: Json): void {
     }
     say({
       event: 'result',
-      requests: inWindow,
-      seconds: (windowEnd || Math.min(to, last)) - from,
+      requests: fresh?.count ?? 0,
+      seconds: fresh?.seconds(last) ?? 0,
+      warmRequests: warm?.count ?? 0,
+      warmSeconds: warm?.seconds(last) ?? 0,
       total: res.requests.total,
       p50: res.latency.p50,
       p99: res.latency.p99,
@@ -129,17 +167,13 @@ function client(_t: TransportKey, params: Json): void {
   inst.on('response', (_c, status) => {
     const time = performance.now() / 1000;
     last = time;
-    if (!first) {
-      first = time;
-      from = first + warmup;
-      to = from + duration;
+    if (!fresh || !warm) {
+      fresh = new Window(time + warmup, time + warmup + duration);
+      warm = new Window(time + warmAt, time + warmAt + duration);
     }
-    if (time < from || windowEnd) return;
-    if (time >= to) {
-      windowEnd = time;
-      return;
-    }
-    if (status >= 200 && status < 300) inWindow++;
+    const ok = status >= 200 && status < 300;
+    fresh.add(time, ok);
+    warm.add(time, ok);
   });
 }
 
