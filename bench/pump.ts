@@ -16,7 +16,7 @@ import { sizeLabel } from './format';
 const NAME = 'pump';
 /** Sizes whose rate is measured a second time, warm. */
 const WARM_MIN = 64 * 1024;
-const warmSizes = (sizes: number[]): number[] => sizes.filter((size) => size >= WARM_MIN);
+export const warmSizes = (sizes: number[]): number[] => sizes.filter((size) => size >= WARM_MIN);
 
 export const scenario: Scenario = {
   name: NAME,
