@@ -1,6 +1,7 @@
 /**
- * http: an unmodified node:http server loaded with autocannon from another
- * process. zivm comes in only through the preload hook
+ * http, express: an unmodified node:http server (and the same answer from an
+ * Express application) loaded with autocannon from another process. zivm
+ * comes in only through the preload hook
  * (NODE_OPTIONS="--require dist/src/register.js"), in both processes:
  *   zivm-shm  hook in server and load generator
  *   zivm-tcp  hook in both, ZIVM=off in the server (not in the domain), so the
@@ -32,54 +33,87 @@ const WARMUP = 0.3;
 const WARM_S = 3;
 const warmOf = (subject: RunSettings): number => (subject.quick ? 1 : WARM_S);
 
-export const scenario: Scenario = {
-  name: NAME,
-  method: (subject) =>
-    `node:http server answering every request with a ${BODY.length} B text body; autocannon (${subject.httpConnections} connections, no pipelining) in a separate process, ` +
-    `one run of whole seconds (autocannon's granularity), with two windows of ${subject.duration} s each: from ${WARMUP} s after the first response (a fresh pair of processes, V8 still compiling), and warm, from ${warmOf(subject)} s after it; ` +
-    `2xx responses per second; zivm only through the preload hook (NODE_OPTIONS=--require dist/src/register.js)`,
-  metrics: (subject) => [
-    { key: 'rps', label: `node:http, ${subject.httpConnections} conns, fresh`, unit: 'req/s', better: 'higher' },
-    { key: 'rps:warm', label: `node:http, ${subject.httpConnections} conns, warm`, unit: 'req/s', better: 'higher' },
-  ],
-  async trial(target: TransportKey, subject: RunSettings): Promise<TrialOutcome> {
-    if (!autocannonPath()) throw new Error('autocannon is not installed (npm install -D autocannon)');
-    const zivm = target.startsWith('zivm');
-    const spec = {
-      client: { duration: subject.duration, warmup: WARMUP, warm: warmOf(subject), connections: subject.httpConnections },
-      serverEnv: childEnv(subject, { preload: zivm, zivmOff: target === 'zivm-tcp' }),
-      clientEnv: childEnv(subject, { preload: zivm }),
-    };
-    return pairedTrial(NAME, target, subject, spec, async (server, client) => {
-      const res = await client.expect('result', 15000 + subject.duration * 4000);
-      const sr = await serverReport(server);
-      if (res.errors || res.timeouts || res.non2xx) throw new Error(`http: ${res.errors} errors, ${res.timeouts} timeouts, ${res.non2xx} non-2xx responses`);
-      if (!(res.requests > 0) || !(res.warmRequests > 0)) throw new Error(`http: no request completed in a window (${res.requests}, ${res.warmRequests})`);
-      if (zivm && (!res.zivm || !sr.hooked)) throw new Error(`http: the preload hook is not active (client ${!!res.zivm}, server ${sr.hooked})`);
-      return {
-        metrics: { rps: res.requests / res.seconds, 'rps:warm': res.warmRequests / res.warmSeconds },
-        seen: { client: res.seen, server: sr.seen },
-        detail: {
-          requests: res.requests,
-          seconds: res.seconds,
-          warmRequests: res.warmRequests,
-          warmSeconds: res.warmSeconds,
-          requestsWholeRun: res.total,
-          latencyP50ms: res.p50,
-          latencyP99ms: res.p99,
-          zivm: res.zivm,
-        },
+/** The case for one kind of server: node:http itself, or an Express application on it. */
+function httpCase(name: 'http' | 'express'): Scenario {
+  const what = name === 'http' ? 'node:http' : 'express';
+  return {
+    name,
+    method: (subject) =>
+      `${name === 'http' ? 'node:http server' : 'Express 5 application (one route, on node:http)'} answering every request with a ${BODY.length} B text body; autocannon (${subject.httpConnections} connections, no pipelining) in a separate process, ` +
+      `one run of whole seconds (autocannon's granularity), with two windows of ${subject.duration} s each: from ${WARMUP} s after the first response (a fresh pair of processes, V8 still compiling), and warm, from ${warmOf(subject)} s after it; ` +
+      `2xx responses per second; zivm only through the preload hook (NODE_OPTIONS=--require dist/src/register.js)`,
+    metrics: (subject) => [
+      { key: 'rps', label: `${what}, ${subject.httpConnections} conns, fresh`, unit: 'req/s', better: 'higher' },
+      { key: 'rps:warm', label: `${what}, ${subject.httpConnections} conns, warm`, unit: 'req/s', better: 'higher' },
+    ],
+    async trial(target: TransportKey, subject: RunSettings): Promise<TrialOutcome> {
+      if (!autocannonPath()) throw new Error('autocannon is not installed (npm install -D autocannon)');
+      const zivm = target.startsWith('zivm');
+      const spec = {
+        server: { framework: name },
+        client: { duration: subject.duration, warmup: WARMUP, warm: warmOf(subject), connections: subject.httpConnections },
+        serverEnv: childEnv(subject, { preload: zivm, zivmOff: target === 'zivm-tcp' }),
+        clientEnv: childEnv(subject, { preload: zivm }),
       };
-    });
-  },
-};
+      return pairedTrial(NAME, target, subject, spec, async (server, client) => {
+        const res = await client.expect('result', 15000 + subject.duration * 4000);
+        const sr = await serverReport(server);
+        if (res.errors || res.timeouts || res.non2xx)
+          throw new Error(`${name}: ${res.errors} errors, ${res.timeouts} timeouts, ${res.non2xx} non-2xx responses`);
+        if (!(res.requests > 0) || !(res.warmRequests > 0)) throw new Error(`${name}: no request completed in a window (${res.requests}, ${res.warmRequests})`);
+        if (zivm && (!res.zivm || !sr.hooked)) throw new Error(`${name}: the preload hook is not active (client ${!!res.zivm}, server ${sr.hooked})`);
+        return {
+          metrics: { rps: res.requests / res.seconds, 'rps:warm': res.warmRequests / res.warmSeconds },
+          seen: { client: res.seen, server: sr.seen },
+          detail: {
+            requests: res.requests,
+            seconds: res.seconds,
+            warmRequests: res.warmRequests,
+            warmSeconds: res.warmSeconds,
+            requestsWholeRun: res.total,
+            latencyP50ms: res.p50,
+            latencyP99ms: res.p99,
+            zivm: res.zivm,
+          },
+        };
+      });
+    },
+  };
+}
+
+export const scenario = httpCase('http');
+export const expressScenario = httpCase('express');
+
+/** An Express application with one route giving the same answer as the node:http server. */
+function expressApp(): http.RequestListener {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded in the express case's server only (a development dependency)
+  const express = require('express') as () => http.RequestListener & {
+    get(path: string, fn: (req: unknown, res: { type(t: string): { send(body: string): void } }) => void): void;
+  };
+  const app = express();
+  app.get('/', (_req, res) => res.type('text/plain').send(BODY));
+  return app;
+}
+
+/** Express, if installed (a development dependency, as autocannon). */
+export function haveExpress(): boolean {
+  try {
+    require.resolve('express');
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function server(target: TransportKey, params: Json, commands: Commands): void {
   const seen = new TransportTally();
-  const srv = http.createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': BODY.length });
-    res.end(BODY);
-  });
+  const srv =
+    params.framework === 'express'
+      ? http.createServer(expressApp())
+      : http.createServer((_req, res) => {
+          res.writeHead(200, { 'content-type': 'text/plain', 'content-length': BODY.length });
+          res.end(BODY);
+        });
   srv.on('connection', (sock: nodeNet.Socket) => seen.add(sock));
   listen(srv, target, params);
   commands.on('report', () => say({ event: 'report', seen: seen.counts, hooked: zivmStats() !== undefined }));

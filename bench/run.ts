@@ -23,12 +23,12 @@ import { scenario as pingPong } from './ping-pong';
 import { scenario as pump } from './pump';
 import { scenario as connect } from './connect';
 import { scenario as many, scaleScenario as scale } from './many';
-import { scenario as httpCase } from './http';
+import { expressScenario, haveExpress, scenario as httpCase } from './http';
 import { scenario as idle } from './idle';
 import { scenario as tlsCase } from './tls';
 import { scenario as pods } from './pods';
 
-export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, scale, httpCase, tlsCase, idle, pods];
+export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, scale, httpCase, expressScenario, tlsCase, idle, pods];
 
 const ROOT = path.join(__dirname, '..', '..');
 /** bench/results in a checkout (git-ignored), else zivm-bench-results in the current folder. */
@@ -47,8 +47,8 @@ options:
   --cases LIST       cases to run, comma-separated (default: all)
   --transports LIST  subset of ${TRANSPORTS.join(',')} (default: all)
   --trials N         trials per case and transport (default 5, 3 with --quick)
-  --duration SECS    measuring time of pump (per size), connect, many and http
-                     (default 0.4, 0.2 with --quick; http runs whole seconds)
+  --duration SECS    measuring time of pump (per size), connect, many, http and express
+                     (default 0.4, 0.2 with --quick; http and express run whole seconds)
   --sizes LIST       pump write sizes, e.g. 64,1K,64K,1M (the default)
   --rounds N         ping-pong round trips timed (default 20000, 2000 with --quick)
   --idle SECS        idle window (default 5, 1 with --quick)
@@ -111,6 +111,12 @@ export function parseArgs(argv: string[]): Options | 'help' {
     if (list('cases')) throw new UsageError(why);
     caseNames = caseNames.filter((name) => name !== 'http');
     leftOut = `${why}: left out`;
+  }
+  if (caseNames.includes('express') && !(haveAutocannon() && haveExpress())) {
+    const why = 'the express case needs autocannon and express (npm install autocannon express)';
+    if (list('cases')) throw new UsageError(why);
+    caseNames = caseNames.filter((name) => name !== 'express');
+    leftOut = [leftOut, `${why}: left out`].filter(Boolean).join('; ');
   }
   if (caseNames.includes('pods') && process.getuid?.() !== 0) {
     const why = 'the pods case makes network namespaces: it runs as root only';
@@ -394,7 +400,7 @@ export async function main(argv: string[]): Promise<number> {
         process.version +
         '), and stops both afterwards; ' +
         'within each round of trials the transports take turns, in an order rotated every round',
-      'zivm processes load dist/src/index.js (the http case: only the preload hook dist/src/register.js) and join a zivm daemon started by the driver ' +
+      'zivm processes load dist/src/index.js (the http and express cases: only the preload hook dist/src/register.js) and join a zivm daemon started by the driver ' +
         `(\`zivm server\` on a private socket, default region and ring sizes unless ZIVM_SIZE / ZIVM_RING are set, autostart off), ` +
         (opts.oneDaemon ? 'one daemon for the whole run' : 'a fresh daemon for every trial with a zivm side'),
       "every connection's transport is checked on both sides (zivm's socket.transport, else the kernel handle: TCP or Pipe); " +
