@@ -101,6 +101,22 @@ void Release(napi_env, void* data, void*) {
 Napi::Value NewReadBuffer(Napi::Env env, size_t n, uint8_t** data) {
   napi_value buf;
   if (n >= READ_POOL_MIN && n <= READ_POOL_CHUNK) {
+    if (pool.out >= READ_POOL_NUDGE) {
+      // V8 (before 12: Node 20 and 22) collects its young generation when the
+      // Buffers it allocated itself there hold 32 MiB (twice its largest
+      // semi-space by default), checked as it allocates another. It never
+      // checks for Buffers on memory of their own such as these, and collects
+      // them only in whole-heap collections, one for every 64 MiB of external
+      // memory: every 1,000 chunks, and half the reader's time in a bulk
+      // transfer. A one-byte allocation through V8 lets it apply its own rule
+      // to them too, as it does to a kernel socket's reads. (Later V8 lines
+      // collect every Buffer, a kernel socket's too, the whole-heap way.)
+      void* byte;
+      napi_value nudge;
+      if (napi_create_arraybuffer(env, 1, &byte, &nudge) != napi_ok && env.IsExceptionPending()) {
+        env.GetAndClearPendingException();  // no memory for one byte: the read below will say so
+      }
+    }
     uint8_t* chunk = pool.Take();
     if (chunk != nullptr) {
       if (napi_create_external_buffer(env, n, chunk, Release, nullptr, &buf) == napi_ok) {

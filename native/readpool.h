@@ -27,6 +27,10 @@ constexpr size_t READ_POOL_MIN = READ_POOL_CHUNK / 2;
 // collects buffers once about 64 MiB of them are garbage). Past that, reads
 // get Buffers of their own.
 constexpr size_t READ_POOL_CHUNKS = 2048;
+// Chunks out (their Buffers not yet collected) from which each new one also
+// makes V8 check whether to collect its young generation (see NewReadBuffer):
+// 32 MiB, V8's threshold with its default semi-space.
+constexpr size_t READ_POOL_NUDGE = 512;
 // Free chunks whose pages are kept when the pool is trimmed.
 constexpr size_t READ_POOL_KEEP = 16;
 
