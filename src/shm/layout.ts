@@ -237,7 +237,8 @@ function alignUp(value: number, multiple: number): number {
 
 export const MIN_RING = 4096;
 export const MAX_RING = 1 << 30;
-export const MAX_SLOTS = 65536;
+/** Slots of one region at most: the region's size decides (ZIVM_SIZE=128G holds 130,927 connections of 512 KiB rings). */
+export const MAX_SLOTS = 1 << 20;
 
 /**
  * Computes where everything goes for a region of `size` bytes.
