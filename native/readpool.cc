@@ -34,6 +34,7 @@ struct Pool {
   std::vector<uint32_t> free;
   size_t trimmed = 0;
   size_t out = 0;
+  size_t bytesOut = 0;  // bytes of the Buffers of the chunks out
   int64_t lastTakeNs = 0;
 
   ~Pool() {
@@ -69,8 +70,9 @@ struct Pool {
     return base + static_cast<size_t>(i) * READ_POOL_CHUNK;
   }
 
-  void Give(uint8_t* chunk) {
+  void Give(uint8_t* chunk, size_t n) {
     out--;
+    bytesOut -= n;
     free.push_back(static_cast<uint32_t>((chunk - base) / READ_POOL_CHUNK));
   }
 
@@ -92,8 +94,8 @@ thread_local Pool pool;
 
 // Runs on the thread of the Buffer's environment (Node defers a Buffer's
 // finalizer to its event loop).
-void Release(napi_env, void* data, void*) {
-  if (!poolGone) pool.Give(static_cast<uint8_t*>(data));
+void Release(napi_env, void* data, void* length) {
+  if (!poolGone) pool.Give(static_cast<uint8_t*>(data), reinterpret_cast<size_t>(length));
 }
 
 }  // namespace
@@ -101,16 +103,16 @@ void Release(napi_env, void* data, void*) {
 Napi::Value NewReadBuffer(Napi::Env env, size_t n, uint8_t** data) {
   napi_value buf;
   if (n >= READ_POOL_MIN && n <= READ_POOL_CHUNK) {
-    if (pool.out >= READ_POOL_NUDGE) {
+    if (pool.bytesOut >= READ_POOL_NUDGE) {
       // V8 (before 12: Node 20 and 22) collects its young generation when the
       // Buffers it allocated itself there hold 32 MiB (twice its largest
       // semi-space by default), checked as it allocates another. It never
       // checks for Buffers on memory of their own such as these, and collects
       // them only in whole-heap collections, one for every 64 MiB of external
-      // memory: every 1,000 chunks, and half the reader's time in a bulk
-      // transfer. A one-byte allocation through V8 lets it apply its own rule
-      // to them too, as it does to a kernel socket's reads. (Later V8 lines
-      // collect every Buffer, a kernel socket's too, the whole-heap way.)
+      // memory: half the reader's time in a bulk transfer. A one-byte
+      // allocation through V8 lets it apply its own rule to them too, as it
+      // does to a kernel socket's reads. (Later V8 lines collect every
+      // Buffer, a kernel socket's too, the whole-heap way.)
       void* byte;
       napi_value nudge;
       if (napi_create_arraybuffer(env, 1, &byte, &nudge) != napi_ok && env.IsExceptionPending()) {
@@ -119,12 +121,13 @@ Napi::Value NewReadBuffer(Napi::Env env, size_t n, uint8_t** data) {
     }
     uint8_t* chunk = pool.Take();
     if (chunk != nullptr) {
-      if (napi_create_external_buffer(env, n, chunk, Release, nullptr, &buf) == napi_ok) {
+      if (napi_create_external_buffer(env, n, chunk, Release, reinterpret_cast<void*>(n), &buf) == napi_ok) {
+        pool.bytesOut += n;
         *data = chunk;
         return Napi::Value(env, buf);
       }
       // A runtime that does not allow external buffers: a Buffer of its own.
-      pool.Give(chunk);
+      pool.Give(chunk, 0);
       if (env.IsExceptionPending()) env.GetAndClearPendingException();
     }
   }
