@@ -372,10 +372,20 @@ export class ShmHandle extends Base implements HandleCore {
     return this.closed;
   }
 
-  /** A native consumer writes: into the ring; the request completes on a later turn, as a libuv write does. */
+  /**
+   * A native consumer writes: into the ring. For TLS the request completes
+   * once the JavaScript running now has returned (never inside the
+   * consumer's own write), not a loop turn later: TLS has one write in
+   * flight at a time, and waiting a turn for each halved its throughput.
+   * An HTTP/2 session's writes complete a turn later, as a libuv write that
+   * could not be done at once: its sessions then end in the order they do
+   * over TCP (a session closed with a response in flight is destroyed after
+   * the stream's 'close').
+   */
   onwrite(req: object, bufs: Uint8Array[]): number {
     const stream = this as unknown as InstanceType<NonNullable<typeof JSStream>>;
-    this.writeBuffers(bufs, (err) => setImmediate(() => stream.finishWrite(req, status(err))));
+    if (this.reader.http2) this.writeBuffers(bufs, (err) => setImmediate(finishWrite, stream, req, status(err)));
+    else this.writeBuffers(bufs, (err) => process.nextTick(finishWrite, stream, req, status(err)));
     return 0;
   }
 
@@ -403,6 +413,10 @@ export class ShmHandle extends Base implements HandleCore {
     if (want) this.ch.domain.ref();
     else this.ch.domain.unref();
   }
+}
+
+function finishWrite(stream: InstanceType<NonNullable<typeof JSStream>>, req: object, code: number): void {
+  stream.finishWrite(req, code);
 }
 
 // Marks shared-memory handles for code that does not load this module (socket.ts: isShmHandle).

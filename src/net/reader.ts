@@ -158,6 +158,11 @@ export class Reader {
    * that follow, as it runs between the JavaScript callbacks of a session on
    * a kernel socket. `server`: this end receives the client's preface first.
    */
+  /** Reads go to an HTTP/2 session. */
+  get http2(): boolean {
+    return this.frames !== undefined;
+  }
+
   useNative(http2: boolean, server: boolean): void {
     this.native = true;
     if (http2 && !this.frames) this.frames = new Http2Frames(server);
