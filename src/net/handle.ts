@@ -244,6 +244,7 @@ export class ShmHandle extends Base implements HandleCore {
 
   /** Sends the FIN (every byte is already in the ring) and completes later, as libuv does. */
   shutdown(req: ShutdownReq): number {
+    this.writer.flushStaged();
     this.ch.sendFin();
     this.shutdownReq = req;
     setImmediate(() => this.completeShutdown());
@@ -260,6 +261,8 @@ export class ShmHandle extends Base implements HandleCore {
 
   close(cb?: () => void): void {
     if (this.closed) return;
+    // What was written goes before the end.
+    if (!this.held) this.writer.flushStaged();
     this.isClosed = true;
     if (this.held) {
       this.held.tcp.close();
@@ -392,6 +395,7 @@ export class ShmHandle extends Base implements HandleCore {
   /** A native consumer half-closes. */
   onshutdown(req: object): number {
     const stream = this as unknown as InstanceType<NonNullable<typeof JSStream>>;
+    this.writer.flushStaged();
     if (!this.closed) this.ch.sendFin();
     setImmediate(() => stream.finishShutdown(req, 0));
     return 0;

@@ -25,10 +25,47 @@ export function cancelled(): Error | null {
   return CANCEL_WITH_ERROR ? errnoException('ECANCELED', 'write') : null;
 }
 
+/** Writes of at most this many bytes are staged (see Writer). */
+const STAGE_MAX = 16 * 1024;
+/** Bytes staged at most before they go into the ring. */
+const STAGE_SIZE = 64 * 1024;
+
+/** Stages not in use (a connection takes one only while it has bytes staged). */
+const spareStages: Uint8Array[] = [];
+const SPARE_STAGES = 16;
+
+/** Writers with staged bytes: they go into the rings before the process exits (process.exit() included). */
+const staging = new Set<Writer>();
+let exitHook = false;
+
+function endTurn(writer: Writer): void {
+  writer.endTurn();
+}
+
 export class Writer {
   private queue: PendingWrite[] = [];
   /** One write went to a peer that had closed (accepted, as TCP does): later ones fail. */
   private wroteToClosed = false;
+  /**
+   * Small writes after the first of a turn are copied here and reported done
+   * at once, and go into the ring together once the JavaScript running now
+   * returns (before the event loop waits for anything, so no later than a
+   * kernel socket's would be seen): many small writes of one turn cost two
+   * ring writes, and the reader gets them in two chunks. Only as many bytes
+   * are staged as the ring has room for, so staged bytes always fit when they
+   * go.
+   */
+  private stage: Uint8Array | undefined;
+  private staged = 0;
+  /** Ring room at the last look, less what was staged since (the peer's reads only make more). */
+  private room = 0;
+  private stagedEof = false;
+  /** A small write went into the ring this turn: the next ones of the turn are staged. */
+  private busyTurn = false;
+  /** Staged bytes were reported written already: an error now fails the socket. */
+  private readonly stagedDone = (err?: Error | null): void => {
+    if (err) this.handle.socket?.destroy(err);
+  };
 
   constructor(private readonly handle: HandleCore) {}
 
@@ -51,6 +88,79 @@ export class Writer {
     let total = 0;
     for (const buf of bufs) total += buf.byteLength;
     handle.bytesWritten += total;
+    if (total <= STAGE_MAX && this.queue.length === 0) {
+      if (!this.busyTurn) {
+        // The first write of a turn goes straight in (an answer to wait for: the peer starts on it at once).
+        this.busyTurn = true;
+        process.nextTick(endTurn, this);
+      } else if (this.tryStage(bufs, total, eof)) {
+        cb();
+        return;
+      }
+    }
+    if (this.staged > 0) this.flushStaged();
+    this.room = 0; // the ring's room is looked at again before the next write is staged
+    this.send(bufs, total, cb, eof);
+  }
+
+  /** Copies a small write into the stage, if it may go there now. */
+  private tryStage(bufs: Uint8Array[], total: number, eof: boolean): boolean {
+    if (this.staged + total > STAGE_SIZE) return false;
+    const ch = this.handle.ch;
+    if (total > this.room) {
+      try {
+        if (ch.peerClosed()) return false;
+        this.room = ch.writable() - this.staged;
+      } catch {
+        return false; // the normal path says what is wrong
+      }
+      if (total > this.room) return false;
+    }
+    let stage = this.stage;
+    if (!stage) stage = this.stage = spareStages.pop() ?? new Uint8Array(STAGE_SIZE);
+    let at = this.staged;
+    for (const buf of bufs) {
+      stage.set(buf, at);
+      at += buf.byteLength;
+    }
+    if (this.staged === 0) {
+      staging.add(this);
+      if (!exitHook) {
+        exitHook = true;
+        process.on('exit', () => {
+          for (const writer of staging) writer.flushStaged();
+        });
+      }
+    }
+    this.staged = at;
+    this.room -= total;
+    this.stagedEof = eof;
+    return true;
+  }
+
+  /** The turn of the first write ended: what the others staged goes into the ring. */
+  endTurn(): void {
+    this.busyTurn = false;
+    this.flushStaged();
+  }
+
+  /** Staged bytes go into the ring (before anything else is written, a FIN, or a close). */
+  flushStaged(): void {
+    const count = this.staged;
+    if (count === 0) return;
+    this.staged = 0;
+    staging.delete(this);
+    const handle = this.handle;
+    if (handle.closed) return; // a reset drops them, as it drops a kernel socket's unsent bytes
+    const stage = this.stage!;
+    this.stage = undefined;
+    this.send([stage.subarray(0, count)], count, this.stagedDone, this.stagedEof);
+    // Used again unless the ring did not take it all (a peer that broke its ring): then it waits in the queue.
+    if (this.queue.length === 0 && spareStages.length < SPARE_STAGES) spareStages.push(stage);
+  }
+
+  private send(bufs: Uint8Array[], total: number, cb: (err?: Error | null) => void, eof: boolean): void {
+    const handle = this.handle;
     if (handle.ch.peerClosed()) {
       // The peer will never read this. TCP takes the first write if it fits
       // (the peer answers it with a reset), later writes fail with EPIPE; the
@@ -126,6 +236,10 @@ export class Writer {
 
   /** The handle closed: what waits is called back on a later turn (cancelled, as libuv does), then `cb`. */
   cancel(cb?: () => void): void {
+    if (this.stage && spareStages.length < SPARE_STAGES) spareStages.push(this.stage);
+    this.stage = undefined;
+    this.staged = 0;
+    staging.delete(this);
     const dropped = this.queue;
     this.queue = [];
     this.handle.writeQueueSize = 0;

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { once } from 'node:events';
-import { forEachImpl, closed, netImpl, pair, readAll, readBytes, until, type Impl } from './impl';
+import { spawn } from 'node:child_process';
+import { forEachImpl, closed, listen, netImpl, pair, readAll, readBytes, until, type Impl } from './impl';
 
 interface CutShort {
   /** The callbacks' arguments, as 'null' or 'message code errno syscall'. */
@@ -258,6 +259,54 @@ forEachImpl((impl) => {
       const got = readBytes(client, msg.length);
       client.write(msg);
       expect((await got).toString()).to.equal(msg);
+    });
+  });
+
+  describe('small writes', function () {
+    it('many small writes of one turn arrive whole and in order, mixed with large ones', async function () {
+      const { client, peer } = await pair(impl);
+      impl.expectShm(client, peer);
+      const parts: Buffer[] = [];
+      for (let i = 0; i < 2000; i++) {
+        const size = i % 250 === 0 ? 100 * 1024 : (i % 13) + 1;
+        parts.push(Buffer.alloc(size, i & 0xff));
+      }
+      const expected = Buffer.concat(parts);
+      const got = readBytes(peer, expected.length);
+      for (const part of parts) client.write(part);
+      expect((await got).equals(expected)).to.equal(true);
+    });
+
+    it('what was written before destroy() arrives, then the end', async function () {
+      const { client, peer } = await pair(impl);
+      impl.expectShm(client, peer);
+      const all = readAll(peer);
+      for (let i = 0; i < 100; i++) client.write(`line ${i}\n`);
+      client.destroy();
+      const text = (await all).toString();
+      expect(text.split('\n').length).to.equal(101);
+      expect(text.endsWith('line 99\n')).to.equal(true);
+    });
+
+    it('what was written before process.exit() arrives', async function () {
+      const server = impl.createServer();
+      const port = await listen(server);
+      const received = new Promise<string>((resolve) =>
+        server.once('connection', (sock) => {
+          impl.expectShm(sock);
+          readAll(sock).then(
+            (buf) => resolve(buf.toString()),
+            () => resolve('(read failed)'),
+          );
+        }),
+      );
+      const src =
+        `const net = require(${JSON.stringify(impl.requireId)});\n` +
+        `const sock = net.connect(${port}, '127.0.0.1', () => { sock.write('written '); sock.write('then exit'); process.exit(0); });`;
+      const child = spawn(process.execPath, ['-e', src], { env: process.env, stdio: 'ignore' });
+      const [code] = (await once(child, 'exit')) as [number | null];
+      expect(code).to.equal(0);
+      expect(await received).to.equal('written then exit');
     });
   });
 });
