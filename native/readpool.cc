@@ -104,7 +104,7 @@ Napi::Value NewReadBuffer(Napi::Env env, size_t n, uint8_t** data) {
   napi_value buf;
   if (n >= READ_POOL_MIN && n <= READ_POOL_CHUNK) {
     if (pool.bytesOut >= READ_POOL_NUDGE) {
-      // V8 (before 12: Node 20 and 22) collects its young generation when the
+      // V8 (before 13: Node 20 and 22) collects its young generation when the
       // Buffers it allocated itself there hold 32 MiB (twice its largest
       // semi-space by default), checked as it allocates another. It never
       // checks for Buffers on memory of their own such as these, and collects
