@@ -242,6 +242,11 @@ export class ShmHandle extends Base implements HandleCore {
     this.writer.write(bufs, cb, this.reader.eof);
   }
 
+  /** Socket#write's fast path: a small write done now, or false (nothing written: take the ordinary path). */
+  writeNow(buf: Uint8Array): boolean {
+    return this.writer.writeNow(buf, this.reader.eof);
+  }
+
   /** Sends the FIN (every byte is already in the ring) and completes later, as libuv does. */
   shutdown(req: ShutdownReq): number {
     this.writer.flushStaged();

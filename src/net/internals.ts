@@ -17,6 +17,8 @@ export interface Internals {
   kBuffer: symbol;
   /** socket[kLastWriteQueueSize]: the write queue size the timeout logic compares with. */
   kLastWriteQueueSize: symbol;
+  /** socket[kHandle]: where net keeps the handle (what its `_handle` accessor reads), or '_handle' when not found. */
+  kHandle: symbol | '_handle';
   /** net's read callback (onStreamRead), which net puts on every handle it owns: anything else there took over reads. */
   onStreamRead: unknown;
 }
@@ -53,7 +55,14 @@ function find(target: object, description: string): symbol | undefined {
 }
 
 function probe(): Internals {
-  const none: Internals = { available: false, owner: Symbol('none'), kBuffer: Symbol('none'), kLastWriteQueueSize: Symbol('none'), onStreamRead: undefined };
+  const none: Internals = {
+    available: false,
+    owner: Symbol('none'),
+    kBuffer: Symbol('none'),
+    kLastWriteQueueSize: Symbol('none'),
+    kHandle: '_handle',
+    onStreamRead: undefined,
+  };
   try {
     const handle = {
       reading: false,
@@ -68,12 +77,14 @@ function probe(): Internals {
     const kBuffer = find(sock, 'kBuffer');
     const kLastWriteQueueSize = find(sock, 'lastWriteQueueSize');
     const onStreamRead = (handle as { onread?: unknown }).onread;
+    const found = find(sock, 'kHandle');
+    const kHandle = found && (sock as unknown as { [k: symbol]: unknown })[found] === handle ? found : '_handle';
     sock.destroy();
     if (!owner || !kBuffer || !kLastWriteQueueSize || (handle as { [k: symbol]: unknown })[owner] !== sock || typeof net._normalizeArgs !== 'function') {
       debug('this Node.js has changed node:net internals: shared memory disabled');
       return none;
     }
-    return { available: true, owner, kBuffer, kLastWriteQueueSize, onStreamRead };
+    return { available: true, owner, kBuffer, kLastWriteQueueSize, kHandle, onStreamRead };
   } catch (err) {
     debug('probing node:net failed (%s): shared memory disabled', (err as Error).message);
     return none;

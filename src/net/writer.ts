@@ -103,8 +103,40 @@ export class Writer {
     this.send(bufs, total, cb, eof);
   }
 
+  /**
+   * A small write that is done now or not taken at all (Socket#write's fast
+   * path, which skips the Writable machinery): into the ring if it is the
+   * first of the turn and fits, else into the stage. False: nothing was
+   * written, the ordinary path takes it (and says what is wrong, if anything).
+   */
+  writeNow(buf: Uint8Array, eof: boolean): boolean {
+    const total = buf.byteLength;
+    const handle = this.handle;
+    if (total > STAGE_MAX || this.queue.length > 0 || handle.closed) return false;
+    if (this.busyTurn) {
+      if (!this.tryStage(buf, total, eof)) return false;
+      handle.bytesWritten += total;
+      return true;
+    }
+    const ch = handle.ch;
+    let count: number;
+    try {
+      if (ch.peerClosed() || ch.writable() < total) return false;
+      count = ch.write([buf]);
+    } catch {
+      return false;
+    }
+    this.busyTurn = true;
+    process.nextTick(endTurn, this);
+    this.room = 0;
+    handle.bytesWritten += total;
+    // The ring had room for all of it; a ring whose indices were tampered with may take less: the rest waits, reported done.
+    if (count < total) this.send([buf.subarray(count)], total - count, this.stagedDone, eof);
+    return true;
+  }
+
   /** Copies a small write into the stage, if it may go there now. */
-  private tryStage(bufs: Uint8Array[], total: number, eof: boolean): boolean {
+  private tryStage(bufs: Uint8Array[] | Uint8Array, total: number, eof: boolean): boolean {
     if (this.staged + total > STAGE_SIZE) return false;
     const ch = this.handle.ch;
     if (total > this.room) {
@@ -119,9 +151,14 @@ export class Writer {
     let stage = this.stage;
     if (!stage) stage = this.stage = spareStages.pop() ?? new Uint8Array(STAGE_SIZE);
     let at = this.staged;
-    for (const buf of bufs) {
-      stage.set(buf, at);
-      at += buf.byteLength;
+    if (bufs instanceof Uint8Array) {
+      stage.set(bufs, at);
+      at += total;
+    } else {
+      for (const buf of bufs) {
+        stage.set(buf, at);
+        at += buf.byteLength;
+      }
     }
     if (this.staged === 0) {
       staging.add(this);
