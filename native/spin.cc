@@ -2,6 +2,7 @@
 
 #include "callback.h"
 
+#include <algorithm>
 #include <sched.h>
 #include <time.h>
 
@@ -33,7 +34,15 @@ constexpr uint64_t kYieldEveryNs = 20000;
 constexpr int kMissesBeforeBackoff = 3;
 // A sched_yield() that takes longer than this let another thread run on our core.
 constexpr uint64_t kGaveAwayNs = 5000;
-constexpr uint64_t kBackoffNs = 20000000;  // 20 ms
+// A back-off lasts 1 ms the first time, twice as long each time spinning
+// still does not pay right after one, up to 20 ms. A few misses in a row also
+// come from other threads taking turns on a core the peer does not share
+// (V8's compiler and GC threads): a short back-off costs a latency-bound
+// connection a few doorbell round trips, not 20 ms of them.
+constexpr uint64_t kBackoffMinNs = 1000000;
+constexpr uint64_t kBackoffMaxNs = 20000000;
+// Productive spins after which the next back-off is a short one again.
+constexpr int kHitsToForgive = 64;
 
 }  // namespace
 
@@ -238,8 +247,12 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
       // Work that only came after we had to give the core away means the
       // peer needed our core: spinning costs it more than a doorbell would.
       // (Work that merely took a while, with a core of its own, is a hit.)
-      if (gaveAway) s->Miss(now);
-      else s->misses_ = 0;
+      if (gaveAway) {
+        s->Miss(now);
+      } else {
+        s->misses_ = 0;
+        if (++s->hits_ >= kHitsToForgive) s->backoffNs_ = 0;
+      }
       s->lastWork_ = now;
       s->Call();
       return;
@@ -266,11 +279,13 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
 }
 
 // Several unproductive spins in a row: sleep on doorbells for a while, as a
-// plain socket would, then try spinning again.
+// plain socket would, then try spinning again (see kBackoffMinNs).
 void Spinner::Miss(uint64_t now) {
+  hits_ = 0;
   if (++misses_ < kMissesBeforeBackoff) return;
   misses_ = 0;
-  backoffUntil_ = now + kBackoffNs;
+  backoffNs_ = backoffNs_ == 0 ? kBackoffMinNs : std::min(backoffNs_ * 2, kBackoffMaxNs);
+  backoffUntil_ = now + backoffNs_;
   Cool();
 }
 

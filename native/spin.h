@@ -62,6 +62,8 @@ class Spinner : public Napi::ObjectWrap<Spinner> {
   uint64_t lastWork_ = 0;
   uint64_t backoffUntil_ = 0;  // no spinning before this (spinning did not pay)
   int misses_ = 0;
+  uint64_t backoffNs_ = 0;  // the next back-off's length (grows while spinning keeps not paying)
+  int hits_ = 0;            // productive spins since the last back-off
   int32_t* state_ = nullptr;  // [0]: kick (set by JS on traffic)
   Napi::Reference<Napi::Int32Array> stateRef_;
   Napi::FunctionReference callback_;
