@@ -29,7 +29,7 @@ const SIZE = 64;
  * cores, and the tails would compare different phases.
  */
 const WARMUP_MS = 1000;
-const warmupMsOf = (subject: RunSettings): number => (subject.quick ? WARMUP_MS / 5 : WARMUP_MS);
+export const warmupMsOf = (subject: RunSettings): number => (subject.quick ? WARMUP_MS / 5 : WARMUP_MS);
 
 export const scenario: Scenario = {
   name: NAME,
@@ -63,7 +63,7 @@ function client(target: TransportKey, params: Json): void {
   const net = netFor(target);
   const rounds = Number(params.rounds);
   const warmup = Number(params.warmup);
-  const warmupNs = BigInt(Math.round(Number(params.warmupMs) * 1e6));
+  const warmupNs = BigInt(Math.round(Number(params.warmupMs ?? 0) * 1e6));
   let first = 0n;
   const lat = new Float64Array(rounds);
   const msg = Buffer.alloc(SIZE, 0x61);

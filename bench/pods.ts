@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import type { RunSettings, Scenario, TransportKey, TrialOutcome } from './common';
 import { childEnv, serverReport, startChild, withChildren } from './common';
 import { sizeLabel } from './format';
+import { warmupMsOf } from './ping-pong';
 import { warmSizes } from './pump';
 
 const NAME = 'pods';
@@ -92,12 +93,12 @@ export const scenario: Scenario = {
         'ping-pong',
         'client',
         target,
-        { ep: { host: ADDR_A, port: list.port }, rounds: subject.rounds, warmup: subject.warmup },
+        { ep: { host: ADDR_A, port: list.port }, rounds: subject.rounds, warmup: subject.warmup, warmupMs: warmupMsOf(subject) },
         env,
         b,
       );
       await withChildren([client], async () => {
-        const res = await client.expect('result', 60000 + subject.rounds * 5);
+        const res = await client.expect('result', 60000 + warmupMsOf(subject) + subject.rounds * 5);
         metrics.p50 = res.p50;
         add(seen.client, res.seen);
         add(seen.server, (await serverReport(echo)).seen);

@@ -35,10 +35,11 @@ or QEMU guests with -device ivshmem-doorbell) over an ivshmem-server socket.
 options:
   --socket PATH        socket to serve (default: ZIVM_SOCKET, else zivm.sock in
                        ZIVM_DIR, $XDG_RUNTIME_DIR/zivm or <tmpdir>/zivm-<uid>)
-  --size SIZE          region size, e.g. 256M, 16G (default ZIVM_SIZE, else 16G;
+  --size SIZE          region size, e.g. 256M, 32G (default ZIVM_SIZE, else 32G;
                        256M with --guests or --guest-addr: the BAR QEMU maps)
   --ring SIZE          bytes per direction of each connection, a power of two
-                       (default ZIVM_RING or 512K)
+                       (default ZIVM_RING, else 1M; 512K with --guests or
+                       --guest-addr)
   --vectors N          interrupt vectors per peer (default 1)
   --max-peers N        peer ids 0..N-1 (default 1024)
   --max-listeners N    listening sockets in the whole domain (default 1024)
@@ -92,8 +93,9 @@ export const serverCommand: Command = {
     const auto = !!opts.auto;
     const sock = typeof opts.socket === 'string' ? opts.socket : socketPath(env);
     if (!sock) throw new UsageError('--socket needs a path');
-    const size = sizeOption(opts.size, 'size', () => regionSize(env, !!opts.guests || ((opts['guest-addr'] as string[] | undefined) ?? []).length > 0));
-    const ringSize = sizeOption(opts.ring, 'ring', () => ringSizeFromEnv(env));
+    const guests = !!opts.guests || ((opts['guest-addr'] as string[] | undefined) ?? []).length > 0;
+    const size = sizeOption(opts.size, 'size', () => regionSize(env, guests));
+    const ringSize = sizeOption(opts.ring, 'ring', () => ringSizeFromEnv(env, guests));
     const vectors = intOption(opts.vectors, 'vectors', 1, 1024, DEFAULT_VECTORS);
     const maxPeers = intOption(opts['max-peers'], 'max-peers', 2, 4096, DEFAULT_MAX_PEERS);
     const maxListeners = intOption(opts['max-listeners'], 'max-listeners', 1, 65536, DEFAULT_MAX_LISTENERS);

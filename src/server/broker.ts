@@ -31,8 +31,8 @@ import { NOTE_NO_PAIR, NOTE_PAIR, NOTE_SERVE, note } from '../shm/notes';
 import * as Peers from '../shm/peers';
 import { myUid } from '../sys';
 
-/** A pair domain's region: a sparse memfd, so its size sets how many connections fit (1,023 with 512 KiB rings), not memory. */
-const PAIR_SIZE = 1024 * 1024 * 1024;
+/** A pair domain's region: a sparse memfd, so its size sets how many connections fit (1,023 with 1 MiB rings), not memory. */
+const PAIR_SIZE = 2 * 1024 * 1024 * 1024;
 /**
  * Pair domains a listening process takes part in, and pair domains the
  * processes of one other user hold with ours, at most: each costs the

@@ -10,7 +10,17 @@ import { viewSize } from '../shm/layout';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
-import { brokerOff, DEFAULT_GUEST_SIZE, DEFAULT_MAX_LISTENERS, DEFAULT_MAX_PEERS, DEFAULT_RING, DEFAULT_SIZE, DEFAULT_VECTORS, lockPath } from '../config';
+import {
+  brokerOff,
+  DEFAULT_GUEST_RING,
+  DEFAULT_GUEST_SIZE,
+  DEFAULT_MAX_LISTENERS,
+  DEFAULT_MAX_PEERS,
+  DEFAULT_RING,
+  DEFAULT_SIZE,
+  DEFAULT_VECTORS,
+  lockPath,
+} from '../config';
 import { debug } from '../log';
 import { Geometry, HEADER, REGION_STATE_READY, computeGeometry, geometryName, writeHeader } from '../shm/layout';
 import { Native, NativePoller, NativeRegion, closeQuiet, native, recvOrEnd } from '../shm/native';
@@ -41,7 +51,7 @@ export interface DaemonOptions {
   socketPath?: string;
   /** Region size in bytes (default 256 MiB). */
   size?: number;
-  /** Bytes per ring direction, a power of two (default 512 KiB). */
+  /** Bytes per ring direction, a power of two (default 1 MiB; 512 KiB for a daemon of guests). */
   ringSize?: number;
   /** Interrupt vectors (eventfds) per peer (default 1). */
   vectors?: number;
@@ -145,9 +155,10 @@ export class Daemon extends EventEmitter {
     this.lockPath = this.socketPath ? lockPath(this.socketPath) : '';
     this.hold = socketless ? null : new DaemonLock(this.socketPath);
     this.vectors = opts.vectors ?? DEFAULT_VECTORS;
+    const guestDaemon = !!opts.guests || (opts.guestAddrs?.length ?? 0) > 0;
     this.geometry = computeGeometry({
-      size: opts.size ?? (opts.guests || (opts.guestAddrs?.length ?? 0) > 0 ? DEFAULT_GUEST_SIZE : DEFAULT_SIZE),
-      ringSize: opts.ringSize ?? DEFAULT_RING,
+      size: opts.size ?? (guestDaemon ? DEFAULT_GUEST_SIZE : DEFAULT_SIZE),
+      ringSize: opts.ringSize ?? (guestDaemon ? DEFAULT_GUEST_RING : DEFAULT_RING),
       vectors: this.vectors,
       maxPeers: opts.maxPeers ?? DEFAULT_MAX_PEERS,
       maxListeners: opts.maxListeners ?? DEFAULT_MAX_LISTENERS,

@@ -36,7 +36,7 @@ import { dnatTarget } from './dnat';
 import { listensIn, nsAddrs, nsOf } from './netns';
 
 /** A pair domain's region: sparse, as the broker's. */
-const PAIR_SIZE = 1024 * 1024 * 1024;
+const PAIR_SIZE = 2 * 1024 * 1024 * 1024;
 /** A namespace's addresses are read again after this long. */
 const ADDRS_MS = 1000;
 /** Pair domains one listening process takes part in, at most. */

@@ -276,7 +276,7 @@ export class Domain {
    * (a peer that thought we busy-polled, or a doorbell lost, set it without
    * ringing), and the requests for us in a share of the slots, as if each had
    * been rung (see RECHECK_MS). Looking at every slot header each second
-   * would cost every idle process a walk over the whole slot table (16,365
+   * would cost every idle process a walk over the whole slot table (16,374
    * entries by default); a request whose bit someone cleared is found within
    * nslots / RECHECK_SLOTS seconds. Read buffers not used for a second give
    * their pages back too.

@@ -237,7 +237,7 @@ function alignUp(value: number, multiple: number): number {
 
 export const MIN_RING = 4096;
 export const MAX_RING = 1 << 30;
-/** Slots of one region at most: the region's size decides (ZIVM_SIZE=128G holds 130,927 connections of 512 KiB rings). */
+/** Slots of one region at most: the region's size decides (ZIVM_SIZE=256G holds 130,999 connections of 1 MiB rings). */
 export const MAX_SLOTS = 1 << 20;
 
 /**
