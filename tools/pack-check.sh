@@ -244,8 +244,10 @@ node -e '
 ' "$work/doctor-arm.json" || die "the arm64 prebuild did not load"
 say "arm64: prebuilds/linux-arm64/zivm.glibc.node loaded"
 # An emulated process cannot start the daemon (it would exec an arm64 binary): this one runs natively.
+# qemu-user cannot map the default 32 GiB region into the emulated process (mmap ENOMEM; an arm64
+# host can): a smaller one.
 sock=$work/arm.sock
-(cd "$app" && exec node node_modules/zivm/dist/src/cli/main.js server --socket "$sock" >/dev/null) &
+(cd "$app" && exec node node_modules/zivm/dist/src/cli/main.js server --socket "$sock" --size 8G >/dev/null) &
 pids+=("$!")
 for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || die "the daemon for the arm64 check did not start"

@@ -112,7 +112,17 @@ export function joinHost(opts: { autostart: boolean; socketPath?: string; guests
     const size = addon.fdSize(shmFd);
     const named = namedGeometry(shmFd);
     if (named && named.size !== size) throw new ZivmProtocolError(`the region is ${size} bytes, its daemon made ${named.size}`);
-    region = new addon.Region(shmFd, size, 0, Lay.viewSize(size, named));
+    try {
+      region = new addon.Region(shmFd, size, 0, Lay.viewSize(size, named));
+    } catch (err) {
+      // Address space, not memory: the whole region is mapped, and only what connections touch becomes memory.
+      if ((err as NodeJS.ErrnoException).code === 'ENOMEM') {
+        (err as Error).message +=
+          ` (the domain's region is ${size} bytes of address space, more than this process may map: ` +
+          'an address-space limit (ulimit -v) or an emulator; a daemon started with a smaller --size or ZIVM_SIZE fits)';
+      }
+      throw err;
+    }
     addon.close(shmFd);
     opened.splice(opened.indexOf(shmFd), 1);
     // The daemon's geometry, from the memfd's name; the header (which any member can write) only as a check.
