@@ -36,6 +36,7 @@ Napi::Function Ring::Init(Napi::Env env) {
                          InstanceMethod<&Ring::Writev>("writev"),
                          InstanceMethod<&Ring::Free>("free"),
                          InstanceMethod<&Ring::Read>("read"),
+                         InstanceMethod<&Ring::ReadInto>("readInto"),
                          InstanceMethod<&Ring::Available>("available"),
                          InstanceMethod<&Ring::Head>("head"),
                          InstanceMethod<&Ring::Tail>("tail"),
@@ -254,6 +255,26 @@ Napi::Value Ring::Read(const Napi::CallbackInfo& info) {
   pos_ += n;
   Publish(pos_);
   return buf;
+}
+
+// readInto(target): copies up to target.byteLength bytes into `target` (a
+// Uint8Array the caller made, e.g. from Node's Buffer pool: much cheaper than
+// a Buffer made here for a small read) and releases them; returns the count.
+Napi::Value Ring::ReadInto(const Napi::CallbackInfo& info) {
+  if (!Enter(info, 0, "readInto")) return Napi::Value();
+  Napi::Env env = info.Env();
+  uint8_t* dst;
+  size_t len;
+  if (!BytesOf(env, info[0], "target", &dst, &len)) return Napi::Value();
+  uint64_t used;
+  if (!Used(env, &used)) return Napi::Value();
+  size_t n = static_cast<size_t>(std::min<uint64_t>(used, len));
+  if (n > 0) {
+    CopyOut(pos_, dst, n);
+    pos_ += n;
+    Publish(pos_);
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
 }
 
 Napi::Value Ring::Head(const Napi::CallbackInfo& info) {

@@ -25,6 +25,7 @@ class Ring : public Napi::ObjectWrap<Ring> {
   Napi::Value Writev(const Napi::CallbackInfo& info);
   Napi::Value Free(const Napi::CallbackInfo& info);
   Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value ReadInto(const Napi::CallbackInfo& info);
   Napi::Value Available(const Napi::CallbackInfo& info);
   Napi::Value Head(const Napi::CallbackInfo& info);
   Napi::Value Tail(const Napi::CallbackInfo& info);

@@ -44,6 +44,8 @@ export interface NativeRing {
   free(): number;
   /** Consumer: a new Buffer with up to `max` bytes, or null when empty. */
   read(max: number): Buffer | null;
+  /** Consumer: copies up to `target.byteLength` bytes into `target` and releases them; returns the count (0 when empty). */
+  readInto(target: Uint8Array): number;
   /** Consumer: bytes readable now. */
   available(): number;
   /** Both: total bytes the producer has published (head) and the consumer has released (tail), as seen by this end. */

@@ -168,7 +168,7 @@ describe('native addon', () => {
           let written = 0;
           let read = 0;
           for (let op = 0; op < 4000; op++) {
-            const choice = rnd() % 3;
+            const choice = rnd() % 4;
             const size = 1 + (rnd() % (cap * 2));
             if (choice === 0) {
               const expectN = Math.min(size, cap - (written - read));
@@ -187,7 +187,7 @@ describe('native addon', () => {
               const expectN = Math.min(total, cap - (written - read));
               expect(part.writev(parts)).to.equal(expectN);
               written += expectN;
-            } else {
+            } else if (choice === 2) {
               const got = item.read(size);
               const expectN = Math.min(size, written - read);
               if (expectN === 0) {
@@ -197,6 +197,15 @@ describe('native addon', () => {
                 expectStream(got!, read);
                 read += expectN;
               }
+            } else {
+              // readInto, into a view somewhere inside a larger buffer: nothing outside it is touched.
+              const outer = Buffer.alloc(size + 32, 0xee);
+              const expectN = Math.min(size, written - read);
+              expect(item.readInto(outer.subarray(16, 16 + size))).to.equal(expectN);
+              expectStream(outer.subarray(16, 16 + expectN), read);
+              expect(outer.subarray(0, 16).every((byte) => byte === 0xee)).to.equal(true);
+              expect(outer.subarray(16 + expectN).every((byte) => byte === 0xee)).to.equal(true);
+              read += expectN;
             }
             const used = part.head() - part.tail();
             expect(used).to.be.at.least(0);
@@ -221,6 +230,35 @@ describe('native addon', () => {
       new DataView(fx.region.buffer).setBigUint64(HDR + RING_HEAD, 0xffff_ffff_0000n, true);
       expect(codeOf(() => item.read(10)).code).to.equal('ERR_ZIVM_CORRUPT');
       expect(codeOf(() => item.available()).code).to.equal('ERR_ZIVM_CORRUPT');
+    });
+
+    it('readInto copies at most the length of its target, in order, releases it, and returns 0 when empty', () => {
+      fx = new Fixture();
+      const part = fx.producer();
+      const item = fx.consumer();
+      expect(item.readInto(Buffer.alloc(10))).to.equal(0);
+      part.write(streamBytes(0, 300));
+      const first = Buffer.alloc(100);
+      expect(item.readInto(first)).to.equal(100);
+      expectStream(first, 0);
+      expect(part.free()).to.equal(4096 - 200);
+      const rest = Buffer.alloc(1000);
+      expect(item.readInto(rest)).to.equal(200);
+      expectStream(rest.subarray(0, 200), 100);
+      expect(item.readInto(Buffer.alloc(0))).to.equal(0);
+      expect(item.tail()).to.equal(300);
+    });
+
+    it('readInto refuses a target that is not a Uint8Array, the producer end, and a corrupt head', () => {
+      fx = new Fixture();
+      const part = fx.producer();
+      const item = fx.consumer();
+      part.write(streamBytes(0, 10));
+      expect(codeOf(() => item.readInto(new Uint16Array(4) as unknown as Uint8Array)).code).to.equal('ERR_INVALID_ARG_TYPE');
+      expect(codeOf(() => item.readInto('x' as unknown as Uint8Array)).code).to.equal('ERR_INVALID_ARG_TYPE');
+      expect(codeOf(() => part.readInto(Buffer.alloc(4))).code).to.equal('ERR_ZIVM_BAD_ARG');
+      new DataView(fx.region.buffer).setBigUint64(HDR + RING_HEAD, 0xffff_ffff_0000n, true);
+      expect(codeOf(() => item.readInto(Buffer.alloc(4))).code).to.equal('ERR_ZIVM_CORRUPT');
     });
 
     it('consumer read throws ERR_ZIVM_CORRUPT when the shared head went backwards', () => {
