@@ -129,6 +129,32 @@ describe('transport between two processes', function () {
       await new Promise((resolve) => sock.on('close', resolve));
     });
 
+    for (const impl of ['net', 'zivm'] as const) {
+      it(`${impl}: the server accepts while the client's 'connect' listener still runs (a TLS client builds its hello meanwhile)`, async () => {
+        const server = spawnPeer('peer', ['echo-server', impl, '127.0.0.1']);
+        const list = await server.next();
+        const lib = (impl === 'net' ? nodeNet : zivm) as typeof nodeNet;
+        const sock = lib.connect(list.port, '127.0.0.1');
+        const busy = await new Promise<{ from: number; to: number }>((resolve, reject) => {
+          sock.on('error', reject);
+          sock.on('connect', () => {
+            // The listener keeps this process busy for a while, as building a TLS context does.
+            const from = Date.now();
+            while (Date.now() - from < 1000);
+            sock.write('after');
+            resolve({ from, to: Date.now() });
+          });
+        });
+        const conn = await server.next();
+        expect(conn.event).to.equal('connection');
+        expect(conn.transport).to.equal(impl === 'net' ? 'tcp' : 'shm');
+        expect(conn.at, 'the server accepted before the listener returned').to.be.below(busy.to - 200);
+        const echoed = await new Promise<string>((resolve) => sock.once('data', (chunk: Buffer) => resolve(chunk.toString())));
+        expect(echoed).to.equal('after');
+        sock.destroy();
+      });
+    }
+
     it('a server listening on :: is reached through 127.0.0.1, ::1 and localhost', async () => {
       const server = spawnPeer('peer', ['echo-server', 'zivm', '-']);
       const list = await server.next();

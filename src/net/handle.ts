@@ -121,12 +121,12 @@ export class ShmHandle extends Base implements HandleCore {
     this.accepted = state === 'accepted';
     this.updateActive();
     held.tcp.close();
-    try {
-      held.req.oncomplete(0, this, held.req, true, true);
-    } finally {
-      // The server hears of the request now, with whatever the 'connect' listeners wrote.
-      this.ch.announce();
-    }
+    // The server hears of the request now, before the 'connect' listeners run: it
+    // accepts while they work (a TLS client builds its context and hello), as a
+    // kernel connection is accepted while its client goes on. What they write
+    // finds it awake, or spinning, or rings it again if it went back to sleep.
+    this.ch.announce();
+    held.req.oncomplete(0, this, held.req, true, true);
     // Bytes or a FIN may have come with the accept: look on a later turn, as a kernel socket would
     // (with nothing there, a reading end sleeps until rung; one not reading yet looks in readStart).
     if (this.reader.waiting() || (this.reading && !this.ch.sleepRead())) this.ch.again();
