@@ -6,9 +6,10 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import type { Domain } from '../src/shm/domain';
-import { parseAddr, publishAddrs, publishedAddrs, publishableAddrs, formatAddr, Addr } from '../src/shm/addrs';
+import { parseAddr, publishAddrs, publishedAddrs, publishableAddrs, formatAddr, isOwnAddress, Addr } from '../src/shm/addrs';
 import { find, register } from '../src/shm/directory';
 import * as Lay from '../src/shm/layout';
 
@@ -99,6 +100,71 @@ describe('peer addresses: publishing and cross-node lookup', () => {
     Atomics.store(res.i32, (Lay.peerOffset(res.g, 1) >>> 2) + Lay.PEER.STATE, Lay.PEER_DEAD);
     expect(find(host, addr('10.77.2.2'), 90)).to.equal(undefined);
   });
+  it("finders in a guest's domain look up to the listener mark: a forged mark hides listeners (their connections go over TCP), nothing else", () => {
+    const res = region();
+    const host = peer(res, 0, 1000, Lay.PEER_KIND_PROCESS, ['10.77.1.1']);
+    const guest = peer(res, 1, 2 ** 50 + 5, Lay.PEER_KIND_GUEST, ['10.77.2.2'], true);
+    for (let port = 100; port < 106; port++) register(host, { addr: addr('0.0.0.0'), port, ipv6Only: false, backlog: 5 });
+    expect(Atomics.load(res.i32, Lay.HEADER.LISTENERS_HIGH), 'the mark: one past the last entry claimed').to.equal(6);
+    expect(find(guest, addr('10.77.1.1'), 105)?.index).to.equal(5);
+    // A guest writes the mark: too low hides the entries above it, as rewriting their state words would.
+    Atomics.store(res.i32, Lay.HEADER.LISTENERS_HIGH, 3);
+    expect(find(guest, addr('10.77.1.1'), 105)).to.equal(undefined);
+    expect(find(guest, addr('10.77.1.1'), 102)?.index).to.equal(2);
+    // Zero, negative or past the table: every entry.
+    for (const forged of [0, -1, 9, 0x7fffffff]) {
+      Atomics.store(res.i32, Lay.HEADER.LISTENERS_HIGH, forged);
+      expect(find(guest, addr('10.77.1.1'), 105)?.index, `mark ${forged}`).to.equal(5);
+    }
+  });
+
+  it("a client's choice takes this node's address list up to 10 s old and makes it again after the turn; a vetting side takes one at most 1 s old", async () => {
+    const realList = os.networkInterfaces;
+    const realNow = Date.now;
+    let clock = realNow() + 3_600_000;
+    let extra: string | undefined;
+    let dumps = 0;
+    const fake = (): NodeJS.Dict<os.NetworkInterfaceInfo[]> => {
+      dumps++;
+      const list = realList();
+      if (extra) {
+        list.zivmtest0 = [{ address: extra, netmask: '255.255.255.0', family: 'IPv4', mac: '00:00:00:00:00:00', internal: false, cidr: `${extra}/24` }];
+      }
+      return list;
+    };
+    os.networkInterfaces = fake;
+    Date.now = () => clock;
+    try {
+      const target = addr('10.99.88.77');
+      expect(isOwnAddress(target)).to.equal(false);
+      const made = dumps;
+      extra = '10.99.88.77';
+      clock += 500;
+      expect(isOwnAddress(target, true), 'half a second old: as it is').to.equal(false);
+      expect(isOwnAddress(target), 'half a second old: as it is').to.equal(false);
+      expect(dumps).to.equal(made);
+      clock += 4000;
+      expect(isOwnAddress(target, true), 'a client, 4.5 s old: the old list, now').to.equal(false);
+      expect(dumps, 'no dump on the way').to.equal(made);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(dumps, 'made again after the turn').to.equal(made + 1);
+      expect(isOwnAddress(target, true)).to.equal(true);
+      extra = undefined;
+      clock += 1500;
+      expect(isOwnAddress(target), 'a vetting side, 1.5 s old: made again at once').to.equal(false);
+      expect(dumps).to.equal(made + 2);
+      extra = '10.99.88.77';
+      clock += 11_000;
+      expect(isOwnAddress(target, true), 'a client, 11 s old: made again at once').to.equal(true);
+      expect(dumps).to.equal(made + 3);
+    } finally {
+      os.networkInterfaces = realList;
+      Date.now = realNow;
+      // The list cached now is of the future: the next look makes it again.
+      expect(isOwnAddress(addr('10.99.88.77'))).to.equal(false);
+    }
+  });
+
   it('a peer publishes addresses that appear after it joined (an interface that comes up later), within about a second', async function () {
     this.timeout(20000);
     // A process in a network namespace of its own: it joins, then an address is added to its lo.

@@ -187,11 +187,38 @@ export function sameBytes(bytes: Uint8Array, other: Uint8Array): boolean {
 }
 
 let ifCache: { at: number; addrs: Addr[] } | undefined;
+let refreshQueued = false;
+/** How long a list of this node's addresses is taken as it is. */
+const OWN_FRESH_MS = 1000;
+/**
+ * How old a list a client's choice of transport may use while a fresh one is
+ * made on a later turn: as old as the addresses a peer publishes for others
+ * may be (see Domain.refreshAddrs).
+ */
+const OWN_LENIENT_MS = 10000;
 
-/** This node's own interface addresses (cached for a second). */
-function ownAddrs(): Addr[] {
+/** This node's own interface addresses, made again when older than a second (or, `lenient`, on a later turn: see isOwnAddress). */
+function ownAddrs(lenient: boolean): Addr[] {
   const now = Date.now();
-  if (ifCache && now - ifCache.at < 1000) return ifCache.addrs;
+  if (ifCache) {
+    // (A clock set back makes a list of the future: made again.)
+    const age = now - ifCache.at;
+    if (age >= 0 && age < OWN_FRESH_MS) return ifCache.addrs;
+    if (lenient && age >= 0 && age < OWN_LENIENT_MS) {
+      if (!refreshQueued) {
+        refreshQueued = true;
+        setImmediate(() => {
+          refreshQueued = false;
+          listOwnAddrs(Date.now());
+        });
+      }
+      return ifCache.addrs;
+    }
+  }
+  return listOwnAddrs(now);
+}
+
+function listOwnAddrs(now: number): Addr[] {
   const addrs: Addr[] = [];
   for (const list of Object.values(os.networkInterfaces())) {
     for (const iface of list ?? []) {
@@ -206,11 +233,15 @@ function ownAddrs(): Addr[] {
 /**
  * Does a connection to `addr` stay on this node? Loopback, the unspecified
  * address (Linux connects it to the local host) and the node's own
- * interface addresses do.
+ * interface addresses do. `lenient`, for a client choosing its transport (the
+ * server's side vets the choice with a fresh list): a list up to ten seconds
+ * old will do, made again after this turn. The list is a netlink dump, about
+ * 20 µs here but milliseconds in an emulated guest, which connects seldom and
+ * would otherwise pay it on every connect.
  */
-export function isOwnAddress(addr: Addr): boolean {
+export function isOwnAddress(addr: Addr, lenient = false): boolean {
   if (isLoopback(addr) || isUnspecified(addr)) return true;
-  return ownAddrs().some((own) => own.family === addr.family && sameBytes(own.bytes, addr.bytes));
+  return ownAddrs(lenient).some((own) => own.family === addr.family && sameBytes(own.bytes, addr.bytes));
 }
 
 /** IPv6 link-local (fe80::/10): scoped to one link, never published. */
@@ -226,7 +257,7 @@ function isLinkLocal6(addr: Addr): boolean {
 export function publishableAddrs(): Addr[] {
   const v4: Addr[] = [];
   const v6: Addr[] = [];
-  for (const addr of ownAddrs()) {
+  for (const addr of ownAddrs(false)) {
     if (isLoopback(addr) || isUnspecified(addr) || isLinkLocal6(addr)) continue;
     const list = addr.family === 4 ? v4 : v6;
     if (!list.some((listed) => sameBytes(listed.bytes, addr.bytes))) list.push(addr);

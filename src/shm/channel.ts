@@ -416,7 +416,12 @@ export class Channel implements SlotHandler {
 
   // -- memory -------------------------------------------------------------------
 
-  /** Both sides let go: the rings that carried bulk data give their pages back before the slot is free for another connection. */
+  /**
+   * Both sides let go: the rings that carried bulk data give their pages back
+   * before the slot is free for another connection. Where pages cannot be
+   * given back (a guest's BAR) they are wiped here, by whoever lets go last,
+   * rather than by the next connection's client while it connects.
+   */
   private discardRings(): void {
     const { i32, geo, region } = this.domain;
     const rings = Lay.ringOffsets(geo, this.slot);
@@ -424,8 +429,10 @@ export class Channel implements SlotHandler {
       [rings.c2sHdr, rings.c2sData],
       [rings.s2cHdr, rings.s2cData],
     ]) {
-      if (Slot.usedOf(i32, hdr, geo.ringSize) < TRIM_MIN) continue;
-      if (region.discard(data, geo.ringSize)) Slot.forgetRing(i32, hdr);
+      const used = Slot.usedOf(i32, hdr, geo.ringSize);
+      if (used < TRIM_MIN) continue;
+      if (!region.discard(data, geo.ringSize)) region.zero(data, used);
+      Slot.forgetRing(i32, hdr);
     }
   }
 

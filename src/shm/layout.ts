@@ -74,8 +74,9 @@ export const HEADER = {
   NONCE: 20,
   /**
    * One past the highest listener entry ever claimed (never lowered): finders
-   * in a domain of host processes look no further. A hint only, clamped to
-   * MAX_LISTENERS where it is read; domains with guests scan every entry.
+   * look no further. A hint only, clamped to MAX_LISTENERS where it is read
+   * (where guests map the memory, a forged one hides listeners as forged state
+   * words would: their connections go over TCP).
    */
   LISTENERS_HIGH: 21,
 } as const;

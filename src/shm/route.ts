@@ -135,12 +135,12 @@ export type Route = { domain: Domain; listener: Found; via?: { addr: Addr; port:
 export function route(addr: Addr, port: number, text: string): Route {
   const own = getDomain(false);
   if (own?.guest) {
-    const listener = find(own, addr, port);
+    const listener = find(own, addr, port, true);
     return listener ? { domain: own, listener } : { reason: `no co-resident listener for ${text}:${port}` };
   }
-  if (isOwnAddress(addr)) {
+  if (isOwnAddress(addr, true)) {
     const domain = hostDomain(false);
-    const listener = domain ? find(domain, addr, port) : undefined;
+    const listener = domain ? find(domain, addr, port, true) : undefined;
     if (domain && listener) return { domain, listener };
     // A process of another user may listen there (pairs.ts).
     const paired = pairRoute(addr, port, text);
@@ -157,7 +157,7 @@ export function route(addr: Addr, port: number, text: string): Route {
   if (own) hostDomain(false); // a ZIVM_SOCKET domain of guests is one of the guest domains
   for (const domain of guestDomains()) {
     if (!domain.declares(addr)) continue;
-    const listener = find(domain, addr, port);
+    const listener = find(domain, addr, port, true);
     return listener ? { domain, listener } : { reason: `no listener of the guests at ${text}:${port}` };
   }
   // From a host process: a container's address on one of this host's bridges (podroute.ts).
