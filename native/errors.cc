@@ -167,19 +167,12 @@ bool ArgFunction(const Napi::CallbackInfo& info, size_t i, const char* name, Nap
 }
 
 bool BytesOf(Napi::Env env, napi_value v, const char* name, uint8_t** data, size_t* len) {
-  bool isTyped = false;
-  if (napi_is_typedarray(env, v, &isTyped) != napi_ok || !isTyped) {
-    ThrowTypeError(env, std::string("The \"") + name + "\" argument must be an instance of Uint8Array or Buffer");
-    return false;
-  }
+  // One call: napi_get_typedarray_info refuses anything but a typed array.
   napi_typedarray_type type;
   size_t length = 0;
   void* ptr = nullptr;
-  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, nullptr, nullptr) != napi_ok) {
-    ThrowTypeError(env, std::string("The \"") + name + "\" argument could not be read");
-    return false;
-  }
-  if (type != napi_uint8_array && type != napi_uint8_clamped_array) {
+  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, nullptr, nullptr) != napi_ok ||
+      (type != napi_uint8_array && type != napi_uint8_clamped_array)) {
     ThrowTypeError(env, std::string("The \"") + name + "\" argument must be an instance of Uint8Array or Buffer");
     return false;
   }

@@ -37,6 +37,7 @@ Napi::Function Ring::Init(Napi::Env env) {
                          InstanceMethod<&Ring::Free>("free"),
                          InstanceMethod<&Ring::Read>("read"),
                          InstanceMethod<&Ring::ReadInto>("readInto"),
+                         InstanceMethod<&Ring::ReadSmall>("readSmall"),
                          InstanceMethod<&Ring::Available>("available"),
                          InstanceMethod<&Ring::Head>("head"),
                          InstanceMethod<&Ring::Tail>("tail"),
@@ -184,32 +185,51 @@ Napi::Value Ring::Writev(const Napi::CallbackInfo& info) {
   Napi::Array arr = info[0].As<Napi::Array>();
   uint32_t count = arr.Length();
   // Fetch every element first (getters may run JS), then read the views and
-  // copy with no JS in between.
-  std::vector<napi_value> items;
-  items.reserve(count);
+  // copy with no JS in between. A few chunks (the usual case) need no heap.
+  constexpr uint32_t kInline = 16;
+  napi_value inlineItems[kInline];
+  std::pair<uint8_t*, size_t> inlineViews[kInline];
+  std::vector<napi_value> heapItems;
+  std::vector<std::pair<uint8_t*, size_t>> heapViews;
+  napi_value* items = inlineItems;
+  std::pair<uint8_t*, size_t>* views = inlineViews;
+  if (count > kInline) {
+    heapItems.resize(count);
+    heapViews.resize(count);
+    items = heapItems.data();
+    views = heapViews.data();
+  }
   for (uint32_t i = 0; i < count; i++) {
-    napi_value v;
-    if (napi_get_element(env, arr, i, &v) != napi_ok) {
+    if (napi_get_element(env, arr, i, &items[i]) != napi_ok) {
       if (!env.IsExceptionPending()) ThrowTypeError(env, "The \"chunks\" argument could not be read");
       return Napi::Value();
     }
-    items.push_back(v);
   }
   if (region_->closed()) {
     ThrowCode(env, ERR_CLOSED, "ring is closed (its region was closed): cannot writev");
     return Napi::Value();
   }
-  std::vector<std::pair<uint8_t*, size_t>> views(count);
   for (uint32_t i = 0; i < count; i++) {
-    std::string name = "chunks[" + std::to_string(i) + "]";
-    if (!BytesOf(env, items[i], name.c_str(), &views[i].first, &views[i].second)) return Napi::Value();
+    napi_typedarray_type type;
+    size_t length = 0;
+    void* ptr = nullptr;
+    if (napi_get_typedarray_info(env, items[i], &type, &length, &ptr, nullptr, nullptr) != napi_ok ||
+        (type != napi_uint8_array && type != napi_uint8_clamped_array)) {
+      // Not a byte view: BytesOf says so, with the element's name.
+      std::string name = "chunks[" + std::to_string(i) + "]";
+      BytesOf(env, items[i], name.c_str(), &views[i].first, &views[i].second);
+      return Napi::Value();
+    }
+    views[i].first = static_cast<uint8_t*>(ptr);
+    views[i].second = ptr == nullptr ? 0 : length;
   }
   uint64_t used;
   if (!Used(env, &used)) return Napi::Value();
   uint64_t room = capacity_ - used;
   uint64_t pos = pos_;
-  for (const auto& v : views) {
+  for (uint32_t i = 0; i < count; i++) {
     if (room == 0) break;
+    const auto& v = views[i];
     size_t n = static_cast<size_t>(std::min<uint64_t>(v.second, room));
     CopyIn(pos, v.first, n);
     pos += n;
@@ -275,6 +295,30 @@ Napi::Value Ring::ReadInto(const Napi::CallbackInfo& info) {
     Publish(pos_);
   }
   return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// readSmall(pool, offset, cap): a small read in one call. If the ring holds
+// 1..cap bytes, copies them all to pool[offset..] and releases them, returning
+// the count; 0 when empty; minus the count waiting when more than `cap` do
+// (nothing is read: the caller reads them another way).
+Napi::Value Ring::ReadSmall(const Napi::CallbackInfo& info) {
+  if (!Enter(info, 0, "readSmall")) return Napi::Value();
+  Napi::Env env = info.Env();
+  uint8_t* dst;
+  size_t len;
+  if (!BytesOf(env, info[0], "pool", &dst, &len)) return Napi::Value();
+  int64_t offset, cap;
+  if (!ArgInteger(info, 1, "offset", 0, static_cast<int64_t>(len), &offset)) return Napi::Value();
+  if (!ArgInteger(info, 2, "cap", 1, static_cast<int64_t>(len) - offset, &cap)) return Napi::Value();
+  uint64_t used;
+  if (!Used(env, &used)) return Napi::Value();
+  if (used > static_cast<uint64_t>(cap)) return Napi::Number::New(env, -static_cast<double>(used));
+  if (used > 0) {
+    CopyOut(pos_, dst + offset, static_cast<size_t>(used));
+    pos_ += used;
+    Publish(pos_);
+  }
+  return Napi::Number::New(env, static_cast<double>(used));
 }
 
 Napi::Value Ring::Head(const Napi::CallbackInfo& info) {

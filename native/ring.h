@@ -26,6 +26,7 @@ class Ring : public Napi::ObjectWrap<Ring> {
   Napi::Value Free(const Napi::CallbackInfo& info);
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value ReadInto(const Napi::CallbackInfo& info);
+  Napi::Value ReadSmall(const Napi::CallbackInfo& info);
   Napi::Value Available(const Napi::CallbackInfo& info);
   Napi::Value Head(const Napi::CallbackInfo& info);
   Napi::Value Tail(const Napi::CallbackInfo& info);

@@ -57,8 +57,15 @@ export interface Endpoints {
   remotePort: number;
 }
 
-/** Reads of fewer bytes than this go into Node's Buffer pool (see read()); its slabs are 8 KiB. */
+/** Reads of fewer bytes than this go into a slice of a pool (see read()). */
 const SMALL_READ = 4096;
+/**
+ * The pool of small reads: slices of 8 KiB slabs, as Buffer.allocUnsafe
+ * hands out Node's (a slice kept by the application keeps its slab).
+ */
+const POOL_SIZE = 8192;
+let pool = Buffer.allocUnsafeSlow(POOL_SIZE);
+let poolUsed = 0;
 
 export class Channel implements SlotHandler {
   readonly domain: Domain;
@@ -81,6 +88,9 @@ export class Channel implements SlotHandler {
   private readonly txWriterSleeping: number;
   private readonly rxReaderSleeping: number;
   private readonly rxWriterSleeping: number;
+  /** The low word of the rx ring's head (the producer's position), and our own position in it, mod 2^32. */
+  private readonly rxHeadLow: number;
+  private rxPos = 0;
   private released = false;
   /** Client side: the server has not been rung for the request yet (see announce()). */
   private unannounced = false;
@@ -132,6 +142,8 @@ export class Channel implements SlotHandler {
     this.txWriterSleeping = (txHdr + Lay.RING_WRITER_SLEEPING) >>> 2;
     this.rxReaderSleeping = (rxHdr + Lay.RING_READER_SLEEPING) >>> 2;
     this.rxWriterSleeping = (rxHdr + Lay.RING_WRITER_SLEEPING) >>> 2;
+    this.rxHeadLow = (rxHdr + Lay.RING_HEAD) >>> 2;
+    this.rxPos = this.rx.tail() % 0x100000000;
     domain.attach(slot, side === 'server', this);
   }
 
@@ -255,26 +267,38 @@ export class Channel implements SlotHandler {
   /** Reads up to `max` bytes, or null if none. Rings the writer if it was waiting for room. */
   read(max: number): Buffer | null {
     if (this.released) return null;
-    let buf: Buffer | null;
-    const waiting = this.rx.available();
-    if (waiting === 0) {
-      buf = null;
-    } else if (waiting < SMALL_READ && max > 0) {
-      // A small read goes into a slice of Node's Buffer pool: a Buffer made by
-      // the addon costs about a microsecond, most of a small read.
-      const count = waiting < max ? waiting : max;
-      buf = Buffer.allocUnsafe(count);
-      const got = this.rx.readInto(buf);
-      if (got < count) buf = buf.subarray(0, got);
-    } else {
+    let buf: Buffer | null = null;
+    // A small read is one call, into a slice of the pool: a Buffer made by the
+    // addon costs about a microsecond, most of a small read.
+    if (POOL_SIZE - poolUsed < SMALL_READ) {
+      pool = Buffer.allocUnsafeSlow(POOL_SIZE);
+      poolUsed = 0;
+    }
+    const got = max > 0 ? this.rx.readSmall(pool, poolUsed, max < SMALL_READ - 1 ? max : SMALL_READ - 1) : 0;
+    if (got > 0) {
+      buf = pool.subarray(poolUsed, poolUsed + got);
+      poolUsed = (poolUsed + got + 7) & ~7;
+    } else if (got < 0) {
       buf = this.rx.read(max);
     }
+    if (buf === null) return null;
+    this.rxPos = (this.rxPos + buf.length) % 0x100000000;
     // A writer waiting for room is woken once half the ring is free, not for
     // every chunk: both sides then move big batches per wakeup.
-    if (buf !== null && Atomics.load(this.domain.i32, this.rxWriterSleeping) !== 0 && this.rx.available() <= this.rx.capacity >>> 1) {
+    if (Atomics.load(this.domain.i32, this.rxWriterSleeping) !== 0 && this.waiting() <= this.rx.capacity >>> 1) {
       this.wakeIf(this.rxWriterSleeping);
     }
     return buf;
+  }
+
+  /**
+   * Bytes waiting in our rx ring, from the producer's head as the region says
+   * and our own position: no call into the addon. A head that makes no sense
+   * gives a count beyond the ring's size: a read then (the addon's) says what
+   * is wrong.
+   */
+  waiting(): number {
+    return (Atomics.load(this.domain.i32, this.rxHeadLow) - this.rxPos) >>> 0;
   }
 
   /**
@@ -283,7 +307,7 @@ export class Channel implements SlotHandler {
    */
   sleepRead(): boolean {
     Atomics.store(this.domain.i32, this.rxReaderSleeping, 1);
-    return this.rx.available() === 0;
+    return this.waiting() === 0;
   }
 
   /** Announces that this end waits for room in its tx ring. Returns false if room appeared meanwhile. */
@@ -294,7 +318,7 @@ export class Channel implements SlotHandler {
 
   /** Something waits to be read: bytes in the ring, or news of the other end. */
   pending(): boolean {
-    return !this.released && (this.rx.available() > 0 || this.peerEnd() !== 'open');
+    return !this.released && (this.waiting() > 0 || this.peerEnd() !== 'open');
   }
 
   /** Room in our ring now. */

@@ -46,6 +46,12 @@ export interface NativeRing {
   read(max: number): Buffer | null;
   /** Consumer: copies up to `target.byteLength` bytes into `target` and releases them; returns the count (0 when empty). */
   readInto(target: Uint8Array): number;
+  /**
+   * Consumer: a small read in one call. With 1..cap bytes waiting, copies them
+   * all to pool[offset..] and releases them: returns the count. 0 when empty;
+   * minus the count waiting when more than `cap` do (nothing is read).
+   */
+  readSmall(pool: Uint8Array, offset: number, cap: number): number;
   /** Consumer: bytes readable now. */
   available(): number;
   /** Both: total bytes the producer has published (head) and the consumer has released (tail), as seen by this end. */

@@ -168,7 +168,7 @@ describe('native addon', () => {
           let written = 0;
           let read = 0;
           for (let op = 0; op < 4000; op++) {
-            const choice = rnd() % 4;
+            const choice = rnd() % 5;
             const size = 1 + (rnd() % (cap * 2));
             if (choice === 0) {
               const expectN = Math.min(size, cap - (written - read));
@@ -196,6 +196,23 @@ describe('native addon', () => {
                 expect(got!.length).to.equal(expectN);
                 expectStream(got!, read);
                 read += expectN;
+              }
+            } else if (choice === 4) {
+              // readSmall, at an offset of a pool: all of what waits if it fits under the cap, else nothing.
+              const pool = Buffer.alloc(size + 32, 0xee);
+              const offset = rnd() % 32;
+              const capOf = 1 + (rnd() % size);
+              const waiting = written - read;
+              const got = item.readSmall(pool, offset, capOf);
+              if (waiting > capOf) {
+                expect(got).to.equal(-waiting);
+                expect(pool.every((byte) => byte === 0xee)).to.equal(true);
+              } else {
+                expect(got).to.equal(waiting);
+                expectStream(pool.subarray(offset, offset + waiting), read);
+                expect(pool.subarray(0, offset).every((byte) => byte === 0xee)).to.equal(true);
+                expect(pool.subarray(offset + waiting).every((byte) => byte === 0xee)).to.equal(true);
+                read += waiting;
               }
             } else {
               // readInto, into a view somewhere inside a larger buffer: nothing outside it is touched.
@@ -259,6 +276,40 @@ describe('native addon', () => {
       expect(codeOf(() => part.readInto(Buffer.alloc(4))).code).to.equal('ERR_ZIVM_BAD_ARG');
       new DataView(fx.region.buffer).setBigUint64(HDR + RING_HEAD, 0xffff_ffff_0000n, true);
       expect(codeOf(() => item.readInto(Buffer.alloc(4))).code).to.equal('ERR_ZIVM_CORRUPT');
+    });
+
+    it('readSmall reads all that waits when it fits under the cap, else nothing (minus the count waiting); 0 when empty', () => {
+      fx = new Fixture();
+      const part = fx.producer();
+      const item = fx.consumer();
+      const pool = Buffer.alloc(1024, 0xee);
+      expect(item.readSmall(pool, 0, 100)).to.equal(0);
+      part.write(streamBytes(0, 300));
+      expect(item.readSmall(pool, 8, 100)).to.equal(-300);
+      expect(item.tail()).to.equal(0);
+      expect(item.readSmall(pool, 8, 300)).to.equal(300);
+      expectStream(pool.subarray(8, 308), 0);
+      expect(pool[7]).to.equal(0xee);
+      expect(pool[308]).to.equal(0xee);
+      expect(part.free()).to.equal(4096);
+      expect(item.tail()).to.equal(300);
+    });
+
+    it('readSmall refuses a pool that is not a Uint8Array, an offset or cap outside it, the producer end, and a corrupt head', () => {
+      fx = new Fixture();
+      const part = fx.producer();
+      const item = fx.consumer();
+      part.write(streamBytes(0, 10));
+      const pool = Buffer.alloc(64);
+      expect(codeOf(() => item.readSmall(new Uint16Array(4) as unknown as Uint8Array, 0, 4)).code).to.equal('ERR_INVALID_ARG_TYPE');
+      expect(codeOf(() => item.readSmall(pool, 65, 1)).code).to.equal('ERR_ZIVM_BAD_ARG');
+      expect(codeOf(() => item.readSmall(pool, 60, 5)).code).to.equal('ERR_ZIVM_BAD_ARG');
+      expect(codeOf(() => item.readSmall(pool, 0, 0)).code).to.equal('ERR_ZIVM_BAD_ARG');
+      expect(codeOf(() => item.readSmall(pool, -1, 4)).code).to.equal('ERR_ZIVM_BAD_ARG');
+      expect(codeOf(() => part.readSmall(pool, 0, 4)).code).to.equal('ERR_ZIVM_BAD_ARG');
+      expect(item.tail(), 'nothing read by a refused call').to.equal(0);
+      new DataView(fx.region.buffer).setBigUint64(HDR + RING_HEAD, 0xffff_ffff_0000n, true);
+      expect(codeOf(() => item.readSmall(pool, 0, 64)).code).to.equal('ERR_ZIVM_CORRUPT');
     });
 
     it('consumer read throws ERR_ZIVM_CORRUPT when the shared head went backwards', () => {
