@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "errors.h"
@@ -25,6 +26,12 @@ inline void StoreRelease(uint64_t* p, uint64_t v) {
 }
 
 std::string Str(uint64_t v) { return std::to_string(v); }
+
+// The rings made on this thread and not yet collected. A method's receiver is
+// one of them or the call is refused: a check of the pointer alone (its object
+// is never read until then), where the type tag (a property lookup) cost as
+// much as the rest of a call. The tag stays on every ring for other checks.
+thread_local std::unordered_set<const Ring*> tLiveRings;
 
 }  // namespace
 
@@ -101,8 +108,18 @@ Ring::Ring(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Ring>(info) {
     return;
   }
   pos_ = producer ? head : tail;
+  seenTail_ = tail;
   regionRef_ = Napi::Persistent(regionObj);
   info.This().As<Napi::Object>().TypeTag(&kRingTag);
+  tLiveRings.insert(this);
+}
+
+Ring::~Ring() { tLiveRings.erase(this); }
+
+bool Ring::CheckLive(const Napi::CallbackInfo& info) const {
+  if (tLiveRings.count(this) != 0) return true;
+  ThrowTypeError(info.Env(), "Illegal invocation");
+  return false;
 }
 
 uint64_t* Ring::SharedHead() const { return reinterpret_cast<uint64_t*>(region_->base() + header_ + RING_HEAD); }
@@ -110,7 +127,7 @@ uint64_t* Ring::SharedTail() const { return reinterpret_cast<uint64_t*>(region_-
 uint8_t* Ring::Data() const { return region_->base() + data_; }
 
 bool Ring::Enter(const Napi::CallbackInfo& info, int end, const char* what) {
-  if (!CheckThis(info, &kRingTag)) return false;
+  if (!CheckLive(info)) return false;
   if (region_ == nullptr || region_->closed()) {
     ThrowCode(info.Env(), ERR_CLOSED, std::string("ring is closed (its region was closed): cannot ") + what);
     return false;
@@ -133,6 +150,19 @@ bool Ring::Used(Napi::Env env, uint64_t* used) {
     return false;
   }
   *used = u;
+  if (producer_) seenTail_ = tail;
+  return true;
+}
+
+bool Ring::Room(Napi::Env env, uint64_t want, uint64_t* room) {
+  uint64_t seen = capacity_ - (pos_ - seenTail_);
+  if (seen >= want) {
+    *room = seen;
+    return true;
+  }
+  uint64_t used;
+  if (!Used(env, &used)) return false;
+  *room = capacity_ - used;
   return true;
 }
 
@@ -154,7 +184,7 @@ void Ring::CopyOut(uint64_t pos, uint8_t* dst, size_t n) const {
 void Ring::Publish(uint64_t pos) { StoreRelease(producer_ ? SharedHead() : SharedTail(), pos); }
 
 Napi::Value Ring::GetCapacity(const Napi::CallbackInfo& info) {
-  if (!CheckThis(info, &kRingTag)) return Napi::Value();
+  if (!CheckLive(info)) return Napi::Value();
   return Napi::Number::New(info.Env(), static_cast<double>(capacity_));
 }
 
@@ -164,9 +194,9 @@ Napi::Value Ring::Write(const Napi::CallbackInfo& info) {
   uint8_t* src;
   size_t len;
   if (!BytesOf(env, info[0], "chunk", &src, &len)) return Napi::Value();
-  uint64_t used;
-  if (!Used(env, &used)) return Napi::Value();
-  size_t n = static_cast<size_t>(std::min<uint64_t>(len, capacity_ - used));
+  uint64_t room;
+  if (!Room(env, len, &room)) return Napi::Value();
+  size_t n = static_cast<size_t>(std::min<uint64_t>(len, room));
   if (n > 0) {
     CopyIn(pos_, src, n);
     pos_ += n;
@@ -209,6 +239,7 @@ Napi::Value Ring::Writev(const Napi::CallbackInfo& info) {
     ThrowCode(env, ERR_CLOSED, "ring is closed (its region was closed): cannot writev");
     return Napi::Value();
   }
+  uint64_t want = 0;
   for (uint32_t i = 0; i < count; i++) {
     napi_typedarray_type type;
     size_t length = 0;
@@ -222,10 +253,10 @@ Napi::Value Ring::Writev(const Napi::CallbackInfo& info) {
     }
     views[i].first = static_cast<uint8_t*>(ptr);
     views[i].second = ptr == nullptr ? 0 : length;
+    want += views[i].second;
   }
-  uint64_t used;
-  if (!Used(env, &used)) return Napi::Value();
-  uint64_t room = capacity_ - used;
+  uint64_t room;
+  if (!Room(env, want, &room)) return Napi::Value();
   uint64_t pos = pos_;
   for (uint32_t i = 0; i < count; i++) {
     if (room == 0) break;
@@ -340,6 +371,7 @@ Napi::Value Ring::Resync(const Napi::CallbackInfo& info) {
     return Napi::Value();
   }
   pos_ = producer_ ? head : tail;
+  seenTail_ = tail;
   return info.Env().Undefined();
 }
 

@@ -18,6 +18,7 @@ class Ring : public Napi::ObjectWrap<Ring> {
  public:
   static Napi::Function Init(Napi::Env env);
   explicit Ring(const Napi::CallbackInfo& info);
+  ~Ring() override;
 
  private:
   Napi::Value GetCapacity(const Napi::CallbackInfo& info);
@@ -35,12 +36,19 @@ class Ring : public Napi::ObjectWrap<Ring> {
   // Common entry checks: right class, region still mapped, right end
   // (`end`: 1 producer only, 0 consumer only, -1 either).
   bool Enter(const Napi::CallbackInfo& info, int end, const char* what);
+  // Whether this receiver is a ring made here (else throws "Illegal invocation").
+  bool CheckLive(const Napi::CallbackInfo& info) const;
   uint64_t* SharedHead() const;
   uint64_t* SharedTail() const;
   uint8_t* Data() const;
   // Loads the other side's position and returns the bytes in the ring as seen
   // by this end; false (ERR_ZIVM_CORRUPT thrown) if it is more than capacity.
   bool Used(Napi::Env env, uint64_t* used);
+  // Producer: the room for a write of `want` bytes. The consumer's position as
+  // last seen when that leaves enough room (it only moves forward: the room
+  // only grew since), else loaded again (and checked, as Used does). Saves a
+  // load of the line the consumer writes on most writes.
+  bool Room(Napi::Env env, uint64_t want, uint64_t* room);
   void CopyIn(uint64_t pos, const uint8_t* src, size_t n);
   void CopyOut(uint64_t pos, uint8_t* dst, size_t n) const;
   void Publish(uint64_t pos);
@@ -53,6 +61,7 @@ class Ring : public Napi::ObjectWrap<Ring> {
   uint64_t mask_ = 0;
   bool producer_ = false;
   uint64_t pos_ = 0;  // producer: head; consumer: tail
+  uint64_t seenTail_ = 0;  // producer: the consumer's tail when last loaded
 };
 
 }  // namespace zivm

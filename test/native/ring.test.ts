@@ -1,7 +1,7 @@
 /** native/ring.cc: the single-producer single-consumer byte ring over a region (and its header, as layout.ts has it). */
 import { expect } from 'chai';
 import { RING_HEAD, RING_HEADER_SIZE, RING_TAIL } from '../../src/shm/layout';
-import { xorshift, streamBytes, expectStream, codeOf, Fixture, HDR, DATA, noFdLeft } from './fixture';
+import { xorshift, streamBytes, expectStream, codeOf, Fixture, HDR, DATA, noFdLeft, addon } from './fixture';
 
 describe('native addon', () => {
   noFdLeft();
@@ -278,6 +278,46 @@ describe('native addon', () => {
       expect(codeOf(() => item.readInto(Buffer.alloc(4))).code).to.equal('ERR_ZIVM_CORRUPT');
     });
 
+    it('refuses a receiver that is not a ring it made: another class of the addon, a look-alike, a ring whose constructor failed', () => {
+      fx = new Fixture();
+      const part = fx.producer();
+      const proto = Object.getPrototypeOf(part) as Record<string, (...args: unknown[]) => unknown>;
+      const failed = Object.create(proto) as object;
+      let half: object | undefined;
+      try {
+        half = new addon.Ring(fx.region, HDR, DATA, 3000, true); // not a power of two
+      } catch {
+        // expected; the object made before the check is not reachable this way
+      }
+      expect(half).to.equal(undefined);
+      const lookAlike = Object.setPrototypeOf({ capacity: 4096 }, proto) as object;
+      for (const [what, receiver] of [
+        ['a Region', fx.region],
+        ['a look-alike', lookAlike],
+        ['an object of its prototype', failed],
+        ['an object', {}],
+        ['a number', 5],
+        ['undefined', undefined],
+      ] as const) {
+        for (const [name, args] of [
+          ['write', [Buffer.alloc(4)]],
+          ['writev', [[Buffer.alloc(4)]]],
+          ['free', []],
+          ['available', []],
+          ['read', [4]],
+          ['readInto', [Buffer.alloc(4)]],
+          ['readSmall', [Buffer.alloc(8), 0, 4]],
+          ['head', []],
+          ['tail', []],
+          ['resync', []],
+        ] as const) {
+          const err = codeOf(() => proto[name].apply(receiver, args as unknown as unknown[]));
+          expect(err.err, `${name} on ${what}`).to.be.instanceOf(TypeError);
+        }
+      }
+      expect(part.write(Buffer.alloc(4)), 'the real one still works').to.equal(4);
+    });
+
     it('readSmall reads all that waits when it fits under the cap, else nothing (minus the count waiting); 0 when empty', () => {
       fx = new Fixture();
       const part = fx.producer();
@@ -322,18 +362,36 @@ describe('native addon', () => {
       expect(codeOf(() => item.read(10)).code).to.equal('ERR_ZIVM_CORRUPT');
     });
 
-    it('producer write throws ERR_ZIVM_CORRUPT when the shared tail is corrupt', () => {
+    it('producer throws ERR_ZIVM_CORRUPT when the shared tail is corrupt, wherever it looks at it: free(), a write that needs more room than last seen', () => {
       fx = new Fixture();
       const part = fx.producer();
       part.write(streamBytes(0, 10));
       const dv = new DataView(fx.region.buffer);
       dv.setBigUint64(HDR + RING_TAIL, 0xdead_beef_dead_beefn, true);
-      expect(codeOf(() => part.write(streamBytes(10, 1))).code).to.equal('ERR_ZIVM_CORRUPT');
-      expect(codeOf(() => part.writev([streamBytes(10, 1)])).code).to.equal('ERR_ZIVM_CORRUPT');
+      // The room last seen (4086 bytes) takes this write without a look at the tail.
+      expect(part.write(streamBytes(10, 1))).to.equal(1);
+      expect(codeOf(() => part.write(streamBytes(11, 4090))).code).to.equal('ERR_ZIVM_CORRUPT');
+      expect(codeOf(() => part.writev([streamBytes(11, 2000), streamBytes(2011, 2090)])).code).to.equal('ERR_ZIVM_CORRUPT');
       expect(codeOf(() => part.free()).code).to.equal('ERR_ZIVM_CORRUPT');
       // a tail ahead of the head is corrupt as well
-      dv.setBigUint64(HDR + RING_TAIL, 11n, true);
-      expect(codeOf(() => part.write(streamBytes(10, 1))).code).to.equal('ERR_ZIVM_CORRUPT');
+      dv.setBigUint64(HDR + RING_TAIL, 12n, true);
+      expect(codeOf(() => part.free()).code).to.equal('ERR_ZIVM_CORRUPT');
+      expect(codeOf(() => part.write(streamBytes(11, 4090))).code).to.equal('ERR_ZIVM_CORRUPT');
+      expect(part.head(), 'nothing written by a refused call').to.equal(11);
+    });
+
+    it('producer: a write that fits the room as last seen does not look at the tail; one that does not looks again and gets all the room there is', () => {
+      fx = new Fixture();
+      const part = fx.producer();
+      const item = fx.consumer();
+      expect(part.write(streamBytes(0, 4000))).to.equal(4000);
+      expect(item.read(4000)!.length).to.equal(4000);
+      // The consumer released it all: 96 bytes of room as last seen, 4096 in truth.
+      expect(part.write(streamBytes(4000, 50))).to.equal(50);
+      expect(part.writev([streamBytes(4050, 1000), streamBytes(5050, 3000)])).to.equal(4000);
+      expect(part.free()).to.equal(46);
+      expect(part.write(streamBytes(8050, 100))).to.equal(46);
+      expectStream(item.read(4096)!, 4000);
     });
 
     it('refuses to open an end on a header whose positions are inconsistent', () => {
