@@ -6,7 +6,9 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { Http2Frames } from '../src/net/reader';
+import { jsStreamClass, streamAdapter } from '../src/net/streambase';
 
 const FIXTURES = path.join(__dirname, '..', '..', 'test', 'fixtures');
 const REGISTER = path.join(__dirname, '..', 'src', 'register.js');
@@ -101,4 +103,36 @@ describe('connections handed to another process', function () {
     expect(failed?.transport).to.equal('shm');
     expect(String(failed?.message)).to.include('pauseOnConnect');
   });
+});
+
+describe("Node's JSStream under shared-memory handles", function () {
+  this.timeout(60000);
+  const INDEX = path.join(__dirname, '..', 'src', 'index.js');
+  // An echo over shared memory; prints the transport and the class a handle is built on.
+  const script = `
+    const net = require(${JSON.stringify(INDEX)});
+    const srv = net.createServer((s) => s.pipe(s));
+    srv.listen(0, '127.0.0.1', () => {
+      const c = net.connect(srv.address().port, '127.0.0.1');
+      let base = '', got = '';
+      c.on('connect', () => { base = Object.getPrototypeOf(Object.getPrototypeOf(c._handle)).constructor.name; c.end('hi'); });
+      c.on('data', (d) => { got += d; });
+      c.on('close', () => { console.log(JSON.stringify({ transport: c.transport, base, got })); srv.close(); });
+    });`;
+
+  it("is the class of the handle under Node's own JS stream adapter", function () {
+    const adapter = new (streamAdapter())(new PassThrough());
+    const handleClass = (adapter._handle as { constructor: unknown }).constructor;
+    adapter.destroy();
+    expect(jsStreamClass()).to.equal(handleClass);
+  });
+
+  for (const flags of [[], ['--pending-deprecation']]) {
+    it(`handles are native streams, and no deprecation warning is printed${flags.length ? ' under --pending-deprecation' : ''}`, function () {
+      const res = spawnSync(process.execPath, [...flags, '-e', script], { encoding: 'utf8', timeout: 20000, env: { ...process.env, NODE_OPTIONS: '' } });
+      expect(res.status, res.stderr).to.equal(0);
+      expect(res.stderr).to.not.include('DeprecationWarning');
+      expect(JSON.parse(res.stdout.trim())).to.deep.equal({ transport: 'shm', base: 'JSStream', got: 'hi' });
+    });
+  }
 });
