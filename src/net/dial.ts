@@ -7,7 +7,7 @@
  * connects or listens (a build tool under the preload hook) does not load it.
  */
 import net from 'node:net';
-import dns from 'node:dns';
+import type dns from 'node:dns';
 import { ShmHandle, nativeStreams } from './handle';
 import type { SocketLike } from './core';
 import { boundToHttp2Session } from './streambase';
@@ -46,6 +46,14 @@ export type Transport = 'shm' | 'tcp' | 'pipe';
 type LookupFn = (host: string, opts: dns.LookupOptions, cb: (err: NodeJS.ErrnoException | null, address: unknown, family?: number) => void) => void;
 type Normalized = ReturnType<typeof net._normalizeArgs>;
 
+let dnsModule: typeof dns | undefined;
+/** node:dns's lookup as it is when called: net loads node:dns on the first name it looks up, and so do we. */
+const defaultLookup: LookupFn = (host, opts, cb) => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, as net does: a process that dials addresses never loads it
+  dnsModule ??= require('node:dns') as typeof dns;
+  (dnsModule.lookup as unknown as LookupFn)(host, opts, cb);
+};
+
 /**
  * connect() of a socket that may go over shared memory (socket.ts has ruled
  * out paths, TLS and user-buffer reads): net connects it as usual, and the
@@ -72,7 +80,7 @@ export function connectMaybeShm(
   const opts: Record<string, unknown> = { lookup: undefined, ...options };
   const userLookup = opts.lookup;
   if (userLookup === undefined || userLookup === null || typeof userLookup === 'function') {
-    opts.lookup = interceptingLookup(socket, (userLookup ?? dns.lookup) as LookupFn);
+    opts.lookup = interceptingLookup(socket, (userLookup ?? defaultLookup) as LookupFn);
   }
   baseConnect.call(socket, net._normalizeArgs([opts, normalized[1] ?? undefined].filter((arg) => arg !== undefined)));
   intercept(socket);

@@ -11,7 +11,7 @@
  * Undefined if this Node.js has no such thing (then consumers get a
  * shared-memory socket through the adapter instead).
  */
-import { Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { debug } from '../log';
 
 export interface JSStreamInstance {
@@ -30,7 +30,9 @@ export type AdapterClass = new (
 ) => Record<string | symbol, unknown> & { _handle: unknown; destroy(): void; on(ev: string, fn: (...args: unknown[]) => void): unknown };
 
 function dummy(): Duplex {
-  return new Duplex({
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- node:stream (its public module takes 1.5 ms to load) only for the probe, which Node's binding list usually spares us
+  const { Duplex: DuplexClass } = require('node:stream') as typeof import('node:stream');
+  return new DuplexClass({
     read() {},
     write(_chunk, _encoding, cb) {
       cb();

@@ -75,6 +75,33 @@ forEachImpl((impl) => {
       impl.expectShm(client, peer);
     });
 
+    it('looks a host name up through node:dns as it is then (a dns.lookup replaced by the application is used)', async function () {
+      const server = impl.createServer((sock) => sock.end('replaced'));
+      const port = await listen(server);
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- the module object itself: its lookup is replaced for this test
+      const dns = require('node:dns') as { lookup: (...args: unknown[]) => void };
+      const original = dns.lookup;
+      const asked: string[] = [];
+      dns.lookup = (host: unknown, opts: unknown, cb: unknown): void => {
+        asked.push(String(host));
+        const all = typeof opts === 'object' && opts !== null && (opts as { all?: boolean }).all;
+        const done = cb as (...args: unknown[]) => void;
+        if (all) done(null, [{ address: '127.0.0.1', family: 4 }]);
+        else done(null, '127.0.0.1', 4);
+      };
+      try {
+        const accepted = once(server, 'connection');
+        const client = impl.connect(port, 'replaced-lookup.invalid');
+        await once(client, 'connect');
+        const [peer] = await accepted;
+        expect(asked).to.deep.equal(['replaced-lookup.invalid']);
+        impl.expectShm(client, peer);
+        expect((await readAll(client)).toString()).to.equal('replaced');
+      } finally {
+        dns.lookup = original;
+      }
+    });
+
     it('uses a custom lookup function for a host name', async function () {
       const server = impl.createServer((sock) => sock.end('looked up'));
       const port = await listen(server);
