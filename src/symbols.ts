@@ -21,6 +21,8 @@ export const kNativeReads = Symbol('zivm.nativeReads');
 export const kShmHandle = Symbol('zivm.shmHandle');
 /** kernelHandle[kTlsWrapped]: TLS wraps it: the connection stays on TCP. */
 export const kTlsWrapped = Symbol('zivm.tlsWrapped');
+/** kernelHandle[kTlsUnguarded]: intercepted before node:tls was loaded (TLS could not mark it then). */
+export const kTlsUnguarded = Symbol('zivm.tlsUnguarded');
 
 /*
  * Markers of patches made to Node's own modules. They are registered symbols

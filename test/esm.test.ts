@@ -127,7 +127,7 @@ describe('entry points', function () {
     }
   });
 
-  it('the preload hook loads only the net layer: no data plane, no node:tls, until the first listen() or connect(); then TLS knows shared-memory handles', async () => {
+  it('the preload hook loads only the net layer: no data plane, no node:tls, until the first listen() or connect(); node:tls is never loaded for TLS, which knows shared-memory handles once the application loads it', async () => {
     const script = `
       const path = require('path');
       const dist = path.join(${JSON.stringify(ROOT)}, 'dist', 'src') + path.sep;
@@ -140,16 +140,27 @@ describe('entry points', function () {
       server.listen(0, '127.0.0.1', () => {
         const afterListen = loaded();
         const c = net.connect(server.address().port, '127.0.0.1', () => {
+          const tlsAfterConnect = tlsLoaded();
           const proto = require('tls').TLSSocket.prototype;
-          console.log(JSON.stringify({ before, tlsBefore, afterListen, transport: c.transport, tlsPatched: proto[Symbol.for('zivm.tls')] === true }));
-          c.destroy();
-          server.close();
+          const c2 = net.connect(server.address().port, '127.0.0.1', () => {
+            console.log(JSON.stringify({ before, tlsBefore, afterListen, tlsAfterConnect, transport: c.transport, tlsPatched: proto[Symbol.for('zivm.tls')] === true }));
+            c.destroy();
+            c2.destroy();
+            server.close();
+          });
         });
       });
     `;
     const res = await run(['--require', path.join(ROOT, 'dist', 'src', 'register.js'), '-e', script], ROOT);
     expect(res.code, res.stderr).to.equal(0);
-    const out = JSON.parse(res.stdout) as { before: string[]; tlsBefore: boolean; afterListen: string[]; transport: string; tlsPatched: boolean };
+    const out = JSON.parse(res.stdout) as {
+      before: string[];
+      tlsBefore: boolean;
+      afterListen: string[];
+      tlsAfterConnect: boolean;
+      transport: string;
+      tlsPatched: boolean;
+    };
     expect(out.before, 'loaded with the hook').to.include.members(['register.js', 'net/socket.js', 'net/server.js']);
     const heavy = (list: string[]): string[] =>
       list.filter((file) => /^(shm|guest|server)\//.test(file) || /^net\/(handle|dial|listen|reader|writer|tls|streambase)\.js$/.test(file));
@@ -157,7 +168,8 @@ describe('entry points', function () {
     expect(out.tlsBefore, 'node:tls loaded with the hook').to.equal(false);
     expect(out.afterListen, 'loaded by listen()').to.include.members(['net/listen.js', 'net/handle.js', 'net/tls.js', 'shm/domain.js']);
     expect(out.transport).to.equal('shm');
-    expect(out.tlsPatched, 'TLSSocket knows shared-memory handles').to.equal(true);
+    expect(out.tlsAfterConnect, 'node:tls loaded by listen() and connect()').to.equal(false);
+    expect(out.tlsPatched, 'TLSSocket knows shared-memory handles by the next connect()').to.equal(true);
   });
 
   it('publishes each routing decision on TRANSPORT_CHANNEL', async () => {

@@ -90,4 +90,46 @@ describe('TLS', function () {
     });
     expect(out).to.match(/^ok TLSSocket/);
   });
+
+  for (const host of ['127.0.0.1', 'localhost']) {
+    it(`node:tls loaded only after connect(${host}) began, then wrapping that socket: it stays on TCP and TLS works`, async () => {
+      // A process of its own: node:tls must not be loaded before the connect (mocha's process has it).
+      const script = `
+        const fs = require('fs');
+        const zivm = require(${JSON.stringify(path.join(__dirname, '..', 'src', 'index.js'))});
+        const key = fs.readFileSync(${JSON.stringify(path.join(FIX, 'tls-key.pem'))}), cert = fs.readFileSync(${JSON.stringify(path.join(FIX, 'tls-cert.pem'))});
+        const tlsLoaded = () => process.moduleLoadList.includes('NativeModule tls');
+        const server = zivm.createServer((raw) => {
+          const t = new (require('tls').TLSSocket)(raw, { isServer: true, key, cert });
+          t.on('error', () => {});
+          t.on('data', (m) => t.end('secure echo: ' + m));
+        });
+        server.listen(0, '127.0.0.1', () => {
+          const before = tlsLoaded();
+          const raw = zivm.connect(server.address().port, ${JSON.stringify(host)});
+          const tls = require('tls');
+          const target = tls.connect({ socket: raw, ca: cert, servername: 'localhost' });
+          target.on('error', (e) => { console.log(JSON.stringify({ error: e.message })); process.exit(1); });
+          target.on('secureConnect', () => target.write('hi'));
+          let got = '';
+          target.setEncoding('utf8');
+          target.on('data', (d) => (got += d));
+          target.on('end', () => {
+            // A later connection is over shared memory, and TLS knows its handle.
+            const next = zivm.connect(server.address().port, '127.0.0.1', () => {
+              console.log(JSON.stringify({ before, got, transport: raw.transport, next: next.transport, patched: tls.TLSSocket.prototype[Symbol.for('zivm.tls')] === true }));
+              next.destroy();
+              target.destroy();
+              server.close();
+            });
+          });
+        });`;
+      const out = await new Promise<string>((resolve, reject) => {
+        execFile(process.execPath, ['-e', script], { timeout: 20000, env: { ...process.env, NODE_OPTIONS: '' } }, (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stderr}\n${stdout}`)) : resolve(stdout.trim()),
+        );
+      });
+      expect(JSON.parse(out)).to.deep.equal({ before: false, got: 'secure echo: hi', transport: 'tcp', next: 'shm', patched: true });
+    });
+  }
 });

@@ -13,8 +13,8 @@ import type { SocketLike } from './core';
 import { boundToHttp2Session } from './streambase';
 import { netInternals, type ConnectReq, type TcpLike } from './internals';
 import { chose } from './debug';
-import { patchTls } from './tls';
-import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsWrapped, kTransport, kTryShm } from '../symbols';
+import { patchTlsIfLoaded } from './tls';
+import { kDialPort, kIntercepted, kNativeConsumed, kNativeReads, kTlsUnguarded, kTlsWrapped, kTransport, kTryShm } from '../symbols';
 import { getDomain, lastJoinError } from '../shm/join';
 import { Channel } from '../shm/channel';
 import { guestDomains, route } from '../shm/route';
@@ -22,11 +22,10 @@ import { pairsPossible } from '../shm/pairs';
 import { parseAddr } from '../shm/addrs';
 
 /*
- * TLS learns about shared-memory handles before the first one exists.
- * node:tls is loaded here, after the preload hook replaced node:net's classes
- * (it builds on them as they are when it loads).
+ * TLS learns about shared-memory handles, if node:tls is loaded already; else
+ * on the first connect() after something loaded it (see intercept()).
  */
-patchTls();
+patchTlsIfLoaded();
 
 const internals = netInternals();
 
@@ -105,6 +104,8 @@ export function intercept(socket: SocketInternals): void {
   const tcp = socket._handle as TcpLike | null;
   if (!tcp || tcp instanceof ShmHandle || tcp[kIntercepted]) return;
   guardNativeConsumers(socket, tcp);
+  // TLS marks the kernel handles it wraps (tls.ts) once it is patched; until then none can be wrapped, as no TLS socket exists yet.
+  if (!patchTlsIfLoaded()) tcp[kTlsUnguarded] = true;
   const kernel = tcp as unknown as Record<'connect' | 'connect6', ConnectFn>;
   const connect4 = kernel.connect;
   const connect6 = kernel.connect6;
@@ -155,6 +156,8 @@ function tryShm(socket: SocketInternals, tcp: TcpLike, req: ConnectReq, address:
   };
   if (socket._handle !== tcp) return tcpPath('socket changed handle');
   if (tcp[kTlsWrapped]) return tcpPath('TLS wraps the kernel handle');
+  // node:tls was loaded after this connect() began: a TLS socket made since may wrap the kernel handle unseen.
+  if (tcp[kTlsUnguarded] && patchTlsIfLoaded()) return tcpPath('node:tls was loaded while connecting: TLS may wrap the kernel handle');
   if (tcp[kNativeConsumed] || tcp._consumed) return tcpPath('a native stream consumer took the kernel handle');
   const addr = parseAddr(address);
   if (!addr) return tcpPath('unparsable address');

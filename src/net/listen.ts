@@ -15,12 +15,12 @@ import * as Ticket from '../shm/ticket';
 import { servePair } from '../shm/pairs';
 import { ShmHandle } from './handle';
 import { deliver, type ServerInternals } from './accept';
-import { patchTls } from './tls';
+import { patchTlsIfLoaded } from './tls';
 import { debug } from '../log';
 import { kListener } from '../symbols';
 
-// As in dial.ts: TLS learns about shared-memory handles before the first one exists.
-patchTls();
+// As in dial.ts: TLS learns about shared-memory handles once it is loaded.
+patchTlsIfLoaded();
 
 const UV_TCP_IPV6ONLY = 1;
 

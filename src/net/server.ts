@@ -52,7 +52,7 @@ patched._listen2 = function _listen2(this: ServerInternals, ...args: unknown[]) 
   if (this._handle && netInternals().available && typeof this._handle.onconnection === 'function') this._handle.onconnection = onTcpConnection;
   if (!this._handle || this[kListener] || zivmOffOnce() || !netInternals().available) return;
   // A TLS server wraps each connection's kernel handle: it stays on TCP.
-  if (this instanceof tlsServer()) return;
+  if (isTlsServer(this)) return;
   // A server that accepts its connections paused may hand them to other
   // processes (what pauseOnConnect is for): only kernel connections can go.
   if (this.pauseOnConnect) {
@@ -89,10 +89,17 @@ function roundRobinPrimary(server: net.Server): boolean {
   return cluster.isPrimary && cluster.schedulingPolicy === cluster.SCHED_RR;
 }
 
-/** tls.Server, loaded once a server listens: node:tls builds on node:net's classes as they are when it loads, after the preload hook replaced them. */
-function tlsServer(): typeof import('node:tls').Server {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazily: loading node:tls with this module would bind it to node:net's classes before zivm/register replaces them
-  return (require('node:tls') as typeof import('node:tls')).Server;
+/**
+ * Is `server` a tls.Server? Not if nothing loaded node:tls yet (then it is not
+ * loaded for the question). node:tls is required here, not with this module:
+ * it builds on node:net's classes as they are when it loads, after the
+ * preload hook replaced them.
+ */
+function isTlsServer(server: object): boolean {
+  const list = (process as unknown as { moduleLoadList?: unknown }).moduleLoadList;
+  if (Array.isArray(list) && !list.includes('NativeModule tls')) return false;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazily, see above
+  return server instanceof (require('node:tls') as typeof import('node:tls')).Server;
 }
 
 patched.close = function close(this: ServerInternals, cb?: (err?: Error) => void) {
