@@ -226,7 +226,16 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
   SpinHandles* h = static_cast<SpinHandles*>(handle->data);
   Spinner* s = h->owner;
   if (s == nullptr || s->closing_ || s->region_->closed()) return;
+  // A new turn of the loop: JavaScript bounds the work it does per turn by it.
+  s->state_[1]++;
   uint64_t now = NowNs();
+  if (s->state_[2] != 0) {
+    // Work JavaScript left for this turn (it had done its share of the last one).
+    s->state_[2] = 0;
+    s->lastWork_ = now;
+    s->Call();
+    return;
+  }
   if (s->state_[0] != 0) {
     s->state_[0] = 0;
     s->lastWork_ = now;

@@ -64,7 +64,9 @@ class Spinner : public Napi::ObjectWrap<Spinner> {
   int misses_ = 0;
   uint64_t backoffNs_ = 0;  // the next back-off's length (grows while spinning keeps not paying)
   int hits_ = 0;            // productive spins since the last back-off
-  int32_t* state_ = nullptr;  // [0]: kick (set by JS on traffic)
+  // [0]: kick (set by JS on traffic); [1]: turns of the loop (one per prepare
+  // phase); [2]: set by JS when it left work for the next turn.
+  int32_t* state_ = nullptr;
   Napi::Reference<Napi::Int32Array> stateRef_;
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> context_;

@@ -282,6 +282,7 @@ export class Channel implements SlotHandler {
       buf = this.rx.read(max);
     }
     if (buf === null) return null;
+    this.domain.kick(); // more is likely: look for it before sleeping, as after a write
     this.rxPos = (this.rxPos + buf.length) % 0x100000000;
     // A writer waiting for room is woken once half the ring is free, not for
     // every chunk: both sides then move big batches per wakeup.

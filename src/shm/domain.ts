@@ -159,6 +159,9 @@ export class Domain {
   private readonly runq: RunQueue;
   private readonly feeds: Feedable[] = [];
   private selfRung = false;
+  /** The turn of the loop (the busy-poll counts them) the last call came in, and the calls of that turn. */
+  private turnSeen = -1;
+  private callsThisTurn = 0;
   /** Where this process's next connection looks for a free slot first (Slot.request). */
   slotHint = 0;
   /**
@@ -412,11 +415,26 @@ export class Domain {
    * its own: one call does one unit of work, one event of one end of one
    * connection (one read of up to 64 KiB, one accept), so that the nextTick
    * and microtask queues run between them, as they do between the callbacks of
-   * kernel sockets. `round` counts the calls of this turn of the loop: past
-   * MAX_ROUNDS the rest waits for the next turn (we ring ourselves).
+   * kernel sockets. `round` counts the calls of this batch: past MAX_ROUNDS
+   * the rest waits for the next turn (we ring ourselves). With the busy-poll
+   * both it (before the loop polls) and the doorbell's poller (as it polls)
+   * call in one turn: their calls share the MAX_ROUNDS of the turn, and what is
+   * left past them is called for by the busy-poll's next turn.
    */
   private onDoorbell(_status?: number, round = 0): boolean | (() => void) | [() => void] {
     this.selfRung = false;
+    if (this.spinner) {
+      const turn = this.spinState[1];
+      if (turn !== this.turnSeen) {
+        this.turnSeen = turn;
+        this.callsThisTurn = 0;
+      }
+      if (this.callsThisTurn >= MAX_ROUNDS) {
+        this.spinState[2] = 1;
+        return false;
+      }
+      this.callsThisTurn++;
+    }
     // A read for a native stream: the caller hands it over from outside JavaScript.
     const fed = this.feeds.shift();
     if (fed) return handOver(fed);
@@ -437,7 +455,9 @@ export class Domain {
     }
     if (this.feeds.length > 0) return handOver(this.feeds.shift()!);
     if (this.runq.length === 0) return false;
-    if (round + 1 < MAX_ROUNDS) return true;
+    if (round + 1 < MAX_ROUNDS && !(this.spinner && this.callsThisTurn >= MAX_ROUNDS)) return true;
+    // The rest on the next turn: the busy-poll calls for it; the ring keeps the loop from sleeping before that.
+    if (this.spinner) this.spinState[2] = 1;
     this.ringSelf();
     return false;
   }
