@@ -33,6 +33,11 @@ void Release(Mapping* m) {
   if (--m->refs == 0) delete m;
 }
 
+// Unmaps once nothing in JS reaches the pages any more.
+void UnmapIfUnreachable(Mapping* m) {
+  if (!m->bufferLive && m->views == 0) Unmap(m);
+}
+
 // True for an fd whose fstat size says nothing about what can be mapped: an
 // empty non-regular file (character devices) or an anonymous inode (a VFIO
 // device fd). An empty regular file (a memfd, a tmpfs file) has really 0 bytes.
@@ -102,7 +107,7 @@ Region::Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) 
     ThrowErrno(env, "mmap", errno);
     return;
   }
-  Mapping* m = new Mapping{static_cast<uint8_t*>(addr), static_cast<size_t>(size), false, 2};
+  Mapping* m = new Mapping{static_cast<uint8_t*>(addr), static_cast<size_t>(size), false, 2, true, 0};
   napi_value ab;
   napi_status status = napi_create_external_arraybuffer(env, addr, static_cast<size_t>(view), FinalizeBuffer, m, &ab);
   if (status != napi_ok) {
@@ -126,8 +131,35 @@ Region::~Region() {
 
 void Region::FinalizeBuffer(napi_env, void*, void* hint) {
   Mapping* m = static_cast<Mapping*>(hint);
-  Unmap(m);
+  m->bufferLive = false;
+  UnmapIfUnreachable(m);
   Release(m);
+}
+
+void Region::FinalizeView(napi_env, void*, void* hint) {
+  Mapping* m = static_cast<Mapping*>(hint);
+  m->views--;
+  UnmapIfUnreachable(m);
+  Release(m);
+}
+
+Napi::Value Region::NewView(Napi::Env env, uint64_t offset, size_t length) {
+  Mapping* m = mapping_;
+  napi_value buf;
+  m->refs++;
+  m->views++;
+  napi_status status = napi_create_external_buffer(env, length, m->addr + offset, FinalizeView, m, &buf);
+  if (status == napi_ok) return Napi::Value(env, buf);
+  if (status == napi_no_external_buffers_allowed) {
+    // Refused before anything was made (a Node.js built with V8's sandbox): no finalizer will run.
+    m->views--;
+    m->refs--;
+  }
+  // Otherwise Node may or may not have called the finalizer: the counts may
+  // stay taken, which keeps the pages mapped until env cleanup (a leak, never
+  // a view of unmapped memory).
+  if (env.IsExceptionPending()) env.GetAndClearPendingException();
+  return Napi::Value();
 }
 
 void Region::EnvCleanup(void* arg) {
@@ -226,7 +258,11 @@ Napi::Value Region::Close(const Napi::CallbackInfo& info) {
       }
     }
   }
-  if (detached && mapping_ != nullptr) Unmap(mapping_);
+  if (detached && mapping_ != nullptr) {
+    mapping_->bufferLive = false;
+    // A view still alive keeps the pages until it is collected.
+    UnmapIfUnreachable(mapping_);
+  }
   return env.Undefined();
 }
 

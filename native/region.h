@@ -17,14 +17,19 @@ namespace zivm {
 
 extern const napi_type_tag kRegionTag;
 
-// The mapping is shared by the Region and the ArrayBuffer's backing store:
-// whichever lets go last frees this record; the pages are unmapped exactly once
-// (on close(), when the ArrayBuffer is collected, or at env cleanup).
+// The mapping is shared by the Region, the ArrayBuffer's backing store and
+// the views of parts of it (NewView): whichever lets go last frees this record.
+// The pages are unmapped exactly once: when the ArrayBuffer is detached by
+// close() or collected and no view is left, or at env cleanup.
 struct Mapping {
   uint8_t* addr;
   size_t size;
   bool unmapped;
   int refs;
+  // The ArrayBuffer over the mapping can still be reached from JS.
+  bool bufferLive;
+  // Views made by NewView not yet collected.
+  int views;
 };
 
 class Region : public Napi::ObjectWrap<Region> {
@@ -37,6 +42,11 @@ class Region : public Napi::ObjectWrap<Region> {
   bool closed() const { return closed_ || mapping_ == nullptr || mapping_->unmapped; }
   uint8_t* base() const { return mapping_->addr; }
   size_t size() const { return mapping_->size; }
+  // A Buffer over [offset, offset + length) of the mapping (in range, checked
+  // by the caller), without a copy: the pages stay mapped while it lives,
+  // even past close(). Empty on failure (this Node.js makes no Buffers over
+  // outside memory, say): the caller copies instead.
+  Napi::Value NewView(Napi::Env env, uint64_t offset, size_t length);
 
  private:
   Napi::Value GetBuffer(const Napi::CallbackInfo& info);
@@ -49,6 +59,7 @@ class Region : public Napi::ObjectWrap<Region> {
   bool EnterRange(const Napi::CallbackInfo& info, int64_t most, int64_t* offset, int64_t* length);
 
   static void FinalizeBuffer(napi_env env, void* data, void* hint);
+  static void FinalizeView(napi_env env, void* data, void* hint);
   static void EnvCleanup(void* arg);
 
   Mapping* mapping_ = nullptr;

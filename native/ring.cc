@@ -45,6 +45,8 @@ Napi::Function Ring::Init(Napi::Env env) {
                          InstanceMethod<&Ring::Read>("read"),
                          InstanceMethod<&Ring::ReadInto>("readInto"),
                          InstanceMethod<&Ring::ReadSmall>("readSmall"),
+                         InstanceMethod<&Ring::Peek>("peek"),
+                         InstanceMethod<&Ring::Release>("release"),
                          InstanceMethod<&Ring::Available>("available"),
                          InstanceMethod<&Ring::Head>("head"),
                          InstanceMethod<&Ring::Tail>("tail"),
@@ -304,6 +306,7 @@ Napi::Value Ring::Read(const Napi::CallbackInfo& info) {
   // Allocation may run GC but no JS: the region is still mapped (we hold it).
   CopyOut(pos_, dst, n);
   pos_ += n;
+  peeked_ = 0;
   Publish(pos_);
   return buf;
 }
@@ -323,6 +326,7 @@ Napi::Value Ring::ReadInto(const Napi::CallbackInfo& info) {
   if (n > 0) {
     CopyOut(pos_, dst, n);
     pos_ += n;
+    peeked_ = 0;
     Publish(pos_);
   }
   return Napi::Number::New(env, static_cast<double>(n));
@@ -347,9 +351,50 @@ Napi::Value Ring::ReadSmall(const Napi::CallbackInfo& info) {
   if (used > 0) {
     CopyOut(pos_, dst + offset, static_cast<size_t>(used));
     pos_ += used;
+    peeked_ = 0;
     Publish(pos_);
   }
   return Napi::Number::New(env, static_cast<double>(used));
+}
+
+// peek(max): a Buffer over the bytes waiting from this end's position, up to
+// `max` and to the ring's end (bytes past it come with the next peek), without
+// copying or releasing them: the caller reads them in place, then release()s
+// them. Null when empty; undefined if no such Buffer can be made here (read a
+// copy). Only the count checked here may be released; a head that moved on
+// meanwhile is looked at by the next peek. The Buffer keeps the pages mapped
+// while it lives; the bytes are the producer's to write once released (and a
+// hostile producer's at any time: they are data, never looked at here).
+Napi::Value Ring::Peek(const Napi::CallbackInfo& info) {
+  if (!Enter(info, 0, "peek")) return Napi::Value();
+  Napi::Env env = info.Env();
+  int64_t max;
+  if (!ArgInteger(info, 0, "max", 1, kMaxSafeInteger, &max)) return Napi::Value();
+  peeked_ = 0;
+  uint64_t used;
+  if (!Used(env, &used)) return Napi::Value();
+  uint64_t off = pos_ & mask_;
+  uint64_t n = std::min(std::min(used, capacity_ - off), static_cast<uint64_t>(max));
+  if (n == 0) return env.Null();
+  Napi::Value view = region_->NewView(env, data_ + off, static_cast<size_t>(n));
+  if (view.IsEmpty()) return env.Undefined();
+  peeked_ = n;
+  return view;
+}
+
+// release(n): lets go of `n` bytes found by the last peek() (at most that
+// many): the producer may write over them.
+Napi::Value Ring::Release(const Napi::CallbackInfo& info) {
+  if (!Enter(info, 0, "release")) return Napi::Value();
+  Napi::Env env = info.Env();
+  int64_t n;
+  if (!ArgInteger(info, 0, "count", 0, static_cast<int64_t>(peeked_), &n)) return Napi::Value();
+  peeked_ = 0;
+  if (n > 0) {
+    pos_ += static_cast<uint64_t>(n);
+    Publish(pos_);
+  }
+  return env.Undefined();
 }
 
 Napi::Value Ring::Head(const Napi::CallbackInfo& info) {
@@ -372,6 +417,7 @@ Napi::Value Ring::Resync(const Napi::CallbackInfo& info) {
   }
   pos_ = producer_ ? head : tail;
   seenTail_ = tail;
+  peeked_ = 0;
   return info.Env().Undefined();
 }
 

@@ -28,6 +28,8 @@ class Ring : public Napi::ObjectWrap<Ring> {
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value ReadInto(const Napi::CallbackInfo& info);
   Napi::Value ReadSmall(const Napi::CallbackInfo& info);
+  Napi::Value Peek(const Napi::CallbackInfo& info);
+  Napi::Value Release(const Napi::CallbackInfo& info);
   Napi::Value Available(const Napi::CallbackInfo& info);
   Napi::Value Head(const Napi::CallbackInfo& info);
   Napi::Value Tail(const Napi::CallbackInfo& info);
@@ -62,6 +64,7 @@ class Ring : public Napi::ObjectWrap<Ring> {
   bool producer_ = false;
   uint64_t pos_ = 0;  // producer: head; consumer: tail
   uint64_t seenTail_ = 0;  // producer: the consumer's tail when last loaded
+  uint64_t peeked_ = 0;  // consumer: bytes the last peek() found, that release() may let go of
 };
 
 }  // namespace zivm

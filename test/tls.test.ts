@@ -8,7 +8,10 @@ import path from 'node:path';
 import tls from 'node:tls';
 import type net from 'node:net';
 import { execFile } from 'node:child_process';
+import crypto from 'node:crypto';
 import * as zivm from '../src';
+import { Channel } from '../src/shm/channel';
+import { F_CLOSED } from '../src/shm/layout';
 
 const FIX = path.join(__dirname, '..', '..', 'test', 'fixtures');
 const key = fs.readFileSync(path.join(FIX, 'tls-key.pem'));
@@ -89,6 +92,118 @@ describe('TLS', function () {
       );
     });
     expect(out).to.match(/^ok TLSSocket/);
+  });
+
+  /** Counts the reads a native consumer took in place (views of the ring) while `fn` runs. */
+  async function countingViews<T>(fn: () => Promise<T>): Promise<{ result: T; views: number; bytes: number }> {
+    const { view } = Channel.prototype as { view: (this: Channel, max: number) => Buffer | null | undefined };
+    let views = 0;
+    let bytes = 0;
+    Channel.prototype.view = function (this: Channel, max: number) {
+      const got = view.call(this, max);
+      if (got) {
+        views++;
+        bytes += got.length;
+      }
+      return got;
+    };
+    try {
+      const result = await fn();
+      return { result, views, bytes };
+    } finally {
+      Channel.prototype.view = view;
+    }
+  }
+
+  it('bulk TLS over shared memory: 24 MiB of random bytes each way arrive intact, read in place by TLS', async () => {
+    const size = 24 * 1024 * 1024;
+    const data = crypto.randomBytes(size);
+    const digest = crypto.createHash('sha256').update(data).digest('hex');
+    const server = zivm.createServer((raw) => {
+      const secure = new tls.TLSSocket(raw, { isServer: true, key, cert });
+      secure.on('error', () => undefined);
+      secure.pipe(secure); // echo
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const { result, views, bytes } = await countingViews(async () => {
+      const raw = zivm.connect(port, '127.0.0.1');
+      await new Promise((resolve) => raw.once('connect', resolve));
+      const target = tls.connect({ socket: raw, ca: cert, servername: 'localhost' });
+      await new Promise((resolve) => target.once('secureConnect', resolve));
+      const hash = crypto.createHash('sha256');
+      let got = 0;
+      target.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        got += chunk.length;
+      });
+      // Writes of odd sizes, so that records and reads cross the end of the ring anywhere.
+      for (let at = 0; at < size;) {
+        const len = Math.min(size - at, 1 + ((at * 7919) % 200000));
+        if (!target.write(data.subarray(at, at + len))) await new Promise((resolve) => target.once('drain', resolve));
+        at += len;
+      }
+      target.end();
+      await new Promise((resolve) => target.once('end', resolve));
+      target.destroy();
+      return { transport: raw.transport, got, digest: hash.digest('hex') };
+    });
+    expect(result).to.deep.equal({ transport: 'shm', got: size, digest });
+    // Both ends' TLS read in place; the bytes include the records' overhead.
+    expect(views).to.be.greaterThan(100);
+    expect(bytes).to.be.greaterThan(2 * size);
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it('a TLS server that destroys its connection while reading in place keeps the slot until the read is done, and goes on serving', async () => {
+    const held: boolean[] = [];
+    let looked: () => void = () => undefined;
+    const lookedLater = new Promise<void>((resolve) => (looked = resolve));
+    const server = zivm.createServer((raw) => {
+      const ch = (raw as unknown as { _handle: { ch: Channel } })._handle.ch;
+      const secure = new tls.TLSSocket(raw, { isServer: true, key, cert });
+      secure.on('error', () => undefined);
+      let seen = 0;
+      secure.on('data', (chunk: Buffer) => {
+        seen += chunk.length;
+        if (seen < 256 * 1024 || held.length > 0) return;
+        // Inside the read of a view of the ring: the connection is let go of, the slot not yet.
+        raw.destroy();
+        held.push(ch.isReleased && (ch.myFlagsNow() & F_CLOSED) === 0);
+        setImmediate(() => {
+          held.push((ch.myFlagsNow() & F_CLOSED) !== 0);
+          looked();
+        });
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const { result } = await countingViews(async () => {
+      const raw = zivm.connect(port, '127.0.0.1');
+      await new Promise((resolve) => raw.once('connect', resolve));
+      const target = tls.connect({ socket: raw, ca: cert, servername: 'localhost' });
+      const closed = new Promise((resolve) => target.once('close', resolve));
+      target.on('error', () => undefined);
+      await new Promise((resolve) => target.once('secureConnect', resolve));
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      for (let i = 0; i < 64 && !target.destroyed; i++) {
+        if (!target.write(chunk)) await Promise.race([new Promise((resolve) => target.once('drain', resolve)), closed]);
+      }
+      await closed;
+      return raw.transport;
+    });
+    expect(result).to.equal('shm');
+    await lookedLater;
+    expect(held).to.deep.equal([true, true]);
+    // The next connection, on whatever slot, is served.
+    const next = zivm.connect(port, '127.0.0.1');
+    await new Promise((resolve) => next.once('connect', resolve));
+    const secure = tls.connect({ socket: next, ca: cert, servername: 'localhost' });
+    secure.on('error', () => undefined);
+    await new Promise((resolve) => secure.once('secureConnect', resolve));
+    expect([next.transport, secure.encrypted]).to.deep.equal(['shm', true]);
+    secure.destroy();
+    await new Promise((resolve) => server.close(resolve));
   });
 
   for (const host of ['127.0.0.1', 'localhost']) {

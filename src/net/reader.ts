@@ -18,6 +18,15 @@ const internals = netInternals();
  * chunk of the native read pool.
  */
 const READ_CHUNK = 128 * 1024;
+/**
+ * A native consumer reads at least this many waiting bytes in place: it is
+ * handed a view of the ring and copies from there, one copy fewer (a TLS
+ * receiver's fifth of its time). Fewer bytes are copied out in one call,
+ * which costs less than the view.
+ */
+const IN_PLACE_MIN = 4096;
+/** A piece to hand over that is read from the ring in place when its turn comes. */
+const IN_PLACE = Buffer.alloc(0);
 
 /** The native stream's read entry points (Node's JSStream). */
 export interface NativeReads {
@@ -78,6 +87,13 @@ export class Reader {
       handle.fail('ECONNRESET', 'read');
       return false;
     }
+    const sock = handle.socket;
+    if (!sock) return false;
+    if (this.native && !this.frames && ch.waiting() >= IN_PLACE_MIN) {
+      this.pieces.push(IN_PLACE);
+      this.requestFeed();
+      return true;
+    }
     let buf: Buffer | null;
     try {
       buf = ch.read(READ_CHUNK);
@@ -85,8 +101,6 @@ export class Reader {
       handle.corrupt(err as Error);
       return false;
     }
-    const sock = handle.socket;
-    if (!sock) return false;
     if (buf !== null) {
       handle.bytesRead += buf.length;
       sock._unrefTimer();
@@ -197,12 +211,48 @@ export class Reader {
       this.stream.emitEOF();
       return;
     }
-    this.stream.readBuffer(piece);
+    if (piece === IN_PLACE) {
+      if (!this.readInPlace()) return;
+    } else {
+      this.stream.readBuffer(piece);
+    }
     if (this.pieces.length > 0) {
       if (handle.reading) this.requestFeed();
       return;
     }
     if (handle.reading && !handle.closed && (handle.ch.peerEnd() !== 'open' || !handle.ch.sleepRead())) handle.ch.again();
+  }
+
+  /**
+   * Hands the native stream what waits in the ring, read in place (a copy
+   * where the region cannot be viewed). False if the ring broke. What the
+   * consumer's callbacks throw goes on up, as from any read.
+   */
+  private readInPlace(): boolean {
+    const handle = this.handle;
+    const ch = handle.ch;
+    let piece: Uint8Array | null | undefined;
+    try {
+      piece = ch.view(READ_CHUNK);
+      if (piece === undefined) piece = ch.read(READ_CHUNK);
+      else if (piece === null) return true;
+    } catch (err) {
+      handle.corrupt(err as Error);
+      return false;
+    }
+    if (piece === null) return true;
+    handle.bytesRead += piece.byteLength;
+    handle.socket?._unrefTimer();
+    try {
+      this.stream!.readBuffer(piece);
+    } finally {
+      try {
+        ch.viewed(piece.byteLength);
+      } catch (err) {
+        handle.corrupt(err as Error);
+      }
+    }
+    return true;
   }
 
   /** How a dead peer looks to us: TCP resets if it died with our bytes unread, else it sent a FIN. */

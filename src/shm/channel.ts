@@ -92,6 +92,9 @@ export class Channel implements SlotHandler {
   private readonly rxHeadLow: number;
   private rxPos = 0;
   private released = false;
+  /** A view of the rx ring is being read (readInPlace): letting go of the slot waits until it is done. */
+  private viewing = false;
+  private letGoLater: (() => void) | undefined;
   /** Client side: the server has not been rung for the request yet (see announce()). */
   private unannounced = false;
   /** Our ring's head when its pages were last given back, and when last looked at (see idle()). */
@@ -282,14 +285,47 @@ export class Channel implements SlotHandler {
       buf = this.rx.read(max);
     }
     if (buf === null) return null;
+    this.consumed(buf.length);
+    return buf;
+  }
+
+  /**
+   * Up to `max` of the bytes waiting, as a view of the ring itself: no copy,
+   * for a consumer that copies what it is given before it returns (a native
+   * stream's readBuffer). Null if nothing waits, undefined if the region
+   * cannot be viewed there (read a copy). Bytes past the ring's end come with
+   * the next view. Nothing is released until viewed() says how much was
+   * read; letting go of the connection meanwhile keeps the slot ours until
+   * then: no other connection writes where the view points while it is read.
+   */
+  view(max: number): Buffer | null | undefined {
+    if (this.released) return null;
+    const view = this.rx.peek(max);
+    if (view) this.viewing = true;
+    return view;
+  }
+
+  /** The view from view() was read: its `count` bytes are released (unless the connection was let go of meanwhile). */
+  viewed(count: number): void {
+    if (!this.viewing) return;
+    this.viewing = false;
+    const letGo = this.letGoLater;
+    this.letGoLater = undefined;
+    if (letGo) return letGo();
+    if (this.released) return;
+    this.rx.release(count);
+    this.consumed(count);
+  }
+
+  /** `count` bytes were read: our position moves on, the writer is woken if it waits for room. */
+  private consumed(count: number): void {
     this.domain.kick(); // more is likely: look for it before sleeping, as after a write
-    this.rxPos = (this.rxPos + buf.length) % 0x100000000;
+    this.rxPos = (this.rxPos + count) % 0x100000000;
     // A writer waiting for room is woken once half the ring is free, not for
     // every chunk: both sides then move big batches per wakeup.
     if (Atomics.load(this.domain.i32, this.rxWriterSleeping) !== 0 && this.waiting() <= this.rx.capacity >>> 1) {
       this.wakeIf(this.rxWriterSleeping);
     }
-    return buf;
   }
 
   /**
@@ -415,7 +451,12 @@ export class Channel implements SlotHandler {
     // keepRequest: a connection already reported connected that the server has yet to
     // accept keeps its slot (what was written, and the FIN, reach the server as over
     // TCP); the server frees it after accepting, or when refusing.
-    if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest, () => this.discardRings())) this.ringPeer();
+    const letGo = (): void => {
+      if (Slot.letGo(this.domain.i32, this.domain.geo, this.slot, this.gen, this.side === 'client', how, keepRequest, () => this.discardRings()))
+        this.ringPeer();
+    };
+    if (this.viewing) this.letGoLater = letGo;
+    else letGo();
   }
 
   // -- flags ------------------------------------------------------------------

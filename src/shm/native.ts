@@ -52,6 +52,16 @@ export interface NativeRing {
    * minus the count waiting when more than `cap` do (nothing is read).
    */
   readSmall(pool: Uint8Array, offset: number, cap: number): number;
+  /**
+   * Consumer: a Buffer over the bytes waiting from this end's position, up
+   * to `max` and to the ring's end, read in place (no copy); nothing is
+   * released. Null when empty; undefined if this Node.js cannot make such a
+   * Buffer (read a copy). The bytes may change under it (a hostile peer):
+   * hand it only to a consumer that copies before it looks.
+   */
+  peek(max: number): Buffer | null | undefined;
+  /** Consumer: releases `count` of the bytes the last peek() found (at most those; RangeError past them). */
+  release(count: number): void;
   /** Consumer: bytes readable now. */
   available(): number;
   /** Both: total bytes the producer has published (head) and the consumer has released (tail), as seen by this end. */

@@ -1,7 +1,8 @@
 /** native/region.cc: a shared mapping of an fd as an ArrayBuffer, whole or at an offset. */
 import { expect } from 'chai';
 import fs from 'node:fs';
-import { addon, codeOf, Fixture, noFdLeft } from './fixture';
+import { execFileSync } from 'node:child_process';
+import { addon, codeOf, DATA, Fixture, HDR, NATIVE_JS, noFdLeft } from './fixture';
 
 describe('native addon', () => {
   noFdLeft();
@@ -63,6 +64,8 @@ describe('native addon', () => {
         () => part.free(),
         () => part.head(),
         () => item.read(1),
+        () => item.peek(1),
+        () => item.release(0),
         () => item.available(),
         () => item.tail(),
       ]) {
@@ -70,6 +73,50 @@ describe('native addon', () => {
       }
       expect(codeOf(() => fx.producer()).code).to.equal('ERR_ZIVM_CLOSED');
       addon.close(fx.fd);
+    });
+
+    it('a view of a ring (peek) keeps the pages mapped past close() until it is collected; without one close() unmaps at once', () => {
+      // In a process of its own, to look at its mappings and collect its garbage.
+      const script = `
+        const fs = require('node:fs');
+        const addon = require(${JSON.stringify(NATIVE_JS)}).native();
+        const mapped = (name) => fs.readFileSync('/proc/self/maps', 'utf8').includes('/memfd:' + name + ' ');
+        const open = (name) => {
+          const fd = addon.memfdCreate(name, ${DATA} + 65536);
+          const region = new addon.Region(fd, ${DATA} + 65536);
+          const part = new addon.Ring(region, ${HDR}, ${DATA}, 65536, true);
+          const item = new addon.Ring(region, ${HDR}, ${DATA}, 65536, false);
+          part.write(Buffer.alloc(1000, 7));
+          return { fd, region, item };
+        };
+        const plain = open('zivm-plain');
+        plain.region.close();
+        addon.close(plain.fd);
+        const out = { plainAfterClose: mapped('zivm-plain') };
+        const viewed = open('zivm-viewed');
+        let view = viewed.item.peek(1000);
+        viewed.region.close();
+        addon.close(viewed.fd);
+        out.viewedAfterClose = mapped('zivm-viewed');
+        out.sum = view.reduce((a, b) => a + b, 0);
+        try { viewed.item.peek(1); } catch (err) { out.peekAfterClose = err.code; }
+        view = null;
+        (async () => {
+          for (let i = 0; i < 50 && mapped('zivm-viewed'); i++) {
+            gc();
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+          out.viewedAfterCollect = mapped('zivm-viewed');
+          console.log(JSON.stringify(out));
+        })();`;
+      const out = execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', timeout: 25000 });
+      expect(JSON.parse(out.trim().split('\n').pop()!)).to.deep.equal({
+        plainAfterClose: false,
+        viewedAfterClose: true,
+        sum: 7000,
+        peekAfterClose: 'ERR_ZIVM_CLOSED',
+        viewedAfterCollect: false,
+      });
     });
 
     it('refuses sizes beyond the fd or not positive', () => {

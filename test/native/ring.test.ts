@@ -168,7 +168,7 @@ describe('native addon', () => {
           let written = 0;
           let read = 0;
           for (let op = 0; op < 4000; op++) {
-            const choice = rnd() % 5;
+            const choice = rnd() % 6;
             const size = 1 + (rnd() % (cap * 2));
             if (choice === 0) {
               const expectN = Math.min(size, cap - (written - read));
@@ -196,6 +196,21 @@ describe('native addon', () => {
                 expect(got!.length).to.equal(expectN);
                 expectStream(got!, read);
                 read += expectN;
+              }
+            } else if (choice === 5) {
+              // peek, then release part of it: what waits up to the end of the data area, in place; only what was released is gone.
+              const waiting = written - read;
+              const view = item.peek(size);
+              const expectN = Math.min(size, waiting, cap - ((start + read) % cap));
+              if (expectN === 0) {
+                expect(view).to.equal(null);
+              } else {
+                expect(view!.length).to.equal(expectN);
+                expectStream(view!, read);
+                expect(item.available()).to.equal(waiting);
+                const take = rnd() % (expectN + 1);
+                item.release(take);
+                read += take;
               }
             } else if (choice === 4) {
               // readSmall, at an offset of a pool: all of what waits if it fits under the cap, else nothing.
@@ -237,6 +252,63 @@ describe('native addon', () => {
           field.dispose();
         }
       }
+    });
+
+    it('peek hands over what waits in place, up to `max` and the end of the data area, and releases nothing; release lets go of at most that', () => {
+      fx = new Fixture(4096, 4000);
+      const part = fx.producer();
+      const item = fx.consumer();
+      expect(item.peek(100)).to.equal(null);
+      expect(part.write(streamBytes(0, 300))).to.equal(300);
+      // 96 bytes to the end of the data area, the rest at its start.
+      const first = item.peek(1000)!;
+      expect(Buffer.isBuffer(first)).to.equal(true);
+      expect(first.length).to.equal(96);
+      expectStream(first, 0);
+      expect(first.buffer.byteLength).to.equal(96); // a view of its own bytes, no more of the region
+      expect(item.peek(10)!.length).to.equal(10);
+      expect(item.available()).to.equal(300);
+      expect(part.free()).to.equal(4096 - 300);
+      // A view is the ring: what the producer writes there shows through (a hostile peer can do that at any time).
+      const view = item.peek(96)!;
+      new Uint8Array(fx.region.buffer)[DATA + (4000 % 4096)] = 0xab;
+      expect(view[0]).to.equal(0xab);
+      expect(codeOf(() => item.release(97)).err).to.be.instanceOf(RangeError);
+      item.release(50);
+      expect(item.tail()).to.equal(4050);
+      expect(part.free()).to.equal(4096 - 250);
+      // Released once: a second release of the same peek lets go of nothing more.
+      expect(codeOf(() => item.release(1)).err).to.be.instanceOf(RangeError);
+      item.release(0);
+      const rest = item.peek(4096)!;
+      expect(rest.length).to.equal(46);
+      expectStream(rest, 50);
+      // A read in between: the peek's count is void.
+      expect(item.read(46)!.length).to.equal(46);
+      expect(codeOf(() => item.release(46)).err).to.be.instanceOf(RangeError);
+      const wrapped = item.peek(4096)!;
+      expect(wrapped.length).to.equal(204);
+      expectStream(wrapped, 96);
+      item.release(204);
+      expect(item.peek(1)).to.equal(null);
+      expect([item.tail(), part.free()]).to.deep.equal([4300, 4096]);
+    });
+
+    it('peek refuses the producer end, a `max` below 1 and a corrupt head; release without a peek lets go of nothing', () => {
+      fx = new Fixture();
+      const part = fx.producer();
+      const item = fx.consumer();
+      expect(codeOf(() => part.peek(10)).code).to.equal('ERR_ZIVM_BAD_ARG');
+      expect(codeOf(() => part.release(0)).code).to.equal('ERR_ZIVM_BAD_ARG');
+      expect(codeOf(() => item.peek(0)).err).to.be.instanceOf(RangeError);
+      part.write(streamBytes(0, 10));
+      expect(codeOf(() => item.release(1)).err).to.be.instanceOf(RangeError);
+      expect(item.peek(10)!.length).to.equal(10);
+      new DataView(fx.region.buffer).setBigUint64(HDR + RING_HEAD, 0xffff_ffff_0000n, true);
+      expect(codeOf(() => item.peek(10)).code).to.equal('ERR_ZIVM_CORRUPT');
+      // The failed peek voided the last one.
+      expect(codeOf(() => item.release(10)).err).to.be.instanceOf(RangeError);
+      expect(item.tail()).to.equal(0);
     });
 
     it('consumer read throws ERR_ZIVM_CORRUPT when the shared head is more than capacity ahead', () => {

@@ -30,6 +30,9 @@ one JSON answer per line on stdout:
   {"op": "owner", "port": P, "owner": ID}  rewrites the owner of the listener entry on port P
   {"op": "slots", "server": S}            the slots whose server is peer S: slot, state word, flags
   {"op": "steal", "slot": N}              marks slot N free under its owners (the next generation)
+  {"op": "head", "slot": N, "low": L, "high": H, "peer": P}
+                                          writes the head (the producer's position) of slot N's
+                                          client-to-server ring as two 32-bit halves, and rings peer P
   {"op": "peerword", "peer": P, "word": W, "val": V}
                                           writes word W of peer P's entry
   {"op": "find", "hex": H}                 how many times the bytes H occur anywhere in the region
@@ -331,6 +334,11 @@ def main():
                 base = slot_base(cmd['slot'])
                 put(base, ((((word(base) >> 8) + 1) & 0xffffff) << 8) | SLOT_FREE)
                 out({'ok': True})
+            elif op == 'head':
+                ring_hdr = slot_base(cmd['slot']) + RING_C2S_HDR
+                put(ring_hdr, cmd['low'])
+                put(ring_hdr + 4, cmd['high'])
+                out({'ok': True, 'rung': ring(cmd['peer'])})
             elif op == 'find':
                 pattern = bytes.fromhex(cmd['hex'])
                 count, at = 0, region.find(pattern)

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Json, Proc, killAll } from '../../tools/kit/proc';
 import { ServerProc, startServer } from '../../tools/kit/daemon';
 import { spawnPeer } from '../helpers/proc';
@@ -179,6 +180,37 @@ describe('attacks by a hostile member of the domain', function () {
     expect(answer.event).to.equal('error');
     expect(answer.code).to.equal('ERR_ZIVM_CORRUPT');
     await stillServes(sc);
+  });
+
+  it('an HTTP server reading a body in place: a ring head pushed past the ring by the client fails that connection alone (ERR_ZIVM_CORRUPT); it serves the next one', async () => {
+    const sc = await scene();
+    const register = path.join(__dirname, '..', '..', 'src', 'register.js');
+    const hookEnv = { ...sc.env, NODE_OPTIONS: `--require ${register}` };
+    const httpd = spawnPeer('peer', ['http-server', 'zivm', '127.0.0.1'], hookEnv);
+    const port = (await httpd.event('listening')).port as number;
+    const bad = new Hostile(sc.socket, { hello: true });
+    await bad.joined();
+    // A request whose first bytes (headers and 6,000 bytes of a body of 1,000,000) are in the ring already: read in place.
+    const data = `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n${'a'.repeat(6000)}`;
+    const req = await bad.do({ op: 'request', port, data });
+    expect((await httpd.event('connection')).transport).to.equal('shm');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // 5,000 more bytes by the low half of the head (enough to be read in place), 2^62 by the high half.
+    const rung = await bad.do({ op: 'head', slot: req.slot, low: data.length + 5000, high: 0x7fffffff, peer: req.owner });
+    expect(rung.rung).to.equal(true);
+    const failed = await httpd.next((line) => line.event === 'client-error', 5000);
+    expect(failed.code).to.equal('ERR_ZIVM_CORRUPT');
+    expect(httpd.proc.exitCode, 'the HTTP server lives on').to.equal(null);
+    const script = `
+      const http = require('node:http');
+      const req = http.request({ port: ${port}, host: '127.0.0.1', method: 'POST' }, (res) => {
+        let text = ''; res.on('data', (d) => (text += d)); res.on('end', () => console.log(text));
+      });
+      req.end(Buffer.alloc(100000, 1));`;
+    const next = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10000, env: { ...process.env, ...hookEnv } });
+    expect(next.status, next.stderr).to.equal(0);
+    const answer = JSON.parse(next.stdout.trim()) as Json;
+    expect([answer.bytes, answer.transport]).to.deep.equal([100000, 'shm']);
   });
 
   it("an honest process whose entry is rewritten as one of the attacker's guest processes is not reaped when the attacker leaves", async () => {
