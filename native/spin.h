@@ -42,6 +42,7 @@ class Spinner : public Napi::ObjectWrap<Spinner> {
   void Call();
   void Cool();
   void Miss(uint64_t now);
+  void SetWindow(uint64_t ns);
   static void OnPrepare(uv_prepare_t* handle);
   static void OnIdle(uv_idle_t* handle);
   static void OnClose(uv_handle_t* handle);
@@ -58,14 +59,21 @@ class Spinner : public Napi::ObjectWrap<Spinner> {
   size_t words_ = 0;
   size_t pollingOffset_ = 0;
   uint64_t sliceNs_ = 50000;  // longest single spin before the loop gets a turn
-  uint64_t hotNs_ = 200000;   // how long after the last traffic we keep spinning
+  uint64_t hotNs_ = 200000;   // how long after the last traffic we keep spinning, at least
+  // How long now: from hotNs_ up to kWindowGrowth times it, doubled each time
+  // traffic came back after we stopped spinning but within the longest window
+  // (a longer spin would have caught it: a peer that takes a millisecond to
+  // answer), halved each time it came back long after.
+  uint64_t windowNs_ = 200000;
+  uint64_t cooledAt_ = 0;  // when spinning last stopped for want of traffic (0: it did not since)
   uint64_t lastWork_ = 0;
   uint64_t backoffUntil_ = 0;  // no spinning before this (spinning did not pay)
   int misses_ = 0;
   uint64_t backoffNs_ = 0;  // the next back-off's length (grows while spinning keeps not paying)
   int hits_ = 0;            // productive spins since the last back-off
   // [0]: kick (set by JS on traffic); [1]: turns of the loop (one per prepare
-  // phase); [2]: set by JS when it left work for the next turn.
+  // phase); [2]: set by JS when it left work for the next turn; [3]: the spin
+  // window now, in microseconds (for inspection).
   int32_t* state_ = nullptr;
   Napi::Reference<Napi::Int32Array> stateRef_;
   Napi::FunctionReference callback_;
