@@ -329,35 +329,36 @@ describe('transport between two processes', function () {
     it('grows while a peer answers about a millisecond after it stopped spinning, and shrinks back once traffic is sparse', async () => {
       const src = path.join(__dirname, '..', 'src');
       // 'x': answered after 1 ms of work; 'y': at once.
-      const script = `const m = require(${JSON.stringify(src)});
+      const server = `const m = require(${JSON.stringify(src)});
         const srv = m.createServer((s) => { s.on('error', () => {}); s.on('data', (d) => { if (d[0] === 0x78) { const t = process.hrtime.bigint(); while (process.hrtime.bigint() - t < 1000000n); } s.write(d); }); });
         srv.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: srv.address().port })));`;
-      const child = new Proc(process.execPath, ['-e', script], { name: 'slow echo server', stderr: 'inherit' });
+      const child = new Proc(process.execPath, ['-e', server], { name: 'slow echo server', stderr: 'inherit' });
       const { port } = await child.next(undefined, 10000);
-      const sock = zivm.connect(port as number, '127.0.0.1');
-      await new Promise((resolve) => sock.once('connect', resolve));
-      expect(sock.transport).to.equal('shm');
-      const state = (sock as unknown as { _handle: { ch: { domain: { spinState: Int32Array } } } })._handle.ch.domain.spinState;
-      const exchange = (byte: string): Promise<unknown> => {
-        const answered = new Promise((resolve) => sock.once('data', resolve));
-        sock.write(byte);
-        return answered;
-      };
-      const configured = state[3];
-      expect(configured, 'the window as configured (ZIVM_SPIN_US, 200 µs by default)').to.equal(200);
-      for (let i = 0; i < 30; i++) await exchange('x');
-      const grown = state[3];
-      expect(grown, 'after answers that came 1 ms after each request').to.be.at.least(4 * configured);
-      expect(grown, 'at most ten times the configured window').to.be.at.most(10 * configured);
-      // Now an answer at once, 30 ms apart: each request comes long after spinning stopped.
-      for (let i = 0; i < 8; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 30));
-        await exchange('y');
-      }
-      expect(state[3], `after sparse traffic (grown to ${grown} µs)`).to.be.at.most(2 * configured);
-      sock.destroy();
+      // The client in a process of its own: its window is its process's, whatever ran before.
+      const client = `const m = require(${JSON.stringify(src)});
+        const sock = m.connect(${port as number}, '127.0.0.1', async () => {
+          const state = sock._handle.ch.domain.spinState;
+          const exchange = (byte) => new Promise((resolve) => { sock.once('data', resolve); sock.write(byte); });
+          const configured = state[3];
+          let grown = 0;
+          for (let i = 0; i < 40; i++) { await exchange('x'); grown = Math.max(grown, state[3]); }
+          // Now an answer at once, 30 ms apart: each request comes long after spinning stopped.
+          for (let i = 0; i < 8; i++) { await new Promise((resolve) => setTimeout(resolve, 30)); await exchange('y'); }
+          console.log(JSON.stringify({ transport: sock.transport, configured, grown, sparse: state[3] }));
+          sock.destroy();
+        });`;
+      const res = await new Promise<{ transport: string; configured: number; grown: number; sparse: number }>((resolve, reject) =>
+        execFile(process.execPath, ['-e', client], { timeout: 20000 }, (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout.trim().split('\n').pop()!)),
+        ),
+      );
       child.proc.kill();
       await child.exited;
+      expect(res.transport).to.equal('shm');
+      expect(res.configured, 'the window as configured (ZIVM_SPIN_US, 200 µs by default)').to.equal(200);
+      expect(res.grown, 'the largest window while answers came 1 ms after each request').to.be.at.least(4 * res.configured);
+      expect(res.grown, 'at most ten times the configured window').to.be.at.most(10 * res.configured);
+      expect(res.sparse, `after sparse traffic (grown to ${res.grown} µs)`).to.be.at.most(2 * res.configured);
     });
   });
 
