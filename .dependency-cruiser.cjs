@@ -13,8 +13,8 @@
  * cycle of concepts too.
  */
 
-/** The modules every client process loads (the library and its preload hook). */
-const CLIENT = '^src/(net|shm)/|^src/guest/link\\.ts$|^src/index\\.ts$|^src/register\\.ts$';
+/** The modules every client process loads (the library and its preload hook, apart or bundled). */
+const CLIENT = '^src/(net|shm|bundle)/|^src/guest/link\\.ts$|^src/(index|register|package)\\.ts$';
 
 /** A rule: no module whose path matches `from` imports one whose path matches `to` (or `to` as dependency-cruiser's own condition). */
 function never(name, comment, from, to) {

@@ -36,9 +36,9 @@ export const EXPECTED: Record<TransportKey, string> = {
   'net-unix': 'pipe',
 };
 
-/** dist/src in this build (bench compiles to dist/bench). */
-export const ZIVM_INDEX = path.join(__dirname, '..', 'src', 'index.js');
-export const ZIVM_REGISTER = path.join(__dirname, '..', 'src', 'register.js');
+/** zivm as users load it (the package's bundled entry points) in this build, and its command (bench compiles to dist/bench). */
+export const ZIVM_INDEX = path.join(__dirname, '..', 'src', 'bundle', 'zivm.js');
+export const ZIVM_REGISTER = path.join(__dirname, '..', 'src', 'bundle', 'register.js');
 export const ZIVM_CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 
 export type Json = Record<string, any>;

@@ -2,7 +2,7 @@
  * http, express: an unmodified node:http server (and the same answer from an
  * Express application) loaded with autocannon from another process. zivm
  * comes in only through the preload hook
- * (NODE_OPTIONS="--require dist/src/register.js"), in both processes:
+ * (NODE_OPTIONS="--require zivm/register", the package's bundled hook), in both processes:
  *   zivm-shm  hook in server and load generator
  *   zivm-tcp  hook in both, ZIVM=off in the server (not in the domain), so the
  *             load generator's zivm falls back to TCP
@@ -41,7 +41,7 @@ function httpCase(name: 'http' | 'express'): Scenario {
     method: (subject) =>
       `${name === 'http' ? 'node:http server' : 'Express 5 application (one route, on node:http)'} answering every request with a ${BODY.length} B text body; autocannon (${subject.httpConnections} connections, no pipelining) in a separate process, ` +
       `one run of whole seconds (autocannon's granularity), with two windows of ${subject.duration} s each: from ${WARMUP} s after the first response (a fresh pair of processes, V8 still compiling), and warm, from ${warmOf(subject)} s after it; ` +
-      `2xx responses per second; zivm only through the preload hook (NODE_OPTIONS=--require dist/src/register.js)`,
+      `2xx responses per second; zivm only through the preload hook (NODE_OPTIONS=--require zivm/register)`,
     metrics: (subject) => [
       { key: 'rps', label: `${what}, ${subject.httpConnections} conns, fresh`, unit: 'req/s', better: 'higher' },
       { key: 'rps:warm', label: `${what}, ${subject.httpConnections} conns, warm`, unit: 'req/s', better: 'higher' },

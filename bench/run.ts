@@ -400,7 +400,7 @@ export async function main(argv: string[]): Promise<number> {
         process.version +
         '), and stops both afterwards; ' +
         'within each round of trials the transports take turns, in an order rotated every round',
-      'zivm processes load dist/src/index.js (the http and express cases: only the preload hook dist/src/register.js) and join a zivm daemon started by the driver ' +
+      'zivm processes load zivm as the package gives it, bundled in dist/src/bundle/zivm.js (the http and express cases: only the preload hook zivm/register) and join a zivm daemon started by the driver ' +
         `(\`zivm server\` on a private socket, default region and ring sizes unless ZIVM_SIZE / ZIVM_RING are set, autostart off), ` +
         (opts.oneDaemon ? 'one daemon for the whole run' : 'a fresh daemon for every trial with a zivm side'),
       "every connection's transport is checked on both sides (zivm's socket.transport, else the kernel handle: TCP or Pipe); " +

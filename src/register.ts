@@ -4,30 +4,9 @@
  * exports, before the application loads, so that everything built on net
  * (node:http, frameworks, clients) uses them. ZIVM=off makes it a no-op.
  */
-import net from 'node:net';
-import { syncBuiltinESMExports } from 'node:module';
-import { zivmOff } from './config';
-import { debug } from './log';
-import { kNetPatched } from './symbols';
-import { Socket } from './net/socket';
-import { Server } from './net/server';
-import { connect, createConnection, createServer } from './net/connect';
-import { guardIpcSend } from './net/ipc';
+import { patchNet } from './net/patch';
 
-const target = net as unknown as Record<string | symbol, unknown>;
-
-if (!zivmOff() && !target[kNetPatched]) {
-  target[kNetPatched] = true;
-  target.Socket = Socket;
-  target.Stream = Socket;
-  target.Server = Server;
-  target.connect = connect;
-  target.createConnection = createConnection;
-  target.createServer = createServer;
-  guardIpcSend();
-  syncBuiltinESMExports();
-  debug('node:net patched by zivm/register');
-}
+patchNet();
 
 declare module 'node:net' {
   interface Socket {

@@ -33,3 +33,6 @@ export const kTlsUnguarded = Symbol('zivm.tlsUnguarded');
 export const kNetPatched = Symbol.for('zivm.register');
 /** On tls.TLSSocket.prototype: _wrapHandle knows shared-memory handles. */
 export const kTlsPatched = Symbol.for('zivm.tls');
+
+/** On the package's bundled module (src/package.ts): the preload hook's patch of node:net, for zivm/register. */
+export const kRegisterHook = Symbol.for('zivm.registerHook');

@@ -11,7 +11,8 @@ import { Http2Frames } from '../src/net/reader';
 import { jsStreamClass, streamAdapter } from '../src/net/streambase';
 
 const FIXTURES = path.join(__dirname, '..', '..', 'test', 'fixtures');
-const REGISTER = path.join(__dirname, '..', 'src', 'register.js');
+/** The package's preload hook as users get it (zivm/register: the bundled zivm). */
+const REGISTER = path.join(__dirname, '..', 'src', 'bundle', 'register.js');
 
 function run(script: string, args: string[], hook: boolean): { status: number | null; stdout: string; stderr: string } {
   const res = spawnSync(process.execPath, [...(hook ? ['--require', REGISTER] : []), path.join(FIXTURES, script), ...args], {
@@ -167,7 +168,8 @@ describe("Node's JSStream under shared-memory handles", function () {
         // Most of the bytes of the large bodies (reads of 4 KiB and more are read in place).
         console.log(JSON.stringify({ out, inPlace: viewed > 12 * 1024 * 1024 }));
       });`;
-    const res = spawnSync(process.execPath, ['--require', REGISTER, '-e', script], {
+    // The hook of dist/src's separate modules: the script counts the views of their Channel.
+    const res = spawnSync(process.execPath, ['--require', path.join(__dirname, '..', 'src', 'register.js'), '-e', script], {
       encoding: 'utf8',
       timeout: 30000,
       env: { ...process.env, NODE_OPTIONS: '' },

@@ -31,16 +31,25 @@ function connectedTransport(sock: nodeNet.Socket): Promise<string | undefined> {
   });
 }
 
+/** A fresh application folder with this package installed in its node_modules (a link), removed after `fn`. */
+async function inApp(prefix: string, fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  try {
+    fs.mkdirSync(path.join(dir, 'node_modules'));
+    fs.symlinkSync(ROOT, path.join(dir, 'node_modules', 'zivm'));
+    await fn(dir);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('entry points', function () {
   this.timeout(30000);
   afterEach(killAll);
 
   describe('as an ES module', function () {
     it("import net from 'zivm' and named imports give zivm's objects and node:net's other exports", async () => {
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zivm-esm-'));
-      try {
-        fs.mkdirSync(path.join(dir, 'node_modules'));
-        fs.symlinkSync(ROOT, path.join(dir, 'node_modules', 'zivm'));
+      await inApp('zivm-esm-', async (dir) => {
         fs.writeFileSync(
           path.join(dir, 'main.mjs'),
           `
@@ -83,9 +92,7 @@ describe('entry points', function () {
           transport: 'shm',
           shm: 1,
         });
-      } finally {
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
+      });
     });
   });
 
@@ -170,6 +177,71 @@ describe('entry points', function () {
     expect(out.transport).to.equal('shm');
     expect(out.tlsAfterConnect, 'node:tls loaded by listen() and connect()').to.equal(false);
     expect(out.tlsPatched, 'TLSSocket knows shared-memory handles by the next connect()').to.equal(true);
+  });
+
+  describe('one bundled file', function () {
+    const BUNDLE = path.join(ROOT, 'dist', 'src', 'bundle');
+
+    it("require('zivm'), its ES module and zivm/register resolve to the bundle built from dist/src", () => {
+      // The package names itself (its "exports"): resolved as an application resolves it.
+      expect(require.resolve('zivm')).to.equal(path.join(BUNDLE, 'zivm.js'));
+      expect(require.resolve('zivm/register')).to.equal(path.join(BUNDLE, 'register.js'));
+      expect(fs.readFileSync(path.join(ROOT, 'esm', 'index.mjs'), 'utf8')).to.include("from '../dist/src/bundle/zivm.js'");
+      // Every module of the client's side is in it, the data plane included; the daemon is not.
+      const text = fs.readFileSync(path.join(BUNDLE, 'zivm.js'), 'utf8');
+      for (const file of ['net/dial.js', 'net/listen.js', 'shm/domain.js', 'shm/channel.js', 'shm/join.js', 'guest/link.js'])
+        expect(text, file).to.include(`dist/src/${file}`);
+      expect(text).to.not.match(/dist\/src\/(server|cli)\//);
+    });
+
+    it("the hook and require('zivm') are one instance, loaded from that one file; the data plane starts at the first listen(); names and error codes are the modules' own", async () => {
+      await inApp('zivm-bundle-', async (dir) => {
+        fs.writeFileSync(
+          path.join(dir, 'main.js'),
+          `
+          const path = require('path');
+          const root = ${JSON.stringify(fs.realpathSync(ROOT))} + path.sep;
+          const ours = () => Object.keys(require.cache).filter((f) => f.startsWith(root)).map((f) => f.slice(root.length)).sort();
+          const before = ours();
+          const net = require('net');
+          const zivm = require('zivm');
+          const same = zivm.Socket === net.Socket && zivm.Server === net.Server && zivm.connect === net.connect && zivm.createServer === net.createServer;
+          let badPort;
+          try { net.connect({ port: 70000 }); } catch (err) { badPort = err.code + ' ' + err.name; }
+          const server = net.createServer((s) => s.pipe(s));
+          server.listen(0, '127.0.0.1', () => {
+            const c = net.connect(server.address().port, '127.0.0.1', () => c.end('x'));
+            c.on('data', () => {});
+            c.on('close', () => {
+              console.log(JSON.stringify({ before, after: ours(), same, badPort, names: [net.Socket.name, net.Server.name], transport: c.transport, shm: zivm.stats().connections.shm }));
+              server.close();
+            });
+          });
+          `,
+        );
+        const res = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+          execFile(process.execPath, ['main.js'], { cwd: dir, env: { ...process.env, NODE_OPTIONS: '--require zivm/register' } }, (err, stdout, stderr) =>
+            resolve({ code: err ? 1 : 0, stdout, stderr }),
+          ),
+        );
+        expect(res.code, res.stderr).to.equal(0);
+        const out = JSON.parse(res.stdout) as Any;
+        // Loading the hook reads two files, and compiles nothing of the data plane's (the addon is not loaded).
+        expect(out.before).to.deep.equal(['dist/src/bundle/register.js', 'dist/src/bundle/zivm.js']);
+        // Then the addon (and the package.json node-gyp-build names it by), and nothing of dist/src's separate modules.
+        const rest = (out.after as string[]).filter((file) => !file.startsWith('dist/src/bundle/'));
+        expect(
+          rest.filter((file) => file.endsWith('.node')),
+          'the addon',
+        ).to.have.length(1);
+        expect(rest.filter((file) => !file.endsWith('.node'))).to.deep.equal(['package.json']);
+        expect(out.same).to.equal(true);
+        expect(out.badPort).to.equal('ERR_SOCKET_BAD_PORT RangeError');
+        expect(out.names).to.deep.equal(['Socket', 'Server']);
+        expect(out.transport).to.equal('shm');
+        expect(out.shm).to.equal(1);
+      });
+    });
   });
 
   it('publishes each routing decision on TRANSPORT_CHANNEL', async () => {

@@ -13,6 +13,25 @@ if (!process.env.ZIVM_TEST_KEEP_DIR) {
   process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 }
 process.env.ZIVM_IDLE_MS ??= '300';
+
+// The package's entry points are one file bundled from dist/src after tsc (npm run build): tests that
+// load zivm as users do would otherwise run code older than the modules beside it.
+{
+  const src = path.join(__dirname, '..', 'src');
+  const bundle = path.join(src, 'bundle', 'zivm.js');
+  const newest = (dir: string): number =>
+    Math.max(
+      0,
+      ...fs.readdirSync(dir, { withFileTypes: true }).map((entry) => {
+        const file = path.join(dir, entry.name);
+        if (entry.isDirectory()) return entry.name === 'bundle' ? 0 : newest(file);
+        return entry.name.endsWith('.js') ? fs.statSync(file).mtimeMs : 0;
+      }),
+    );
+  if (!fs.existsSync(bundle) || fs.statSync(bundle).mtimeMs < newest(src)) {
+    throw new Error(`${bundle} is missing or older than the modules it is bundled from: run npm run build`);
+  }
+}
 delete process.env.ZIVM;
 delete process.env.ZIVM_SOCKET;
 

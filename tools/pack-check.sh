@@ -40,7 +40,7 @@ npm pack --silent --pack-destination "$work" >"$work/pack.out" 2>"$work/pack.err
 tgz=$(ls "$work"/zivm-*.tgz)
 version=$(node -p "require('./package.json').version")
 tar -tzf "$tgz" | sed 's|^package/||' | sort >"$work/files"
-for f in package.json README.md CHANGELOG.md binding.gyp dist/src/index.js dist/src/index.d.ts dist/src/register.js dist/src/cli/main.js \
+for f in package.json README.md CHANGELOG.md binding.gyp dist/src/bundle/zivm.js dist/src/bundle/register.js dist/src/index.js dist/src/index.d.ts dist/src/register.js dist/src/cli/main.js \
   dist/src/cli/doctor.js dist/bench/run.js dist/tools/kit/proc.js esm/index.mjs native/addon.cc prebuilds/linux-x64/zivm.glibc.node prebuilds/linux-arm64/zivm.glibc.node; do
   grep -qx "$f" "$work/files" || die "the package lacks $f"
 done

@@ -10,8 +10,8 @@ import { Json, Proc, killAll, spawnNode } from '../../tools/kit/proc';
 
 /** test/preload/apps in the source tree (the apps are data files, not compiled). */
 export const APPS = path.join(__dirname, '..', '..', '..', 'test', 'preload', 'apps');
-/** dist/src/register.js, the compiled hook. */
-export const REGISTER = path.join(__dirname, '..', '..', 'src', 'register.js');
+/** The package's preload hook as users get it (zivm/register: the bundled zivm, see tools/bundle.ts). */
+export const REGISTER = path.join(__dirname, '..', '..', 'src', 'bundle', 'register.js');
 
 export const MiB = 1 << 20;
 
