@@ -47,6 +47,17 @@ export interface ListenerHandler {
 /** Units of work done in one turn of the event loop before the rest waits for the next. */
 const MAX_ROUNDS = 64;
 /**
+ * The call of onDoorbell() that defers its work to the next turn on purpose,
+ * once. V8 compiles code that has never run as a deoptimisation: a process
+ * whose turns first exceed MAX_ROUNDS after onDoorbell() was optimised (a busy
+ * server, a few hundred milliseconds after it started) threw away the
+ * optimised code of the function every connection's work goes through, and
+ * ran at a fraction of its rate for a tenth of a second. Deferring is always
+ * allowed (the work waits one turn), and by this call the function collects
+ * type feedback, well before it is optimised.
+ */
+const DEFER_TRAINING_CALL = 100;
+/**
  * How often a peer looks whether its node's addresses changed: every second
  * for the first ADDR_FAST_COUNT looks after joining (a guest's tap gets its
  * carrier, a namespace its addresses, while its processes start), then every
@@ -162,6 +173,8 @@ export class Domain {
   /** The turn of the loop (the busy-poll counts them) the last call came in, and the calls of that turn. */
   private turnSeen = -1;
   private callsThisTurn = 0;
+  /** Calls of onDoorbell() so far, counted up to DEFER_TRAINING_CALL. */
+  private doorbellCalls = 0;
   /** Where this process's next connection looks for a free slot first (Slot.request). */
   slotHint = 0;
   /**
@@ -287,7 +300,7 @@ export class Domain {
   private recheck(): void {
     if (!this.alive) return;
     native().readPoolTrim();
-    this.harvest(true);
+    this.harvestAll();
     for (let end = 0; end < this.handlers.length; end++) {
       const handler = this.handlers[end];
       if (!handler) continue;
@@ -423,42 +436,57 @@ export class Domain {
    */
   private onDoorbell(_status?: number, round = 0): boolean | (() => void) | [() => void] {
     this.selfRung = false;
-    if (this.spinner) {
-      const turn = this.spinState[1];
-      if (turn !== this.turnSeen) {
-        this.turnSeen = turn;
-        this.callsThisTurn = 0;
+    // Every way to defer the rest to the next turn leaves this block for the one call below (see DEFER_TRAINING_CALL).
+    let ring = true;
+    work: {
+      if (this.doorbellCalls < DEFER_TRAINING_CALL && ++this.doorbellCalls === DEFER_TRAINING_CALL) break work;
+      if (this.spinner) {
+        const turn = this.spinState[1];
+        if (turn !== this.turnSeen) {
+          this.turnSeen = turn;
+          this.callsThisTurn = 0;
+        }
+        if (this.callsThisTurn >= MAX_ROUNDS) {
+          ring = false;
+          break work;
+        }
+        this.callsThisTurn++;
       }
-      if (this.callsThisTurn >= MAX_ROUNDS) {
-        this.spinState[2] = 1;
-        return false;
+      // A read for a native stream: the caller hands it over from outside JavaScript.
+      const fed = this.feeds.shift();
+      if (fed) return handOver(fed);
+      // What is queued runs first; the bitmap is read again once it is done (or each new turn).
+      if (round === 0 || this.runq.length === 0) {
+        if (this.fullHarvest) this.harvestAll();
+        else this.harvest();
+        this.fullHarvest = false;
       }
-      this.callsThisTurn++;
+      const end = this.runq.shift();
+      if (end < 0) return false;
+      try {
+        this.dispatch(end);
+      } catch (err) {
+        // An application listener threw (it reaches the process as in net): the
+        // entries still queued are looked at on the next turn.
+        if (this.runq.length > 0 || this.feeds.length > 0) this.ringSelf();
+        throw err;
+      }
+      if (this.feeds.length > 0) return handOver(this.feeds.shift()!);
+      if (this.runq.length === 0) return false;
+      if (round + 1 < MAX_ROUNDS && !(this.spinner && this.callsThisTurn >= MAX_ROUNDS)) return true;
     }
-    // A read for a native stream: the caller hands it over from outside JavaScript.
-    const fed = this.feeds.shift();
-    if (fed) return handOver(fed);
-    // What is queued runs first; the bitmap is read again once it is done (or each new turn).
-    if (round === 0 || this.runq.length === 0) {
-      this.harvest(this.fullHarvest);
-      this.fullHarvest = false;
-    }
-    const end = this.runq.shift();
-    if (end < 0) return false;
-    try {
-      this.dispatch(end);
-    } catch (err) {
-      // An application listener threw (it reaches the process as in net): the
-      // entries still queued are looked at on the next turn.
-      if (this.runq.length > 0 || this.feeds.length > 0) this.ringSelf();
-      throw err;
-    }
-    if (this.feeds.length > 0) return handOver(this.feeds.shift()!);
-    if (this.runq.length === 0) return false;
-    if (round + 1 < MAX_ROUNDS && !(this.spinner && this.callsThisTurn >= MAX_ROUNDS)) return true;
-    // The rest on the next turn: the busy-poll calls for it; the ring keeps the loop from sleeping before that.
+    return this.deferRest(ring);
+  }
+
+  /**
+   * The rest of the work on the next turn: the busy-poll calls for it (state
+   * [2]); with `ring`, the ring keeps the loop from sleeping before that (the
+   * doorbell's poller called, or the busy-poll may stop); without, the
+   * busy-poll alone (its share of this turn is used up).
+   */
+  private deferRest(ring: boolean): false {
     if (this.spinner) this.spinState[2] = 1;
-    this.ringSelf();
+    if (ring) this.ringSelf();
     return false;
   }
 
@@ -474,16 +502,13 @@ export class Domain {
 
   /**
    * Moves the slots whose bits are set in our pending bitmap to the run queue:
-   * the bitmap words the summary points at, or (`full`: the re-check, which
-   * also catches a bit set without its summary bit) every word.
+   * the bitmap words the summary points at. Called for every unit of work:
+   * the rare full look (harvestAll) is a function of its own, so that taking
+   * it does not throw away this one's optimised code (V8 compiles a branch
+   * that never ran as a deoptimisation).
    */
-  private harvest(full = false): void {
+  private harvest(): void {
     const i32 = this.i32;
-    if (full) {
-      for (let word = 0; word < this.summaryWords; word++) Atomics.store(i32, this.summaryBase + word, 0);
-      for (let word = 0; word < this.bitmapWords; word++) this.harvestWord(word);
-      return;
-    }
     for (let high = 0; high < this.summaryWords; high++) {
       if (Atomics.load(i32, this.summaryBase + high) === 0) continue;
       let words = Atomics.exchange(i32, this.summaryBase + high, 0);
@@ -494,6 +519,13 @@ export class Domain {
         if (word < this.bitmapWords) this.harvestWord(word);
       }
     }
+  }
+
+  /** harvest() of every bitmap word (the re-check, which also catches a bit set without its summary bit). */
+  private harvestAll(): void {
+    const i32 = this.i32;
+    for (let word = 0; word < this.summaryWords; word++) Atomics.store(i32, this.summaryBase + word, 0);
+    for (let word = 0; word < this.bitmapWords; word++) this.harvestWord(word);
   }
 
   private harvestWord(word: number): void {
