@@ -32,8 +32,14 @@ inline void CpuRelax() {
 // How long to spin before offering the core to whoever else is runnable.
 constexpr uint64_t kYieldEveryNs = 20000;
 constexpr int kMissesBeforeBackoff = 3;
-// A sched_yield() that takes longer than this let another thread run on our core.
-constexpr uint64_t kGaveAwayNs = 5000;
+// A sched_yield() that takes longer than this gave our core away for long
+// enough to count: we were off it for a scheduler's slice, as when a process
+// that computes wants the core. Shorter ones are threads taking turns (the
+// peer spinning too, V8's compiler threads while a process warms up): counted
+// as misses, they kept a fresh HTTP server and its client in 20 ms back-offs
+// for most of their first half second, ringing each other's doorbells, at
+// about 0.9x TCP's request rate where 1 ms makes it 1.3x.
+constexpr uint64_t kGaveAwayNs = 1000000;
 // A back-off lasts 1 ms the first time, twice as long each time spinning
 // still does not pay right after one, up to 20 ms. A few misses in a row also
 // come from other threads taking turns on a core the peer does not share
@@ -59,6 +65,7 @@ Napi::Function Spinner::Init(Napi::Env env) {
                      {
                          InstanceAccessor<&Spinner::GetState>("state"),
                          InstanceMethod<&Spinner::SetTimes>("setTimes"),
+                         InstanceMethod<&Spinner::Wake>("wake"),
                          InstanceMethod<&Spinner::Close>("close"),
                      });
 }
@@ -159,6 +166,18 @@ Napi::Value Spinner::SetTimes(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// wake(): work waits for the next turn of the loop. The loop polls without
+// blocking until then, and the prepare phase calls for it (state [2]): what
+// ringing our own doorbell does, without its three system calls (the eventfd
+// write, the poll that returns it, the read that clears it). False once closed.
+Napi::Value Spinner::Wake(const Napi::CallbackInfo& info) {
+  if (!CheckThis(info, &kSpinnerTag)) return Napi::Value();
+  if (closing_ || handles_ == nullptr || region_->closed()) return Napi::Boolean::New(info.Env(), false);
+  state_[2] = 1;
+  uv_idle_start(&handles_->idle, OnIdle);
+  return Napi::Boolean::New(info.Env(), true);
+}
+
 Napi::Value Spinner::Close(const Napi::CallbackInfo& info) {
   if (!CheckThis(info, &kSpinnerTag)) return Napi::Value();
   BeginClose();
@@ -250,6 +269,8 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
     s->state_[2] = 0;
     s->lastWork_ = now;
     s->Call();
+    // Not spinning, and no more left for the next turn: the loop may block again (see Wake).
+    if (!s->closing_ && s->handles_ != nullptr && !s->hot_ && s->state_[2] == 0) uv_idle_stop(&h->idle);
     return;
   }
   if (s->state_[0] != 0) {

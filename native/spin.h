@@ -34,6 +34,7 @@ class Spinner : public Napi::ObjectWrap<Spinner> {
  private:
   Napi::Value GetState(const Napi::CallbackInfo& info);
   Napi::Value SetTimes(const Napi::CallbackInfo& info);
+  Napi::Value Wake(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   void BeginClose();

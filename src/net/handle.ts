@@ -82,6 +82,7 @@ export class ShmHandle extends Base implements HandleCore {
     this.reader = new Reader(this, JSStream ? (this as unknown as NativeReads) : undefined);
     this.writer = new Writer(this);
     ch.onchange = () => this.onChange();
+    ch.isQuiet = () => this.quiet();
   }
 
   get socket(): SocketLike | undefined {
@@ -194,6 +195,17 @@ export class ShmHandle extends Base implements HandleCore {
     if (this.reading && this.reader.pump() && this.reading) return;
     if (this.closed) return;
     this.reader.checkPeer(this.writer.pending);
+  }
+
+  /**
+   * An event now would find nothing to do: connected, no writes waiting for
+   * room, the other end open (and its slot still ours), and nothing to read
+   * or nobody reading.
+   */
+  private quiet(): boolean {
+    if (this.closed || this.held || this.shutdownReq || !this.accepted || this.writer.pending) return false;
+    if (this.ch.peerEnd() !== 'open' || this.ch.stolen()) return false;
+    return !this.reading || this.reader.quiet();
   }
 
   /** Reads go through the native stream from the start (a native consumer will take it). */

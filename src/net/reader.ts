@@ -147,6 +147,11 @@ export class Reader {
     return false;
   }
 
+  /** Nothing to hand over and nothing in the ring. */
+  quiet(): boolean {
+    return this.pieces.length === 0 && this.handle.ch.waiting() === 0;
+  }
+
   /** Something is there to be read: a chunk not yet handed over, bytes in the ring, or news of the other end. */
   waiting(): boolean {
     return this.pieces.length > 0 || this.handle.ch.pending();

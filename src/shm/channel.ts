@@ -79,6 +79,8 @@ export class Channel implements SlotHandler {
   readonly rx: NativeRing;
   /** Called on every event for the slot (set by the owner of the channel). */
   onchange: () => void = noop;
+  /** Whether an event now would find nothing to do (see SlotHandler.quiet); set by the handle. */
+  isQuiet: () => boolean = no;
   /** Set once the remote peer is known to have left the domain. */
   peerGone = false;
   private readonly base: number;
@@ -525,6 +527,10 @@ export class Channel implements SlotHandler {
     this.onchange();
   }
 
+  quiet(): boolean {
+    return !this.released && this.isQuiet();
+  }
+
   onLeaving(): void {
     // We are no longer a member: the connection is over, as if the other side had died.
     this.peerGone = true;
@@ -540,6 +546,10 @@ export class Channel implements SlotHandler {
 }
 
 function noop(): void {}
+
+function no(): boolean {
+  return false;
+}
 
 /** The source address Linux picks for a connection to `remote` on this node. */
 function sourceFor(remote: Addr): Addr {

@@ -25,6 +25,12 @@ export interface SlotHandler {
   onLeaving(): void;
   /** About once a second: memory that stood unused may be given back. */
   idle?(): void;
+  /**
+   * Nothing of this end waits for an event (no bytes, no news of the other
+   * end, no writes waiting for room): one now would find nothing to do. The
+   * re-check passes over quiet ends.
+   */
+  quiet?(): boolean;
 }
 
 /** A read waiting for a native stream: `feed()` hands it over. */
@@ -69,10 +75,11 @@ const ADDR_REFRESH_MS = 1000;
 const ADDR_FAST_COUNT = 10;
 const ADDR_SLOW_MS = 10000;
 /**
- * How often every end of every connection, and every connection request for
- * us, is looked at whether or not a doorbell rang: a wake-up lost, or
- * suppressed by a word someone wrote into the region (a peer marked as
- * busy-polling, a pending bit left set), costs at most this long.
+ * How long a wake-up lost, or suppressed by a word someone wrote into the
+ * region (a peer marked as busy-polling, a pending bit left set), costs an end
+ * of a connection at most: the re-check looks at the ends twice as often (see
+ * recheck()). Connection requests for us are looked at, and memory given
+ * back, every RECHECK_MS.
  */
 const RECHECK_MS = 1000;
 /** Ring objects kept for the next connection of their slot (Domain.keepRings). */
@@ -197,6 +204,9 @@ export class Domain {
   private fullHarvest = false;
   /** Where the next re-check looks for requests. */
   private recheckFrom = 0;
+  /** Re-checks so far, and for each end the count at its last event (see recheck()). */
+  private rechecks = 0;
+  private readonly lastEvent: Int32Array;
   private inDispatch = false;
 
   /** Made by join.ts once the daemon (or a guest's agent) has handed us our share. */
@@ -224,6 +234,7 @@ export class Domain {
     this.bells.on('peer-left', (peer) => this.onPeerLeft(peer));
     this.bells.on('orphaned', () => this.orphan());
     this.handlers = new Array<SlotHandler | undefined>(geo.nslots * 2);
+    this.lastEvent = new Int32Array(geo.nslots * 2);
     this.nodeId = guest ? guestNodeId(guest.ivPosition, this.i32) : netNodeId();
     this.summaryBase = Lay.pendingOffset(geo, id) >>> 2;
     this.summaryWords = Lay.summaryWords(geo);
@@ -248,7 +259,7 @@ export class Domain {
       }, ADDR_REFRESH_MS);
       this.addrTimer.unref();
     }
-    this.recheckTimer = setInterval(() => this.recheck(), RECHECK_MS);
+    this.recheckTimer = setInterval(() => this.recheck(), RECHECK_MS / 2);
     this.recheckTimer.unref();
 
     const { slice, hot } = spinTimes(!!guest);
@@ -288,30 +299,44 @@ export class Domain {
   }
 
   /**
-   * Queues every end we hold, every slot whose bit is set in our pending bitmap
-   * (a peer that thought we busy-polled, or a doorbell lost, set it without
-   * ringing), and the requests for us in a share of the slots, as if each had
-   * been rung (see RECHECK_MS). Looking at every slot header each second
-   * would cost every idle process a walk over the whole slot table (16,374
-   * entries by default); a request whose bit someone cleared is found within
-   * nslots / RECHECK_SLOTS seconds. Read buffers not used for a second give
-   * their pages back too.
+   * Every RECHECK_MS / 2: queues, as if each had been rung, every slot whose
+   * bit is set in our pending bitmap (a peer that thought we busy-polled, or a
+   * doorbell lost, set it without ringing), and every end we hold that is not
+   * quiet and had no event since the re-check before this one. Every
+   * RECHECK_MS: the requests for us in a share of the slots, and read buffers
+   * and ring pages not used for a second give their memory back.
+   *
+   * An end that had an event lately comes back by itself while its traffic
+   * goes on; stuck, it is queued by the re-check after next, within
+   * RECHECK_MS. Queueing it anyway would give a busy connection an event that
+   * finds nothing to do, a path its traffic never takes: V8 compiled that
+   * path as a deoptimisation, and the first re-check of a busy process threw
+   * away the optimised code of every connection's work (for 100 ms, a fifth
+   * of the requests of an HTTP server, a second after it started).
+   *
+   * Looking at every slot header each time would cost every idle process a
+   * walk over the whole slot table (16,374 entries by default); a request
+   * whose bit someone cleared is found within nslots / RECHECK_SLOTS seconds.
    */
   private recheck(): void {
     if (!this.alive) return;
-    native().readPoolTrim();
+    const count = ++this.rechecks;
+    const full = (count & 1) === 0;
+    if (full) native().readPoolTrim();
     this.harvestAll();
+    const lastEvent = this.lastEvent;
     for (let end = 0; end < this.handlers.length; end++) {
       const handler = this.handlers[end];
       if (!handler) continue;
-      this.runq.push(end);
+      if (lastEvent[end] < count - 1 && !handler.quiet?.()) this.runq.push(end);
+      if (!full) continue;
       try {
         handler.idle?.();
       } catch (err) {
         debug('slot %d: giving memory back failed: %s', end >> 1, (err as Error).message);
       }
     }
-    if (this.acceptors.size > 0) {
+    if (full && this.acceptors.size > 0) {
       const nslots = this.geo.nslots;
       for (let k = Math.min(nslots, RECHECK_SLOTS); k > 0; k--) {
         const slot = this.recheckFrom;
@@ -571,10 +596,14 @@ export class Domain {
     if (!this.inDispatch) this.ringSelf();
   }
 
+  /**
+   * Work waits for a later call of onDoorbell(): the busy-poll's next turn
+   * calls for it (the loop does not block before), or else our own doorbell.
+   */
   private ringSelf(): void {
     if (this.selfRung) return;
     this.selfRung = true;
-    this.bells.ringSelf();
+    if (!this.spinner?.wake()) this.bells.ringSelf();
   }
 
   /** Rings `peer` for `slot` (see Doorbells.notify). */
@@ -588,6 +617,7 @@ export class Domain {
       const slot = end >> 1;
       const handle = this.handlers[end];
       if (handle) {
+        this.lastEvent[end] = this.rechecks;
         handle.onEvent();
         // A server end that let go of its slot now may leave a new request behind it: on a later call.
         if ((end & 1) === 1 && !this.handlers[end] && this.requestFor(slot)) this.runq.push(end);

@@ -144,6 +144,8 @@ export const IVSHMEM = { INTR_MASK: 0, INTR_STATUS: 4, IV_POSITION: 8, DOORBELL:
 export interface NativeSpinner {
   readonly state: Int32Array;
   setTimes(sliceUs: number, hotUs: number): void;
+  /** Work waits for the next turn of the loop (see Domain.ringSelf); false once closed. */
+  wake(): boolean;
   close(): void;
 }
 

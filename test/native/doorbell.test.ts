@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { addon, NATIVE_JS, codeOf, noFdLeft } from './fixture';
+import { addon, Fixture, NATIVE_JS, codeOf, noFdLeft } from './fixture';
 import { sleep } from '../../tools/kit/wait';
 
 describe('native addon', () => {
@@ -30,6 +30,66 @@ describe('native addon', () => {
       expect(err.code).to.equal('EBADF');
       expect(err.err.syscall).to.equal('write');
       expect(err.err.errno).to.equal(-9);
+    });
+  });
+
+  describe('Spinner.wake', () => {
+    /** A spinner over a fixture's region (bitmap and polling word in its first page), counting its calls. */
+    const spinner = (fx: Fixture, hotUs: number) => {
+      const calls: number[] = [];
+      const sp = new addon.Spinner(fx.region, 0, 4, 64, () => {
+        calls.push(sp.state[1]);
+        return false;
+      });
+      sp.setTimes(50, hotUs);
+      return { sp, calls };
+    };
+    let fx: Fixture;
+    beforeEach(() => (fx = new Fixture()));
+    afterEach(() => fx.dispose());
+
+    it('calls back on a later turn of the loop, once, with no doorbell and nothing pending', async () => {
+      const { sp, calls } = spinner(fx, 0);
+      try {
+        const turn = sp.state[1];
+        expect(sp.wake()).to.equal(true);
+        expect(calls, 'not from inside wake()').to.deep.equal([]);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(calls).to.have.length(1);
+        expect(calls[0]).to.be.greaterThan(turn);
+        expect(sp.state[2], 'the request is taken').to.equal(0);
+      } finally {
+        sp.close();
+      }
+    });
+
+    it('lets the loop block again once the work is done (not spinning: no CPU while idle)', async () => {
+      const { sp, calls } = spinner(fx, 0);
+      try {
+        for (let i = 0; i < 3; i++) {
+          sp.wake();
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        expect(calls).to.have.length(3);
+        const turns = sp.state[1];
+        const cpu = process.cpuUsage();
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const used = process.cpuUsage(cpu);
+        // A loop that kept polling without blocking would turn hundreds of thousands of times.
+        expect(sp.state[1] - turns, 'turns of the loop in 300 ms').to.be.below(50);
+        expect((used.user + used.system) / 1000, 'CPU ms in 300 ms').to.be.below(100);
+      } finally {
+        sp.close();
+      }
+    });
+
+    it('returns false once closed, and nothing is called', async () => {
+      const { sp, calls } = spinner(fx, 200);
+      sp.close();
+      expect(sp.wake()).to.equal(false);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(calls).to.deep.equal([]);
     });
   });
 
