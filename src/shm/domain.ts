@@ -324,18 +324,7 @@ export class Domain {
     const full = (count & 1) === 0;
     if (full) native().readPoolTrim();
     this.harvestAll();
-    const lastEvent = this.lastEvent;
-    for (let end = 0; end < this.handlers.length; end++) {
-      const handler = this.handlers[end];
-      if (!handler) continue;
-      if (lastEvent[end] < count - 1 && !handler.quiet?.()) this.runq.push(end);
-      if (!full) continue;
-      try {
-        handler.idle?.();
-      } catch (err) {
-        debug('slot %d: giving memory back failed: %s', end >> 1, (err as Error).message);
-      }
-    }
+    this.recheckEnds(count, full);
     if (full && this.acceptors.size > 0) {
       const nslots = this.geo.nslots;
       for (let k = Math.min(nslots, RECHECK_SLOTS); k > 0; k--) {
@@ -345,6 +334,28 @@ export class Domain {
       }
     }
     if (this.runq.length > 0 && !this.inDispatch) this.ringSelf();
+  }
+
+  /**
+   * The walk over every end, a function of its own: V8 compiles it while it
+   * runs (it is long), and code after it that had not run yet would be a
+   * deoptimisation; what it does with an end is one too.
+   */
+  private recheckEnds(count: number, full: boolean): void {
+    for (let end = 0; end < this.handlers.length; end++) {
+      const handler = this.handlers[end];
+      if (handler) this.recheckEnd(end, handler, count, full);
+    }
+  }
+
+  private recheckEnd(end: number, handler: SlotHandler, count: number, full: boolean): void {
+    if (this.lastEvent[end] < count - 1 && !handler.quiet?.()) this.runq.push(end);
+    if (!full) return;
+    try {
+      handler.idle?.();
+    } catch (err) {
+      debug('slot %d: giving memory back failed: %s', end >> 1, (err as Error).message);
+    }
   }
 
   /** Traffic happened: keep busy-polling a little before sleeping. */
