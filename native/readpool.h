@@ -29,9 +29,12 @@ constexpr size_t READ_POOL_MIN = READ_POOL_CHUNK / 2;
 // that, reads get Buffers of their own.
 constexpr size_t READ_POOL_CHUNKS = 1024;
 // Bytes of pooled Buffers out (not yet collected) from which each new one also
-// makes V8 check whether to collect its young generation (see NewReadBuffer):
-// 32 MiB, V8's threshold with its default semi-space.
+// makes V8 collect its young generation soon (see NewReadBuffer): 32 MiB, the
+// threshold of V8 before 13 with its default semi-space.
 constexpr size_t READ_POOL_NUDGE = 32 * 1024 * 1024;
+// Bytes of young-generation allocation per pooled read from that point on, per
+// READ_POOL_NUDGE bytes out (see NewReadBuffer).
+constexpr size_t READ_POOL_FILL = 16 * 1024;
 // Free chunks whose pages are kept when the pool is trimmed.
 constexpr size_t READ_POOL_KEEP = 16;
 
