@@ -98,47 +98,49 @@ void Release(napi_env, void* data, void* length) {
   if (!poolGone) pool.Give(static_cast<uint8_t*>(data), reinterpret_cast<size_t>(length));
 }
 
+// V8 collects Buffers in its young-generation collections (cheap: a reader's
+// heap holds little else that is young), but it counts every Buffer's bytes as
+// new memory outside its heap and starts a whole-heap collection once that
+// count has grown by 64 MiB since its lowest point. A bulk reader's Buffers
+// reach that at 7 GB/s every 9 ms; each such collection also keeps V8's
+// marking threads busy on the cores the reader and the writer need (half the
+// rate on a 2-core machine). So the young generation must be collected before
+// 64 MiB of them are out.
+//
+// V8 before 13 (Node 20 and 22) does that itself for the Buffers it allocates,
+// at twice its largest semi-space (32 MiB), checked as it allocates another: a
+// one-byte allocation through V8 lets it apply that rule to these too. V8 13
+// and later check at 128 MiB, after the whole-heap collection has begun, so
+// the nudge alone is too late there. What starts a young-generation collection
+// on any line is a full young generation: each pooled read past the nudge point
+// also allocates a short-lived string there, READ_POOL_FILL bytes for every
+// READ_POOL_NUDGE out (a few MiB of semi-space over the next 32 MiB of reads).
+// A reader whose program allocates enough itself is collected before it gets
+// here and pays nothing; one that keeps every read pays for at most the pool's
+// worth of reads (no chunk, no fill).
+void CollectSoon(Napi::Env env, size_t n) {
+  void* byte;
+  napi_value nudge;
+  if (napi_create_arraybuffer(env, 1, &byte, &nudge) != napi_ok && env.IsExceptionPending()) {
+    env.GetAndClearPendingException();  // no memory for one byte: the read says so next
+  }
+  static const char kFill[READ_POOL_CHUNK] = {};
+  size_t fill = READ_POOL_FILL * (pool.bytesOut / READ_POOL_NUDGE);
+  if (fill > n) fill = n;
+  napi_value young;
+  if (napi_create_string_latin1(env, kFill, fill, &young) != napi_ok && env.IsExceptionPending()) {
+    env.GetAndClearPendingException();  // as above
+  }
+}
+
 }  // namespace
 
 Napi::Value NewReadBuffer(Napi::Env env, size_t n, uint8_t** data) {
   napi_value buf;
   if (n >= READ_POOL_MIN && n <= READ_POOL_CHUNK) {
-    if (pool.bytesOut >= READ_POOL_NUDGE) {
-      // V8 collects Buffers in its young-generation collections (cheap: a
-      // reader's heap holds little else that is young), but it counts every
-      // Buffer's bytes as new memory outside its heap and starts a whole-heap
-      // collection once that count has grown by 64 MiB since its lowest point.
-      // A bulk reader's Buffers reach that at 7 GB/s every 9 ms; each such
-      // collection also keeps V8's marking threads busy on the cores the
-      // reader and the writer need (half the rate on a 2-core machine). So
-      // the young generation must be collected before 64 MiB of them are out.
-      //
-      // V8 before 13 (Node 20 and 22) does that itself for the Buffers it
-      // allocates, at twice its largest semi-space (32 MiB), checked as it
-      // allocates another: a one-byte allocation through V8 lets it apply that
-      // rule to these too. V8 13 and later check at 128 MiB, after the
-      // whole-heap collection has begun, so the nudge alone is too late
-      // there. What starts a young-generation collection on any line is a full
-      // young generation: past the nudge point, each read also allocates a
-      // short-lived string there, an eighth of the read's size or more the
-      // further past it is (a few MiB of semi-space fill over the next 32 MiB
-      // of reads). A reader whose program allocates enough itself is
-      // collected before it gets here and pays nothing.
-      void* byte;
-      napi_value nudge;
-      if (napi_create_arraybuffer(env, 1, &byte, &nudge) != napi_ok && env.IsExceptionPending()) {
-        env.GetAndClearPendingException();  // no memory for one byte: the read below will say so
-      }
-      static const char kFill[READ_POOL_CHUNK] = {};
-      size_t fill = READ_POOL_FILL * (pool.bytesOut / READ_POOL_NUDGE);
-      if (fill > n) fill = n;
-      napi_value young;
-      if (napi_create_string_latin1(env, kFill, fill, &young) != napi_ok && env.IsExceptionPending()) {
-        env.GetAndClearPendingException();  // as above
-      }
-    }
     uint8_t* chunk = pool.Take();
     if (chunk != nullptr) {
+      if (pool.bytesOut >= READ_POOL_NUDGE) CollectSoon(env, n);
       if (napi_create_external_buffer(env, n, chunk, Release, reinterpret_cast<void*>(n), &buf) == napi_ok) {
         pool.bytesOut += n;
         *data = chunk;

@@ -3,13 +3,24 @@
  * as node:net's onconnection does: shared by server.ts (kernel connections)
  * and listen.ts (shared-memory ones).
  */
-import type net from 'node:net';
+import net from 'node:net';
 import dc from 'node:diagnostics_channel';
 import { acceptedSocket, type Socket } from './socket';
 import { kListener } from '../symbols';
 import { track } from './stats';
 
 const serverSocketChannel = dc.channel('net.server.socket');
+
+/**
+ * node:net before 21 limits connections only by a maxConnections that is
+ * truthy; from 21 on, by any that is set (0 drops every connection).
+ */
+const ZERO_LIMITS = Number(process.versions.node.split('.')[0]) >= 21;
+
+/** The part of net.BlockList a server's `blockList` option gives (Node 22 and later). */
+interface BlockListLike {
+  check(address: string, family: string): boolean;
+}
 
 /** What net's listening handle (a libuv TCP handle) offers here: its connection callback, and its owner. */
 export interface ListenHandle {
@@ -27,6 +38,7 @@ export type ServerInternals = net.Server & {
   noDelay?: boolean;
   keepAlive?: boolean;
   keepAliveInitialDelay: number;
+  blockList?: BlockListLike;
   /** Its registrations for shared memory (listen.ts). */
   [kListener]?: object;
 };
@@ -49,7 +61,8 @@ export interface AcceptedHandle {
 
 /** Hands an accepted connection (shared memory or kernel) to the server, as net's onconnection does. */
 export function deliver(server: ServerInternals, handle: AcceptedHandle, transport: 'shm' | 'tcp'): void {
-  if (server.maxConnections && server._connections >= server.maxConnections) {
+  const max = server.maxConnections as number | null | undefined;
+  if ((ZERO_LIMITS ? max != null : max) && server._connections >= (max as number)) {
     const local: SockAddr = {};
     const remote: SockAddr = {};
     handle.getsockname?.(local);
@@ -64,6 +77,16 @@ export function deliver(server: ServerInternals, handle: AcceptedHandle, transpo
     });
     handle.close();
     return;
+  }
+  // A peer the server's blockList names is closed unseen, as net does (no 'drop').
+  if (server.blockList && typeof handle.getpeername === 'function') {
+    const remote: SockAddr = {};
+    handle.getpeername(remote);
+    const family = typeof remote.address === 'string' ? net.isIP(remote.address) : 0;
+    if (family && server.blockList.check(remote.address as string, `ipv${family}`)) {
+      handle.close();
+      return;
+    }
   }
   const socket: AcceptedSocket = acceptedSocket(
     handle,

@@ -93,6 +93,17 @@ Object.defineProperty(Socket.prototype, 'transport', {
   },
 });
 
+/** The mark net._normalizeArgs puts on the arrays it makes (net's normalizedArgsSymbol), found on one. */
+let normalizedMark: symbol | null | undefined;
+
+/** Whether `arg` is an array net._normalizeArgs made: net's connect() takes only those as its arguments, as is. */
+function isNormalized(arg: unknown): boolean {
+  if (!Array.isArray(arg)) return false;
+  if (normalizedMark === undefined) normalizedMark = Object.getOwnPropertySymbols(net._normalizeArgs([]))[0] ?? null;
+  // Without the mark (a Node.js that no longer sets one), an array is taken as net would have made it.
+  return normalizedMark === null || (arg as unknown as Record<symbol, unknown>)[normalizedMark] === true;
+}
+
 /*
  * connect() overloads, as net's:
  *   connect(options[, connectListener])
@@ -101,7 +112,7 @@ Object.defineProperty(Socket.prototype, 'transport', {
  * or an array already normalized by net._normalizeArgs.
  */
 patched.connect = function connect(this: SocketInternals, ...args: unknown[]) {
-  const normalized = (Array.isArray(args[0]) && args.length === 1 ? args[0] : net._normalizeArgs(args)) as ReturnType<typeof net._normalizeArgs>;
+  const normalized = (isNormalized(args[0]) ? args[0] : net._normalizeArgs(args)) as ReturnType<typeof net._normalizeArgs>;
   const options = normalized[0] ?? {};
   track(this);
   this[kTryShm] = false;
@@ -138,6 +149,7 @@ if (kReinitializeHandle) {
 interface WriteState {
   length: number;
   highWaterMark: number;
+  defaultEncoding: string;
   corked: number;
   ending: boolean;
   destroyed: boolean;
@@ -150,34 +162,48 @@ interface WriteState {
 let handleKey: symbol | '_handle' | undefined;
 
 /*
- * write() of a small Buffer on a connected shared-memory socket with nothing
- * queued before it (not corked, not ending, no write in progress) is done at
- * once, in the ring or in the writer's stage, without the Writable machinery:
- * what node:net's write() would do for a write its handle completes at once,
- * with the same result (true), the same callback (null, on a later tick, in
- * order with the others) and the same idle-timer reset. Anything else (a
- * string, an encoding, a full ring, a socket with writes waiting) takes
- * node:net's own write(), which also makes the errors.
+ * write() of a small Buffer or string on a connected shared-memory socket
+ * with nothing queued before it (not corked, not ending, no write in
+ * progress) is done at once, in the ring or in the writer's stage, without
+ * the Writable machinery: what node:net's write() would do for a write its
+ * handle completes at once, with the same result (true), the same callback
+ * (null, on a later tick, in order with the others) and the same idle-timer
+ * reset. A string (node:http's head and small bodies) is encoded into a
+ * scratch buffer first, which the ring or the stage copies before write()
+ * returns. Anything else (another encoding, a full ring, a socket with
+ * writes waiting) takes node:net's own write(), which also makes the errors.
  */
+/** The encodings of the string fast path, each with the most bytes one UTF-16 unit can take in it. */
+const STRING_BYTES = new Map<unknown, number>([
+  ['utf8', 3],
+  ['utf-8', 3],
+  ['latin1', 1],
+  ['binary', 1],
+  ['ascii', 1],
+]);
+/** The longest string write (in bytes at most) the fast path encodes: the writer's largest small write. */
+const SCRATCH_SIZE = 16 * 1024;
+let scratch: Buffer | undefined;
+
 patched.write = function write(this: SocketInternals, chunk: unknown, encoding?: unknown, cb?: unknown) {
   const handle = (this as unknown as Record<symbol | string, unknown>)[(handleKey ??= netInternals().kHandle)];
-  if (isShmHandle(handle) && chunk instanceof Uint8Array && !this.connecting) {
+  if (isShmHandle(handle) && !this.connecting) {
     // As net's: a Buffer's encoding is not looked at (other than to be checked), a callback that is not a function is none.
     const done = typeof encoding === 'function' ? encoding : typeof cb === 'function' ? cb : undefined;
     const state = (this as unknown as { _writableState: WriteState })._writableState;
-    if (
-      (encoding == null || encoding === done || encoding === 'buffer') &&
-      chunk.byteLength > 0 &&
-      chunk.byteLength < state.highWaterMark &&
-      state.length === 0 &&
-      !state.corked &&
-      !state.ending &&
-      !state.writing &&
-      !state.destroyed &&
-      !state.errored &&
-      state.constructed !== false &&
-      handle.writeNow(chunk)
-    ) {
+    let bytes: Uint8Array | undefined;
+    if (chunk instanceof Uint8Array) {
+      if ((encoding == null || encoding === done || encoding === 'buffer') && chunk.byteLength > 0 && chunk.byteLength < state.highWaterMark) bytes = chunk;
+    } else if (typeof chunk === 'string' && chunk.length > 0 && chunk.length < state.highWaterMark) {
+      // A string counts its UTF-16 units towards the high-water mark, as in net's Writable (which does not decode strings).
+      const enc = encoding == null || encoding === done ? state.defaultEncoding : encoding;
+      const most = STRING_BYTES.get(enc);
+      if (most !== undefined && chunk.length * most <= SCRATCH_SIZE) {
+        scratch ??= Buffer.allocUnsafeSlow(SCRATCH_SIZE);
+        bytes = scratch.subarray(0, scratch.write(chunk, 0, enc as BufferEncoding));
+      }
+    }
+    if (bytes !== undefined && ready(state) && handle.writeNow(bytes)) {
       this._unrefTimer();
       if (done) process.nextTick(done, null);
       return true;
@@ -185,6 +211,11 @@ patched.write = function write(this: SocketInternals, chunk: unknown, encoding?:
   }
   return base.write.call(this, chunk, encoding, cb);
 };
+
+/** Nothing waits in the Writable before a new write, and it may take one. */
+function ready(state: WriteState): boolean {
+  return state.length === 0 && !state.corked && !state.ending && !state.writing && !state.destroyed && !state.errored && state.constructed !== false;
+}
 
 patched._writeGeneric = function _writeGeneric(
   this: SocketInternals,

@@ -130,8 +130,9 @@ export class Writer {
     process.nextTick(endTurn, this);
     this.room = 0;
     handle.bytesWritten += total;
-    // The ring had room for all of it; a ring whose indices were tampered with may take less: the rest waits, reported done.
-    if (count < total) this.send([buf.subarray(count)], total - count, this.stagedDone, eof);
+    // The ring had room for all of it; a ring whose indices were tampered with may take less: the rest waits, reported
+    // done, in a copy of its own (the caller may write into its buffer again once we return: a scratch buffer does).
+    if (count < total) this.send([new Uint8Array(buf.subarray(count))], total - count, this.stagedDone, eof);
     return true;
   }
 

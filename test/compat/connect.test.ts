@@ -192,6 +192,22 @@ forEachImpl((impl) => {
       impl.expectShm(sock, peer);
     });
 
+    it('takes an array as its arguments only if net._normalizeArgs made it: a plain one is options without a port (ERR_MISSING_ARGS)', async function () {
+      const server = impl.createServer((sock) => sock.end());
+      const port = await listen(server);
+      const plain = impl.socket();
+      expect(() => plain.connect([{ port, host: '127.0.0.1' }, () => undefined] as unknown as net.SocketConnectOpts))
+        .to.throw()
+        .with.property('code', 'ERR_MISSING_ARGS');
+      plain.destroy();
+      const made = impl.socket();
+      const normalized = (impl.net as unknown as { _normalizeArgs(args: unknown[]): unknown })._normalizeArgs([{ port, host: '127.0.0.1' }]);
+      made.connect(normalized as net.SocketConnectOpts);
+      await once(made, 'connect');
+      impl.expectShm(made);
+      made.destroy();
+    });
+
     it('sends what was written before the connection was made', async function () {
       const server = impl.createServer();
       const port = await listen(server);

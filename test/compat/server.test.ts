@@ -244,6 +244,58 @@ forEachImpl((impl) => {
       expect((await got).toString()).to.equal('still here');
     });
 
+    it('maxConnections = 0: every connection is dropped from Node 21 on, none before (as net)', async function () {
+      const dropsAll = Number(process.versions.node.split('.')[0]) >= 21;
+      const server = impl.createServer();
+      server.maxConnections = 0;
+      const accepted: net.Socket[] = [];
+      let drops = 0;
+      server.on('connection', (sock: net.Socket) => accepted.push(sock));
+      server.on('drop', () => drops++);
+      const port = await listen(server);
+      const clients = [impl.connect(port, '127.0.0.1'), impl.connect(port, '127.0.0.1')];
+      for (const client of clients) {
+        client.on('error', () => undefined);
+        client.resume();
+      }
+      if (dropsAll) {
+        await Promise.all(clients.map((client) => closed(client)));
+        expect(drops).to.equal(2);
+        expect(accepted).to.have.length(0);
+      } else {
+        await until(() => accepted.length === 2, 'both connections');
+        expect(drops).to.equal(0);
+        for (const client of clients) client.destroy();
+      }
+    });
+
+    it("blockList: a blocked peer is closed without 'connection' or 'drop' (Node 22 on; ignored before, as net)", async function () {
+      const blockList = new nodeNet.BlockList();
+      blockList.addAddress('127.0.0.1');
+      const server = impl.createServer({ blockList } as net.ServerOpts);
+      const honoured = (server as net.Server & { blockList?: unknown }).blockList !== undefined;
+      let connections = 0;
+      let drops = 0;
+      server.on('connection', (sock: net.Socket) => {
+        connections++;
+        sock.end('in');
+      });
+      server.on('drop', () => drops++);
+      const port = await listen(server, '0.0.0.0');
+      const blocked = impl.connect(port, '127.0.0.1');
+      blocked.on('error', () => undefined);
+      const got = readAll(blocked).catch(() => Buffer.alloc(0));
+      await closed(blocked);
+      expect(drops).to.equal(0);
+      if (honoured) {
+        expect(connections, 'a blocked peer gets no connection').to.equal(0);
+        expect((await got).length).to.equal(0);
+      } else {
+        expect(connections).to.equal(1);
+        expect((await got).toString()).to.equal('in');
+      }
+    });
+
     it("maxConnections on a '::' server: 'drop' reports the IPv4-mapped peer", async function () {
       const server = impl.createServer();
       server.maxConnections = 1;

@@ -377,6 +377,71 @@ forEachImpl((impl) => {
     }
   });
 
+  describe('Socket#write() of strings', function () {
+    it('sends each encoding as net does (utf8 by default, utf-8, latin1, binary, ascii, setDefaultEncoding), one per turn and many in one turn', async function () {
+      const { client, peer } = await pair(impl);
+      impl.expectShm(client, peer);
+      const got = readAll(peer);
+      const writes: [string, BufferEncoding | undefined][] = [
+        ['h\u00e9llo \u20ac \u{1f600}', undefined],
+        ['\u00e9\u20ac', 'utf-8'],
+        ['caf\u00e9 \u00ff', 'latin1'],
+        ['\u00e9\u0101', 'binary'],
+        ['plain ascii \u00e9', 'ascii'],
+        ['x'.repeat(5461) + '\u20ac', 'utf8'],
+        ['y'.repeat(16 * 1024), 'latin1'],
+        ['z'.repeat(16 * 1024 + 1), 'latin1'],
+      ];
+      const expected: Buffer[] = [];
+      const returned: boolean[] = [];
+      // One per turn: each is the first write of its turn (straight into the ring).
+      for (const [text, enc] of writes) {
+        returned.push(enc === undefined ? client.write(text) : client.write(text, enc));
+        expected.push(Buffer.from(text, enc ?? 'utf8'));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      // Many in one turn: the later ones are staged, each encoded where the one before was.
+      for (let i = 0; i < 200; i++) {
+        const text = `${i} \u00e9\u20ac ${'w'.repeat(i % 37)}\n`;
+        const enc: BufferEncoding = i % 2 === 0 ? 'utf8' : 'latin1';
+        client.write(text, enc);
+        expected.push(Buffer.from(text, enc));
+      }
+      client.setDefaultEncoding('latin1');
+      client.write('\u00e9 default latin1');
+      expected.push(Buffer.from('\u00e9 default latin1', 'latin1'));
+      client.end();
+      expect(returned.slice(0, 5)).to.deep.equal([true, true, true, true, true]);
+      expect((await got).equals(Buffer.concat(expected))).to.equal(true);
+    });
+
+    it('counts them in bytesWritten at once and calls back in order with null', async function () {
+      const { client, peer } = await pair(impl);
+      const got = readAll(peer);
+      const order: unknown[] = [];
+      client.write('\u20ac', () => order.push('a'));
+      expect(client.bytesWritten).to.equal(3);
+      client.write('bb', 'latin1', (err?: Error | null) => order.push(err ?? 'b'));
+      client.write(Buffer.from('c'), () => order.push('c'));
+      client.end('d', () => order.push('end'));
+      expect((await got).toString()).to.equal('\u20acbbcd');
+      await until(() => order.length === 4, 'the callbacks');
+      expect(order).to.deep.equal(['a', 'b', 'c', 'end']);
+    });
+
+    it('leaves an unknown or empty encoding, and an empty string, to net (errors as net makes them)', async function () {
+      const { client, peer } = await pair(impl);
+      const got = readAll(peer);
+      expect(() => client.write('x', 'no-such-encoding' as BufferEncoding))
+        .to.throw()
+        .with.property('code', 'ERR_UNKNOWN_ENCODING');
+      expect(client.write('')).to.equal(true);
+      client.write('UTF8 upper', 'UTF8' as BufferEncoding);
+      client.end('686578', 'hex');
+      expect((await got).toString()).to.equal('UTF8 upperhex');
+    });
+  });
+
   describe('small writes', function () {
     it('many small writes of one turn arrive whole and in order, mixed with large ones', async function () {
       const { client, peer } = await pair(impl);
