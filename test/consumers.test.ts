@@ -46,6 +46,34 @@ describe('native stream consumers', function () {
   }
 });
 
+describe('node:http where its parser reads the socket', function () {
+  this.timeout(60000);
+
+  const both = (which: string): { plain: Record<string, unknown>; hooked: Record<string, unknown> } => {
+    const plain = run('http-edges.js', [which], false);
+    const hooked = run('http-edges.js', [which], true);
+    expect(plain.status, plain.stderr).to.equal(0);
+    expect(hooked.status, hooked.stderr).to.equal(0);
+    return { plain: lines(plain.stdout)[0], hooked: lines(hooked.stdout)[0] };
+  };
+
+  it("a request the server cannot parse: the client reads the server's 431 and then its FIN, as over TCP", function () {
+    const { plain, hooked } = both('overflow');
+    expect(plain.received).to.match(/^HTTP\/1\.1 431 /);
+    expect(plain.how).to.equal('end');
+    expect(hooked.transport, 'over shared memory').to.equal('shm');
+    expect({ ...hooked, transport: null }).to.deep.equal({ ...plain, transport: null });
+  });
+
+  it('a flood of pipelined requests whose answers wait: every one is answered, no parse error (the server pauses its parser)', function () {
+    const { plain, hooked } = both('pipeline');
+    expect(plain).to.include({ answered: 3000, gotAll: true, clientError: null });
+    expect(plain.clientErrors).to.deep.equal([]);
+    expect(hooked.transport, 'over shared memory').to.equal('shm');
+    expect({ ...hooked, transport: null }).to.deep.equal({ ...plain, transport: null });
+  });
+});
+
 describe('Http2Frames', function () {
   const frame = (type: number, payload: number): Buffer => {
     const buf = Buffer.alloc(9 + payload, 0x61);

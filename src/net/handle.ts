@@ -287,10 +287,13 @@ export class ShmHandle extends Base implements HandleCore {
       this.ch.close('reset');
     } else {
       // Unread bytes make TCP answer a close with a reset rather than a FIN
-      // (and so does a ring too corrupt to tell).
+      // (and so does a ring too corrupt to tell). Bytes a native consumer
+      // reads in place are its own: an HTTP server that answers a request it
+      // cannot parse and closes, from inside that read, sends its answer and
+      // a FIN, as over TCP (where libuv read them out of the kernel first).
       let unread = true;
       try {
-        unread = !this.reader.eof && this.ch.rx.available() > 0;
+        unread = !this.reader.eof && this.ch.untaken() > 0;
       } catch {
         // A ring too corrupt to tell how much is unread: reset, as with unread bytes.
       }

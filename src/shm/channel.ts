@@ -96,6 +96,8 @@ export class Channel implements SlotHandler {
   private released = false;
   /** A view of the rx ring is being read (readInPlace): letting go of the slot waits until it is done. */
   private viewing = false;
+  /** Bytes of that view: taken by the consumer that reads it, though the ring holds them until viewed(). */
+  private viewingBytes = 0;
   private letGoLater: (() => void) | undefined;
   /** Client side: the server has not been rung for the request yet (see announce()). */
   private unannounced = false;
@@ -303,14 +305,27 @@ export class Channel implements SlotHandler {
   view(max: number): Buffer | null | undefined {
     if (this.released) return null;
     const view = this.rx.peek(max);
-    if (view) this.viewing = true;
+    if (view) {
+      this.viewing = true;
+      this.viewingBytes = view.length;
+    }
     return view;
+  }
+
+  /**
+   * Bytes in our receive ring nobody has taken: what waits there, less a
+   * view being read (its consumer has them, as a kernel socket's reader has
+   * what it read even while it still parses it).
+   */
+  untaken(): number {
+    return this.rx.available() - this.viewingBytes;
   }
 
   /** The view from view() was read: its `count` bytes are released (unless the connection was let go of meanwhile). */
   viewed(count: number): void {
     if (!this.viewing) return;
     this.viewing = false;
+    this.viewingBytes = 0;
     const letGo = this.letGoLater;
     this.letGoLater = undefined;
     if (letGo) return letGo();
