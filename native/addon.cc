@@ -19,6 +19,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Ring", Ring::Init(env));
   exports.Set("readPool", Napi::Function::New<ReadPoolStats>(env, "readPool"));
   exports.Set("readPoolTrim", Napi::Function::New<ReadPoolTrim>(env, "readPoolTrim"));
+  exports.Set("releaseCopies", Napi::Function::New<ReleaseCopies>(env, "releaseCopies"));
   exports.Set("Poller", Poller::Init(env));
   exports.Set("Spinner", Spinner::Init(env));
   exports.Set("memfdCreate", Napi::Function::New<MemfdCreate>(env, "memfdCreate"));

@@ -179,4 +179,38 @@ Napi::Value ReadPoolTrim(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(poolGone ? 0 : pool.Trim()));
 }
 
+Napi::Value ReleaseCopies(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  uint32_t released = 0;
+  if (info.Length() < 1 || !info[0].IsArray()) return Napi::Number::New(env, 0);
+  Napi::Array views = info[0].As<Napi::Array>();
+  const uint32_t n = views.Length();
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value view;
+    if (napi_get_element(env, views, i, &view) != napi_ok) break;
+    bool typed = false;
+    if (napi_is_typedarray(env, view, &typed) != napi_ok || !typed) continue;
+    napi_typedarray_type type;
+    size_t length = 0;
+    size_t offset = 0;
+    napi_value buffer;
+    if (napi_get_typedarray_info(env, view, &type, &length, nullptr, &buffer, &offset) != napi_ok) continue;
+    if (type != napi_uint8_array || offset != 0 || length == 0) continue;
+    bool isArrayBuffer = false;  // false for a SharedArrayBuffer
+    if (napi_is_arraybuffer(env, buffer, &isArrayBuffer) != napi_ok || !isArrayBuffer) continue;
+    size_t whole = 0;
+    if (napi_get_arraybuffer_info(env, buffer, nullptr, &whole) != napi_ok || whole != length) continue;
+    bool detached = false;
+    if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached) continue;
+    if (napi_detach_arraybuffer(env, buffer) == napi_ok) released++;
+  }
+  // A buffer V8 refused to detach (not detachable) leaves no exception behind: it was skipped.
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value ignored;
+    napi_get_and_clear_last_exception(env, &ignored);
+  }
+  return Napi::Number::New(env, released);
+}
+
 }  // namespace zivm

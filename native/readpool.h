@@ -49,6 +49,14 @@ Napi::Value ReadPoolStats(const Napi::CallbackInfo& info);
 // of chunks trimmed.
 Napi::Value ReadPoolTrim(const Napi::CallbackInfo& info);
 
+// releaseCopies(views): detaches the ArrayBuffer under each Uint8Array of the
+// array that spans the whole of it, so that its memory goes back to the
+// allocator now instead of at the next garbage collection. For buffers that
+// only the caller can reach (the copies a native stream consumer's write hands
+// over, see ShmHandle.onwrite). Other entries are left alone. Returns how many
+// were released.
+Napi::Value ReleaseCopies(const Napi::CallbackInfo& info);
+
 }  // namespace zivm
 
 #endif

@@ -21,6 +21,7 @@ import { errnoException, ZivmCorruptError, ZivmError } from '../errors';
 import { debug } from '../log';
 import { formatAddr } from '../shm/addrs';
 import { AS_DOUBLE, Channel } from '../shm/channel';
+import { native } from '../shm/native';
 import { kShmHandle, kTransport } from '../symbols';
 import type { HandleCore, SocketLike } from './core';
 import { netInternals, type ConnectReq, type ShutdownReq, type TcpLike } from './internals';
@@ -404,11 +405,23 @@ export class ShmHandle extends Base implements HandleCore {
    * could not be done at once: its sessions then end in the order they do
    * over TCP (a session closed with a response in flight is destroyed after
    * the stream's 'close').
+   *
+   * `bufs` are copies Node's JSStream made for this call (one fresh
+   * allocation each, which nothing else can reach): once the writer is done
+   * with them (in the ring, or dropped) their memory is given back at once.
+   * Left to the garbage collector, tens of megabytes of them piled up between
+   * collections and each new one landed on pages the allocator had just
+   * returned to the kernel: a page fault every 4 KiB, which halved TLS's bulk
+   * rate.
    */
   onwrite(req: object, bufs: Uint8Array[]): number {
     const stream = this as unknown as InstanceType<NonNullable<typeof JSStream>>;
-    if (this.reader.http2) this.writeBuffers(bufs, (err) => setImmediate(finishWrite, stream, req, status(err)));
-    else this.writeBuffers(bufs, (err) => process.nextTick(finishWrite, stream, req, status(err)));
+    const http2 = this.reader.http2;
+    this.writeBuffers(bufs, (err) => {
+      native().releaseCopies(bufs);
+      if (http2) setImmediate(finishWrite, stream, req, status(err));
+      else process.nextTick(finishWrite, stream, req, status(err));
+    });
     return 0;
   }
 

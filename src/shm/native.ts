@@ -184,6 +184,13 @@ export interface Native {
   readPool(): { free: number; out: number; resident: number; chunk: number };
   /** Gives the pages of free read chunks beyond a few back, once no read has taken one for a second. Returns how many. */
   readPoolTrim(): number;
+  /**
+   * Detaches the ArrayBuffer under each Uint8Array of `views` that spans the
+   * whole of it (its memory goes back to the allocator now, not at the next
+   * collection); other entries are left alone. Only for buffers nothing else
+   * can reach. Returns how many were released.
+   */
+  releaseCopies(views: readonly Uint8Array[]): number;
   /** memfd_create(MFD_CLOEXEC|MFD_ALLOW_SEALING) + ftruncate(size) + seal against shrink/grow. Returns the fd. */
   memfdCreate(name: string, size: number): number;
   /** fstat(fd).st_size */

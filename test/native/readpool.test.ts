@@ -139,4 +139,27 @@ describe('native read pool', () => {
     expect(res.major, gcs).to.be.at.most(1);
     expect(res.most, `chunks out at most (${gcs})`).to.be.at.most(896);
   });
+
+  it('releaseCopies detaches only Uint8Arrays that span their whole ArrayBuffer, and frees their memory at once', () => {
+    const own = new Uint8Array(1 << 20).fill(7);
+    const copy = Buffer.from(new Uint8Array(256 * 1024).fill(1)); // a Buffer this size has an ArrayBuffer of its own
+    const slice = new Uint8Array(new ArrayBuffer(4096)).subarray(0, 100);
+    const pooled = Buffer.from('from the Buffer pool');
+    const shared = new Uint8Array(new SharedArrayBuffer(64));
+    const empty = new Uint8Array(0);
+    const before = process.memoryUsage().arrayBuffers;
+    const list: unknown[] = [own, copy, slice, pooled, shared, empty, 'not a view', new Uint16Array(8), null];
+    expect(addon.releaseCopies(list as Uint8Array[])).to.equal(2);
+    expect(own.byteLength).to.equal(0);
+    expect(own.buffer.byteLength).to.equal(0);
+    expect(copy.byteLength).to.equal(0);
+    // Gone now, not at the next collection.
+    expect(before - process.memoryUsage().arrayBuffers).to.be.at.least((1 << 20) + 256 * 1024 - 4096);
+    expect(slice.byteLength).to.equal(100);
+    expect(pooled.toString()).to.equal('from the Buffer pool');
+    expect(shared.byteLength).to.equal(64);
+    // Released already: a second time is nothing.
+    expect(addon.releaseCopies([own, copy])).to.equal(0);
+    expect(addon.releaseCopies([] as Uint8Array[])).to.equal(0);
+  });
 });
