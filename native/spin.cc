@@ -294,8 +294,23 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
     }
   }
   if (!s->hot_) return;
-  s->SetPolling(1);
+  // Other work is ready for this turn: an immediate (an HTTP/2 session's
+  // write completes on one), a callback libuv has pending, a handle closing,
+  // a timer due. It runs first: a spin now would only delay it (by a whole
+  // slice per turn, for work that takes a turn per step), so the bitmap is
+  // looked at once, not watched. Nor does a spin outlast the next timer.
   uint64_t deadline = now + s->sliceNs_;
+  int timeout = s->OtherWorkIn(handle->loop);
+  if (timeout == 0) {
+    s->SetPolling(1);
+    if (s->AnyPending()) {
+      s->lastWork_ = now;
+      s->Call();
+    }
+    return;
+  }
+  if (timeout > 0) deadline = std::min(deadline, now + static_cast<uint64_t>(timeout) * 1000000);
+  s->SetPolling(1);
   uint64_t yieldAt = now + kYieldEveryNs;
   // Whether a sched_yield() of this spin gave the core away (someone else ran).
   bool gaveAway = false;
@@ -334,6 +349,18 @@ void Spinner::OnPrepare(uv_prepare_t* handle) {
   s->Cool();
   s->cooledAt_ = now;
   if (s->AnyPending()) s->Call();
+}
+
+// Milliseconds until the loop has other work (0: now; -1: none is
+// scheduled), leaving out our own idle handle, which is active while we are
+// hot only to keep the poll phase from blocking.
+int Spinner::OtherWorkIn(uv_loop_t* loop) {
+  uv_idle_t* idle = &handles_->idle;
+  const bool active = uv_is_active(reinterpret_cast<uv_handle_t*>(idle)) != 0;
+  if (active) uv_idle_stop(idle);
+  int timeout = uv_backend_timeout(loop);
+  if (active) uv_idle_start(idle, OnIdle);
+  return timeout;
 }
 
 // Several unproductive spins in a row: sleep on doorbells for a while, as a

@@ -44,6 +44,7 @@ class Spinner : public Napi::ObjectWrap<Spinner> {
   void Cool();
   void Miss(uint64_t now);
   void SetWindow(uint64_t ns);
+  int OtherWorkIn(uv_loop_t* loop);
   static void OnPrepare(uv_prepare_t* handle);
   static void OnIdle(uv_idle_t* handle);
   static void OnClose(uv_handle_t* handle);

@@ -101,7 +101,7 @@ export class Reader {
     }
     const sock = handle.socket;
     if (!sock) return false;
-    if (this.native && !this.frames && ch.waiting() >= IN_PLACE_MIN) {
+    if (this.native && ch.waiting() >= IN_PLACE_MIN) {
       this.pieces.push(IN_PLACE);
       this.requestFeed();
       return true;
@@ -261,11 +261,20 @@ export class Reader {
     if (piece === null) return true;
     handle.bytesRead += piece.byteLength;
     handle.socket?._unrefTimer();
+    // An HTTP/2 session's read is cut after frames that make events: the
+    // first part goes now, in place, copies of the others on later turns
+    // (rare: a bulk transfer's reads are all data frames, one part).
+    const whole = piece.byteLength;
+    if (this.frames) {
+      const parts = this.frames.split(piece as Buffer);
+      for (let k = parts.length - 1; k >= 1; k--) this.pieces.unshift(Buffer.from(parts[k]));
+      piece = parts.length > 0 ? parts[0] : null;
+    }
     try {
-      this.stream!.readBuffer(piece);
+      if (piece !== null) this.stream!.readBuffer(piece);
     } finally {
       try {
-        ch.viewed(piece.byteLength);
+        ch.viewed(whole);
       } catch (err) {
         handle.corrupt(err as Error);
       }
