@@ -26,9 +26,10 @@ import { scenario as many, scaleScenario as scale } from './many';
 import { expressScenario, haveExpress, scenario as httpCase } from './http';
 import { scenario as idle } from './idle';
 import { scenario as tlsCase } from './tls';
+import { scenario as h2Case } from './h2';
 import { scenario as pods } from './pods';
 
-export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, scale, httpCase, expressScenario, tlsCase, idle, pods];
+export const SCENARIOS: Scenario[] = [pingPong, pump, connect, many, scale, httpCase, expressScenario, tlsCase, h2Case, idle, pods];
 
 const ROOT = path.join(__dirname, '..', '..');
 /** bench/results in a checkout (git-ignored), else zivm-bench-results in the current folder. */

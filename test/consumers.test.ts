@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import http2 from 'node:http2';
 import type net from 'node:net';
 import * as zivm from '../src';
-import { Channel } from '../src/shm/channel';
+import { countingViews } from './helpers/views';
 import { Http2Frames } from '../src/net/reader';
 import { jsStreamClass, streamAdapter } from '../src/net/streambase';
 
@@ -243,19 +243,8 @@ describe('HTTP/2 sessions over shared memory', function () {
     const server = zivm.createServer((sock) => h2.emit('connection', sock));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as net.AddressInfo).port;
-    const { view } = Channel.prototype as { view: (this: Channel, max: number) => Buffer | null | undefined };
-    let views = 0;
-    let viewBytes = 0;
-    Channel.prototype.view = function (this: Channel, max: number) {
-      const got = view.call(this, max);
-      if (got) {
-        views++;
-        viewBytes += got.length;
-      }
-      return got;
-    };
     let transport: unknown;
-    try {
+    const { views, bytes: viewBytes } = await countingViews(async () => {
       const session = http2.connect(`http://127.0.0.1:${port}`, {
         createConnection: () => {
           const sock = zivm.connect(port, '127.0.0.1');
@@ -283,9 +272,7 @@ describe('HTTP/2 sessions over shared memory', function () {
       );
       await new Promise<void>((resolve) => session.close(resolve));
       for (const one of got) expect(one).to.deep.equal({ sha: one.digest, digest: one.digest, length: size });
-    } finally {
-      Channel.prototype.view = view;
-    }
+    });
     expect(transport).to.equal('shm');
     expect(views).to.be.greaterThan(50);
     expect(viewBytes).to.be.greaterThan(3 * size);

@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import * as zivm from '../src';
 import { Channel } from '../src/shm/channel';
+import { countingViews } from './helpers/views';
 import { F_CLOSED } from '../src/shm/layout';
 
 const FIX = path.join(__dirname, '..', '..', 'test', 'fixtures');
@@ -95,27 +96,6 @@ describe('TLS', function () {
     });
     expect(out).to.match(/^ok TLSSocket/);
   });
-
-  /** Counts the reads a native consumer took in place (views of the ring) while `fn` runs. */
-  async function countingViews<T>(fn: () => Promise<T>): Promise<{ result: T; views: number; bytes: number }> {
-    const { view } = Channel.prototype as { view: (this: Channel, max: number) => Buffer | null | undefined };
-    let views = 0;
-    let bytes = 0;
-    Channel.prototype.view = function (this: Channel, max: number) {
-      const got = view.call(this, max);
-      if (got) {
-        views++;
-        bytes += got.length;
-      }
-      return got;
-    };
-    try {
-      const result = await fn();
-      return { result, views, bytes };
-    } finally {
-      Channel.prototype.view = view;
-    }
-  }
 
   it('bulk TLS over shared memory: 24 MiB of random bytes each way arrive intact, read in place by TLS', async () => {
     const size = 24 * 1024 * 1024;

@@ -25,8 +25,8 @@ import { native } from '../shm/native';
 import { kShmHandle, kTransport } from '../symbols';
 import type { HandleCore, SocketLike } from './core';
 import { netInternals, type ConnectReq, type ShutdownReq, type TcpLike } from './internals';
-import { NativeReads, Reader } from './reader';
-import { boundToHttp2Session, jsStreamClass } from './streambase';
+import { NativeReads, Reader, insideHandOver } from './reader';
+import { boundToHttp2Session, http2SessionOf, jsStreamClass, type Http2SessionState } from './streambase';
 import { Writer } from './writer';
 
 const internals = netInternals();
@@ -71,6 +71,8 @@ export class ShmHandle extends Base implements HandleCore {
   private accepted: boolean;
   private asyncId = -1;
   private shutdownReq: ShutdownReq | null = null;
+  /** The HTTP/2 session on this handle's socket, once a write looked for it (see openSessionWritesNow). */
+  private h2Session: Http2SessionState | undefined;
 
   constructor(ch: Channel) {
     super();
@@ -401,10 +403,12 @@ export class ShmHandle extends Base implements HandleCore {
    * once the JavaScript running now has returned (never inside the
    * consumer's own write), not a loop turn later: TLS has one write in
    * flight at a time, and waiting a turn for each halved its throughput.
-   * An HTTP/2 session's writes complete a turn later, as a libuv write that
-   * could not be done at once: its sessions then end in the order they do
-   * over TCP (a session closed with a response in flight is destroyed after
-   * the stream's 'close').
+   * An HTTP/2 session's writes do too while the session is open and the
+   * write comes from inside a read being handed to it (see
+   * openSessionWritesNow); others complete a turn later, as a libuv write
+   * that could not be done at once: its sessions then end in the order they
+   * do over TCP (a session closed with a response in flight is destroyed
+   * after the stream's 'close').
    *
    * `bufs` are copies Node's JSStream made for this call (one fresh
    * allocation each, which nothing else can reach): once the writer is done
@@ -416,13 +420,31 @@ export class ShmHandle extends Base implements HandleCore {
    */
   onwrite(req: object, bufs: Uint8Array[]): number {
     const stream = this as unknown as InstanceType<NonNullable<typeof JSStream>>;
-    const http2 = this.reader.http2;
+    const turnLater = this.reader.http2 && !this.openSessionWritesNow();
     this.writeBuffers(bufs, (err) => {
       native().releaseCopies(bufs);
-      if (http2) setImmediate(finishWrite, stream, req, status(err));
+      if (turnLater) setImmediate(finishWrite, stream, req, status(err));
       else process.nextTick(finishWrite, stream, req, status(err));
     });
     return 0;
+  }
+
+  /**
+   * An HTTP/2 session's write may complete without waiting a turn: it came
+   * from inside a read being handed over (the completion then runs once that
+   * returns to the event loop's caller, outside the session's own code; see
+   * insideHandOver), and the session is open. Over TCP such writes complete
+   * at once (the kernel takes them), and a session does not read while a
+   * write is in flight: a turn per write made it take one response per turn.
+   * A session that is closing keeps the turn, and so the order in which it
+   * ends over TCP.
+   */
+  private openSessionWritesNow(): boolean {
+    if (!insideHandOver()) return false;
+    const sock = this.socket;
+    this.h2Session ??= sock ? http2SessionOf(sock) : undefined;
+    const session = this.h2Session;
+    return session !== undefined && !session.closed && !session.destroyed;
   }
 
   /** A native consumer half-closes. */

@@ -40,6 +40,20 @@ const IN_PLACE_MIN = 4096;
 /** A piece to hand over that is read from the ring in place when its turn comes. */
 const IN_PLACE = Buffer.alloc(0);
 
+/**
+ * Reads being handed to a native consumer from the event loop's call (in a
+ * callback scope of that call's own): what the consumer writes meanwhile
+ * reaches the handle from inside this hand-over, and JavaScript queued on
+ * nextTick then runs once the hand-over has returned to the loop's caller,
+ * outside the consumer's own code (see ShmHandle.onwrite).
+ */
+let handingOver = 0;
+
+/** A read is being handed to a native consumer in a callback scope (see handingOver). */
+export function insideHandOver(): boolean {
+  return handingOver > 0;
+}
+
 /** The native stream's read entry points (Node's JSStream). */
 export interface NativeReads {
   readBuffer(chunk: Uint8Array): void;
@@ -72,7 +86,15 @@ export class Reader {
    */
   bare = false;
   /** Hands the next piece to the native stream; called by the domain. */
-  readonly feed = (): void => this.feedNow();
+  readonly feed = (): void => {
+    if (this.bare) return this.feedNow();
+    handingOver++;
+    try {
+      this.feedNow();
+    } finally {
+      handingOver--;
+    }
+  };
 
   constructor(
     private readonly handle: HandleCore,

@@ -117,12 +117,23 @@ export function streamAdapter(): AdapterClass {
  * socket['undefined'].
  */
 export function boundToHttp2Session(socket: object): boolean {
+  return http2SessionOf(socket) !== undefined;
+}
+
+/** The public side of an HTTP/2 session that zivm looks at. */
+export interface Http2SessionState {
+  readonly closed: boolean;
+  readonly destroyed: boolean;
+}
+
+/** The HTTP/2 session bound to `socket` (see boundToHttp2Session), if any. */
+export function http2SessionOf(socket: object): Http2SessionState | undefined {
   const own = socket as Record<string | symbol, unknown>;
   const misplaced = Object.prototype.hasOwnProperty.call(own, 'undefined') ? own['undefined'] : undefined;
   if (misplaced !== null && typeof misplaced === 'object' && /Http2Session$/.test((misplaced as { constructor?: { name?: string } }).constructor?.name ?? ''))
-    return true;
+    return misplaced as Http2SessionState;
   for (const key of Object.getOwnPropertySymbols(socket)) {
-    if (key.description === 'kBoundSession' && own[key] !== undefined) return true;
+    if (key.description === 'kBoundSession' && own[key] !== undefined && own[key] !== null) return own[key] as Http2SessionState;
   }
-  return false;
+  return undefined;
 }
