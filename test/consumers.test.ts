@@ -9,7 +9,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import crypto from 'node:crypto';
 import http2 from 'node:http2';
-import type net from 'node:net';
+import net from 'node:net';
 import * as zivm from '../src';
 import { countingViews } from './helpers/views';
 import { Http2Frames } from '../src/net/reader';
@@ -278,4 +278,46 @@ describe('HTTP/2 sessions over shared memory', function () {
     expect(viewBytes).to.be.greaterThan(3 * size);
     await new Promise((resolve) => server.close(resolve));
   });
+  for (const [name, mod] of [
+    ['node:net', net],
+    ['zivm', zivm],
+  ] as const) {
+    it(`(${name}) a client session closed once its last stream closed lets go of its socket within the turn, as over TCP`, async () => {
+      const h2 = http2.createServer();
+      h2.on('stream', (stream) => {
+        stream.respond();
+        stream.end('ok');
+      });
+      const server = mod.createServer((sock) => h2.emit('connection', sock));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const port = (server.address() as net.AddressInfo).port;
+      let transport: unknown;
+      const session = http2.connect(`http://127.0.0.1:${port}`, {
+        createConnection: () => {
+          const sock = mod.connect(port, '127.0.0.1');
+          sock.once('connect', () => (transport = (sock as { transport?: string }).transport ?? 'tcp'));
+          return sock;
+        },
+      });
+      const proxy = session.socket;
+      const seen = await new Promise<string>((resolve) => {
+        const req = session.request();
+        req.resume();
+        req.on('close', () => {
+          session.close();
+          setImmediate(() => {
+            try {
+              void (proxy as unknown as Record<string, unknown>).example;
+              resolve('still bound');
+            } catch (err) {
+              resolve(String((err as NodeJS.ErrnoException).code));
+            }
+          });
+        });
+      });
+      expect(seen).to.equal('ERR_HTTP2_SOCKET_UNBOUND');
+      expect(transport).to.equal(name === 'zivm' ? 'shm' : 'tcp');
+      await new Promise((resolve) => server.close(resolve));
+    });
+  }
 });

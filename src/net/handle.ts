@@ -26,7 +26,7 @@ import { kShmHandle, kTransport } from '../symbols';
 import type { HandleCore, SocketLike } from './core';
 import { netInternals, type ConnectReq, type ShutdownReq, type TcpLike } from './internals';
 import { NativeReads, Reader, insideHandOver } from './reader';
-import { boundToHttp2Session, http2SessionOf, jsStreamClass, type Http2SessionState } from './streambase';
+import { boundToHttp2Session, http2SessionOf, http2StreamsOf, jsStreamClass, type Http2SessionState } from './streambase';
 import { Writer } from './writer';
 
 const internals = netInternals();
@@ -71,7 +71,7 @@ export class ShmHandle extends Base implements HandleCore {
   private accepted: boolean;
   private asyncId = -1;
   private shutdownReq: ShutdownReq | null = null;
-  /** The HTTP/2 session on this handle's socket, once a write looked for it (see openSessionWritesNow). */
+  /** The HTTP/2 session on this handle's socket, once a write looked for it (see sessionWritesNow). */
   private h2Session: Http2SessionState | undefined;
 
   constructor(ch: Channel) {
@@ -404,8 +404,8 @@ export class ShmHandle extends Base implements HandleCore {
    * consumer's own write), not a loop turn later: TLS has one write in
    * flight at a time, and waiting a turn for each halved its throughput.
    * An HTTP/2 session's writes do too while the session is open and the
-   * write comes from inside a read being handed to it (see
-   * openSessionWritesNow); others complete a turn later, as a libuv write
+   * write comes from inside a read being handed to it, or once it closes
+   * with no stream left (see sessionWritesNow); others complete a turn later, as a libuv write
    * that could not be done at once: its sessions then end in the order they
    * do over TCP (a session closed with a response in flight is destroyed
    * after the stream's 'close').
@@ -420,7 +420,7 @@ export class ShmHandle extends Base implements HandleCore {
    */
   onwrite(req: object, bufs: Uint8Array[]): number {
     const stream = this as unknown as InstanceType<NonNullable<typeof JSStream>>;
-    const turnLater = this.reader.http2 && !this.openSessionWritesNow();
+    const turnLater = this.reader.http2 && !this.sessionWritesNow();
     this.writeBuffers(bufs, (err) => {
       native().releaseCopies(bufs);
       if (turnLater) setImmediate(finishWrite, stream, req, status(err));
@@ -430,21 +430,27 @@ export class ShmHandle extends Base implements HandleCore {
   }
 
   /**
-   * An HTTP/2 session's write may complete without waiting a turn: it came
-   * from inside a read being handed over (the completion then runs once that
-   * returns to the event loop's caller, outside the session's own code; see
-   * insideHandOver), and the session is open. Over TCP such writes complete
-   * at once (the kernel takes them), and a session does not read while a
-   * write is in flight: a turn per write made it take one response per turn.
-   * A session that is closing keeps the turn, and so the order in which it
-   * ends over TCP.
+   * An HTTP/2 session's write may complete without waiting a turn (over TCP
+   * such writes complete at once: the kernel takes them):
+   *  - the session is open and the write came from inside a read being
+   *    handed over (the completion then runs once that returns to the event
+   *    loop's caller, outside the session's own code; see insideHandOver). A
+   *    session does not read while a write is in flight: a turn per write
+   *    made it take one response per turn;
+   *  - the session is closing and has no stream left: it ends, and lets go
+   *    of its socket, within the turn, as over TCP (one that is still busy
+   *    the next time the loop looks at immediates is seen still bound).
+   * A session closing with streams in flight keeps the turn, and so the order
+   * in which it ends over TCP (its last stream's 'close' before the session
+   * is destroyed).
    */
-  private openSessionWritesNow(): boolean {
-    if (!insideHandOver()) return false;
+  private sessionWritesNow(): boolean {
     const sock = this.socket;
     this.h2Session ??= sock ? http2SessionOf(sock) : undefined;
     const session = this.h2Session;
-    return session !== undefined && !session.closed && !session.destroyed;
+    if (session === undefined) return false;
+    if (!session.closed && !session.destroyed) return insideHandOver();
+    return http2StreamsOf(session) === 0;
   }
 
   /** A native consumer half-closes. */

@@ -137,3 +137,19 @@ export function http2SessionOf(socket: object): Http2SessionState | undefined {
   }
   return undefined;
 }
+
+/** The symbol of an HTTP/2 session's own state (streams and requests in progress among it): Node 20 to 26 call it 'state'. */
+let sessionStateKey: symbol | null | undefined;
+
+/**
+ * Streams of an HTTP/2 session still open or being opened; -1 where this
+ * Node.js keeps them where zivm does not look.
+ */
+export function http2StreamsOf(session: Http2SessionState): number {
+  if (sessionStateKey === undefined) sessionStateKey = Object.getOwnPropertySymbols(session).find((key) => key.description === 'state') ?? null;
+  if (sessionStateKey === null) return -1;
+  const state = (session as unknown as Record<symbol, { streams?: { size?: unknown }; pendingStreams?: { size?: unknown } } | undefined>)[sessionStateKey];
+  const open = state?.streams?.size;
+  const pending = state?.pendingStreams?.size;
+  return typeof open === 'number' && typeof pending === 'number' ? open + pending : -1;
+}

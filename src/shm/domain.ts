@@ -176,6 +176,12 @@ export class Domain {
   /** Ends of connections (slot * 2 + 1 for the server's) with work to do, in order. */
   private readonly runq: RunQueue;
   private readonly feeds: Feedable[] = [];
+  /**
+   * Slots one of our own ends rang for (a connection between two sockets of
+   * this process), in the order it did: looked at from the next call of the
+   * event loop on (see notify()).
+   */
+  private readonly rungHere: RunQueue;
   private selfRung = false;
   /** The turn of the loop (the busy-poll counts them) the last call came in, and the calls of that turn. */
   private turnSeen = -1;
@@ -277,6 +283,7 @@ export class Domain {
       this.spinState = new Int32Array(1);
     }
     this.runq = new RunQueue(geo.nslots * 2);
+    this.rungHere = new RunQueue(geo.nslots);
     this.bell = new addon.Poller(this.bells.ownFd, (status, round) => this.onDoorbell(status, round), true);
     this.bell.unref();
     // Bits someone set for this id's previous holder would hide our first
@@ -491,7 +498,8 @@ export class Domain {
       // A read for a native stream: the caller hands it over from outside JavaScript.
       const fed = this.feeds.shift();
       if (fed) return handOver(fed);
-      // What is queued runs first; the bitmap is read again once it is done (or each new turn).
+      // Our own ends' rings of an earlier call, in their order, then what is queued; the bitmap is read again once that is done (or each new call).
+      if (round === 0 && this.rungHere.length > 0) this.takeRungHere();
       if (round === 0 || this.runq.length === 0) {
         if (this.fullHarvest) this.harvestAll();
         else this.harvest();
@@ -571,14 +579,18 @@ export class Domain {
     while (bits !== 0) {
       const bit = 31 - Math.clz32(bits);
       bits &= ~(1 << bit);
-      const slot = (word << 5) + bit;
-      if (slot >= this.geo.nslots) continue;
-      if (this.handlers[slot * 2]) this.runq.push(slot * 2);
-      // A connection request goes first, as a listening socket is looked at
-      // before its client's connect completes (in this process, that is).
-      if (this.handlers[slot * 2 + 1]) this.runq.push(slot * 2 + 1);
-      else if (this.requestFor(slot)) this.runq.unshift(slot * 2 + 1);
+      this.queueSlot((word << 5) + bit);
     }
+  }
+
+  /** Queues the ends of `slot` we hold, or the connection request in it for us. */
+  private queueSlot(slot: number): void {
+    if (slot < 0 || slot >= this.geo.nslots) return;
+    if (this.handlers[slot * 2]) this.runq.push(slot * 2);
+    // A connection request goes first, as a listening socket is looked at
+    // before its client's connect completes (in this process, that is).
+    if (this.handlers[slot * 2 + 1]) this.runq.push(slot * 2 + 1);
+    else if (this.requestFor(slot)) this.runq.unshift(slot * 2 + 1);
   }
 
   /** The connection requests waiting for listener `index` of ours: [slot, state word] each. */
@@ -617,9 +629,24 @@ export class Domain {
     if (!this.spinner?.wake()) this.bells.ringSelf();
   }
 
-  /** Rings `peer` for `slot` (see Doorbells.notify). */
+  /**
+   * Rings `peer` for `slot` (see Doorbells.notify). An end of our own (a
+   * connection between two sockets of this process) is queued at once, in
+   * the order its events happen, as the kernel reports a loopback socket's:
+   * a reset on one connection followed by bytes on another are seen in that
+   * order, whatever their slots.
+   */
   notify(peer: number, slot: number, peerGen?: number, force = false): void {
+    if (peer === this.id && (peerGen === undefined || peerGen === this.gen)) {
+      this.rungHere.push(slot);
+      this.ringSelf();
+      return;
+    }
     this.bells.notify(peer, slot, peerGen, force);
+  }
+
+  private takeRungHere(): void {
+    for (let slot = this.rungHere.shift(); slot >= 0; slot = this.rungHere.shift()) this.queueSlot(slot);
   }
 
   private dispatch(end: number): void {

@@ -74,6 +74,39 @@ forEachImpl((impl) => {
       await once(client, 'end');
       expect(chunks.join('')).to.equal('abc');
     });
+
+    it('sees events on two connections of one process in the order they happened, whichever was made first', async function () {
+      const server = impl.createServer();
+      const ends: net.Socket[] = [];
+      server.on('connection', (sock: net.Socket) => ends.push(sock));
+      const port = await listen(server);
+      const clients: net.Socket[] = [];
+      for (let i = 0; i < 4; i++) {
+        const sock = impl.connect(port, '127.0.0.1');
+        await once(sock, 'connect');
+        clients.push(sock);
+      }
+      while (ends.length < 4) await new Promise((resolve) => setImmediate(resolve));
+      impl.expectShm(clients[0], ends[0]);
+      const seen: string[] = [];
+      ends.forEach((end, i) => {
+        end.on('data', () => seen.push(`${i}:data`));
+        end.on('end', () => seen.push(`${i}:end`));
+      });
+      // The earlier connection first, then the later one; then the other way round; then a close and bytes.
+      clients[0].write('a');
+      clients[1].write('b');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      clients[3].write('c');
+      clients[2].write('d');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      clients[1].destroy();
+      clients[0].write('e');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(seen).to.deep.equal(['0:data', '1:data', '3:data', '2:data', '1:end', '0:data']);
+      for (const sock of clients) sock.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    });
   });
 
   describe('Server events', function () {

@@ -116,6 +116,41 @@ forEachImpl((impl) => {
       expect(cbs).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     });
 
+    it('sends a corked batch of mixed encodings and views byte for byte, small and large', async function () {
+      const { client, peer } = await pair(impl);
+      const batch = (round: number): [string | Uint8Array, BufferEncoding | undefined][] => [
+        [`HTTP/1.1 200 OK\r\nx-round: ${round}\r\n\r\n`, 'latin1'],
+        ['é€😀 \ud800 utf8', 'utf8'],
+        ['68697a', 'hex'],
+        // Stray characters: Buffer.byteLength over-estimates what base64 gives.
+        ['aGVs*bG8=!!', 'base64'],
+        [new Uint8Array([0, 1, 2, 255]), undefined],
+        [Buffer.alloc(round === 2 ? 20 * 1024 : 3, round), undefined],
+        ['ÿþ', 'latin1'],
+      ];
+      const expected: Buffer[] = [];
+      for (let round = 0; round < 3; round++) {
+        for (const [chunk, enc] of batch(round)) expected.push(typeof chunk === 'string' ? Buffer.from(chunk, enc) : Buffer.from(chunk));
+      }
+      const want = Buffer.concat(expected);
+      const got = readBytes(peer, want.length);
+      const cbs: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        client.cork();
+        batch(round).forEach(([chunk, enc], i) => {
+          if (typeof chunk === 'string') client.write(chunk, enc, () => cbs.push(round * 10 + i));
+          else client.write(chunk, () => cbs.push(round * 10 + i));
+        });
+        client.uncork();
+      }
+      const bytes = await got;
+      expect(bytes.length).to.equal(want.length);
+      expect(bytes.equals(want)).to.equal(true);
+      await until(() => cbs.length === 21, 'every write called back');
+      expect(cbs).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 20, 21, 22, 23, 24, 25, 26]);
+      expect(client.bytesWritten).to.equal(want.length);
+    });
+
     it("end(data, cb) writes the data and calls cb just before 'finish'", async function () {
       const { client, peer } = await pair(impl);
       const got = readAll(peer);
